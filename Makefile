@@ -1,0 +1,82 @@
+# Caravan — run `make help` for the targets.
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+MODULES  := pkg services/discovery services/promoter services/verifier services/gateway cmd/caravan
+SERVICES := discovery promoter verifier gateway
+BIN      := bin
+GO       ?= go
+# Generous: CI has two shared cores. Speed targets live in benchmarks.
+TEST_TIMEOUT ?= 10m
+TEST_FLAGS   ?= -race -count=1 -timeout $(TEST_TIMEOUT)
+FUZZTIME     ?= 60s
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## build bin/caravan and bin/caravan-<service>
+	$(GO) build -o $(BIN)/caravan ./cmd/caravan
+	@for s in $(SERVICES); do \
+		echo "$(GO) build -o $(BIN)/caravan-$$s ./services/$$s/cmd/caravan-$$s"; \
+		$(GO) build -o $(BIN)/caravan-$$s ./services/$$s/cmd/caravan-$$s; \
+	done
+
+.PHONY: run
+run: build ## start the whole system on the embedded default (data in ./.caravan)
+	$(BIN)/caravan server
+
+.PHONY: install
+install: ## install caravan into $GOBIN (or $GOPATH/bin)
+	$(GO) install ./cmd/caravan
+
+.PHONY: test
+test: ## run every module's tests with -race (fuzz seed corpora included)
+	@for m in $(MODULES); do \
+		echo "== go test $$m"; \
+		(cd $$m && $(GO) test $(TEST_FLAGS) ./...); \
+	done
+
+.PHONY: e2e
+e2e: ## run the slow, process-level and real-server suites (build tag e2e)
+	@for m in $(MODULES); do \
+		echo "== go test -tags e2e $$m"; \
+		(cd $$m && $(GO) test -tags e2e $(TEST_FLAGS) -run 'E2E' ./...); \
+	done
+
+.PHONY: bench
+bench: ## run the benchmarks (each reports its ratio to a baseline measured in the same run)
+	@for m in $(MODULES); do \
+		echo "== go test -bench $$m"; \
+		(cd $$m && $(GO) test -run '^$$' -bench . -benchmem -count=1 ./...); \
+	done
+
+.PHONY: fuzz
+fuzz: ## fuzz the manifest decoder open-endedly (FUZZTIME=60s); not part of CI
+	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./model
+
+.PHONY: lint
+lint: ## run golangci-lint (built once from tools/golangci-lint) over every module
+	@lint=$$(scripts/tool.sh golangci-lint); \
+	for m in $(MODULES); do \
+		echo "== golangci-lint $$m"; \
+		(cd $$m && $$lint run ./...); \
+	done
+
+.PHONY: fmt
+fmt: ## gofmt every Go file
+	gofmt -s -w $$(git ls-files '*.go')
+
+.PHONY: verify
+verify: ## tidy, format and generate, then fail if the tree changed
+	@for m in $(MODULES) tools/golangci-lint; do (cd $$m && GOWORK=off $(GO) mod tidy); done
+	$(GO) work sync
+	gofmt -s -w $$(git ls-files '*.go')
+	@for m in $(MODULES); do (cd $$m && $(GO) generate ./...); done
+	@git diff --exit-code || { echo "verify: the tree changed; commit the result" >&2; exit 1; }
+
+.PHONY: clean
+clean: ## remove build output
+	rm -rf $(BIN)

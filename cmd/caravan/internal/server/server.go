@@ -1,0 +1,246 @@
+// Package server runs the whole of Caravan in one process: an embedded NATS
+// server with JetStream (unless an external one is configured) and the
+// discovery, promoter, verifier and gateway services side by side, each with
+// the dependencies it would get as a standalone binary.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/caravan-cd/caravan/pkg/events"
+	"github.com/caravan-cd/caravan/pkg/service"
+	"github.com/caravan-cd/caravan/pkg/telemetry"
+	"github.com/caravan-cd/caravan/services/discovery"
+	"github.com/caravan-cd/caravan/services/gateway"
+	"github.com/caravan-cd/caravan/services/promoter"
+	"github.com/caravan-cd/caravan/services/verifier"
+)
+
+// Config is the all-in-one server's configuration (prefix CARAVAN_): the
+// gateway's (which holds the shared settings) plus the embedded NATS server.
+// Service-specific settings of the other services are read by their own
+// Config types from the same environment.
+type Config struct {
+	gateway.Config
+	// EmbeddedNATSAddr is where the embedded NATS server listens for
+	// clients (standalone services, the nats CLI). Port -1 picks a free one.
+	EmbeddedNATSAddr string `envconfig:"EMBEDDED_NATS_ADDR" default:"127.0.0.1:4222" desc:"listen address of the embedded NATS server (used only when CARAVAN_NATS_URL is empty)"`
+}
+
+// Validate checks the configuration. An empty admin token is allowed: Run
+// generates one.
+func (c Config) Validate() error {
+	var errs []error
+	errs = append(errs, c.Common.Validate())
+	if c.URL == "" {
+		if _, _, err := net.SplitHostPort(c.EmbeddedNATSAddr); err != nil {
+			errs = append(errs, fmt.Errorf("CARAVAN_EMBEDDED_NATS_ADDR: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Options are what a caller (the CLI, a test) hands Run beside the config.
+type Options struct {
+	Logger *slog.Logger
+	// Listener, if set, serves the gateway instead of CARAVAN_HTTP_ADDR.
+	Listener net.Listener
+	// Started, if set, is called once every service runs.
+	Started func(Info)
+}
+
+// Info describes a started server.
+type Info struct {
+	NATSURL        string
+	AdminTokenFile string
+}
+
+// Run runs Caravan until ctx ends, then stops every service, drains, and
+// stops the embedded NATS server.
+func Run(ctx context.Context, cfg Config, opts Options) error {
+	log := opts.Logger
+	if log == nil {
+		log = telemetry.NewLogger(os.Stderr, cfg.LogConfig)
+	}
+	shutdownTracing, err := telemetry.SetupTracing(ctx, "caravan")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = shutdownTracing(context.WithoutCancel(ctx)) }()
+
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	info := Info{}
+	if cfg.AdminToken == "" {
+		path := filepath.Join(cfg.DataDir, "admin-token")
+		token, created, err := loadOrCreateToken(path)
+		if err != nil {
+			return err
+		}
+		cfg.AdminToken = token
+		info.AdminTokenFile = path
+		if created {
+			log.Info("generated an admin token", "file", path)
+		} else {
+			log.Info("using the admin token", "file", path)
+		}
+	}
+
+	var nc *nats.Conn
+	if cfg.URL == "" {
+		ns, err := startEmbedded(cfg)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+		}()
+		info.NATSURL = ns.ClientURL()
+		log.Info("embedded NATS started", "url", info.NATSURL, "store", filepath.Join(cfg.DataDir, "nats"))
+		nc, err = nats.Connect(ns.ClientURL(), nats.InProcessServer(ns), nats.Name("caravan"), nats.MaxReconnects(-1))
+		if err != nil {
+			return fmt.Errorf("connect to embedded NATS: %w", err)
+		}
+	} else {
+		info.NATSURL = cfg.URL
+		nc, err = events.Connect(ctx, cfg.NATSConfig, "caravan")
+		if err != nil {
+			return err
+		}
+	}
+	defer nc.Close()
+
+	reg := prometheus.NewRegistry()
+	env, err := service.Connect(ctx, nc, "caravan", cfg.Common, reg)
+	if err != nil {
+		return err
+	}
+	for _, dir := range []string{"discovery", "promoter", "verifier"} {
+		if err := os.MkdirAll(cfg.Dir(dir), 0o750); err != nil {
+			return fmt.Errorf("create data dir: %w", err)
+		}
+	}
+	as := func(name string) *service.Env {
+		e := *env
+		e.Bus = events.NewBus(env.JS, name, events.WithMetrics(env.Metrics))
+		return &e
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	start := func(name string, run func(context.Context) error) {
+		wg.Go(func() {
+			err := run(ctx)
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+				mu.Unlock()
+				log.Error("service stopped", "service", name, "err", err)
+			}
+			cancel() // one service down takes the process down
+		})
+	}
+	common := cfg.Common
+	start("discovery", func(ctx context.Context) error {
+		return discovery.Run(ctx, discovery.Deps{Config: discovery.Config{Common: common}, Logger: log, Env: as("discovery")})
+	})
+	start("promoter", func(ctx context.Context) error {
+		return promoter.Run(ctx, promoter.Deps{Config: promoter.Config{Common: common}, Logger: log, Env: as("promoter")})
+	})
+	start("verifier", func(ctx context.Context) error {
+		return verifier.Run(ctx, verifier.Deps{Config: verifier.Config{Common: common}, Logger: log, Env: as("verifier")})
+	})
+	start("gateway", func(ctx context.Context) error {
+		return gateway.Run(ctx, gateway.Deps{Config: cfg.Config, Logger: log, Env: as("gateway"), Registry: reg, Listener: opts.Listener})
+	})
+	if opts.Started != nil {
+		opts.Started(info)
+	}
+	wg.Wait()
+	log.Info("caravan stopped")
+	return errors.Join(errs...)
+}
+
+func startEmbedded(cfg Config) (*natsserver.Server, error) {
+	host, portStr, err := net.SplitHostPort(cfg.EmbeddedNATSAddr)
+	if err != nil {
+		return nil, fmt.Errorf("CARAVAN_EMBEDDED_NATS_ADDR: %w", err)
+	}
+	port := natsserver.RANDOM_PORT
+	if portStr != "-1" && portStr != "0" {
+		if _, err := fmt.Sscan(portStr, &port); err != nil {
+			return nil, fmt.Errorf("CARAVAN_EMBEDDED_NATS_ADDR: bad port %q", portStr)
+		}
+	}
+	ns, err := natsserver.NewServer(&natsserver.Options{
+		ServerName: "caravan",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   filepath.Join(cfg.DataDir, "nats"),
+		NoLog:      true,
+		NoSigs:     true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS: %w", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("embedded NATS did not start on %s (is the port taken? set CARAVAN_EMBEDDED_NATS_ADDR)", cfg.EmbeddedNATSAddr)
+	}
+	return ns, nil
+}
+
+// loadOrCreateToken reads the admin token file, or creates it (mode 0600)
+// with a new random token.
+func loadOrCreateToken(path string) (string, bool, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if t := strings.TrimSpace(string(b)); t != "" {
+			return t, false, nil
+		}
+		return "", false, fmt.Errorf("admin token file %s is empty", path)
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return "", false, fmt.Errorf("read admin token: %w", err)
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", false, fmt.Errorf("generate admin token: %w", err)
+	}
+	token := "cvn_" + base64.RawURLEncoding.EncodeToString(raw)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return loadOrCreateToken(path)
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("create admin token file: %w", err)
+	}
+	_, werr := f.WriteString(token + "\n")
+	if err := errors.Join(werr, f.Close()); err != nil {
+		return "", false, fmt.Errorf("write admin token file: %w", err)
+	}
+	return token, true, nil
+}

@@ -1,0 +1,158 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+)
+
+const instrumentation = "github.com/caravan-cd/caravan/pkg/events"
+
+// Bus publishes and consumes Caravan events on JetStream. It is safe for
+// concurrent use. Create the stream first with Setup.
+type Bus struct {
+	js         jetstream.JetStream
+	source     string
+	tracer     trace.Tracer
+	propagator propagation.TextMapPropagator
+	metrics    *Metrics
+	timeout    time.Duration
+	attempts   int
+}
+
+// Option configures a Bus.
+type Option func(*Bus)
+
+// WithTracerProvider sets the tracer provider (default: otel's global).
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(b *Bus) { b.tracer = tp.Tracer(instrumentation) }
+}
+
+// WithPropagator sets the propagator (default: otel's global).
+func WithPropagator(p propagation.TextMapPropagator) Option {
+	return func(b *Bus) { b.propagator = p }
+}
+
+// WithMetrics records publish and handle metrics.
+func WithMetrics(m *Metrics) Option { return func(b *Bus) { b.metrics = m } }
+
+// WithPublishTimeout bounds each publish attempt (default 2s) and sets how
+// many attempts a publish makes (default 5), each with the same message ID.
+func WithPublishTimeout(perAttempt time.Duration, attempts int) Option {
+	return func(b *Bus) { b.timeout, b.attempts = perAttempt, attempts }
+}
+
+// NewBus returns a Bus publishing as source (the service name).
+func NewBus(js jetstream.JetStream, source string, opts ...Option) *Bus {
+	b := &Bus{
+		js:         js,
+		source:     source,
+		tracer:     otel.GetTracerProvider().Tracer(instrumentation),
+		propagator: otel.GetTextMapPropagator(),
+		timeout:    2 * time.Second,
+		attempts:   5,
+	}
+	for _, o := range opts {
+		o(b)
+	}
+	return b
+}
+
+// JetStream returns the JetStream handle the bus uses.
+func (b *Bus) JetStream() jetstream.JetStream { return b.js }
+
+// Source returns the service name the bus publishes as.
+func (b *Bus) Source() string { return b.source }
+
+// Publish seals ev in a new envelope about (project, subject) and publishes
+// it. See PublishEnvelope.
+func (b *Bus) Publish(ctx context.Context, project string, subject Ref, ev Event) (Envelope, error) {
+	env, err := Seal("", b.source, project, subject, ev)
+	if err != nil {
+		return Envelope{}, err
+	}
+	return env, b.PublishEnvelope(ctx, env)
+}
+
+// PublishWithID is Publish with a caller-chosen event ID: a second publish of
+// the same ID within the stream's duplicate window is dropped by JetStream.
+func (b *Bus) PublishWithID(ctx context.Context, id, project string, subject Ref, ev Event) (Envelope, error) {
+	env, err := Seal(id, b.source, project, subject, ev)
+	if err != nil {
+		return Envelope{}, err
+	}
+	return env, b.PublishEnvelope(ctx, env)
+}
+
+// PublishEnvelope publishes env with Nats-Msg-Id set to its ID, so
+// JetStream drops duplicates. Each attempt has its own timeout; a failed
+// attempt is retried with the same ID (a stream leader may be failing over)
+// until the attempts are spent or ctx ends.
+func (b *Bus) PublishEnvelope(ctx context.Context, env Envelope) error {
+	subject := Subject(env.Project, env.Type, env.Subject)
+	ctx, span := b.tracer.Start(ctx, "publish "+string(env.Type),
+		trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.destination.name", subject),
+			attribute.String("messaging.message.id", env.ID),
+			attribute.String("caravan.project", env.Project),
+		))
+	defer span.End()
+
+	data, err := env.MarshalJSON()
+	if err != nil {
+		return fmt.Errorf("encode %s envelope: %w", env.Type, err)
+	}
+	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	inject(ctx, b.propagator, msg.Header)
+
+	start := time.Now()
+	var lastErr error
+	for attempt := 0; attempt < b.attempts; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				lastErr = errors.Join(lastErr, ctx.Err())
+				attempt = b.attempts
+				continue
+			case <-time.After(backoff(attempt, 50*time.Millisecond, time.Second)):
+			}
+		}
+		actx, cancel := context.WithTimeout(ctx, b.timeout)
+		_, err := b.js.PublishMsg(actx, msg, jetstream.WithMsgID(env.ID))
+		cancel()
+		if err == nil {
+			b.metrics.published(env.Type, time.Since(start), nil)
+			return nil
+		}
+		lastErr = err
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	err = fmt.Errorf("publish %s %s on %s: %w", env.Type, env.ID, subject, lastErr)
+	span.RecordError(err)
+	span.SetStatus(codes.Error, "publish failed")
+	b.metrics.published(env.Type, time.Since(start), err)
+	return err
+}
+
+// backoff returns an exponential delay for the given attempt (1-based),
+// capped at max.
+func backoff(attempt int, base, maxDelay time.Duration) time.Duration {
+	d := base
+	for i := 1; i < attempt && d < maxDelay; i++ {
+		d *= 2
+	}
+	return min(d, maxDelay)
+}

@@ -1,0 +1,240 @@
+package model
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Warehouse defaults, as Kargo applies them.
+const (
+	DefaultWarehouseInterval = 5 * time.Minute
+	DefaultDiscoveryLimit    = 20
+	MaxDiscoveryLimit        = 100
+)
+
+// FreightCreationPolicy says how a Warehouse creates Freight.
+type FreightCreationPolicy string
+
+// Freight creation policies.
+const (
+	FreightCreationPolicyAutomatic FreightCreationPolicy = "Automatic"
+	FreightCreationPolicyManual    FreightCreationPolicy = "Manual"
+)
+
+// CommitSelectionStrategy selects the newest commit of a Git subscription.
+type CommitSelectionStrategy string
+
+// Commit selection strategies.
+const (
+	CommitSelectionStrategyLexical          CommitSelectionStrategy = "Lexical"
+	CommitSelectionStrategyNewestFromBranch CommitSelectionStrategy = "NewestFromBranch"
+	CommitSelectionStrategyNewestTag        CommitSelectionStrategy = "NewestTag"
+	CommitSelectionStrategySemVer           CommitSelectionStrategy = "SemVer"
+)
+
+// ImageSelectionStrategy selects the newest image of an image subscription.
+type ImageSelectionStrategy string
+
+// Image selection strategies.
+const (
+	ImageSelectionStrategyDigest      ImageSelectionStrategy = "Digest"
+	ImageSelectionStrategyLexical     ImageSelectionStrategy = "Lexical"
+	ImageSelectionStrategyNewestBuild ImageSelectionStrategy = "NewestBuild"
+	ImageSelectionStrategySemVer      ImageSelectionStrategy = "SemVer"
+)
+
+// Warehouse is a source of Freight.
+type Warehouse struct {
+	TypeMeta   `json:",inline"`
+	ObjectMeta `json:"metadata,omitempty"`
+	Spec       WarehouseSpec   `json:"spec"`
+	Status     WarehouseStatus `json:"status,omitzero"`
+}
+
+// WarehouseSpec describes the artifacts a Warehouse subscribes to.
+type WarehouseSpec struct {
+	Shard                   string                   `json:"shard,omitempty" caravan:"ignored"`
+	Interval                Duration                 `json:"interval"`
+	FreightCreationPolicy   FreightCreationPolicy    `json:"freightCreationPolicy"`
+	Subscriptions           []RepoSubscription       `json:"subscriptions"`
+	FreightCreationCriteria *FreightCreationCriteria `json:"freightCreationCriteria,omitempty"`
+}
+
+// FreightCreationCriteria is an expression that must hold for Freight to be
+// created automatically.
+type FreightCreationCriteria struct {
+	Expression string `json:"expression,omitempty"`
+}
+
+// RepoSubscription subscribes to exactly one of a Git repository, an image
+// repository or a Helm chart repository.
+type RepoSubscription struct {
+	Git   *GitSubscription   `json:"git,omitempty"`
+	Image *ImageSubscription `json:"image,omitempty"`
+	Chart *ChartSubscription `json:"chart,omitempty"`
+}
+
+// GitSubscription subscribes to a Git repository.
+type GitSubscription struct {
+	RepoURL                 string                  `json:"repoURL"`
+	CommitSelectionStrategy CommitSelectionStrategy `json:"commitSelectionStrategy,omitempty"`
+	Branch                  string                  `json:"branch,omitempty"`
+	StrictSemvers           bool                    `json:"strictSemvers"`
+	SemverConstraint        string                  `json:"semverConstraint,omitempty"`
+	AllowTags               string                  `json:"allowTags,omitempty"`
+	AllowTagsRegex          []string                `json:"allowTagsRegex,omitempty"`
+	IgnoreTags              []string                `json:"ignoreTags,omitempty"`
+	IgnoreTagsRegex         []string                `json:"ignoreTagsRegex,omitempty"`
+	ExpressionFilter        string                  `json:"expressionFilter,omitempty"`
+	InsecureSkipTLSVerify   bool                    `json:"insecureSkipTLSVerify,omitempty"`
+	IncludePaths            []string                `json:"includePaths,omitempty"`
+	ExcludePaths            []string                `json:"excludePaths,omitempty"`
+	DiscoveryLimit          int32                   `json:"discoveryLimit,omitempty"`
+}
+
+// UnmarshalJSON applies strictSemvers' default (true) when it is absent.
+func (s *GitSubscription) UnmarshalJSON(b []byte) error {
+	type plain GitSubscription
+	p := plain{StrictSemvers: true}
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*s = GitSubscription(p)
+	return nil
+}
+
+// ImageSubscription subscribes to a container image repository.
+type ImageSubscription struct {
+	RepoURL                string                 `json:"repoURL"`
+	ImageSelectionStrategy ImageSelectionStrategy `json:"imageSelectionStrategy,omitempty"`
+	StrictSemvers          bool                   `json:"strictSemvers"`
+	SemverConstraint       string                 `json:"semverConstraint,omitempty"`
+	Constraint             string                 `json:"constraint,omitempty"`
+	AllowTags              string                 `json:"allowTags,omitempty"`
+	AllowTagsRegex         []string               `json:"allowTagsRegex,omitempty"`
+	IgnoreTags             []string               `json:"ignoreTags,omitempty"`
+	IgnoreTagsRegex        []string               `json:"ignoreTagsRegex,omitempty"`
+	Platform               string                 `json:"platform,omitempty"`
+	InsecureSkipTLSVerify  bool                   `json:"insecureSkipTLSVerify,omitempty"`
+	DiscoveryLimit         int32                  `json:"discoveryLimit,omitempty"`
+}
+
+// UnmarshalJSON applies strictSemvers' default (true) when it is absent.
+func (s *ImageSubscription) UnmarshalJSON(b []byte) error {
+	type plain ImageSubscription
+	p := plain{StrictSemvers: true}
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*s = ImageSubscription(p)
+	return nil
+}
+
+// EffectiveConstraint returns constraint, falling back to the deprecated
+// semverConstraint.
+func (s *ImageSubscription) EffectiveConstraint() string {
+	if s.Constraint != "" {
+		return s.Constraint
+	}
+	return s.SemverConstraint
+}
+
+// ChartSubscription subscribes to a Helm chart repository.
+type ChartSubscription struct {
+	RepoURL          string `json:"repoURL"`
+	Name             string `json:"name,omitempty"`
+	SemverConstraint string `json:"semverConstraint,omitempty"`
+	DiscoveryLimit   int32  `json:"discoveryLimit,omitempty"`
+}
+
+// WarehouseStatus is a Warehouse's observed state.
+type WarehouseStatus struct {
+	Conditions          []Condition          `json:"conditions,omitempty"`
+	LastHandledRefresh  string               `json:"lastHandledRefresh,omitempty"`
+	ObservedGeneration  int64                `json:"observedGeneration,omitempty"`
+	LastFreightID       string               `json:"lastFreightID,omitempty"`
+	DiscoveredArtifacts *DiscoveredArtifacts `json:"discoveredArtifacts,omitempty"`
+}
+
+// DiscoveredArtifacts are the artifacts found by a Warehouse's last discovery.
+type DiscoveredArtifacts struct {
+	DiscoveredAt Time                   `json:"discoveredAt,omitzero"`
+	Git          []GitDiscoveryResult   `json:"git,omitempty"`
+	Images       []ImageDiscoveryResult `json:"images,omitempty"`
+	Charts       []ChartDiscoveryResult `json:"charts,omitempty"`
+}
+
+// GitDiscoveryResult lists commits found for a Git subscription.
+type GitDiscoveryResult struct {
+	RepoURL string             `json:"repoURL"`
+	Commits []DiscoveredCommit `json:"commits"`
+}
+
+// DiscoveredCommit is one commit found by discovery.
+type DiscoveredCommit struct {
+	ID          string `json:"id,omitempty"`
+	Branch      string `json:"branch,omitempty"`
+	Tag         string `json:"tag,omitempty"`
+	Subject     string `json:"subject,omitempty"`
+	Author      string `json:"author,omitempty"`
+	Committer   string `json:"committer,omitempty"`
+	CreatorDate *Time  `json:"creatorDate,omitempty"`
+}
+
+// ImageDiscoveryResult lists image references found for an image
+// subscription.
+type ImageDiscoveryResult struct {
+	RepoURL    string                     `json:"repoURL"`
+	Platform   string                     `json:"platform,omitempty"`
+	References []DiscoveredImageReference `json:"references"`
+}
+
+// DiscoveredImageReference is one image found by discovery.
+type DiscoveredImageReference struct {
+	Tag         string            `json:"tag"`
+	Digest      string            `json:"digest"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+	CreatedAt   *Time             `json:"createdAt,omitempty"`
+}
+
+// ChartDiscoveryResult lists chart versions found for a chart subscription.
+type ChartDiscoveryResult struct {
+	RepoURL          string   `json:"repoURL"`
+	Name             string   `json:"name,omitempty"`
+	SemverConstraint string   `json:"semverConstraint,omitempty"`
+	Versions         []string `json:"versions"`
+}
+
+// Default applies Kargo's defaults: interval 5m0s, freightCreationPolicy
+// Automatic, image strategy SemVer, git strategy NewestFromBranch and a
+// discoveryLimit of 20. (strictSemvers defaults to true when decoded.)
+func (w *Warehouse) Default() {
+	if w.Spec.Interval.Duration == 0 {
+		w.Spec.Interval.Duration = DefaultWarehouseInterval
+	}
+	if w.Spec.FreightCreationPolicy == "" {
+		w.Spec.FreightCreationPolicy = FreightCreationPolicyAutomatic
+	}
+	for i := range w.Spec.Subscriptions {
+		sub := &w.Spec.Subscriptions[i]
+		if s := sub.Image; s != nil {
+			if s.ImageSelectionStrategy == "" {
+				s.ImageSelectionStrategy = ImageSelectionStrategySemVer
+			}
+			if s.DiscoveryLimit == 0 {
+				s.DiscoveryLimit = DefaultDiscoveryLimit
+			}
+		}
+		if s := sub.Git; s != nil {
+			if s.CommitSelectionStrategy == "" {
+				s.CommitSelectionStrategy = CommitSelectionStrategyNewestFromBranch
+			}
+			if s.DiscoveryLimit == 0 {
+				s.DiscoveryLimit = DefaultDiscoveryLimit
+			}
+		}
+		if s := sub.Chart; s != nil && s.DiscoveryLimit == 0 {
+			s.DiscoveryLimit = DefaultDiscoveryLimit
+		}
+	}
+}

@@ -1,0 +1,185 @@
+// Package service is what every Caravan service binary needs to start: the
+// configuration all services share and the connection to the backbone
+// (NATS, the event stream, the KV buckets, the secret key), built once and
+// handed to a service's Run as its dependencies.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/kelseyhightower/envconfig"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/caravan-cd/caravan/pkg/events"
+	"github.com/caravan-cd/caravan/pkg/state"
+	"github.com/caravan-cd/caravan/pkg/telemetry"
+)
+
+// Common is the configuration every service shares (prefix CARAVAN_).
+type Common struct {
+	// DataDir holds what a service keeps on local disk, one folder per
+	// service; the all-in-one server also keeps NATS data there.
+	DataDir string `envconfig:"DATA_DIR" default:"./.caravan" desc:"local data directory (nats/, admin-token, secret.key, one folder per service)"`
+	// SecretKey encrypts Secrets at rest: base64 of 32 bytes. When unset,
+	// a key is generated into <DataDir>/secret.key (mode 0600).
+	SecretKey string `envconfig:"SECRET_KEY" desc:"base64 of 32 bytes encrypting Secrets at rest; default: generated into <data dir>/secret.key"`
+
+	events.NATSConfig
+	events.StreamConfig
+	telemetry.LogConfig
+}
+
+// Validate checks the shared configuration.
+func (c Common) Validate() error {
+	var errs []error
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("CARAVAN_DATA_DIR: must not be empty"))
+	}
+	errs = append(errs, c.StreamConfig.Validate(), c.LogConfig.Validate())
+	return errors.Join(errs...)
+}
+
+// Dir returns the service's own folder below the data dir.
+func (c Common) Dir(service string) string { return filepath.Join(c.DataDir, service) }
+
+// Env is the backbone a service runs on.
+type Env struct {
+	Conn    *nats.Conn
+	JS      jetstream.JetStream
+	Bus     *events.Bus
+	Store   *state.Store
+	Metrics *events.Metrics
+	// Registry holds the process's Prometheus metrics (nil: none).
+	Registry *prometheus.Registry
+}
+
+// Connect builds the Env for service over an established NATS connection:
+// it declares the event stream and the buckets (idempotent), loads the
+// secret key and binds the store. reg receives the event metrics (nil: no
+// metrics).
+func Connect(ctx context.Context, nc *nats.Conn, service string, c Common, reg *prometheus.Registry) (*Env, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	if err := events.Setup(ctx, js, c.StreamConfig); err != nil {
+		return nil, err
+	}
+	if err := state.Setup(ctx, js, c.Replicas); err != nil {
+		return nil, err
+	}
+	key, _, err := state.LoadKey(c.SecretKey, filepath.Join(c.DataDir, "secret.key"))
+	if err != nil {
+		return nil, err
+	}
+	sealer, err := state.NewSealer(key)
+	if err != nil {
+		return nil, err
+	}
+	store, err := state.Open(ctx, js, sealer)
+	if err != nil {
+		return nil, err
+	}
+	var metrics *events.Metrics
+	if reg != nil {
+		metrics = events.NewMetrics(reg)
+	}
+	return &Env{
+		Conn:     nc,
+		JS:       js,
+		Bus:      events.NewBus(js, service, events.WithMetrics(metrics)),
+		Store:    store,
+		Metrics:  metrics,
+		Registry: reg,
+	}, nil
+}
+
+// Ready reports whether the backbone is usable: connected, with the event
+// stream and every bucket in place.
+func (e *Env) Ready(ctx context.Context) error {
+	if !e.Conn.IsConnected() {
+		return errors.New("not connected to NATS")
+	}
+	if _, err := e.JS.Stream(ctx, events.StreamEvents); err != nil {
+		return fmt.Errorf("stream %s: %w", events.StreamEvents, err)
+	}
+	for _, b := range state.Buckets {
+		if _, err := e.JS.KeyValue(ctx, string(b)); err != nil {
+			return fmt.Errorf("bucket %s: %w", b, err)
+		}
+	}
+	return nil
+}
+
+// Config is what a service's configuration provides: validation and the
+// shared part (promoted from an embedded Common).
+type Config interface {
+	Validate() error
+	Shared() Common
+}
+
+// Shared returns c; services embed Common, so their Config has it too.
+func (c Common) Shared() Common { return c }
+
+// Main is the whole of a standalone service binary's main: it stops on
+// SIGINT or SIGTERM, loads cfg from CARAVAN_* variables and validates it,
+// builds the logger and tracing, connects to the external NATS, builds the
+// Env and calls run until the context ends. It returns the process exit
+// code: 2 for a configuration error, 1 when the service failed.
+func Main(name string, cfg Config, run func(context.Context, *Env, *slog.Logger) error) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := envconfig.Process("CARAVAN", cfg); err != nil {
+		fmt.Fprintf(os.Stderr, "caravan-%s: %v\n", name, err)
+		return 2
+	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "caravan-%s: %v\n", name, err)
+		return 2
+	}
+	c := cfg.Shared()
+	logger := telemetry.NewLogger(os.Stderr, c.LogConfig)
+	if err := serve(ctx, name, c, logger, run); err != nil {
+		logger.Error("service stopped", "service", name, "err", err)
+		return 1
+	}
+	return 0
+}
+
+func serve(ctx context.Context, name string, c Common, logger *slog.Logger, run func(context.Context, *Env, *slog.Logger) error) error {
+	shutdown, err := telemetry.SetupTracing(ctx, "caravan-"+name)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = shutdown(context.WithoutCancel(ctx)) }()
+	if c.URL == "" {
+		return errors.New("CARAVAN_NATS_URL: required for a standalone service (caravan server embeds NATS)")
+	}
+	logger.Info("connecting to NATS", "service", name)
+	nc, err := events.Connect(ctx, c.NATSConfig, "caravan-"+name)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	env, err := Connect(ctx, nc, name, c, reg)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(c.Dir(name), 0o750); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	return run(ctx, env, logger)
+}

@@ -1,0 +1,109 @@
+package state
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Bucket names a KV bucket.
+type Bucket string
+
+// The buckets.
+const (
+	Resources  Bucket = "caravan-resources"
+	Secrets    Bucket = "caravan-secrets"
+	Stages     Bucket = "caravan-stages"
+	Warehouses Bucket = "caravan-warehouses"
+	Freight    Bucket = "caravan-freight"
+	Promotions Bucket = "caravan-promotions"
+)
+
+// Buckets lists every bucket Setup declares.
+var Buckets = []Bucket{Resources, Secrets, Stages, Warehouses, Freight, Promotions}
+
+// ClusterProject is the project token of cluster-scoped resources.
+const ClusterProject = "_"
+
+// Setup declares every bucket with the given replicas. It is idempotent.
+func Setup(ctx context.Context, js jetstream.JetStream, replicas int) error {
+	for _, b := range Buckets {
+		if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:   string(b),
+			History:  1,
+			Replicas: replicas,
+			Storage:  jetstream.FileStorage,
+		}); err != nil {
+			return fmt.Errorf("declare bucket %s: %w", b, err)
+		}
+	}
+	return nil
+}
+
+// Store binds the buckets.
+type Store struct {
+	kvs    map[Bucket]jetstream.KeyValue
+	sealer *Sealer
+}
+
+// Open binds every bucket (declared by Setup). sealer encrypts secrets.
+func Open(ctx context.Context, js jetstream.JetStream, sealer *Sealer) (*Store, error) {
+	s := &Store{kvs: make(map[Bucket]jetstream.KeyValue, len(Buckets)), sealer: sealer}
+	for _, b := range Buckets {
+		kv, err := js.KeyValue(ctx, string(b))
+		if err != nil {
+			return nil, fmt.Errorf("bind bucket %s: %w", b, err)
+		}
+		s.kvs[b] = kv
+	}
+	return s, nil
+}
+
+// KV returns the bucket b.
+func (s *Store) KV(b Bucket) jetstream.KeyValue { return s.kvs[b] }
+
+// Key joins tokens into a key, escaping each.
+func Key(tokens ...string) string {
+	for i, t := range tokens {
+		tokens[i] = Token(t)
+	}
+	return strings.Join(tokens, ".")
+}
+
+// Prefix returns the filter matching every key below the given tokens.
+func Prefix(tokens ...string) string {
+	if len(tokens) == 0 {
+		return ">"
+	}
+	return Key(tokens...) + ".>"
+}
+
+// Token escapes one key token: "." becomes "_" (RFC 1123 names never hold
+// "_"), characters a KV key cannot hold become "-". The empty token is "_".
+func Token(s string) string {
+	if s == "" {
+		return ClusterProject
+	}
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r == '.':
+			return '_'
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '=', r == '/':
+			return r
+		}
+		return '-'
+	}, s)
+}
+
+// Untoken reverses Token for names (which hold no "_").
+func Untoken(t string) string {
+	if t == ClusterProject {
+		return ""
+	}
+	return strings.ReplaceAll(t, "_", ".")
+}
+
+// ResourceKey is the key of a resource spec.
+func ResourceKey(project, kind, name string) string { return Key(project, kind, name) }

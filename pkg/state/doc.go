@@ -1,0 +1,17 @@
+// Package state keeps Caravan's current state in JetStream KV buckets:
+// resource specs, stage and warehouse status, freight, promotions and
+// encrypted secrets. Every read-modify-write goes through Update, which
+// compares and sets on the entry's revision and retries on conflict, so two
+// writers (two replicas, two handlers) never lose each other's update.
+//
+// Key layout: tokens separated by dots, each token escaped with Token
+// (RFC 1123 names may hold dots; a dot is a KV key separator). Cluster-scoped
+// resources use "_" as their project token.
+//
+//	caravan-resources   <project>.<Kind>.<name>   resource specs (no Secrets)
+//	caravan-secrets     <project>.<name>          v1 Secrets, AES-GCM sealed
+//	caravan-stages      <project>.<stage>         Stage status
+//	caravan-warehouses  <project>.<warehouse>     Warehouse status
+//	caravan-freight     <project>.<freight id>    Freight with its status
+//	caravan-promotions  <project>.<promotion>     Promotions with status
+package state

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Usage: scripts/tool.sh <name>
+#
+# Builds the tool pinned in tools/<name> (its own module, outside go.work)
+# once into $HOME/.cache/caravan-tools/<name>-<go.sum hash>/ and prints the
+# binary's path. A change to tools/<name>/go.sum gives a new cache directory,
+# so bumping a pin rebuilds automatically.
+set -euo pipefail
+
+if [[ $# -ne 1 ]]; then
+	echo "usage: $0 <name>" >&2
+	exit 2
+fi
+name=$1
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+dir=$root/tools/$name
+
+case $name in
+golangci-lint) pkg=github.com/golangci/golangci-lint/v2/cmd/golangci-lint ;;
+*)
+	echo "tool.sh: unknown tool $name" >&2
+	exit 2
+	;;
+esac
+
+if [[ ! -f $dir/go.sum ]]; then
+	echo "tool.sh: $dir/go.sum not found" >&2
+	exit 1
+fi
+
+sum=$(sha256sum "$dir/go.sum" | cut -c1-12)
+out=${HOME}/.cache/caravan-tools/$name-$sum
+bin=$out/$(basename "$pkg")
+
+if [[ ! -x $bin ]]; then
+	mkdir -p "$out"
+	# Build to a temporary name and rename, so an interrupted build never
+	# leaves a half-written binary that a later run would trust.
+	tmp=$(mktemp "$out/.build.XXXXXX")
+	trap 'rm -f "$tmp"' EXIT
+	(cd "$dir" && GOWORK=off go build -o "$tmp" "$pkg") >&2
+	mv -f "$tmp" "$bin"
+	trap - EXIT
+fi
+
+echo "$bin"

@@ -1,0 +1,275 @@
+package api
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/pkg/state"
+)
+
+// List paging.
+const (
+	defaultLimit = 100
+	maxLimit     = 1000
+)
+
+// list is Kargo's list shape.
+type list struct {
+	APIVersion string   `json:"apiVersion"`
+	Kind       string   `json:"kind"`
+	Items      []any    `json:"items"`
+	Metadata   listMeta `json:"metadata"`
+}
+
+type listMeta struct {
+	// Continue is an opaque token: the base64url of the last key listed.
+	Continue string `json:"continue,omitempty"`
+}
+
+// paging reads limit and continue, answering 400 itself (ok false).
+func paging(w http.ResponseWriter, r *http.Request) (limit int, after string, ok bool) {
+	q := r.URL.Query()
+	limit = defaultLimit
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxLimit {
+			writeError(w, http.StatusBadRequest, codeInvalid, fmt.Sprintf("limit: %q is not an integer between 1 and %d", v, maxLimit),
+				model.Issue{Field: "limit", Message: fmt.Sprintf("must be an integer between 1 and %d", maxLimit)})
+			return 0, "", false
+		}
+		limit = n
+	}
+	if v := q.Get("continue"); v != "" {
+		b, err := base64.RawURLEncoding.DecodeString(v)
+		if err != nil || len(b) == 0 {
+			writeError(w, http.StatusBadRequest, codeInvalid, "continue: not a token this server issued",
+				model.Issue{Field: "continue", Message: "not a token this server issued"})
+			return 0, "", false
+		}
+		after = string(b)
+	}
+	return limit, after, true
+}
+
+// collect lists up to limit objects of kind in project after the key
+// `after` that match, and the token of the next page ("" when none).
+func (s *server) collect(ctx context.Context, project, kind string, limit int, after string, match func(model.Object) bool) ([]model.Object, string, error) {
+	var out []model.Object
+	for {
+		objs, next, err := s.store.ListObjects(ctx, project, kind, limit-len(out), after)
+		if err != nil {
+			return nil, "", err
+		}
+		for _, o := range objs {
+			if match == nil || match(o) {
+				out = append(out, o)
+			}
+		}
+		if next == "" {
+			return out, "", nil
+		}
+		if len(out) == limit {
+			return out, base64.RawURLEncoding.EncodeToString([]byte(next)), nil
+		}
+		after = next
+	}
+}
+
+func (s *server) writeList(w http.ResponseWriter, r *http.Request, kind string, objs []model.Object, next string) {
+	l := list{APIVersion: "v1", Kind: kind + "List", Items: make([]any, 0, len(objs)), Metadata: listMeta{Continue: next}}
+	for _, o := range objs {
+		v, err := s.present(r.Context(), o)
+		if err != nil {
+			s.internal(w, r, err)
+			return
+		}
+		l.Items = append(l.Items, v)
+	}
+	writeJSON(w, http.StatusOK, l)
+}
+
+func notFound(w http.ResponseWriter, kind, name string) {
+	writeError(w, http.StatusNotFound, codeNotFound, fmt.Sprintf("%s %q not found", strings.ToLower(kind), name))
+}
+
+func (s *server) listProjects(w http.ResponseWriter, r *http.Request) {
+	limit, after, ok := paging(w, r)
+	if !ok {
+		return
+	}
+	objs, next, err := s.collect(r.Context(), "", model.KindProject, limit, after, nil)
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	s.writeList(w, r, model.KindProject, objs, next)
+}
+
+// project checks that the {project} of the path exists, answering 404 or
+// 500 itself (ok false).
+func (s *server) project(w http.ResponseWriter, r *http.Request) (model.Object, bool) {
+	name := r.PathValue("project")
+	obj, _, err := s.store.GetObject(r.Context(), "", model.KindProject, name)
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		notFound(w, model.KindProject, name)
+		return nil, false
+	case err != nil:
+		s.internal(w, r, err)
+		return nil, false
+	}
+	return obj, true
+}
+
+func (s *server) getProject(w http.ResponseWriter, r *http.Request) {
+	if obj, ok := s.project(w, r); ok {
+		writeJSON(w, http.StatusOK, obj)
+	}
+}
+
+func (s *server) getProjectConfig(w http.ResponseWriter, r *http.Request) {
+	if _, ok := s.project(w, r); !ok {
+		return
+	}
+	project := r.PathValue("project")
+	s.getOne(w, r, project, model.KindProjectConfig, project)
+}
+
+func (s *server) getOne(w http.ResponseWriter, r *http.Request, project, kind, name string) {
+	obj, _, err := s.store.GetObject(r.Context(), project, kind, name)
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		notFound(w, kind, name)
+		return
+	case err != nil:
+		s.internal(w, r, err)
+		return
+	}
+	v, err := s.present(r.Context(), obj)
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func (s *server) list(k kind) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		limit, after, ok := paging(w, r)
+		if !ok {
+			return
+		}
+		if _, ok := s.project(w, r); !ok {
+			return
+		}
+		var match func(model.Object) bool
+		if k.match != nil {
+			q := r.URL.Query()
+			match = func(o model.Object) bool { return k.match(q, o) }
+		}
+		objs, next, err := s.collect(r.Context(), r.PathValue("project"), k.kind, limit, after, match)
+		if err != nil {
+			s.internal(w, r, err)
+			return
+		}
+		s.writeList(w, r, k.kind, objs, next)
+	}
+}
+
+func (s *server) get(k kind) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := s.project(w, r); !ok {
+			return
+		}
+		project, name := r.PathValue("project"), r.PathValue("name")
+		if k.kind == model.KindFreight {
+			s.getFreight(w, r, project, name)
+			return
+		}
+		s.getOne(w, r, project, k.kind, name)
+	}
+}
+
+// getFreight finds freight by name, then by alias.
+func (s *server) getFreight(w http.ResponseWriter, r *http.Request, project, name string) {
+	_, _, err := s.store.GetObject(r.Context(), project, model.KindFreight, name)
+	if err == nil || !errors.Is(err, state.ErrNotFound) {
+		s.getOne(w, r, project, model.KindFreight, name)
+		return
+	}
+	all, _, err := s.store.ListObjects(r.Context(), project, model.KindFreight, 0, "")
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	i := slices.IndexFunc(all, func(o model.Object) bool { return o.(*model.Freight).Alias == name })
+	if i < 0 {
+		notFound(w, model.KindFreight, name)
+		return
+	}
+	writeJSON(w, http.StatusOK, all[i])
+}
+
+// matchFreight filters freight by ?warehouse= (the origin's name).
+func matchFreight(q map[string][]string, obj model.Object) bool {
+	f, ok := obj.(*model.Freight)
+	if !ok {
+		return false
+	}
+	if w := first(q, "warehouse"); w != "" && (f.Origin.Kind != model.FreightOriginKindWarehouse || f.Origin.Name != w) {
+		return false
+	}
+	return true
+}
+
+// matchPromotion filters promotions by ?stage= and ?phase=.
+func matchPromotion(q map[string][]string, obj model.Object) bool {
+	p, ok := obj.(*model.Promotion)
+	if !ok {
+		return false
+	}
+	if st := first(q, "stage"); st != "" && p.Spec.Stage != st {
+		return false
+	}
+	if ph := first(q, "phase"); ph != "" && string(p.Status.Phase) != ph {
+		return false
+	}
+	return true
+}
+
+func first(q map[string][]string, key string) string {
+	if v := q[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// present returns what the API shows of a stored object: Stages and
+// Warehouses with the status their owning services keep, Secrets without
+// their values.
+func (s *server) present(ctx context.Context, obj model.Object) (any, error) {
+	switch o := obj.(type) {
+	case *model.Stage:
+		st, _, err := state.Get[model.StageStatus](ctx, s.store.KV(state.Stages), state.Key(o.Namespace, o.Name))
+		if err != nil && !errors.Is(err, state.ErrNotFound) {
+			return nil, err
+		}
+		o.Status = st
+	case *model.Warehouse:
+		st, _, err := state.Get[model.WarehouseStatus](ctx, s.store.KV(state.Warehouses), state.Key(o.Namespace, o.Name))
+		if err != nil && !errors.Is(err, state.ErrNotFound) {
+			return nil, err
+		}
+		o.Status = st
+	case *model.Secret:
+		return redact(o), nil
+	}
+	return obj, nil
+}
