@@ -25,12 +25,18 @@ build: ## build bin/caravan and bin/caravan-<service>
 	done
 
 .PHONY: run
-run: build ## start the whole system on the embedded default (data in ./.caravan)
-	$(BIN)/caravan server
+run: build ## start the whole system on the embedded default with the demo pipeline (data in ./.caravan)
+	CARAVAN_DEMO=true $(BIN)/caravan server
+
+.PHONY: demo-push
+demo-push: ## push a new tag of the demo image now (while make run is going)
+	$(GO) build -o $(BIN)/caravan ./cmd/caravan
+	$(BIN)/caravan demo push
 
 .PHONY: install
 install: ## install caravan into $GOBIN (or $GOPATH/bin)
 	$(GO) install ./cmd/caravan
+	@gobin=$$($(GO) env GOBIN); echo "installed $${gobin:-$$($(GO) env GOPATH)/bin}/caravan"
 
 .PHONY: test
 test: ## run every module's tests with -race (fuzz seed corpora included)
@@ -54,8 +60,10 @@ bench: ## run the benchmarks (each reports its ratio to a baseline measured in t
 	done
 
 .PHONY: fuzz
-fuzz: ## fuzz the manifest decoder open-endedly (FUZZTIME=60s); not part of CI
+fuzz: ## fuzz the manifest decoder and webhook parsers open-endedly (FUZZTIME=60s each); not part of CI
 	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./model
+	cd services/gateway && $(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/webhook
+	cd services/gateway && $(GO) test -run '^$$' -fuzz '^FuzzGeneric$$' -fuzztime $(FUZZTIME) ./internal/webhook
 
 .PHONY: lint
 lint: ## run golangci-lint (built once from tools/golangci-lint) over every module

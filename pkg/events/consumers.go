@@ -22,12 +22,57 @@ var (
 		Durable:     "promoter-promotion-requested",
 		Description: "promoter: PromotionRequested",
 		Filters:     []string{Filter(Any, TypePromotionRequested, Any)},
+		// Handlers only queue the promotion (the run happens beside):
+		// several at once keep a burst of requests short.
+		Concurrency: 4,
+	}
+	// PromoterPromotionAbort aborts pending and running promotions.
+	PromoterPromotionAbort = ConsumerSpec{
+		Durable:     "promoter-promotion-abort",
+		Description: "promoter: PromotionAbortRequested",
+		Filters:     []string{Filter(Any, TypePromotionAbortRequested, Any)},
+	}
+	// PromoterAutoPromotion re-evaluates auto-promotion (and unblocks a
+	// stage's queue once its verification ends).
+	PromoterAutoPromotion = ConsumerSpec{
+		Durable:     "promoter-auto-promotion",
+		Description: "promoter: FreightDiscovered, FreightApproved, StageVerified, AutoPromotionResumeRequested, Stage and ProjectConfig applied",
+		Filters: []string{
+			Filter(Any, TypeFreightDiscovered, Any),
+			Filter(Any, TypeFreightApproved, Any),
+			Filter(Any, TypeStageVerified, Any),
+			Filter(Any, TypeAutoPromotionResumeRequested, Any),
+			Filter(Any, TypeResourceApplied, "Stage"),
+			Filter(Any, TypeResourceApplied, "ProjectConfig"),
+		},
 	}
 	// VerifierPromotionSucceeded verifies a stage after a promotion.
 	VerifierPromotionSucceeded = ConsumerSpec{
 		Durable:     "verifier-promotion-succeeded",
 		Description: "verifier: PromotionSucceeded",
 		Filters:     []string{Filter(Any, TypePromotionSucceeded, Any)},
+		// Handlers only record and start a verification (a few KV
+		// operations); several at once keep a burst of promotions quick.
+		Concurrency: 8,
+	}
+	// VerifierVerificationRequested re-verifies a stage's current freight.
+	VerifierVerificationRequested = ConsumerSpec{
+		Durable:     "verifier-verification-requested",
+		Description: "verifier: VerificationRequested",
+		Filters:     []string{Filter(Any, TypeVerificationRequested, Any)},
+	}
+	// VerifierVerificationAbort aborts a stage's running verification.
+	VerifierVerificationAbort = ConsumerSpec{
+		Durable:     "verifier-verification-abort",
+		Description: "verifier: VerificationAbortRequested",
+		Filters:     []string{Filter(Any, TypeVerificationAbortRequested, Any)},
+	}
+	// VerifierStageHealthChanged wakes verifications waiting for a stage
+	// to become healthy.
+	VerifierStageHealthChanged = ConsumerSpec{
+		Durable:     "verifier-stage-health-changed",
+		Description: "verifier: StageHealthChanged",
+		Filters:     []string{Filter(Any, TypeStageHealthChanged, Any)},
 	}
 )
 
@@ -36,5 +81,10 @@ var Consumers = []ConsumerSpec{
 	DiscoveryWarehouseApplied,
 	DiscoveryRefresh,
 	PromoterPromotionRequested,
+	PromoterPromotionAbort,
+	PromoterAutoPromotion,
 	VerifierPromotionSucceeded,
+	VerifierVerificationRequested,
+	VerifierVerificationAbort,
+	VerifierStageHealthChanged,
 }

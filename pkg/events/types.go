@@ -24,6 +24,7 @@ const (
 	TypeVerificationAbortRequested   Type = "VerificationAbortRequested"
 	TypeAutoPromotionResumeRequested Type = "AutoPromotionResumeRequested"
 	TypeStageHealthChanged           Type = "StageHealthChanged"
+	TypePullRequestClosed            Type = "PullRequestClosed"
 )
 
 // versions holds the current payload version of each type. Bump a version
@@ -192,6 +193,24 @@ type StageHealthChanged struct {
 	Message  string `json:"message,omitempty"`
 }
 
+// PullRequestClosed is published by the gateway when a git host's webhook
+// reports a pull (merge) request closed, merged or not, so promotions
+// waiting in git-wait-for-pr can look again at once. Its subject is
+// {Kind: "Repository", Name: RepoURL}.
+type PullRequestClosed struct {
+	// RepoURL is the repository as the payload names it (clone URL).
+	RepoURL string `json:"repoURL"`
+	// Number is the pull request's number (GitLab: its iid).
+	Number int64 `json:"number"`
+	// Merged says whether it was merged; MergeCommit is the commit then.
+	Merged      bool   `json:"merged"`
+	MergeCommit string `json:"mergeCommit,omitempty"`
+	// Branch is the target (base) branch.
+	Branch string `json:"branch,omitempty"`
+	// Provider is the receiver type (github, gitlab, gitea, bitbucket).
+	Provider string `json:"provider,omitempty"`
+}
+
 // EventType implementations.
 
 func (WarehouseRefreshRequested) EventType() Type    { return TypeWarehouseRefreshRequested }
@@ -212,3 +231,4 @@ func (VerificationRequested) EventType() Type        { return TypeVerificationRe
 func (VerificationAbortRequested) EventType() Type   { return TypeVerificationAbortRequested }
 func (AutoPromotionResumeRequested) EventType() Type { return TypeAutoPromotionResumeRequested }
 func (StageHealthChanged) EventType() Type           { return TypeStageHealthChanged }
+func (PullRequestClosed) EventType() Type            { return TypePullRequestClosed }

@@ -39,7 +39,7 @@ func NewPromotion(stage *Stage, freight *Freight, id, createdBy string, now time
 			CreationTimestamp: &Time{Time: now.UTC().Truncate(time.Second)},
 			Annotations:       map[string]string{AnnotationPromotionCreatedBy: createdBy},
 		},
-		Spec: PromotionSpec{Stage: stage.Name, Freight: freight.Name},
+		Spec:   PromotionSpec{Stage: stage.Name, Freight: freight.Name},
 		Status: PromotionStatus{Phase: PromotionPhasePending},
 	}
 	if t := stage.Spec.PromotionTemplate; t != nil {

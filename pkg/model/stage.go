@@ -175,6 +175,22 @@ type StageStatus struct {
 	CurrentPromotion     *PromotionReference `json:"currentPromotion,omitempty"`
 	LastPromotion        *PromotionReference `json:"lastPromotion,omitempty"`
 	AutoPromotionEnabled bool                `json:"autoPromotionEnabled,omitempty"`
+	// AutoPromotionHolds are the origins whose auto-promotion is paused
+	// because someone promoted older Freight by hand (Caravan addition).
+	AutoPromotionHolds []AutoPromotionHold `json:"autoPromotionHolds,omitempty"`
+	// Metadata is what set-metadata steps stored for the Stage, read by
+	// the stageMetadata() expression function.
+	Metadata map[string]any `json:"metadata,omitempty"`
+}
+
+// AutoPromotionHold pauses auto-promotion of one origin into a Stage until
+// it is lifted (AutoPromotionResumeRequested).
+type AutoPromotionHold struct {
+	Origin    FreightOrigin `json:"origin"`
+	Freight   string        `json:"freight,omitempty"`
+	Promotion string        `json:"promotion,omitempty"`
+	Since     *Time         `json:"since,omitempty"`
+	Reason    string        `json:"reason,omitempty"`
 }
 
 // FreightReference is a summary of one piece of Freight.

@@ -382,6 +382,11 @@ func (v *validator) steps(f string, steps []PromotionStep) {
 		if (st.Uses == "") == (st.Task == nil) {
 			v.add(sf, "exactly one of uses or task must be set")
 		}
+		if st.Uses != "" {
+			for _, is := range CheckStep(st.Uses, st.Config) {
+				v.add(sf+"."+is.Field, "%s", is.Message)
+			}
+		}
 		if st.Task != nil {
 			if st.Task.Name == "" {
 				v.add(sf+".task.name", "must not be empty")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -19,10 +20,32 @@ const (
 	Warehouses Bucket = "caravan-warehouses"
 	Freight    Bucket = "caravan-freight"
 	Promotions Bucket = "caravan-promotions"
+	// Tokens holds the gateway's API tokens, hashed.
+	Tokens Bucket = "caravan-tokens"
+	// WebhookDeliveries remembers recent webhook delivery IDs (with a TTL)
+	// so a replayed delivery is ignored.
+	WebhookDeliveries Bucket = "caravan-webhook-deliveries"
+	// Promoter holds the promoter's coordination records: per-stage
+	// promotion queues with their leases, wake-up times of auto-promotion
+	// (soak) and the leases of its periodic jobs.
+	Promoter Bucket = "caravan-promoter"
+	// DiscoveryLeases holds which discovery replica works which Warehouse
+	// (value: holder and expiry, renewed by compare-and-set).
+	DiscoveryLeases Bucket = "caravan-discovery-leases"
+	// Verifications holds the verifier's verification records: one per
+	// stage and verification (a promotion, or a re-verification), claimed
+	// by one replica under a lease, with its outcome.
+	Verifications Bucket = "caravan-verifications"
 )
 
+// WebhookDeliveryTTL is how long a webhook delivery ID is remembered.
+const WebhookDeliveryTTL = 24 * time.Hour
+
+// ttls are the buckets whose entries expire.
+var ttls = map[Bucket]time.Duration{WebhookDeliveries: WebhookDeliveryTTL}
+
 // Buckets lists every bucket Setup declares.
-var Buckets = []Bucket{Resources, Secrets, Stages, Warehouses, Freight, Promotions}
+var Buckets = []Bucket{Resources, Secrets, Stages, Warehouses, Freight, Promotions, Tokens, WebhookDeliveries, Promoter, DiscoveryLeases, Verifications}
 
 // ClusterProject is the project token of cluster-scoped resources.
 const ClusterProject = "_"
@@ -35,6 +58,7 @@ func Setup(ctx context.Context, js jetstream.JetStream, replicas int) error {
 			History:  1,
 			Replicas: replicas,
 			Storage:  jetstream.FileStorage,
+			TTL:      ttls[b],
 		}); err != nil {
 			return fmt.Errorf("declare bucket %s: %w", b, err)
 		}

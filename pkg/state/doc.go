@@ -14,4 +14,12 @@
 //	caravan-warehouses  <project>.<warehouse>     Warehouse status
 //	caravan-freight     <project>.<freight id>    Freight with its status
 //	caravan-promotions  <project>.<promotion>     Promotions with status
+//	caravan-discovery-leases <project>.<warehouse> which discovery replica works it, until when
+//	caravan-tokens      <project>.<token name>    API tokens (SHA-256 of the secret, role)
+//	caravan-webhook-deliveries  <sha256 hex>      recent webhook delivery IDs (24h TTL)
+//	caravan-promoter    queue.<project>.<stage>   promoter: a stage's promotion queue and lease
+//	                    wake.<project>.<stage>    promoter: when to re-evaluate auto-promotion (soak)
+//	                    job.<name>                promoter: lease of a periodic job (gc, health)
+//	caravan-verifications run.<project>.<stage>.<verification>  verifier: a verification's claim, lease and outcome
+//	                    stage.<project>.<stage>   verifier: the stage's current verification
 package state

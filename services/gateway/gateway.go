@@ -1,5 +1,9 @@
 // Package gateway is Caravan's HTTP API: it applies and deletes resources,
-// serves them back in Kargo's shape, and exposes health and metrics.
+// serves them back in Kargo's shape, takes people's actions (promote,
+// approve, refresh, …) and turns them into events, streams a project's
+// events, receives registry and git webhooks, authenticates callers (admin
+// token, API tokens, OIDC) and authorizes them by role, and exposes health,
+// metrics and its OpenAPI document.
 package gateway
 
 import (
@@ -9,11 +13,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/caravan-cd/caravan/pkg/service"
+	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/services/gateway/internal/api"
 	"github.com/caravan-cd/caravan/services/gateway/internal/auth"
 )
@@ -33,6 +39,24 @@ type Config struct {
 	// ShutdownTimeout is how long in-flight requests may take to finish
 	// once the gateway is asked to stop.
 	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"10s" desc:"how long in-flight requests may finish at shutdown"`
+	// ExternalURL is where clients and senders reach the gateway; webhook
+	// receiver URLs in ProjectConfig status start with it.
+	ExternalURL string `envconfig:"EXTERNAL_URL" default:"http://127.0.0.1:8080" desc:"URL clients and webhook senders reach the gateway at; prefixes webhook receiver URLs"`
+	// OIDCIssuer enables OIDC bearer tokens (ID tokens of this issuer).
+	OIDCIssuer string `envconfig:"OIDC_ISSUER" default:"" desc:"OIDC issuer URL whose ID tokens are accepted as bearer tokens (empty: OIDC off)"`
+	// OIDCAudience is the audience (client ID) ID tokens must carry.
+	OIDCAudience string `envconfig:"OIDC_AUDIENCE" default:"caravan" desc:"audience (client ID) OIDC ID tokens must be issued for"`
+	// WebhookMaxBodyBytes bounds a webhook delivery's body.
+	WebhookMaxBodyBytes int64 `envconfig:"WEBHOOK_MAX_BODY_BYTES" default:"1048576" desc:"largest webhook delivery accepted, in bytes (413 beyond)"`
+	// WebhookRate is the sustained deliveries per second one receiver takes.
+	WebhookRate float64 `envconfig:"WEBHOOK_RATE" default:"10" desc:"deliveries per second one webhook receiver accepts (429 beyond the burst)"`
+	// WebhookBurst is how many deliveries one receiver takes at once.
+	WebhookBurst int `envconfig:"WEBHOOK_BURST" default:"20" desc:"deliveries one webhook receiver accepts at once"`
+	// SSEHeartbeat is the interval of heartbeat comments on event streams.
+	SSEHeartbeat time.Duration `envconfig:"SSE_HEARTBEAT" default:"15s" desc:"interval of heartbeat comments on /v1/projects/{p}/events"`
+	// ListIndex serves lists from an in-memory index kept current by KV
+	// watches instead of KV key scans.
+	ListIndex bool `envconfig:"LIST_INDEX" default:"true" desc:"serve lists from an in-memory index kept current by KV watches"`
 }
 
 // Validate checks the configuration.
@@ -46,6 +70,15 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBodyBytes <= 0 {
 		errs = append(errs, fmt.Errorf("CARAVAN_MAX_BODY_BYTES: %d is not positive", c.MaxBodyBytes))
+	}
+	if c.OIDCIssuer != "" && c.OIDCAudience == "" {
+		errs = append(errs, errors.New("CARAVAN_OIDC_AUDIENCE: required with CARAVAN_OIDC_ISSUER"))
+	}
+	if c.WebhookMaxBodyBytes < 0 || c.WebhookRate < 0 || c.WebhookBurst < 0 {
+		errs = append(errs, errors.New("CARAVAN_WEBHOOK_*: must not be negative"))
+	}
+	if c.SSEHeartbeat < 0 {
+		errs = append(errs, fmt.Errorf("CARAVAN_SSE_HEARTBEAT: %s is negative", c.SSEHeartbeat))
 	}
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("CARAVAN_SHUTDOWN_TIMEOUT: %s is negative", c.ShutdownTimeout))
@@ -66,10 +99,14 @@ type Deps struct {
 	Listener net.Listener
 	// Ready is an extra readiness check for /readyz (optional).
 	Ready func(context.Context) error
+	// HTTPClient fetches the OIDC issuer's discovery document and keys
+	// (nil: http.DefaultClient).
+	HTTPClient *http.Client
 }
 
-// NewHandler returns the gateway's whole router.
-func NewHandler(d Deps) (http.Handler, error) {
+// NewHandler returns the gateway's whole router. ctx bounds what it runs in
+// the background (the list index's watches).
+func NewHandler(ctx context.Context, d Deps) (http.Handler, error) {
 	if d.Env == nil {
 		return nil, errors.New("gateway: Env is required")
 	}
@@ -81,13 +118,31 @@ func NewHandler(d Deps) (http.Handler, error) {
 		reg = prometheus.NewRegistry()
 	}
 	env := d.Env
+	c := d.Config
+	tokens := auth.NewTokens(env.Store.KV(state.Tokens))
+	chain := auth.Chain{Admin: auth.NewStaticToken(c.AdminToken), Tokens: tokens}
+	if c.OIDCIssuer != "" {
+		chain.OIDC = auth.NewOIDC(c.OIDCIssuer, c.OIDCAudience, d.HTTPClient)
+	}
+	var index *api.Index
+	if c.ListIndex {
+		var err error
+		if index, err = api.NewIndex(ctx, env.Store); err != nil {
+			return nil, err
+		}
+	}
 	return api.New(api.Options{
 		Store:        env.Store,
 		Bus:          env.Bus,
-		Auth:         auth.NewStaticToken(d.Config.AdminToken),
+		Auth:         chain,
+		Tokens:       tokens,
 		Logger:       d.Logger,
 		Registry:     reg,
-		MaxBodyBytes: d.Config.MaxBodyBytes,
+		MaxBodyBytes: c.MaxBodyBytes,
+		ExternalURL:  strings.TrimSuffix(c.ExternalURL, "/"),
+		Heartbeat:    c.SSEHeartbeat,
+		Webhooks:     api.WebhookLimits{MaxBodyBytes: c.WebhookMaxBodyBytes, Rate: c.WebhookRate, Burst: c.WebhookBurst},
+		Index:        index,
 		Ready: func(ctx context.Context) error {
 			if err := env.Ready(ctx); err != nil {
 				return err
@@ -109,7 +164,7 @@ func Run(ctx context.Context, d Deps) error {
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
-	h, err := NewHandler(d)
+	h, err := NewHandler(ctx, d)
 	if err != nil {
 		return err
 	}

@@ -29,13 +29,15 @@ const token = "s3cret-admin-token"
 
 // harness is a gateway over a real nats-server.
 type harness struct {
-	t   *testing.T
+	t   testing.TB
 	srv *httptest.Server
 	env *service.Env
 	nc  *nats.Conn
 }
 
-func newHarness(t *testing.T, mutate ...func(*gateway.Deps)) *harness {
+type gatewayDeps = gateway.Deps
+
+func newHarness(t testing.TB, mutate ...func(*gateway.Deps)) *harness {
 	t.Helper()
 	ns := testenv.NATS(t)
 	nc := ns.Conn(t)
@@ -52,13 +54,13 @@ func newHarness(t *testing.T, mutate ...func(*gateway.Deps)) *harness {
 		t.Fatalf("connect: %v", err)
 	}
 	d := gateway.Deps{
-		Config: gateway.Config{Common: common, HTTPAddr: "127.0.0.1:0", AdminToken: token, MaxBodyBytes: 10 << 20, ShutdownTimeout: 5 * time.Second},
+		Config: gateway.Config{Common: common, HTTPAddr: "127.0.0.1:0", AdminToken: token, MaxBodyBytes: 10 << 20, ShutdownTimeout: 5 * time.Second, ListIndex: true, ExternalURL: "https://caravan.example.com"},
 		Env:    env,
 	}
 	for _, m := range mutate {
 		m(&d)
 	}
-	h, err := gateway.NewHandler(d)
+	h, err := gateway.NewHandler(t.Context(), d)
 	if err != nil {
 		t.Fatalf("NewHandler: %v", err)
 	}
@@ -143,7 +145,7 @@ func (h *harness) mustApply(body []byte) outcome {
 	return out
 }
 
-func readFile(t *testing.T, name string) []byte {
+func readFile(t testing.TB, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(name)
 	if err != nil {

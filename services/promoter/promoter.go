@@ -1,51 +1,344 @@
 // Package promoter is Caravan's promoter service: it runs Promotions step by
-// step, one at a time per stage, auto-promotes per stage policy and owns
-// stage health.
+// step, one at a time per stage across any number of replicas,
+// auto-promotes per the project's promotion policies, owns stage health and
+// collects old promotions and freight.
 //
-// This is the service's frame: it binds its durable consumer and
-// acknowledges PromotionRequested. The promoter issue fills in the work.
+// The work is split by capability: internal/queue and internal/dispatch
+// queue and run promotions per stage under a lease, internal/autopromote
+// creates promotions on its own, internal/health keeps stage health,
+// internal/gc deletes what is no longer needed, internal/lease runs
+// periodic jobs on one replica at a time. The step engine (internal/engine)
+// runs a promotion's steps.
 package promoter
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"sync"
+	"time"
 
 	"github.com/caravan-cd/caravan/pkg/events"
+	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/service"
+	"github.com/caravan-cd/caravan/pkg/state"
+	"github.com/caravan-cd/caravan/services/promoter/internal/autopromote"
+	"github.com/caravan-cd/caravan/services/promoter/internal/dispatch"
+	"github.com/caravan-cd/caravan/services/promoter/internal/engine"
+	"github.com/caravan-cd/caravan/services/promoter/internal/gc"
+	"github.com/caravan-cd/caravan/services/promoter/internal/health"
+	"github.com/caravan-cd/caravan/services/promoter/internal/lease"
 )
 
 // Config of the promoter service (prefix CARAVAN_).
 type Config struct {
 	service.Common
+	// ReplicaID names this replica in stage leases. A stable ID (a pod
+	// name) lets a restarted replica resume its promotions at once instead
+	// of after the lease expires.
+	ReplicaID string `envconfig:"PROMOTER_ID" desc:"name of this promoter replica in stage leases; default: host name and a random suffix"`
+	// LeaseTTL is how long a replica's hold on a stage lasts without
+	// renewal: how soon another replica resumes the promotions of one that
+	// died.
+	LeaseTTL time.Duration `envconfig:"PROMOTION_LEASE_TTL" default:"15s" desc:"how long a stage lease lasts without renewal (takeover delay after a crash)"`
+	// MaxConcurrent bounds the promotions one replica runs at once (one
+	// per stage at most).
+	MaxConcurrent int `envconfig:"PROMOTION_CONCURRENCY" default:"16" desc:"promotions one replica runs at once"`
+	// HealthInterval is how often stage health checks are evaluated.
+	HealthInterval time.Duration `envconfig:"HEALTH_INTERVAL" default:"30s" desc:"how often stage health checks are evaluated"`
+	// GCKeepPromotions is how many promotions per stage are always kept.
+	GCKeepPromotions int `envconfig:"GC_KEEP_PROMOTIONS" default:"20" desc:"promotions per stage garbage collection always keeps"`
+	// GCKeepFreight is how many freight per warehouse are always kept.
+	GCKeepFreight int `envconfig:"GC_KEEP_FREIGHT" default:"20" desc:"freight per warehouse garbage collection always keeps"`
+	// GCMinAge is the age below which nothing is collected.
+	GCMinAge time.Duration `envconfig:"GC_MIN_AGE" default:"336h" desc:"minimum age of a promotion or freight before garbage collection deletes it"`
+	// GCInterval is how often garbage collection runs (on one replica).
+	GCInterval time.Duration `envconfig:"GC_INTERVAL" default:"1h" desc:"how often garbage collection runs"`
 }
 
 // Validate checks the configuration.
-func (c Config) Validate() error { return c.Common.Validate() }
+func (c Config) Validate() error {
+	var errs []error
+	errs = append(errs, c.Common.Validate())
+	if c.LeaseTTL < 0 || c.HealthInterval < 0 || c.GCInterval < 0 || c.GCMinAge < 0 {
+		errs = append(errs, errors.New("CARAVAN_PROMOTION_LEASE_TTL, CARAVAN_HEALTH_INTERVAL, CARAVAN_GC_INTERVAL, CARAVAN_GC_MIN_AGE: must not be negative"))
+	}
+	if c.MaxConcurrent < 0 || c.GCKeepPromotions < 0 || c.GCKeepFreight < 0 {
+		errs = append(errs, errors.New("CARAVAN_PROMOTION_CONCURRENCY, CARAVAN_GC_KEEP_PROMOTIONS, CARAVAN_GC_KEEP_FREIGHT: must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// withDefaults fills zero values (a Config built in code rather than by
+// envconfig) with the defaults.
+func (c Config) withDefaults() Config {
+	if c.ReplicaID == "" {
+		host, _ := os.Hostname()
+		b := make([]byte, 4)
+		_, _ = rand.Read(b)
+		c.ReplicaID = host + "-" + hex.EncodeToString(b)
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	defInt := func(n *int, v int) {
+		if *n == 0 {
+			*n = v
+		}
+	}
+	def(&c.LeaseTTL, 15*time.Second)
+	def(&c.HealthInterval, 30*time.Second)
+	def(&c.GCMinAge, 14*24*time.Hour)
+	def(&c.GCInterval, time.Hour)
+	defInt(&c.MaxConcurrent, 16)
+	defInt(&c.GCKeepPromotions, 20)
+	defInt(&c.GCKeepFreight, 20)
+	return c
+}
+
+// Runner runs promotion steps and evaluates health checks: the step
+// engine. Run resumes a promotion at its saved current step, saves its
+// progress through save and ends it as Aborted when ctx is canceled with
+// Deps.AbortCause.
+type Runner interface {
+	Run(ctx context.Context, p *model.Promotion, save func(context.Context, *model.Promotion) error) (Result, error)
+	Health(ctx context.Context, project string, checks []model.HealthCheckStep) model.Health
+}
 
 // Deps are what Run needs.
 type Deps struct {
 	Config Config
 	Logger *slog.Logger
 	Env    *service.Env
+	// Runner runs promotion steps (default: the step engine).
+	Runner Runner
+	// AbortCause cancels a running promotion's ctx to abort it (default:
+	// the step engine's ErrAborted).
+	AbortCause error
 }
 
-// Run consumes the promoter's events until ctx ends.
+// runnerAdapter turns a Runner into the dispatcher's runner.
+type runnerAdapter struct{ r Runner }
+
+func (a runnerAdapter) Run(ctx context.Context, p *model.Promotion, save func(context.Context, *model.Promotion) error) (model.PromotionPhase, string, error) {
+	res, err := a.r.Run(ctx, p, save)
+	return res.Phase, res.Message, err
+}
+
+// Run consumes the promoter's events and runs its jobs until ctx ends.
 //
-// Idempotency: a promotion's progress lives in its KV entry; a redelivered
-// PromotionRequested finds it already running or done.
+// Idempotency: a promotion's progress lives in its KV entry and its stage's
+// queue record; a redelivered PromotionRequested finds it queued, running
+// or done. Auto-promotions have deterministic names.
 func Run(ctx context.Context, d Deps) error {
-	log := d.Logger.With("service", "promoter")
-	requested, err := events.Consume(ctx, d.Env.Bus, events.PromoterPromotionRequested, func(ctx context.Context, ev events.PromotionRequested) error {
-		env, _ := events.FromContext(ctx)
-		log.Debug("promotion requested", "project", env.Project, "stage", ev.Stage, "promotion", ev.Promotion)
-		return nil
+	cfg := d.Config.withDefaults()
+	log := d.Logger.With("service", "promoter", "replica", cfg.ReplicaID)
+	if d.Runner == nil {
+		e, err := newEngine(cfg, d.Env, log)
+		if err != nil {
+			return fmt.Errorf("promoter: %w", err)
+		}
+		d.Runner = e
+	}
+	if d.AbortCause == nil {
+		d.AbortCause = engine.ErrAborted
+	}
+	store, bus := d.Env.Store, d.Env.Bus
+	keeper := health.New(store, bus, d.Runner, log)
+	disp := dispatch.New(dispatch.Options{
+		Store: store, Bus: bus, Runner: runnerAdapter{d.Runner}, Logger: log,
+		ID: cfg.ReplicaID, LeaseTTL: cfg.LeaseTTL, MaxConcurrent: cfg.MaxConcurrent, AbortCause: d.AbortCause,
+		Succeeded: func(ctx context.Context, project string, stage *model.Stage, p *model.Promotion) {
+			keeper.Promoted(ctx, project, stage.Name, p)
+		},
 	})
-	if err != nil {
-		return fmt.Errorf("promoter: %w", err)
+	auto := autopromote.New(autopromote.Options{Store: store, Bus: bus, Logger: log})
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	// A part that stops while ctx lives (its KV watch failed) stops the
+	// service with an error, so that it is restarted rather than half-alive.
+	var failed error
+	var failOnce sync.Once
+	fail := func(what string, err error) {
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			err = errors.New("its KV watch ended")
+		}
+		failOnce.Do(func() {
+			failed = fmt.Errorf("promoter: %s stopped: %w", what, err)
+			cancel()
+		})
+	}
+	errc := make(chan error, 2)
+	dispReady, autoReady := make(chan struct{}), make(chan struct{})
+	wg.Add(4)
+	go func() {
+		defer wg.Done()
+		err := disp.Run(ctx, dispReady)
+		fail("dispatcher", err)
+		errc <- err
+	}()
+	go func() {
+		defer wg.Done()
+		err := auto.Run(ctx, autoReady)
+		fail("auto-promotion timers", err)
+		errc <- err
+	}()
+	go func() {
+		defer wg.Done()
+		lease.Every(ctx, store.KV(state.Promoter), "health", cfg.ReplicaID, cfg.HealthInterval, log, keeper.CheckAll)
+	}()
+	go func() {
+		defer wg.Done()
+		policy := gc.Policy{KeepPromotions: cfg.GCKeepPromotions, KeepFreight: cfg.GCKeepFreight, MinAge: cfg.GCMinAge}
+		lease.Every(ctx, store.KV(state.Promoter), "gc", cfg.ReplicaID, cfg.GCInterval, log, func(ctx context.Context) error {
+			res, err := gc.Collect(ctx, store, policy, time.Now())
+			if res.Promotions+res.Freight > 0 {
+				log.Info("garbage collected", "promotions", res.Promotions, "freight", res.Freight)
+			}
+			return err
+		})
+	}()
+	for _, ready := range []chan struct{}{dispReady, autoReady} {
+		select {
+		case <-ready:
+		case err := <-errc:
+			cancel()
+			wg.Wait()
+			if failed == nil && err != nil {
+				failed = fmt.Errorf("promoter: %w", err)
+			}
+			return failed
+		case <-ctx.Done():
+		}
+	}
+
+	if err := disp.Recover(ctx); err != nil {
+		log.Warn("recover queued promotions", "err", err)
+	}
+	h := handlers{disp: disp, auto: auto, store: store, log: log}
+	var consumers []*events.Consumer
+	for _, c := range []struct {
+		spec events.ConsumerSpec
+		bind func(events.ConsumerSpec) (*events.Consumer, error)
+	}{
+		{events.PromoterPromotionRequested, func(s events.ConsumerSpec) (*events.Consumer, error) {
+			return events.Consume(ctx, bus, s, h.promotionRequested)
+		}},
+		{events.PromoterPromotionAbort, func(s events.ConsumerSpec) (*events.Consumer, error) {
+			return events.Consume(ctx, bus, s, h.abortRequested)
+		}},
+		{events.PromoterAutoPromotion, func(s events.ConsumerSpec) (*events.Consumer, error) {
+			return events.ConsumeEnvelopes(ctx, bus, s, h.autoPromotion)
+		}},
+	} {
+		cons, err := c.bind(c.spec)
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return fmt.Errorf("promoter: %w", err)
+		}
+		consumers = append(consumers, cons)
 	}
 	log.Info("promoter running")
 	<-ctx.Done()
-	<-requested.Closed()
+	for _, c := range consumers {
+		<-c.Closed()
+	}
+	wg.Wait()
+	return failed
+}
+
+type handlers struct {
+	disp  *dispatch.Dispatcher
+	auto  *autopromote.AutoPromoter
+	store *state.Store
+	log   *slog.Logger
+}
+
+func (h handlers) promotionRequested(ctx context.Context, ev events.PromotionRequested) error {
+	env, _ := events.FromContext(ctx)
+	p, _, err := state.GetAs[*model.Promotion](ctx, h.store, env.Project, model.KindPromotion, ev.Promotion)
+	if errors.Is(err, state.ErrNotFound) {
+		h.log.Warn("requested promotion not found", "project", env.Project, "promotion", ev.Promotion)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if p.Status.Phase.IsTerminal() {
+		return nil
+	}
+	if p.Namespace == "" {
+		p.Namespace = env.Project
+	}
+	return h.disp.Enqueue(ctx, env.Project, p)
+}
+
+func (h handlers) abortRequested(ctx context.Context, ev events.PromotionAbortRequested) error {
+	env, _ := events.FromContext(ctx)
+	return h.disp.Abort(ctx, env.Project, ev.Stage, ev.Promotion)
+}
+
+func (h handlers) autoPromotion(ctx context.Context, env events.Envelope) error {
+	project := env.Project
+	switch env.Type {
+	case events.TypeFreightDiscovered:
+		var ev events.FreightDiscovered
+		if err := env.Decode(&ev); err != nil {
+			return events.Permanent(err)
+		}
+		origin := model.FreightOrigin{Kind: model.FreightOriginKind(ev.Origin.Kind), Name: ev.Origin.Name}
+		return h.auto.Stages(ctx, project, func(s *model.Stage) bool { return s.RequestsOrigin(origin) })
+	case events.TypeFreightApproved:
+		var ev events.FreightApproved
+		if err := env.Decode(&ev); err != nil {
+			return events.Permanent(err)
+		}
+		return h.auto.Evaluate(ctx, project, ev.Stage)
+	case events.TypeStageVerified:
+		var ev events.StageVerified
+		if err := env.Decode(&ev); err != nil {
+			return events.Permanent(err)
+		}
+		if err := h.disp.Unblock(ctx, project, ev.Stage); err != nil {
+			return err
+		}
+		return h.auto.Stages(ctx, project, func(s *model.Stage) bool {
+			for _, up := range s.UpstreamStages() {
+				if up == ev.Stage {
+					return true
+				}
+			}
+			return false
+		})
+	case events.TypeAutoPromotionResumeRequested:
+		var ev events.AutoPromotionResumeRequested
+		if err := env.Decode(&ev); err != nil {
+			return events.Permanent(err)
+		}
+		return h.auto.Resume(ctx, project, ev.Stage)
+	case events.TypeResourceApplied:
+		var ev events.ResourceApplied
+		if err := env.Decode(&ev); err != nil {
+			return events.Permanent(err)
+		}
+		switch ev.Kind {
+		case model.KindStage:
+			return h.auto.Evaluate(ctx, project, ev.Name)
+		case model.KindProjectConfig:
+			return h.auto.Stages(ctx, project, nil)
+		}
+	}
 	return nil
 }

@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kelseyhightower/envconfig"
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,24 +34,60 @@ import (
 )
 
 // Config is the all-in-one server's configuration (prefix CARAVAN_): the
-// gateway's (which holds the shared settings) plus the embedded NATS server.
-// Service-specific settings of the other services are read by their own
-// Config types from the same environment.
+// gateway's (which holds the shared settings), the embedded NATS server, and
+// the other services' own settings, read from the same variables.
 type Config struct {
 	gateway.Config
 	// EmbeddedNATSAddr is where the embedded NATS server listens for
 	// clients (standalone services, the nats CLI). Port -1 picks a free one.
 	EmbeddedNATSAddr string `envconfig:"EMBEDDED_NATS_ADDR" default:"127.0.0.1:4222" desc:"listen address of the embedded NATS server (used only when CARAVAN_NATS_URL is empty)"`
+
+	// Discovery, Promoter and Verifier are those services' own settings,
+	// filled by LoadServices (Run does it when they were not). Their shared
+	// part is always the server's Common.
+	Discovery discovery.Config `ignored:"true"`
+	Promoter  promoter.Config  `ignored:"true"`
+	Verifier  verifier.Config  `ignored:"true"`
+	loaded    bool
 }
 
-// Validate checks the configuration. An empty admin token is allowed: Run
-// generates one.
+// LoadServices reads the discovery, promoter and verifier settings from the
+// CARAVAN_* variables.
+func (c *Config) LoadServices() error {
+	for _, s := range []any{&c.Discovery, &c.Promoter, &c.Verifier} {
+		if err := envconfig.Process("CARAVAN", s); err != nil {
+			return err
+		}
+	}
+	c.loaded = true
+	c.shareCommon()
+	return nil
+}
+
+func (c *Config) shareCommon() {
+	c.Discovery.Common = c.Common
+	c.Promoter.Common = c.Common
+	c.Verifier.Common = c.Common
+}
+
+// Validate checks the configuration, the services' settings included. An
+// empty admin token is allowed: Run generates one.
 func (c Config) Validate() error {
 	var errs []error
 	errs = append(errs, c.Common.Validate())
 	if c.URL == "" {
 		if _, _, err := net.SplitHostPort(c.EmbeddedNATSAddr); err != nil {
 			errs = append(errs, fmt.Errorf("CARAVAN_EMBEDDED_NATS_ADDR: %w", err))
+		}
+	}
+	if c.loaded {
+		c.shareCommon()
+		// The shared part was checked above; report each service's own
+		// problems once.
+		for _, v := range []interface{ Validate() error }{c.Discovery, c.Promoter, c.Verifier} {
+			if err := v.Validate(); err != nil && c.Common.Validate() == nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	return errors.Join(errs...)
@@ -67,8 +104,14 @@ type Options struct {
 
 // Info describes a started server.
 type Info struct {
-	NATSURL        string
+	NATSURL string
+	// AdminTokenFile is where the generated admin token is ("" when
+	// CARAVAN_ADMIN_TOKEN was set).
 	AdminTokenFile string
+	// AdminToken is the admin's bearer token.
+	AdminToken string
+	// APIURL is the gateway's base URL, e.g. http://127.0.0.1:8080.
+	APIURL string
 }
 
 // Run runs Caravan until ctx ends, then stops every service, drains, and
@@ -83,11 +126,26 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 		return err
 	}
 	defer func() { _ = shutdownTracing(context.WithoutCancel(ctx)) }()
+	if !cfg.loaded {
+		if err := cfg.LoadServices(); err != nil {
+			return err
+		}
+	}
+	cfg.shareCommon()
 
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	info := Info{}
+	// Listen before anything starts: a taken port fails at once, and the
+	// address (port 0 included) is known to Started.
+	ln := opts.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			return fmt.Errorf("CARAVAN_HTTP_ADDR: %w", err)
+		}
+		defer func() { _ = ln.Close() }() // in case the gateway never started
+	}
+	info := Info{APIURL: apiURL(ln.Addr().String())}
 	if cfg.AdminToken == "" {
 		path := filepath.Join(cfg.DataDir, "admin-token")
 		token, created, err := loadOrCreateToken(path)
@@ -102,6 +160,8 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 			log.Info("using the admin token", "file", path)
 		}
 	}
+
+	info.AdminToken = cfg.AdminToken
 
 	var nc *nats.Conn
 	if cfg.URL == "" {
@@ -161,18 +221,17 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 			cancel() // one service down takes the process down
 		})
 	}
-	common := cfg.Common
 	start("discovery", func(ctx context.Context) error {
-		return discovery.Run(ctx, discovery.Deps{Config: discovery.Config{Common: common}, Logger: log, Env: as("discovery")})
+		return discovery.Run(ctx, discovery.Deps{Config: cfg.Discovery, Logger: log, Env: as("discovery")})
 	})
 	start("promoter", func(ctx context.Context) error {
-		return promoter.Run(ctx, promoter.Deps{Config: promoter.Config{Common: common}, Logger: log, Env: as("promoter")})
+		return promoter.Run(ctx, promoter.Deps{Config: cfg.Promoter, Logger: log, Env: as("promoter")})
 	})
 	start("verifier", func(ctx context.Context) error {
-		return verifier.Run(ctx, verifier.Deps{Config: verifier.Config{Common: common}, Logger: log, Env: as("verifier")})
+		return verifier.Run(ctx, verifier.Deps{Config: cfg.Verifier, Logger: log, Env: as("verifier")})
 	})
 	start("gateway", func(ctx context.Context) error {
-		return gateway.Run(ctx, gateway.Deps{Config: cfg.Config, Logger: log, Env: as("gateway"), Registry: reg, Listener: opts.Listener})
+		return gateway.Run(ctx, gateway.Deps{Config: cfg.Config, Logger: log, Env: as("gateway"), Registry: reg, Listener: ln})
 	})
 	if opts.Started != nil {
 		opts.Started(info)
@@ -180,6 +239,18 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 	wg.Wait()
 	log.Info("caravan stopped")
 	return errors.Join(errs...)
+}
+
+// apiURL is the URL a local client reaches the listen address addr at.
+func apiURL(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "http://" + addr
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
 }
 
 func startEmbedded(cfg Config) (*natsserver.Server, error) {

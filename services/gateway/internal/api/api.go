@@ -1,6 +1,8 @@
 // Package api is the gateway's HTTP surface: the /v1 routes over the store,
-// the health and metrics endpoints, and the middleware every request goes
-// through (panic recovery, metrics, logging, authentication, JSON errors).
+// the actions people take, the live event stream, webhook receivers, the
+// health and metrics endpoints and the OpenAPI document, and the
+// middleware every request goes through (panic recovery, metrics, logging,
+// authentication, authorization, JSON errors).
 package api
 
 import (
@@ -8,12 +10,14 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/services/gateway/internal/apply"
@@ -23,8 +27,13 @@ import (
 // Options configure the handler.
 type Options struct {
 	Store *state.Store
-	Bus   apply.Publisher
-	Auth  auth.Authenticator
+	Bus   *events.Bus
+	// JetStream serves the event stream (SSE) and dead letters; nil: the
+	// Bus's.
+	JetStream jetstream.JetStream
+	Auth      auth.Authenticator
+	// Tokens manages API tokens; nil: over the store's token bucket.
+	Tokens *auth.Tokens
 	// Logger receives one debug line per request and handled errors.
 	Logger *slog.Logger
 	// Registry receives the HTTP metrics and the Go and process
@@ -34,14 +43,50 @@ type Options struct {
 	MaxBodyBytes int64
 	// Ready reports whether the gateway can serve (/readyz).
 	Ready func(context.Context) error
+	// ExternalURL prefixes webhook receiver paths in ProjectConfig status.
+	ExternalURL string
+	// Heartbeat is the interval of SSE heartbeat comments (default 15s).
+	Heartbeat time.Duration
+	// Webhooks bound receiver deliveries.
+	Webhooks WebhookLimits
+	// Index serves lists from memory when set (see NewIndex).
+	Index *Index
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// WebhookLimits bound what one receiver accepts.
+type WebhookLimits struct {
+	// MaxBodyBytes bounds a delivery's body (413 beyond; default 1 MiB).
+	MaxBodyBytes int64
+	// Rate is the sustained deliveries per second per receiver (default 10).
+	Rate float64
+	// Burst is how many deliveries may come at once (default 20).
+	Burst int
 }
 
 type server struct {
-	store   *state.Store
-	applier *apply.Applier
-	logger  *slog.Logger
-	maxBody int64
-	ready   func(context.Context) error
+	store     *state.Store
+	reg       *prometheus.Registry
+	bus       *events.Bus
+	js        jetstream.JetStream
+	applier   *apply.Applier
+	tokens    *auth.Tokens
+	logger    *slog.Logger
+	maxBody   int64
+	ready     func(context.Context) error
+	external  string
+	heartbeat time.Duration
+	hooks     WebhookLimits
+	index     *Index
+	now       func() time.Time
+
+	limitersMu sync.Mutex
+	limiters   map[string]*limiter
+
+	deadOnce sync.Once
+	dead     *events.DeadLetters
+	deadErr  error
 }
 
 // New returns the gateway's router.
@@ -54,6 +99,27 @@ func New(o Options) (http.Handler, error) {
 	}
 	if o.Ready == nil {
 		o.Ready = func(context.Context) error { return nil }
+	}
+	if o.JetStream == nil {
+		o.JetStream = o.Bus.JetStream()
+	}
+	if o.Tokens == nil {
+		o.Tokens = auth.NewTokens(o.Store.KV(state.Tokens))
+	}
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = 15 * time.Second
+	}
+	if o.Webhooks.MaxBodyBytes <= 0 {
+		o.Webhooks.MaxBodyBytes = 1 << 20
+	}
+	if o.Webhooks.Rate <= 0 {
+		o.Webhooks.Rate = 10
+	}
+	if o.Webhooks.Burst <= 0 {
+		o.Webhooks.Burst = 20
+	}
+	if o.Now == nil {
+		o.Now = time.Now
 	}
 	for _, c := range []prometheus.Collector{
 		collectors.NewGoCollector(),
@@ -68,30 +134,29 @@ func New(o Options) (http.Handler, error) {
 		return nil, err
 	}
 	s := &server{
-		store:   o.Store,
-		applier: apply.New(o.Store, o.Bus),
-		logger:  o.Logger,
-		maxBody: o.MaxBodyBytes,
-		ready:   o.Ready,
+		store:     o.Store,
+		reg:       o.Registry,
+		bus:       o.Bus,
+		js:        o.JetStream,
+		applier:   apply.New(o.Store, o.Bus),
+		tokens:    o.Tokens,
+		logger:    o.Logger,
+		maxBody:   o.MaxBodyBytes,
+		ready:     o.Ready,
+		external:  o.ExternalURL,
+		heartbeat: o.Heartbeat,
+		hooks:     o.Webhooks,
+		index:     o.Index,
+		now:       o.Now,
+		limiters:  map[string]*limiter{},
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{}))
-
-	v1 := func(pattern string, h http.HandlerFunc) {
-		mux.Handle(pattern, authenticate(h, o.Auth, o.Logger))
-	}
-	v1("POST /v1/resources", s.apply)
-	v1("DELETE /v1/resources", s.delete)
-	v1("GET /v1/projects", s.listProjects)
-	v1("GET /v1/projects/{project}", s.getProject)
-	v1("GET /v1/projects/{project}/projectconfig", s.getProjectConfig)
-	for _, k := range kinds {
-		v1("GET /v1/projects/{project}/"+k.path, s.list(k))
-		v1("GET /v1/projects/{project}/"+k.path+"/{name}", s.get(k))
+	for _, rt := range s.routes(o.Registry) {
+		var h http.Handler = rt.handler
+		if rt.access != public {
+			h = authenticate(s.authorize(rt.access, h), o.Auth, o.Logger)
+		}
+		mux.Handle(rt.method+" "+rt.path, h)
 	}
 	return observe(mux, m, o.Logger), nil
 }
@@ -102,13 +167,15 @@ type kind struct {
 	kind string
 	// match filters lists by query parameters (nil: no filter).
 	match func(q map[string][]string, obj model.Object) bool
+	// filters are the query parameters match reads (documented).
+	filters []string
 }
 
 var kinds = []kind{
 	{path: "warehouses", kind: model.KindWarehouse},
-	{path: "stages", kind: model.KindStage},
-	{path: "freight", kind: model.KindFreight, match: matchFreight},
-	{path: "promotions", kind: model.KindPromotion, match: matchPromotion},
+	{path: "stages", kind: model.KindStage, match: matchStage, filters: []string{"warehouse"}},
+	{path: "freight", kind: model.KindFreight, match: matchFreight, filters: []string{"warehouse", "stage", "verifiedIn", "currentlyIn"}},
+	{path: "promotions", kind: model.KindPromotion, match: matchPromotion, filters: []string{"stage", "phase", "freight"}},
 	{path: "promotiontasks", kind: model.KindPromotionTask},
 	{path: "analysistemplates", kind: model.KindAnalysisTemplate},
 	{path: "secrets", kind: model.KindSecret},

@@ -3,15 +3,16 @@ package api
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
+	"github.com/caravan-cd/caravan/services/gateway/internal/auth"
 )
 
 // List paging.
@@ -62,8 +63,15 @@ func paging(w http.ResponseWriter, r *http.Request) (limit int, after string, ok
 // `after` that match, and the token of the next page ("" when none).
 func (s *server) collect(ctx context.Context, project, kind string, limit int, after string, match func(model.Object) bool) ([]model.Object, string, error) {
 	var out []model.Object
+	list := s.store.ListObjects
+	if s.index != nil && s.index.Serves(kind) {
+		if err := s.index.Sync(ctx, kind); err != nil {
+			return nil, "", err
+		}
+		list = s.index.ListObjects
+	}
 	for {
-		objs, next, err := s.store.ListObjects(ctx, project, kind, limit-len(out), after)
+		objs, next, err := list(ctx, project, kind, limit-len(out), after)
 		if err != nil {
 			return nil, "", err
 		}
@@ -84,6 +92,10 @@ func (s *server) collect(ctx context.Context, project, kind string, limit int, a
 
 func (s *server) writeList(w http.ResponseWriter, r *http.Request, kind string, objs []model.Object, next string) {
 	l := list{APIVersion: "v1", Kind: kind + "List", Items: make([]any, 0, len(objs)), Metadata: listMeta{Continue: next}}
+	if err := s.syncStatus(r.Context(), kind); err != nil {
+		s.internal(w, r, err)
+		return
+	}
 	for _, o := range objs {
 		v, err := s.present(r.Context(), o)
 		if err != nil {
@@ -104,7 +116,22 @@ func (s *server) listProjects(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	objs, next, err := s.collect(r.Context(), "", model.KindProject, limit, after, nil)
+	p, _ := auth.FromContext(r.Context())
+	var match func(model.Object) bool
+	var matchErr error
+	if !p.Admin {
+		match = func(o model.Object) bool {
+			ok, err := s.visible(r.Context(), p, o.GetObjectMeta().Name)
+			if err != nil {
+				matchErr = err
+			}
+			return ok
+		}
+	}
+	objs, next, err := s.collect(r.Context(), "", model.KindProject, limit, after, match)
+	if err == nil {
+		err = matchErr
+	}
 	if err != nil {
 		s.internal(w, r, err)
 		return
@@ -139,7 +166,21 @@ func (s *server) getProjectConfig(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	project := r.PathValue("project")
-	s.getOne(w, r, project, model.KindProjectConfig, project)
+	obj, _, err := s.store.GetObject(r.Context(), project, model.KindProjectConfig, project)
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		notFound(w, model.KindProjectConfig, project)
+		return
+	case err != nil:
+		s.internal(w, r, err)
+		return
+	}
+	pc := obj.(*model.ProjectConfig)
+	if pc.Status.WebhookReceivers, err = s.receiverDetails(r.Context(), pc); err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, pc)
 }
 
 func (s *server) getOne(w http.ResponseWriter, r *http.Request, project, kind, name string) {
@@ -149,6 +190,10 @@ func (s *server) getOne(w http.ResponseWriter, r *http.Request, project, kind, n
 		notFound(w, kind, name)
 		return
 	case err != nil:
+		s.internal(w, r, err)
+		return
+	}
+	if err := s.syncStatus(r.Context(), kind); err != nil {
 		s.internal(w, r, err)
 		return
 	}
@@ -167,6 +212,10 @@ func (s *server) list(k kind) http.HandlerFunc {
 			return
 		}
 		if _, ok := s.project(w, r); !ok {
+			return
+		}
+		if k.kind == model.KindFreight && r.URL.Query().Get("stage") != "" {
+			s.availableFreight(w, r, limit, after)
 			return
 		}
 		var match func(model.Object) bool
@@ -199,31 +248,76 @@ func (s *server) get(k kind) http.HandlerFunc {
 
 // getFreight finds freight by name, then by alias.
 func (s *server) getFreight(w http.ResponseWriter, r *http.Request, project, name string) {
-	_, _, err := s.store.GetObject(r.Context(), project, model.KindFreight, name)
-	if err == nil || !errors.Is(err, state.ErrNotFound) {
-		s.getOne(w, r, project, model.KindFreight, name)
-		return
-	}
-	all, _, err := s.store.ListObjects(r.Context(), project, model.KindFreight, 0, "")
-	if err != nil {
-		s.internal(w, r, err)
-		return
-	}
-	i := slices.IndexFunc(all, func(o model.Object) bool { return o.(*model.Freight).Alias == name })
-	if i < 0 {
+	f, _, err := s.findFreight(r.Context(), project, name)
+	switch {
+	case errors.Is(err, state.ErrNotFound):
 		notFound(w, model.KindFreight, name)
-		return
+	case err != nil:
+		s.internal(w, r, err)
+	default:
+		writeJSON(w, http.StatusOK, f)
 	}
-	writeJSON(w, http.StatusOK, all[i])
 }
 
-// matchFreight filters freight by ?warehouse= (the origin's name).
+// findFreight returns freight by name or, failing that, by alias.
+func (s *server) findFreight(ctx context.Context, project, nameOrAlias string) (*model.Freight, uint64, error) {
+	f, rev, err := state.GetAs[*model.Freight](ctx, s.store, project, model.KindFreight, nameOrAlias)
+	if !errors.Is(err, state.ErrNotFound) {
+		return f, rev, err
+	}
+	all, err := s.allFreight(ctx, project)
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, f := range all {
+		if f.Alias == nameOrAlias {
+			return state.GetAs[*model.Freight](ctx, s.store, project, model.KindFreight, f.Name)
+		}
+	}
+	return nil, 0, fmt.Errorf("freight %q: %w", nameOrAlias, state.ErrNotFound)
+}
+
+// allFreight lists every freight of the project.
+func (s *server) allFreight(ctx context.Context, project string) ([]*model.Freight, error) {
+	objs, _, err := s.collect(ctx, project, model.KindFreight, 0, "", nil)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*model.Freight, 0, len(objs))
+	for _, o := range objs {
+		if f, ok := o.(*model.Freight); ok {
+			out = append(out, f)
+		}
+	}
+	return out, nil
+}
+
+// matchFreight filters freight by ?warehouse= (the origin's name),
+// ?verifiedIn= and ?currentlyIn= (stage names).
 func matchFreight(q map[string][]string, obj model.Object) bool {
 	f, ok := obj.(*model.Freight)
 	if !ok {
 		return false
 	}
 	if w := first(q, "warehouse"); w != "" && (f.Origin.Kind != model.FreightOriginKindWarehouse || f.Origin.Name != w) {
+		return false
+	}
+	if st := first(q, "verifiedIn"); st != "" && !f.IsVerifiedIn(st) {
+		return false
+	}
+	if st := first(q, "currentlyIn"); st != "" && !f.IsCurrentlyIn(st) {
+		return false
+	}
+	return true
+}
+
+// matchStage filters stages by ?warehouse= (requested from it).
+func matchStage(q map[string][]string, obj model.Object) bool {
+	st, ok := obj.(*model.Stage)
+	if !ok {
+		return false
+	}
+	if w := first(q, "warehouse"); w != "" && !st.RequestsOrigin(model.FreightOrigin{Kind: model.FreightOriginKindWarehouse, Name: w}) {
 		return false
 	}
 	return true
@@ -239,6 +333,9 @@ func matchPromotion(q map[string][]string, obj model.Object) bool {
 		return false
 	}
 	if ph := first(q, "phase"); ph != "" && string(p.Status.Phase) != ph {
+		return false
+	}
+	if f := first(q, "freight"); f != "" && p.Spec.Freight != f {
 		return false
 	}
 	return true
@@ -257,19 +354,56 @@ func first(q map[string][]string, key string) string {
 func (s *server) present(ctx context.Context, obj model.Object) (any, error) {
 	switch o := obj.(type) {
 	case *model.Stage:
-		st, _, err := state.Get[model.StageStatus](ctx, s.store.KV(state.Stages), state.Key(o.Namespace, o.Name))
-		if err != nil && !errors.Is(err, state.ErrNotFound) {
+		if err := s.status(ctx, state.Stages, state.Key(o.Namespace, o.Name), &o.Status); err != nil {
 			return nil, err
 		}
-		o.Status = st
 	case *model.Warehouse:
-		st, _, err := state.Get[model.WarehouseStatus](ctx, s.store.KV(state.Warehouses), state.Key(o.Namespace, o.Name))
-		if err != nil && !errors.Is(err, state.ErrNotFound) {
+		if err := s.status(ctx, state.Warehouses, state.Key(o.Namespace, o.Name), &o.Status); err != nil {
 			return nil, err
 		}
-		o.Status = st
 	case *model.Secret:
 		return redact(o), nil
 	}
 	return obj, nil
+}
+
+// status reads the status of key in bucket b into v (left zero when
+// absent): from the index when there is one (synced by syncStatus), else
+// from KV.
+func (s *server) status(ctx context.Context, b state.Bucket, key string, v any) error {
+	if s.index != nil {
+		raw, ok := s.index.Raw(b, key)
+		if !ok {
+			return nil
+		}
+		if err := json.Unmarshal(raw, v); err != nil {
+			return fmt.Errorf("decode %s %s: %w", b, key, err)
+		}
+		return nil
+	}
+	raw, _, err := state.Get[json.RawMessage](ctx, s.store.KV(b), key)
+	if errors.Is(err, state.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return fmt.Errorf("decode %s %s: %w", b, key, err)
+	}
+	return nil
+}
+
+// syncStatus brings the index's status buckets for kind up to date.
+func (s *server) syncStatus(ctx context.Context, kind string) error {
+	if s.index == nil {
+		return nil
+	}
+	switch kind {
+	case model.KindStage:
+		return s.index.SyncBucket(ctx, state.Stages)
+	case model.KindWarehouse:
+		return s.index.SyncBucket(ctx, state.Warehouses)
+	}
+	return nil
 }

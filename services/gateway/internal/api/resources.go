@@ -11,6 +11,7 @@ import (
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/services/gateway/internal/apply"
+	"github.com/caravan-cd/caravan/services/gateway/internal/auth"
 )
 
 // mediaTypes are the Content-Types a resource body may have (or none).
@@ -56,6 +57,16 @@ func (s *server) delete(w http.ResponseWriter, r *http.Request) {
 func (s *server) resources(w http.ResponseWriter, r *http.Request, do func(context.Context, []byte) (*apply.Outcome, error)) {
 	b, ok := s.body(w, r)
 	if !ok {
+		return
+	}
+	p, _ := auth.FromContext(r.Context())
+	allowed, why, err := s.mayApply(r.Context(), p, b)
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	if !allowed {
+		forbidden(w, why)
 		return
 	}
 	out, err := do(r.Context(), b)

@@ -1,7 +1,8 @@
-// Package auth authenticates API callers by bearer token. An Authenticator
-// turns a token into a Principal; the gateway only knows the system admin's
-// static token today, and API tokens, roles and OIDC add Authenticators of
-// their own.
+// Package auth authenticates API callers by bearer token and says what
+// they may do. An Authenticator turns a token into a Principal: the system
+// admin's static token, API tokens bound to one project and one role
+// (Tokens), or OIDC ID tokens whose claims map to roles through a
+// project's ServiceAccounts and RoleBindings as Kargo does (OIDC, RoleFor).
 package auth
 
 import (
@@ -22,6 +23,12 @@ type Principal struct {
 	Name string
 	// Admin may do anything in every project.
 	Admin bool
+	// Project and Role bind an API token to one project.
+	Project string
+	Role    Role
+	// Claims are an OIDC caller's ID token claims (nil otherwise); the
+	// caller's role in a project comes from RoleFor.
+	Claims map[string]any
 }
 
 // Authenticator checks a bearer token. It returns ErrUnauthenticated (or an

@@ -1,0 +1,71 @@
+//go:build e2e
+
+package discovery_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/pkg/state"
+	"github.com/caravan-cd/caravan/pkg/testenv"
+	"github.com/caravan-cd/caravan/services/discovery/internal/lease"
+)
+
+// Two caravan-discovery processes on one NATS: SIGKILL the one working the
+// Warehouse and the other takes over; no Freight is announced twice.
+func TestE2EKillReplicaProcess(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "caravan-discovery")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/caravan-discovery")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	srv := testenv.NATS(t)
+	reg := testenv.Registry(t)
+	reg.PushImage(t, "team/proc", "v1.0.0")
+	gw := newGateway(t, srv)
+	fw := watchFreight(t, gw.env.JS)
+
+	procs := map[string]*exec.Cmd{}
+	for _, id := range []string{"p1", "p2"} {
+		cmd := exec.Command(bin)
+		cmd.Env = append(os.Environ(),
+			"CARAVAN_NATS_URL="+srv.URL(),
+			"CARAVAN_DATA_DIR="+t.TempDir(),
+			"CARAVAN_SECRET_KEY="+common(t).SecretKey,
+			"CARAVAN_DISCOVERY_LEASE_TTL=1s",
+			"CARAVAN_DISCOVERY_REPLICA_ID="+id,
+			"CARAVAN_LOG_LEVEL=error",
+		)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		procs[id] = cmd
+		t.Cleanup(func() {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		})
+	}
+	gw.apply(t, imageWarehouse("proc", model.ImageSubscription{RepoURL: reg.Repo("team/proc")}))
+	eventually(t, "the first freight", func() bool { return fw.count() == 1 })
+
+	leases := lease.New(gw.env.Store.KV(state.DiscoveryLeases), "observer", 0)
+	holder, err := leases.Current(t.Context(), state.Key(project, "proc"))
+	if err != nil || procs[holder] == nil {
+		t.Fatalf("holder %q, %v", holder, err)
+	}
+	if err := procs[holder].Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = procs[holder].Wait()
+	reg.PushImage(t, "team/proc", "v1.1.0")
+	gw.refresh(t, "proc", nil)
+	eventually(t, "freight after the takeover", func() bool { return fw.count() == 2 })
+	if now, _ := leases.Current(t.Context(), state.Key(project, "proc")); now == holder || now == "" {
+		t.Fatalf("lease held by %q after killing %q", now, holder)
+	}
+	assertUnique(t, fw.events())
+}

@@ -1,0 +1,137 @@
+// Package freight turns a Warehouse's discovered artifacts into Freight as
+// Kargo does: one artifact per subscription, the newest selected one; the
+// Freight's name is its content ID, so the same artifacts from the same
+// Warehouse always make the same Freight.
+package freight
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/expr-lang/expr"
+
+	"github.com/caravan-cd/caravan/pkg/model"
+)
+
+// ErrIncomplete: some subscription has no artifact yet, so no Freight can
+// be assembled.
+var ErrIncomplete = errors.New("not every subscription has a discovered artifact")
+
+// Build assembles the Freight of the newest artifact of every subscription
+// of w from art (whose results are in subscription order, one per kind).
+func Build(w *model.Warehouse, art *model.DiscoveredArtifacts) (*model.Freight, error) {
+	f := &model.Freight{
+		TypeMeta:   model.TypeMeta{APIVersion: model.KargoAPIVersion, Kind: model.KindFreight},
+		ObjectMeta: model.ObjectMeta{Namespace: w.Namespace},
+		Origin:     model.FreightOrigin{Kind: model.FreightOriginKindWarehouse, Name: w.Name},
+	}
+	if art == nil {
+		return nil, ErrIncomplete
+	}
+	var gi, ii, ci int
+	for _, sub := range w.Spec.Subscriptions {
+		switch {
+		case sub.Git != nil:
+			if gi >= len(art.Git) || len(art.Git[gi].Commits) == 0 {
+				return nil, fmt.Errorf("%w: git %s", ErrIncomplete, sub.Git.RepoURL)
+			}
+			c := art.Git[gi].Commits[0]
+			f.Commits = append(f.Commits, model.GitCommit{RepoURL: sub.Git.RepoURL, ID: c.ID, Branch: c.Branch, Tag: c.Tag, Message: c.Subject, Author: c.Author, Committer: c.Committer})
+			gi++
+		case sub.Image != nil:
+			if ii >= len(art.Images) || len(art.Images[ii].References) == 0 {
+				return nil, fmt.Errorf("%w: image %s", ErrIncomplete, sub.Image.RepoURL)
+			}
+			r := art.Images[ii].References[0]
+			f.Images = append(f.Images, model.Image{RepoURL: sub.Image.RepoURL, Tag: r.Tag, Digest: r.Digest, Annotations: r.Annotations})
+			ii++
+		case sub.Chart != nil:
+			if ci >= len(art.Charts) || len(art.Charts[ci].Versions) == 0 {
+				return nil, fmt.Errorf("%w: chart %s %s", ErrIncomplete, sub.Chart.RepoURL, sub.Chart.Name)
+			}
+			f.Charts = append(f.Charts, model.Chart{RepoURL: sub.Chart.RepoURL, Name: sub.Chart.Name, Version: art.Charts[ci].Versions[0]})
+			ci++
+		}
+	}
+	f.Name = f.GenerateID()
+	return f, nil
+}
+
+// Criteria is a compiled freightCreationCriteria expression. It sees the
+// candidate Freight through Kargo's functions imageFrom(repoURL),
+// commitFrom(repoURL) and chartFrom(repoURL[, name]), whose results have
+// the Freight artifact's fields (Tag, Digest, ID, Message, Version …).
+type Criteria struct {
+	src string
+}
+
+// env is what a criteria expression evaluates against.
+type env struct {
+	f *model.Freight
+}
+
+func options(e *env) []expr.Option {
+	return []expr.Option{
+		expr.AsBool(),
+		expr.Function("imageFrom", func(params ...any) (any, error) {
+			repo, _ := params[0].(string)
+			if e.f != nil {
+				for i := range e.f.Images {
+					if e.f.Images[i].RepoURL == repo {
+						return e.f.Images[i], nil
+					}
+				}
+			}
+			return nil, fmt.Errorf("imageFrom(%q): no such image in the freight", repo)
+		}, new(func(string) model.Image)),
+		expr.Function("commitFrom", func(params ...any) (any, error) {
+			repo, _ := params[0].(string)
+			if e.f != nil {
+				for i := range e.f.Commits {
+					if model.NormalizeGitURL(e.f.Commits[i].RepoURL) == model.NormalizeGitURL(repo) {
+						return e.f.Commits[i], nil
+					}
+				}
+			}
+			return nil, fmt.Errorf("commitFrom(%q): no such repository in the freight", repo)
+		}, new(func(string) model.GitCommit)),
+		expr.Function("chartFrom", func(params ...any) (any, error) {
+			repo, _ := params[0].(string)
+			chart := ""
+			if len(params) > 1 {
+				chart, _ = params[1].(string)
+			}
+			if e.f != nil {
+				for i := range e.f.Charts {
+					if e.f.Charts[i].RepoURL == repo && (chart == "" || e.f.Charts[i].Name == chart) {
+						return e.f.Charts[i], nil
+					}
+				}
+			}
+			return nil, fmt.Errorf("chartFrom(%q, %q): no such chart in the freight", repo, chart)
+		}, new(func(string) model.Chart), new(func(string, string) model.Chart)),
+	}
+}
+
+// CompileCriteria checks expression's syntax and types.
+func CompileCriteria(expression string) (*Criteria, error) {
+	if _, err := expr.Compile(expression, options(&env{})...); err != nil {
+		return nil, fmt.Errorf("freightCreationCriteria: %w", err)
+	}
+	return &Criteria{src: expression}, nil
+}
+
+// Allows evaluates the criteria against candidate Freight f.
+func (c *Criteria) Allows(f *model.Freight) (bool, error) {
+	e := &env{f: f}
+	prog, err := expr.Compile(c.src, options(e)...)
+	if err != nil {
+		return false, fmt.Errorf("freightCreationCriteria: %w", err)
+	}
+	out, err := expr.Run(prog, nil)
+	if err != nil {
+		return false, fmt.Errorf("freightCreationCriteria: %w", err)
+	}
+	ok, _ := out.(bool)
+	return ok, nil
+}

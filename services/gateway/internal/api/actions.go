@@ -1,0 +1,685 @@
+package api
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"mime"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caravan-cd/caravan/pkg/events"
+	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/pkg/state"
+	"github.com/caravan-cd/caravan/services/gateway/internal/auth"
+)
+
+// actionBody decodes a JSON action body into v, answering 415, 413 or 400
+// itself (ok false). Unknown fields are refused, so a typo is not ignored.
+func (s *server) actionBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/json" {
+			writeError(w, http.StatusUnsupportedMediaType, codeUnsupportedMedia, fmt.Sprintf("Content-Type %q is not supported: send application/json", ct))
+			return false
+		}
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		writeError(w, http.StatusRequestEntityTooLarge, codeTooLarge, fmt.Sprintf("the body is larger than %d bytes", tooLarge.Limit))
+		return false
+	case err != nil:
+		writeError(w, http.StatusBadRequest, codeInvalid, "cannot read the body")
+		return false
+	}
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, codeInvalid, "the body is not the JSON this action takes: "+err.Error())
+		return false
+	}
+	return true
+}
+
+func invalid(w http.ResponseWriter, field, msg string) {
+	writeError(w, http.StatusBadRequest, codeInvalid, field+": "+msg, model.Issue{Field: field, Message: msg})
+}
+
+func conflict(w http.ResponseWriter, msg string) {
+	writeError(w, http.StatusConflict, codeConflict, msg)
+}
+
+// stage loads the path's {stage}, answering 404 or 500 itself.
+func (s *server) stage(w http.ResponseWriter, r *http.Request) (*model.Stage, bool) {
+	project, name := r.PathValue("project"), r.PathValue("stage")
+	st, _, err := state.GetAs[*model.Stage](r.Context(), s.store, project, model.KindStage, name)
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		notFound(w, model.KindStage, name)
+		return nil, false
+	case err != nil:
+		s.internal(w, r, err)
+		return nil, false
+	}
+	return st, true
+}
+
+// publish publishes ev about ref in the path's project and answers 202
+// with the envelope.
+func (s *server) publish(w http.ResponseWriter, r *http.Request, id string, ref events.Ref, ev events.Event) {
+	var (
+		env events.Envelope
+		err error
+	)
+	project := r.PathValue("project")
+	if id != "" {
+		env, err = s.bus.PublishWithID(r.Context(), id, project, ref, ev)
+	} else {
+		env, err = s.bus.Publish(r.Context(), project, ref, ev)
+	}
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, env)
+}
+
+func principalName(r *http.Request) string {
+	p, _ := auth.FromContext(r.Context())
+	return p.Name
+}
+
+func (s *server) refresh(w http.ResponseWriter, r *http.Request) {
+	project, name := r.PathValue("project"), r.PathValue("name")
+	if _, _, err := s.store.GetObject(r.Context(), project, model.KindWarehouse, name); err != nil {
+		if errors.Is(err, state.ErrNotFound) {
+			notFound(w, model.KindWarehouse, name)
+			return
+		}
+		s.internal(w, r, err)
+		return
+	}
+	s.publish(w, r, "", events.Ref{Kind: model.KindWarehouse, Name: name},
+		events.WarehouseRefreshRequested{Warehouse: name, Reason: "refresh requested by " + principalName(r)})
+}
+
+// freightRequest is the body of POST …/freight.
+type freightRequest struct {
+	Origin  model.FreightOrigin `json:"origin"`
+	Alias   string              `json:"alias,omitempty"`
+	Images  []model.Image       `json:"images,omitempty"`
+	Commits []model.GitCommit   `json:"commits,omitempty"`
+	Charts  []model.Chart       `json:"charts,omitempty"`
+}
+
+func (s *server) createFreight(w http.ResponseWriter, r *http.Request) {
+	var req freightRequest
+	if !s.actionBody(w, r, &req) {
+		return
+	}
+	project := r.PathValue("project")
+	if req.Origin.Kind == "" {
+		req.Origin.Kind = model.FreightOriginKindWarehouse
+	}
+	if req.Origin.Kind != model.FreightOriginKindWarehouse || req.Origin.Name == "" {
+		invalid(w, "origin", `must be {"kind": "Warehouse", "name": "<warehouse>"}`)
+		return
+	}
+	if len(req.Images)+len(req.Commits)+len(req.Charts) == 0 {
+		invalid(w, "images", "name at least one image, commit or chart")
+		return
+	}
+	if req.Alias != "" && !model.IsDNS1123Subdomain(req.Alias) {
+		invalid(w, "alias", "must be a lower-case RFC 1123 name")
+		return
+	}
+	ctx := r.Context()
+	wh, _, err := state.GetAs[*model.Warehouse](ctx, s.store, project, model.KindWarehouse, req.Origin.Name)
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		invalid(w, "origin.name", fmt.Sprintf("warehouse %q not found", req.Origin.Name))
+		return
+	case err != nil:
+		s.internal(w, r, err)
+		return
+	}
+	status, _, err := state.Get[model.WarehouseStatus](ctx, s.store.KV(state.Warehouses), state.Key(project, wh.Name))
+	if err != nil && !errors.Is(err, state.ErrNotFound) {
+		s.internal(w, r, err)
+		return
+	}
+	f := &model.Freight{
+		TypeMeta: model.TypeMeta{APIVersion: model.KargoAPIVersion, Kind: model.KindFreight},
+		Origin:   req.Origin,
+	}
+	if issue := resolveArtifacts(status.DiscoveredArtifacts, &req, f); issue != nil {
+		writeError(w, http.StatusBadRequest, codeInvalid, issue.Field+": "+issue.Message, *issue)
+		return
+	}
+	all, err := s.allFreight(ctx, project)
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	taken := map[string]bool{}
+	for _, o := range all {
+		taken[o.Alias] = true
+	}
+	alias := req.Alias
+	if alias == "" {
+		alias = model.UniqueAlias(rand.IntN, func(a string) bool { return taken[a] })
+	} else if taken[alias] {
+		conflict(w, fmt.Sprintf("alias %q is taken", alias))
+		return
+	}
+	f.Name = f.GenerateID()
+	f.Namespace = project
+	f.Alias = alias
+	f.Labels = map[string]string{model.LabelAlias: alias}
+	f.CreationTimestamp = model.NewTime(s.now().UTC().Truncate(time.Second))
+	f.UID = events.NewID()
+	if _, err := s.store.PutObject(ctx, f, 0); err != nil {
+		if errors.Is(err, state.ErrExists) {
+			conflict(w, fmt.Sprintf("freight %s with these artifacts already exists", f.Name))
+			return
+		}
+		s.internal(w, r, err)
+		return
+	}
+	ev := events.FreightDiscovered{Freight: f.Name, Alias: alias, Origin: events.FreightOrigin{Kind: string(f.Origin.Kind), Name: f.Origin.Name}}
+	if _, err := s.bus.PublishWithID(ctx, "FreightDiscovered."+project+"."+f.Name, project, events.Ref{Kind: model.KindFreight, Name: f.Name}, ev); err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, f)
+}
+
+// resolveArtifacts fills f from the request, taking every artifact from
+// the warehouse's discovered artifacts (nil when it has none), or returns
+// the issue with the request.
+func resolveArtifacts(found *model.DiscoveredArtifacts, req *freightRequest, f *model.Freight) *model.Issue {
+	if found == nil {
+		found = &model.DiscoveredArtifacts{}
+	}
+	seen := map[string]bool{}
+	once := func(field, repo string) *model.Issue {
+		if seen[repo] {
+			return &model.Issue{Field: field, Message: fmt.Sprintf("more than one artifact of %s", repo)}
+		}
+		seen[repo] = true
+		return nil
+	}
+	for i, img := range req.Images {
+		field := fmt.Sprintf("images[%d]", i)
+		if img.Tag == "" && img.Digest == "" {
+			return &model.Issue{Field: field, Message: "name a tag or a digest"}
+		}
+		var hit *model.DiscoveredImageReference
+		repo := ""
+		for _, res := range found.Images {
+			if model.NormalizeImageURL(res.RepoURL) != model.NormalizeImageURL(img.RepoURL) {
+				continue
+			}
+			for j, ref := range res.References {
+				if (img.Tag == "" || ref.Tag == img.Tag) && (img.Digest == "" || ref.Digest == img.Digest) {
+					hit, repo = &res.References[j], res.RepoURL
+					break
+				}
+			}
+		}
+		if hit == nil {
+			return &model.Issue{Field: field, Message: fmt.Sprintf("%s %s%s was not discovered by the warehouse", img.RepoURL, img.Tag, img.Digest)}
+		}
+		if is := once(field, model.NormalizeImageURL(repo)); is != nil {
+			return is
+		}
+		f.Images = append(f.Images, model.Image{RepoURL: repo, Tag: hit.Tag, Digest: hit.Digest, Annotations: hit.Annotations})
+	}
+	for i, c := range req.Commits {
+		field := fmt.Sprintf("commits[%d]", i)
+		if c.ID == "" && c.Tag == "" {
+			return &model.Issue{Field: field, Message: "name a commit id or a tag"}
+		}
+		var hit *model.DiscoveredCommit
+		repo := ""
+		for _, res := range found.Git {
+			if model.NormalizeGitURL(res.RepoURL) != model.NormalizeGitURL(c.RepoURL) {
+				continue
+			}
+			for j, dc := range res.Commits {
+				if (c.ID == "" || dc.ID == c.ID) && (c.Tag == "" || dc.Tag == c.Tag) {
+					hit, repo = &res.Commits[j], res.RepoURL
+					break
+				}
+			}
+		}
+		if hit == nil {
+			return &model.Issue{Field: field, Message: fmt.Sprintf("commit %s%s of %s was not discovered by the warehouse", c.ID, c.Tag, c.RepoURL)}
+		}
+		if is := once(field, model.NormalizeGitURL(repo)); is != nil {
+			return is
+		}
+		f.Commits = append(f.Commits, model.GitCommit{RepoURL: repo, ID: hit.ID, Branch: hit.Branch, Tag: hit.Tag, Message: hit.Subject, Author: hit.Author, Committer: hit.Committer})
+	}
+	for i, ch := range req.Charts {
+		field := fmt.Sprintf("charts[%d]", i)
+		ok := false
+		for _, res := range found.Charts {
+			if model.NormalizeChartURL(res.RepoURL) == model.NormalizeChartURL(ch.RepoURL) && res.Name == ch.Name && slices.Contains(res.Versions, ch.Version) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return &model.Issue{Field: field, Message: fmt.Sprintf("chart %s %s %s was not discovered by the warehouse", ch.RepoURL, ch.Name, ch.Version)}
+		}
+		if is := once(field, model.NormalizeChartURL(ch.RepoURL)+"/"+ch.Name); is != nil {
+			return is
+		}
+		f.Charts = append(f.Charts, ch)
+	}
+	return nil
+}
+
+func (s *server) patchFreight(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Alias string `json:"alias"`
+	}
+	if !s.actionBody(w, r, &req) {
+		return
+	}
+	if req.Alias == "" || !model.IsDNS1123Subdomain(req.Alias) {
+		invalid(w, "alias", "must be a lower-case RFC 1123 name")
+		return
+	}
+	ctx := r.Context()
+	project, name := r.PathValue("project"), r.PathValue("name")
+	f, _, err := s.findFreight(ctx, project, name)
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		notFound(w, model.KindFreight, name)
+		return
+	case err != nil:
+		s.internal(w, r, err)
+		return
+	}
+	all, err := s.allFreight(ctx, project)
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	for _, o := range all {
+		if o.Alias == req.Alias && o.Name != f.Name {
+			conflict(w, fmt.Sprintf("alias %q is taken by freight %s", req.Alias, o.Name))
+			return
+		}
+	}
+	updated, err := s.updateFreight(ctx, project, f.Name, func(f *model.Freight) error {
+		if f.Alias == req.Alias {
+			return state.ErrNoChange
+		}
+		f.Alias = req.Alias
+		if f.Labels == nil {
+			f.Labels = map[string]string{}
+		}
+		f.Labels[model.LabelAlias] = req.Alias
+		return nil
+	})
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	ev := events.FreightUpdated{Freight: f.Name, Alias: req.Alias, Change: "alias"}
+	if _, err := s.bus.Publish(ctx, project, events.Ref{Kind: model.KindFreight, Name: f.Name}, ev); err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, updated)
+}
+
+// updateFreight read-modify-writes one freight (CAS, retried); fn returning
+// state.ErrNoChange leaves it as it is.
+func (s *server) updateFreight(ctx context.Context, project, name string, fn func(*model.Freight) error) (*model.Freight, error) {
+	var out *model.Freight
+	_, rev, err := state.Update(ctx, s.store.KV(state.Freight), state.Key(project, name), func(cur json.RawMessage, exists bool) (json.RawMessage, error) {
+		if !exists {
+			return nil, fmt.Errorf("freight %q: %w", name, state.ErrNotFound)
+		}
+		obj, err := model.DecodeJSONObject(cur)
+		if err != nil {
+			return nil, err
+		}
+		f, ok := obj.(*model.Freight)
+		if !ok {
+			return nil, fmt.Errorf("stored freight %q is a %T", name, obj)
+		}
+		out = f
+		if err := fn(f); err != nil {
+			return nil, err
+		}
+		return json.Marshal(f)
+	})
+	if err != nil {
+		return nil, err
+	}
+	out.ResourceVersion = strconv.FormatUint(rev, 10)
+	return out, nil
+}
+
+func (s *server) approveFreight(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Stage string `json:"stage"`
+	}
+	if !s.actionBody(w, r, &req) {
+		return
+	}
+	if req.Stage == "" {
+		invalid(w, "stage", "required")
+		return
+	}
+	ctx := r.Context()
+	project, name := r.PathValue("project"), r.PathValue("name")
+	f, _, err := s.findFreight(ctx, project, name)
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		notFound(w, model.KindFreight, name)
+		return
+	case err != nil:
+		s.internal(w, r, err)
+		return
+	}
+	st, _, err := state.GetAs[*model.Stage](ctx, s.store, project, model.KindStage, req.Stage)
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		invalid(w, "stage", fmt.Sprintf("stage %q not found", req.Stage))
+		return
+	case err != nil:
+		s.internal(w, r, err)
+		return
+	}
+	if !st.RequestsOrigin(f.Origin) {
+		conflict(w, fmt.Sprintf("stage %q does not request freight from %s", st.Name, f.Origin))
+		return
+	}
+	now := model.NewTime(s.now().UTC().Truncate(time.Second))
+	updated, err := s.updateFreight(ctx, project, f.Name, func(f *model.Freight) error {
+		if f.IsApprovedFor(req.Stage) {
+			return state.ErrNoChange
+		}
+		if f.Status.ApprovedFor == nil {
+			f.Status.ApprovedFor = map[string]model.ApprovedStage{}
+		}
+		f.Status.ApprovedFor[req.Stage] = model.ApprovedStage{ApprovedAt: now}
+		return nil
+	})
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	if updated == nil {
+		updated = f
+	}
+	ev := events.FreightApproved{Freight: f.Name, Stage: req.Stage}
+	if _, err := s.bus.PublishWithID(ctx, "FreightApproved."+project+"."+f.Name+"."+req.Stage, project, events.Ref{Kind: model.KindFreight, Name: f.Name}, ev); err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, updated)
+}
+
+func (s *server) promote(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Freight   string `json:"freight,omitempty"`
+		Warehouse string `json:"warehouse,omitempty"`
+	}
+	if !s.actionBody(w, r, &req) {
+		return
+	}
+	if (req.Freight == "") == (req.Warehouse == "") {
+		invalid(w, "freight", `name either "freight" (name or alias) or "warehouse"`)
+		return
+	}
+	st, ok := s.stage(w, r)
+	if !ok {
+		return
+	}
+	ctx := r.Context()
+	project := st.Namespace
+	now := s.now()
+	var f *model.Freight
+	if req.Freight != "" {
+		var err error
+		f, _, err = s.findFreight(ctx, project, req.Freight)
+		switch {
+		case errors.Is(err, state.ErrNotFound):
+			notFound(w, model.KindFreight, req.Freight)
+			return
+		case err != nil:
+			s.internal(w, r, err)
+			return
+		}
+		if ok, why := model.FreightAvailable(f, st, now); !ok {
+			writeError(w, http.StatusConflict, codeNotAvailable, fmt.Sprintf("freight %s is not available to stage %q: %s", f.Name, st.Name, why))
+			return
+		}
+	} else {
+		avail, err := s.available(ctx, st, now, 0)
+		if err != nil {
+			s.internal(w, r, err)
+			return
+		}
+		origin := model.FreightOrigin{Kind: model.FreightOriginKindWarehouse, Name: req.Warehouse}
+		i := slices.IndexFunc(avail, func(f *model.Freight) bool { return f.Origin == origin })
+		if i < 0 {
+			writeError(w, http.StatusConflict, codeNotAvailable, fmt.Sprintf("no freight from warehouse %q is available to stage %q", req.Warehouse, st.Name))
+			return
+		}
+		f = avail[i]
+	}
+	p := model.NewPromotion(st, f, events.NewID(), principalName(r), now)
+	p.UID = events.NewID()
+	rev, err := s.store.PutObject(ctx, p, 0)
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	p.ResourceVersion = strconv.FormatUint(rev, 10)
+	ev := events.PromotionRequested{Promotion: p.Name, Stage: st.Name, Freight: f.Name}
+	if _, err := s.bus.PublishWithID(ctx, "PromotionRequested."+project+"."+p.Name, project, events.Ref{Kind: model.KindPromotion, Name: p.Name}, ev); err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, p)
+}
+
+// newestFirst orders freight by creation time, then name, newest first.
+func newestFirst(a, b *model.Freight) int {
+	var ta, tb time.Time
+	if a.CreationTimestamp != nil {
+		ta = a.CreationTimestamp.Time
+	}
+	if b.CreationTimestamp != nil {
+		tb = b.CreationTimestamp.Time
+	}
+	if c := tb.Compare(ta); c != 0 {
+		return c
+	}
+	return strings.Compare(b.Name, a.Name)
+}
+
+// available lists the freight that may be promoted into st at now, newest
+// first (by creation time, then name); n > 0 keeps only the n newest.
+func (s *server) available(ctx context.Context, st *model.Stage, now time.Time, n int) ([]*model.Freight, error) {
+	all, err := s.allFreight(ctx, st.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	// Freight of an origin the stage takes directly is available whatever
+	// its status (the first request of an origin decides, as in
+	// model.FreightAvailable); that skips building a reason per freight.
+	direct := map[model.FreightOrigin]bool{}
+	for _, req := range st.Spec.RequestedFreight {
+		if _, seen := direct[req.Origin]; !seen {
+			direct[req.Origin] = req.Sources.Direct
+		}
+	}
+	var out []*model.Freight
+	for _, f := range all {
+		isDirect, requested := direct[f.Origin]
+		if !requested {
+			continue
+		}
+		if isDirect {
+			out = append(out, f)
+			continue
+		}
+		if ok, _ := model.FreightAvailable(f, st, now); ok {
+			out = append(out, f)
+		}
+	}
+	return newest(out, n), nil
+}
+
+// newest returns the n newest of fs (all when n <= 0), newest first; fs
+// may be reordered.
+func newest(fs []*model.Freight, n int) []*model.Freight {
+	if n <= 0 || n*4 >= len(fs) {
+		slices.SortFunc(fs, newestFirst)
+		if n > 0 && len(fs) > n {
+			fs = fs[:n]
+		}
+		return fs
+	}
+	// Keep the n newest in order: O(len(fs) · log n) instead of a full sort.
+	top := make([]*model.Freight, 0, n+1)
+	for _, f := range fs {
+		if len(top) == n && newestFirst(f, top[n-1]) >= 0 {
+			continue
+		}
+		i, _ := slices.BinarySearchFunc(top, f, newestFirst)
+		top = slices.Insert(top, i, f)
+		if len(top) > n {
+			top = top[:n]
+		}
+	}
+	return top
+}
+
+// availableFreight answers GET …/freight?stage=S: the freight available to
+// promote into S, newest first, paged by position.
+func (s *server) availableFreight(w http.ResponseWriter, r *http.Request, limit int, after string) {
+	q := r.URL.Query()
+	project, name := r.PathValue("project"), q.Get("stage")
+	st, _, err := state.GetAs[*model.Stage](r.Context(), s.store, project, model.KindStage, name)
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		notFound(w, model.KindStage, name)
+		return
+	case err != nil:
+		s.internal(w, r, err)
+		return
+	}
+	offset := 0
+	if after != "" {
+		n, err := strconv.Atoi(strings.TrimPrefix(after, "@"))
+		if err != nil || !strings.HasPrefix(after, "@") || n < 0 {
+			invalid(w, "continue", "not a token this server issued")
+			return
+		}
+		offset = n
+	}
+	keep := offset + limit + 1
+	if q.Get("warehouse") != "" || q.Get("verifiedIn") != "" || q.Get("currentlyIn") != "" {
+		keep = 0 // filters apply after ordering: keep everything
+	}
+	avail, err := s.available(r.Context(), st, s.now(), keep)
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	var objs []model.Object
+	for _, f := range avail {
+		if matchFreight(q, f) {
+			objs = append(objs, f)
+		}
+	}
+	objs = objs[min(offset, len(objs)):]
+	next := ""
+	if len(objs) > limit {
+		objs = objs[:limit]
+		next = base64.RawURLEncoding.EncodeToString([]byte("@" + strconv.Itoa(offset+limit)))
+	}
+	s.writeList(w, r, model.KindFreight, objs, next)
+}
+
+func (s *server) abortPromotion(w http.ResponseWriter, r *http.Request) {
+	project, name := r.PathValue("project"), r.PathValue("name")
+	p, _, err := state.GetAs[*model.Promotion](r.Context(), s.store, project, model.KindPromotion, name)
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		notFound(w, model.KindPromotion, name)
+		return
+	case err != nil:
+		s.internal(w, r, err)
+		return
+	}
+	if p.Status.Phase.IsTerminal() {
+		conflict(w, fmt.Sprintf("promotion %s already ended (%s)", name, p.Status.Phase))
+		return
+	}
+	s.publish(w, r, "PromotionAbortRequested."+project+"."+name, events.Ref{Kind: model.KindPromotion, Name: name},
+		events.PromotionAbortRequested{Promotion: name, Stage: p.Spec.Stage})
+}
+
+func (s *server) verify(w http.ResponseWriter, r *http.Request) {
+	st, ok := s.stage(w, r)
+	if !ok {
+		return
+	}
+	if st.Spec.Verification == nil {
+		conflict(w, fmt.Sprintf("stage %q has no verification", st.Name))
+		return
+	}
+	status, _, err := state.Get[model.StageStatus](r.Context(), s.store.KV(state.Stages), state.Key(st.Namespace, st.Name))
+	if err != nil && !errors.Is(err, state.ErrNotFound) {
+		s.internal(w, r, err)
+		return
+	}
+	freight := ""
+	if len(status.FreightHistory) > 0 {
+		for _, ref := range status.FreightHistory[0].Freight {
+			freight = ref.Name
+			break
+		}
+	}
+	if freight == "" {
+		conflict(w, fmt.Sprintf("stage %q has no freight to verify", st.Name))
+		return
+	}
+	s.publish(w, r, "", events.Ref{Kind: model.KindStage, Name: st.Name}, events.VerificationRequested{Stage: st.Name, Freight: freight})
+}
+
+func (s *server) abortVerification(w http.ResponseWriter, r *http.Request) {
+	st, ok := s.stage(w, r)
+	if !ok {
+		return
+	}
+	s.publish(w, r, "", events.Ref{Kind: model.KindStage, Name: st.Name}, events.VerificationAbortRequested{Stage: st.Name})
+}
+
+func (s *server) resumeAutoPromotion(w http.ResponseWriter, r *http.Request) {
+	st, ok := s.stage(w, r)
+	if !ok {
+		return
+	}
+	s.publish(w, r, "", events.Ref{Kind: model.KindStage, Name: st.Name}, events.AutoPromotionResumeRequested{Stage: st.Name})
+}

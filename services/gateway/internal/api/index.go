@@ -1,0 +1,219 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/pkg/state"
+)
+
+// Index keeps the freight, promotion and resource buckets (and the stage
+// and warehouse status buckets, as raw JSON) in memory,
+// current through KV watches, so that lists do not scan KV keys. Every
+// gateway replica keeps its own; before answering a list it waits until it
+// has seen the bucket's last revision (one stream-info request), so a list
+// on any replica shows every write acknowledged before it began.
+type Index struct {
+	buckets map[state.Bucket]*bucketIndex
+}
+
+type entry struct {
+	rev uint64
+	raw []byte
+	obj model.Object
+}
+
+type bucketIndex struct {
+	kv jetstream.KeyValue
+
+	mu      sync.RWMutex
+	changed *sync.Cond
+	keys    []string // sorted
+	entries map[string]entry
+	seen    uint64 // last revision applied
+	err     error  // the watch ended
+	// raw buckets hold values that are not objects (status).
+	raw bool
+}
+
+// indexed are the buckets the index serves; rawBuckets hold status.
+var (
+	indexed    = []state.Bucket{state.Freight, state.Promotions, state.Resources, state.Stages, state.Warehouses}
+	rawBuckets = map[state.Bucket]bool{state.Stages: true, state.Warehouses: true}
+)
+
+// NewIndex loads the buckets and keeps watching them until ctx ends.
+func NewIndex(ctx context.Context, store *state.Store) (*Index, error) {
+	ix := &Index{buckets: map[state.Bucket]*bucketIndex{}}
+	for _, b := range indexed {
+		bi := &bucketIndex{kv: store.KV(b), entries: map[string]entry{}, raw: rawBuckets[b]}
+		bi.changed = sync.NewCond(bi.mu.RLocker())
+		w, err := bi.kv.WatchAll(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("watch %s: %w", b, err)
+		}
+		go bi.run(ctx, w)
+		ix.buckets[b] = bi
+	}
+	return ix, nil
+}
+
+func (bi *bucketIndex) run(ctx context.Context, w jetstream.KeyWatcher) {
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			bi.fail(ctx.Err())
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				bi.fail(errors.New("index watch closed"))
+				return
+			}
+			if e == nil {
+				continue
+			}
+			bi.apply(e)
+		}
+	}
+}
+
+func (bi *bucketIndex) fail(err error) {
+	bi.mu.Lock()
+	bi.err = err
+	bi.mu.Unlock()
+	bi.changed.Broadcast()
+}
+
+func (bi *bucketIndex) apply(e jetstream.KeyValueEntry) {
+	key := e.Key()
+	var obj model.Object
+	del := e.Operation() != jetstream.KeyValuePut
+	if !del && !bi.raw {
+		o, err := model.DecodeJSONObject(e.Value())
+		if err != nil {
+			del = true // not an object: not listed
+		} else {
+			o.GetObjectMeta().ResourceVersion = strconv.FormatUint(e.Revision(), 10)
+			obj = o
+		}
+	}
+	bi.mu.Lock()
+	i, found := slices.BinarySearch(bi.keys, key)
+	switch {
+	case del && found:
+		bi.keys = slices.Delete(bi.keys, i, i+1)
+		delete(bi.entries, key)
+	case !del:
+		if !found {
+			bi.keys = slices.Insert(bi.keys, i, key)
+		}
+		bi.entries[key] = entry{rev: e.Revision(), raw: e.Value(), obj: obj}
+	}
+	bi.seen = max(bi.seen, e.Revision())
+	bi.mu.Unlock()
+	bi.changed.Broadcast()
+}
+
+// Serves reports whether lists of kind come from the index.
+func (ix *Index) Serves(kind string) bool {
+	return kind != model.KindSecret && ix.buckets[state.BucketOf(kind)] != nil
+}
+
+// Sync waits until the index has applied every write the bucket of kind
+// held when Sync was called.
+func (ix *Index) Sync(ctx context.Context, kind string) error {
+	return ix.SyncBucket(ctx, state.BucketOf(kind))
+}
+
+// Raw returns the value of key in bucket b as last seen.
+func (ix *Index) Raw(b state.Bucket, key string) ([]byte, bool) {
+	bi := ix.buckets[b]
+	if bi == nil {
+		return nil, false
+	}
+	bi.mu.RLock()
+	defer bi.mu.RUnlock()
+	e, ok := bi.entries[key]
+	return e.raw, ok
+}
+
+// SyncBucket waits until the index has applied every write bucket b held
+// when SyncBucket was called.
+func (ix *Index) SyncBucket(ctx context.Context, b state.Bucket) error {
+	bi := ix.buckets[b]
+	st, err := bi.kv.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("index sync: %w", err)
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok {
+		return errors.New("index sync: unexpected bucket status")
+	}
+	last := bs.StreamInfo().State.LastSeq
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	stop := context.AfterFunc(ctx, bi.changed.Broadcast)
+	defer stop()
+	bi.mu.RLock()
+	defer bi.mu.RUnlock()
+	for bi.seen < last {
+		if bi.err != nil {
+			return fmt.Errorf("index sync: %w", bi.err)
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("index sync: revision %d of %d: %w", bi.seen, last, ctx.Err())
+		}
+		bi.changed.Wait()
+	}
+	return nil
+}
+
+// ListObjects is state.Store.ListObjects over the index. Freight and
+// promotions are shared with the index and must not be modified; other
+// kinds are fresh copies.
+func (ix *Index) ListObjects(_ context.Context, project, kind string, limit int, after string) ([]model.Object, string, error) {
+	bi := ix.buckets[state.BucketOf(kind)]
+	filter := state.KindFilter(project, kind)
+	prefix := strings.TrimSuffix(filter, ">")
+	fresh := state.BucketOf(kind) == state.Resources
+	bi.mu.RLock()
+	defer bi.mu.RUnlock()
+	start := max(after, prefix)
+	i, _ := slices.BinarySearch(bi.keys, start)
+	var out []model.Object
+	for ; i < len(bi.keys); i++ {
+		k := bi.keys[i]
+		if !strings.HasPrefix(k, prefix) {
+			break
+		}
+		if k <= after {
+			continue
+		}
+		if limit > 0 && len(out) == limit {
+			return out, state.KeyOf(out[len(out)-1]), nil
+		}
+		e := bi.entries[k]
+		if fresh {
+			obj, err := model.DecodeJSONObject(json.RawMessage(e.raw))
+			if err != nil {
+				continue
+			}
+			obj.GetObjectMeta().ResourceVersion = strconv.FormatUint(e.rev, 10)
+			out = append(out, obj)
+			continue
+		}
+		out = append(out, e.obj)
+	}
+	return out, "", nil
+}

@@ -1,0 +1,361 @@
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/caravan-cd/caravan/pkg/events"
+	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/pkg/state"
+	"github.com/caravan-cd/caravan/services/gateway/internal/webhook"
+)
+
+// receiver is one configured webhook receiver with its secret.
+type receiver struct {
+	name, provider, secret string
+	virtualRepo            string
+	actions                []map[string]any
+}
+
+// providerOf returns the receiver's provider and secret name.
+func providerOf(rc *model.WebhookReceiverConfig) (provider, secretName string) {
+	set := []struct {
+		name string
+		ref  *model.WebhookReceiverSecret
+	}{
+		{webhook.GitHub, rc.GitHub}, {webhook.GitLab, rc.GitLab}, {webhook.Gitea, rc.Gitea},
+		{webhook.Bitbucket, rc.Bitbucket}, {webhook.Quay, rc.Quay}, {webhook.DockerHub, rc.DockerHub},
+		{webhook.Harbor, rc.Harbor}, {webhook.Registry, rc.Registry},
+	}
+	for _, p := range set {
+		if p.ref != nil {
+			return p.name, p.ref.SecretRef.Name
+		}
+	}
+	if rc.Artifactory != nil {
+		return webhook.Artifactory, rc.Artifactory.SecretRef.Name
+	}
+	if rc.Generic != nil {
+		return webhook.Generic, rc.Generic.SecretRef.Name
+	}
+	return "", ""
+}
+
+// secrets caches the Secrets read while resolving one request's receivers
+// (several receivers often share one Secret); nil values are absent ones.
+type secrets map[string]*model.Secret
+
+// loadReceiver resolves a receiver's secret; ok is false when the Secret or
+// its key is missing (the receiver then has no path).
+func (s *server) loadReceiver(ctx context.Context, project string, rc *model.WebhookReceiverConfig, cache secrets) (receiver, bool, error) {
+	provider, secretName := providerOf(rc)
+	if provider == "" || secretName == "" {
+		return receiver{}, false, nil
+	}
+	sec, cached := cache[secretName]
+	if !cached {
+		var err error
+		sec, _, err = state.GetAs[*model.Secret](ctx, s.store, project, model.KindSecret, secretName)
+		if errors.Is(err, state.ErrNotFound) {
+			sec = nil
+		} else if err != nil {
+			return receiver{}, false, err
+		}
+		cache[secretName] = sec
+	}
+	if sec == nil {
+		return receiver{}, false, nil
+	}
+	for _, key := range webhook.SecretKeys[provider] {
+		if v, ok := sec.Value(key); ok && len(v) > 0 {
+			r := receiver{name: rc.Name, provider: provider, secret: string(v)}
+			if rc.Artifactory != nil {
+				r.virtualRepo = rc.Artifactory.VirtualRepoName
+			}
+			if rc.Generic != nil {
+				r.actions = rc.Generic.Actions
+			}
+			return r, true, nil
+		}
+	}
+	return receiver{}, false, nil
+}
+
+// receiverDetails computes status.webhookReceivers[] of a ProjectConfig.
+func (s *server) receiverDetails(ctx context.Context, pc *model.ProjectConfig) ([]model.WebhookReceiverDetails, error) {
+	var out []model.WebhookReceiverDetails
+	cache := secrets{}
+	for i := range pc.Spec.WebhookReceivers {
+		rc := &pc.Spec.WebhookReceivers[i]
+		d := model.WebhookReceiverDetails{Name: rc.Name}
+		r, ok, err := s.loadReceiver(ctx, pc.Namespace, rc, cache)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			d.Path = webhook.Path(pc.Namespace, r.name, r.secret)
+			if s.external != "" {
+				d.URL = s.external + d.Path
+			}
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// findReceiver returns the project's receiver whose path is path.
+func (s *server) findReceiver(ctx context.Context, project, path string) (receiver, bool, error) {
+	obj, _, err := s.store.GetObject(ctx, project, model.KindProjectConfig, project)
+	if errors.Is(err, state.ErrNotFound) {
+		return receiver{}, false, nil
+	}
+	if err != nil {
+		return receiver{}, false, err
+	}
+	pc, ok := obj.(*model.ProjectConfig)
+	if !ok {
+		return receiver{}, false, nil
+	}
+	cache := secrets{}
+	for i := range pc.Spec.WebhookReceivers {
+		r, ok, err := s.loadReceiver(ctx, project, &pc.Spec.WebhookReceivers[i], cache)
+		if err != nil {
+			return receiver{}, false, err
+		}
+		if ok && webhook.Path(project, r.name, r.secret) == path {
+			return r, true, nil
+		}
+	}
+	return receiver{}, false, nil
+}
+
+// limiter is one receiver's rate limiter.
+type limiter struct {
+	*rate.Limiter
+	used time.Time
+}
+
+// allow takes one delivery from the receiver's budget.
+func (s *server) allow(key string) bool {
+	s.limitersMu.Lock()
+	defer s.limitersMu.Unlock()
+	now := s.now()
+	l, ok := s.limiters[key]
+	if !ok {
+		if len(s.limiters) > 10000 { // forget idle receivers
+			for k, v := range s.limiters {
+				if now.Sub(v.used) > time.Hour {
+					delete(s.limiters, k)
+				}
+			}
+		}
+		l = &limiter{Limiter: rate.NewLimiter(rate.Limit(s.hooks.Rate), s.hooks.Burst)}
+		s.limiters[key] = l
+	}
+	l.used = now
+	return l.AllowN(now, 1)
+}
+
+// hookAnswer is the body of a webhook answer.
+type hookAnswer struct {
+	Status    string   `json:"status"`
+	Reason    string   `json:"reason,omitempty"`
+	Delivery  string   `json:"delivery,omitempty"`
+	Refreshed []string `json:"refreshed,omitempty"`
+}
+
+func (s *server) webhook(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	project := r.PathValue("project")
+	path := "/webhooks/" + project + "/" + r.PathValue("receiver")
+	rcv, ok, err := s.findReceiver(ctx, project, path)
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
+	if !ok {
+		writeError(w, http.StatusNotFound, codeNotFound, "no webhook receiver at this path")
+		return
+	}
+	if !s.allow(path) {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(1/s.hooks.Rate))))
+		writeError(w, http.StatusTooManyRequests, codeRateLimited, "too many deliveries to this receiver; retry later")
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.hooks.MaxBodyBytes))
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		writeError(w, http.StatusRequestEntityTooLarge, codeTooLarge, fmt.Sprintf("the body is larger than %d bytes", tooLarge.Limit))
+		return
+	case err != nil:
+		writeError(w, http.StatusBadRequest, codeInvalid, "cannot read the body")
+		return
+	}
+	if err := webhook.Verify(rcv.provider, rcv.secret, r.Header, body); err != nil {
+		w.Header().Set("WWW-Authenticate", `Signature realm="caravan-webhook"`)
+		writeError(w, http.StatusUnauthorized, codeUnauthorized, "the delivery's signature or token is missing or wrong")
+		return
+	}
+	var (
+		id        string
+		pr        *webhook.PullRequest
+		artifacts []webhook.Artifact
+		targets   []webhook.Target
+		ignored   string
+		ping      bool
+	)
+	switch rcv.provider {
+	case webhook.Generic:
+		res, err := webhook.ParseGeneric(rcv.actions, r.Method, r.URL.String(), r.Header, body)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, codeInvalid, err.Error())
+			return
+		}
+		id, targets, ignored = res.ID, res.Targets, res.Ignored
+	default:
+		var d webhook.Delivery
+		if rcv.provider == webhook.Artifactory {
+			d, err = webhook.ParseArtifactory(body, rcv.virtualRepo)
+		} else {
+			d, err = webhook.Parse(rcv.provider, r.Header, body)
+		}
+		if err != nil {
+			writeError(w, http.StatusBadRequest, codeInvalid, err.Error())
+			return
+		}
+		id, artifacts, ignored, ping, pr = d.ID, d.Artifacts, d.Ignored, d.Ping, d.PullRequest
+	}
+	if ping {
+		writeJSON(w, http.StatusOK, hookAnswer{Status: "pong", Delivery: id})
+		return
+	}
+	if ignored != "" {
+		writeJSON(w, http.StatusOK, hookAnswer{Status: "ignored", Reason: ignored, Delivery: id})
+		return
+	}
+	key := path + "\n" + id
+	if strings.HasPrefix(id, "sha256:") {
+		// No delivery ID from the sender: an identical body is a replay
+		// only within the same minute (a tag pushed again later counts).
+		key += "\n" + strconv.FormatInt(s.now().Unix()/60, 10)
+	}
+	sum := sha256.Sum256([]byte(key))
+	dedupe := hex.EncodeToString(sum[:])
+	kv := s.store.KV(state.WebhookDeliveries)
+	if _, err := state.Create(ctx, kv, dedupe, s.now().Unix()); err != nil {
+		if errors.Is(err, state.ErrExists) {
+			writeJSON(w, http.StatusOK, hookAnswer{Status: "duplicate", Reason: "this delivery was handled already", Delivery: id})
+			return
+		}
+		s.internal(w, r, err)
+		return
+	}
+	refreshed, err := s.refreshMatching(ctx, project, rcv, id, artifacts, targets)
+	if err == nil && pr != nil {
+		ev := events.PullRequestClosed{RepoURL: pr.RepoURL, Number: pr.Number, Merged: pr.Merged, MergeCommit: pr.MergeCommit, Branch: pr.Branch, Provider: rcv.provider}
+		evID := fmt.Sprintf("PullRequestClosed.%s.%x", project, sha256.Sum256([]byte(key)))
+		_, err = s.bus.PublishWithID(ctx, evID, project, events.Ref{Kind: "Repository", Name: pr.RepoURL}, ev)
+	}
+	if err != nil {
+		_ = kv.Delete(context.WithoutCancel(ctx), dedupe) // let the sender's retry through
+		s.internal(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, hookAnswer{Status: "accepted", Delivery: id, Refreshed: refreshed})
+}
+
+// refreshMatching publishes WarehouseRefreshRequested for every Warehouse
+// of the project subscribed to an artifact (with the artifact as hint) or
+// selected by a generic target.
+func (s *server) refreshMatching(ctx context.Context, project string, rcv receiver, id string, artifacts []webhook.Artifact, targets []webhook.Target) ([]string, error) {
+	objs, _, err := s.collect(ctx, project, model.KindWarehouse, 0, "", nil)
+	if err != nil {
+		return nil, err
+	}
+	var refreshed []string
+	reason := fmt.Sprintf("webhook receiver %q (%s)", rcv.name, rcv.provider)
+	for _, o := range objs {
+		wh, ok := o.(*model.Warehouse)
+		if !ok {
+			continue
+		}
+		var hints []*events.ArtifactHint
+		for i := range artifacts {
+			if subscribed(wh, artifacts[i]) {
+				h := artifacts[i].Hint
+				hints = append(hints, &h)
+			}
+		}
+		for _, t := range targets {
+			if selects(t, wh) {
+				hints = append(hints, nil)
+				break
+			}
+		}
+		for i, h := range hints {
+			evID := fmt.Sprintf("WarehouseRefreshRequested.%s.%s.%x.%d", project, wh.Name, sha256.Sum256([]byte(rcv.name+"\n"+id)), i)
+			ev := events.WarehouseRefreshRequested{Warehouse: wh.Name, Hint: h, Reason: reason}
+			if _, err := s.bus.PublishWithID(ctx, evID, project, events.Ref{Kind: model.KindWarehouse, Name: wh.Name}, ev); err != nil {
+				return nil, err
+			}
+		}
+		if len(hints) > 0 {
+			refreshed = append(refreshed, wh.Name)
+		}
+	}
+	return refreshed, nil
+}
+
+// subscribed reports whether the Warehouse subscribes to the artifact's
+// repository, comparing normalized URLs.
+func subscribed(wh *model.Warehouse, a webhook.Artifact) bool {
+	for _, sub := range wh.Spec.Subscriptions {
+		switch {
+		case a.Kind == webhook.KindGit && sub.Git != nil:
+			want := model.NormalizeGitURL(sub.Git.RepoURL)
+			for _, u := range a.RepoURLs {
+				if model.NormalizeGitURL(u) == want {
+					return true
+				}
+			}
+		case a.Kind == webhook.KindImage && sub.Image != nil:
+			for _, u := range a.RepoURLs {
+				if model.NormalizeImageURL(u) == model.NormalizeImageURL(sub.Image.RepoURL) {
+					return true
+				}
+			}
+		case a.Kind == webhook.KindImage && sub.Chart != nil:
+			for _, u := range a.RepoURLs {
+				if model.NormalizeChartURL(sub.Chart.RepoURL) == model.NormalizeImageURL(u) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// selects reports whether a generic receiver's target selects wh.
+func selects(t webhook.Target, wh *model.Warehouse) bool {
+	if t.Name != "" && t.Name != wh.Name {
+		return false
+	}
+	for k, v := range t.Labels {
+		if wh.Labels[k] != v {
+			return false
+		}
+	}
+	return true
+}

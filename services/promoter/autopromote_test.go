@@ -1,0 +1,191 @@
+package promoter
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/caravan-cd/caravan/pkg/events"
+	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/pkg/state"
+)
+
+func (h *harness) policies(p ...model.PromotionPolicy) {
+	h.put(&model.ProjectConfig{
+		TypeMeta:   model.TypeMeta{APIVersion: model.KargoAPIVersion, Kind: model.KindProjectConfig},
+		ObjectMeta: model.ObjectMeta{Name: project, Namespace: project},
+		Spec:       model.ProjectConfigSpec{PromotionPolicies: p},
+	})
+}
+
+func (h *harness) discovered(f *model.Freight) {
+	h.publish(events.Ref{Kind: model.KindFreight, Name: f.Name}, events.FreightDiscovered{Freight: f.Name, Origin: events.FreightOrigin{Kind: string(f.Origin.Kind), Name: f.Origin.Name}})
+}
+
+// waitAuto waits until stage has an auto-promotion of freight in phase
+// want and returns it.
+func (h *harness) waitAuto(stage, freight string, want model.PromotionPhase) model.Promotion {
+	h.t.Helper()
+	var found model.Promotion
+	eventually(h.t, 30*time.Second, func() bool {
+		for _, p := range h.promotions(stage) {
+			if p.Spec.Freight == freight && p.Annotations[model.AnnotationPromotionCreatedBy] == "auto" && p.Status.Phase == want {
+				found = p
+				return true
+			}
+		}
+		return false
+	}, func() string { return fmt.Sprintf("auto-promotion of %s to %s, %s", freight, stage, want) })
+	return found
+}
+
+func (h *harness) setFreightStatus(name string, fn func(*model.FreightStatus)) {
+	h.t.Helper()
+	if _, _, err := state.Update(context.Background(), h.env.Store.KV(state.Freight), state.Key(project, name), func(f model.Freight, _ bool) (model.Freight, error) {
+		fn(&f.Status)
+		return f, nil
+	}); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// Direct stages auto-promote the newest freight when a policy enables it;
+// a stage no policy enables does not.
+func TestAutoPromotionDirect(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.policies(model.PromotionPolicy{StageSelector: &model.PromotionPolicySelector{Name: "glob:dev*"}, AutoPromotionEnabled: true})
+	h.stage("dev", nil)
+	h.stage("manual", nil)
+	h.start("a", newFakeRunner(1), nil)
+	h.start("b", newFakeRunner(1), nil)
+	f1 := h.freight("v1", time.Now().Add(-time.Minute))
+	h.discovered(f1)
+	h.discovered(f1)
+	h.waitAuto("dev", f1.Name, model.PromotionPhaseSucceeded)
+	f2 := h.freight("v2", time.Now())
+	h.discovered(f2)
+	h.waitAuto("dev", f2.Name, model.PromotionPhaseSucceeded)
+	time.Sleep(300 * time.Millisecond)
+	if ps := h.promotions("dev"); len(ps) != 2 {
+		t.Fatalf("%d promotions of dev, want 2", len(ps))
+	}
+	if ps := h.promotions("manual"); len(ps) != 0 {
+		t.Fatalf("%d promotions of a stage without auto-promotion", len(ps))
+	}
+}
+
+// Downstream stages: NewestFreight waits for the required soak time and
+// fires when it ends; MatchUpstream takes what the upstream stage has.
+func TestAutoPromotionDownstream(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.policies(model.PromotionPolicy{StageSelector: &model.PromotionPolicySelector{Name: "regex:^(staging|prod|qa)$"}, AutoPromotionEnabled: true})
+	const soak = 2 * time.Second
+	h.stage("staging", func(s *model.Stage) {
+		s.Spec.RequestedFreight[0].Sources = model.FreightSources{Stages: []string{"dev"}, RequiredSoakTime: model.NewDuration(soak)}
+	})
+	h.stage("prod", func(s *model.Stage) {
+		s.Spec.RequestedFreight[0].Sources = model.FreightSources{Stages: []string{"dev"},
+			AutoPromotionOptions: &model.AutoPromotionOptions{SelectionPolicy: model.AutoPromotionSelectionPolicyMatchUpstream}}
+	})
+	h.stage("qa", func(s *model.Stage) {
+		s.Spec.RequestedFreight[0].Sources = model.FreightSources{Stages: []string{"dev"}, RequiredSoakTime: model.NewDuration(soak),
+			AutoPromotionOptions: &model.AutoPromotionOptions{SelectionPolicy: model.AutoPromotionSelectionPolicyMatchUpstream}}
+	})
+	h.start("a", newFakeRunner(1), nil)
+	h.start("b", newFakeRunner(1), nil)
+
+	// f2 is newer and verified in dev, but dev runs f1 again now (a
+	// rollback): MatchUpstream takes f1.
+	since := model.NewTime(time.Now().UTC().Truncate(time.Second))
+	f1 := h.freight("v1", time.Now().Add(-2*time.Minute))
+	f2 := h.freight("v2", time.Now().Add(-time.Minute))
+	h.setFreightStatus(f2.Name, func(s *model.FreightStatus) {
+		s.VerifiedIn = map[string]model.VerifiedStage{"dev": {VerifiedAt: since, LongestSoak: model.NewDuration(time.Second)}}
+	})
+	h.setFreightStatus(f1.Name, func(s *model.FreightStatus) {
+		s.VerifiedIn = map[string]model.VerifiedStage{"dev": {VerifiedAt: since}}
+		s.CurrentlyIn = map[string]model.CurrentStage{"dev": {Since: since}}
+	})
+	availableAt := since.Add(soak)
+	h.publish(events.Ref{Kind: model.KindStage, Name: "dev"}, events.StageVerified{Stage: "dev", Freight: f1.Name, Phase: "Successful"})
+
+	h.waitAuto("prod", f1.Name, model.PromotionPhaseSucceeded)
+	if time.Now().Before(availableAt) {
+		if ps := h.promotions("staging"); len(ps) != 0 {
+			t.Fatalf("staging promoted %s before its soak ended", ps[0].Spec.Freight)
+		}
+	}
+	p := h.waitAuto("staging", f1.Name, model.PromotionPhaseSucceeded)
+	late := p.CreationTimestamp.Sub(availableAt)
+	t.Logf("soak ended at %s, auto-promotion created at %s (%s later; creation times have 1s resolution)", availableAt.Format(time.RFC3339), p.CreationTimestamp.Format(time.RFC3339), late)
+	if late < 0 {
+		t.Fatalf("auto-promoted %s before the soak ended", -late)
+	}
+	if late > 5*time.Second {
+		t.Fatalf("auto-promotion came %s after the soak ended", late)
+	}
+	// MatchUpstream with a soak time waits for it too.
+	if p := h.waitAuto("qa", f1.Name, model.PromotionPhaseSucceeded); p.CreationTimestamp.Before(availableAt) {
+		t.Fatalf("qa auto-promoted at %s, before the soak ended at %s", p.CreationTimestamp, availableAt)
+	}
+}
+
+// A manual promotion of older freight holds auto-promotion of its origin
+// until AutoPromotionResumeRequested.
+func TestAutoPromotionHold(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.policies(model.PromotionPolicy{Stage: "dev", AutoPromotionEnabled: true})
+	stage := h.stage("dev", nil)
+	h.start("a", newFakeRunner(1), nil)
+	f1 := h.freight("v1", time.Now().Add(-2*time.Minute))
+	f2 := h.freight("v2", time.Now().Add(-time.Minute))
+	h.discovered(f2)
+	h.waitAuto("dev", f2.Name, model.PromotionPhaseSucceeded)
+
+	manual := h.promote(stage, f1, "alice")
+	h.waitPhase(manual.Name, model.PromotionPhaseSucceeded)
+	st := h.stageStatus("dev")
+	if !st.Held(origin("app")) {
+		t.Fatalf("no hold after promoting older freight by hand: %+v", st.AutoPromotionHolds)
+	}
+	f3 := h.freight("v3", time.Now())
+	h.discovered(f3)
+	time.Sleep(500 * time.Millisecond)
+	for _, p := range h.promotions("dev") {
+		if p.Spec.Freight == f3.Name {
+			t.Fatal("auto-promoted while held")
+		}
+	}
+	h.publish(events.Ref{Kind: model.KindStage, Name: "dev"}, events.AutoPromotionResumeRequested{Stage: "dev"})
+	h.waitAuto("dev", f3.Name, model.PromotionPhaseSucceeded)
+	if st := h.stageStatus("dev"); len(st.AutoPromotionHolds) != 0 {
+		t.Fatalf("holds after resume: %+v", st.AutoPromotionHolds)
+	}
+}
+
+// Freight approved for a stage becomes available there: FreightApproved
+// auto-promotes it.
+func TestAutoPromotionApproved(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.policies(model.PromotionPolicy{Stage: "prod", AutoPromotionEnabled: true})
+	h.stage("prod", func(s *model.Stage) {
+		s.Spec.RequestedFreight[0].Sources = model.FreightSources{Stages: []string{"staging"}}
+	})
+	h.start("a", newFakeRunner(1), nil)
+	f := h.freight("v1", time.Now())
+	h.discovered(f)
+	time.Sleep(300 * time.Millisecond)
+	if ps := h.promotions("prod"); len(ps) != 0 {
+		t.Fatal("auto-promoted freight that is not available")
+	}
+	h.setFreightStatus(f.Name, func(s *model.FreightStatus) {
+		s.ApprovedFor = map[string]model.ApprovedStage{"prod": {ApprovedAt: model.NewTime(time.Now())}}
+	})
+	h.publish(events.Ref{Kind: model.KindFreight, Name: f.Name}, events.FreightApproved{Freight: f.Name, Stage: "prod"})
+	h.waitAuto("prod", f.Name, model.PromotionPhaseSucceeded)
+}

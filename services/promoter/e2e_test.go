@@ -1,0 +1,110 @@
+//go:build e2e
+
+package promoter
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caravan-cd/caravan/pkg/events"
+	"github.com/caravan-cd/caravan/pkg/model"
+)
+
+// A promoter process killed with SIGKILL in the middle of a promotion:
+// another promoter process takes the stage over when the lease expires and
+// resumes at the step that was running; the step before it is not run
+// again.
+func TestE2EPromoterSIGKILLResume(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "caravan-promoter")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/caravan-promoter")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		t.Fatalf("build promoter: %v", err)
+	}
+
+	var firstHits, blockHits atomic.Int32
+	blocked := make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/first":
+			firstHits.Add(1)
+		case "/block":
+			if blockHits.Add(1) == 1 {
+				blocked <- struct{}{}
+				select { // hang until the promoter dies
+				case <-r.Context().Done():
+				case <-time.After(time.Minute):
+				}
+				return
+			}
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+
+	h := newHarness(t)
+	stage := h.stage("dev", func(s *model.Stage) {
+		s.Spec.PromotionTemplate.Spec.Steps = []model.PromotionStep{
+			{Uses: "http", As: "first", Config: map[string]any{"url": srv.URL + "/first"}},
+			{Uses: "http", As: "block", Config: map[string]any{"url": srv.URL + "/block", "timeout": "2m"}},
+		}
+	})
+	f := h.freight("v1", time.Now())
+
+	start := func(id string) *exec.Cmd {
+		cmd := exec.Command(bin)
+		cmd.Env = append(os.Environ(),
+			"CARAVAN_NATS_URL="+h.srv.URL(),
+			"CARAVAN_DATA_DIR="+t.TempDir(),
+			"CARAVAN_PROMOTER_ID="+id,
+			"CARAVAN_PROMOTION_LEASE_TTL=2s",
+			"CARAVAN_LOG_LEVEL=debug",
+		)
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = cmd.Process.Kill()
+			_, _ = cmd.Process.Wait()
+		})
+		return cmd
+	}
+	a := start("a")
+	eventually(t, 60*time.Second, func() bool {
+		_, err := h.env.JS.Consumer(t.Context(), events.StreamEvents, events.PromoterPromotionRequested.Durable)
+		return err == nil
+	}, func() string { return "promoter consumer declared" })
+
+	p := h.promote(stage, f, "alice")
+	select {
+	case <-blocked:
+	case <-time.After(60 * time.Second):
+		t.Fatal("promotion never reached its second step")
+	}
+	if err := a.Process.Kill(); err != nil { // SIGKILL
+		t.Fatal(err)
+	}
+	_, _ = a.Process.Wait()
+	start("b")
+
+	got := h.waitPhase(p.Name, model.PromotionPhaseSucceeded)
+	if n := firstHits.Load(); n != 1 {
+		t.Fatalf("first step ran %d times, want 1", n)
+	}
+	if n := blockHits.Load(); n != 2 {
+		t.Fatalf("second step ran %d times, want 2 (once before the kill, once resumed)", n)
+	}
+	if len(got.Status.StepExecutionMetadata) != 2 {
+		t.Fatalf("steps %+v", got.Status.StepExecutionMetadata)
+	}
+	if st := h.stageStatus("dev"); st.LastPromotion == nil || st.LastPromotion.Name != p.Name {
+		t.Fatalf("stage status %+v", st)
+	}
+}

@@ -1,0 +1,316 @@
+// Package autopromote creates Promotions on its own, as Kargo's
+// auto-promotion does: when a project's promotion policies enable it for a
+// stage, each origin the stage requests gets the freight its selection
+// policy picks (NewestFreight or MatchUpstream) unless a hand-made
+// promotion of older freight put a hold on the origin.
+//
+// An evaluation is idempotent and may run on several replicas at once: the
+// promotion it creates is named deterministically from the stage, the
+// freight and the stage's last promotion, so only one is stored, and its
+// PromotionRequested carries a deterministic event ID. When freight will
+// become available only by soaking, the evaluation records a wake-up time
+// (key wake.<project>.<stage> in caravan-promoter); every replica keeps a
+// timer for each and evaluates the stage again when it fires.
+package autopromote
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+
+	"github.com/caravan-cd/caravan/pkg/events"
+	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/pkg/state"
+	"github.com/caravan-cd/caravan/services/promoter/internal/queue"
+)
+
+// CreatedBy is the created-by annotation of auto-promotions.
+const CreatedBy = "auto"
+
+const wakePrefix = "wake."
+
+type wake struct {
+	At time.Time `json:"at"`
+}
+
+// Options configure an AutoPromoter.
+type Options struct {
+	Store  *state.Store
+	Bus    *events.Bus
+	Logger *slog.Logger
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// AutoPromoter evaluates auto-promotion of stages.
+type AutoPromoter struct {
+	o      Options
+	kv     state.KV
+	mu     sync.Mutex
+	timers map[string]*time.Timer
+}
+
+// New returns an AutoPromoter.
+func New(o Options) *AutoPromoter {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &AutoPromoter{o: o, kv: o.Store.KV(state.Promoter), timers: map[string]*time.Timer{}}
+}
+
+// Run keeps a timer for every recorded wake-up time, evaluating the stage
+// when it fires, until ctx ends. ready is closed once the wake-ups present
+// at start have their timers.
+func (a *AutoPromoter) Run(ctx context.Context, ready chan<- struct{}) error {
+	changes, initial, err := state.Watch[wake](ctx, a.o.Store.KV(state.Promoter), wakePrefix+">", false)
+	if err != nil {
+		return err
+	}
+	go func() {
+		select {
+		case <-initial:
+			if ready != nil {
+				close(ready)
+			}
+		case <-ctx.Done():
+		}
+	}()
+	for c := range changes {
+		a.mu.Lock()
+		if t := a.timers[c.Key]; t != nil {
+			t.Stop()
+			delete(a.timers, c.Key)
+		}
+		if !c.Deleted {
+			key, rev := c.Key, c.Revision
+			a.timers[key] = time.AfterFunc(time.Until(c.Value.At), func() { a.fire(ctx, key, rev) })
+		}
+		a.mu.Unlock()
+	}
+	a.mu.Lock()
+	for k, t := range a.timers {
+		t.Stop()
+		delete(a.timers, k)
+	}
+	a.mu.Unlock()
+	return nil
+}
+
+func (a *AutoPromoter) fire(ctx context.Context, key string, rev uint64) {
+	if ctx.Err() != nil {
+		return
+	}
+	project, stage, ok := parseWake(key)
+	if !ok {
+		return
+	}
+	if err := a.Evaluate(ctx, project, stage); err != nil {
+		a.o.Logger.Warn("auto-promotion after soak", "project", project, "stage", stage, "err", err)
+		return
+	}
+	// A newer wake-up written meanwhile has another revision and stays.
+	_ = state.Delete(ctx, a.kv, key, rev)
+}
+
+func parseWake(key string) (project, stage string, ok bool) {
+	return queue.Parse(queue.KeyPrefix + key[len(wakePrefix):])
+}
+
+// Evaluate auto-promotes one stage if its policy allows and some origin
+// has a better candidate than what the stage has or has queued.
+func (a *AutoPromoter) Evaluate(ctx context.Context, project, stageName string) error {
+	stage, _, err := state.GetAs[*model.Stage](ctx, a.o.Store, project, model.KindStage, stageName)
+	if errors.Is(err, state.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	policies, err := a.policies(ctx, project)
+	if err != nil {
+		return err
+	}
+	if !model.AutoPromotionEnabled(policies, stage) {
+		return nil
+	}
+	stage.Default()
+	status, _, err := state.Get[model.StageStatus](ctx, a.o.Store.KV(state.Stages), state.Key(project, stageName))
+	if err != nil && !errors.Is(err, state.ErrNotFound) {
+		return err
+	}
+	rec, err := queue.Get(ctx, a.kv, project, stageName)
+	if err != nil {
+		return err
+	}
+	freight, err := listFreight(ctx, a.o.Store, project)
+	if err != nil {
+		return err
+	}
+	now := a.o.Now()
+	var wakeAt time.Time
+	for _, req := range stage.Spec.RequestedFreight {
+		if status.Held(req.Origin) {
+			continue
+		}
+		sel, why := model.SelectAutoPromotion(freight, stage, req.Origin, now)
+		if at, ok := soakDeadline(freight, stage, req, sel, now); ok && (wakeAt.IsZero() || at.Before(wakeAt)) {
+			wakeAt = at
+		}
+		if sel == nil {
+			a.o.Logger.Debug("nothing to auto-promote", "project", project, "stage", stageName, "origin", req.Origin.String(), "reason", why)
+			continue
+		}
+		if cur, ok := status.CurrentFreight(req.Origin); ok && cur.Name == sel.Name {
+			continue
+		}
+		if rec.HasFreight(sel.Name) {
+			continue
+		}
+		if err := a.promote(ctx, project, stage, &status, sel, now); err != nil {
+			return err
+		}
+	}
+	if !wakeAt.IsZero() {
+		return a.wakeAt(ctx, project, stageName, wakeAt)
+	}
+	return nil
+}
+
+// soakDeadline returns when a better candidate for req becomes available
+// by soaking alone: newer freight for NewestFreight, the upstream stage's
+// current freight for MatchUpstream.
+func soakDeadline(freight []*model.Freight, stage *model.Stage, req model.FreightRequest, sel *model.Freight, now time.Time) (time.Time, bool) {
+	if stage.SelectionPolicy(req.Origin) != model.AutoPromotionSelectionPolicyMatchUpstream {
+		return model.NextSoakDeadline(freight, stage, req.Origin, sel, now)
+	}
+	if sel != nil || len(req.Sources.Stages) != 1 {
+		return time.Time{}, false
+	}
+	for _, f := range freight {
+		if f.Origin == req.Origin && f.IsCurrentlyIn(req.Sources.Stages[0]) {
+			if at, ok := model.AvailableAt(f, stage, now); ok && at.After(now) {
+				return at, true
+			}
+		}
+	}
+	return time.Time{}, false
+}
+
+func (a *AutoPromoter) policies(ctx context.Context, project string) ([]model.PromotionPolicy, error) {
+	cfg, _, err := state.GetAs[*model.ProjectConfig](ctx, a.o.Store, project, model.KindProjectConfig, project)
+	if errors.Is(err, state.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return cfg.Spec.PromotionPolicies, nil
+}
+
+// Name returns the deterministic name of the auto-promotion of freight to
+// stage after the stage's last promotion (epoch).
+func Name(project, stage string, freight *model.Freight, epoch string) string {
+	sum := sha256.Sum256([]byte(project + "\x00" + stage + "\x00" + freight.Name + "\x00" + epoch))
+	var ms uint64
+	if freight.CreationTimestamp != nil && freight.CreationTimestamp.Unix() > 0 {
+		ms = ulid.Timestamp(freight.CreationTimestamp.Time)
+	}
+	id, err := ulid.New(ms, bytes.NewReader(sum[:]))
+	if err != nil {
+		id = ulid.ULID{}
+	}
+	return model.PromotionName(stage, id.String(), freight.Name)
+}
+
+func (a *AutoPromoter) promote(ctx context.Context, project string, stage *model.Stage, status *model.StageStatus, f *model.Freight, now time.Time) error {
+	epoch := ""
+	if status.LastPromotion != nil {
+		epoch = status.LastPromotion.Name
+	}
+	name := Name(project, stage.Name, f, epoch)
+	id := name[len(stage.Name)+1 : len(stage.Name)+1+ulid.EncodedSize]
+	p := model.NewPromotion(stage, f, id, CreatedBy, now)
+	p.Name = name
+	if p.Namespace == "" {
+		p.Namespace = project
+	}
+	_, err := a.o.Store.PutObject(ctx, p, 0)
+	switch {
+	case errors.Is(err, state.ErrExists):
+		// Created by another replica or an earlier attempt; make sure it
+		// was requested (the event ID drops a duplicate).
+	case err != nil:
+		return fmt.Errorf("create auto-promotion %s: %w", name, err)
+	default:
+		a.o.Logger.Info("auto-promotion", "project", project, "stage", stage.Name, "freight", f.Name, "promotion", name)
+	}
+	_, err = a.o.Bus.PublishWithID(ctx, "PromotionRequested."+project+"."+name, project,
+		events.Ref{Kind: model.KindPromotion, Name: name},
+		events.PromotionRequested{Promotion: name, Stage: stage.Name, Freight: f.Name})
+	return err
+}
+
+func (a *AutoPromoter) wakeAt(ctx context.Context, project, stage string, at time.Time) error {
+	_, _, err := state.Update(ctx, a.kv, wakePrefix+state.Key(project, stage), func(cur wake, exists bool) (wake, error) {
+		if exists && cur.At.Equal(at) {
+			return cur, state.ErrNoChange
+		}
+		return wake{At: at}, nil
+	})
+	return err
+}
+
+// Stages evaluates every stage of the project for which match is true.
+func (a *AutoPromoter) Stages(ctx context.Context, project string, match func(*model.Stage) bool) error {
+	objs, _, err := a.o.Store.ListObjects(ctx, project, model.KindStage, 0, "")
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, o := range objs {
+		s, ok := o.(*model.Stage)
+		if !ok || (match != nil && !match(s)) {
+			continue
+		}
+		if err := a.Evaluate(ctx, project, s.Name); err != nil {
+			errs = append(errs, fmt.Errorf("stage %s: %w", s.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Resume lifts a stage's auto-promotion holds and evaluates it.
+func (a *AutoPromoter) Resume(ctx context.Context, project, stage string) error {
+	_, _, err := state.Update(ctx, a.o.Store.KV(state.Stages), state.Key(project, stage), func(s model.StageStatus, exists bool) (model.StageStatus, error) {
+		if !exists || len(s.AutoPromotionHolds) == 0 {
+			return s, state.ErrNoChange
+		}
+		s.AutoPromotionHolds = nil
+		return s, nil
+	})
+	if err != nil {
+		return err
+	}
+	return a.Evaluate(ctx, project, stage)
+}
+
+func listFreight(ctx context.Context, store *state.Store, project string) ([]*model.Freight, error) {
+	objs, _, err := store.ListObjects(ctx, project, model.KindFreight, 0, "")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*model.Freight, 0, len(objs))
+	for _, o := range objs {
+		if f, ok := o.(*model.Freight); ok {
+			out = append(out, f)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,407 @@
+// Package dispatch runs promotions one at a time per stage across any number
+// of promoter replicas. Each stage has a queue record (package queue); the
+// replica holding its lease works the queue: it takes the oldest pending
+// promotion, runs it with the step runner, records the outcome (promotion,
+// stage status, freight) and publishes the promotion events. Every replica
+// watches the queue records, so a stage whose holder stops renewing its
+// lease (a crash) is taken over when the lease expires, and the running
+// promotion is resumed from its saved step.
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caravan-cd/caravan/pkg/events"
+	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/pkg/state"
+	"github.com/caravan-cd/caravan/services/promoter/internal/queue"
+)
+
+// Runner runs a promotion's steps from its saved current step, saving its
+// progress through save. It returns the terminal phase and a message. When
+// ctx is canceled with the abort cause it ends the promotion as Aborted.
+type Runner interface {
+	Run(ctx context.Context, p *model.Promotion, save func(context.Context, *model.Promotion) error) (model.PromotionPhase, string, error)
+}
+
+// Options configure a Dispatcher.
+type Options struct {
+	Store  *state.Store
+	Bus    *events.Bus
+	Runner Runner
+	Logger *slog.Logger
+	// ID names this replica in stage leases; unique per replica.
+	ID string
+	// LeaseTTL is how long a stage lease lasts without renewal: how soon
+	// another replica resumes the promotions of a replica that died.
+	LeaseTTL time.Duration
+	// MaxConcurrent bounds the promotions this replica runs at once.
+	MaxConcurrent int
+	// AbortCause is the cause ctx is canceled with to abort a running
+	// promotion (the step engine's ErrAborted).
+	AbortCause error
+	// Succeeded is called after a promotion succeeded and was recorded.
+	Succeeded func(ctx context.Context, project string, stage *model.Stage, p *model.Promotion)
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Dispatcher runs the promotion queues of every stage.
+type Dispatcher struct {
+	o    Options
+	kv   state.KV
+	sem  chan struct{}
+	life context.Context // the dispatcher's lifetime: Run's ctx
+
+	mu      sync.Mutex
+	closing bool
+	workers map[string]*worker                 // queue key → worker
+	timers  map[string]*time.Timer             // queue key → lease expiry timer
+	runs    map[string]context.CancelCauseFunc // project/promotion → cancel
+	wg      sync.WaitGroup
+}
+
+type worker struct{ again bool }
+
+// ErrAborted is the default abort cause.
+var ErrAborted = errors.New("promotion aborted")
+
+// New returns a Dispatcher; Run starts it.
+func New(o Options) *Dispatcher {
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = 15 * time.Second
+	}
+	if o.MaxConcurrent <= 0 {
+		o.MaxConcurrent = 1
+	}
+	if o.AbortCause == nil {
+		o.AbortCause = ErrAborted
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Dispatcher{
+		o:       o,
+		kv:      o.Store.KV(state.Promoter),
+		sem:     make(chan struct{}, o.MaxConcurrent),
+		workers: map[string]*worker{},
+		timers:  map[string]*time.Timer{},
+		runs:    map[string]context.CancelCauseFunc{},
+	}
+}
+
+// Run watches the queue records and works the stages that need it until
+// ctx ends, then waits for its workers: a promotion interrupted by the end
+// of ctx stays Running, its stage lease is released and another replica (or
+// this one, restarted) resumes it. ready is closed once the queues present
+// at start were looked at.
+func (d *Dispatcher) Run(ctx context.Context, ready chan<- struct{}) error {
+	d.mu.Lock()
+	d.life = ctx
+	d.mu.Unlock()
+	changes, initial, err := state.Watch[queue.Record](ctx, d.o.Store.KV(state.Promoter), queue.KeyPrefix+">", false)
+	if err != nil {
+		return err
+	}
+	go func() {
+		select {
+		case <-initial:
+			if ready != nil {
+				close(ready)
+			}
+		case <-ctx.Done():
+		}
+	}()
+	for c := range changes {
+		d.observe(c)
+	}
+	d.mu.Lock()
+	d.closing = true
+	for k, t := range d.timers {
+		t.Stop()
+		delete(d.timers, k)
+	}
+	d.mu.Unlock()
+	d.wg.Wait()
+	return nil
+}
+
+// observe reacts to a change of a queue record: it aborts local runs asked
+// to abort, and takes the stage when it has work and no live holder, or
+// sets a timer for its holder's lease expiry.
+func (d *Dispatcher) observe(c state.Change[queue.Record]) {
+	project, stage, ok := queue.Parse(c.Key)
+	if !ok {
+		return
+	}
+	d.mu.Lock()
+	if t := d.timers[c.Key]; t != nil {
+		t.Stop()
+		delete(d.timers, c.Key)
+	}
+	r := c.Value
+	for _, name := range r.Abort {
+		if cancel := d.runs[project+"/"+name]; cancel != nil {
+			cancel(d.o.AbortCause)
+		}
+	}
+	_, local := d.workers[c.Key]
+	d.mu.Unlock()
+	switch {
+	case c.Deleted, !r.Active(), r.Running == nil && r.Blocked != "":
+	case r.Holder == d.o.ID && local:
+	case r.Free(d.o.ID, d.o.Now()):
+		d.kick(project, stage)
+	default:
+		wait := r.Expires.Sub(d.o.Now()) + 20*time.Millisecond
+		d.mu.Lock()
+		if !d.closing {
+			d.timers[c.Key] = time.AfterFunc(wait, func() { d.kick(project, stage) })
+		}
+		d.mu.Unlock()
+	}
+}
+
+// Recover queues every Pending or Running promotion missing from its
+// stage's queue (its PromotionRequested was lost, say while no promoter
+// consumed). Every replica calls it at start; it is idempotent.
+func (d *Dispatcher) Recover(ctx context.Context) error {
+	items, _, err := state.List[model.Promotion](ctx, d.o.Store.KV(state.Promotions), ">", 0, "")
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, it := range items {
+		p := it.Value
+		if p.Status.Phase.IsTerminal() {
+			continue
+		}
+		project, _, _ := strings.Cut(it.Key, ".")
+		project = state.Untoken(project)
+		r, err := queue.Get(ctx, d.kv, project, p.Spec.Stage)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if !r.Has(p.Name) {
+			errs = append(errs, d.Enqueue(ctx, project, &p))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Enqueue queues a stored promotion on its stage and starts working the
+// stage if no replica does. It is idempotent.
+func (d *Dispatcher) Enqueue(ctx context.Context, project string, p *model.Promotion) error {
+	e := queue.Entry{Name: p.Name, Freight: p.Spec.Freight}
+	if p.CreationTimestamp != nil {
+		e.Created = p.CreationTimestamp.Time
+	}
+	if _, err := queue.Update(ctx, d.kv, project, p.Spec.Stage, func(r *queue.Record, _ bool) error {
+		if !r.Add(e) {
+			return state.ErrNoChange
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("queue promotion %s: %w", p.Name, err)
+	}
+	d.kick(project, p.Spec.Stage)
+	return nil
+}
+
+// Unblock lets a stage whose queue waits for its verification go on.
+func (d *Dispatcher) Unblock(ctx context.Context, project, stage string) error {
+	_, err := queue.Update(ctx, d.kv, project, stage, func(r *queue.Record, exists bool) error {
+		if !exists {
+			return state.ErrNoChange
+		}
+		r.Blocked = ""
+		r.Nudge++
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("unblock stage %s: %w", stage, err)
+	}
+	d.kick(project, stage)
+	return nil
+}
+
+// kick makes sure a local worker tries to work the stage.
+func (d *Dispatcher) kick(project, stage string) {
+	key := queue.Key(project, stage)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closing || d.life == nil {
+		return
+	}
+	if w := d.workers[key]; w != nil {
+		w.again = true
+		return
+	}
+	d.workers[key] = &worker{}
+	d.wg.Add(1)
+	go d.work(d.life, project, stage, key)
+}
+
+func (d *Dispatcher) work(ctx context.Context, project, stage, key string) {
+	defer d.wg.Done()
+	for {
+		if err := d.serve(ctx, project, stage); err != nil && ctx.Err() == nil {
+			d.o.Logger.Error("stage queue", "project", project, "stage", stage, "err", err)
+			// Back off before the stage is worked again.
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+		d.mu.Lock()
+		w := d.workers[key]
+		if w.again && !d.closing {
+			w.again = false
+			d.mu.Unlock()
+			continue
+		}
+		delete(d.workers, key)
+		d.mu.Unlock()
+		return
+	}
+}
+
+var (
+	errNothing = errors.New("nothing to do")
+	errRetry   = errors.New("record changed")
+)
+
+// serve takes the stage's lease and runs its promotions one after the
+// other until its queue is empty or blocked, or the lease is lost.
+func (d *Dispatcher) serve(ctx context.Context, project, stage string) error {
+	_, err := queue.Update(ctx, d.kv, project, stage, func(r *queue.Record, _ bool) error {
+		switch {
+		case !r.Active(), r.Running == nil && r.Blocked != "":
+			return errNothing
+		case !r.Free(d.o.ID, d.o.Now()):
+			return queue.ErrNotHolder
+		}
+		r.Holder, r.Expires = d.o.ID, d.o.Now().Add(d.o.LeaseTTL)
+		return nil
+	})
+	if errors.Is(err, errNothing) || errors.Is(err, queue.ErrNotHolder) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	lctx, cancel := context.WithCancelCause(ctx)
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		d.renew(lctx, cancel, project, stage)
+	}()
+	released := false
+	defer func() {
+		cancel(nil)
+		<-renewed
+		// A stop, an interruption or an error leaves the lease to be
+		// released: the next holder resumes a running promotion from its
+		// saved step.
+		if !released {
+			d.release(project, stage)
+		}
+	}()
+	for {
+		e, st, err := d.next(lctx, project, stage)
+		switch {
+		case errors.Is(err, queue.ErrNotHolder):
+			released = true
+			return nil
+		case lctx.Err() != nil:
+			return nil
+		case err == nil && e == nil:
+			released = true // an empty or blocked queue released it
+			return nil
+		case err != nil:
+			return err
+		}
+		select {
+		case d.sem <- struct{}{}:
+		case <-lctx.Done():
+			return nil
+		}
+		err = d.runOne(lctx, project, st, *e)
+		<-d.sem
+		switch {
+		case lctx.Err() != nil:
+			return nil // interrupted: the promotion stays Running
+		case err != nil:
+			return fmt.Errorf("promotion %s: %w", e.Name, err)
+		}
+		if _, err := queue.Update(lctx, d.kv, project, stage, func(r *queue.Record, _ bool) error {
+			if r.Holder != d.o.ID {
+				return queue.ErrNotHolder
+			}
+			r.Remove(e.Name)
+			return nil
+		}); err != nil {
+			if errors.Is(err, queue.ErrNotHolder) {
+				return nil // taken over: the new holder goes on
+			}
+			return err
+		}
+	}
+}
+
+// renew extends the stage lease every third of its TTL; it cancels the
+// worker's ctx with ErrNotHolder when the lease was lost or could not be
+// renewed in time.
+func (d *Dispatcher) renew(ctx context.Context, cancel context.CancelCauseFunc, project, stage string) {
+	t := time.NewTicker(d.o.LeaseTTL / 3)
+	defer t.Stop()
+	last := d.o.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		_, err := queue.Update(ctx, d.kv, project, stage, func(r *queue.Record, _ bool) error {
+			if r.Holder != d.o.ID {
+				return queue.ErrNotHolder
+			}
+			r.Expires = d.o.Now().Add(d.o.LeaseTTL)
+			return nil
+		})
+		switch {
+		case err == nil:
+			last = d.o.Now()
+		case errors.Is(err, queue.ErrNotHolder):
+			cancel(queue.ErrNotHolder)
+			return
+		case d.o.Now().Sub(last) > d.o.LeaseTTL*2/3:
+			cancel(fmt.Errorf("renew stage lease: %w", err))
+			return
+		}
+	}
+}
+
+// release gives the stage lease up (keeping any running promotion for the
+// next holder to resume).
+func (d *Dispatcher) release(project, stage string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := queue.Update(ctx, d.kv, project, stage, func(r *queue.Record, _ bool) error {
+		if r.Holder != d.o.ID {
+			return state.ErrNoChange
+		}
+		r.Holder, r.Expires = "", time.Time{}
+		return nil
+	})
+	if err != nil {
+		d.o.Logger.Warn("release stage lease", "project", project, "stage", stage, "err", err)
+	}
+}

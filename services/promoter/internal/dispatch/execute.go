@@ -1,0 +1,304 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/caravan-cd/caravan/pkg/events"
+	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/pkg/state"
+	"github.com/caravan-cd/caravan/services/promoter/internal/queue"
+)
+
+var errSkip = errors.New("skip")
+
+// runOne runs (or resumes) one promotion and records its outcome. It
+// returns nil with lease canceled when it was interrupted: the promotion
+// then stays Running for the next holder.
+func (d *Dispatcher) runOne(lease context.Context, project string, stage *model.Stage, e queue.Entry) error {
+	log := d.o.Logger.With("project", project, "stage", stage.Name, "promotion", e.Name)
+	promotions := d.o.Store.KV(state.Promotions)
+	key := state.Key(project, e.Name)
+
+	cur, _, err := state.Get[model.Promotion](lease, promotions, key)
+	if errors.Is(err, state.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if cur.Status.Phase.IsTerminal() {
+		// Ended but not recorded everywhere (a crash while finishing).
+		return d.finish(lease, project, stage, &cur)
+	}
+	freight, _, err := state.GetAs[*model.Freight](lease, d.o.Store, project, model.KindFreight, cur.Spec.Freight)
+	if errors.Is(err, state.ErrNotFound) {
+		cur.Status.Phase, cur.Status.Message = model.PromotionPhaseErrored, fmt.Sprintf("freight %q not found", cur.Spec.Freight)
+		cur.Status.FinishedAt = model.NewTime(d.o.Now().UTC())
+		if _, err := state.Put(lease, promotions, key, cur); err != nil {
+			return err
+		}
+		return d.finish(lease, project, stage, &cur)
+	}
+	if err != nil {
+		return err
+	}
+
+	started := false
+	p, _, err := state.Update(lease, promotions, key, func(cur model.Promotion, exists bool) (model.Promotion, error) {
+		started = false
+		switch {
+		case !exists || cur.Status.Phase.IsTerminal():
+			return cur, errSkip
+		case cur.Status.Phase == model.PromotionPhaseRunning:
+			return cur, state.ErrNoChange
+		}
+		started = true
+		ref := freight.Ref()
+		cur.Status.Phase, cur.Status.Message = model.PromotionPhaseRunning, ""
+		cur.Status.Freight = &ref
+		return cur, nil
+	})
+	if errors.Is(err, errSkip) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if started {
+		if err := d.started(lease, project, stage, &p, freight); err != nil {
+			return err
+		}
+	} else {
+		log.Info("resuming promotion", "step", p.Status.CurrentStep)
+	}
+
+	runCtx, cancel := context.WithCancelCause(lease)
+	defer cancel(nil)
+	runKey := project + "/" + p.Name
+	d.mu.Lock()
+	d.runs[runKey] = cancel
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		delete(d.runs, runKey)
+		d.mu.Unlock()
+	}()
+	if r, err := queue.Get(lease, d.kv, project, stage.Name); err == nil && r.AbortRequested(p.Name) {
+		cancel(d.o.AbortCause)
+	}
+
+	phase, msg, runErr := d.o.Runner.Run(runCtx, &p, d.saver(lease, project, &p))
+	if lease.Err() != nil || errors.Is(runErr, queue.ErrNotHolder) {
+		log.Info("promotion interrupted", "cause", context.Cause(lease), "err", runErr)
+		return nil
+	}
+	aborted := errors.Is(context.Cause(runCtx), d.o.AbortCause)
+	switch {
+	case aborted && !phase.IsTerminal():
+		phase, msg = model.PromotionPhaseAborted, "aborted by request"
+	case runErr != nil && !phase.IsTerminal():
+		phase, msg = model.PromotionPhaseErrored, runErr.Error()
+	case !phase.IsTerminal():
+		phase, msg = model.PromotionPhaseErrored, fmt.Sprintf("runner ended in phase %q", phase)
+	}
+	final, _, err := state.Get[model.Promotion](lease, promotions, key)
+	if err != nil {
+		final = p
+	}
+	final.Status.Phase, final.Status.Message = phase, msg
+	final.Status.FinishedAt = model.NewTime(d.o.Now().UTC())
+	// The stage and freight first: once the promotion reads terminal, its
+	// outcome is recorded everywhere.
+	if err := d.record(lease, project, stage, &final); err != nil {
+		return err
+	}
+	if _, _, err := state.Update(lease, promotions, key, func(model.Promotion, bool) (model.Promotion, error) {
+		return final, nil
+	}); err != nil {
+		return err
+	}
+	log.Info("promotion finished", "phase", phase, "message", msg)
+	d.announce(lease, project, stage, &final)
+	return nil
+}
+
+// started records a promotion that began running: the stage's current
+// promotion and, for a manual promotion of freight older than the newest
+// available, a hold on auto-promotion of its origin. It publishes
+// PromotionStarted.
+func (d *Dispatcher) started(ctx context.Context, project string, stage *model.Stage, p *model.Promotion, freight *model.Freight) error {
+	var hold *model.AutoPromotionHold
+	auto, err := d.autoPromoted(ctx, project, stage)
+	if err != nil {
+		return err
+	}
+	if auto && p.Annotations[model.AnnotationPromotionCreatedBy] != "auto" {
+		all, err := listFreight(ctx, d.o.Store, project)
+		if err != nil {
+			return err
+		}
+		if newest := model.NewestAvailableFreight(all, stage, freight.Origin, d.o.Now()); newest != nil && model.Newer(newest, freight) {
+			hold = &model.AutoPromotionHold{
+				Origin: freight.Origin, Freight: freight.Name, Promotion: p.Name, Since: model.NewTime(d.o.Now().UTC()),
+				Reason: fmt.Sprintf("freight %s promoted by hand while %s is newer", freight.Name, newest.Name),
+			}
+		}
+	}
+	ref := &model.PromotionReference{Name: p.Name, Freight: p.Status.Freight}
+	if _, _, err := state.Update(ctx, d.o.Store.KV(state.Stages), state.Key(project, stage.Name), func(s model.StageStatus, _ bool) (model.StageStatus, error) {
+		s.CurrentPromotion = ref
+		s.Phase = model.StagePhasePromoting
+		if hold != nil && !s.Held(hold.Origin) {
+			s.AutoPromotionHolds = append(s.AutoPromotionHolds, *hold)
+		}
+		return s, nil
+	}); err != nil {
+		return err
+	}
+	_, err = d.o.Bus.PublishWithID(ctx, "PromotionStarted."+project+"."+p.Name, project, events.Ref{Kind: model.KindPromotion, Name: p.Name},
+		events.PromotionStarted{Promotion: p.Name, Stage: stage.Name, Freight: p.Spec.Freight})
+	if err != nil {
+		d.o.Logger.Warn("publish promotion started", "project", project, "promotion", p.Name, "err", err)
+	}
+	return nil
+}
+
+// finish records a promotion that ended and announces it. It is
+// idempotent.
+func (d *Dispatcher) finish(ctx context.Context, project string, stage *model.Stage, p *model.Promotion) error {
+	if err := d.record(ctx, project, stage, p); err != nil {
+		return err
+	}
+	d.announce(ctx, project, stage, p)
+	return nil
+}
+
+// announce calls the Succeeded hook after a success (stage health is
+// assessed before the verifier hears of the promotion) and publishes the
+// promotion's outcome event.
+func (d *Dispatcher) announce(ctx context.Context, project string, stage *model.Stage, p *model.Promotion) {
+	if p.Status.Phase == model.PromotionPhaseSucceeded && d.o.Succeeded != nil {
+		d.o.Succeeded(ctx, project, stage, p)
+	}
+	d.publishFinished(ctx, project, p)
+}
+
+// record records a promotion's outcome on its stage (last promotion,
+// freight history) and freight (currentlyIn). It is idempotent.
+func (d *Dispatcher) record(ctx context.Context, project string, stage *model.Stage, p *model.Promotion) error {
+	now := d.o.Now().UTC()
+	succeeded := p.Status.Phase == model.PromotionPhaseSucceeded
+	var replaced string // the freight of the same origin the stage used before
+	ref := &model.PromotionReference{
+		Name:       p.Name,
+		Freight:    p.Status.Freight,
+		Status:     &model.PromotionStatus{Phase: p.Status.Phase, Message: p.Status.Message, FinishedAt: p.Status.FinishedAt},
+		FinishedAt: p.Status.FinishedAt,
+	}
+	if _, _, err := state.Update(ctx, d.o.Store.KV(state.Stages), state.Key(project, stage.Name), func(s model.StageStatus, _ bool) (model.StageStatus, error) {
+		replaced = ""
+		if s.CurrentPromotion != nil && s.CurrentPromotion.Name == p.Name {
+			s.CurrentPromotion = nil
+		}
+		if s.LastPromotion != nil && s.LastPromotion.Name == p.Name {
+			return s, state.ErrNoChange // recorded already
+		}
+		s.LastPromotion = ref
+		switch {
+		case succeeded && p.Status.Freight != nil:
+			if cur, ok := s.CurrentFreight(p.Status.Freight.Origin); ok && cur.Name != p.Status.Freight.Name {
+				replaced = cur.Name
+			}
+			s.FreightHistory = s.PushFreight(*p.Status.Freight)
+			s.Phase = model.StagePhaseSteady
+			if stage.Spec.Verification != nil {
+				s.Phase = model.StagePhaseVerifying
+			}
+		case p.Status.Phase == model.PromotionPhaseAborted:
+			s.Phase = model.StagePhaseSteady
+		default:
+			s.Phase = model.StagePhaseFailed
+		}
+		return s, nil
+	}); err != nil {
+		return err
+	}
+	if succeeded {
+		return d.moveFreight(ctx, project, stage.Name, p.Spec.Freight, replaced, now)
+	}
+	return nil
+}
+
+// moveFreight marks freight as used by stage since now and replaced as no
+// longer used, recording its longest soak there.
+func (d *Dispatcher) moveFreight(ctx context.Context, project, stage, freight, replaced string, now time.Time) error {
+	kv := d.o.Store.KV(state.Freight)
+	_, _, err := state.Update(ctx, kv, state.Key(project, freight), func(f model.Freight, exists bool) (model.Freight, error) {
+		if !exists {
+			return f, state.ErrNoChange
+		}
+		if f.IsCurrentlyIn(stage) {
+			return f, state.ErrNoChange
+		}
+		if f.Status.CurrentlyIn == nil {
+			f.Status.CurrentlyIn = map[string]model.CurrentStage{}
+		}
+		f.Status.CurrentlyIn[stage] = model.CurrentStage{Since: model.NewTime(now)}
+		return f, nil
+	})
+	if err != nil {
+		return fmt.Errorf("mark freight %s in %s: %w", freight, stage, err)
+	}
+	if replaced == "" {
+		return nil
+	}
+	_, _, err = state.Update(ctx, kv, state.Key(project, replaced), func(f model.Freight, exists bool) (model.Freight, error) {
+		c, ok := f.Status.CurrentlyIn[stage]
+		if !exists || !ok {
+			return f, state.ErrNoChange
+		}
+		if v, ok := f.Status.VerifiedIn[stage]; ok && c.Since != nil {
+			soak := now.Sub(c.Since.Time)
+			if v.LongestSoak == nil || v.LongestSoak.Duration < soak {
+				v.LongestSoak = model.NewDuration(soak)
+			}
+			f.Status.VerifiedIn[stage] = v
+		}
+		delete(f.Status.CurrentlyIn, stage)
+		return f, nil
+	})
+	if err != nil {
+		return fmt.Errorf("mark freight %s out of %s: %w", replaced, stage, err)
+	}
+	return nil
+}
+
+// autoPromoted reports whether the project's policies let stage
+// auto-promote (holds matter only then).
+func (d *Dispatcher) autoPromoted(ctx context.Context, project string, stage *model.Stage) (bool, error) {
+	cfg, _, err := state.GetAs[*model.ProjectConfig](ctx, d.o.Store, project, model.KindProjectConfig, project)
+	if errors.Is(err, state.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return model.AutoPromotionEnabled(cfg.Spec.PromotionPolicies, stage), nil
+}
+
+func listFreight(ctx context.Context, store *state.Store, project string) ([]*model.Freight, error) {
+	objs, _, err := store.ListObjects(ctx, project, model.KindFreight, 0, "")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*model.Freight, 0, len(objs))
+	for _, o := range objs {
+		if f, ok := o.(*model.Freight); ok {
+			out = append(out, f)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,277 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/caravan-cd/caravan/pkg/events"
+	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/pkg/state"
+	"github.com/caravan-cd/caravan/services/promoter/internal/queue"
+)
+
+// next returns the promotion the holder runs next — the running one to
+// resume, else the oldest pending one — after dropping promotions that
+// ended while queued and, on a superseding stage, pending promotions older
+// than the newest. It returns nil after releasing the lease when the queue
+// is empty or the stage is verifying.
+func (d *Dispatcher) next(ctx context.Context, project, stageName string) (*queue.Entry, *model.Stage, error) {
+	for {
+		r, err := queue.Get(ctx, d.kv, project, stageName)
+		if err != nil {
+			return nil, nil, err
+		}
+		if r.Holder != d.o.ID {
+			return nil, nil, queue.ErrNotHolder
+		}
+		stage, _, err := state.GetAs[*model.Stage](ctx, d.o.Store, project, model.KindStage, stageName)
+		if errors.Is(err, state.ErrNotFound) {
+			stage = nil
+		} else if err != nil {
+			return nil, nil, err
+		}
+		if r.Running != nil {
+			if stage == nil {
+				stage = &model.Stage{ObjectMeta: model.ObjectMeta{Name: stageName, Namespace: project}}
+			}
+			return r.Running, stage, nil
+		}
+		if len(r.Pending) == 0 {
+			_, err := queue.Update(ctx, d.kv, project, stageName, func(r *queue.Record, _ bool) error {
+				switch {
+				case r.Holder != d.o.ID:
+					return queue.ErrNotHolder
+				case r.Active():
+					return errRetry
+				}
+				r.Holder, r.Expires = "", time.Time{}
+				return nil
+			})
+			if errors.Is(err, errRetry) {
+				continue
+			}
+			return nil, nil, err
+		}
+		if stage == nil {
+			for _, e := range r.Pending {
+				if err := d.endPending(ctx, project, stageName, e.Name, model.PromotionPhaseErrored, fmt.Sprintf("stage %q not found", stageName)); err != nil {
+					return nil, nil, err
+				}
+			}
+			continue
+		}
+		if stage.Annotations[model.AnnotationSupersede] == "true" && len(r.Pending) > 1 {
+			newest := r.Pending[len(r.Pending)-1].Name
+			for _, e := range r.Pending[:len(r.Pending)-1] {
+				if err := d.endPending(ctx, project, stageName, e.Name, model.PromotionPhaseAborted, "superseded by "+newest); err != nil {
+					return nil, nil, err
+				}
+			}
+			continue
+		}
+		head := r.Pending[0]
+		p, _, err := state.Get[model.Promotion](ctx, d.o.Store.KV(state.Promotions), state.Key(project, head.Name))
+		if errors.Is(err, state.ErrNotFound) || (err == nil && p.Status.Phase.IsTerminal()) {
+			if err := d.dropEntry(ctx, project, stageName, head.Name); err != nil {
+				return nil, nil, err
+			}
+			continue
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		status, _, err := state.Get[model.StageStatus](ctx, d.o.Store.KV(state.Stages), state.Key(project, stageName))
+		if err != nil && !errors.Is(err, state.ErrNotFound) {
+			return nil, nil, err
+		}
+		verifying := model.IsVerifying(stage, &status)
+		_, err = queue.Update(ctx, d.kv, project, stageName, func(cur *queue.Record, _ bool) error {
+			switch {
+			case cur.Holder != d.o.ID:
+				return queue.ErrNotHolder
+			case len(cur.Pending) == 0 || cur.Pending[0].Name != head.Name || cur.Running != nil:
+				return errRetry
+			case verifying && cur.Nudge != r.Nudge:
+				return errRetry // a verification ended while we looked
+			case verifying:
+				cur.Blocked = "stage is verifying its current freight"
+				cur.Holder, cur.Expires = "", time.Time{}
+				return nil
+			}
+			cur.Running = &cur.Pending[0]
+			cur.Pending = cur.Pending[1:]
+			cur.Blocked = ""
+			return nil
+		})
+		switch {
+		case errors.Is(err, errRetry):
+			continue
+		case err != nil:
+			return nil, nil, err
+		case verifying:
+			d.o.Logger.Debug("stage verifying, promotion waits", "project", project, "stage", stageName, "promotion", head.Name)
+			return nil, nil, nil
+		}
+		return &head, stage, nil
+	}
+}
+
+// dropEntry removes a promotion from the queue record.
+func (d *Dispatcher) dropEntry(ctx context.Context, project, stage, name string) error {
+	_, err := queue.Update(ctx, d.kv, project, stage, func(r *queue.Record, _ bool) error {
+		if !r.Remove(name) {
+			return state.ErrNoChange
+		}
+		return nil
+	})
+	return err
+}
+
+// endPending ends a pending promotion without running it (aborted,
+// superseded, its stage gone) and drops it from the queue.
+func (d *Dispatcher) endPending(ctx context.Context, project, stage, name string, phase model.PromotionPhase, msg string) error {
+	p, ended, err := d.endIfPending(ctx, project, name, phase, msg)
+	if err != nil && !errors.Is(err, state.ErrNotFound) {
+		return err
+	}
+	if ended {
+		d.publishFinished(ctx, project, p)
+	}
+	return d.dropEntry(ctx, project, stage, name)
+}
+
+// endIfPending sets a Pending promotion's terminal phase; ended is false
+// when it was not Pending.
+func (d *Dispatcher) endIfPending(ctx context.Context, project, name string, phase model.PromotionPhase, msg string) (*model.Promotion, bool, error) {
+	ended := false
+	p, _, err := state.Update(ctx, d.o.Store.KV(state.Promotions), state.Key(project, name), func(cur model.Promotion, exists bool) (model.Promotion, error) {
+		ended = false
+		if !exists {
+			return cur, state.ErrNotFound
+		}
+		if cur.Status.Phase != model.PromotionPhasePending && cur.Status.Phase != "" {
+			return cur, state.ErrNoChange
+		}
+		ended = true
+		cur.Status.Phase, cur.Status.Message, cur.Status.FinishedAt = phase, msg, model.NewTime(d.o.Now().UTC())
+		return cur, nil
+	})
+	return &p, ended, err
+}
+
+// Abort aborts a promotion: a pending one at once; a running one by
+// flagging it in its stage's queue record, which makes the replica running
+// it cancel it with the abort cause.
+func (d *Dispatcher) Abort(ctx context.Context, project, stage, name string) error {
+	p, ended, err := d.endIfPending(ctx, project, name, model.PromotionPhaseAborted, "aborted by request")
+	if errors.Is(err, state.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if stage == "" {
+		stage = p.Spec.Stage
+	}
+	if ended {
+		d.publishFinished(ctx, project, p)
+		return d.dropEntry(ctx, project, stage, name)
+	}
+	if p.Status.Phase != model.PromotionPhaseRunning {
+		return nil
+	}
+	_, err = queue.Update(ctx, d.kv, project, stage, func(r *queue.Record, _ bool) error {
+		if r.Running == nil || r.Running.Name != name || r.AbortRequested(name) {
+			return state.ErrNoChange
+		}
+		r.Abort = append(r.Abort, name)
+		return nil
+	})
+	d.mu.Lock()
+	if cancel := d.runs[project+"/"+name]; cancel != nil {
+		cancel(d.o.AbortCause)
+	}
+	d.mu.Unlock()
+	return err
+}
+
+// publishFinished publishes PromotionSucceeded or PromotionFailed for a
+// promotion in a terminal phase, with a deterministic event ID.
+func (d *Dispatcher) publishFinished(ctx context.Context, project string, p *model.Promotion) {
+	ref := events.Ref{Kind: model.KindPromotion, Name: p.Name}
+	var err error
+	if p.Status.Phase == model.PromotionPhaseSucceeded {
+		_, err = d.o.Bus.PublishWithID(ctx, "PromotionSucceeded."+project+"."+p.Name, project, ref,
+			events.PromotionSucceeded{Promotion: p.Name, Stage: p.Spec.Stage, Freight: p.Spec.Freight})
+	} else {
+		_, err = d.o.Bus.PublishWithID(ctx, "PromotionFailed."+project+"."+p.Name, project, ref,
+			events.PromotionFailed{Promotion: p.Name, Stage: p.Spec.Stage, Freight: p.Spec.Freight, Phase: string(p.Status.Phase), Message: p.Status.Message})
+	}
+	if err != nil {
+		d.o.Logger.Warn("publish promotion outcome", "project", project, "promotion", p.Name, "err", err)
+	}
+}
+
+func stepTerminal(s model.PromotionStepStatus) bool {
+	switch s {
+	case model.PromotionStepStatusSucceeded, model.PromotionStepStatusFailed, model.PromotionStepStatusErrored,
+		model.PromotionStepStatusSkipped, model.PromotionStepStatusAborted:
+		return true
+	}
+	return false
+}
+
+func stepStatuses(p *model.Promotion) []model.PromotionStepStatus {
+	out := make([]model.PromotionStepStatus, len(p.Status.StepExecutionMetadata))
+	for i, m := range p.Status.StepExecutionMetadata {
+		out[i] = m.Status
+	}
+	return out
+}
+
+// saver returns the save function handed to the runner: it stores the
+// promotion and publishes PromotionStepFinished for each step that finished
+// since the last save.
+func (d *Dispatcher) saver(lease context.Context, project string, p *model.Promotion) func(context.Context, *model.Promotion) error {
+	prev := stepStatuses(p)
+	return func(ctx context.Context, p *model.Promotion) error {
+		if lease.Err() != nil {
+			return context.Cause(lease)
+		}
+		// Fence: after a takeover the old holder must not write.
+		if r, err := queue.Get(ctx, d.kv, project, p.Spec.Stage); err == nil && r.Holder != d.o.ID {
+			return queue.ErrNotHolder
+		}
+		if _, _, err := state.Update(ctx, d.o.Store.KV(state.Promotions), state.Key(project, p.Name), func(model.Promotion, bool) (model.Promotion, error) {
+			return *p, nil
+		}); err != nil {
+			return err
+		}
+		cur := stepStatuses(p)
+		for i, s := range cur {
+			if !stepTerminal(s) || (i < len(prev) && prev[i] == s) {
+				continue
+			}
+			m := p.Status.StepExecutionMetadata[i]
+			ev := events.PromotionStepFinished{Promotion: p.Name, Stage: p.Spec.Stage, Step: i, Alias: m.Alias, Status: string(s), Message: m.Message}
+			if i < len(p.Spec.Steps) {
+				ev.Uses = p.Spec.Steps[i].Uses
+			}
+			if m.StartedAt != nil {
+				ev.StartedAt = m.StartedAt.Time
+			}
+			if m.FinishedAt != nil {
+				ev.FinishedAt = m.FinishedAt.Time
+			}
+			id := fmt.Sprintf("PromotionStepFinished.%s.%s.%d.%s", project, p.Name, i, s)
+			if _, err := d.o.Bus.PublishWithID(ctx, id, project, events.Ref{Kind: model.KindPromotion, Name: p.Name}, ev); err != nil {
+				d.o.Logger.Warn("publish step finished", "project", project, "promotion", p.Name, "err", err)
+			}
+		}
+		prev = slices.Clone(cur)
+		return nil
+	}
+}

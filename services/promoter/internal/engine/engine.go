@@ -1,0 +1,560 @@
+// Package engine runs a Promotion's steps the way Kargo's promotion engine
+// does: tasks inflated, expressions evaluated just in time, `if`,
+// `continueOnError` and `retry` honoured, progress saved before and after
+// every step so another replica can resume at the current step.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/pkg/state"
+	"github.com/caravan-cd/caravan/services/promoter/internal/expressions"
+	"github.com/caravan-cd/caravan/services/promoter/internal/gitmirror"
+	"github.com/caravan-cd/caravan/services/promoter/internal/steps"
+	"k8s.io/client-go/dynamic"
+)
+
+// ErrAborted is the cause the orchestrator cancels ctx with
+// (context.WithCancelCause) to abort a promotion.
+var ErrAborted = errors.New("promotion aborted")
+
+// Defaults of the step loop.
+const (
+	defaultPollInterval = 2 * time.Second
+	// defaultRunningTimeout bounds a step that keeps reporting Running
+	// (a polling http step) when it has no retry.timeout.
+	defaultRunningTimeout = 10 * time.Minute
+)
+
+// Options configure an Engine.
+type Options struct {
+	DataDir string       // <data dir>/promoter: work dirs and git mirrors live below it
+	Store   *state.Store // freight, stages, warehouses, secrets, configmaps, (cluster)promotiontasks
+	Logger  *slog.Logger
+	// PollInterval is how long a Running step (a polling http step) waits
+	// before it runs again, and the base of the retry backoff; 2s when 0.
+	PollInterval time.Duration
+	// HTTPClient is used by the http steps; http.DefaultClient when nil.
+	HTTPClient *http.Client
+	// Kube reaches the Argo CD Applications of argocd-update and
+	// argocd-wait; without it those steps error and their health checks
+	// are Unknown.
+	Kube dynamic.Interface
+}
+
+// Result is how a promotion ended.
+type Result struct {
+	Phase   model.PromotionPhase // Succeeded, Failed, Errored, Aborted
+	Message string
+}
+
+// Engine runs promotions. It is safe for concurrent use.
+type Engine struct {
+	dataDir  string
+	workRoot string
+	store    *state.Store
+	log      *slog.Logger
+	poll     time.Duration
+	git      *gitmirror.Manager
+	registry steps.Registry
+	http     *http.Client
+	apps     steps.Applications
+}
+
+// New builds an Engine.
+func New(o Options) (*Engine, error) {
+	if o.DataDir == "" {
+		return nil, errors.New("engine: DataDir must be set")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.PollInterval <= 0 {
+		o.PollInterval = defaultPollInterval
+	}
+	git, err := gitmirror.NewManager(filepath.Join(o.DataDir, "git"))
+	if err != nil {
+		return nil, err
+	}
+	var apps steps.Applications
+	if o.Kube != nil {
+		apps = steps.KubeApplications(o.Kube)
+	}
+	work := filepath.Join(o.DataDir, "work")
+	if err := os.MkdirAll(work, 0o750); err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
+	}
+	return &Engine{
+		dataDir:  o.DataDir,
+		workRoot: work,
+		store:    o.Store,
+		log:      o.Logger,
+		poll:     o.PollInterval,
+		git:      git,
+		registry: steps.Builtins(),
+		http:     o.HTTPClient,
+		apps:     apps,
+	}, nil
+}
+
+// Register adds or replaces a step (tests, extensions).
+func (e *Engine) Register(name string, s steps.Step) { e.registry[name] = s }
+
+// flatStep is one step of the inflated list.
+type flatStep struct {
+	model.PromotionStep
+	alias string
+	// task is the alias of the task step the step came from ("" for a step
+	// of the template itself); taskVars are that task's variables.
+	task     string
+	taskVars []model.PromotionVariable
+}
+
+// run is the state of one Run.
+type run struct {
+	e       *Engine
+	p       *model.Promotion
+	save    func(context.Context, *model.Promotion) error
+	steps   []flatStep
+	freight []model.FreightReference
+	target  *model.Freight
+	// stageVars are the Stage's spec.vars, under the promotion's own.
+	stageVars []model.PromotionVariable
+	ws        *steps.Workspace
+	secrets   *redactor
+}
+
+// Run executes p.Spec.Steps (tasks inflated) starting at
+// p.Status.CurrentStep, with p.Status.State holding the outputs saved so far
+// (steps before CurrentStep are not run again; those that only shape the
+// work dir are replayed to rebuild it). Before and after each step it
+// updates p.Status and calls save; a save error stops the run and is
+// returned. If ctx is cancelled with cause ErrAborted the result is
+// Aborted; if ctx is cancelled otherwise Run returns ctx.Err() so another
+// replica can resume. Each promotion gets its own work dir under DataDir,
+// removed at the end.
+func (e *Engine) Run(ctx context.Context, p *model.Promotion, save func(context.Context, *model.Promotion) error) (Result, error) {
+	r := &run{e: e, p: p, save: save, secrets: &redactor{}}
+	project := p.Namespace
+	flat, err := e.inflate(ctx, project, p.Spec.Steps)
+	if err != nil {
+		if ctx.Err() != nil {
+			return r.cancelled(ctx)
+		}
+		return Result{Phase: model.PromotionPhaseErrored, Message: r.secrets.text(err.Error())}, nil
+	}
+	r.steps = flat
+	if err := r.loadFreight(ctx); err != nil {
+		if ctx.Err() != nil {
+			return r.cancelled(ctx)
+		}
+		return Result{Phase: model.PromotionPhaseErrored, Message: r.secrets.text(err.Error())}, nil
+	}
+	dir := filepath.Join(e.workRoot, safeName(project+"-"+p.Name))
+	if err := os.RemoveAll(dir); err != nil {
+		return Result{}, fmt.Errorf("clear work dir: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return Result{}, fmt.Errorf("create work dir: %w", err)
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	r.ws = &steps.Workspace{Dir: dir, Repos: map[string]*gitmirror.Repo{}}
+	return r.loop(ctx)
+}
+
+var unsafeChars = regexp.MustCompile(`[^a-zA-Z0-9._-]`)
+
+func safeName(s string) string { return unsafeChars.ReplaceAllString(s, "_") }
+
+func (r *run) loop(ctx context.Context) (Result, error) {
+	st := &r.p.Status
+	if st.State == nil {
+		st.State = map[string]any{}
+	}
+	if n := len(r.steps); len(st.StepExecutionMetadata) < n {
+		md := make([]model.StepExecutionMetadata, n)
+		copy(md, st.StepExecutionMetadata)
+		st.StepExecutionMetadata = md
+	}
+	for i := range r.steps {
+		st.StepExecutionMetadata[i].Alias = r.steps[i].alias
+	}
+	start := int(st.CurrentStep)
+	if start > 0 && start < len(r.steps) {
+		if err := r.replay(ctx, start); err != nil {
+			if ctx.Err() != nil {
+				return r.cancelled(ctx)
+			}
+			return r.finish(model.PromotionPhaseErrored, "rebuild the work dir on resume: "+r.secrets.text(err.Error())), nil
+		}
+	}
+	for i := start; i < len(r.steps); i++ {
+		if ctx.Err() != nil {
+			return r.cancelled(ctx)
+		}
+		st.CurrentStep = int64(i)
+		if err := r.step(ctx, i); err != nil {
+			if ctx.Err() != nil {
+				return r.cancelled(ctx)
+			}
+			return Result{}, err
+		}
+		st.CurrentStep = int64(i + 1)
+		if err := r.save(ctx, r.p); err != nil {
+			if ctx.Err() != nil {
+				return r.cancelled(ctx)
+			}
+			return Result{}, fmt.Errorf("save promotion: %w", err)
+		}
+	}
+	phase, msg := model.PromotionPhaseSucceeded, ""
+	for i, md := range st.StepExecutionMetadata {
+		if r.steps[i].ContinueOnError {
+			continue
+		}
+		switch md.Status {
+		case model.PromotionStepStatusFailed:
+			if phase == model.PromotionPhaseSucceeded {
+				phase, msg = model.PromotionPhaseFailed, fmt.Sprintf("step %q failed: %s", md.Alias, md.Message)
+			}
+		case model.PromotionStepStatusErrored:
+			if phase == model.PromotionPhaseSucceeded {
+				phase, msg = model.PromotionPhaseErrored, fmt.Sprintf("step %q errored: %s", md.Alias, md.Message)
+			}
+		}
+	}
+	return r.finish(phase, msg), nil
+}
+
+func (r *run) finish(phase model.PromotionPhase, msg string) Result {
+	return Result{Phase: phase, Message: r.secrets.text(msg)}
+}
+
+// cancelled ends a run whose ctx was cancelled: Aborted when the cause is
+// ErrAborted (the running step is marked Aborted and saved), otherwise
+// ctx.Err() so that another replica resumes.
+func (r *run) cancelled(ctx context.Context) (Result, error) {
+	if !errors.Is(context.Cause(ctx), ErrAborted) {
+		return Result{}, ctx.Err()
+	}
+	st := &r.p.Status
+	if i := int(st.CurrentStep); i < len(st.StepExecutionMetadata) {
+		md := &st.StepExecutionMetadata[i]
+		if md.Status == model.PromotionStepStatusRunning || md.Status == "" {
+			md.Status = model.PromotionStepStatusAborted
+			md.FinishedAt = now()
+			md.Message = "promotion aborted"
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := r.save(sctx, r.p); err != nil {
+		return Result{}, fmt.Errorf("save aborted promotion: %w", err)
+	}
+	return Result{Phase: model.PromotionPhaseAborted, Message: "promotion aborted"}, nil
+}
+
+func now() *model.Time { return &model.Time{Time: time.Now().UTC().Truncate(time.Second)} }
+
+// failed reports whether a step before i failed or errored (steps with
+// continueOnError do not count).
+func (r *run) failed(i int) bool {
+	for j := 0; j < i; j++ {
+		if r.steps[j].ContinueOnError {
+			continue
+		}
+		switch r.p.Status.StepExecutionMetadata[j].Status {
+		case model.PromotionStepStatusFailed, model.PromotionStepStatusErrored:
+			return true
+		}
+	}
+	return false
+}
+
+// step runs step i to an end (Succeeded, Failed, Errored or Skipped),
+// recording it in p.Status. It returns only save errors and cancellation.
+func (r *run) step(ctx context.Context, i int) error {
+	fs := r.steps[i]
+	md := &r.p.Status.StepExecutionMetadata[i]
+	env, err := r.env(ctx, i)
+	if err != nil {
+		return r.end(ctx, i, model.PromotionStepStatusErrored, err.Error(), nil)
+	}
+	cond := fs.If
+	run := !env.Failed
+	if cond != "" {
+		run, err = expressions.EvaluateBool(cond, env)
+		if err != nil {
+			return r.end(ctx, i, model.PromotionStepStatusErrored, fmt.Sprintf("if: %v", err), nil)
+		}
+	}
+	if !run {
+		md.Status = model.PromotionStepStatusSkipped
+		md.StartedAt, md.FinishedAt = nil, now()
+		return r.save(ctx, r.p)
+	}
+	step, ok := r.e.registry[fs.Uses]
+	if !ok {
+		return r.end(ctx, i, model.PromotionStepStatusErrored, fmt.Sprintf("unknown step %q", fs.Uses), nil)
+	}
+	if md.StartedAt == nil {
+		md.StartedAt = now()
+	}
+	md.Status = model.PromotionStepStatusRunning
+	md.FinishedAt = nil
+	if err := r.save(ctx, r.p); err != nil {
+		return err
+	}
+	var timeout time.Duration
+	threshold := uint32(1)
+	if fs.Retry != nil {
+		if fs.Retry.Timeout != nil {
+			timeout = fs.Retry.Timeout.Duration
+		}
+		if fs.Retry.ErrorThreshold > 0 {
+			threshold = fs.Retry.ErrorThreshold
+		}
+	}
+	runningTimeout := timeout
+	if runningTimeout <= 0 {
+		runningTimeout = defaultRunningTimeout
+	}
+	for attempt := 1; ; attempt++ {
+		// Expressions are evaluated just in time, on every attempt.
+		env, err := r.env(ctx, i)
+		if err != nil {
+			return r.end(ctx, i, model.PromotionStepStatusErrored, err.Error(), nil)
+		}
+		cfg, err := expressions.EvaluateConfig(fs.Config, env)
+		if err != nil {
+			return r.end(ctx, i, model.PromotionStepStatusErrored, err.Error(), nil)
+		}
+		sc := r.stepContext(ctx, i, cfg, env)
+		res, err := step.Run(ctx, sc)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		elapsed := time.Since(md.StartedAt.Time)
+		if err != nil {
+			md.ErrorCount++
+			msg := r.secrets.text(err.Error())
+			if steps.IsTerminal(err) || md.ErrorCount >= threshold || (timeout > 0 && elapsed >= timeout) {
+				return r.end(ctx, i, model.PromotionStepStatusErrored, msg, nil)
+			}
+			md.Message = msg
+			r.e.log.Info("step errored, retrying", "promotion", r.p.Name, "step", fs.alias, "errors", md.ErrorCount, "error", msg)
+			if err := r.save(ctx, r.p); err != nil {
+				return err
+			}
+			if err := sleep(ctx, backoff(r.e.poll, md.ErrorCount)); err != nil {
+				return err
+			}
+			continue
+		}
+		switch res.Status {
+		case steps.StatusRunning:
+			if elapsed >= runningTimeout {
+				return r.end(ctx, i, model.PromotionStepStatusErrored, fmt.Sprintf("timed out after %s: %s", runningTimeout, r.secrets.text(res.Message)), nil)
+			}
+			md.Message = r.secrets.text(res.Message)
+			if err := r.save(ctx, r.p); err != nil {
+				return err
+			}
+			if err := sleep(ctx, r.e.poll); err != nil {
+				return err
+			}
+			continue
+		case model.PromotionStepStatusFailed:
+			return r.end(ctx, i, model.PromotionStepStatusFailed, res.Message, res.Output)
+		}
+		if res.HealthCheck != nil {
+			r.p.Status.HealthChecks = append(r.p.Status.HealthChecks, *res.HealthCheck)
+		}
+		return r.end(ctx, i, model.PromotionStepStatusSucceeded, res.Message, res.Output)
+	}
+}
+
+func backoff(base time.Duration, n uint32) time.Duration {
+	d := base
+	for k := uint32(1); k < n && d < time.Minute; k++ {
+		d *= 2
+	}
+	return min(d, time.Minute)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// end records step i's outcome and saves.
+func (r *run) end(ctx context.Context, i int, status model.PromotionStepStatus, msg string, output map[string]any) error {
+	md := &r.p.Status.StepExecutionMetadata[i]
+	md.Status = status
+	md.Message = r.secrets.text(msg)
+	md.FinishedAt = now()
+	if md.StartedAt == nil {
+		md.StartedAt = md.FinishedAt
+	}
+	if output != nil {
+		r.p.Status.State[r.steps[i].alias] = r.secrets.value(output)
+	}
+	lvl := slog.LevelInfo
+	if status == model.PromotionStepStatusErrored || status == model.PromotionStepStatusFailed {
+		lvl = slog.LevelWarn
+	}
+	r.e.log.Log(ctx, lvl, "step finished", "promotion", r.p.Name, "step", r.steps[i].alias, "uses", r.steps[i].Uses, "status", status, "message", md.Message)
+	return r.save(ctx, r.p)
+}
+
+// replay re-runs the finished steps before start that only shape the work
+// dir, so the steps from start on find it as they would have.
+func (r *run) replay(ctx context.Context, start int) error {
+	for i := 0; i < start && i < len(r.steps); i++ {
+		fs := r.steps[i]
+		md := r.p.Status.StepExecutionMetadata[i]
+		if md.Status != model.PromotionStepStatusSucceeded || !steps.Replayable[fs.Uses] {
+			continue
+		}
+		env, err := r.env(ctx, i)
+		if err != nil {
+			return err
+		}
+		cfg, err := expressions.EvaluateConfig(fs.Config, env)
+		if err != nil {
+			return fmt.Errorf("step %q: %w", fs.alias, err)
+		}
+		sc := r.stepContext(ctx, i, cfg, env)
+		sc.Replay = true
+		sc.Saved, _ = r.p.Status.State[fs.alias].(map[string]any)
+		if _, err := r.e.registry[fs.Uses].Run(ctx, sc); err != nil {
+			return fmt.Errorf("step %q: %w", fs.alias, err)
+		}
+	}
+	return nil
+}
+
+func (r *run) stepContext(ctx context.Context, i int, cfg map[string]any, env *expressions.Env) *steps.Context {
+	fs := r.steps[i]
+	md := r.p.Status.StepExecutionMetadata[i]
+	started := time.Now().UTC().Truncate(time.Second)
+	if md.StartedAt != nil {
+		started = md.StartedAt.Time
+	}
+	return &steps.Context{
+		Services: &steps.Services{
+			Git:          r.e.git,
+			Credentials:  r.credentials,
+			Metadata:     r.e,
+			Aliases:      r.e,
+			HTTP:         r.e.http,
+			Logger:       r.e.log,
+			Applications: r.e.apps,
+		},
+		Workspace:     r.ws,
+		Project:       r.p.Namespace,
+		Stage:         r.p.Spec.Stage,
+		Promotion:     r.p.Name,
+		Alias:         fs.alias,
+		Freight:       r.freight,
+		TargetFreight: r.p.Spec.Freight,
+		Config:        cfg,
+		StartedAt:     started,
+		Eval: func(code string, vars map[string]any) (any, error) {
+			return expressions.EvalWith(code, env, vars)
+		},
+	}
+}
+
+// redactor collects secret values and hides them from messages and
+// outputs.
+type redactor struct {
+	mu     sync.Mutex
+	values []string
+}
+
+func (rd *redactor) add(v string) {
+	if len(v) < 4 {
+		return // too short to redact without mangling ordinary text
+	}
+	rd.mu.Lock()
+	defer rd.mu.Unlock()
+	for _, have := range rd.values {
+		if have == v {
+			return
+		}
+	}
+	rd.values = append(rd.values, v)
+}
+
+func (rd *redactor) text(s string) string {
+	rd.mu.Lock()
+	defer rd.mu.Unlock()
+	for _, v := range rd.values {
+		s = strings.ReplaceAll(s, v, "***")
+	}
+	return s
+}
+
+func (rd *redactor) value(v any) any {
+	switch t := v.(type) {
+	case string:
+		return rd.text(t)
+	case map[string]any:
+		out := make(map[string]any, len(t))
+		for k, val := range t {
+			out[k] = rd.value(val)
+		}
+		return out
+	case []any:
+		out := make([]any, len(t))
+		for i, val := range t {
+			out[i] = rd.value(val)
+		}
+		return out
+	}
+	return v
+}
+
+// Health evaluates health checks registered by steps (argocd-update,
+// argocd-wait): the worst health of their Applications; with none, Healthy.
+func (e *Engine) Health(ctx context.Context, _ string, checks []model.HealthCheckStep) model.Health {
+	h := model.Health{Status: model.HealthStateHealthy}
+	if len(checks) == 0 {
+		return h
+	}
+	rank := map[model.HealthState]int{model.HealthStateHealthy: 0, model.HealthStateProgressing: 1, model.HealthStateUnknown: 2, model.HealthStateUnhealthy: 3}
+	for _, c := range checks {
+		var ch model.Health
+		switch {
+		case c.Uses != "argocd-update" && c.Uses != "argocd-wait":
+			ch = model.Health{Status: model.HealthStateUnknown, Issues: []string{fmt.Sprintf("health check %q is not supported", c.Uses)}}
+		case e.apps == nil:
+			ch = model.Health{Status: model.HealthStateUnknown, Issues: []string{"no Kubernetes API is configured to check Argo CD Applications"}}
+		default:
+			ch = steps.CheckHealth(ctx, e.apps, c)
+		}
+		h.Issues = append(h.Issues, ch.Issues...)
+		if rank[ch.Status] > rank[h.Status] {
+			h.Status = ch.Status
+		}
+	}
+	return h
+}

@@ -1,0 +1,254 @@
+package steps
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/caravan-cd/caravan/pkg/model"
+	"go.yaml.in/yaml/v3"
+	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/cli"
+	"helm.sh/helm/v3/pkg/downloader"
+	"helm.sh/helm/v3/pkg/getter"
+	"helm.sh/helm/v3/pkg/releaseutil"
+	"helm.sh/helm/v3/pkg/strvals"
+)
+
+// helmTemplate renders a chart with the Helm library, as `helm template`
+// does, into outPath: one file when it ends in .yaml/.yml, otherwise one
+// file per template under outPath.
+func helmTemplate(ctx context.Context, sc *Context) (Result, error) {
+	var cfg struct {
+		Path        string   `json:"path"`
+		OutPath     string   `json:"outPath"`
+		ReleaseName string   `json:"releaseName"`
+		Namespace   string   `json:"namespace"`
+		ValuesFiles []string `json:"valuesFiles"`
+		SetValues   []struct {
+			Key   string `json:"key"`
+			Value any    `json:"value"`
+		} `json:"setValues"`
+		IncludeCRDs  bool     `json:"includeCRDs"`
+		DisableHooks bool     `json:"disableHooks"`
+		SkipTests    bool     `json:"skipTests"`
+		KubeVersion  string   `json:"kubeVersion"`
+		APIVersions  []string `json:"apiVersions"`
+	}
+	if err := sc.Decode(&cfg); err != nil {
+		return Result{}, err
+	}
+	chartDir, err := sc.Path(cfg.Path)
+	if err != nil {
+		return Result{}, err
+	}
+	out, err := sc.Path(cfg.OutPath)
+	if err != nil {
+		return Result{}, err
+	}
+	chrt, err := loader.Load(chartDir)
+	if err != nil {
+		return Result{}, Terminal(fmt.Errorf("load chart %s: %w", cfg.Path, err))
+	}
+	vals := map[string]any{}
+	for _, f := range cfg.ValuesFiles {
+		p, err := sc.Path(f)
+		if err != nil {
+			return Result{}, err
+		}
+		v, err := chartutil.ReadValuesFile(p)
+		if err != nil {
+			return Result{}, Terminal(fmt.Errorf("values file %s: %w", f, err))
+		}
+		vals = chartutil.CoalesceTables(v.AsMap(), vals)
+	}
+	for _, s := range cfg.SetValues {
+		if err := strvals.ParseInto(s.Key+"="+fmt.Sprint(s.Value), vals); err != nil {
+			return Result{}, Terminal(fmt.Errorf("setValues %s: %w", s.Key, err))
+		}
+	}
+	install := action.NewInstall(&action.Configuration{})
+	install.DryRun, install.ClientOnly, install.Replace = true, true, true
+	install.ReleaseName = cfg.ReleaseName
+	if install.ReleaseName == "" {
+		install.ReleaseName = chrt.Name()
+	}
+	install.Namespace = cfg.Namespace
+	if install.Namespace == "" {
+		install.Namespace = "default"
+	}
+	install.IncludeCRDs = cfg.IncludeCRDs
+	install.DisableHooks = cfg.DisableHooks
+	if cfg.KubeVersion != "" {
+		kv, err := chartutil.ParseKubeVersion(cfg.KubeVersion)
+		if err != nil {
+			return Result{}, Terminal(fmt.Errorf("kubeVersion: %w", err))
+		}
+		install.KubeVersion = kv
+	}
+	install.APIVersions = cfg.APIVersions
+	rel, err := install.RunWithContext(ctx, chrt, vals)
+	if err != nil {
+		return Result{}, Terminal(fmt.Errorf("render chart %s: %w", cfg.Path, err))
+	}
+	var manifests bytes.Buffer
+	manifests.WriteString(strings.TrimSpace(rel.Manifest))
+	if !cfg.DisableHooks {
+		for _, h := range rel.Hooks {
+			if cfg.SkipTests && isTestHook(h.Events) {
+				continue
+			}
+			fmt.Fprintf(&manifests, "\n---\n# Source: %s\n%s", h.Path, strings.TrimSpace(h.Manifest))
+		}
+	}
+	manifests.WriteString("\n")
+	if ext := strings.ToLower(filepath.Ext(out)); ext == ".yaml" || ext == ".yml" {
+		if err := os.MkdirAll(filepath.Dir(out), 0o750); err != nil {
+			return Result{}, err
+		}
+		return Result{}, os.WriteFile(out, manifests.Bytes(), 0o644)
+	}
+	split := releaseutil.SplitManifests(manifests.String())
+	keys := make([]string, 0, len(split))
+	for k := range split {
+		keys = append(keys, k)
+	}
+	sort.Sort(releaseutil.BySplitManifestsOrder(keys))
+	if err := os.MkdirAll(out, 0o750); err != nil {
+		return Result{}, err
+	}
+	for i, k := range keys {
+		var doc struct {
+			Kind     string `yaml:"kind"`
+			Metadata struct {
+				Name string `yaml:"name"`
+			} `yaml:"metadata"`
+		}
+		_ = yaml.Unmarshal([]byte(split[k]), &doc)
+		name := fmt.Sprintf("%03d.yaml", i)
+		if doc.Kind != "" {
+			name = strings.ToLower(doc.Kind + "-" + doc.Metadata.Name + ".yaml")
+			name = strings.ReplaceAll(name, string(filepath.Separator), "_")
+		}
+		if err := os.WriteFile(filepath.Join(out, name), []byte(strings.TrimSpace(split[k])+"\n"), 0o644); err != nil {
+			return Result{}, err
+		}
+	}
+	return Result{}, nil
+}
+
+func isTestHook[T ~string](events []T) bool {
+	for _, e := range events {
+		if string(e) == "test" || string(e) == "test-success" {
+			return true
+		}
+	}
+	return false
+}
+
+// helmUpdateChart sets dependency versions in a chart's Chart.yaml (from
+// the freight when a dependency has no version given) and updates its
+// dependencies (charts/ and Chart.lock), as `helm dependency update`.
+// Output: commitMessage.
+func helmUpdateChart(_ context.Context, sc *Context) (Result, error) {
+	var cfg struct {
+		Path   string `json:"path"`
+		Charts []struct {
+			Repository string `json:"repository"`
+			Name       string `json:"name"`
+			Version    string `json:"version"`
+		} `json:"charts"`
+	}
+	if err := sc.Decode(&cfg); err != nil {
+		return Result{}, err
+	}
+	dir, err := sc.Path(cfg.Path)
+	if err != nil {
+		return Result{}, err
+	}
+	file := filepath.Join(dir, "Chart.yaml")
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return Result{}, Terminal(fmt.Errorf("read %s/Chart.yaml: %w", cfg.Path, err))
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return Result{}, Terminal(fmt.Errorf("parse %s/Chart.yaml: %w", cfg.Path, err))
+	}
+	if len(doc.Content) == 0 {
+		return Result{}, Terminal(fmt.Errorf("%s/Chart.yaml is empty", cfg.Path))
+	}
+	deps := mappingValue(doc.Content[0], "dependencies")
+	if deps == nil {
+		return Result{}, Terminal(fmt.Errorf("%s/Chart.yaml has no dependencies", cfg.Path))
+	}
+	var lines []string
+	for i, c := range cfg.Charts {
+		version := c.Version
+		if version == "" {
+			v, ok := chartFromFreight(sc.Freight, c.Repository, c.Name)
+			if !ok {
+				return Result{}, Terminal(fmt.Errorf("charts[%d]: no version given and no chart %s from %s in the freight", i, c.Name, c.Repository))
+			}
+			version = v
+		}
+		found := false
+		for _, d := range deps.Content {
+			repo, name := mappingValue(d, "repository"), mappingValue(d, "name")
+			if repo != nil && name != nil && strings.TrimSuffix(repo.Value, "/") == strings.TrimSuffix(c.Repository, "/") && name.Value == c.Name {
+				setScalar(d, "version", version)
+				found = true
+			}
+		}
+		if !found {
+			return Result{}, Terminal(fmt.Errorf("charts[%d]: %s/Chart.yaml has no dependency %s from %s", i, cfg.Path, c.Name, c.Repository))
+		}
+		lines = append(lines, fmt.Sprintf("%s/%s:%s", strings.TrimSuffix(c.Repository, "/"), c.Name, version))
+	}
+	out, err := encodeYAML(&doc)
+	if err != nil {
+		return Result{}, err
+	}
+	if err := os.WriteFile(file, out, 0o644); err != nil {
+		return Result{}, err
+	}
+	home, err := os.MkdirTemp("", "helm-")
+	if err != nil {
+		return Result{}, err
+	}
+	defer func() { _ = os.RemoveAll(home) }()
+	settings := cli.New()
+	settings.RepositoryConfig = filepath.Join(home, "repositories.yaml")
+	settings.RepositoryCache = filepath.Join(home, "cache")
+	m := &downloader.Manager{
+		Out:              io.Discard,
+		ChartPath:        dir,
+		Getters:          getter.All(settings),
+		RepositoryConfig: settings.RepositoryConfig,
+		RepositoryCache:  settings.RepositoryCache,
+		SkipUpdate:       true,
+	}
+	if err := m.Update(); err != nil {
+		return Result{}, fmt.Errorf("update dependencies of %s: %w", cfg.Path, err)
+	}
+	msg := fmt.Sprintf("Updated chart dependencies for %s\n\n- %s", cfg.Path, strings.Join(lines, "\n- "))
+	return Result{Output: map[string]any{"commitMessage": msg}}, nil
+}
+
+func chartFromFreight(freight []model.FreightReference, repo, name string) (string, bool) {
+	for _, f := range freight {
+		for _, c := range f.Charts {
+			if model.NormalizeChartURL(c.RepoURL) == model.NormalizeChartURL(repo) && (name == "" || c.Name == name) {
+				return c.Version, true
+			}
+		}
+	}
+	return "", false
+}

@@ -1,0 +1,214 @@
+package steps
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/caravan-cd/caravan/pkg/model"
+)
+
+type httpConfig struct {
+	Method  string `json:"method"`
+	URL     string `json:"url"`
+	Headers []struct {
+		Name  string `json:"name"`
+		Value string `json:"value"`
+	} `json:"headers"`
+	QueryParams []struct {
+		Name  string `json:"name"`
+		Value string `json:"value"`
+	} `json:"queryParams"`
+	Body              string         `json:"body"`
+	Timeout           model.Duration `json:"timeout"`
+	SuccessExpression string         `json:"successExpression"`
+	FailureExpression string         `json:"failureExpression"`
+	Outputs           []struct {
+		Name           string `json:"name"`
+		FromExpression string `json:"fromExpression"`
+	} `json:"outputs"`
+}
+
+// maxResponse bounds the response body the http step reads.
+const maxResponse = 2 << 20
+
+func (c *httpConfig) request(ctx context.Context) (*http.Request, error) {
+	u, err := url.Parse(c.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+		return nil, Terminal(fmt.Errorf("url %q is not an http(s) URL", c.URL))
+	}
+	q := u.Query()
+	for _, p := range c.QueryParams {
+		q.Add(p.Name, p.Value)
+	}
+	u.RawQuery = q.Encode()
+	method := c.Method
+	if method == "" {
+		method = http.MethodGet
+	}
+	var body io.Reader
+	if c.Body != "" {
+		body = strings.NewReader(c.Body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
+	if err != nil {
+		return nil, Terminal(err)
+	}
+	for _, h := range c.Headers {
+		req.Header.Add(h.Name, h.Value)
+	}
+	return req, nil
+}
+
+func (sc *Context) client() *http.Client {
+	if sc.HTTP != nil {
+		return sc.HTTP
+	}
+	return http.DefaultClient
+}
+
+// httpStep sends a request and judges the response with
+// successExpression / failureExpression (by default: a 2xx status
+// succeeds). Neither matching means "not yet": the step is Running and is
+// polled again. The expressions see `response` {status, header(name),
+// headers, body}.
+func httpStep(ctx context.Context, sc *Context) (Result, error) {
+	var cfg httpConfig
+	if err := sc.Decode(&cfg); err != nil {
+		return Result{}, err
+	}
+	req, err := cfg.request(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	timeout := cfg.Timeout.Duration
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	resp, err := sc.client().Do(req.WithContext(rctx))
+	if err != nil {
+		return Result{}, fmt.Errorf("http %s: %w", req.URL.Redacted(), err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	if err != nil {
+		return Result{}, fmt.Errorf("read response: %w", err)
+	}
+	var body any = string(raw)
+	var parsed any
+	if json.Unmarshal(raw, &parsed) == nil {
+		body = parsed
+	}
+	headers := map[string]any{}
+	for k, v := range resp.Header {
+		headers[k] = strings.Join(v, ", ")
+	}
+	vars := map[string]any{
+		"response": map[string]any{
+			"status":  float64(resp.StatusCode),
+			"headers": headers,
+			"body":    body,
+			"header":  func(name string) string { return resp.Header.Get(name) },
+		},
+	}
+	eval := func(code string) (bool, error) {
+		v, err := sc.Eval(code, vars)
+		if err != nil {
+			return false, Terminal(err)
+		}
+		b, ok := v.(bool)
+		if !ok {
+			return false, Terminal(fmt.Errorf("expression %q is not a boolean", code))
+		}
+		return b, nil
+	}
+	out := map[string]any{}
+	for _, o := range cfg.Outputs {
+		v, err := sc.Eval(o.FromExpression, vars)
+		if err != nil {
+			return Result{}, Terminal(fmt.Errorf("output %s: %w", o.Name, err))
+		}
+		out[o.Name] = v
+	}
+	if cfg.FailureExpression != "" {
+		failed, err := eval(cfg.FailureExpression)
+		if err != nil {
+			return Result{}, err
+		}
+		if failed {
+			return Result{Status: model.PromotionStepStatusFailed, Output: out,
+				Message: fmt.Sprintf("HTTP %d matched the failure expression", resp.StatusCode)}, nil
+		}
+	}
+	succeeded := resp.StatusCode >= 200 && resp.StatusCode < 300
+	if cfg.SuccessExpression != "" {
+		if succeeded, err = eval(cfg.SuccessExpression); err != nil {
+			return Result{}, err
+		}
+	}
+	switch {
+	case succeeded:
+		return Result{Output: out}, nil
+	case cfg.SuccessExpression == "" && cfg.FailureExpression == "":
+		return Result{Status: model.PromotionStepStatusFailed, Output: out, Message: fmt.Sprintf("HTTP %d", resp.StatusCode)}, nil
+	}
+	return Result{Status: StatusRunning, Output: out, Message: fmt.Sprintf("HTTP %d: waiting for the success expression", resp.StatusCode)}, nil
+}
+
+// httpDownload writes a URL's content to outPath.
+func httpDownload(ctx context.Context, sc *Context) (Result, error) {
+	var cfg struct {
+		URL     string `json:"url"`
+		OutPath string `json:"outPath"`
+		Headers []struct {
+			Name  string `json:"name"`
+			Value string `json:"value"`
+		} `json:"headers"`
+		AllowOverwrite bool `json:"allowOverwrite"`
+	}
+	if err := sc.Decode(&cfg); err != nil {
+		return Result{}, err
+	}
+	out, err := sc.Path(cfg.OutPath)
+	if err != nil {
+		return Result{}, err
+	}
+	if _, err := os.Stat(out); err == nil && !cfg.AllowOverwrite {
+		return Result{}, Terminal(fmt.Errorf("%s exists (set allowOverwrite)", cfg.OutPath))
+	}
+	hc := httpConfig{URL: cfg.URL, Headers: cfg.Headers}
+	req, err := hc.request(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	resp, err := sc.client().Do(req)
+	if err != nil {
+		return Result{}, fmt.Errorf("download %s: %w", req.URL.Redacted(), err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		return Result{}, fmt.Errorf("download %s: HTTP %d", req.URL.Redacted(), resp.StatusCode)
+	}
+	if err := os.MkdirAll(filepath.Dir(out), 0o750); err != nil {
+		return Result{}, err
+	}
+	f, err := os.Create(out)
+	if err != nil {
+		return Result{}, err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		_ = f.Close()
+		return Result{}, err
+	}
+	return Result{}, errors.Join(f.Close())
+}

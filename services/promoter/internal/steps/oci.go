@@ -1,0 +1,140 @@
+package steps
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+)
+
+type ociConfig struct {
+	ImageRef              string `json:"imageRef"`
+	DestRef               string `json:"destRef"`
+	OutPath               string `json:"outPath"`
+	MediaType             string `json:"mediaType"`
+	AllowOverwrite        bool   `json:"allowOverwrite"`
+	InsecureSkipTLSVerify bool   `json:"insecureSkipTLSVerify"`
+}
+
+// parseRef reads an image reference, with or without an oci:// prefix.
+// Plain http is used for loopback registries.
+func parseRef(ref string) (name.Reference, error) {
+	ref = strings.TrimPrefix(ref, "oci://")
+	var opts []name.Option
+	host, _, _ := strings.Cut(ref, "/")
+	if h := strings.Split(host, ":")[0]; h == "localhost" || h == "127.0.0.1" {
+		opts = append(opts, name.Insecure)
+	}
+	r, err := name.ParseReference(ref, opts...)
+	if err != nil {
+		return nil, Terminal(fmt.Errorf("image reference %q: %w", ref, err))
+	}
+	return r, nil
+}
+
+// ociPush copies an image or index from imageRef to destRef. Outputs:
+// image (destRef@digest), digest, tag.
+func ociPush(ctx context.Context, sc *Context) (Result, error) {
+	var cfg ociConfig
+	if err := sc.Decode(&cfg); err != nil {
+		return Result{}, err
+	}
+	src, err := parseRef(cfg.ImageRef)
+	if err != nil {
+		return Result{}, err
+	}
+	dst, err := parseRef(cfg.DestRef)
+	if err != nil {
+		return Result{}, err
+	}
+	desc, err := remote.Get(src, remote.WithContext(ctx))
+	if err != nil {
+		return Result{}, fmt.Errorf("get %s: %w", src, err)
+	}
+	if desc.MediaType.IsIndex() {
+		idx, err := desc.ImageIndex()
+		if err != nil {
+			return Result{}, err
+		}
+		err = remote.WriteIndex(dst, idx, remote.WithContext(ctx))
+		if err != nil {
+			return Result{}, fmt.Errorf("push %s: %w", dst, err)
+		}
+	} else {
+		img, err := desc.Image()
+		if err != nil {
+			return Result{}, err
+		}
+		if err := remote.Write(dst, img, remote.WithContext(ctx)); err != nil {
+			return Result{}, fmt.Errorf("push %s: %w", dst, err)
+		}
+	}
+	out := map[string]any{
+		"image":  dst.Context().String() + "@" + desc.Digest.String(),
+		"digest": desc.Digest.String(),
+	}
+	if t, ok := dst.(name.Tag); ok {
+		out["tag"] = t.TagStr()
+	}
+	return Result{Output: out}, nil
+}
+
+// ociDownload writes one layer of an artifact (the one of mediaType, or
+// the first) to outPath.
+func ociDownload(ctx context.Context, sc *Context) (Result, error) {
+	var cfg ociConfig
+	if err := sc.Decode(&cfg); err != nil {
+		return Result{}, err
+	}
+	out, err := sc.Path(cfg.OutPath)
+	if err != nil {
+		return Result{}, err
+	}
+	if _, err := os.Stat(out); err == nil && !cfg.AllowOverwrite {
+		return Result{}, Terminal(fmt.Errorf("%s exists (set allowOverwrite)", cfg.OutPath))
+	}
+	ref, err := parseRef(cfg.ImageRef)
+	if err != nil {
+		return Result{}, err
+	}
+	img, err := remote.Image(ref, remote.WithContext(ctx))
+	if err != nil {
+		return Result{}, fmt.Errorf("get %s: %w", ref, err)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return Result{}, err
+	}
+	for _, l := range layers {
+		mt, err := l.MediaType()
+		if err != nil {
+			return Result{}, err
+		}
+		if cfg.MediaType != "" && string(mt) != cfg.MediaType {
+			continue
+		}
+		rc, err := l.Compressed()
+		if err != nil {
+			return Result{}, err
+		}
+		defer func() { _ = rc.Close() }()
+		if err := os.MkdirAll(filepath.Dir(out), 0o750); err != nil {
+			return Result{}, err
+		}
+		f, err := os.Create(out)
+		if err != nil {
+			return Result{}, err
+		}
+		if _, err := io.Copy(f, rc); err != nil {
+			_ = f.Close()
+			return Result{}, err
+		}
+		return Result{}, f.Close()
+	}
+	return Result{}, Terminal(fmt.Errorf("%s has no layer of media type %q", ref, cfg.MediaType))
+}

@@ -1,0 +1,429 @@
+package steps
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/caravan-cd/caravan/pkg/model"
+)
+
+// pullRequest is what the git-*-pr steps need to know of a pull request.
+type pullRequest struct {
+	Number int64
+	URL    string
+	Open   bool
+	Merged bool
+	// Commit is the merge commit once merged.
+	Commit string
+}
+
+// prProvider is the part of a Git hosting API the pull request steps use.
+type prProvider interface {
+	open(ctx context.Context, source, target, title, body string, labels []string) (*pullRequest, error)
+	get(ctx context.Context, number int64) (*pullRequest, error)
+	merge(ctx context.Context, number int64) (*pullRequest, error)
+}
+
+// apiClient sends JSON requests to a hosting API with a token.
+type apiClient struct {
+	http   *http.Client
+	base   string
+	header string // the header carrying the token
+	prefix string // what precedes the token in it
+	token  string
+}
+
+func (c *apiClient) do(ctx context.Context, method, path string, in, out any) (int, error) {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return 0, err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return 0, Terminal(err)
+	}
+	req.Header.Set("Accept", "application/json")
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set(c.header, c.prefix+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	if err != nil {
+		return resp.StatusCode, err
+	}
+	if resp.StatusCode >= 300 {
+		err := fmt.Errorf("%s %s: HTTP %d", method, path, resp.StatusCode)
+		if resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusTooManyRequests && resp.StatusCode != http.StatusConflict && resp.StatusCode != http.StatusMethodNotAllowed {
+			return resp.StatusCode, Terminal(err)
+		}
+		return resp.StatusCode, err
+	}
+	if out != nil && len(bytes.TrimSpace(b)) > 0 {
+		if err := json.Unmarshal(b, out); err != nil {
+			return resp.StatusCode, fmt.Errorf("%s %s: decode: %w", method, path, err)
+		}
+	}
+	return resp.StatusCode, nil
+}
+
+// repoPath splits a repository URL into its API base (scheme://host) and
+// its owner/name path.
+func repoPath(repoURL string) (scheme, host, path string, err error) {
+	u, err := url.Parse(repoURL)
+	if err != nil || u.Host == "" {
+		return "", "", "", Terminal(fmt.Errorf("repoURL %q is not an http(s) URL", repoURL))
+	}
+	scheme = u.Scheme
+	if scheme != "http" {
+		scheme = "https"
+	}
+	return scheme, u.Host, strings.TrimSuffix(strings.Trim(u.Path, "/"), ".git"), nil
+}
+
+func (sc *Context) prProvider(ctx context.Context, repoURL, provider string) (prProvider, error) {
+	scheme, host, path, err := repoPath(repoURL)
+	if err != nil {
+		return nil, err
+	}
+	if provider == "" {
+		switch {
+		case strings.Contains(host, "github"):
+			provider = "github"
+		case strings.Contains(host, "gitlab"):
+			provider = "gitlab"
+		case strings.Contains(host, "gitea"):
+			provider = "gitea"
+		default:
+			return nil, Terminal(fmt.Errorf("cannot tell the Git provider of %s: set provider to github, gitlab or gitea", repoURL))
+		}
+	}
+	var token string
+	if sc.Credentials != nil {
+		auth, err := sc.Credentials(ctx, sc.Project, repoURL)
+		if err != nil {
+			return nil, err
+		}
+		if auth != nil {
+			token = auth.Password
+		}
+	}
+	c := &apiClient{http: sc.client(), token: token}
+	switch provider {
+	case "github":
+		c.base, c.header, c.prefix = scheme+"://"+host+"/api/v3", "Authorization", "Bearer "
+		if host == "github.com" {
+			c.base = "https://api.github.com"
+		}
+		return &github{c: c, repo: path}, nil
+	case "gitlab":
+		c.base, c.header = scheme+"://"+host+"/api/v4", "PRIVATE-TOKEN"
+		return &gitlab{c: c, project: url.PathEscape(path)}, nil
+	case "gitea":
+		c.base, c.header, c.prefix = scheme+"://"+host+"/api/v1", "Authorization", "token "
+		return &gitea{c: c, repo: path}, nil
+	}
+	return nil, Terminal(fmt.Errorf("provider %q is not supported: github, gitlab or gitea", provider))
+}
+
+type github struct {
+	c    *apiClient
+	repo string
+}
+
+type githubPR struct {
+	Number         int64  `json:"number"`
+	HTMLURL        string `json:"html_url"`
+	State          string `json:"state"`
+	Merged         bool   `json:"merged"`
+	MergeCommitSHA string `json:"merge_commit_sha"`
+	Head           struct {
+		Ref string `json:"ref"`
+	} `json:"head"`
+	Base struct {
+		Ref string `json:"ref"`
+	} `json:"base"`
+}
+
+func (p githubPR) pr() *pullRequest {
+	return &pullRequest{Number: p.Number, URL: p.HTMLURL, Open: p.State == "open", Merged: p.Merged, Commit: p.MergeCommitSHA}
+}
+
+func (g *github) open(ctx context.Context, source, target, title, body string, labels []string) (*pullRequest, error) {
+	var existing []githubPR
+	owner, _, _ := strings.Cut(g.repo, "/")
+	q := url.Values{"state": {"open"}, "head": {owner + ":" + source}, "base": {target}}
+	if _, err := g.c.do(ctx, http.MethodGet, "/repos/"+g.repo+"/pulls?"+q.Encode(), nil, &existing); err != nil {
+		return nil, err
+	}
+	for _, e := range existing {
+		if e.Head.Ref == source && e.Base.Ref == target {
+			return e.pr(), nil
+		}
+	}
+	var created githubPR
+	if _, err := g.c.do(ctx, http.MethodPost, "/repos/"+g.repo+"/pulls", map[string]any{"title": title, "head": source, "base": target, "body": body}, &created); err != nil {
+		return nil, err
+	}
+	if len(labels) > 0 {
+		if _, err := g.c.do(ctx, http.MethodPost, fmt.Sprintf("/repos/%s/issues/%d/labels", g.repo, created.Number), map[string]any{"labels": labels}, nil); err != nil {
+			return nil, err
+		}
+	}
+	return created.pr(), nil
+}
+
+func (g *github) get(ctx context.Context, n int64) (*pullRequest, error) {
+	var pr githubPR
+	if _, err := g.c.do(ctx, http.MethodGet, fmt.Sprintf("/repos/%s/pulls/%d", g.repo, n), nil, &pr); err != nil {
+		return nil, err
+	}
+	return pr.pr(), nil
+}
+
+func (g *github) merge(ctx context.Context, n int64) (*pullRequest, error) {
+	if _, err := g.c.do(ctx, http.MethodPut, fmt.Sprintf("/repos/%s/pulls/%d/merge", g.repo, n), map[string]any{}, nil); err != nil {
+		return nil, err
+	}
+	return g.get(ctx, n)
+}
+
+type gitlab struct {
+	c       *apiClient
+	project string
+}
+
+type gitlabMR struct {
+	IID            int64  `json:"iid"`
+	WebURL         string `json:"web_url"`
+	State          string `json:"state"`
+	MergeCommitSHA string `json:"merge_commit_sha"`
+	SourceBranch   string `json:"source_branch"`
+	TargetBranch   string `json:"target_branch"`
+}
+
+func (m gitlabMR) pr() *pullRequest {
+	return &pullRequest{Number: m.IID, URL: m.WebURL, Open: m.State == "opened", Merged: m.State == "merged", Commit: m.MergeCommitSHA}
+}
+
+func (g *gitlab) open(ctx context.Context, source, target, title, body string, labels []string) (*pullRequest, error) {
+	var existing []gitlabMR
+	q := url.Values{"state": {"opened"}, "source_branch": {source}, "target_branch": {target}}
+	if _, err := g.c.do(ctx, http.MethodGet, "/projects/"+g.project+"/merge_requests?"+q.Encode(), nil, &existing); err != nil {
+		return nil, err
+	}
+	for _, e := range existing {
+		if e.SourceBranch == source && e.TargetBranch == target {
+			return e.pr(), nil
+		}
+	}
+	var created gitlabMR
+	in := map[string]any{"source_branch": source, "target_branch": target, "title": title, "description": body}
+	if len(labels) > 0 {
+		in["labels"] = strings.Join(labels, ",")
+	}
+	if _, err := g.c.do(ctx, http.MethodPost, "/projects/"+g.project+"/merge_requests", in, &created); err != nil {
+		return nil, err
+	}
+	return created.pr(), nil
+}
+
+func (g *gitlab) get(ctx context.Context, n int64) (*pullRequest, error) {
+	var mr gitlabMR
+	if _, err := g.c.do(ctx, http.MethodGet, fmt.Sprintf("/projects/%s/merge_requests/%d", g.project, n), nil, &mr); err != nil {
+		return nil, err
+	}
+	return mr.pr(), nil
+}
+
+func (g *gitlab) merge(ctx context.Context, n int64) (*pullRequest, error) {
+	var mr gitlabMR
+	if _, err := g.c.do(ctx, http.MethodPut, fmt.Sprintf("/projects/%s/merge_requests/%d/merge", g.project, n), map[string]any{}, &mr); err != nil {
+		return nil, err
+	}
+	return mr.pr(), nil
+}
+
+type gitea struct {
+	c    *apiClient
+	repo string
+}
+
+func (g *gitea) open(ctx context.Context, source, target, title, body string, _ []string) (*pullRequest, error) {
+	var existing []githubPR
+	if _, err := g.c.do(ctx, http.MethodGet, "/repos/"+g.repo+"/pulls?state=open", nil, &existing); err != nil {
+		return nil, err
+	}
+	for _, e := range existing {
+		if e.Head.Ref == source && e.Base.Ref == target {
+			return e.pr(), nil
+		}
+	}
+	var created githubPR
+	if _, err := g.c.do(ctx, http.MethodPost, "/repos/"+g.repo+"/pulls", map[string]any{"title": title, "head": source, "base": target, "body": body}, &created); err != nil {
+		return nil, err
+	}
+	return created.pr(), nil
+}
+
+func (g *gitea) get(ctx context.Context, n int64) (*pullRequest, error) {
+	var pr githubPR
+	if _, err := g.c.do(ctx, http.MethodGet, fmt.Sprintf("/repos/%s/pulls/%d", g.repo, n), nil, &pr); err != nil {
+		return nil, err
+	}
+	return pr.pr(), nil
+}
+
+func (g *gitea) merge(ctx context.Context, n int64) (*pullRequest, error) {
+	if _, err := g.c.do(ctx, http.MethodPost, fmt.Sprintf("/repos/%s/pulls/%d/merge", g.repo, n), map[string]any{"Do": "merge"}, nil); err != nil {
+		return nil, err
+	}
+	return g.get(ctx, n)
+}
+
+type prConfig struct {
+	RepoURL            string   `json:"repoURL"`
+	Provider           string   `json:"provider"`
+	SourceBranch       string   `json:"sourceBranch"`
+	TargetBranch       string   `json:"targetBranch"`
+	CreateTargetBranch bool     `json:"createTargetBranch"`
+	Title              string   `json:"title"`
+	Description        string   `json:"description"`
+	Labels             []string `json:"labels"`
+	PRNumber           any      `json:"prNumber"`
+	Wait               bool     `json:"wait"`
+}
+
+func (c *prConfig) number() (int64, error) {
+	switch v := c.PRNumber.(type) {
+	case float64:
+		return int64(v), nil
+	case string:
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err == nil {
+			return n, nil
+		}
+	}
+	return 0, Terminal(fmt.Errorf("prNumber must be a number, got %v", c.PRNumber))
+}
+
+func prOutput(pr *pullRequest) map[string]any {
+	out := map[string]any{"pr": map[string]any{"id": float64(pr.Number), "url": pr.URL}}
+	if pr.Commit != "" {
+		out["commit"] = pr.Commit
+	}
+	return out
+}
+
+// gitOpenPR opens a pull request from sourceBranch into targetBranch, or
+// returns the one already open (a resumed promotion does not open two).
+// Output: pr.id, pr.url.
+func gitOpenPR(ctx context.Context, sc *Context) (Result, error) {
+	var cfg prConfig
+	if err := sc.Decode(&cfg); err != nil {
+		return Result{}, err
+	}
+	if cfg.SourceBranch == "" {
+		return Result{}, Terminal(errors.New("sourceBranch must not be empty"))
+	}
+	if cfg.TargetBranch == "" {
+		cfg.TargetBranch = "main"
+	}
+	if cfg.Title == "" {
+		cfg.Title = fmt.Sprintf("[kargo] promote %s into %s", cfg.SourceBranch, cfg.TargetBranch)
+	}
+	p, err := sc.prProvider(ctx, cfg.RepoURL, cfg.Provider)
+	if err != nil {
+		return Result{}, err
+	}
+	pr, err := p.open(ctx, cfg.SourceBranch, cfg.TargetBranch, cfg.Title, cfg.Description, cfg.Labels)
+	if err != nil {
+		return Result{}, err
+	}
+	return Result{Output: prOutput(pr)}, nil
+}
+
+// gitWaitForPR is Running until the pull request is merged (Succeeded,
+// output commit) or closed unmerged (Failed).
+func gitWaitForPR(ctx context.Context, sc *Context) (Result, error) {
+	var cfg prConfig
+	if err := sc.Decode(&cfg); err != nil {
+		return Result{}, err
+	}
+	n, err := cfg.number()
+	if err != nil {
+		return Result{}, err
+	}
+	p, err := sc.prProvider(ctx, cfg.RepoURL, cfg.Provider)
+	if err != nil {
+		return Result{}, err
+	}
+	pr, err := p.get(ctx, n)
+	if err != nil {
+		return Result{}, err
+	}
+	switch {
+	case pr.Merged:
+		return Result{Output: prOutput(pr)}, nil
+	case !pr.Open:
+		return Result{Status: model.PromotionStepStatusFailed, Message: fmt.Sprintf("pull request %d was closed without being merged", n)}, nil
+	}
+	return Result{Status: StatusRunning, Message: fmt.Sprintf("waiting for pull request %d to be merged", n)}, nil
+}
+
+// gitMergePR merges a pull request (output commit); merging one already
+// merged succeeds.
+func gitMergePR(ctx context.Context, sc *Context) (Result, error) {
+	var cfg prConfig
+	if err := sc.Decode(&cfg); err != nil {
+		return Result{}, err
+	}
+	n, err := cfg.number()
+	if err != nil {
+		return Result{}, err
+	}
+	p, err := sc.prProvider(ctx, cfg.RepoURL, cfg.Provider)
+	if err != nil {
+		return Result{}, err
+	}
+	pr, err := p.get(ctx, n)
+	if err != nil {
+		return Result{}, err
+	}
+	if !pr.Merged {
+		if !pr.Open {
+			return Result{Status: model.PromotionStepStatusFailed, Message: fmt.Sprintf("pull request %d is closed", n)}, nil
+		}
+		if pr, err = p.merge(ctx, n); err != nil {
+			if cfg.Wait && !IsTerminal(err) {
+				return Result{Status: StatusRunning, Message: fmt.Sprintf("pull request %d cannot be merged yet: %v", n, err)}, nil
+			}
+			return Result{}, err
+		}
+	}
+	if !pr.Merged {
+		if cfg.Wait {
+			return Result{Status: StatusRunning, Message: fmt.Sprintf("waiting for pull request %d to merge", n)}, nil
+		}
+		return Result{}, fmt.Errorf("pull request %d was not merged", n)
+	}
+	return Result{Output: prOutput(pr)}, nil
+}

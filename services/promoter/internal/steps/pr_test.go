@@ -1,0 +1,193 @@
+package steps
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/services/promoter/internal/gitmirror"
+)
+
+// fakeHost speaks the subset of the GitHub (/api/v3), GitLab (/api/v4)
+// and Gitea (/api/v1) REST APIs the pull request steps use: list, create,
+// get and merge pull (merge) requests, and GitHub's labels. It is not a
+// full implementation of any of them.
+type fakeHost struct {
+	mu      sync.Mutex
+	prs     []*fakePR
+	tokens  []string
+	labeled map[int]bool
+}
+
+type fakePR struct {
+	number         int
+	source, target string
+	state          string // open, closed, merged
+}
+
+var (
+	ghPulls = regexp.MustCompile(`^/api/v3/repos/acme/app/pulls(?:/(\d+)(/merge)?)?$`)
+	ghLabel = regexp.MustCompile(`^/api/v3/repos/acme/app/issues/(\d+)/labels$`)
+	glMRs   = regexp.MustCompile(`^/api/v4/projects/acme%2Fapp/merge_requests(?:/(\d+)(/merge)?)?$`)
+	gtPulls = regexp.MustCompile(`^/api/v1/repos/acme/app/pulls(?:/(\d+)(/merge)?)?$`)
+)
+
+func (f *fakeHost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.tokens = append(f.tokens, r.Header.Get("Authorization")+r.Header.Get("PRIVATE-TOKEN"))
+	path := r.URL.EscapedPath()
+	var in map[string]any
+	_ = json.NewDecoder(r.Body).Decode(&in)
+	reply := func(v any) { _ = json.NewEncoder(w).Encode(v) }
+	gh := func(p *fakePR) map[string]any {
+		sha := ""
+		if p.state == "merged" {
+			sha = fmt.Sprintf("merged-sha-%d", p.number)
+		}
+		state := p.state
+		if state == "merged" {
+			state = "closed"
+		}
+		return map[string]any{"number": p.number, "html_url": fmt.Sprintf("http://host/pr/%d", p.number), "state": state,
+			"merged": p.state == "merged", "merge_commit_sha": sha, "head": map[string]any{"ref": p.source}, "base": map[string]any{"ref": p.target}}
+	}
+	gl := func(p *fakePR) map[string]any {
+		state := map[string]string{"open": "opened", "closed": "closed", "merged": "merged"}[p.state]
+		sha := ""
+		if p.state == "merged" {
+			sha = fmt.Sprintf("merged-sha-%d", p.number)
+		}
+		return map[string]any{"iid": p.number, "web_url": fmt.Sprintf("http://host/mr/%d", p.number), "state": state, "merge_commit_sha": sha,
+			"source_branch": p.source, "target_branch": p.target}
+	}
+	find := func(n string) *fakePR {
+		i, _ := strconv.Atoi(n)
+		if i < 1 || i > len(f.prs) {
+			return nil
+		}
+		return f.prs[i-1]
+	}
+	create := func(source, target string) *fakePR {
+		p := &fakePR{number: len(f.prs) + 1, source: source, target: target, state: "open"}
+		f.prs = append(f.prs, p)
+		w.WriteHeader(http.StatusCreated)
+		return p
+	}
+	var m []string
+	var render func(*fakePR) map[string]any
+	switch {
+	case ghLabel.MatchString(path):
+		f.labeled[len(f.prs)] = true
+		reply([]any{})
+		return
+	case ghPulls.MatchString(path):
+		m, render = ghPulls.FindStringSubmatch(path), gh
+	case gtPulls.MatchString(path):
+		m, render = gtPulls.FindStringSubmatch(path), gh
+	case glMRs.MatchString(path):
+		m, render = glMRs.FindStringSubmatch(path), gl
+	default:
+		http.NotFound(w, r)
+		return
+	}
+	switch {
+	case m[1] == "" && r.Method == http.MethodGet:
+		var out []any
+		for _, p := range f.prs {
+			if p.state == "open" {
+				out = append(out, render(p))
+			}
+		}
+		reply(out)
+	case m[1] == "" && r.Method == http.MethodPost:
+		if strings.Contains(path, "/api/v4/") {
+			reply(render(create(in["source_branch"].(string), in["target_branch"].(string))))
+		} else {
+			reply(render(create(in["head"].(string), in["base"].(string))))
+		}
+	case m[2] == "" && r.Method == http.MethodGet:
+		p := find(m[1])
+		if p == nil {
+			http.NotFound(w, r)
+			return
+		}
+		reply(render(p))
+	case m[2] == "/merge":
+		p := find(m[1])
+		if p == nil {
+			http.NotFound(w, r)
+			return
+		}
+		p.state = "merged"
+		reply(render(p))
+	default:
+		http.Error(w, "unsupported", http.StatusMethodNotAllowed)
+	}
+}
+
+func TestPullRequestSteps(t *testing.T) {
+	t.Parallel()
+	for _, provider := range []string{"github", "gitlab", "gitea"} {
+		t.Run(provider, func(t *testing.T) {
+			t.Parallel()
+			host := &fakeHost{labeled: map[int]bool{}}
+			srv := httptest.NewServer(host)
+			t.Cleanup(srv.Close)
+			repoURL := srv.URL + "/acme/app.git"
+			sc := newContext(t, nil)
+			sc.Credentials = func(context.Context, string, string) (*gitmirror.Auth, error) {
+				return &gitmirror.Auth{Username: "x", Password: "tok-123"}, nil
+			}
+			run := func(fn Func, cfg map[string]any) Result {
+				t.Helper()
+				cfg["repoURL"], cfg["provider"] = repoURL, provider
+				sc.Config = cfg
+				res, err := fn(context.Background(), sc)
+				if err != nil {
+					t.Fatalf("%v", err)
+				}
+				return res
+			}
+			open := map[string]any{"sourceBranch": "kargo/promotion/p1", "targetBranch": "main", "title": "promote", "labels": []any{"kargo"}}
+			res := run(gitOpenPR, open)
+			pr := res.Output["pr"].(map[string]any)
+			if pr["id"] != 1.0 || !strings.Contains(pr["url"].(string), "/1") {
+				t.Fatalf("open: %v", res.Output)
+			}
+			if again := run(gitOpenPR, open); again.Output["pr"].(map[string]any)["id"] != 1.0 || len(host.prs) != 1 {
+				t.Fatalf("a second open made another pull request: %v", again.Output)
+			}
+			if res := run(gitWaitForPR, map[string]any{"prNumber": 1.0}); res.Status != StatusRunning {
+				t.Fatalf("wait on an open PR: %+v", res)
+			}
+			if res := run(gitMergePR, map[string]any{"prNumber": "1"}); res.Output["commit"] != "merged-sha-1" {
+				t.Fatalf("merge: %+v", res)
+			}
+			if res := run(gitWaitForPR, map[string]any{"prNumber": 1.0}); res.Status != "" || res.Output["commit"] != "merged-sha-1" {
+				t.Fatalf("wait on a merged PR: %+v", res)
+			}
+			host.prs = append(host.prs, &fakePR{number: 2, source: "x", target: "main", state: "closed"})
+			if res := run(gitWaitForPR, map[string]any{"prNumber": 2.0}); res.Status != model.PromotionStepStatusFailed {
+				t.Fatalf("wait on a closed PR: %+v", res)
+			}
+			want := map[string]string{"github": "Bearer tok-123", "gitlab": "tok-123", "gitea": "token tok-123"}[provider]
+			for _, tok := range host.tokens {
+				if tok != want {
+					t.Fatalf("credential header %q, want %q", tok, want)
+				}
+			}
+			if provider == "github" && !host.labeled[1] {
+				t.Fatal("labels were not set")
+			}
+		})
+	}
+}

@@ -1,0 +1,387 @@
+// Package steps holds Caravan's built-in promotion steps, under Kargo's
+// names, with Kargo's config fields and outputs. Each step implements
+// Step; Registry maps names to steps.
+package steps
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/services/promoter/internal/gitmirror"
+)
+
+// StatusRunning is a step that has not finished yet (a wait or a polling
+// http step): the engine runs it again later.
+const StatusRunning model.PromotionStepStatus = "Running"
+
+// Result is what a step run produced.
+type Result struct {
+	// Status is Succeeded (the default when empty), Failed, or
+	// StatusRunning.
+	Status      model.PromotionStepStatus
+	Message     string
+	Output      map[string]any
+	HealthCheck *model.HealthCheckStep
+}
+
+// Step is one built-in step. Run returns an error for a step that errored:
+// a *TerminalError is not retried, any other error is retried up to the
+// step's errorThreshold.
+type Step interface {
+	Run(ctx context.Context, sc *Context) (Result, error)
+}
+
+// Func adapts a function to Step.
+type Func func(ctx context.Context, sc *Context) (Result, error)
+
+// Run calls f.
+func (f Func) Run(ctx context.Context, sc *Context) (Result, error) { return f(ctx, sc) }
+
+// TerminalError marks an error that retrying cannot fix (bad config, a
+// path outside the work dir, a merge conflict).
+type TerminalError struct{ Err error }
+
+func (e *TerminalError) Error() string { return e.Err.Error() }
+func (e *TerminalError) Unwrap() error { return e.Err }
+
+// Terminal wraps err as a *TerminalError.
+func Terminal(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &TerminalError{Err: err}
+}
+
+// IsTerminal reports whether err is (or wraps) a *TerminalError.
+func IsTerminal(err error) bool {
+	var t *TerminalError
+	return errors.As(err, &t)
+}
+
+// Workspace is what a promotion's steps share: its work dir and the Git
+// work trees checked out in it.
+type Workspace struct {
+	Dir   string
+	Repos map[string]*gitmirror.Repo // by absolute path
+}
+
+// Services are the engine's shared parts steps use.
+type Services struct {
+	Git *gitmirror.Manager
+	// Credentials returns the credentials for a repository of the project
+	// (nil when there are none).
+	Credentials func(ctx context.Context, project, repoURL string) (*gitmirror.Auth, error)
+	// Metadata writes stage and freight metadata.
+	Metadata MetadataWriter
+	// Aliases sets a freight's alias.
+	Aliases AliasWriter
+	HTTP    *http.Client
+	Logger  *slog.Logger
+	// Applications reaches Argo CD Applications (nil: no Kubernetes API).
+	Applications Applications
+}
+
+// MetadataWriter merges metadata into a Stage's or a Freight's status.
+type MetadataWriter interface {
+	SetStageMetadata(ctx context.Context, project, stage string, values map[string]any) error
+	SetFreightMetadata(ctx context.Context, project, freight string, values map[string]any) error
+}
+
+// AliasWriter sets a freight's alias.
+type AliasWriter interface {
+	SetFreightAlias(ctx context.Context, project, freight, alias string) error
+}
+
+// Context is one run of one step.
+type Context struct {
+	*Services
+	Workspace *Workspace
+	Project   string
+	Stage     string
+	Promotion string
+	// Alias is the step's alias.
+	Alias string
+	// Freight is the collection being promoted: the target freight first.
+	Freight []model.FreightReference
+	// TargetFreight is the name of the freight being promoted.
+	TargetFreight string
+	// Config is the step's configuration, expressions evaluated.
+	Config map[string]any
+	// StartedAt is when the step first started (stable across retries and
+	// a resume), used for commit times so a replayed commit is identical.
+	StartedAt time.Time
+	// Replay is set when the engine re-runs a finished step to rebuild a
+	// work dir lost with a crashed process; Saved holds the outputs it
+	// produced then.
+	Replay bool
+	Saved  map[string]any
+	// Eval evaluates an expression against vars (plus the promotion's
+	// variables and functions), for steps such as yaml-parse and http.
+	Eval func(code string, vars map[string]any) (any, error)
+}
+
+// Decode decodes the step's config into v (a pointer to a struct with json
+// tags); a config that does not fit is a terminal error.
+func (sc *Context) Decode(v any) error {
+	cfg := any(sc.Config)
+	for range 64 {
+		b, err := json.Marshal(cfg)
+		if err != nil {
+			return Terminal(fmt.Errorf("config: %w", err))
+		}
+		err = json.Unmarshal(b, v)
+		if err == nil {
+			return nil
+		}
+		// A number or boolean where a string belongs (an expression such
+		// as ${{ vars.tag }} whose value reads as a number) is taken as
+		// its text.
+		var te *json.UnmarshalTypeError
+		if !errors.As(err, &te) || te.Type.Kind() != reflect.String || (te.Value != "number" && te.Value != "bool") || te.Field == "" {
+			return Terminal(fmt.Errorf("config: %w", err))
+		}
+		var changed bool
+		cfg, changed = stringifyAt(cfg, strings.Split(te.Field, "."))
+		if !changed {
+			return Terminal(fmt.Errorf("config: %w", err))
+		}
+	}
+	return Terminal(errors.New("config: too many type corrections"))
+}
+
+// stringifyAt returns v with the numbers and booleans at path (map keys;
+// arrays stand for each of their elements) turned into strings.
+func stringifyAt(v any, path []string) (any, bool) {
+	switch t := v.(type) {
+	case map[string]any:
+		if len(path) == 0 {
+			return v, false
+		}
+		child, ok := t[path[0]]
+		if !ok {
+			return v, false
+		}
+		nv, changed := stringifyAt(child, path[1:])
+		if !changed {
+			return v, false
+		}
+		out := make(map[string]any, len(t))
+		for k, val := range t {
+			out[k] = val
+		}
+		out[path[0]] = nv
+		return out, true
+	case []any:
+		out := make([]any, len(t))
+		some := false
+		for i, e := range t {
+			nv, changed := stringifyAt(e, path)
+			out[i] = nv
+			some = some || changed
+		}
+		return out, some
+	case float64, bool:
+		if len(path) == 0 {
+			return fmt.Sprint(t), true
+		}
+	}
+	return v, false
+}
+
+// Path resolves a step path inside the work dir. An absolute path, one
+// leaving the work dir with "..", or one reaching outside through a
+// symbolic link is a terminal error.
+func (sc *Context) Path(p string) (string, error) {
+	return SecurePath(sc.Workspace.Dir, p)
+}
+
+// SecurePath joins p to root and checks the result stays inside root,
+// following symbolic links of the parts that exist.
+func SecurePath(root, p string) (string, error) {
+	if p == "" {
+		return "", Terminal(errors.New("path must not be empty"))
+	}
+	if filepath.IsAbs(p) {
+		return "", Terminal(fmt.Errorf("path %q is absolute: paths are relative to the work dir", p))
+	}
+	full := filepath.Join(root, p)
+	if !within(root, full) {
+		return "", Terminal(fmt.Errorf("path %q leaves the work dir", p))
+	}
+	realRoot, err := filepath.EvalSymlinks(root)
+	if err != nil {
+		return "", err
+	}
+	// Resolve the longest existing prefix.
+	existing := full
+	var rest []string
+	for {
+		if _, err := os.Lstat(existing); err == nil {
+			break
+		}
+		parent := filepath.Dir(existing)
+		if parent == existing {
+			break
+		}
+		rest = append([]string{filepath.Base(existing)}, rest...)
+		existing = parent
+	}
+	resolved, err := filepath.EvalSymlinks(existing)
+	if err != nil {
+		return "", Terminal(fmt.Errorf("path %q: %w", p, err))
+	}
+	if !within(realRoot, filepath.Join(append([]string{resolved}, rest...)...)) {
+		return "", Terminal(fmt.Errorf("path %q leaves the work dir through a symbolic link", p))
+	}
+	return full, nil
+}
+
+func within(root, p string) bool {
+	rel, err := filepath.Rel(root, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+}
+
+// Registry maps step names to steps.
+type Registry map[string]Step
+
+// Replayable lists the steps that only change the work dir: the engine
+// re-runs them to rebuild a work dir lost with a crashed process.
+var Replayable = map[string]bool{
+	"git-clone": true, "git-clear": true, "git-commit": true,
+	"kustomize-set-image": true, "yaml-update": true, "json-update": true,
+	"yaml-merge": true, "toml-update": true, "copy": true, "delete": true,
+	"file-write": true, "tar": true, "untar": true, "kustomize-build": true, "helm-template": true,
+}
+
+// Builtins returns every built-in step.
+func Builtins() Registry {
+	return Registry{
+		"git-clone":           Func(gitClone),
+		"git-clear":           Func(gitClear),
+		"git-commit":          Func(gitCommit),
+		"git-push":            Func(gitPush),
+		"git-tag":             Func(gitTag),
+		"git-open-pr":         Func(gitOpenPR),
+		"git-wait-for-pr":     Func(gitWaitForPR),
+		"git-merge-pr":        Func(gitMergePR),
+		"kustomize-set-image": Func(kustomizeSetImage),
+		"yaml-update":         Func(yamlUpdate),
+		"json-update":         Func(jsonUpdate),
+		"yaml-parse":          Func(yamlParse),
+		"json-parse":          Func(jsonParse),
+		"kustomize-build":     Func(kustomizeBuild),
+		"helm-template":       Func(helmTemplate),
+		"helm-update-chart":   Func(helmUpdateChart),
+		"yaml-merge":          Func(yamlMerge),
+		"toml-parse":          Func(tomlParse),
+		"toml-update":         Func(tomlUpdate),
+		"copy":                Func(copyStep),
+		"delete":              Func(deleteStep),
+		"file-write":          Func(fileWrite),
+		"tar":                 Func(tarStep),
+		"untar":               Func(untarStep),
+		"compose-output":      Func(composeOutput),
+		"set-metadata":        Func(setMetadata),
+		"set-freight-alias":   Func(setFreightAlias),
+		"fail":                Func(fail),
+		"http":                Func(httpStep),
+		"http-download":       Func(httpDownload),
+		"oci-push":            Func(ociPush),
+		"oci-download":        Func(ociDownload),
+		"argocd-update":       Func(argocdUpdate),
+		"argocd-wait":         Func(argocdWait),
+	}
+}
+
+func composeOutput(_ context.Context, sc *Context) (Result, error) {
+	out := make(map[string]any, len(sc.Config))
+	for k, v := range sc.Config {
+		out[k] = v
+	}
+	return Result{Output: out}, nil
+}
+
+func fail(_ context.Context, sc *Context) (Result, error) {
+	var cfg struct {
+		Message string `json:"message"`
+	}
+	if err := sc.Decode(&cfg); err != nil {
+		return Result{}, err
+	}
+	if cfg.Message == "" {
+		cfg.Message = "failed by a fail step"
+	}
+	return Result{Status: model.PromotionStepStatusFailed, Message: cfg.Message}, nil
+}
+
+func setMetadata(ctx context.Context, sc *Context) (Result, error) {
+	var cfg struct {
+		Updates []struct {
+			Kind   string         `json:"kind"`
+			Name   string         `json:"name"`
+			Values map[string]any `json:"values"`
+		} `json:"updates"`
+	}
+	if err := sc.Decode(&cfg); err != nil {
+		return Result{}, err
+	}
+	if sc.Metadata == nil {
+		return Result{}, Terminal(errors.New("set-metadata: no metadata store"))
+	}
+	for _, u := range cfg.Updates {
+		var err error
+		switch u.Kind {
+		case model.KindStage:
+			name := u.Name
+			if name == "" {
+				name = sc.Stage
+			}
+			err = sc.Metadata.SetStageMetadata(ctx, sc.Project, name, u.Values)
+		case model.KindFreight:
+			name := u.Name
+			if name == "" {
+				name = sc.TargetFreight
+			}
+			err = sc.Metadata.SetFreightMetadata(ctx, sc.Project, name, u.Values)
+		default:
+			return Result{}, Terminal(fmt.Errorf("set-metadata: kind must be Stage or Freight, got %q", u.Kind))
+		}
+		if err != nil {
+			return Result{}, fmt.Errorf("set-metadata on %s %s: %w", u.Kind, u.Name, err)
+		}
+	}
+	return Result{}, nil
+}
+
+func setFreightAlias(ctx context.Context, sc *Context) (Result, error) {
+	var cfg struct {
+		FreightName string `json:"freightName"`
+		NewAlias    string `json:"newAlias"`
+	}
+	if err := sc.Decode(&cfg); err != nil {
+		return Result{}, err
+	}
+	if cfg.FreightName == "" {
+		cfg.FreightName = sc.TargetFreight
+	}
+	if cfg.NewAlias == "" {
+		return Result{}, Terminal(errors.New("newAlias must not be empty"))
+	}
+	if sc.Aliases == nil {
+		return Result{}, Terminal(errors.New("set-freight-alias: no freight store"))
+	}
+	if err := sc.Aliases.SetFreightAlias(ctx, sc.Project, cfg.FreightName, cfg.NewAlias); err != nil {
+		return Result{}, err
+	}
+	return Result{}, nil
+}

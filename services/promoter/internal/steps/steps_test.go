@@ -1,0 +1,199 @@
+package steps
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/pkg/testenv"
+	"github.com/caravan-cd/caravan/services/promoter/internal/expressions"
+)
+
+func newContext(t *testing.T, cfg map[string]any) *Context {
+	t.Helper()
+	return &Context{
+		Services:  &Services{},
+		Workspace: &Workspace{Dir: t.TempDir()},
+		Config:    cfg,
+		Freight: []model.FreightReference{{
+			Name:   "f1",
+			Origin: model.FreightOrigin{Kind: model.FreightOriginKindWarehouse, Name: "app"},
+			Images: []model.Image{{RepoURL: "ghcr.io/acme/app", Tag: "2.0.0", Digest: "sha256:beef"}},
+		}},
+		Eval: func(code string, vars map[string]any) (any, error) {
+			return expressions.EvalWith(code, nil, vars)
+		},
+	}
+}
+
+func write(t *testing.T, sc *Context, name, content string) string {
+	t.Helper()
+	p := filepath.Join(sc.Workspace.Dir, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestSecurePath(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	outside := t.TempDir()
+	if err := os.Symlink(outside, filepath.Join(root, "out")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(root, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("sub", filepath.Join(root, "in")); err != nil {
+		t.Fatal(err)
+	}
+	tests := map[string]bool{ // path → allowed
+		"a/b.yaml":          true,
+		"./a/../b":          true,
+		"in/x":              true,
+		"":                  false,
+		"../x":              false,
+		"a/../../x":         false,
+		"/etc/passwd":       false,
+		"out/x":             false,
+		"out":               false,
+		"in/../out/new/dir": false,
+	}
+	for p, ok := range tests {
+		_, err := SecurePath(root, p)
+		if (err == nil) != ok {
+			t.Errorf("SecurePath(%q): err %v, want allowed=%v", p, err, ok)
+		}
+		if err != nil && !IsTerminal(err) {
+			t.Errorf("SecurePath(%q): %v is not terminal", p, err)
+		}
+	}
+}
+
+func TestDecodeTakesNumbersAsStrings(t *testing.T) {
+	t.Parallel()
+	sc := newContext(t, map[string]any{"path": "x", "images": []any{map[string]any{"image": "a", "tag": 7.0}}, "flag": true})
+	var cfg struct {
+		Path   string        `json:"path"`
+		Images []imageUpdate `json:"images"`
+		Flag   bool          `json:"flag"`
+	}
+	if err := sc.Decode(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Images[0].Tag != "7" || !cfg.Flag {
+		t.Fatalf("decoded %+v", cfg)
+	}
+	bad := newContext(t, map[string]any{"flag": "yes"})
+	if err := bad.Decode(&cfg); err == nil || !IsTerminal(err) {
+		t.Fatalf("a string for a boolean: %v", err)
+	}
+}
+
+func TestYAMLUpdateKeepsFormatting(t *testing.T) {
+	t.Parallel()
+	sc := newContext(t, map[string]any{"path": "values.yaml", "updates": []any{
+		map[string]any{"key": "image.tag", "value": "2.0.0"},
+		map[string]any{"key": "ingress.hosts.0.host", "value": "dev.example.com"},
+		map[string]any{"key": "new.nested", "value": 3.0},
+	}})
+	p := write(t, sc, "values.yaml", "# top\nimage:\n  repository: app # the image\n  tag: '1.0.0'\ningress:\n  hosts:\n    - host: old.example.com\n")
+	res, err := yamlUpdate(context.Background(), sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(p)
+	want := "# top\nimage:\n  repository: app # the image\n  tag: '2.0.0'\ningress:\n  hosts:\n    - host: dev.example.com\nnew:\n  nested: 3\n"
+	if string(got) != want {
+		t.Fatalf("got:\n%s\nwant:\n%s", got, want)
+	}
+	if !strings.Contains(res.Output["commitMessage"].(string), "image.tag: 2.0.0") {
+		t.Fatalf("commitMessage %q", res.Output["commitMessage"])
+	}
+}
+
+func TestKustomizeSetImageFromFreight(t *testing.T) {
+	t.Parallel()
+	sc := newContext(t, map[string]any{"path": "overlay", "images": []any{
+		map[string]any{"image": "ghcr.io/acme/app"},
+		map[string]any{"image": "nginx", "digest": "sha256:cafe", "newName": "mirror/nginx"},
+	}})
+	p := write(t, sc, "overlay/kustomization.yaml", "resources:\n  - base\n")
+	res, err := kustomizeSetImage(context.Background(), sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(p)
+	want := "resources:\n  - base\nimages:\n  - name: ghcr.io/acme/app\n    newTag: 2.0.0\n  - name: nginx\n    newName: mirror/nginx\n    digest: sha256:cafe\n"
+	if string(got) != want {
+		t.Fatalf("got:\n%s\nwant:\n%s", got, want)
+	}
+	want = "Updated overlay to use new images\n\n- ghcr.io/acme/app:2.0.0\n- mirror/nginx@sha256:cafe"
+	if res.Output["commitMessage"] != want {
+		t.Fatalf("commitMessage %q", res.Output["commitMessage"])
+	}
+}
+
+func TestParseSteps(t *testing.T) {
+	t.Parallel()
+	sc := newContext(t, map[string]any{"path": "c.yaml", "outputs": []any{map[string]any{"name": "tag", "fromExpression": "image.tag"}}})
+	write(t, sc, "c.yaml", "image:\n  tag: v9\n")
+	res, err := yamlParse(context.Background(), sc)
+	if err != nil || res.Output["tag"] != "v9" {
+		t.Fatalf("yaml-parse: %v %v", res.Output, err)
+	}
+	sc = newContext(t, map[string]any{"path": "c.toml", "outputs": []any{map[string]any{"name": "n", "fromExpression": "server.port + 1"}}})
+	write(t, sc, "c.toml", "[server]\nport = 8080\n")
+	res, err = tomlParse(context.Background(), sc)
+	if err != nil || res.Output["n"] != 8081.0 {
+		t.Fatalf("toml-parse: %v %v", res.Output, err)
+	}
+}
+
+func TestTarRoundTrip(t *testing.T) {
+	t.Parallel()
+	sc := newContext(t, map[string]any{"inPath": "src", "outPath": "a.tgz"})
+	write(t, sc, "src/x/y.txt", "hello")
+	if _, err := tarStep(context.Background(), sc); err != nil {
+		t.Fatal(err)
+	}
+	sc.Config = map[string]any{"inPath": "a.tgz", "outPath": "dst"}
+	if _, err := untarStep(context.Background(), sc); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(sc.Workspace.Dir, "dst", "x", "y.txt"))
+	if err != nil || string(got) != "hello" {
+		t.Fatalf("untarred %q %v", got, err)
+	}
+}
+
+func TestOCIPushAndDownload(t *testing.T) {
+	t.Parallel()
+	reg := testenv.Registry(t)
+	digest := reg.PushImage(t, "team/app", "1.0.0")
+	sc := newContext(t, map[string]any{"imageRef": "oci://" + reg.Host() + "/team/app:1.0.0", "destRef": reg.Host() + "/team/app:prod"})
+	res, err := ociPush(context.Background(), sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Output["digest"] != digest.String() || res.Output["tag"] != "prod" {
+		t.Fatalf("oci-push outputs %v, want digest %s", res.Output, digest)
+	}
+	sc.Config = map[string]any{"imageRef": reg.Host() + "/team/app:prod", "outPath": "layer.tgz"}
+	if _, err := ociDownload(context.Background(), sc); err != nil {
+		t.Fatal(err)
+	}
+	if info, err := os.Stat(filepath.Join(sc.Workspace.Dir, "layer.tgz")); err != nil || info.Size() == 0 {
+		t.Fatalf("downloaded layer: %v", err)
+	}
+	if _, err := ociDownload(context.Background(), sc); err == nil {
+		t.Fatal("overwrote without allowOverwrite")
+	}
+}

@@ -1,0 +1,180 @@
+// Package prometheus is the prometheus metric provider: an instant PromQL
+// query through Prometheus' HTTP API (/api/v1/query). As in Argo Rollouts,
+// a vector result is a list of its sample values ([]float64, so conditions
+// read result[0]) and a scalar result is a float64.
+package prometheus
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caravan-cd/caravan/services/verifier/internal/analysis"
+)
+
+// DefaultTimeout bounds a query without a timeout (seconds) of its own.
+const DefaultTimeout = 30 * time.Second
+
+// Provider measures prometheus metrics. It is safe for concurrent use.
+type Provider struct {
+	// Address is used by metrics without an address of their own.
+	Address  string
+	client   *http.Client
+	insecure *http.Client
+}
+
+var _ analysis.Provider = (*Provider)(nil)
+
+// New returns a Provider; defaultAddress serves metrics that name none.
+func New(defaultAddress string) *Provider {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	it := t.Clone()
+	it.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // the metric asks for it
+	return &Provider{Address: defaultAddress, client: &http.Client{Transport: t}, insecure: &http.Client{Transport: it}}
+}
+
+// apiResponse is the envelope of every Prometheus API answer.
+type apiResponse struct {
+	Status    string          `json:"status"`
+	Data      json.RawMessage `json:"data"`
+	ErrorType string          `json:"errorType"`
+	Error     string          `json:"error"`
+}
+
+type queryData struct {
+	ResultType string          `json:"resultType"`
+	Result     json.RawMessage `json:"result"`
+}
+
+type sample struct {
+	Metric map[string]string `json:"metric"`
+	Value  [2]any            `json:"value"`
+}
+
+// Measure runs the metric's query.
+func (p *Provider) Measure(ctx context.Context, req analysis.Request) (analysis.Value, error) {
+	m := req.Metric.Metric.Provider.Prometheus
+	if m == nil {
+		return analysis.Value{}, errors.New("not a prometheus metric")
+	}
+	if len(m.Authentication) > 0 {
+		return analysis.Value{}, errors.New("authentication (oauth2, sigv4) is not supported; pass credentials in headers from a Secret argument")
+	}
+	if len(m.RangeQuery) > 0 {
+		return analysis.Value{}, errors.New("rangeQuery is not supported")
+	}
+	if m.Query == "" {
+		return analysis.Value{}, errors.New("query is empty")
+	}
+	address := m.Address
+	if address == "" {
+		address = p.Address
+	}
+	if address == "" {
+		return analysis.Value{}, errors.New("no address")
+	}
+	timeout := DefaultTimeout
+	if m.Timeout != nil && *m.Timeout > 0 {
+		timeout = time.Duration(*m.Timeout) * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	u := strings.TrimRight(address, "/") + "/api/v1/query"
+	form := url.Values{"query": {m.Query}, "timeout": {timeout.String()}}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(form.Encode()))
+	if err != nil {
+		return analysis.Value{}, fmt.Errorf("query %s: %w", u, err)
+	}
+	hreq.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	for _, h := range m.Headers {
+		hreq.Header.Add(h.Key, h.Value)
+	}
+	client := p.client
+	if m.Insecure {
+		client = p.insecure
+	}
+	resp, err := client.Do(hreq)
+	if err != nil {
+		if ctx.Err() == context.DeadlineExceeded {
+			return analysis.Value{}, fmt.Errorf("query %s: timed out after %s", u, timeout)
+		}
+		return analysis.Value{}, fmt.Errorf("query %s: %w", u, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 10<<20))
+	if err != nil {
+		return analysis.Value{}, fmt.Errorf("query %s: read: %w", u, err)
+	}
+	var ar apiResponse
+	if err := json.Unmarshal(raw, &ar); err != nil {
+		return analysis.Value{}, fmt.Errorf("query %s: status %d, not a Prometheus API response: %w", u, resp.StatusCode, err)
+	}
+	if ar.Status != "success" {
+		return analysis.Value{}, fmt.Errorf("query %q: %s: %s", m.Query, ar.ErrorType, ar.Error)
+	}
+	return parse(ar.Data)
+}
+
+func parse(data json.RawMessage) (analysis.Value, error) {
+	var qd queryData
+	if err := json.Unmarshal(data, &qd); err != nil {
+		return analysis.Value{}, fmt.Errorf("decode query data: %w", err)
+	}
+	switch qd.ResultType {
+	case "vector":
+		var samples []sample
+		if err := json.Unmarshal(qd.Result, &samples); err != nil {
+			return analysis.Value{}, fmt.Errorf("decode vector: %w", err)
+		}
+		values := make([]float64, 0, len(samples))
+		texts := make([]string, 0, len(samples))
+		for _, s := range samples {
+			f, txt, err := number(s.Value)
+			if err != nil {
+				return analysis.Value{}, err
+			}
+			values = append(values, f)
+			texts = append(texts, txt)
+		}
+		return analysis.Value{Result: values, Text: "[" + strings.Join(texts, ",") + "]"}, nil
+	case "scalar":
+		var v [2]any
+		if err := json.Unmarshal(qd.Result, &v); err != nil {
+			return analysis.Value{}, fmt.Errorf("decode scalar: %w", err)
+		}
+		f, txt, err := number(v)
+		if err != nil {
+			return analysis.Value{}, err
+		}
+		return analysis.Value{Result: f, Text: txt}, nil
+	case "string":
+		var v [2]any
+		if err := json.Unmarshal(qd.Result, &v); err != nil {
+			return analysis.Value{}, fmt.Errorf("decode string: %w", err)
+		}
+		s, _ := v[1].(string)
+		return analysis.Value{Result: s, Text: s}, nil
+	}
+	return analysis.Value{}, fmt.Errorf("result type %q is not supported (use an instant vector or scalar query)", qd.ResultType)
+}
+
+// number reads a sample's [time, "value"] pair; "NaN" and "+Inf" parse.
+func number(v [2]any) (float64, string, error) {
+	s, ok := v[1].(string)
+	if !ok {
+		return 0, "", fmt.Errorf("sample value %v is not a string", v[1])
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return 0, "", fmt.Errorf("sample value %q: %w", s, err)
+	}
+	return f, s, nil
+}

@@ -1,0 +1,106 @@
+package prometheus
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/services/verifier/internal/analysis"
+)
+
+// queryAPI is an httptest server speaking Prometheus' instant-query API
+// (/api/v1/query): each known query has a canned answer, as a real
+// Prometheus would give for it. The real Prometheus runs in the e2e test.
+func queryAPI(t *testing.T) *httptest.Server {
+	t.Helper()
+	answers := map[string]string{
+		"vector_ok":   `{"status":"success","data":{"resultType":"vector","result":[{"metric":{"job":"a"},"value":[1700000000.1,"0.97"]},{"metric":{"job":"b"},"value":[1700000000.1,"0.5"]}]}}`,
+		"vector_nan":  `{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1700000000.1,"NaN"]}]}}`,
+		"empty":       `{"status":"success","data":{"resultType":"vector","result":[]}}`,
+		"scalar(0.3)": `{"status":"success","data":{"resultType":"scalar","result":[1700000000.1,"0.3"]}}`,
+		"matrix":      `{"status":"success","data":{"resultType":"matrix","result":[]}}`,
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/api/v1/query" {
+			http.NotFound(w, r)
+			return
+		}
+		q := r.FormValue("query")
+		if q == "slow" {
+			select {
+			case <-r.Context().Done():
+			case <-time.After(10 * time.Second):
+			}
+			return
+		}
+		if r.Header.Get("X-Scope-OrgID") != "" && r.Header.Get("X-Scope-OrgID") != "tenant" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		a, ok := answers[q]
+		if !ok {
+			w.WriteHeader(http.StatusBadRequest)
+			_ = json.NewEncoder(w).Encode(map[string]string{"status": "error", "errorType": "bad_data", "error": "parse error at char 1"})
+			return
+		}
+		_, _ = w.Write([]byte(a))
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestPrometheus(t *testing.T) {
+	t.Parallel()
+	srv := queryAPI(t)
+	one := int64(1)
+	tests := []struct {
+		name, query, success string
+		timeout              *int64
+		headers              []model.WebMetricHeader
+		want                 analysis.Phase
+		wantMsg              string
+	}{
+		{name: "vector passes", query: "vector_ok", success: "result[0] >= 0.95", want: analysis.PhaseSuccessful},
+		{name: "vector fails", query: "vector_ok", success: "all(result, {# >= 0.95})", want: analysis.PhaseFailed},
+		{name: "scalar", query: "scalar(0.3)", success: "result < 0.5", want: analysis.PhaseSuccessful},
+		{name: "NaN", query: "vector_nan", success: "isNaN(result[0])", want: analysis.PhaseSuccessful},
+		{name: "empty vector with a guard", query: "empty", success: "len(result) == 0 || result[0] < 1", want: analysis.PhaseSuccessful},
+		{name: "empty vector indexed is an error", query: "empty", success: "result[0] < 1", want: analysis.PhaseError, wantMsg: "measurement 1"},
+		{name: "bad query is an error", query: "sum(", want: analysis.PhaseError, wantMsg: "bad_data: parse error"},
+		{name: "matrix is an error", query: "matrix", want: analysis.PhaseError, wantMsg: `result type "matrix" is not supported`},
+		{name: "timeout is an error", query: "slow", timeout: &one, want: analysis.PhaseError, wantMsg: "timed out after 1s"},
+		{name: "headers are sent", query: "scalar(0.3)", headers: []model.WebMetricHeader{{Key: "X-Scope-OrgID", Value: "tenant"}}, want: analysis.PhaseSuccessful},
+	}
+	p := New("")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			m := model.Metric{
+				Name: "rate", SuccessCondition: tt.success, ConsecutiveErrorLimit: &model.IntOrString{},
+				Provider: model.MetricProvider{Prometheus: &model.PrometheusMetric{Address: srv.URL, Query: tt.query, Timeout: tt.timeout, Headers: tt.headers}},
+			}
+			spec, err := analysis.Build(context.Background(), []analysis.Template{{Name: "success-rate", Spec: model.AnalysisTemplateSpec{Metrics: []model.Metric{m}}}}, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := (&analysis.Engine{Providers: map[string]analysis.Provider{"prometheus": p}}).Run(context.Background(), analysis.RunInfo{}, spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Phase != tt.want {
+				t.Fatalf("phase %s, want %s: %s", res.Phase, tt.want, res.Message)
+			}
+			if !strings.Contains(res.Message, tt.wantMsg) {
+				t.Errorf("message %q does not contain %q", res.Message, tt.wantMsg)
+			}
+			if tt.want == analysis.PhaseError && !strings.Contains(res.Message, `template "success-rate", metric "rate", measurement 1`) {
+				t.Errorf("message %q does not name template, metric and measurement", res.Message)
+			}
+		})
+	}
+}

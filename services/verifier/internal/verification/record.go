@@ -1,0 +1,66 @@
+package verification
+
+import (
+	"time"
+
+	"github.com/caravan-cd/caravan/pkg/state"
+
+	"github.com/caravan-cd/caravan/services/verifier/internal/analysis"
+)
+
+// Key prefixes in the caravan-verifications bucket.
+const (
+	recordPrefix = "run"
+	stagePrefix  = "stage"
+)
+
+// Key is the key of a verification's Record: run.<project>.<stage>.<id>.
+func Key(project, stage, id string) string { return state.Key(recordPrefix, project, stage, id) }
+
+// stageKey is the key of a stage's current verification:
+// stage.<project>.<stage>.
+func stageKey(project, stage string) string { return state.Key(stagePrefix, project, stage) }
+
+// current names a stage's current verification (the newest of its
+// current freight): the one an abort request aborts, the one the next
+// verification supersedes.
+type current struct {
+	ID string `json:"id"`
+}
+
+// Record is one verification as kept in the caravan-verifications bucket
+// under Key. Exactly one replica owns it at a time: the owner
+// renews LeaseUntil; when the lease lapses another replica claims it (by
+// compare-and-set) and runs it again from the start. Only the owner may
+// finish it, so its outcome is recorded once; Applied says the outcome's
+// effects (freight, stage history, StageVerified) are done.
+type Record struct {
+	Project   string `json:"project"`
+	Stage     string `json:"stage"`
+	ID        string `json:"id"`
+	Promotion string `json:"promotion,omitempty"`
+	// Freight is what the verification qualifies: the stage's current
+	// freight collection.
+	Freight []string `json:"freight"`
+	Actor   string   `json:"actor,omitempty"`
+
+	Phase      analysis.Phase `json:"phase"`
+	Message    string         `json:"message,omitempty"`
+	Summary    string         `json:"summary,omitempty"`
+	CreatedAt  time.Time      `json:"createdAt"`
+	StartedAt  *time.Time     `json:"startedAt,omitempty"`
+	FinishedAt *time.Time     `json:"finishedAt,omitempty"`
+
+	Owner      string    `json:"owner,omitempty"`
+	LeaseUntil time.Time `json:"leaseUntil"`
+	Attempts   int       `json:"attempts"`
+
+	AbortRequested bool   `json:"abortRequested,omitempty"`
+	AbortReason    string `json:"abortReason,omitempty"`
+
+	Applied bool             `json:"applied,omitempty"`
+	Result  *analysis.Result `json:"result,omitempty"`
+}
+
+// done reports whether the verification has its outcome.
+func (r *Record) done() bool { return r.Phase.Completed() }
