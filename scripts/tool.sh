@@ -19,7 +19,7 @@ dir=$root/tools/$name
 case $name in
 golangci-lint) pkg=github.com/golangci/golangci-lint/v2/cmd/golangci-lint ;;
 kube-apiserver)
-	# A real API server for e2e tests (with Debian's etcd); ~5 min cold.
+	# A real API server for e2e tests (with Debian etcd-server); ~10 min cold on 2 shared cores.
 	pkg=k8s.io/kubernetes/cmd/kube-apiserver
 	ldflags="-s -w -X k8s.io/component-base/version.gitVersion=v1.37.2 -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37"
 	;;
