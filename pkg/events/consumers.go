@@ -46,6 +46,16 @@ var (
 			Filter(Any, TypeResourceApplied, "ProjectConfig"),
 		},
 	}
+	// PromoterPullRequestClosed wakes the promotions waiting for a pull
+	// request (git-wait-for-pr) at once instead of at their next poll. The
+	// replica that takes an event passes it on to every replica over core
+	// NATS (caravan.promoter.wake.<project>): the waiting promotion may run
+	// on any of them.
+	PromoterPullRequestClosed = ConsumerSpec{
+		Durable:     "promoter-pull-request-closed",
+		Description: "promoter: PullRequestClosed",
+		Filters:     []string{Filter(Any, TypePullRequestClosed, Any)},
+	}
 	// VerifierPromotionSucceeded verifies a stage after a promotion.
 	VerifierPromotionSucceeded = ConsumerSpec{
 		Durable:     "verifier-promotion-succeeded",
@@ -83,6 +93,7 @@ var Consumers = []ConsumerSpec{
 	PromoterPromotionRequested,
 	PromoterPromotionAbort,
 	PromoterAutoPromotion,
+	PromoterPullRequestClosed,
 	VerifierPromotionSucceeded,
 	VerifierVerificationRequested,
 	VerifierVerificationAbort,

@@ -260,13 +260,18 @@ func TestDecodeInvalid(t *testing.T) {
 		},
 		{
 			name:  "bad regex",
-			input: project + warehouse("  - image: {repoURL: nginx, allowTagsRegex: ['^v(']}\n"),
-			want:  &Issue{Document: 3, Kind: "Warehouse", Name: "w2", Field: "spec.subscriptions[0].image.allowTagsRegex[0]", Message: "invalid regular expression \"^v(\": error parsing regexp: missing closing ): `^v(`"},
+			input: project + warehouse("  - image: {repoURL: nginx, allowTagsRegexes: ['^v(']}\n"),
+			want:  &Issue{Document: 3, Kind: "Warehouse", Name: "w2", Field: "spec.subscriptions[0].image.allowTagsRegexes[0]", Message: "invalid regular expression \"^v(\": error parsing regexp: missing closing ): `^v(`"},
 		},
 		{
 			name:  "bad path regex",
 			input: project + warehouse("  - git: {repoURL: https://github.com/x/y, includePaths: ['regex:[']}\n"),
 			want:  &Issue{Document: 3, Kind: "Warehouse", Name: "w2", Field: "spec.subscriptions[0].git.includePaths[0]", Message: "invalid regular expression \"[\": error parsing regexp: missing closing ]: `[`"},
+		},
+		{
+			name:  "bad since",
+			input: project + warehouse("  - git: {repoURL: https://github.com/x/y, since: yesterday}\n"),
+			want:  &Issue{Document: 3, Kind: "Warehouse", Name: "w2", Field: "spec.subscriptions[0].git.since", Message: `must be an RFC 3339 time such as 2025-01-31T00:00:00Z, got "yesterday"`},
 		},
 		{
 			name:  "bad semver constraint",

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/Masterminds/semver/v3"
 )
@@ -204,8 +205,8 @@ func (v *validator) image(f string, s *ImageSubscription) {
 		v.add(f, "semverConstraint and constraint are mutually exclusive")
 	}
 	v.regex(f+".allowTags", s.AllowTags)
-	v.regexes(f+".allowTagsRegex", s.AllowTagsRegex)
-	v.regexes(f+".ignoreTagsRegex", s.IgnoreTagsRegex)
+	v.regexes(f+".allowTagsRegexes", s.AllowTagsRegexes)
+	v.regexes(f+".ignoreTagsRegexes", s.IgnoreTagsRegexes)
 	v.limit(f+".discoveryLimit", s.DiscoveryLimit)
 }
 
@@ -221,8 +222,8 @@ func (v *validator) git(f string, s *GitSubscription) {
 	}
 	v.constraint(f+".semverConstraint", s.SemverConstraint)
 	v.regex(f+".allowTags", s.AllowTags)
-	v.regexes(f+".allowTagsRegex", s.AllowTagsRegex)
-	v.regexes(f+".ignoreTagsRegex", s.IgnoreTagsRegex)
+	v.regexes(f+".allowTagsRegexes", s.AllowTagsRegexes)
+	v.regexes(f+".ignoreTagsRegexes", s.IgnoreTagsRegexes)
 	for i, p := range s.IncludePaths {
 		v.pattern(fmt.Sprintf("%s.includePaths[%d]", f, i), p, false)
 	}
@@ -230,6 +231,11 @@ func (v *validator) git(f string, s *GitSubscription) {
 		v.pattern(fmt.Sprintf("%s.excludePaths[%d]", f, i), p, false)
 	}
 	v.limit(f+".discoveryLimit", s.DiscoveryLimit)
+	if s.Since != "" {
+		if _, err := time.Parse(time.RFC3339, s.Since); err != nil {
+			v.add(f+".since", "must be an RFC 3339 time such as 2025-01-31T00:00:00Z, got %q", s.Since)
+		}
+	}
 }
 
 func (v *validator) regex(f, expr string) {

@@ -82,14 +82,16 @@ type GitSubscription struct {
 	StrictSemvers           bool                    `json:"strictSemvers"`
 	SemverConstraint        string                  `json:"semverConstraint,omitempty"`
 	AllowTags               string                  `json:"allowTags,omitempty"`
-	AllowTagsRegex          []string                `json:"allowTagsRegex,omitempty"`
+	AllowTagsRegexes        []string                `json:"allowTagsRegexes,omitempty"`
 	IgnoreTags              []string                `json:"ignoreTags,omitempty"`
-	IgnoreTagsRegex         []string                `json:"ignoreTagsRegex,omitempty"`
+	IgnoreTagsRegexes       []string                `json:"ignoreTagsRegexes,omitempty"`
 	ExpressionFilter        string                  `json:"expressionFilter,omitempty"`
 	InsecureSkipTLSVerify   bool                    `json:"insecureSkipTLSVerify,omitempty"`
 	IncludePaths            []string                `json:"includePaths,omitempty"`
 	ExcludePaths            []string                `json:"excludePaths,omitempty"`
 	DiscoveryLimit          int32                   `json:"discoveryLimit,omitempty"`
+	// Since, an RFC 3339 time, ignores commits (and tags) older than it.
+	Since string `json:"since,omitempty"`
 }
 
 // UnmarshalJSON applies strictSemvers' default (true) when it is absent.
@@ -111,12 +113,16 @@ type ImageSubscription struct {
 	SemverConstraint       string                 `json:"semverConstraint,omitempty"`
 	Constraint             string                 `json:"constraint,omitempty"`
 	AllowTags              string                 `json:"allowTags,omitempty"`
-	AllowTagsRegex         []string               `json:"allowTagsRegex,omitempty"`
+	AllowTagsRegexes       []string               `json:"allowTagsRegexes,omitempty"`
 	IgnoreTags             []string               `json:"ignoreTags,omitempty"`
-	IgnoreTagsRegex        []string               `json:"ignoreTagsRegex,omitempty"`
+	IgnoreTagsRegexes      []string               `json:"ignoreTagsRegexes,omitempty"`
 	Platform               string                 `json:"platform,omitempty"`
 	InsecureSkipTLSVerify  bool                   `json:"insecureSkipTLSVerify,omitempty"`
 	DiscoveryLimit         int32                  `json:"discoveryLimit,omitempty"`
+	// CacheByTag lets image metadata be cached by tag (immutable tags).
+	// Caravan caches by digest always, which is as cheap after the first
+	// HEAD; the field is accepted as Kargo has it.
+	CacheByTag bool `json:"cacheByTag,omitempty"`
 }
 
 // UnmarshalJSON applies strictSemvers' default (true) when it is absent.

@@ -22,6 +22,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/service"
@@ -105,7 +107,9 @@ func (c Config) withDefaults() Config {
 // Runner runs promotion steps and evaluates health checks: the step
 // engine. Run resumes a promotion at its saved current step, saves its
 // progress through save and ends it as Aborted when ctx is canceled with
-// Deps.AbortCause.
+// Deps.AbortCause. A Runner that also has Wake(project, repoURL string), as
+// the step engine does, is woken on every PullRequestClosed (see
+// wakePrefix).
 type Runner interface {
 	Run(ctx context.Context, p *model.Promotion, save func(context.Context, *model.Promotion) error) (Result, error)
 	Health(ctx context.Context, project string, checks []model.HealthCheckStep) model.Health
@@ -226,7 +230,16 @@ func Run(ctx context.Context, d Deps) error {
 	if err := disp.Recover(ctx); err != nil {
 		log.Warn("recover queued promotions", "err", err)
 	}
-	h := handlers{disp: disp, auto: auto, store: store, log: log}
+	if w, ok := d.Runner.(waker); ok {
+		sub, err := subscribeWakes(d.Env.Conn, w, log)
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return fmt.Errorf("promoter: %w", err)
+		}
+		defer func() { _ = sub.Unsubscribe() }()
+	}
+	h := handlers{disp: disp, auto: auto, store: store, nc: d.Env.Conn, log: log}
 	var consumers []*events.Consumer
 	for _, c := range []struct {
 		spec events.ConsumerSpec
@@ -240,6 +253,9 @@ func Run(ctx context.Context, d Deps) error {
 		}},
 		{events.PromoterAutoPromotion, func(s events.ConsumerSpec) (*events.Consumer, error) {
 			return events.ConsumeEnvelopes(ctx, bus, s, h.autoPromotion)
+		}},
+		{events.PromoterPullRequestClosed, func(s events.ConsumerSpec) (*events.Consumer, error) {
+			return events.Consume(ctx, bus, s, h.pullRequestClosed)
 		}},
 	} {
 		cons, err := c.bind(c.spec)
@@ -263,6 +279,7 @@ type handlers struct {
 	disp  *dispatch.Dispatcher
 	auto  *autopromote.AutoPromoter
 	store *state.Store
+	nc    *nats.Conn // wakes (see wakePrefix)
 	log   *slog.Logger
 }
 

@@ -250,7 +250,16 @@ func selectCommits(repo *git.Repository, sub model.GitSubscription) (model.GitDi
 			return res, fmt.Errorf("expressionFilter: %w", err)
 		}
 	}
+	var since time.Time
+	if sub.Since != "" {
+		if since, err = time.Parse(time.RFC3339, sub.Since); err != nil {
+			return res, fmt.Errorf("since: %w", err)
+		}
+	}
 	keep := func(c *object.Commit, tag string, t *object.Tag) (bool, error) {
+		if !since.IsZero() && c.Committer.When.Before(since) && (t == nil || t.Tagger.When.Before(since)) {
+			return false, nil
+		}
 		if !include.empty() || !exclude.empty() {
 			files, err := changedFiles(c)
 			if err != nil {
@@ -288,6 +297,9 @@ func selectCommits(repo *git.Repository, sub model.GitSubscription) (model.GitDi
 				break // io.EOF: end of history
 			}
 			walked++
+			if !since.IsZero() && c.Committer.When.Before(since) {
+				break // history is in committer-time order: all older
+			}
 			ok, err := keep(c, "", nil)
 			if err != nil {
 				return res, err
@@ -344,7 +356,7 @@ type tagInfo struct {
 }
 
 func listTags(repo *git.Repository, sub model.GitSubscription, strategy model.CommitSelectionStrategy) ([]tagInfo, error) {
-	f, err := images.NewTagFilter(sub.AllowTags, sub.AllowTagsRegex, sub.IgnoreTags, sub.IgnoreTagsRegex,
+	f, err := images.NewTagFilter(sub.AllowTags, sub.AllowTagsRegexes, sub.IgnoreTags, sub.IgnoreTagsRegexes,
 		sub.SemverConstraint, sub.StrictSemvers, strategy == model.CommitSelectionStrategySemVer)
 	if err != nil {
 		return nil, err

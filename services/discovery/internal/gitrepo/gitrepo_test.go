@@ -63,9 +63,12 @@ func TestStrategiesAndFilters(t *testing.T) {
 		{"expression on commits", model.GitSubscription{ExpressionFilter: `subject startsWith 'fix' || subject startsWith 'feat'`}, []string{c3, c2}},
 		{"semver", model.GitSubscription{CommitSelectionStrategy: model.CommitSelectionStrategySemVer, StrictSemvers: true}, []string{"v2.0.0-rc.1", "v1.10.0", "v1.1.0", "v1.0.0", "v0.9.0"}},
 		{"semver constraint", model.GitSubscription{CommitSelectionStrategy: model.CommitSelectionStrategySemVer, SemverConstraint: "~1.1", StrictSemvers: true}, []string{"v1.1.0"}},
-		{"lexical allow", model.GitSubscription{CommitSelectionStrategy: model.CommitSelectionStrategyLexical, AllowTagsRegex: []string{`^v1`}}, []string{"v1.10.0", "v1.1.0", "v1.0.0"}},
-		{"lexical ignore", model.GitSubscription{CommitSelectionStrategy: model.CommitSelectionStrategyLexical, IgnoreTagsRegex: []string{`^v`}}, []string{"nightly"}},
+		{"lexical allow", model.GitSubscription{CommitSelectionStrategy: model.CommitSelectionStrategyLexical, AllowTagsRegexes: []string{`^v1`}}, []string{"v1.10.0", "v1.1.0", "v1.0.0"}},
+		{"lexical ignore", model.GitSubscription{CommitSelectionStrategy: model.CommitSelectionStrategyLexical, IgnoreTagsRegexes: []string{`^v`}}, []string{"nightly"}},
 		{"tag expression", model.GitSubscription{CommitSelectionStrategy: model.CommitSelectionStrategyLexical, ExpressionFilter: `annotation == 'release two' && tagger contains 'Caravan' && creatorDate.Year() == 2030`}, []string{"v0.9.0"}},
+		{"since the past keeps all", model.GitSubscription{Since: "2000-01-01T00:00:00Z"}, []string{c4, c3, c2, c1}},
+		{"since the future drops old commits", model.GitSubscription{Since: "2029-01-01T00:00:00Z"}, nil},
+		{"since keeps newer tags", model.GitSubscription{CommitSelectionStrategy: model.CommitSelectionStrategySemVer, StrictSemvers: true, Since: "2029-01-01T00:00:00Z"}, []string{"v0.9.0"}},
 		{"tag paths", model.GitSubscription{CommitSelectionStrategy: model.CommitSelectionStrategySemVer, StrictSemvers: true, IncludePaths: []string{"charts"}}, []string{"v1.1.0", "v0.9.0"}},
 	}
 	for _, tt := range tests {

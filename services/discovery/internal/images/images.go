@@ -159,7 +159,7 @@ func (c *Client) prepare(sub model.ImageSubscription, cr *creds.Credentials) (*s
 	if sub.ImageSelectionStrategy == "" {
 		sub.ImageSelectionStrategy = model.ImageSelectionStrategySemVer
 	}
-	f, err := NewTagFilter(sub.AllowTags, sub.AllowTagsRegex, sub.IgnoreTags, sub.IgnoreTagsRegex,
+	f, err := NewTagFilter(sub.AllowTags, sub.AllowTagsRegexes, sub.IgnoreTags, sub.IgnoreTagsRegexes,
 		sub.EffectiveConstraint(), sub.StrictSemvers, sub.ImageSelectionStrategy == model.ImageSelectionStrategySemVer)
 	if err != nil {
 		return nil, err

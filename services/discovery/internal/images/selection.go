@@ -22,7 +22,7 @@ type TagFilter struct {
 	semver     bool // tags must parse as semantic versions
 }
 
-// NewTagFilter compiles allowTags/allowTagsRegex, ignoreTags/ignoreTagsRegex
+// NewTagFilter compiles allowTags/allowTagsRegexes, ignoreTags/ignoreTagsRegexes
 // and, for SemVer, the constraint. semverOnly makes every tag that is not a
 // semantic version fail.
 func NewTagFilter(allowTags string, allowRegex []string, ignoreTags, ignoreRegex []string, constraint string, strict, semverOnly bool) (*TagFilter, error) {
@@ -41,7 +41,7 @@ func NewTagFilter(allowTags string, allowRegex []string, ignoreTags, ignoreRegex
 	for _, expr := range ignoreRegex {
 		re, err := regexp.Compile(expr)
 		if err != nil {
-			return nil, fmt.Errorf("ignoreTagsRegex %q: %w", expr, err)
+			return nil, fmt.Errorf("ignoreTagsRegexes %q: %w", expr, err)
 		}
 		f.ignore = append(f.ignore, re)
 	}

@@ -44,6 +44,8 @@ type Options struct {
 	Logger  *slog.Logger
 	// PollInterval is how long a Running step (a polling http step) waits
 	// before it runs again, and the base of the retry backoff; 2s when 0.
+	// Steps that wait for a pull request run again sooner when woken
+	// (Wake).
 	PollInterval time.Duration
 	// HTTPClient is used by the http steps; http.DefaultClient when nil.
 	HTTPClient *http.Client
@@ -70,6 +72,7 @@ type Engine struct {
 	registry steps.Registry
 	http     *http.Client
 	apps     steps.Applications
+	wakers   wakers
 }
 
 // New builds an Engine.
@@ -330,6 +333,13 @@ func (r *run) step(ctx context.Context, i int) error {
 	if runningTimeout <= 0 {
 		runningTimeout = defaultRunningTimeout
 	}
+	// A step waiting for a pull request is registered before it runs, so
+	// that a wake arriving during the run ends the wait that follows.
+	var wake *waker
+	if steps.WaitsForPullRequest[fs.Uses] {
+		wake = r.e.wakers.add(r.p.Namespace)
+		defer r.e.wakers.remove(wake)
+	}
 	for attempt := 1; ; attempt++ {
 		// Expressions are evaluated just in time, on every attempt.
 		env, err := r.env(ctx, i)
@@ -340,6 +350,7 @@ func (r *run) step(ctx context.Context, i int) error {
 		if err != nil {
 			return r.end(ctx, i, model.PromotionStepStatusErrored, err.Error(), nil)
 		}
+		r.e.wakers.watch(wake, cfg["repoURL"])
 		sc := r.stepContext(ctx, i, cfg, env)
 		res, err := step.Run(ctx, sc)
 		if ctx.Err() != nil {
@@ -357,7 +368,7 @@ func (r *run) step(ctx context.Context, i int) error {
 			if err := r.save(ctx, r.p); err != nil {
 				return err
 			}
-			if err := sleep(ctx, backoff(r.e.poll, md.ErrorCount)); err != nil {
+			if err := sleep(ctx, backoff(r.e.poll, md.ErrorCount), nil); err != nil {
 				return err
 			}
 			continue
@@ -371,7 +382,7 @@ func (r *run) step(ctx context.Context, i int) error {
 			if err := r.save(ctx, r.p); err != nil {
 				return err
 			}
-			if err := sleep(ctx, r.e.poll); err != nil {
+			if err := sleep(ctx, r.e.poll, wake.signal()); err != nil {
 				return err
 			}
 			continue
@@ -393,13 +404,16 @@ func backoff(base time.Duration, n uint32) time.Duration {
 	return min(d, time.Minute)
 }
 
-func sleep(ctx context.Context, d time.Duration) error {
+// sleep waits d, or less when wake is signalled.
+func sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-t.C:
+		return nil
+	case <-wake:
 		return nil
 	}
 }

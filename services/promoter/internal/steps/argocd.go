@@ -84,8 +84,11 @@ func argocdUpdate(ctx context.Context, sc *Context) (Result, error) {
 		}
 		phase := nestedString(app, "status", "operationState", "phase")
 		_, operating := app["operation"]
+		failed := phase == "Failed" || phase == "Error"
 		switch {
-		case changed || (!operating && phase == ""):
+		// A failed sync another promotion (or someone else) asked for is
+		// no verdict on this one: sync again.
+		case changed || (!operating && (phase == "" || (failed && !syncedFor(app, sc.Promotion)))):
 			RequestSync(app, sc.Promotion)
 			if err := sc.Applications.Update(ctx, a.Namespace, app); err != nil {
 				return Result{}, fmt.Errorf("update Application %s/%s: %w", a.Namespace, a.Name, err)
@@ -93,7 +96,7 @@ func argocdUpdate(ctx context.Context, sc *Context) (Result, error) {
 			pending = append(pending, a.Name)
 		case operating || phase == "Running" || phase == "Terminating":
 			pending = append(pending, a.Name)
-		case phase == "Failed" || phase == "Error":
+		case failed:
 			msg := nestedString(app, "status", "operationState", "message")
 			return Result{Status: model.PromotionStepStatusFailed, Message: fmt.Sprintf("sync of Application %s/%s %s: %s", a.Namespace, a.Name, strings.ToLower(phase), msg)}, nil
 		}
@@ -129,27 +132,14 @@ func UpdateApplication(app map[string]any, updates []argoSource) (bool, error) {
 	if s, ok := spec["source"].(map[string]any); ok {
 		sources = append(sources, s)
 	}
-	if list, ok := spec["sources"].([]any); ok {
-		for _, s := range list {
-			if m, ok := s.(map[string]any); ok {
-				sources = append(sources, m)
-			}
-		}
-	}
+	sources = append(sources, specSources(spec)...)
 	changed := false
 	for _, u := range updates {
-		var src map[string]any
-		for _, s := range sources {
-			repo, _ := s["repoURL"].(string)
-			chart, _ := s["chart"].(string)
-			if sameRepo(repo, u.RepoURL) && (u.Chart == "" || chart == u.Chart) {
-				src = s
-				break
-			}
-		}
-		if src == nil {
+		i := findSource(sources, u)
+		if i < 0 {
 			return false, fmt.Errorf("has no source from %s", u.RepoURL)
 		}
+		src := sources[i]
 		if u.DesiredRevision != "" && src["targetRevision"] != u.DesiredRevision {
 			src["targetRevision"] = u.DesiredRevision
 			changed = true
@@ -195,6 +185,30 @@ func UpdateApplication(app map[string]any, updates []argoSource) (bool, error) {
 	return changed, nil
 }
 
+func specSources(spec map[string]any) []map[string]any {
+	var sources []map[string]any
+	list, _ := spec["sources"].([]any)
+	for _, s := range list {
+		if m, ok := s.(map[string]any); ok {
+			sources = append(sources, m)
+		}
+	}
+	return sources
+}
+
+// findSource is the index of the source a configured source updates (by
+// repoURL, and chart when set), or -1.
+func findSource(sources []map[string]any, u argoSource) int {
+	for i, s := range sources {
+		repo, _ := s["repoURL"].(string)
+		chart, _ := s["chart"].(string)
+		if sameRepo(repo, u.RepoURL) && (u.Chart == "" || chart == u.Chart) {
+			return i
+		}
+	}
+	return -1
+}
+
 func sameRepo(a, b string) bool {
 	return model.NormalizeGitURL(a) == model.NormalizeGitURL(b) || strings.TrimSuffix(a, "/") == strings.TrimSuffix(b, "/")
 }
@@ -235,9 +249,28 @@ func setKustomizeImage(images []any, img argoImage, changed bool) ([]any, bool) 
 func RequestSync(app map[string]any, promotion string) {
 	app["operation"] = map[string]any{
 		"initiatedBy": map[string]any{"username": "caravan", "automated": false},
-		"info":        []any{map[string]any{"name": "Reason", "value": "Promotion " + promotion + " triggered a sync of this Application resource."}},
+		"info":        []any{map[string]any{"name": "Reason", "value": syncReason(promotion)}},
 		"sync":        map[string]any{},
 	}
+}
+
+func syncReason(promotion string) string {
+	return "Promotion " + promotion + " triggered a sync of this Application resource."
+}
+
+// syncedFor reports whether the Application's last sync is one promotion
+// asked for (Argo CD copies the operation into status.operationState).
+func syncedFor(app map[string]any, promotion string) bool {
+	status, _ := app["status"].(map[string]any)
+	state, _ := status["operationState"].(map[string]any)
+	op, _ := state["operation"].(map[string]any)
+	info, _ := op["info"].([]any)
+	for _, i := range info {
+		if m, _ := i.(map[string]any); m["name"] == "Reason" && m["value"] == syncReason(promotion) {
+			return true
+		}
+	}
+	return false
 }
 
 func nestedString(m map[string]any, path ...string) string {
@@ -271,8 +304,59 @@ func ApplicationHealth(app map[string]any) (model.HealthState, string) {
 	return model.HealthStateUnknown, "the Application's health is unknown"
 }
 
-// argocdWait is Running until the Applications are healthy and synced; it
-// registers the same health check as argocd-update.
+// appHealth is ApplicationHealth, except that a healthy Application is
+// still Progressing while a sync is pending or running, or while a source
+// is synced at another revision than its desiredRevision: until Argo CD
+// acts on a sync argocd-update asked for, status.sync and status.health
+// describe the previous revisions, and read Synced and Healthy.
+func appHealth(app map[string]any, want []argoSource) (model.HealthState, string) {
+	state, why := ApplicationHealth(app)
+	if state != model.HealthStateHealthy {
+		return state, why
+	}
+	if _, ok := app["operation"]; ok {
+		return model.HealthStateProgressing, "a sync is pending"
+	}
+	if phase := nestedString(app, "status", "operationState", "phase"); phase == "Running" || phase == "Terminating" {
+		return model.HealthStateProgressing, "its sync is " + strings.ToLower(phase)
+	}
+	// Argo CD uses spec.sources when it has any, and status.sync.revisions
+	// in the same order; otherwise spec.source and status.sync.revision.
+	spec, _ := app["spec"].(map[string]any)
+	status, _ := app["status"].(map[string]any)
+	sync, _ := status["sync"].(map[string]any)
+	sources := specSources(spec)
+	var revisions []any
+	if len(sources) > 0 {
+		revisions, _ = sync["revisions"].([]any)
+	} else if s, ok := spec["source"].(map[string]any); ok {
+		sources, revisions = []map[string]any{s}, []any{sync["revision"]}
+	}
+	for _, u := range want {
+		if u.DesiredRevision == "" {
+			continue
+		}
+		i := findSource(sources, u)
+		if i < 0 {
+			return model.HealthStateUnknown, "it has no source from " + u.RepoURL
+		}
+		var got string
+		if i < len(revisions) {
+			got, _ = revisions[i].(string)
+		}
+		if got != u.DesiredRevision {
+			if got == "" {
+				return model.HealthStateProgressing, fmt.Sprintf("its source %s is not synced at %s yet", u.RepoURL, u.DesiredRevision)
+			}
+			return model.HealthStateProgressing, fmt.Sprintf("its source %s is synced at %s, not %s", u.RepoURL, got, u.DesiredRevision)
+		}
+	}
+	return model.HealthStateHealthy, ""
+}
+
+// argocdWait is Running until the Applications are healthy and synced at
+// their desired revisions; it registers the same health check as
+// argocd-update.
 func argocdWait(ctx context.Context, sc *Context) (Result, error) {
 	var cfg argoConfig
 	if err := sc.Decode(&cfg); err != nil {
@@ -290,7 +374,7 @@ func argocdWait(ctx context.Context, sc *Context) (Result, error) {
 		if err != nil {
 			return Result{}, fmt.Errorf("get Application %s/%s: %w", a.Namespace, a.Name, err)
 		}
-		if state, why := ApplicationHealth(app); state != model.HealthStateHealthy {
+		if state, why := appHealth(app, a.Sources); state != model.HealthStateHealthy {
 			return Result{Status: StatusRunning, Message: fmt.Sprintf("%s/%s: %s", a.Namespace, a.Name, why), HealthCheck: check}, nil
 		}
 	}
@@ -317,7 +401,7 @@ func CheckHealth(ctx context.Context, apps Applications, check model.HealthCheck
 		if err != nil {
 			state, why = model.HealthStateUnknown, err.Error()
 		} else {
-			state, why = ApplicationHealth(app)
+			state, why = appHealth(app, a.Sources)
 		}
 		if why != "" {
 			h.Issues = append(h.Issues, fmt.Sprintf("%s/%s: %s", a.Namespace, a.Name, why))

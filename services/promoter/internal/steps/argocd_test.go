@@ -102,11 +102,17 @@ func TestArgoCDUpdate(t *testing.T) {
 	}
 	// Argo CD (here the test) finishes the sync.
 	delete(app, "operation")
+	sync := map[string]any{"status": "Synced", "revisions": []any{"old000", "0.1.0"}}
 	app["status"] = map[string]any{"operationState": map[string]any{"phase": "Succeeded"},
-		"health": map[string]any{"status": "Healthy"}, "sync": map[string]any{"status": "Synced"}}
+		"health": map[string]any{"status": "Healthy"}, "sync": sync}
 	if res, err := argocdUpdate(context.Background(), sc); err != nil || res.Status != "" {
 		t.Fatalf("after the sync: %+v %v", res, err)
 	}
+	// Until Argo CD refreshed the status, it still reads the old revisions.
+	if h := CheckHealth(context.Background(), apps, *res.HealthCheck); h.Status != model.HealthStateProgressing || len(h.Issues) != 1 {
+		t.Fatalf("health at the old revisions %+v", h)
+	}
+	sync["revisions"] = []any{"abc123", "0.2.0"}
 	if h := CheckHealth(context.Background(), apps, *res.HealthCheck); h.Status != model.HealthStateHealthy {
 		t.Fatalf("health %+v", h)
 	}
@@ -126,5 +132,66 @@ func TestArgoCDUpdateNeedsAuthorizedStage(t *testing.T) {
 		if err == nil || !IsTerminal(err) || apps.updates != 0 {
 			t.Fatalf("annotation %q: err %v, %d updates", ann, err, apps.updates)
 		}
+	}
+}
+
+func TestArgoCDUpdateSyncsAgainAfterAnotherPromotionsFailure(t *testing.T) {
+	t.Parallel()
+	app := application("demo:dev")
+	sc := newContext(t, argoConfigUnderTest)
+	sc.Project, sc.Stage, sc.Promotion = "demo", "dev", "dev.01.abc"
+	var cfg argoConfig
+	if err := sc.Decode(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := UpdateApplication(app, cfg.Apps[0].Sources); err != nil {
+		t.Fatal(err)
+	}
+	RequestSync(app, "dev.00.old")
+	app["status"] = map[string]any{"operationState": map[string]any{"operation": app["operation"], "phase": "Failed", "message": "boom"}}
+	delete(app, "operation")
+	apps := &fakeApps{apps: map[string]map[string]any{"argocd/guestbook-dev": app}}
+	sc.Applications = apps
+	if res, err := argocdUpdate(context.Background(), sc); err != nil || res.Status != StatusRunning || apps.updates != 1 {
+		t.Fatalf("after dev.00.old failed: %+v %v, %d updates", res, err, apps.updates)
+	}
+	app = apps.apps["argocd/guestbook-dev"]
+	app["status"].(map[string]any)["operationState"] = map[string]any{"operation": app["operation"], "phase": "Failed", "message": "boom"}
+	delete(app, "operation")
+	if res, err := argocdUpdate(context.Background(), sc); err != nil || res.Status != model.PromotionStepStatusFailed || apps.updates != 1 {
+		t.Fatalf("after its own sync failed: %+v %v, %d updates", res, err, apps.updates)
+	}
+}
+
+func TestAppHealthSingleSource(t *testing.T) {
+	t.Parallel()
+	want := []argoSource{{RepoURL: "https://github.com/acme/gitops", DesiredRevision: "abc123"}}
+	app := func(health, revision string, operation bool) map[string]any {
+		a := map[string]any{
+			"spec":   map[string]any{"source": map[string]any{"repoURL": "https://github.com/acme/gitops.git", "targetRevision": "abc123"}},
+			"status": map[string]any{"health": map[string]any{"status": health}, "sync": map[string]any{"status": "Synced", "revision": revision}},
+		}
+		if operation {
+			a["operation"] = map[string]any{"sync": map[string]any{}}
+		}
+		return a
+	}
+	for _, tc := range []struct {
+		name string
+		app  map[string]any
+		want model.HealthState
+	}{
+		{"synced", app("Healthy", "abc123", false), model.HealthStateHealthy},
+		{"old revision", app("Healthy", "old000", false), model.HealthStateProgressing},
+		{"sync pending", app("Healthy", "abc123", true), model.HealthStateProgressing},
+		{"degraded", app("Degraded", "abc123", false), model.HealthStateUnhealthy},
+		{"no status", map[string]any{"spec": map[string]any{}}, model.HealthStateUnknown},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got, why := appHealth(tc.app, want); got != tc.want {
+				t.Fatalf("%s (%s), want %s", got, why, tc.want)
+			}
+		})
 	}
 }

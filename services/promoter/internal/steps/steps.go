@@ -263,6 +263,11 @@ var Replayable = map[string]bool{
 	"file-write": true, "tar": true, "untar": true, "kustomize-build": true, "helm-template": true,
 }
 
+// WaitsForPullRequest lists the steps whose Running result waits for a
+// pull request to be merged or closed: the engine runs them again at once,
+// instead of at the next poll, when it is woken for their repoURL.
+var WaitsForPullRequest = map[string]bool{"git-wait-for-pr": true, "git-merge-pr": true}
+
 // Builtins returns every built-in step.
 func Builtins() Registry {
 	return Registry{
