@@ -62,12 +62,7 @@ func conflict(w http.ResponseWriter, msg string) {
 func (s *server) stage(w http.ResponseWriter, r *http.Request) (*model.Stage, bool) {
 	project, name := r.PathValue("project"), r.PathValue("stage")
 	st, _, err := state.GetAs[*model.Stage](r.Context(), s.store, project, model.KindStage, name)
-	switch {
-	case errors.Is(err, state.ErrNotFound):
-		notFound(w, model.KindStage, name)
-		return nil, false
-	case err != nil:
-		s.internal(w, r, err)
+	if !s.loaded(w, r, err, model.KindStage, name) {
 		return nil, false
 	}
 	return st, true
@@ -76,11 +71,18 @@ func (s *server) stage(w http.ResponseWriter, r *http.Request) (*model.Stage, bo
 // publish publishes ev about ref in the path's project and answers 202
 // with the envelope.
 func (s *server) publish(w http.ResponseWriter, r *http.Request, id string, ref events.Ref, ev events.Event) {
+	if env, ok := s.send(w, r, id, r.PathValue("project"), ref, ev); ok {
+		writeJSON(w, http.StatusAccepted, env)
+	}
+}
+
+// send publishes ev about ref in project, with id as its ID when id is not
+// "" (so JetStream drops a repeat), answering 500 itself (ok false).
+func (s *server) send(w http.ResponseWriter, r *http.Request, id, project string, ref events.Ref, ev events.Event) (events.Envelope, bool) {
 	var (
 		env events.Envelope
 		err error
 	)
-	project := r.PathValue("project")
 	if id != "" {
 		env, err = s.bus.PublishWithID(r.Context(), id, project, ref, ev)
 	} else {
@@ -88,9 +90,9 @@ func (s *server) publish(w http.ResponseWriter, r *http.Request, id string, ref 
 	}
 	if err != nil {
 		s.internal(w, r, err)
-		return
+		return events.Envelope{}, false
 	}
-	writeJSON(w, http.StatusAccepted, env)
+	return env, true
 }
 
 func principalName(r *http.Request) string {
@@ -100,12 +102,8 @@ func principalName(r *http.Request) string {
 
 func (s *server) refresh(w http.ResponseWriter, r *http.Request) {
 	project, name := r.PathValue("project"), r.PathValue("name")
-	if _, _, err := s.store.GetObject(r.Context(), project, model.KindWarehouse, name); err != nil {
-		if errors.Is(err, state.ErrNotFound) {
-			notFound(w, model.KindWarehouse, name)
-			return
-		}
-		s.internal(w, r, err)
+	_, _, err := s.store.GetObject(r.Context(), project, model.KindWarehouse, name)
+	if !s.loaded(w, r, err, model.KindWarehouse, name) {
 		return
 	}
 	s.publish(w, r, "", events.Ref{Kind: model.KindWarehouse, Name: name},
@@ -196,11 +194,9 @@ func (s *server) createFreight(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ev := events.FreightDiscovered{Freight: f.Name, Alias: alias, Origin: events.FreightOrigin{Kind: string(f.Origin.Kind), Name: f.Origin.Name}}
-	if _, err := s.bus.PublishWithID(ctx, "FreightDiscovered."+project+"."+f.Name, project, events.Ref{Kind: model.KindFreight, Name: f.Name}, ev); err != nil {
-		s.internal(w, r, err)
-		return
+	if _, ok := s.send(w, r, "FreightDiscovered."+project+"."+f.Name, project, events.Ref{Kind: model.KindFreight, Name: f.Name}, ev); ok {
+		writeJSON(w, http.StatusCreated, f)
 	}
-	writeJSON(w, http.StatusCreated, f)
 }
 
 // resolveArtifacts fills f from the request, taking every artifact from
@@ -304,12 +300,7 @@ func (s *server) patchFreight(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	project, name := r.PathValue("project"), r.PathValue("name")
 	f, _, err := s.findFreight(ctx, project, name)
-	switch {
-	case errors.Is(err, state.ErrNotFound):
-		notFound(w, model.KindFreight, name)
-		return
-	case err != nil:
-		s.internal(w, r, err)
+	if !s.loaded(w, r, err, model.KindFreight, name) {
 		return
 	}
 	all, err := s.allFreight(ctx, project)
@@ -339,11 +330,9 @@ func (s *server) patchFreight(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ev := events.FreightUpdated{Freight: f.Name, Alias: req.Alias, Change: "alias"}
-	if _, err := s.bus.Publish(ctx, project, events.Ref{Kind: model.KindFreight, Name: f.Name}, ev); err != nil {
-		s.internal(w, r, err)
-		return
+	if _, ok := s.send(w, r, "", project, events.Ref{Kind: model.KindFreight, Name: f.Name}, ev); ok {
+		writeJSON(w, http.StatusOK, updated)
 	}
-	writeJSON(w, http.StatusOK, updated)
 }
 
 // updateFreight read-modify-writes one freight (CAS, retried); fn returning
@@ -389,12 +378,7 @@ func (s *server) approveFreight(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	project, name := r.PathValue("project"), r.PathValue("name")
 	f, _, err := s.findFreight(ctx, project, name)
-	switch {
-	case errors.Is(err, state.ErrNotFound):
-		notFound(w, model.KindFreight, name)
-		return
-	case err != nil:
-		s.internal(w, r, err)
+	if !s.loaded(w, r, err, model.KindFreight, name) {
 		return
 	}
 	st, _, err := state.GetAs[*model.Stage](ctx, s.store, project, model.KindStage, req.Stage)
@@ -429,11 +413,9 @@ func (s *server) approveFreight(w http.ResponseWriter, r *http.Request) {
 		updated = f
 	}
 	ev := events.FreightApproved{Freight: f.Name, Stage: req.Stage}
-	if _, err := s.bus.PublishWithID(ctx, "FreightApproved."+project+"."+f.Name+"."+req.Stage, project, events.Ref{Kind: model.KindFreight, Name: f.Name}, ev); err != nil {
-		s.internal(w, r, err)
-		return
+	if _, ok := s.send(w, r, "FreightApproved."+project+"."+f.Name+"."+req.Stage, project, events.Ref{Kind: model.KindFreight, Name: f.Name}, ev); ok {
+		writeJSON(w, http.StatusOK, updated)
 	}
-	writeJSON(w, http.StatusOK, updated)
 }
 
 func (s *server) promote(w http.ResponseWriter, r *http.Request) {
@@ -459,12 +441,7 @@ func (s *server) promote(w http.ResponseWriter, r *http.Request) {
 	if req.Freight != "" {
 		var err error
 		f, _, err = s.findFreight(ctx, project, req.Freight)
-		switch {
-		case errors.Is(err, state.ErrNotFound):
-			notFound(w, model.KindFreight, req.Freight)
-			return
-		case err != nil:
-			s.internal(w, r, err)
+		if !s.loaded(w, r, err, model.KindFreight, req.Freight) {
 			return
 		}
 		if ok, why := model.FreightAvailable(f, st, now); !ok {
@@ -494,11 +471,9 @@ func (s *server) promote(w http.ResponseWriter, r *http.Request) {
 	}
 	p.ResourceVersion = strconv.FormatUint(rev, 10)
 	ev := events.PromotionRequested{Promotion: p.Name, Stage: st.Name, Freight: f.Name}
-	if _, err := s.bus.PublishWithID(ctx, "PromotionRequested."+project+"."+p.Name, project, events.Ref{Kind: model.KindPromotion, Name: p.Name}, ev); err != nil {
-		s.internal(w, r, err)
-		return
+	if _, ok := s.send(w, r, "PromotionRequested."+project+"."+p.Name, project, events.Ref{Kind: model.KindPromotion, Name: p.Name}, ev); ok {
+		writeJSON(w, http.StatusCreated, p)
 	}
-	writeJSON(w, http.StatusCreated, p)
 }
 
 // newestFirst orders freight by creation time, then name, newest first.
@@ -580,12 +555,7 @@ func (s *server) availableFreight(w http.ResponseWriter, r *http.Request, limit 
 	q := r.URL.Query()
 	project, name := r.PathValue("project"), q.Get("stage")
 	st, _, err := state.GetAs[*model.Stage](r.Context(), s.store, project, model.KindStage, name)
-	switch {
-	case errors.Is(err, state.ErrNotFound):
-		notFound(w, model.KindStage, name)
-		return
-	case err != nil:
-		s.internal(w, r, err)
+	if !s.loaded(w, r, err, model.KindStage, name) {
 		return
 	}
 	offset := 0
@@ -624,12 +594,7 @@ func (s *server) availableFreight(w http.ResponseWriter, r *http.Request, limit 
 func (s *server) abortPromotion(w http.ResponseWriter, r *http.Request) {
 	project, name := r.PathValue("project"), r.PathValue("name")
 	p, _, err := state.GetAs[*model.Promotion](r.Context(), s.store, project, model.KindPromotion, name)
-	switch {
-	case errors.Is(err, state.ErrNotFound):
-		notFound(w, model.KindPromotion, name)
-		return
-	case err != nil:
-		s.internal(w, r, err)
+	if !s.loaded(w, r, err, model.KindPromotion, name) {
 		return
 	}
 	if p.Status.Phase.IsTerminal() {

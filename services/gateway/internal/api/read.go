@@ -111,6 +111,20 @@ func notFound(w http.ResponseWriter, kind, name string) {
 	writeError(w, http.StatusNotFound, codeNotFound, fmt.Sprintf("%s %q not found", strings.ToLower(kind), name))
 }
 
+// loaded reports whether loading kind/name succeeded (err is nil);
+// otherwise it answers 404 for state.ErrNotFound, or 500.
+func (s *server) loaded(w http.ResponseWriter, r *http.Request, err error, kind, name string) bool {
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		notFound(w, kind, name)
+		return false
+	case err != nil:
+		s.internal(w, r, err)
+		return false
+	}
+	return true
+}
+
 func (s *server) listProjects(w http.ResponseWriter, r *http.Request) {
 	limit, after, ok := paging(w, r)
 	if !ok {
@@ -144,12 +158,7 @@ func (s *server) listProjects(w http.ResponseWriter, r *http.Request) {
 func (s *server) project(w http.ResponseWriter, r *http.Request) (model.Object, bool) {
 	name := r.PathValue("project")
 	obj, _, err := s.store.GetObject(r.Context(), "", model.KindProject, name)
-	switch {
-	case errors.Is(err, state.ErrNotFound):
-		notFound(w, model.KindProject, name)
-		return nil, false
-	case err != nil:
-		s.internal(w, r, err)
+	if !s.loaded(w, r, err, model.KindProject, name) {
 		return nil, false
 	}
 	return obj, true
@@ -167,12 +176,7 @@ func (s *server) getProjectConfig(w http.ResponseWriter, r *http.Request) {
 	}
 	project := r.PathValue("project")
 	obj, _, err := s.store.GetObject(r.Context(), project, model.KindProjectConfig, project)
-	switch {
-	case errors.Is(err, state.ErrNotFound):
-		notFound(w, model.KindProjectConfig, project)
-		return
-	case err != nil:
-		s.internal(w, r, err)
+	if !s.loaded(w, r, err, model.KindProjectConfig, project) {
 		return
 	}
 	pc := obj.(*model.ProjectConfig)
@@ -185,12 +189,7 @@ func (s *server) getProjectConfig(w http.ResponseWriter, r *http.Request) {
 
 func (s *server) getOne(w http.ResponseWriter, r *http.Request, project, kind, name string) {
 	obj, _, err := s.store.GetObject(r.Context(), project, kind, name)
-	switch {
-	case errors.Is(err, state.ErrNotFound):
-		notFound(w, kind, name)
-		return
-	case err != nil:
-		s.internal(w, r, err)
+	if !s.loaded(w, r, err, kind, name) {
 		return
 	}
 	if err := s.syncStatus(r.Context(), kind); err != nil {
@@ -249,12 +248,7 @@ func (s *server) get(k kind) http.HandlerFunc {
 // getFreight finds freight by name, then by alias.
 func (s *server) getFreight(w http.ResponseWriter, r *http.Request, project, name string) {
 	f, _, err := s.findFreight(r.Context(), project, name)
-	switch {
-	case errors.Is(err, state.ErrNotFound):
-		notFound(w, model.KindFreight, name)
-	case err != nil:
-		s.internal(w, r, err)
-	default:
+	if s.loaded(w, r, err, model.KindFreight, name) {
 		writeJSON(w, http.StatusOK, f)
 	}
 }

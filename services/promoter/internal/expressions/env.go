@@ -227,11 +227,7 @@ func (e *Env) commitFrom(args ...any) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	o, err := origin(args, 1)
-	if err != nil {
-		return nil, fmt.Errorf("commitFrom: %w", err)
-	}
-	v := e.find(o, func(f model.FreightReference) any {
+	return e.findFrom("commitFrom", "commit", repo, args, 1, func(f model.FreightReference) any {
 		for _, c := range f.Commits {
 			if model.NormalizeGitURL(c.RepoURL) == model.NormalizeGitURL(repo) {
 				return artifact(c)
@@ -239,10 +235,6 @@ func (e *Env) commitFrom(args ...any) (any, error) {
 		}
 		return nil
 	})
-	if v == nil {
-		return nil, fmt.Errorf("commitFrom: no commit from %s in the freight", repo)
-	}
-	return v, nil
 }
 
 func (e *Env) imageFrom(args ...any) (any, error) {
@@ -250,11 +242,7 @@ func (e *Env) imageFrom(args ...any) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	o, err := origin(args, 1)
-	if err != nil {
-		return nil, fmt.Errorf("imageFrom: %w", err)
-	}
-	v := e.find(o, func(f model.FreightReference) any {
+	return e.findFrom("imageFrom", "image", repo, args, 1, func(f model.FreightReference) any {
 		for _, img := range f.Images {
 			if img.RepoURL == repo {
 				return artifact(img)
@@ -262,10 +250,6 @@ func (e *Env) imageFrom(args ...any) (any, error) {
 		}
 		return nil
 	})
-	if v == nil {
-		return nil, fmt.Errorf("imageFrom: no image from %s in the freight", repo)
-	}
-	return v, nil
 }
 
 func (e *Env) chartFrom(args ...any) (any, error) {
@@ -280,11 +264,7 @@ func (e *Env) chartFrom(args ...any) (any, error) {
 			name, next = s, 2
 		}
 	}
-	o, err := origin(args, next)
-	if err != nil {
-		return nil, fmt.Errorf("chartFrom: %w", err)
-	}
-	v := e.find(o, func(f model.FreightReference) any {
+	return e.findFrom("chartFrom", "chart", repo, args, next, func(f model.FreightReference) any {
 		for _, c := range f.Charts {
 			if model.NormalizeChartURL(c.RepoURL) == model.NormalizeChartURL(repo) && (name == "" || c.Name == name) {
 				return artifact(c)
@@ -292,8 +272,19 @@ func (e *Env) chartFrom(args ...any) (any, error) {
 		}
 		return nil
 	})
+}
+
+// findFrom returns what match finds in the freight of the origin in
+// args[i]; fn names the function and kind the artifact (from repo) in
+// errors.
+func (e *Env) findFrom(fn, kind, repo string, args []any, i int, match func(model.FreightReference) any) (any, error) {
+	o, err := origin(args, i)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", fn, err)
+	}
+	v := e.find(o, match)
 	if v == nil {
-		return nil, fmt.Errorf("chartFrom: no chart from %s in the freight", repo)
+		return nil, fmt.Errorf("%s: no %s from %s in the freight", fn, kind, repo)
 	}
 	return v, nil
 }
@@ -363,15 +354,25 @@ func pick(md map[string]any, args []any, i int) (any, error) {
 	return normalize(md[key]), nil
 }
 
+// resourceArgs returns the name fn (configMap or secret) was called with
+// and the project to look it up in: the shared resources project when
+// shared, else the promotion's.
+func (e *Env) resourceArgs(fn string, shared bool, args []any) (name, project string, err error) {
+	name, err = argString(fn, args, 0)
+	if err != nil {
+		return "", "", err
+	}
+	if shared {
+		return name, SharedResourcesProject, nil
+	}
+	return name, e.Ctx.Project, nil
+}
+
 func (e *Env) configMap(shared bool) func(args ...any) (any, error) {
 	return func(args ...any) (any, error) {
-		name, err := argString("configMap", args, 0)
+		name, project, err := e.resourceArgs("configMap", shared, args)
 		if err != nil {
 			return nil, err
-		}
-		project := e.Ctx.Project
-		if shared {
-			project = SharedResourcesProject
 		}
 		out := map[string]any{}
 		if e.Lookup == nil {
@@ -392,13 +393,9 @@ func (e *Env) configMap(shared bool) func(args ...any) (any, error) {
 
 func (e *Env) secret(shared bool) func(args ...any) (any, error) {
 	return func(args ...any) (any, error) {
-		name, err := argString("secret", args, 0)
+		name, project, err := e.resourceArgs("secret", shared, args)
 		if err != nil {
 			return nil, err
-		}
-		project := e.Ctx.Project
-		if shared {
-			project = SharedResourcesProject
 		}
 		out := map[string]any{}
 		if e.Lookup == nil {

@@ -57,7 +57,10 @@ func updatesMessage(step, path string, updates []keyValue) string {
 	return b.String()
 }
 
-func yamlUpdate(_ context.Context, sc *Context) (Result, error) {
+// updateFile runs an *-update step on one format: load reads the file at
+// full (path as the step names it), set applies one update to the document
+// and encode gives the bytes written back.
+func updateFile[D any](sc *Context, step string, load func(full, path string) (D, error), set func(doc D, key []string, value any) error, encode func(doc D) ([]byte, error)) (Result, error) {
 	var cfg pathUpdates
 	if err := sc.Decode(&cfg); err != nil {
 		return Result{}, err
@@ -66,30 +69,55 @@ func yamlUpdate(_ context.Context, sc *Context) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	b, err := os.ReadFile(full)
+	doc, err := load(full, cfg.Path)
 	if err != nil {
-		return Result{}, Terminal(fmt.Errorf("read %s: %w", cfg.Path, err))
-	}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(b, &doc); err != nil {
-		return Result{}, Terminal(fmt.Errorf("parse %s: %w", cfg.Path, err))
-	}
-	if doc.Kind == 0 {
-		doc = yaml.Node{Kind: yaml.DocumentNode, Content: []*yaml.Node{{Kind: yaml.MappingNode, Tag: "!!map"}}}
+		return Result{}, err
 	}
 	for _, u := range cfg.Updates {
-		if err := setYAML(doc.Content[0], splitKey(u.Key), u.Value); err != nil {
+		if err := set(doc, splitKey(u.Key), u.Value); err != nil {
 			return Result{}, Terminal(fmt.Errorf("%s: key %s: %w", cfg.Path, u.Key, err))
 		}
 	}
-	out, err := encodeYAML(&doc)
+	out, err := encode(doc)
 	if err != nil {
 		return Result{}, err
 	}
 	if err := os.WriteFile(full, out, 0o644); err != nil {
 		return Result{}, err
 	}
-	return Result{Output: map[string]any{"commitMessage": updatesMessage("yaml-update", cfg.Path, cfg.Updates)}}, nil
+	return Result{Output: map[string]any{"commitMessage": updatesMessage(step, cfg.Path, cfg.Updates)}}, nil
+}
+
+// readStepFile reads full; failing to is terminal and names path as the
+// step gave it.
+func readStepFile(full, path string) ([]byte, error) {
+	b, err := os.ReadFile(full)
+	if err != nil {
+		return nil, Terminal(fmt.Errorf("read %s: %w", path, err))
+	}
+	return b, nil
+}
+
+func yamlUpdate(_ context.Context, sc *Context) (Result, error) {
+	return updateFile(sc, "yaml-update", loadYAML, func(doc *yaml.Node, key []string, value any) error {
+		return setYAML(doc.Content[0], key, value)
+	}, encodeYAML)
+}
+
+// loadYAML reads a YAML document; an empty file is an empty mapping.
+func loadYAML(full, path string) (*yaml.Node, error) {
+	b, err := readStepFile(full, path)
+	if err != nil {
+		return nil, err
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return nil, Terminal(fmt.Errorf("parse %s: %w", path, err))
+	}
+	if doc.Kind == 0 {
+		doc = yaml.Node{Kind: yaml.DocumentNode, Content: []*yaml.Node{{Kind: yaml.MappingNode, Tag: "!!map"}}}
+	}
+	return &doc, nil
 }
 
 func encodeYAML(n *yaml.Node) ([]byte, error) {
@@ -197,65 +225,48 @@ func setPath(root map[string]any, path []string, value any) error {
 }
 
 func jsonUpdate(_ context.Context, sc *Context) (Result, error) {
-	var cfg pathUpdates
-	if err := sc.Decode(&cfg); err != nil {
-		return Result{}, err
-	}
-	full, err := sc.Path(cfg.Path)
+	return updateFile(sc, "json-update", loadJSON, setPath, func(doc map[string]any) ([]byte, error) {
+		out, err := json.MarshalIndent(doc, "", "  ")
+		if err != nil {
+			return nil, err
+		}
+		return append(out, '\n'), nil
+	})
+}
+
+// loadJSON reads a JSON object; an empty file is an empty object.
+func loadJSON(full, path string) (map[string]any, error) {
+	b, err := readStepFile(full, path)
 	if err != nil {
-		return Result{}, err
-	}
-	b, err := os.ReadFile(full)
-	if err != nil {
-		return Result{}, Terminal(fmt.Errorf("read %s: %w", cfg.Path, err))
+		return nil, err
 	}
 	doc := map[string]any{}
 	if len(bytes.TrimSpace(b)) > 0 {
 		if err := json.Unmarshal(b, &doc); err != nil {
-			return Result{}, Terminal(fmt.Errorf("parse %s: %w", cfg.Path, err))
+			return nil, Terminal(fmt.Errorf("parse %s: %w", path, err))
 		}
 	}
-	for _, u := range cfg.Updates {
-		if err := setPath(doc, splitKey(u.Key), u.Value); err != nil {
-			return Result{}, Terminal(fmt.Errorf("%s: key %s: %w", cfg.Path, u.Key, err))
-		}
-	}
-	out, err := json.MarshalIndent(doc, "", "  ")
-	if err != nil {
-		return Result{}, err
-	}
-	if err := os.WriteFile(full, append(out, '\n'), 0o644); err != nil {
-		return Result{}, err
-	}
-	return Result{Output: map[string]any{"commitMessage": updatesMessage("json-update", cfg.Path, cfg.Updates)}}, nil
+	return doc, nil
 }
 
 func tomlUpdate(_ context.Context, sc *Context) (Result, error) {
-	var cfg pathUpdates
-	if err := sc.Decode(&cfg); err != nil {
-		return Result{}, err
-	}
-	full, err := sc.Path(cfg.Path)
-	if err != nil {
-		return Result{}, err
-	}
+	return updateFile(sc, "toml-update", loadTOML, setPath, func(doc map[string]any) ([]byte, error) {
+		var buf bytes.Buffer
+		if err := toml.NewEncoder(&buf).Encode(doc); err != nil {
+			return nil, err
+		}
+		return buf.Bytes(), nil
+	})
+}
+
+// loadTOML reads a TOML document; failing to read it counts as failing to
+// parse it.
+func loadTOML(full, path string) (map[string]any, error) {
 	doc := map[string]any{}
 	if _, err := toml.DecodeFile(full, &doc); err != nil {
-		return Result{}, Terminal(fmt.Errorf("parse %s: %w", cfg.Path, err))
+		return nil, Terminal(fmt.Errorf("parse %s: %w", path, err))
 	}
-	for _, u := range cfg.Updates {
-		if err := setPath(doc, splitKey(u.Key), u.Value); err != nil {
-			return Result{}, Terminal(fmt.Errorf("%s: key %s: %w", cfg.Path, u.Key, err))
-		}
-	}
-	var buf bytes.Buffer
-	if err := toml.NewEncoder(&buf).Encode(doc); err != nil {
-		return Result{}, err
-	}
-	if err := os.WriteFile(full, buf.Bytes(), 0o644); err != nil {
-		return Result{}, err
-	}
-	return Result{Output: map[string]any{"commitMessage": updatesMessage("toml-update", cfg.Path, cfg.Updates)}}, nil
+	return doc, nil
 }
 
 type parseConfig struct {
@@ -277,9 +288,9 @@ func parseStep(sc *Context, decode func([]byte) (map[string]any, error)) (Result
 	if err != nil {
 		return Result{}, err
 	}
-	b, err := os.ReadFile(full)
+	b, err := readStepFile(full, cfg.Path)
 	if err != nil {
-		return Result{}, Terminal(fmt.Errorf("read %s: %w", cfg.Path, err))
+		return Result{}, err
 	}
 	doc, err := decode(b)
 	if err != nil {
@@ -426,21 +437,32 @@ func deleteStep(_ context.Context, sc *Context) (Result, error) {
 	return Result{}, os.RemoveAll(full)
 }
 
+// inOut is the config of the steps that read inPath and write outPath. It
+// stays an unnamed struct type, as each step's config was, so that config
+// errors read as before ("Go struct field .inPath").
+type inOut = struct {
+	InPath  string `json:"inPath"`
+	OutPath string `json:"outPath"`
+}
+
+// inOutPaths decodes an inOut config and resolves both paths in the work dir.
+func inOutPaths(sc *Context) (cfg inOut, in, out string, err error) {
+	if err := sc.Decode(&cfg); err != nil {
+		return cfg, "", "", err
+	}
+	if in, err = sc.Path(cfg.InPath); err != nil {
+		return cfg, "", "", err
+	}
+	if out, err = sc.Path(cfg.OutPath); err != nil {
+		return cfg, "", "", err
+	}
+	return cfg, in, out, nil
+}
+
 // copyStep copies a file or a directory tree. Symbolic links inside a
 // copied tree are not followed: each must point inside the work dir.
 func copyStep(_ context.Context, sc *Context) (Result, error) {
-	var cfg struct {
-		InPath  string `json:"inPath"`
-		OutPath string `json:"outPath"`
-	}
-	if err := sc.Decode(&cfg); err != nil {
-		return Result{}, err
-	}
-	in, err := sc.Path(cfg.InPath)
-	if err != nil {
-		return Result{}, err
-	}
-	out, err := sc.Path(cfg.OutPath)
+	cfg, in, out, err := inOutPaths(sc)
 	if err != nil {
 		return Result{}, err
 	}
@@ -504,18 +526,7 @@ func copyFile(src, dst string) error {
 
 // tarStep writes a gzip-compressed tar of inPath to outPath.
 func tarStep(_ context.Context, sc *Context) (Result, error) {
-	var cfg struct {
-		InPath  string `json:"inPath"`
-		OutPath string `json:"outPath"`
-	}
-	if err := sc.Decode(&cfg); err != nil {
-		return Result{}, err
-	}
-	in, err := sc.Path(cfg.InPath)
-	if err != nil {
-		return Result{}, err
-	}
-	out, err := sc.Path(cfg.OutPath)
+	_, in, out, err := inOutPaths(sc)
 	if err != nil {
 		return Result{}, err
 	}
@@ -569,18 +580,7 @@ func tarStep(_ context.Context, sc *Context) (Result, error) {
 // untarStep extracts a (gzip-compressed) tar; entries leaving outPath
 // and links are refused.
 func untarStep(_ context.Context, sc *Context) (Result, error) {
-	var cfg struct {
-		InPath  string `json:"inPath"`
-		OutPath string `json:"outPath"`
-	}
-	if err := sc.Decode(&cfg); err != nil {
-		return Result{}, err
-	}
-	in, err := sc.Path(cfg.InPath)
-	if err != nil {
-		return Result{}, err
-	}
-	out, err := sc.Path(cfg.OutPath)
+	cfg, in, out, err := inOutPaths(sc)
 	if err != nil {
 		return Result{}, err
 	}

@@ -179,12 +179,9 @@ func httpDownload(ctx context.Context, sc *Context) (Result, error) {
 	if err := sc.Decode(&cfg); err != nil {
 		return Result{}, err
 	}
-	out, err := sc.Path(cfg.OutPath)
+	out, err := sc.newPath(cfg.OutPath, cfg.AllowOverwrite)
 	if err != nil {
 		return Result{}, err
-	}
-	if _, err := os.Stat(out); err == nil && !cfg.AllowOverwrite {
-		return Result{}, Terminal(fmt.Errorf("%s exists (set allowOverwrite)", cfg.OutPath))
 	}
 	hc := httpConfig{URL: cfg.URL, Headers: cfg.Headers}
 	req, err := hc.request(ctx)

@@ -91,12 +91,9 @@ func ociDownload(ctx context.Context, sc *Context) (Result, error) {
 	if err := sc.Decode(&cfg); err != nil {
 		return Result{}, err
 	}
-	out, err := sc.Path(cfg.OutPath)
+	out, err := sc.newPath(cfg.OutPath, cfg.AllowOverwrite)
 	if err != nil {
 		return Result{}, err
-	}
-	if _, err := os.Stat(out); err == nil && !cfg.AllowOverwrite {
-		return Result{}, Terminal(fmt.Errorf("%s exists (set allowOverwrite)", cfg.OutPath))
 	}
 	ref, err := parseRef(cfg.ImageRef)
 	if err != nil {

@@ -168,35 +168,22 @@ func (p githubPR) pr() *pullRequest {
 }
 
 func (g *github) open(ctx context.Context, source, target, title, body string, labels []string) (*pullRequest, error) {
-	var existing []githubPR
 	owner, _, _ := strings.Cut(g.repo, "/")
 	q := url.Values{"state": {"open"}, "head": {owner + ":" + source}, "base": {target}}
-	if _, err := g.c.do(ctx, http.MethodGet, "/repos/"+g.repo+"/pulls?"+q.Encode(), nil, &existing); err != nil {
+	pr, created, err := openPull(ctx, g.c, g.repo, q.Encode(), source, target, title, body)
+	if err != nil {
 		return nil, err
 	}
-	for _, e := range existing {
-		if e.Head.Ref == source && e.Base.Ref == target {
-			return e.pr(), nil
-		}
-	}
-	var created githubPR
-	if _, err := g.c.do(ctx, http.MethodPost, "/repos/"+g.repo+"/pulls", map[string]any{"title": title, "head": source, "base": target, "body": body}, &created); err != nil {
-		return nil, err
-	}
-	if len(labels) > 0 {
-		if _, err := g.c.do(ctx, http.MethodPost, fmt.Sprintf("/repos/%s/issues/%d/labels", g.repo, created.Number), map[string]any{"labels": labels}, nil); err != nil {
+	if created && len(labels) > 0 {
+		if _, err := g.c.do(ctx, http.MethodPost, fmt.Sprintf("/repos/%s/issues/%d/labels", g.repo, pr.Number), map[string]any{"labels": labels}, nil); err != nil {
 			return nil, err
 		}
 	}
-	return created.pr(), nil
+	return pr.pr(), nil
 }
 
 func (g *github) get(ctx context.Context, n int64) (*pullRequest, error) {
-	var pr githubPR
-	if _, err := g.c.do(ctx, http.MethodGet, fmt.Sprintf("/repos/%s/pulls/%d", g.repo, n), nil, &pr); err != nil {
-		return nil, err
-	}
-	return pr.pr(), nil
+	return getPull(ctx, g.c, g.repo, n)
 }
 
 func (g *github) merge(ctx context.Context, n int64) (*pullRequest, error) {
@@ -204,6 +191,34 @@ func (g *github) merge(ctx context.Context, n int64) (*pullRequest, error) {
 		return nil, err
 	}
 	return g.get(ctx, n)
+}
+
+// openPull returns the pull request from source into target among those
+// listed with query, or creates one (created is then true), on an API
+// shaped like GitHub's (GitHub, Gitea).
+func openPull(ctx context.Context, c *apiClient, repo, query, source, target, title, body string) (pr githubPR, created bool, err error) {
+	var existing []githubPR
+	if _, err := c.do(ctx, http.MethodGet, "/repos/"+repo+"/pulls?"+query, nil, &existing); err != nil {
+		return githubPR{}, false, err
+	}
+	for _, e := range existing {
+		if e.Head.Ref == source && e.Base.Ref == target {
+			return e, false, nil
+		}
+	}
+	if _, err := c.do(ctx, http.MethodPost, "/repos/"+repo+"/pulls", map[string]any{"title": title, "head": source, "base": target, "body": body}, &pr); err != nil {
+		return githubPR{}, false, err
+	}
+	return pr, true, nil
+}
+
+// getPull gets pull request n of repo on an API shaped like GitHub's.
+func getPull(ctx context.Context, c *apiClient, repo string, n int64) (*pullRequest, error) {
+	var pr githubPR
+	if _, err := c.do(ctx, http.MethodGet, fmt.Sprintf("/repos/%s/pulls/%d", repo, n), nil, &pr); err != nil {
+		return nil, err
+	}
+	return pr.pr(), nil
 }
 
 type gitlab struct {
@@ -268,28 +283,15 @@ type gitea struct {
 }
 
 func (g *gitea) open(ctx context.Context, source, target, title, body string, _ []string) (*pullRequest, error) {
-	var existing []githubPR
-	if _, err := g.c.do(ctx, http.MethodGet, "/repos/"+g.repo+"/pulls?state=open", nil, &existing); err != nil {
-		return nil, err
-	}
-	for _, e := range existing {
-		if e.Head.Ref == source && e.Base.Ref == target {
-			return e.pr(), nil
-		}
-	}
-	var created githubPR
-	if _, err := g.c.do(ctx, http.MethodPost, "/repos/"+g.repo+"/pulls", map[string]any{"title": title, "head": source, "base": target, "body": body}, &created); err != nil {
-		return nil, err
-	}
-	return created.pr(), nil
-}
-
-func (g *gitea) get(ctx context.Context, n int64) (*pullRequest, error) {
-	var pr githubPR
-	if _, err := g.c.do(ctx, http.MethodGet, fmt.Sprintf("/repos/%s/pulls/%d", g.repo, n), nil, &pr); err != nil {
+	pr, _, err := openPull(ctx, g.c, g.repo, "state=open", source, target, title, body)
+	if err != nil {
 		return nil, err
 	}
 	return pr.pr(), nil
+}
+
+func (g *gitea) get(ctx context.Context, n int64) (*pullRequest, error) {
+	return getPull(ctx, g.c, g.repo, n)
 }
 
 func (g *gitea) merge(ctx context.Context, n int64) (*pullRequest, error) {
@@ -361,22 +363,28 @@ func gitOpenPR(ctx context.Context, sc *Context) (Result, error) {
 	return Result{Output: prOutput(pr)}, nil
 }
 
+// getPR decodes the config of a step acting on the pull request prNumber
+// and gets that pull request from its provider.
+func getPR(ctx context.Context, sc *Context) (cfg prConfig, p prProvider, n int64, pr *pullRequest, err error) {
+	if err = sc.Decode(&cfg); err != nil {
+		return cfg, nil, 0, nil, err
+	}
+	if n, err = cfg.number(); err != nil {
+		return cfg, nil, 0, nil, err
+	}
+	if p, err = sc.prProvider(ctx, cfg.RepoURL, cfg.Provider); err != nil {
+		return cfg, nil, 0, nil, err
+	}
+	if pr, err = p.get(ctx, n); err != nil {
+		return cfg, nil, 0, nil, err
+	}
+	return cfg, p, n, pr, nil
+}
+
 // gitWaitForPR is Running until the pull request is merged (Succeeded,
 // output commit) or closed unmerged (Failed).
 func gitWaitForPR(ctx context.Context, sc *Context) (Result, error) {
-	var cfg prConfig
-	if err := sc.Decode(&cfg); err != nil {
-		return Result{}, err
-	}
-	n, err := cfg.number()
-	if err != nil {
-		return Result{}, err
-	}
-	p, err := sc.prProvider(ctx, cfg.RepoURL, cfg.Provider)
-	if err != nil {
-		return Result{}, err
-	}
-	pr, err := p.get(ctx, n)
+	_, _, n, pr, err := getPR(ctx, sc)
 	if err != nil {
 		return Result{}, err
 	}
@@ -392,19 +400,7 @@ func gitWaitForPR(ctx context.Context, sc *Context) (Result, error) {
 // gitMergePR merges a pull request (output commit); merging one already
 // merged succeeds.
 func gitMergePR(ctx context.Context, sc *Context) (Result, error) {
-	var cfg prConfig
-	if err := sc.Decode(&cfg); err != nil {
-		return Result{}, err
-	}
-	n, err := cfg.number()
-	if err != nil {
-		return Result{}, err
-	}
-	p, err := sc.prProvider(ctx, cfg.RepoURL, cfg.Provider)
-	if err != nil {
-		return Result{}, err
-	}
-	pr, err := p.get(ctx, n)
+	cfg, p, n, pr, err := getPR(ctx, sc)
 	if err != nil {
 		return Result{}, err
 	}

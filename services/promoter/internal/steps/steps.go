@@ -205,6 +205,19 @@ func (sc *Context) Path(p string) (string, error) {
 	return SecurePath(sc.Workspace.Dir, p)
 }
 
+// newPath resolves path, an output the step is about to write, in the work
+// dir; a file already there is a terminal error unless allowOverwrite.
+func (sc *Context) newPath(path string, allowOverwrite bool) (string, error) {
+	full, err := sc.Path(path)
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(full); err == nil && !allowOverwrite {
+		return "", Terminal(fmt.Errorf("%s exists (set allowOverwrite)", path))
+	}
+	return full, nil
+}
+
 // SecurePath joins p to root and checks the result stays inside root,
 // following symbolic links of the parts that exist.
 func SecurePath(root, p string) (string, error) {
