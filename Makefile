@@ -46,13 +46,15 @@ test: ## run every module's tests with -race (fuzz seed corpora included)
 	done
 
 .PHONY: tools
-tools: ## build the pinned tools (golangci-lint, kube-apiserver) into $HOME/.cache/caravan-tools once
+tools: ## build the pinned tools (golangci-lint, kube-apiserver, jaeger) into $HOME/.cache/caravan-tools once
 	scripts/tool.sh golangci-lint >/dev/null
 	scripts/tool.sh kube-apiserver >/dev/null
+	scripts/tool.sh jaeger >/dev/null
 
 .PHONY: e2e
 e2e: ## run the slow, process-level and real-server suites (build tag e2e; needs etcd, prometheus, docker-registry)
 	scripts/tool.sh kube-apiserver >/dev/null
+	scripts/tool.sh jaeger >/dev/null
 	@for m in $(MODULES); do \
 		echo "== go test -tags e2e $$m"; \
 		(cd $$m && $(GO) test -tags e2e $(TEST_FLAGS) -run 'E2E' ./...); \

@@ -23,6 +23,10 @@ kube-apiserver)
 	pkg=k8s.io/kubernetes/cmd/kube-apiserver
 	ldflags="-s -w -X k8s.io/component-base/version.gitVersion=v1.37.2 -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37"
 	;;
+jaeger)
+	# Jaeger v2, a real OpenTelemetry backend for the e2e tracing test; ~4.5 min cold, 2.4 GB.
+	pkg=github.com/jaegertracing/jaeger/cmd/jaeger
+	;;
 *)
 	echo "tool.sh: unknown tool $name" >&2
 	exit 2

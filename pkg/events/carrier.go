@@ -4,7 +4,10 @@ import (
 	"context"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // carrier adapts NATS headers to OpenTelemetry propagation. NATS header
@@ -37,4 +40,30 @@ func inject(ctx context.Context, p propagation.TextMapPropagator, h nats.Header)
 
 func extract(ctx context.Context, p propagation.TextMapPropagator, h nats.Header) context.Context {
 	return p.Extract(ctx, carrier(h))
+}
+
+// TraceParent returns the W3C traceparent of ctx's span ("" when it has
+// none), to carry a trace across a hop that is not a message: a promotion
+// or verification queued in a KV record and run later.
+func TraceParent(ctx context.Context) string {
+	c := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(ctx, c)
+	return c.Get("traceparent")
+}
+
+// WithTraceParent returns ctx continuing the trace a TraceParent value
+// names; ctx itself when traceparent is empty or malformed.
+func WithTraceParent(ctx context.Context, traceparent string) context.Context {
+	if traceparent == "" {
+		return ctx
+	}
+	return propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier{"traceparent": traceparent})
+}
+
+// StartSpan starts an internal span (with otel's global tracer) for work a
+// service does between consuming one event and publishing the next, such
+// as running a queued promotion. The caller ends it.
+func StartSpan(ctx context.Context, name string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+	return otel.GetTracerProvider().Tracer(instrumentation).Start(ctx, name,
+		trace.WithSpanKind(trace.SpanKindInternal), trace.WithAttributes(attrs...))
 }

@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"strings"
 
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
@@ -19,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // LogConfig is embedded in every service's configuration.
@@ -108,4 +111,20 @@ func protocol() string {
 		return p
 	}
 	return os.Getenv("OTEL_EXPORTER_OTLP_PROTOCOL")
+}
+
+// StartHTTPSpan starts the server span of an API request to route (its
+// pattern, e.g. "POST /v1/projects/{project}/stages/{stage}/promotions"),
+// continuing a trace the caller sent (traceparent header), and returns the
+// request carrying it: the events the handler publishes join its trace.
+// The caller ends the span.
+func StartHTTPSpan(r *http.Request, route string) (*http.Request, trace.Span) {
+	ctx := otel.GetTextMapPropagator().Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	ctx, span := otel.GetTracerProvider().Tracer("github.com/caravan-cd/caravan/pkg/telemetry").Start(ctx, route,
+		trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(
+			attribute.String("http.request.method", r.Method),
+			attribute.String("http.route", route),
+		))
+	return r.WithContext(ctx), span
 }

@@ -173,14 +173,14 @@ func Run(ctx context.Context, d Deps) error {
 
 	applied, err := events.Consume(ctx, d.Env.Bus, events.DiscoveryWarehouseApplied, func(ctx context.Context, ev events.ResourceApplied) error {
 		env, _ := events.FromContext(ctx)
-		return sched.request(ctx, env.Project, ev.Name, request{full: true})
+		return sched.request(ctx, env.Project, ev.Name, request{full: true, traceParent: events.TraceParent(ctx)})
 	})
 	if err != nil {
 		return fmt.Errorf("discovery: %w", err)
 	}
 	refresh, err := events.Consume(ctx, d.Env.Bus, events.DiscoveryRefresh, func(ctx context.Context, ev events.WarehouseRefreshRequested) error {
 		env, _ := events.FromContext(ctx)
-		req := request{full: ev.Hint == nil}
+		req := request{full: ev.Hint == nil, traceParent: events.TraceParent(ctx)}
 		if ev.Hint != nil {
 			req.hints = []events.ArtifactHint{*ev.Hint}
 		}

@@ -54,10 +54,17 @@ type discoverer struct {
 type request struct {
 	full  bool
 	hints []events.ArtifactHint
+	// traceParent is the trace context of the event that asked (W3C
+	// traceparent), so that the discovery continues its trace; merged
+	// requests keep the first.
+	traceParent string
 }
 
 func (r *request) merge(o request) {
 	r.full = r.full || o.full
+	if r.traceParent == "" {
+		r.traceParent = o.traceParent
+	}
 	if !r.full {
 		r.hints = append(r.hints, o.hints...)
 	} else {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/services/discovery/internal/lease"
 )
@@ -81,20 +82,22 @@ type forward struct {
 // MarshalJSON and UnmarshalJSON make request travel.
 func (r request) MarshalJSON() ([]byte, error) {
 	return json.Marshal(struct {
-		Full  bool  `json:"full"`
-		Hints []any `json:"hints,omitempty"`
-	}{r.full, toAny(r.hints)})
+		Full        bool   `json:"full"`
+		Hints       []any  `json:"hints,omitempty"`
+		TraceParent string `json:"traceparent,omitempty"`
+	}{r.full, toAny(r.hints), r.traceParent})
 }
 
 func (r *request) UnmarshalJSON(b []byte) error {
 	var v struct {
-		Full  bool            `json:"full"`
-		Hints json.RawMessage `json:"hints"`
+		Full        bool            `json:"full"`
+		Hints       json.RawMessage `json:"hints"`
+		TraceParent string          `json:"traceparent"`
 	}
 	if err := json.Unmarshal(b, &v); err != nil {
 		return err
 	}
-	r.full = v.Full
+	r.full, r.traceParent = v.Full, v.TraceParent
 	if len(v.Hints) > 0 {
 		return json.Unmarshal(v.Hints, &r.hints)
 	}
@@ -366,7 +369,10 @@ func (s *scheduler) work(ctx context.Context, w *worker) {
 				req = request{full: true}
 			}
 		}
-		out, err := s.d.discover(ctx, w.project, w.name, req)
+		// A requested discovery continues the requester's trace.
+		dctx, span := events.StartSpan(events.WithTraceParent(ctx, req.traceParent), "discover warehouse")
+		out, err := s.d.discover(dctx, w.project, w.name, req)
+		span.End()
 		if ctx.Err() != nil {
 			return
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
+	"github.com/caravan-cd/caravan/pkg/telemetry"
 	"github.com/caravan-cd/caravan/services/gateway/internal/apply"
 	"github.com/caravan-cd/caravan/services/gateway/internal/auth"
 )
@@ -156,9 +157,23 @@ func New(o Options) (http.Handler, error) {
 		if rt.access != public {
 			h = authenticate(s.authorize(rt.access, h), o.Auth, o.Logger)
 		}
+		if rt.method != http.MethodGet {
+			h = traced(rt.method+" "+rt.path, h)
+		}
 		mux.Handle(rt.method+" "+rt.path, h)
 	}
 	return observe(mux, m, o.Logger), nil
+}
+
+// traced runs h in a server span named route, so the events a request
+// publishes (a promotion, a refresh) continue its trace. Reads are not
+// traced: they publish nothing.
+func traced(route string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r, span := telemetry.StartHTTPSpan(r, route)
+		defer span.End()
+		h.ServeHTTP(w, r)
+	})
 }
 
 // kind is one kind served under /v1/projects/{project}/<path>.

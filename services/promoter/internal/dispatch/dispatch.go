@@ -199,7 +199,7 @@ func (d *Dispatcher) Recover(ctx context.Context) error {
 // Enqueue queues a stored promotion on its stage and starts working the
 // stage if no replica does. It is idempotent.
 func (d *Dispatcher) Enqueue(ctx context.Context, project string, p *model.Promotion) error {
-	e := queue.Entry{Name: p.Name, Freight: p.Spec.Freight}
+	e := queue.Entry{Name: p.Name, Freight: p.Spec.Freight, TraceParent: events.TraceParent(ctx)}
 	if p.CreationTimestamp != nil {
 		e.Created = p.CreationTimestamp.Time
 	}

@@ -18,6 +18,9 @@ var errSkip = errors.New("skip")
 // returns nil with lease canceled when it was interrupted: the promotion
 // then stays Running for the next holder.
 func (d *Dispatcher) runOne(lease context.Context, project string, stage *model.Stage, e queue.Entry) error {
+	// The run continues the trace of the request that queued it.
+	lease, span := events.StartSpan(events.WithTraceParent(lease, e.TraceParent), "run promotion")
+	defer span.End()
 	log := d.o.Logger.With("project", project, "stage", stage.Name, "promotion", e.Name)
 	promotions := d.o.Store.KV(state.Promotions)
 	key := state.Key(project, e.Name)

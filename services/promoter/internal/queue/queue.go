@@ -41,6 +41,9 @@ type Entry struct {
 	Name    string    `json:"name"`
 	Freight string    `json:"freight,omitempty"`
 	Created time.Time `json:"created"`
+	// TraceParent is the trace context of the request that queued it (W3C
+	// traceparent), so that its run continues the request's trace.
+	TraceParent string `json:"traceparent,omitempty"`
 }
 
 // Record is a stage's queue.

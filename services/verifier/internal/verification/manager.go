@@ -181,7 +181,7 @@ func (m *Manager) Begin(ctx context.Context, project, stageName, id, promotion, 
 	}
 	now := m.now()
 	rec := Record{
-		Project: project, Stage: stageName, ID: id, Promotion: promotion, Freight: names, Actor: actor,
+		Project: project, Stage: stageName, ID: id, Promotion: promotion, Freight: names, Actor: actor, TraceParent: events.TraceParent(ctx),
 		Phase: analysis.PhasePending, CreatedAt: now, Owner: m.opts.ReplicaID, LeaseUntil: now.Add(m.opts.LeaseTTL), Attempts: 1,
 	}
 	key := Key(project, stageName, id)
@@ -434,6 +434,9 @@ func (m *Manager) run(base, work context.Context, key string) {
 		return
 	}
 	log := m.log.With("project", rec.Project, "stage", rec.Stage, "verification", rec.ID)
+	// The run continues the trace of the event that began it.
+	base, span := events.StartSpan(events.WithTraceParent(base, rec.TraceParent), "run verification")
+	defer span.End()
 	lease, stopLease := context.WithCancel(base)
 	defer stopLease()
 	go m.keepLease(lease, key, func(cause error) {

@@ -43,6 +43,9 @@ type Record struct {
 	// freight collection.
 	Freight []string `json:"freight"`
 	Actor   string   `json:"actor,omitempty"`
+	// TraceParent is the trace context of the event that began it (W3C
+	// traceparent), so that its run continues that trace.
+	TraceParent string `json:"traceparent,omitempty"`
 
 	Phase      analysis.Phase `json:"phase"`
 	Message    string         `json:"message,omitempty"`
