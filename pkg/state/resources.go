@@ -91,6 +91,22 @@ func GetAs[T model.Object](ctx context.Context, s *Store, project, kind, name st
 	return t, rev, nil
 }
 
+// ListAll lists every object of kind in project as its Go type; objects of
+// another type are skipped.
+func ListAll[T model.Object](ctx context.Context, s *Store, project, kind string) ([]T, error) {
+	objs, _, err := s.ListObjects(ctx, project, kind, 0, "")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]T, 0, len(objs))
+	for _, o := range objs {
+		if t, ok := o.(T); ok {
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}
+
 // ListObjects lists objects of kind in project, paginated as List.
 func (s *Store) ListObjects(ctx context.Context, project, kind string, limit int, after string) ([]model.Object, string, error) {
 	filter := KindFilter(project, kind)

@@ -487,15 +487,5 @@ func summary(art *model.DiscoveredArtifacts) string {
 type secretLister struct{ store *state.Store }
 
 func (l secretLister) Secrets(ctx context.Context, project string) ([]*model.Secret, error) {
-	objs, _, err := l.store.ListObjects(ctx, project, model.KindSecret, 0, "")
-	if err != nil {
-		return nil, err
-	}
-	out := make([]*model.Secret, 0, len(objs))
-	for _, o := range objs {
-		if s, ok := o.(*model.Secret); ok {
-			out = append(out, s)
-		}
-	}
-	return out, nil
+	return state.ListAll[*model.Secret](ctx, l.store, project, model.KindSecret)
 }

@@ -149,7 +149,7 @@ func (a *AutoPromoter) Evaluate(ctx context.Context, project, stageName string) 
 	if err != nil {
 		return err
 	}
-	freight, err := listFreight(ctx, a.o.Store, project)
+	freight, err := state.ListAll[*model.Freight](ctx, a.o.Store, project, model.KindFreight)
 	if err != nil {
 		return err
 	}
@@ -299,18 +299,4 @@ func (a *AutoPromoter) Resume(ctx context.Context, project, stage string) error 
 		return err
 	}
 	return a.Evaluate(ctx, project, stage)
-}
-
-func listFreight(ctx context.Context, store *state.Store, project string) ([]*model.Freight, error) {
-	objs, _, err := store.ListObjects(ctx, project, model.KindFreight, 0, "")
-	if err != nil {
-		return nil, err
-	}
-	out := make([]*model.Freight, 0, len(objs))
-	for _, o := range objs {
-		if f, ok := o.(*model.Freight); ok {
-			out = append(out, f)
-		}
-	}
-	return out, nil
 }

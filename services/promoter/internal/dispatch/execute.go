@@ -139,7 +139,7 @@ func (d *Dispatcher) started(ctx context.Context, project string, stage *model.S
 		return err
 	}
 	if auto && p.Annotations[model.AnnotationPromotionCreatedBy] != "auto" {
-		all, err := listFreight(ctx, d.o.Store, project)
+		all, err := state.ListAll[*model.Freight](ctx, d.o.Store, project, model.KindFreight)
 		if err != nil {
 			return err
 		}
@@ -290,18 +290,4 @@ func (d *Dispatcher) autoPromoted(ctx context.Context, project string, stage *mo
 		return false, err
 	}
 	return model.AutoPromotionEnabled(cfg.Spec.PromotionPolicies, stage), nil
-}
-
-func listFreight(ctx context.Context, store *state.Store, project string) ([]*model.Freight, error) {
-	objs, _, err := store.ListObjects(ctx, project, model.KindFreight, 0, "")
-	if err != nil {
-		return nil, err
-	}
-	out := make([]*model.Freight, 0, len(objs))
-	for _, o := range objs {
-		if f, ok := o.(*model.Freight); ok {
-			out = append(out, f)
-		}
-	}
-	return out, nil
 }
