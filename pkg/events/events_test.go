@@ -393,3 +393,38 @@ func TestConcurrentConsumersHandleOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestSetupIsIdempotentAndUpdates declares the stream again unchanged (a
+// no-op) and then with a new retention, which must take effect.
+func TestSetupIsIdempotentAndUpdates(t *testing.T) {
+	t.Parallel()
+	_, js := setup(t)
+	ctx := t.Context()
+	cfg := events.DefaultStreamConfig()
+	if err := events.Setup(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxAge = time.Hour
+	cfg.DeadLetterMaxAge = 2 * time.Hour
+	if err := events.Setup(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, events.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.CachedInfo().Config.MaxAge; got != time.Hour {
+		t.Errorf("stream MaxAge = %s, want 1h", got)
+	}
+	kv, err := js.KeyValue(ctx, events.BucketDeadLetters)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.TTL() != 2*time.Hour {
+		t.Errorf("dead-letter TTL = %s, want 2h", st.TTL())
+	}
+}

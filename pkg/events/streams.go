@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/caravan-cd/caravan/pkg/state"
 )
 
 // Stream and bucket names.
@@ -58,7 +61,7 @@ func (c StreamConfig) Validate() error {
 // Setup declares the event stream and the dead-letter bucket, creating or
 // updating them. It is idempotent; every service calls it at start.
 func Setup(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) error {
-	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	want := jetstream.StreamConfig{
 		Name:        StreamEvents,
 		Description: "Caravan events",
 		Subjects:    []string{SubjectRoot + ".>"},
@@ -69,17 +72,30 @@ func Setup(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) error 
 		Duplicates:  cfg.DuplicateWindow,
 		Replicas:    cfg.Replicas,
 		Storage:     jetstream.FileStorage,
-	}); err != nil {
-		return fmt.Errorf("declare stream %s: %w", StreamEvents, err)
 	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	// An unchanged stream is left alone: every replica of every service
+	// calls Setup at start, and an update that changes nothing would still
+	// reconfigure the stream under its consumers.
+	unchanged := false
+	if s, err := js.Stream(ctx, StreamEvents); err == nil {
+		have := s.CachedInfo().Config
+		unchanged = have.MaxAge == want.MaxAge && have.MaxBytes == want.MaxBytes && have.Duplicates == want.Duplicates &&
+			have.Replicas == want.Replicas && have.Discard == want.Discard && have.Retention == want.Retention &&
+			have.Description == want.Description && slices.Equal(have.Subjects, want.Subjects)
+	}
+	if !unchanged {
+		if _, err := js.CreateOrUpdateStream(ctx, want); err != nil {
+			return fmt.Errorf("declare stream %s: %w", StreamEvents, err)
+		}
+	}
+	if err := state.DeclareBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      BucketDeadLetters,
 		Description: "events that could not be handled",
 		TTL:         cfg.DeadLetterMaxAge,
 		Replicas:    cfg.Replicas,
 		Storage:     jetstream.FileStorage,
 	}); err != nil {
-		return fmt.Errorf("declare bucket %s: %w", BucketDeadLetters, err)
+		return err
 	}
 	return nil
 }

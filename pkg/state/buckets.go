@@ -53,15 +53,35 @@ const ClusterProject = "_"
 // Setup declares every bucket with the given replicas. It is idempotent.
 func Setup(ctx context.Context, js jetstream.JetStream, replicas int) error {
 	for _, b := range Buckets {
-		if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		if err := DeclareBucket(ctx, js, jetstream.KeyValueConfig{
 			Bucket:   string(b),
 			History:  1,
 			Replicas: replicas,
 			Storage:  jetstream.FileStorage,
 			TTL:      ttls[b],
 		}); err != nil {
-			return fmt.Errorf("declare bucket %s: %w", b, err)
+			return err
 		}
+	}
+	return nil
+}
+
+// DeclareBucket creates the bucket, or updates it when its configuration
+// differs. An unchanged bucket is left alone: every replica of every
+// service declares the buckets at start, and an update that changes
+// nothing would still reconfigure the bucket's stream under its consumers.
+func DeclareBucket(ctx context.Context, js jetstream.JetStream, want jetstream.KeyValueConfig) error {
+	if kv, err := js.KeyValue(ctx, want.Bucket); err == nil {
+		if st, err := kv.Status(ctx); err == nil {
+			have := st.Config()
+			if have.History == max(want.History, 1) && have.TTL == want.TTL && have.Replicas == max(want.Replicas, 1) &&
+				have.Description == want.Description && have.Storage == want.Storage {
+				return nil
+			}
+		}
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, want); err != nil {
+		return fmt.Errorf("declare bucket %s: %w", want.Bucket, err)
 	}
 	return nil
 }
