@@ -80,6 +80,13 @@ func New(o Options) (*Engine, error) {
 	if o.DataDir == "" {
 		return nil, errors.New("engine: DataDir must be set")
 	}
+	// Work dirs and mirrors are absolute paths whatever the working
+	// directory (the default data dir is the relative ./.caravan).
+	dataDir, err := filepath.Abs(o.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("engine: data dir: %w", err)
+	}
+	o.DataDir = dataDir
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -172,7 +179,10 @@ func (e *Engine) Run(ctx context.Context, p *model.Promotion, save func(context.
 		return Result{}, fmt.Errorf("create work dir: %w", err)
 	}
 	defer func() { _ = os.RemoveAll(dir) }()
-	r.ws = &steps.Workspace{Dir: dir, Repos: map[string]*gitmirror.Repo{}}
+	if r.ws, err = steps.NewWorkspace(dir); err != nil {
+		return Result{}, err
+	}
+	defer func() { _ = r.ws.Close() }()
 	return r.loop(ctx)
 }
 
@@ -352,7 +362,7 @@ func (r *run) step(ctx context.Context, i int) error {
 		}
 		r.e.wakers.watch(wake, cfg["repoURL"])
 		sc := r.stepContext(ctx, i, cfg, env)
-		res, err := step.Run(ctx, sc)
+		res, err := steps.Run(ctx, step, sc)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -458,7 +468,7 @@ func (r *run) replay(ctx context.Context, start int) error {
 		sc := r.stepContext(ctx, i, cfg, env)
 		sc.Replay = true
 		sc.Saved, _ = r.p.Status.State[fs.alias].(map[string]any)
-		if _, err := r.e.registry[fs.Uses].Run(ctx, sc); err != nil {
+		if _, err := steps.Run(ctx, r.e.registry[fs.Uses], sc); err != nil {
 			return fmt.Errorf("step %q: %w", fs.alias, err)
 		}
 	}

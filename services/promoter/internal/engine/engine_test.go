@@ -374,7 +374,7 @@ func TestPathSafety(t *testing.T) {
 		},
 	} {
 		f.engine.Register("test-symlink", steps0(func(_ context.Context, sc *stepsContext) (stepsResult, error) {
-			return stepsResult{}, os.Symlink(sc.Config["target"].(string), filepath.Join(sc.Workspace.Dir, "out"))
+			return stepsResult{}, os.Symlink(sc.Config["target"].(string), filepath.Join(sc.Workspace.Dir.Path(), "out"))
 		}))
 		p := f.promotion("dev.14."+name, nil, steps...)
 		res, _ := runPromotion(t, f.engine, p)

@@ -83,7 +83,9 @@ func (mi *Mirror) Checkout(dir string, auth *Auth, o CheckoutOptions) (*Repo, er
 		return nil, fmt.Errorf("create %s: %w", dir, err)
 	}
 	st := &overlay{Storage: memory.NewStorage(), mirror: mi}
-	repo, err := git.Init(st, osfs.New(dir))
+	// The work tree is written through a file system bound to dir: a
+	// symbolic link in the tree cannot lead a write out of it.
+	repo, err := git.Init(st, osfs.New(dir, osfs.WithBoundOS()))
 	if err != nil {
 		return nil, fmt.Errorf("init work tree: %w", err)
 	}

@@ -9,12 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/BurntSushi/toml"
+	"github.com/caravan-cd/caravan/services/promoter/internal/workdir"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -57,19 +59,19 @@ func updatesMessage(step, path string, updates []keyValue) string {
 	return b.String()
 }
 
-// updateFile runs an *-update step on one format: load reads the file at
-// full (path as the step names it), set applies one update to the document
-// and encode gives the bytes written back.
-func updateFile[D any](sc *Context, step string, load func(full, path string) (D, error), set func(doc D, key []string, value any) error, encode func(doc D) ([]byte, error)) (Result, error) {
+// updateFile runs an *-update step on one format: load parses the file's
+// content (path as the step names it), set applies one update to the
+// document and encode gives the bytes written back.
+func updateFile[D any](sc *Context, step string, load func(b []byte, path string) (D, error), set func(doc D, key []string, value any) error, encode func(doc D) ([]byte, error)) (Result, error) {
 	var cfg pathUpdates
 	if err := sc.Decode(&cfg); err != nil {
 		return Result{}, err
 	}
-	full, err := sc.Path(cfg.Path)
+	b, err := sc.readFile(cfg.Path)
 	if err != nil {
 		return Result{}, err
 	}
-	doc, err := load(full, cfg.Path)
+	doc, err := load(b, cfg.Path)
 	if err != nil {
 		return Result{}, err
 	}
@@ -82,20 +84,33 @@ func updateFile[D any](sc *Context, step string, load func(full, path string) (D
 	if err != nil {
 		return Result{}, err
 	}
-	if err := os.WriteFile(full, out, 0o644); err != nil {
+	if err := sc.writeFile(cfg.Path, out); err != nil {
 		return Result{}, err
 	}
 	return Result{Output: map[string]any{"commitMessage": updatesMessage(step, cfg.Path, cfg.Updates)}}, nil
 }
 
-// readStepFile reads full; failing to is terminal and names path as the
-// step gave it.
-func readStepFile(full, path string) ([]byte, error) {
-	b, err := os.ReadFile(full)
+// readFile reads path in the work dir; failing to is terminal.
+func (sc *Context) readFile(path string) ([]byte, error) {
+	if err := sc.checkPath(path); err != nil {
+		return nil, err
+	}
+	b, err := sc.Workspace.Dir.ReadFile(path)
 	if err != nil {
 		return nil, Terminal(fmt.Errorf("read %s: %w", path, err))
 	}
 	return b, nil
+}
+
+// writeFile writes path in the work dir, creating its directories.
+func (sc *Context) writeFile(path string, b []byte) error {
+	if err := sc.checkPath(path); err != nil {
+		return err
+	}
+	if err := sc.Workspace.Dir.WriteFile(path, b); err != nil {
+		return fsError(fmt.Errorf("write %s: %w", path, err))
+	}
+	return nil
 }
 
 func yamlUpdate(_ context.Context, sc *Context) (Result, error) {
@@ -104,12 +119,8 @@ func yamlUpdate(_ context.Context, sc *Context) (Result, error) {
 	}, encodeYAML)
 }
 
-// loadYAML reads a YAML document; an empty file is an empty mapping.
-func loadYAML(full, path string) (*yaml.Node, error) {
-	b, err := readStepFile(full, path)
-	if err != nil {
-		return nil, err
-	}
+// loadYAML parses a YAML document; an empty file is an empty mapping.
+func loadYAML(b []byte, path string) (*yaml.Node, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(b, &doc); err != nil {
 		return nil, Terminal(fmt.Errorf("parse %s: %w", path, err))
@@ -234,12 +245,8 @@ func jsonUpdate(_ context.Context, sc *Context) (Result, error) {
 	})
 }
 
-// loadJSON reads a JSON object; an empty file is an empty object.
-func loadJSON(full, path string) (map[string]any, error) {
-	b, err := readStepFile(full, path)
-	if err != nil {
-		return nil, err
-	}
+// loadJSON parses a JSON object; an empty file is an empty object.
+func loadJSON(b []byte, path string) (map[string]any, error) {
 	doc := map[string]any{}
 	if len(bytes.TrimSpace(b)) > 0 {
 		if err := json.Unmarshal(b, &doc); err != nil {
@@ -259,11 +266,10 @@ func tomlUpdate(_ context.Context, sc *Context) (Result, error) {
 	})
 }
 
-// loadTOML reads a TOML document; failing to read it counts as failing to
-// parse it.
-func loadTOML(full, path string) (map[string]any, error) {
+// loadTOML parses a TOML document.
+func loadTOML(b []byte, path string) (map[string]any, error) {
 	doc := map[string]any{}
-	if _, err := toml.DecodeFile(full, &doc); err != nil {
+	if _, err := toml.Decode(string(b), &doc); err != nil {
 		return nil, Terminal(fmt.Errorf("parse %s: %w", path, err))
 	}
 	return doc, nil
@@ -284,11 +290,7 @@ func parseStep(sc *Context, decode func([]byte) (map[string]any, error)) (Result
 	if err := sc.Decode(&cfg); err != nil {
 		return Result{}, err
 	}
-	full, err := sc.Path(cfg.Path)
-	if err != nil {
-		return Result{}, err
-	}
-	b, err := readStepFile(full, cfg.Path)
+	b, err := sc.readFile(cfg.Path)
 	if err != nil {
 		return Result{}, err
 	}
@@ -355,12 +357,11 @@ func yamlMerge(_ context.Context, sc *Context) (Result, error) {
 	}
 	merged := map[string]any{}
 	for _, in := range cfg.InFiles {
-		full, err := sc.Path(in)
-		if err != nil {
+		if err := sc.checkPath(in); err != nil {
 			return Result{}, err
 		}
-		b, err := os.ReadFile(full)
-		if errors.Is(err, os.ErrNotExist) && !cfg.Strict {
+		b, err := sc.Workspace.Dir.ReadFile(in)
+		if errors.Is(err, fs.ErrNotExist) && !cfg.Strict {
 			continue
 		}
 		if err != nil {
@@ -372,18 +373,14 @@ func yamlMerge(_ context.Context, sc *Context) (Result, error) {
 		}
 		deepMerge(merged, v)
 	}
-	out, err := sc.Path(cfg.OutFile)
-	if err != nil {
+	if err := sc.checkPath(cfg.OutFile); err != nil {
 		return Result{}, err
 	}
 	b, err := yaml.Marshal(merged)
 	if err != nil {
 		return Result{}, err
 	}
-	if err := os.MkdirAll(filepath.Dir(out), 0o750); err != nil {
-		return Result{}, err
-	}
-	return Result{}, os.WriteFile(out, b, 0o644)
+	return Result{}, sc.writeFile(cfg.OutFile, b)
 }
 
 func deepMerge(dst, src map[string]any) {
@@ -406,14 +403,7 @@ func fileWrite(_ context.Context, sc *Context) (Result, error) {
 	if err := sc.Decode(&cfg); err != nil {
 		return Result{}, err
 	}
-	full, err := sc.Path(cfg.Path)
-	if err != nil {
-		return Result{}, err
-	}
-	if err := os.MkdirAll(filepath.Dir(full), 0o750); err != nil {
-		return Result{}, err
-	}
-	return Result{}, os.WriteFile(full, []byte(cfg.Contents), 0o644)
+	return Result{}, sc.writeFile(cfg.Path, []byte(cfg.Contents))
 }
 
 func deleteStep(_ context.Context, sc *Context) (Result, error) {
@@ -424,17 +414,19 @@ func deleteStep(_ context.Context, sc *Context) (Result, error) {
 	if err := sc.Decode(&cfg); err != nil {
 		return Result{}, err
 	}
-	full, err := sc.Path(cfg.Path)
-	if err != nil {
+	if err := sc.checkPath(cfg.Path); err != nil {
 		return Result{}, err
 	}
-	if _, err := os.Lstat(full); errors.Is(err, os.ErrNotExist) {
+	if !sc.Workspace.Dir.Exists(cfg.Path) {
 		if cfg.Strict {
 			return Result{}, Terminal(fmt.Errorf("%s does not exist", cfg.Path))
 		}
 		return Result{}, nil
 	}
-	return Result{}, os.RemoveAll(full)
+	if err := sc.Workspace.Dir.RemoveAll(cfg.Path); err != nil {
+		return Result{}, fsError(fmt.Errorf("delete %s: %w", cfg.Path, err))
+	}
+	return Result{}, nil
 }
 
 // inOut is the config of the steps that read inPath and write outPath. It
@@ -445,66 +437,62 @@ type inOut = struct {
 	OutPath string `json:"outPath"`
 }
 
-// inOutPaths decodes an inOut config and resolves both paths in the work dir.
+// inOutPaths decodes an inOut config and checks both paths, returning
+// them resolved in the work dir (see workdir.Dir.Resolve).
 func inOutPaths(sc *Context) (cfg inOut, in, out string, err error) {
 	if err := sc.Decode(&cfg); err != nil {
 		return cfg, "", "", err
 	}
-	if in, err = sc.Path(cfg.InPath); err != nil {
-		return cfg, "", "", err
+	if in, err = sc.Workspace.Dir.Resolve(cfg.InPath); err != nil {
+		return cfg, "", "", fsError(err)
 	}
-	if out, err = sc.Path(cfg.OutPath); err != nil {
-		return cfg, "", "", err
+	if out, err = sc.Workspace.Dir.Resolve(cfg.OutPath); err != nil {
+		return cfg, "", "", fsError(err)
 	}
 	return cfg, in, out, nil
 }
 
 // copyStep copies a file or a directory tree. Symbolic links inside a
-// copied tree are not followed: each must point inside the work dir.
+// copied tree are copied, not followed: each must still point inside the
+// work dir from where its copy is.
 func copyStep(_ context.Context, sc *Context) (Result, error) {
 	cfg, in, out, err := inOutPaths(sc)
 	if err != nil {
 		return Result{}, err
 	}
-	err = filepath.WalkDir(in, func(p string, d os.DirEntry, err error) error {
+	d := sc.Workspace.Dir
+	err = d.WalkDir(in, func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		rel, _ := filepath.Rel(in, p)
-		if d.Name() == ".git" && d.IsDir() {
+		if e.Name() == ".git" && e.IsDir() {
 			return filepath.SkipDir
+		}
+		rel, err := filepath.Rel(in, p)
+		if err != nil {
+			return err
 		}
 		dst := filepath.Join(out, rel)
 		switch {
-		case d.IsDir():
-			return os.MkdirAll(dst, 0o750)
-		case d.Type()&os.ModeSymlink != 0:
-			relToRoot, _ := filepath.Rel(sc.Workspace.Dir, p)
-			if _, err := sc.Path(relToRoot); err != nil {
-				return err
-			}
-			target, err := os.Readlink(p)
+		case e.IsDir():
+			return d.MkdirAll(dst)
+		case e.Type()&fs.ModeSymlink != 0:
+			target, err := d.Readlink(p)
 			if err != nil {
 				return err
 			}
-			return os.Symlink(target, dst)
+			return d.Symlink(target, dst)
 		}
-		return copyFile(p, dst)
+		return copyFile(d, p, dst)
 	})
 	if err != nil {
-		if IsTerminal(err) {
-			return Result{}, err
-		}
 		return Result{}, Terminal(fmt.Errorf("copy %s to %s: %w", cfg.InPath, cfg.OutPath, err))
 	}
 	return Result{}, nil
 }
 
-func copyFile(src, dst string) error {
-	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
-		return err
-	}
-	in, err := os.Open(src)
+func copyFile(d *workdir.Dir, src, dst string) error {
+	in, err := d.Open(src)
 	if err != nil {
 		return err
 	}
@@ -513,7 +501,7 @@ func copyFile(src, dst string) error {
 	if err != nil {
 		return err
 	}
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, info.Mode().Perm())
+	out, err := d.Create(dst, info.Mode().Perm())
 	if err != nil {
 		return err
 	}
@@ -524,28 +512,33 @@ func copyFile(src, dst string) error {
 	return out.Close()
 }
 
-// tarStep writes a gzip-compressed tar of inPath to outPath.
+// tarStep writes a gzip-compressed tar of inPath to outPath. Symbolic
+// links are left out.
 func tarStep(_ context.Context, sc *Context) (Result, error) {
-	_, in, out, err := inOutPaths(sc)
+	cfg, in, out, err := inOutPaths(sc)
 	if err != nil {
 		return Result{}, err
 	}
-	f, err := os.Create(out)
+	d := sc.Workspace.Dir
+	f, err := d.Create(out, 0o644)
 	if err != nil {
-		return Result{}, err
+		return Result{}, fsError(fmt.Errorf("create %s: %w", cfg.OutPath, err))
 	}
 	defer func() { _ = f.Close() }()
 	gz := gzip.NewWriter(f)
 	tw := tar.NewWriter(gz)
-	err = filepath.WalkDir(in, func(p string, d os.DirEntry, err error) error {
+	err = d.WalkDir(in, func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if d.Type()&os.ModeSymlink != 0 || p == out {
+		if e.Type()&fs.ModeSymlink != 0 || p == out {
 			return nil
 		}
-		rel, _ := filepath.Rel(in, p)
-		info, err := d.Info()
+		rel, err := filepath.Rel(in, p)
+		if err != nil {
+			return err
+		}
+		info, err := e.Info()
 		if err != nil {
 			return err
 		}
@@ -557,10 +550,10 @@ func tarStep(_ context.Context, sc *Context) (Result, error) {
 		if err := tw.WriteHeader(hdr); err != nil {
 			return err
 		}
-		if d.IsDir() {
+		if e.IsDir() {
 			return nil
 		}
-		src, err := os.Open(p)
+		src, err := d.Open(p)
 		if err != nil {
 			return err
 		}
@@ -574,7 +567,10 @@ func tarStep(_ context.Context, sc *Context) (Result, error) {
 	if err == nil {
 		err = gz.Close()
 	}
-	return Result{}, err
+	if err != nil {
+		return Result{}, fsError(fmt.Errorf("tar %s: %w", cfg.InPath, err))
+	}
+	return Result{}, f.Close()
 }
 
 // untarStep extracts a (gzip-compressed) tar; entries leaving outPath
@@ -584,13 +580,14 @@ func untarStep(_ context.Context, sc *Context) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	f, err := os.Open(in)
+	d := sc.Workspace.Dir
+	f, err := d.Open(in)
 	if err != nil {
-		return Result{}, Terminal(err)
+		return Result{}, Terminal(fmt.Errorf("open %s: %w", cfg.InPath, err))
 	}
 	defer func() { _ = f.Close() }()
-	if err := os.MkdirAll(out, 0o750); err != nil {
-		return Result{}, err
+	if err := d.MkdirAll(out); err != nil {
+		return Result{}, fsError(err)
 	}
 	var r io.Reader = f
 	if gz, err := gzip.NewReader(f); err == nil {
@@ -607,22 +604,20 @@ func untarStep(_ context.Context, sc *Context) (Result, error) {
 		if err != nil {
 			return Result{}, Terminal(fmt.Errorf("read %s: %w", cfg.InPath, err))
 		}
-		dst, err := SecurePath(out, hdr.Name)
-		if err != nil {
-			return Result{}, err
+		name := filepath.FromSlash(hdr.Name)
+		if !filepath.IsLocal(name) {
+			return Result{}, Terminal(fmt.Errorf("%s: entry %q leaves outPath", cfg.InPath, hdr.Name))
 		}
+		dst := filepath.Join(out, name)
 		switch hdr.Typeflag {
 		case tar.TypeDir:
-			if err := os.MkdirAll(dst, 0o750); err != nil {
-				return Result{}, err
+			if err := d.MkdirAll(dst); err != nil {
+				return Result{}, fsError(err)
 			}
 		case tar.TypeReg:
-			if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
-				return Result{}, err
-			}
-			w, err := os.OpenFile(dst, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, os.FileMode(hdr.Mode).Perm())
+			w, err := d.Create(dst, os.FileMode(hdr.Mode).Perm())
 			if err != nil {
-				return Result{}, err
+				return Result{}, fsError(err)
 			}
 			if _, err := io.Copy(w, io.LimitReader(tr, 1<<30)); err != nil {
 				_ = w.Close()

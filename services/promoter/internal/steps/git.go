@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"github.com/caravan-cd/caravan/pkg/model"
@@ -50,13 +49,17 @@ func gitClone(ctx context.Context, sc *Context) (Result, error) {
 	}
 	saved, _ := sc.Saved["checkouts"].(map[string]any)
 	done := map[string]any{}
+	d := sc.Workspace.Dir
 	for i, co := range cfg.Checkout {
-		dir, err := sc.Path(co.Path)
+		rel, err := d.Resolve(co.Path)
 		if err != nil {
-			return Result{}, err
+			return Result{}, fsError(fmt.Errorf("checkout[%d]: %w", i, err))
 		}
-		if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
+		if entries, err := d.ReadDir(rel); err == nil && len(entries) > 0 {
 			return Result{}, Terminal(fmt.Errorf("checkout[%d]: path %q is not empty", i, co.Path))
+		}
+		if err := d.MkdirAll(rel); err != nil {
+			return Result{}, fsError(fmt.Errorf("checkout[%d]: %w", i, err))
 		}
 		opts := gitmirror.CheckoutOptions{Branch: co.Branch, Create: co.Create, Commit: co.Commit, Tag: co.Tag}
 		if co.FromFreight && opts.Commit == "" {
@@ -75,11 +78,13 @@ func gitClone(ctx context.Context, sc *Context) (Result, error) {
 				opts.Commit, opts.Tag = h, ""
 			}
 		}
-		repo, err := mirror.Checkout(dir, auth, opts)
+		// rel has no symbolic links and the work tree is written through
+		// a file system bound to it.
+		repo, err := mirror.Checkout(filepath.Join(d.Path(), rel), auth, opts)
 		if err != nil {
 			return Result{}, Terminal(err)
 		}
-		sc.Workspace.Repos[dir] = repo
+		sc.Workspace.Repos[rel] = repo
 		done[co.Path] = repo.Head().String()
 	}
 	return Result{Output: map[string]any{"checkouts": done}}, nil
@@ -101,11 +106,11 @@ func commitFromFreight(freight []model.FreightReference, repoURL string, co chec
 
 // repoAt returns the work tree checked out at path.
 func (sc *Context) repoAt(p string) (*gitmirror.Repo, error) {
-	dir, err := sc.Path(p)
+	rel, err := sc.Workspace.Dir.Resolve(p)
 	if err != nil {
-		return nil, err
+		return nil, fsError(err)
 	}
-	repo, ok := sc.Workspace.Repos[dir]
+	repo, ok := sc.Workspace.Repos[rel]
 	if !ok {
 		return nil, Terminal(fmt.Errorf("no git work tree at %q: check one out with git-clone first", p))
 	}
@@ -120,20 +125,20 @@ func gitClear(_ context.Context, sc *Context) (Result, error) {
 	if err := sc.Decode(&cfg); err != nil {
 		return Result{}, err
 	}
-	repo, err := sc.repoAt(cfg.Path)
-	if err != nil {
+	if _, err := sc.repoAt(cfg.Path); err != nil {
 		return Result{}, err
 	}
-	entries, err := os.ReadDir(repo.Dir)
+	d := sc.Workspace.Dir
+	entries, err := d.ReadDir(cfg.Path)
 	if err != nil {
-		return Result{}, err
+		return Result{}, fsError(err)
 	}
 	for _, e := range entries {
 		if e.Name() == ".git" {
 			continue
 		}
-		if err := os.RemoveAll(filepath.Join(repo.Dir, e.Name())); err != nil {
-			return Result{}, err
+		if err := d.RemoveAll(filepath.Join(cfg.Path, e.Name())); err != nil {
+			return Result{}, fsError(err)
 		}
 	}
 	return Result{}, nil

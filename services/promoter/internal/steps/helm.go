@@ -3,21 +3,26 @@ package steps
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 
 	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/services/promoter/internal/workdir"
 	"go.yaml.in/yaml/v3"
 	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/cli"
 	"helm.sh/helm/v3/pkg/downloader"
 	"helm.sh/helm/v3/pkg/getter"
+	"helm.sh/helm/v3/pkg/ignore"
 	"helm.sh/helm/v3/pkg/releaseutil"
 	"helm.sh/helm/v3/pkg/strvals"
 )
@@ -45,25 +50,23 @@ func helmTemplate(ctx context.Context, sc *Context) (Result, error) {
 	if err := sc.Decode(&cfg); err != nil {
 		return Result{}, err
 	}
-	chartDir, err := sc.Path(cfg.Path)
-	if err != nil {
+	if err := sc.checkPath(cfg.Path); err != nil {
 		return Result{}, err
 	}
-	out, err := sc.Path(cfg.OutPath)
-	if err != nil {
+	if err := sc.checkPath(cfg.OutPath); err != nil {
 		return Result{}, err
 	}
-	chrt, err := loader.Load(chartDir)
+	chrt, err := loadChart(sc.Workspace.Dir, cfg.Path)
 	if err != nil {
 		return Result{}, Terminal(fmt.Errorf("load chart %s: %w", cfg.Path, err))
 	}
 	vals := map[string]any{}
 	for _, f := range cfg.ValuesFiles {
-		p, err := sc.Path(f)
+		b, err := sc.readFile(f)
 		if err != nil {
 			return Result{}, err
 		}
-		v, err := chartutil.ReadValuesFile(p)
+		v, err := chartutil.ReadValues(b)
 		if err != nil {
 			return Result{}, Terminal(fmt.Errorf("values file %s: %w", f, err))
 		}
@@ -109,11 +112,8 @@ func helmTemplate(ctx context.Context, sc *Context) (Result, error) {
 		}
 	}
 	manifests.WriteString("\n")
-	if ext := strings.ToLower(filepath.Ext(out)); ext == ".yaml" || ext == ".yml" {
-		if err := os.MkdirAll(filepath.Dir(out), 0o750); err != nil {
-			return Result{}, err
-		}
-		return Result{}, os.WriteFile(out, manifests.Bytes(), 0o644)
+	if ext := strings.ToLower(filepath.Ext(cfg.OutPath)); ext == ".yaml" || ext == ".yml" {
+		return Result{}, sc.writeFile(cfg.OutPath, manifests.Bytes())
 	}
 	split := releaseutil.SplitManifests(manifests.String())
 	keys := make([]string, 0, len(split))
@@ -121,9 +121,6 @@ func helmTemplate(ctx context.Context, sc *Context) (Result, error) {
 		keys = append(keys, k)
 	}
 	sort.Sort(releaseutil.BySplitManifestsOrder(keys))
-	if err := os.MkdirAll(out, 0o750); err != nil {
-		return Result{}, err
-	}
 	for i, k := range keys {
 		var doc struct {
 			Kind     string `yaml:"kind"`
@@ -137,11 +134,108 @@ func helmTemplate(ctx context.Context, sc *Context) (Result, error) {
 			name = strings.ToLower(doc.Kind + "-" + doc.Metadata.Name + ".yaml")
 			name = strings.ReplaceAll(name, string(filepath.Separator), "_")
 		}
-		if err := os.WriteFile(filepath.Join(out, name), []byte(strings.TrimSpace(split[k])+"\n"), 0o644); err != nil {
+		if err := sc.writeFile(filepath.Join(cfg.OutPath, name), []byte(strings.TrimSpace(split[k])+"\n")); err != nil {
 			return Result{}, err
 		}
 	}
 	return Result{}, nil
+}
+
+// utf8BOM is what Helm's loader strips from the start of chart files.
+var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
+
+// loadChart loads the chart at path in the work dir, a directory or a
+// packaged chart, as Helm's loader.Load does (.helmignore included) but
+// through the work dir: a symbolic link in the chart is followed only
+// while it stays inside the work dir. Helm's own loader follows any link.
+func loadChart(d *workdir.Dir, path string) (*chart.Chart, error) {
+	info, err := d.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !info.IsDir() {
+		f, err := d.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		defer func() { _ = f.Close() }()
+		return loader.LoadArchive(f)
+	}
+	rules := ignore.Empty()
+	if b, err := d.ReadFile(filepath.Join(path, ignore.HelmIgnore)); err == nil {
+		if rules, err = ignore.Parse(bytes.NewReader(b)); err != nil {
+			return nil, fmt.Errorf("%s: %w", ignore.HelmIgnore, err)
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	rules.AddDefaults()
+	var files []*loader.BufferedFile
+	err = d.Walk(path, func(p string, fi fs.FileInfo) error {
+		n, err := filepath.Rel(path, p)
+		if err != nil || n == "." {
+			return err
+		}
+		n = filepath.ToSlash(n)
+		if fi.IsDir() {
+			if rules.Ignore(n, fi) {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if rules.Ignore(n, fi) {
+			return nil
+		}
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("%s is not a regular file", p)
+		}
+		if fi.Size() > loader.MaxDecompressedFileSize {
+			return fmt.Errorf("%s is larger than the maximum chart file size %d", p, loader.MaxDecompressedFileSize)
+		}
+		data, err := d.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		files = append(files, &loader.BufferedFile{Name: n, Data: bytes.TrimPrefix(data, utf8BOM)})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return loader.LoadFiles(files)
+}
+
+// chartOnDisk vets the chart at path for Helm's dependency manager, which
+// opens files on disk itself: no symbolic link in the chart or in a
+// file:// dependency leaves the work dir, and no file:// dependency lies
+// outside it. It returns the chart's path on disk.
+func chartOnDisk(d *workdir.Dir, path string) (string, error) {
+	rel, err := d.Resolve(path)
+	if err != nil {
+		return "", err
+	}
+	if err := d.Check(rel); err != nil {
+		return "", err
+	}
+	chrt, err := loadChart(d, rel)
+	if err != nil {
+		return "", fmt.Errorf("load chart %s: %w", path, err)
+	}
+	for _, dep := range chrt.Metadata.Dependencies {
+		p, ok := strings.CutPrefix(dep.Repository, "file://")
+		if !ok {
+			continue
+		}
+		// Helm joins the path to the chart's as written.
+		local := filepath.Join(rel, p)
+		if filepath.IsAbs(p) || (local != "." && !filepath.IsLocal(local)) {
+			return "", fmt.Errorf("dependency %s: repository %s: %w", dep.Name, dep.Repository, &workdir.OutsideError{Path: p, Absolute: filepath.IsAbs(p)})
+		}
+		if err := d.Check(local); err != nil {
+			return "", fmt.Errorf("dependency %s: repository %s: %w", dep.Name, dep.Repository, err)
+		}
+	}
+	return filepath.Join(d.Path(), rel), nil
 }
 
 func isTestHook[T ~string](events []T) bool {
@@ -169,14 +263,10 @@ func helmUpdateChart(_ context.Context, sc *Context) (Result, error) {
 	if err := sc.Decode(&cfg); err != nil {
 		return Result{}, err
 	}
-	dir, err := sc.Path(cfg.Path)
+	file := filepath.Join(cfg.Path, "Chart.yaml")
+	b, err := sc.readFile(file)
 	if err != nil {
 		return Result{}, err
-	}
-	file := filepath.Join(dir, "Chart.yaml")
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return Result{}, Terminal(fmt.Errorf("read %s/Chart.yaml: %w", cfg.Path, err))
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(b, &doc); err != nil {
@@ -216,7 +306,11 @@ func helmUpdateChart(_ context.Context, sc *Context) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	if err := os.WriteFile(file, out, 0o644); err != nil {
+	dir, err := chartOnDisk(sc.Workspace.Dir, cfg.Path)
+	if err != nil {
+		return Result{}, fsError(fmt.Errorf("helm-update-chart %s: %w", cfg.Path, err))
+	}
+	if err := sc.writeFile(file, out); err != nil {
 		return Result{}, err
 	}
 	home, err := os.MkdirTemp("", "helm-")

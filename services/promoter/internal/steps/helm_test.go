@@ -23,14 +23,14 @@ func TestHelmUpdateChartAndTemplate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	chart, _ := os.ReadFile(filepath.Join(sc.Workspace.Dir, "charts/app/Chart.yaml"))
+	chart, _ := os.ReadFile(filepath.Join(sc.Workspace.Dir.Path(), "charts/app/Chart.yaml"))
 	if !strings.Contains(string(chart), "version: 0.2.0 # pinned by Kargo") {
 		t.Fatalf("Chart.yaml:\n%s", chart)
 	}
-	if _, err := os.Stat(filepath.Join(sc.Workspace.Dir, "charts/app/charts/dep-0.2.0.tgz")); err != nil {
+	if _, err := os.Stat(filepath.Join(sc.Workspace.Dir.Path(), "charts/app/charts/dep-0.2.0.tgz")); err != nil {
 		t.Fatalf("dependency not fetched: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(sc.Workspace.Dir, "charts/app/Chart.lock")); err != nil {
+	if _, err := os.Stat(filepath.Join(sc.Workspace.Dir.Path(), "charts/app/Chart.lock")); err != nil {
 		t.Fatalf("no Chart.lock: %v", err)
 	}
 	if !strings.Contains(res.Output["commitMessage"].(string), "dep:0.2.0") {
@@ -42,7 +42,7 @@ func TestHelmUpdateChartAndTemplate(t *testing.T) {
 	if _, err := helmTemplate(context.Background(), sc); err != nil {
 		t.Fatal(err)
 	}
-	got, _ := os.ReadFile(filepath.Join(sc.Workspace.Dir, "out/dev.yaml"))
+	got, _ := os.ReadFile(filepath.Join(sc.Workspace.Dir.Path(), "out/dev.yaml"))
 	for _, want := range []string{"image: ghcr.io/acme/app:1.4.0", "replicas: 3", "namespace: dev", "name: guestbook", "from: dep"} {
 		if !strings.Contains(string(got), want) {
 			t.Errorf("rendered manifests lack %q:\n%s", want, got)

@@ -3,13 +3,10 @@ package steps
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -179,8 +176,7 @@ func httpDownload(ctx context.Context, sc *Context) (Result, error) {
 	if err := sc.Decode(&cfg); err != nil {
 		return Result{}, err
 	}
-	out, err := sc.newPath(cfg.OutPath, cfg.AllowOverwrite)
-	if err != nil {
+	if err := sc.newPath(cfg.OutPath, cfg.AllowOverwrite); err != nil {
 		return Result{}, err
 	}
 	hc := httpConfig{URL: cfg.URL, Headers: cfg.Headers}
@@ -196,16 +192,13 @@ func httpDownload(ctx context.Context, sc *Context) (Result, error) {
 	if resp.StatusCode != http.StatusOK {
 		return Result{}, fmt.Errorf("download %s: HTTP %d", req.URL.Redacted(), resp.StatusCode)
 	}
-	if err := os.MkdirAll(filepath.Dir(out), 0o750); err != nil {
-		return Result{}, err
-	}
-	f, err := os.Create(out)
+	f, err := sc.Workspace.Dir.Create(cfg.OutPath, 0o644)
 	if err != nil {
-		return Result{}, err
+		return Result{}, fsError(fmt.Errorf("create %s: %w", cfg.OutPath, err))
 	}
 	if _, err := io.Copy(f, resp.Body); err != nil {
 		_ = f.Close()
 		return Result{}, err
 	}
-	return Result{}, errors.Join(f.Close())
+	return Result{}, f.Close()
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -38,21 +37,22 @@ func kustomizeSetImage(_ context.Context, sc *Context) (Result, error) {
 	if cfg.Path == "" {
 		cfg.Path = "."
 	}
-	dir, err := sc.Path(cfg.Path)
-	if err != nil {
+	if err := sc.checkPath(cfg.Path); err != nil {
 		return Result{}, err
 	}
+	// The file is found as it is (a link too), then read and written
+	// through the work dir: a link leading out of it is an error.
 	file := ""
 	for _, name := range []string{"kustomization.yaml", "kustomization.yml", "Kustomization"} {
-		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
-			file = filepath.Join(dir, name)
+		if p := filepath.Join(cfg.Path, name); sc.Workspace.Dir.Exists(p) {
+			file = p
 			break
 		}
 	}
 	if file == "" {
 		return Result{}, Terminal(fmt.Errorf("no kustomization file in %s", cfg.Path))
 	}
-	b, err := os.ReadFile(file)
+	b, err := sc.readFile(file)
 	if err != nil {
 		return Result{}, err
 	}
@@ -112,7 +112,7 @@ func kustomizeSetImage(_ context.Context, sc *Context) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	if err := os.WriteFile(file, out, 0o644); err != nil {
+	if err := sc.writeFile(file, out); err != nil {
 		return Result{}, err
 	}
 	msg := fmt.Sprintf("Updated %s to use new image", cfg.Path)

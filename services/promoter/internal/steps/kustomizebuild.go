@@ -2,12 +2,12 @@ package steps
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
+	"io/fs"
 	"path/filepath"
 	"strings"
 
+	"github.com/caravan-cd/caravan/services/promoter/internal/workdir"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 )
@@ -15,7 +15,8 @@ import (
 // kustomizeBuild renders a kustomization with the kustomize library into
 // outPath: one file when outPath ends in .yaml/.yml, otherwise a directory
 // with one file per resource (<kind>-<name>.yaml). Kustomize reads only
-// inside the work dir: a base or file elsewhere is an error.
+// inside the work dir, through it (see kustomizeFS): a base or file
+// elsewhere, or a symbolic link leading out, is an error.
 func kustomizeBuild(_ context.Context, sc *Context) (Result, error) {
 	var cfg struct {
 		Path    string `json:"path"`
@@ -24,37 +25,27 @@ func kustomizeBuild(_ context.Context, sc *Context) (Result, error) {
 	if err := sc.Decode(&cfg); err != nil {
 		return Result{}, err
 	}
-	in, err := sc.Path(cfg.Path)
-	if err != nil {
+	if err := sc.checkPath(cfg.Path); err != nil {
 		return Result{}, err
 	}
-	out, err := sc.Path(cfg.OutPath)
-	if err != nil {
+	if err := sc.checkPath(cfg.OutPath); err != nil {
 		return Result{}, err
 	}
-	root, err := filepath.EvalSymlinks(sc.Workspace.Dir)
-	if err != nil {
-		return Result{}, err
-	}
-	fs := confinedFS{FileSystem: filesys.MakeFsOnDisk(), root: root}
-	opts := krusty.MakeDefaultOptions()
-	m, err := krusty.MakeKustomizer(opts).Run(fs, in)
+	kfs := kustomizeFS{d: sc.Workspace.Dir}
+	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(kfs, kfs.abs(cfg.Path))
 	if err != nil {
 		return Result{}, Terminal(fmt.Errorf("kustomize build %s: %w", cfg.Path, err))
 	}
-	ext := strings.ToLower(filepath.Ext(out))
+	ext := strings.ToLower(filepath.Ext(cfg.OutPath))
 	if ext == ".yaml" || ext == ".yml" {
 		b, err := m.AsYaml()
 		if err != nil {
 			return Result{}, err
 		}
-		if err := os.MkdirAll(filepath.Dir(out), 0o750); err != nil {
-			return Result{}, err
-		}
-		return Result{}, os.WriteFile(out, b, 0o644)
+		return Result{}, sc.writeFile(cfg.OutPath, b)
 	}
-	if err := os.MkdirAll(out, 0o750); err != nil {
-		return Result{}, err
+	if err := sc.Workspace.Dir.MkdirAll(cfg.OutPath); err != nil {
+		return Result{}, fsError(err)
 	}
 	for _, r := range m.Resources() {
 		b, err := r.AsYAML()
@@ -63,94 +54,171 @@ func kustomizeBuild(_ context.Context, sc *Context) (Result, error) {
 		}
 		name := strings.ToLower(r.GetKind() + "-" + r.GetName() + ".yaml")
 		name = strings.ReplaceAll(name, string(filepath.Separator), "_")
-		if err := os.WriteFile(filepath.Join(out, name), b, 0o644); err != nil {
+		if err := sc.writeFile(filepath.Join(cfg.OutPath, name), b); err != nil {
 			return Result{}, err
 		}
 	}
 	return Result{}, nil
 }
 
-// errOutside: kustomize tried to read outside the work dir.
-var errOutside = errors.New("outside the work dir")
+// kustomizeFS is kustomize's file system over the work dir. Kustomize
+// sees the work dir's absolute path (steps.Run shows it relative in
+// errors), but every file goes through the work dir: a path outside it is
+// refused before anything is opened, and a symbolic link leading out
+// cannot be followed; links inside it keep working.
+type kustomizeFS struct{ d *workdir.Dir }
 
-// confinedFS is the on-disk file system with reads limited to root.
-type confinedFS struct {
-	filesys.FileSystem
-	root string
+var _ filesys.FileSystem = kustomizeFS{}
+
+// rel maps a path of kustomize's (absolute, or relative to the work dir)
+// to one in the work dir.
+func (k kustomizeFS) rel(p string) (string, error) {
+	if !filepath.IsAbs(p) {
+		return p, nil
+	}
+	r, err := filepath.Rel(k.d.Path(), p)
+	if err != nil || (r != "." && !filepath.IsLocal(r)) {
+		return "", &workdir.OutsideError{Path: r}
+	}
+	return r, nil
 }
 
-func (c confinedFS) check(p string) error {
-	abs, err := filepath.Abs(p)
+// abs is the path kustomize sees for rel, a path in the work dir.
+func (k kustomizeFS) abs(rel string) string {
+	return filepath.Join(k.d.Path(), rel)
+}
+
+func (k kustomizeFS) Create(p string) (filesys.File, error) {
+	rel, err := k.rel(p)
+	if err != nil {
+		return nil, err
+	}
+	return k.d.Create(rel, 0o644)
+}
+
+func (k kustomizeFS) Mkdir(p string) error { return k.MkdirAll(p) }
+
+func (k kustomizeFS) MkdirAll(p string) error {
+	rel, err := k.rel(p)
 	if err != nil {
 		return err
 	}
-	resolved, err := filepath.EvalSymlinks(abs)
+	return k.d.MkdirAll(rel)
+}
+
+func (k kustomizeFS) RemoveAll(p string) error {
+	rel, err := k.rel(p)
 	if err != nil {
-		if os.IsNotExist(err) {
-			resolved = abs
-		} else {
-			return err
-		}
+		return err
 	}
-	if !within(c.root, resolved) {
-		return fmt.Errorf("%s: %w", p, errOutside)
-	}
-	return nil
+	return k.d.RemoveAll(rel)
 }
 
-func (c confinedFS) Open(p string) (filesys.File, error) {
-	if err := c.check(p); err != nil {
+func (k kustomizeFS) Open(p string) (filesys.File, error) {
+	rel, err := k.rel(p)
+	if err != nil {
 		return nil, err
 	}
-	return c.FileSystem.Open(p)
+	return k.d.Open(rel)
 }
 
-func (c confinedFS) ReadFile(p string) ([]byte, error) {
-	if err := c.check(p); err != nil {
+func (k kustomizeFS) IsDir(p string) bool {
+	rel, err := k.rel(p)
+	if err != nil {
+		return false
+	}
+	info, err := k.d.Stat(rel)
+	return err == nil && info.IsDir()
+}
+
+func (k kustomizeFS) ReadDir(p string) ([]string, error) {
+	rel, err := k.rel(p)
+	if err != nil {
 		return nil, err
 	}
-	return c.FileSystem.ReadFile(p)
-}
-
-func (c confinedFS) ReadDir(p string) ([]string, error) {
-	if err := c.check(p); err != nil {
+	entries, err := k.d.ReadDir(rel)
+	if err != nil {
 		return nil, err
 	}
-	return c.FileSystem.ReadDir(p)
+	names := make([]string, len(entries))
+	for i, e := range entries {
+		names[i] = e.Name()
+	}
+	return names, nil
 }
 
-func (c confinedFS) IsDir(p string) bool {
-	return c.check(p) == nil && c.FileSystem.IsDir(p)
-}
-
-func (c confinedFS) Exists(p string) bool {
-	return c.check(p) == nil && c.FileSystem.Exists(p)
-}
-
-func (c confinedFS) CleanedAbs(p string) (filesys.ConfirmedDir, string, error) {
-	if err := c.check(p); err != nil {
+// CleanedAbs splits p, its links resolved, into a directory and a file
+// name ("" when p is a directory), as kustomize's on-disk file system.
+func (k kustomizeFS) CleanedAbs(p string) (filesys.ConfirmedDir, string, error) {
+	rel, err := k.rel(p)
+	if err != nil {
 		return "", "", err
 	}
-	return c.FileSystem.CleanedAbs(p)
+	resolved, err := k.d.Resolve(rel)
+	if err != nil {
+		return "", "", err
+	}
+	info, err := k.d.Stat(resolved)
+	if err != nil {
+		return "", "", err
+	}
+	if info.IsDir() {
+		return filesys.ConfirmedDir(k.abs(resolved)), "", nil
+	}
+	return filesys.ConfirmedDir(k.abs(filepath.Dir(resolved))), filepath.Base(resolved), nil
 }
 
-func (c confinedFS) Glob(pattern string) ([]string, error) {
-	matches, err := c.FileSystem.Glob(pattern)
+// Exists reports whether p exists, a symbolic link leading out of the
+// work dir included: reading it then says why it cannot be read.
+func (k kustomizeFS) Exists(p string) bool {
+	rel, err := k.rel(p)
+	return err == nil && k.d.Exists(rel)
+}
+
+func (k kustomizeFS) Glob(pattern string) ([]string, error) {
+	rel, err := k.rel(pattern)
 	if err != nil {
 		return nil, err
 	}
-	out := matches[:0]
-	for _, m := range matches {
-		if c.check(m) == nil {
-			out = append(out, m)
-		}
+	matches, err := fs.Glob(k.d.FS(), filepath.ToSlash(filepath.Clean(rel)))
+	if err != nil {
+		return nil, err
 	}
-	return out, nil
+	for i, m := range matches {
+		matches[i] = k.abs(filepath.FromSlash(m))
+	}
+	if filesys.IsHiddenFilePath(pattern) {
+		return matches, nil
+	}
+	return filesys.RemoveHiddenFiles(matches), nil
 }
 
-func (c confinedFS) Walk(p string, fn filepath.WalkFunc) error {
-	if err := c.check(p); err != nil {
+func (k kustomizeFS) ReadFile(p string) ([]byte, error) {
+	rel, err := k.rel(p)
+	if err != nil {
+		return nil, err
+	}
+	return k.d.ReadFile(rel)
+}
+
+func (k kustomizeFS) WriteFile(p string, data []byte) error {
+	rel, err := k.rel(p)
+	if err != nil {
 		return err
 	}
-	return c.FileSystem.Walk(p, fn)
+	return k.d.WriteFile(rel, data)
+}
+
+func (k kustomizeFS) Walk(p string, fn filepath.WalkFunc) error {
+	rel, err := k.rel(p)
+	if err != nil {
+		return err
+	}
+	return k.d.WalkDir(rel, func(q string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return fn(k.abs(q), nil, err)
+		}
+		info, err := e.Info()
+		return fn(k.abs(q), info, err)
+	})
 }

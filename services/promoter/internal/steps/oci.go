@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -91,8 +89,7 @@ func ociDownload(ctx context.Context, sc *Context) (Result, error) {
 	if err := sc.Decode(&cfg); err != nil {
 		return Result{}, err
 	}
-	out, err := sc.newPath(cfg.OutPath, cfg.AllowOverwrite)
-	if err != nil {
+	if err := sc.newPath(cfg.OutPath, cfg.AllowOverwrite); err != nil {
 		return Result{}, err
 	}
 	ref, err := parseRef(cfg.ImageRef)
@@ -120,12 +117,9 @@ func ociDownload(ctx context.Context, sc *Context) (Result, error) {
 			return Result{}, err
 		}
 		defer func() { _ = rc.Close() }()
-		if err := os.MkdirAll(filepath.Dir(out), 0o750); err != nil {
-			return Result{}, err
-		}
-		f, err := os.Create(out)
+		f, err := sc.Workspace.Dir.Create(cfg.OutPath, 0o644)
 		if err != nil {
-			return Result{}, err
+			return Result{}, fsError(fmt.Errorf("create %s: %w", cfg.OutPath, err))
 		}
 		if _, err := io.Copy(f, rc); err != nil {
 			_ = f.Close()

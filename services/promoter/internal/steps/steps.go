@@ -8,16 +8,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"time"
 
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/services/promoter/internal/gitmirror"
+	"github.com/caravan-cd/caravan/services/promoter/internal/workdir"
 )
 
 // StatusRunning is a step that has not finished yet (a wait or a polling
@@ -68,12 +68,25 @@ func IsTerminal(err error) bool {
 	return errors.As(err, &t)
 }
 
-// Workspace is what a promotion's steps share: its work dir and the Git
-// work trees checked out in it.
+// Workspace is what a promotion's steps share: its work dir, the only
+// place steps read and write files (every access goes through Dir, an
+// os.Root at the work dir), and the Git work trees checked out in it.
 type Workspace struct {
-	Dir   string
-	Repos map[string]*gitmirror.Repo // by absolute path
+	Dir   *workdir.Dir
+	Repos map[string]*gitmirror.Repo // by path in the work dir, links resolved
 }
+
+// NewWorkspace opens the work dir at dir (made absolute); Close releases it.
+func NewWorkspace(dir string) (*Workspace, error) {
+	d, err := workdir.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	return &Workspace{Dir: d, Repos: map[string]*gitmirror.Repo{}}, nil
+}
+
+// Close releases the work dir.
+func (w *Workspace) Close() error { return w.Dir.Close() }
 
 // Services are the engine's shared parts steps use.
 type Services struct {
@@ -198,71 +211,67 @@ func stringifyAt(v any, path []string) (any, bool) {
 	return v, false
 }
 
-// Path resolves a step path inside the work dir. An absolute path, one
-// leaving the work dir with "..", or one reaching outside through a
-// symbolic link is a terminal error.
-func (sc *Context) Path(p string) (string, error) {
-	return SecurePath(sc.Workspace.Dir, p)
+// checkPath checks a path the step was given: relative, inside the work
+// dir, symbolic links included; anything else is a terminal error.
+func (sc *Context) checkPath(p string) error {
+	_, err := sc.Workspace.Dir.Resolve(p)
+	return fsError(err)
 }
 
-// newPath resolves path, an output the step is about to write, in the work
-// dir; a file already there is a terminal error unless allowOverwrite.
-func (sc *Context) newPath(path string, allowOverwrite bool) (string, error) {
-	full, err := sc.Path(path)
-	if err != nil {
-		return "", err
+// newPath checks path, an output the step is about to write; a file
+// already there is a terminal error unless allowOverwrite.
+func (sc *Context) newPath(path string, allowOverwrite bool) error {
+	if err := sc.checkPath(path); err != nil {
+		return err
 	}
-	if _, err := os.Stat(full); err == nil && !allowOverwrite {
-		return "", Terminal(fmt.Errorf("%s exists (set allowOverwrite)", path))
+	if sc.Workspace.Dir.Exists(path) && !allowOverwrite {
+		return Terminal(fmt.Errorf("%s exists (set allowOverwrite)", path))
 	}
-	return full, nil
+	return nil
 }
 
-// SecurePath joins p to root and checks the result stays inside root,
-// following symbolic links of the parts that exist.
-func SecurePath(root, p string) (string, error) {
-	if p == "" {
-		return "", Terminal(errors.New("path must not be empty"))
+// fsError marks an error of the work dir terminal when retrying cannot fix
+// it: a path leaving the work dir or an invalid one.
+func fsError(err error) error {
+	if err == nil || IsTerminal(err) {
+		return err
 	}
-	if filepath.IsAbs(p) {
-		return "", Terminal(fmt.Errorf("path %q is absolute: paths are relative to the work dir", p))
+	if errors.Is(err, workdir.ErrOutside) || errors.Is(err, fs.ErrInvalid) {
+		return Terminal(err)
 	}
-	full := filepath.Join(root, p)
-	if !within(root, full) {
-		return "", Terminal(fmt.Errorf("path %q leaves the work dir", p))
+	var pe *fs.PathError
+	if errors.As(err, &pe) && pe.Op == "resolve" {
+		return Terminal(err)
 	}
-	realRoot, err := filepath.EvalSymlinks(root)
+	return err
+}
+
+// Run runs s with sc. The work dir shows in its error and message only as
+// paths relative to it, never as a path on the server, whatever a library
+// put there.
+func Run(ctx context.Context, s Step, sc *Context) (Result, error) {
+	res, err := s.Run(ctx, sc)
+	if sc.Workspace == nil || sc.Workspace.Dir == nil {
+		return res, err
+	}
+	res.Message = sc.Workspace.Dir.Scrub(res.Message)
 	if err != nil {
-		return "", err
-	}
-	// Resolve the longest existing prefix.
-	existing := full
-	var rest []string
-	for {
-		if _, err := os.Lstat(existing); err == nil {
-			break
+		if msg := sc.Workspace.Dir.Scrub(err.Error()); msg != err.Error() {
+			err = scrubbed{err: err, msg: msg}
 		}
-		parent := filepath.Dir(existing)
-		if parent == existing {
-			break
-		}
-		rest = append([]string{filepath.Base(existing)}, rest...)
-		existing = parent
 	}
-	resolved, err := filepath.EvalSymlinks(existing)
-	if err != nil {
-		return "", Terminal(fmt.Errorf("path %q: %w", p, err))
-	}
-	if !within(realRoot, filepath.Join(append([]string{resolved}, rest...)...)) {
-		return "", Terminal(fmt.Errorf("path %q leaves the work dir through a symbolic link", p))
-	}
-	return full, nil
+	return res, err
 }
 
-func within(root, p string) bool {
-	rel, err := filepath.Rel(root, p)
-	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+// scrubbed is an error with another message: errors.Is and errors.As
+// (IsTerminal included) see the original.
+type scrubbed struct {
+	err error
+	msg string
 }
+
+func (e scrubbed) Error() string { return e.msg }
+func (e scrubbed) Unwrap() error { return e.err }
 
 // Registry maps step names to steps.
 type Registry map[string]Step
