@@ -8,12 +8,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/pkg/testenv"
 )
 
 // A promoter process killed with SIGKILL in the middle of a promotion:
@@ -106,5 +108,78 @@ func TestE2EPromoterSIGKILLResume(t *testing.T) {
 	}
 	if st := h.stageStatus("dev"); st.LastPromotion == nil || st.LastPromotion.Name != p.Name {
 		t.Fatalf("stage status %+v", st)
+	}
+}
+
+// The shipped promoter under the default data dir, the relative
+// ./.caravan of `make run`, renders a kustomize overlay and a chart from a
+// cloned repo into a rendered branch (kustomize-build used to fail there
+// with "outside the work dir" for a path inside it).
+func TestE2EPromoterRelativeDataDir(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "caravan-promoter")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/caravan-promoter")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		t.Fatalf("build promoter: %v", err)
+	}
+	git := testenv.GitServer(t)
+	url := git.CreateRepo(t, "gitops")
+	git.Seed(t, "gitops", map[string]string{
+		"base/kustomization.yaml":      "resources:\n  - deployment.yaml\n",
+		"base/deployment.yaml":         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app\n",
+		"env/dev/kustomization.yaml":   "resources:\n  - ../../base\nnamePrefix: dev-\n",
+		"chart/Chart.yaml":             "apiVersion: v2\nname: app\nversion: 0.1.0\n",
+		"chart/templates/service.yaml": "apiVersion: v1\nkind: Service\nmetadata:\n  name: {{ .Release.Name }}\n",
+	}, "init")
+
+	h := newHarness(t)
+	stage := h.stage("dev", func(s *model.Stage) {
+		s.Spec.PromotionTemplate.Spec.Steps = []model.PromotionStep{
+			{Uses: "git-clone", Config: map[string]any{"repoURL": url, "checkout": []any{
+				map[string]any{"branch": "main", "path": "./src"},
+				map[string]any{"branch": "env/dev", "create": true, "path": "./out"},
+			}}},
+			{Uses: "kustomize-build", Config: map[string]any{"path": "./src/env/dev", "outPath": "./out/manifests.yaml"}},
+			{Uses: "helm-template", Config: map[string]any{"path": "./src/chart", "releaseName": "web", "outPath": "./out/chart.yaml"}},
+			{Uses: "git-commit", Config: map[string]any{"path": "./out", "message": "render"}},
+			{Uses: "git-push", Config: map[string]any{"path": "./out"}},
+		}
+	})
+	f := h.freight("v1", time.Now())
+
+	work := t.TempDir()
+	cmd := exec.Command(bin)
+	cmd.Dir = work
+	cmd.Env = append(os.Environ(),
+		"CARAVAN_NATS_URL="+h.srv.URL(),
+		"CARAVAN_DATA_DIR=./.caravan",
+		"CARAVAN_PROMOTER_ID=relative",
+	)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_, _ = cmd.Process.Wait()
+	})
+	eventually(t, 60*time.Second, func() bool {
+		_, err := h.env.JS.Consumer(t.Context(), events.StreamEvents, events.PromoterPromotionRequested.Durable)
+		return err == nil
+	}, func() string { return "promoter consumer declared" })
+
+	p := h.promote(stage, f, "alice")
+	got := h.waitPhase(p.Name, model.PromotionPhaseSucceeded)
+	if len(got.Status.StepExecutionMetadata) != 5 {
+		t.Fatalf("steps %+v", got.Status.StepExecutionMetadata)
+	}
+	if m := git.Show(t, "gitops", "env/dev", "manifests.yaml"); !strings.Contains(m, "name: dev-app") {
+		t.Fatalf("rendered overlay:\n%s", m)
+	}
+	if m := git.Show(t, "gitops", "env/dev", "chart.yaml"); !strings.Contains(m, "name: web") {
+		t.Fatalf("rendered chart:\n%s", m)
+	}
+	if _, err := os.Stat(filepath.Join(work, ".caravan", "promoter")); err != nil {
+		t.Fatalf("no data in ./.caravan of the working directory: %v", err)
 	}
 }
