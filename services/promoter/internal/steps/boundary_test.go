@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caravan-cd/caravan/pkg/testenv"
 )
 
 // The secret beside the work dir that no step may read or change, as the
@@ -358,5 +360,26 @@ func runFSCase(t *testing.T, base string, c fsCase) {
 	}
 	if err == nil && c.check != nil {
 		c.check(t, sc)
+	}
+}
+
+// A remote kustomize base: kustomize clones it into a temporary directory
+// of its own, outside the work dir, so the build fails, and the clone is
+// removed.
+func TestKustomizeBuildRemoteBase(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp) // not parallel: kustomize's clone goes to os.TempDir
+	git := testenv.GitServer(t)
+	git.CreateRepo(t, "bases")
+	git.Seed(t, "bases", map[string]string{"base/kustomization.yaml": "resources: []\n"}, "init")
+	sc := newContext(t, map[string]any{"path": "overlay", "outPath": "out.yaml"})
+	write(t, sc, "overlay/kustomization.yaml", "resources:\n  - "+git.URL("bases")+"//base?ref=main\n")
+	_, err := Run(context.Background(), Builtins()["kustomize-build"], sc)
+	t.Logf("kustomize-build: %v", err)
+	if err == nil || !IsTerminal(err) || !strings.Contains(err.Error(), "leaves the work dir") {
+		t.Fatalf("a remote base: %v", err)
+	}
+	if entries, _ := filepath.Glob(filepath.Join(tmp, "kustomize-*")); len(entries) != 0 {
+		t.Fatalf("kustomize's clone was left behind: %v", entries)
 	}
 }

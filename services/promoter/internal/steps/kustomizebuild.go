@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -106,9 +107,16 @@ func (k kustomizeFS) MkdirAll(p string) error {
 	return k.d.MkdirAll(rel)
 }
 
+// RemoveAll removes p in the work dir. The one path outside it is
+// kustomize's own clone of a remote base, which kustomize makes with
+// filesys.NewTmpConfirmedDir (a "kustomize-*" directory in the temporary
+// directory) and removes through this file system: it is removed on disk.
 func (k kustomizeFS) RemoveAll(p string) error {
 	rel, err := k.rel(p)
 	if err != nil {
+		if tmp, terr := filepath.EvalSymlinks(os.TempDir()); terr == nil && filepath.Dir(p) == tmp && strings.HasPrefix(filepath.Base(p), "kustomize-") {
+			return os.RemoveAll(p)
+		}
 		return err
 	}
 	return k.d.RemoveAll(rel)
