@@ -19,111 +19,194 @@ const (
 	FieldAny    FieldType = "any"
 )
 
-// StepSchema describes the config of one promotion step: its top-level
-// fields, which are required and whether fields it does not list are
-// allowed.
+// StepSchema describes the config of one promotion step. Paths name
+// fields as Kargo's step schemas do: "." joins fields, "[]" stands for
+// the items of a list and "{}" for the values of a map
+// ("checkout[].sparse", "updates[].values{}").
+//
+// The promoter's step registry is the source of this data: StepCatalog is
+// generated from it (see services/promoter/internal/steps).
 type StepSchema struct {
-	Fields   map[string]FieldType
+	Name string
+	// Fields maps every path the step takes to its JSON type.
+	Fields map[string]FieldType
+	// Required lists the paths that must be set; a path below a list or
+	// an object is required only where its parent is present.
 	Required []string
-	// Open allows fields the schema does not list (free-form configs and
-	// steps whose every option is not listed here).
+	// Open allows any config (a free-form step such as compose-output).
 	Open bool
+	// Differences maps the properties of Kargo's schema for the step that
+	// Caravan does not act on as Kargo does to how and why.
+	Differences map[string]StepDifference
+	// Outputs names the step's outputs, under Kargo's names.
+	Outputs []string
 }
 
-// StepCatalog lists the promotion steps Caravan knows, under Kargo's names,
-// with the top-level fields of their config.
-var StepCatalog = map[string]StepSchema{
-	"git-clone": {Fields: map[string]FieldType{"repoURL": FieldString, "insecureSkipTLSVerify": FieldBool, "author": FieldObject, "checkout": FieldArray},
-		Required: []string{"repoURL", "checkout"}},
-	"git-clear":  {Fields: map[string]FieldType{"path": FieldString}, Required: []string{"path"}},
-	"git-commit": {Fields: map[string]FieldType{"path": FieldString, "message": FieldString, "author": FieldObject}, Required: []string{"path", "message"}},
-	"git-push": {Fields: map[string]FieldType{"path": FieldString, "targetBranch": FieldString, "generateTargetBranch": FieldBool, "force": FieldBool,
-		"maxAttempts": FieldNumber, "provider": FieldString}, Required: []string{"path"}},
-	"git-tag": {Fields: map[string]FieldType{"path": FieldString, "tag": FieldString}, Required: []string{"path", "tag"}},
-	"git-open-pr": {Fields: map[string]FieldType{"repoURL": FieldString, "provider": FieldString, "insecureSkipTLSVerify": FieldBool, "sourceBranch": FieldString,
-		"targetBranch": FieldString, "createTargetBranch": FieldBool, "title": FieldString, "description": FieldString, "labels": FieldArray}, Required: []string{"repoURL", "sourceBranch"}, Open: true},
-	"git-wait-for-pr": {Fields: map[string]FieldType{"repoURL": FieldString, "provider": FieldString, "insecureSkipTLSVerify": FieldBool, "prNumber": FieldNumber},
-		Required: []string{"repoURL", "prNumber"}, Open: true},
-	"git-merge-pr": {Fields: map[string]FieldType{"repoURL": FieldString, "provider": FieldString, "insecureSkipTLSVerify": FieldBool, "prNumber": FieldNumber, "wait": FieldBool},
-		Required: []string{"repoURL", "prNumber"}, Open: true},
-	"kustomize-set-image": {Fields: map[string]FieldType{"path": FieldString, "images": FieldArray}, Required: []string{"images"}},
-	"kustomize-build":     {Fields: map[string]FieldType{"path": FieldString, "outPath": FieldString, "plugin": FieldObject}, Required: []string{"path", "outPath"}, Open: true},
-	"helm-template": {Fields: map[string]FieldType{"path": FieldString, "outPath": FieldString, "outLayout": FieldString, "releaseName": FieldString, "namespace": FieldString,
-		"valuesFiles": FieldArray, "setValues": FieldArray, "buildDependencies": FieldBool, "includeCRDs": FieldBool, "disableHooks": FieldBool,
-		"skipTests": FieldBool, "kubeVersion": FieldString, "apiVersions": FieldArray}, Required: []string{"path", "outPath"}, Open: true},
-	"helm-update-chart": {Fields: map[string]FieldType{"path": FieldString, "charts": FieldArray}, Required: []string{"path", "charts"}, Open: true},
-	"yaml-update":       {Fields: map[string]FieldType{"path": FieldString, "updates": FieldArray}, Required: []string{"path", "updates"}},
-	"json-update":       {Fields: map[string]FieldType{"path": FieldString, "updates": FieldArray}, Required: []string{"path", "updates"}},
-	"toml-update":       {Fields: map[string]FieldType{"path": FieldString, "updates": FieldArray}, Required: []string{"path", "updates"}},
-	"yaml-parse":        {Fields: map[string]FieldType{"path": FieldString, "outputs": FieldArray}, Required: []string{"path", "outputs"}},
-	"json-parse":        {Fields: map[string]FieldType{"path": FieldString, "outputs": FieldArray}, Required: []string{"path", "outputs"}},
-	"toml-parse":        {Fields: map[string]FieldType{"path": FieldString, "outputs": FieldArray}, Required: []string{"path", "outputs"}},
-	"yaml-merge":        {Fields: map[string]FieldType{"inFiles": FieldArray, "outFile": FieldString, "strict": FieldBool}, Required: []string{"inFiles", "outFile"}},
-	"copy":              {Fields: map[string]FieldType{"inPath": FieldString, "outPath": FieldString, "ignore": FieldString}, Required: []string{"inPath", "outPath"}},
-	"delete":            {Fields: map[string]FieldType{"path": FieldString, "strict": FieldBool}, Required: []string{"path"}},
-	"file-write":        {Fields: map[string]FieldType{"path": FieldString, "contents": FieldString}, Required: []string{"path"}},
-	"tar":               {Fields: map[string]FieldType{"inPath": FieldString, "outPath": FieldString}, Required: []string{"inPath", "outPath"}, Open: true},
-	"untar":             {Fields: map[string]FieldType{"inPath": FieldString, "outPath": FieldString}, Required: []string{"inPath", "outPath"}, Open: true},
-	"compose-output":    {Open: true},
-	"set-metadata":      {Fields: map[string]FieldType{"updates": FieldArray}, Required: []string{"updates"}},
-	"set-freight-alias": {Fields: map[string]FieldType{"freightName": FieldString, "newAlias": FieldString}, Required: []string{"newAlias"}},
-	"fail":              {Fields: map[string]FieldType{"message": FieldString}},
-	"http": {Fields: map[string]FieldType{"method": FieldString, "url": FieldString, "headers": FieldArray, "queryParams": FieldArray, "body": FieldString,
-		"insecureSkipTLSVerify": FieldBool, "timeout": FieldString, "successExpression": FieldString, "failureExpression": FieldString, "outputs": FieldArray},
-		Required: []string{"url"}},
-	"http-download": {Fields: map[string]FieldType{"url": FieldString, "outPath": FieldString, "headers": FieldArray, "allowOverwrite": FieldBool,
-		"insecureSkipTLSVerify": FieldBool, "timeout": FieldString}, Required: []string{"url", "outPath"}},
-	"oci-download": {Fields: map[string]FieldType{"imageRef": FieldString, "outPath": FieldString, "mediaType": FieldString, "allowOverwrite": FieldBool,
-		"insecureSkipTLSVerify": FieldBool}, Required: []string{"imageRef", "outPath"}, Open: true},
-	"oci-push": {Fields: map[string]FieldType{"imageRef": FieldString, "destRef": FieldString, "insecureSkipTLSVerify": FieldBool},
-		Required: []string{"imageRef", "destRef"}, Open: true},
-	"argocd-update": {Fields: map[string]FieldType{"apps": FieldArray}, Required: []string{"apps"}},
-	"argocd-wait":   {Fields: map[string]FieldType{"apps": FieldArray, "timeout": FieldString}, Required: []string{"apps"}, Open: true},
+// StepDifference is a property of Kargo's schema for a step that Caravan
+// does not act on as Kargo does.
+type StepDifference struct {
+	Reason string
+	// Accepted: a config may set it, and the step goes on without it (the
+	// outcome is the same, or differs only as Reason says). Otherwise
+	// setting it to anything but its zero value is refused.
+	Accepted bool
 }
+
+// IssueKind says how a step config does not fit its schema.
+type IssueKind int
+
+// Kinds of step config issues.
+const (
+	// IssueUnknown is a field the step does not take.
+	IssueUnknown IssueKind = iota
+	// IssueRequired is a required field left out or empty.
+	IssueRequired
+	// IssueType is a value of the wrong JSON type.
+	IssueType
+	// IssueDifference is a Kargo property Caravan does not act on, set.
+	IssueDifference
+)
 
 // StepConfigIssue is one way a step's config does not fit its schema;
-// Field is relative to the step ("uses", "config.<field>").
+// Field is relative to the step ("uses", "config.checkout[0].path").
 type StepConfigIssue struct {
 	Field   string
 	Message string
+	Kind    IssueKind
 }
 
 // CheckStep checks a step's name and config against StepCatalog. Values
 // that hold ${{ }} (or ${% %}) expressions are only known at promotion time
-// and skip type checks.
+// and skip the checks below them.
 func CheckStep(uses string, config map[string]any) []StepConfigIssue {
 	schema, ok := StepCatalog[uses]
 	if !ok {
-		return []StepConfigIssue{{Field: "uses", Message: fmt.Sprintf("unknown step %q; known steps: %s", uses, strings.Join(StepNames(), ", "))}}
+		return []StepConfigIssue{{Field: "uses", Kind: IssueUnknown, Message: fmt.Sprintf("unknown step %q; known steps: %s", uses, strings.Join(StepNames(), ", "))}}
 	}
-	var issues []StepConfigIssue
-	for _, name := range schema.Required {
-		if v, ok := config[name]; !ok || v == nil || v == "" {
-			issues = append(issues, StepConfigIssue{Field: "config." + name, Message: "is required"})
+	return schema.Check(config)
+}
+
+// Check checks config against s: unknown fields at any depth, required
+// fields, JSON types, and Kargo properties Caravan does not act on.
+func (s StepSchema) Check(config map[string]any) []StepConfigIssue {
+	if s.Open {
+		return nil
+	}
+	c := checker{schema: s, required: map[string][]string{}}
+	for _, r := range s.Required {
+		parent, key := splitPath(r)
+		c.required[parent] = append(c.required[parent], key)
+	}
+	c.object("", "config", config)
+	return c.issues
+}
+
+type checker struct {
+	schema StepSchema
+	// required lists, by parent path, the keys required in it.
+	required map[string][]string
+	issues   []StepConfigIssue
+}
+
+func (c *checker) add(field string, kind IssueKind, format string, args ...any) {
+	c.issues = append(c.issues, StepConfigIssue{Field: field, Kind: kind, Message: fmt.Sprintf(format, args...)})
+}
+
+// object checks the object m found at path (a schema path) and field (the
+// same with indexes, as shown to the user).
+func (c *checker) object(path, field string, m map[string]any) {
+	for _, key := range c.required[path] {
+		if v, ok := m[key]; !ok || v == nil || v == "" {
+			c.add(field+"."+key, IssueRequired, "is required")
 		}
 	}
-	names := make([]string, 0, len(config))
-	for k := range config {
-		names = append(names, k)
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
 	}
-	sort.Strings(names)
-	for _, name := range names {
-		v := config[name]
-		want, known := schema.Fields[name]
+	sort.Strings(keys)
+	for _, k := range keys {
+		v := m[k]
+		p := joinField(path, k)
+		want, known := c.schema.Fields[p]
 		if !known {
-			if !schema.Open {
-				issues = append(issues, StepConfigIssue{Field: "config." + name, Message: fmt.Sprintf("unknown field for step %q", uses)})
+			if w, ok := c.schema.Fields[path+"{}"]; ok {
+				p, want, known = path+"{}", w, true
 			}
+		}
+		if !known {
+			if d, ok := c.schema.Differences[p]; ok {
+				if !d.Accepted && !isZero(v) && !isExpression(v) {
+					c.add(field+"."+k, IssueDifference, "not supported by Caravan: %s", d.Reason)
+				}
+				continue
+			}
+			c.add(field+"."+k, IssueUnknown, "unknown field for step %q", c.schema.Name)
 			continue
 		}
-		if v == nil || isExpression(v) || want == FieldAny {
-			continue
+		c.value(p, field+"."+k, v, want)
+	}
+}
+
+func (c *checker) value(path, field string, v any, want FieldType) {
+	if v == nil || isExpression(v) || want == FieldAny {
+		return
+	}
+	if got := jsonType(v); got != want {
+		c.add(field, IssueType, "must be a %s, got a %s", want, got)
+		return
+	}
+	switch t := v.(type) {
+	case map[string]any:
+		c.object(path, field, t)
+	case []any:
+		item, ok := c.schema.Fields[path+"[]"]
+		if !ok {
+			return
 		}
-		if got := jsonType(v); got != want {
-			issues = append(issues, StepConfigIssue{Field: "config." + name, Message: fmt.Sprintf("must be a %s, got a %s", want, got)})
+		for i, e := range t {
+			c.value(path+"[]", fmt.Sprintf("%s[%d]", field, i), e, item)
 		}
 	}
-	return issues
+}
+
+// splitPath splits a schema path into its parent and its last key:
+// "checkout[].path" → "checkout[]", "path".
+func splitPath(p string) (parent, key string) {
+	i := strings.LastIndex(p, ".")
+	if i < 0 {
+		return "", p
+	}
+	return p[:i], p[i+1:]
+}
+
+func joinField(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func isZero(v any) bool {
+	switch t := v.(type) {
+	case nil:
+		return true
+	case string:
+		return t == ""
+	case bool:
+		return !t
+	case float64:
+		return t == 0
+	case int:
+		return t == 0
+	case int64:
+		return t == 0
+	case []any:
+		return len(t) == 0
+	case map[string]any:
+		return len(t) == 0
+	}
+	return false
 }
 
 // StepNames lists the catalog's step names, sorted.

@@ -60,6 +60,9 @@ type Config struct {
 	GCMinAge time.Duration `envconfig:"GC_MIN_AGE" default:"336h" desc:"minimum age of a promotion or freight before garbage collection deletes it"`
 	// GCInterval is how often garbage collection runs (on one replica).
 	GCInterval time.Duration `envconfig:"GC_INTERVAL" default:"1h" desc:"how often garbage collection runs"`
+	// ExternalURL is where users reach the gateway and its UI (the
+	// gateway's own setting): ctx.uiBaseUrl in promotion expressions.
+	ExternalURL string `envconfig:"EXTERNAL_URL" default:"http://127.0.0.1:8080" desc:"URL users reach the gateway and its UI at; ctx.uiBaseUrl in promotion step expressions"`
 }
 
 // Validate checks the configuration.

@@ -53,6 +53,9 @@ type Options struct {
 	// argocd-wait; without it those steps error and their health checks
 	// are Unknown.
 	Kube dynamic.Interface
+	// UIBaseURL is where users reach Caravan's UI (the gateway's external
+	// URL): ctx.uiBaseUrl in expressions.
+	UIBaseURL string
 }
 
 // Result is how a promotion ended.
@@ -73,6 +76,8 @@ type Engine struct {
 	http     *http.Client
 	apps     steps.Applications
 	wakers   wakers
+	// uiBaseURL is ctx.uiBaseUrl.
+	uiBaseURL string
 }
 
 // New builds an Engine.
@@ -115,11 +120,15 @@ func New(o Options) (*Engine, error) {
 		registry: steps.Builtins(),
 		http:     o.HTTPClient,
 		apps:     apps,
+
+		uiBaseURL: strings.TrimSuffix(o.UIBaseURL, "/"),
 	}, nil
 }
 
 // Register adds or replaces a step (tests, extensions).
-func (e *Engine) Register(name string, s steps.Step) { e.registry[name] = s }
+func (e *Engine) Register(name string, s steps.Step) {
+	e.registry.Add(steps.Definition{Name: name, Step: s})
+}
 
 // flatStep is one step of the inflated list.
 type flatStep struct {
@@ -317,7 +326,7 @@ func (r *run) step(ctx context.Context, i int) error {
 		md.StartedAt, md.FinishedAt = nil, now()
 		return r.save(ctx, r.p)
 	}
-	step, ok := r.e.registry[fs.Uses]
+	def, ok := r.e.registry[fs.Uses]
 	if !ok {
 		return r.end(ctx, i, model.PromotionStepStatusErrored, fmt.Sprintf("unknown step %q", fs.Uses), nil)
 	}
@@ -346,7 +355,7 @@ func (r *run) step(ctx context.Context, i int) error {
 	// A step waiting for a pull request is registered before it runs, so
 	// that a wake arriving during the run ends the wait that follows.
 	var wake *waker
-	if steps.WaitsForPullRequest[fs.Uses] {
+	if def.WaitsForPullRequest {
 		wake = r.e.wakers.add(r.p.Namespace)
 		defer r.e.wakers.remove(wake)
 	}
@@ -362,7 +371,7 @@ func (r *run) step(ctx context.Context, i int) error {
 		}
 		r.e.wakers.watch(wake, cfg["repoURL"])
 		sc := r.stepContext(ctx, i, cfg, env)
-		res, err := steps.Run(ctx, step, sc)
+		res, err := steps.Run(ctx, def, sc)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -392,7 +401,7 @@ func (r *run) step(ctx context.Context, i int) error {
 			if err := r.save(ctx, r.p); err != nil {
 				return err
 			}
-			if err := sleep(ctx, r.e.poll, wake.signal()); err != nil {
+			if err := sleep(ctx, max(r.e.poll, res.PollAfter), wake.signal()); err != nil {
 				return err
 			}
 			continue
@@ -454,7 +463,7 @@ func (r *run) replay(ctx context.Context, start int) error {
 	for i := 0; i < start && i < len(r.steps); i++ {
 		fs := r.steps[i]
 		md := r.p.Status.StepExecutionMetadata[i]
-		if md.Status != model.PromotionStepStatusSucceeded || !steps.Replayable[fs.Uses] {
+		if md.Status != model.PromotionStepStatusSucceeded || !r.e.registry[fs.Uses].Replay {
 			continue
 		}
 		env, err := r.env(ctx, i)

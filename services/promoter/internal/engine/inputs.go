@@ -22,9 +22,13 @@ const taskSeparator = "::"
 func (e *Engine) inflate(ctx context.Context, project string, in []model.PromotionStep) ([]flatStep, error) {
 	var out []flatStep
 	for i, s := range in {
+		// Default aliases count from 1, as Kargo's: step-1, task-2, ...
 		alias := s.As
+		if alias == "" && s.Task != nil {
+			alias = fmt.Sprintf("task-%d", i+1)
+		}
 		if alias == "" {
-			alias = fmt.Sprintf("step-%d", i)
+			alias = fmt.Sprintf("step-%d", i+1)
 		}
 		if s.Task == nil {
 			out = append(out, flatStep{PromotionStep: s, alias: alias})
@@ -44,7 +48,7 @@ func (e *Engine) inflate(ctx context.Context, project string, in []model.Promoti
 			}
 			inner := ts.As
 			if inner == "" {
-				inner = fmt.Sprintf("step-%d", j)
+				inner = fmt.Sprintf("step-%d", j+1)
 			}
 			// The task step's `if` gates every step of the task.
 			if s.If != "" {
@@ -194,7 +198,16 @@ func (r *run) env(ctx context.Context, i int) (*expressions.Env, error) {
 			Project:   r.p.Namespace,
 			Stage:     r.p.Spec.Stage,
 			Promotion: r.p.Name,
-			Meta:      map[string]any{"promotion": map[string]any{"actor": r.p.Annotations[model.AnnotationPromotionCreatedBy]}},
+			Meta: map[string]any{
+				"promotion": map[string]any{
+					"actor": r.p.Annotations[model.AnnotationPromotionCreatedBy],
+					// rollback is set by a promotion that rolls a stage
+					// back; none does yet.
+					"rollback": false,
+				},
+				"step": map[string]any{"alias": fs.alias},
+			},
+			UIBaseURL: r.e.uiBaseURL,
 		},
 		Outputs:  outputs(st.State),
 		Failed:   r.failed(i),

@@ -185,27 +185,33 @@ func fnAsYAML(args ...any) (any, error) {
 	return quoted(b), nil
 }
 
+// fnWarehouse returns the origin of a Warehouse's freight, as Kargo's
+// warehouse() does: an object with the fields Kind and Name.
 func fnWarehouse(args ...any) (any, error) {
 	name, err := argString("warehouse", args, 0)
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"kind": string(model.FreightOriginKindWarehouse), "name": name}, nil
+	return model.FreightOrigin{Kind: model.FreightOriginKindWarehouse, Name: name}, nil
 }
 
-// origin reads an optional origin argument ({kind, name} as warehouse()
-// returns it).
+// origin reads an optional origin argument: what warehouse() returns, or
+// an object {kind, name}.
 func origin(args []any, i int) (*model.FreightOrigin, error) {
 	if i >= len(args) || args[i] == nil {
 		return nil, nil
 	}
-	m, ok := args[i].(map[string]any)
-	if !ok {
-		return nil, fmt.Errorf("origin must be an object such as warehouse(\"name\"), got %T", args[i])
+	switch o := args[i].(type) {
+	case model.FreightOrigin:
+		return &o, nil
+	case *model.FreightOrigin:
+		return o, nil
+	case map[string]any:
+		kind, _ := o["kind"].(string)
+		name, _ := o["name"].(string)
+		return &model.FreightOrigin{Kind: model.FreightOriginKind(kind), Name: name}, nil
 	}
-	kind, _ := m["kind"].(string)
-	name, _ := m["name"].(string)
-	return &model.FreightOrigin{Kind: model.FreightOriginKind(kind), Name: name}, nil
+	return nil, fmt.Errorf("origin must be an object such as warehouse(\"name\"), got %T", args[i])
 }
 
 // find returns the first freight item of the collection (of origin o, when
@@ -260,8 +266,11 @@ func (e *Env) chartFrom(args ...any) (any, error) {
 	var name string
 	next := 1
 	if len(args) > 1 {
-		if s, ok := args[1].(string); ok {
+		switch s := args[1].(type) {
+		case string:
 			name, next = s, 2
+		case nil:
+			next = 2
 		}
 	}
 	return e.findFrom("chartFrom", "chart", repo, args, next, func(f model.FreightReference) any {
@@ -275,28 +284,25 @@ func (e *Env) chartFrom(args ...any) (any, error) {
 }
 
 // findFrom returns what match finds in the freight of the origin in
-// args[i]; fn names the function and kind the artifact (from repo) in
-// errors.
-func (e *Env) findFrom(fn, kind, repo string, args []any, i int, match func(model.FreightReference) any) (any, error) {
+// args[i]; nil when the freight holds none, as Kargo's functions return
+// (so that ?. and ?? work). fn names the function in errors.
+func (e *Env) findFrom(fn, _, _ string, args []any, i int, match func(model.FreightReference) any) (any, error) {
 	o, err := origin(args, i)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", fn, err)
 	}
-	v := e.find(o, match)
-	if v == nil {
-		return nil, fmt.Errorf("%s: no %s from %s in the freight", fn, kind, repo)
-	}
-	return v, nil
+	return e.find(o, match), nil
 }
 
+// artifactFrom is the commit, image or chart from repo, nil when none.
 func (e *Env) artifactFrom(args ...any) (any, error) {
 	for _, fn := range []func(...any) (any, error){e.commitFrom, e.imageFrom, e.chartFrom} {
-		if v, err := fn(args...); err == nil {
-			return v, nil
+		v, err := fn(args...)
+		if err != nil || v != nil {
+			return v, err
 		}
 	}
-	repo, _ := argString("artifactFrom", args, 0)
-	return nil, fmt.Errorf("artifactFrom: no artifact from %s in the freight", repo)
+	return nil, nil
 }
 
 func (e *Env) freight(fn string, args []any) (*model.Freight, error) {
@@ -423,6 +429,9 @@ func (e *Env) secret(shared bool) func(args ...any) (any, error) {
 	}
 }
 
+// fnSemverParse parses a version, "v" prefix allowed, into a value with
+// Kargo's methods: Major(), Minor(), Patch(), Prerelease(), Metadata(),
+// IncMajor(), IncMinor(), IncPatch() and String().
 func fnSemverParse(args ...any) (any, error) {
 	s, err := argString("semverParse", args, 0)
 	if err != nil {
@@ -432,15 +441,7 @@ func fnSemverParse(args ...any) (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("semverParse %q: %w", s, err)
 	}
-	return map[string]any{
-		"Major":      float64(v.Major()),
-		"Minor":      float64(v.Minor()),
-		"Patch":      float64(v.Patch()),
-		"Prerelease": v.Prerelease(),
-		"Metadata":   v.Metadata(),
-		"Original":   v.Original(),
-		"String":     v.String(),
-	}, nil
+	return v, nil
 }
 
 // fnSemverDiff names the most significant part two versions differ in:

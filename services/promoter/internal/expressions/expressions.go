@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/Masterminds/semver/v3"
 	"github.com/expr-lang/expr"
 )
 
@@ -193,6 +194,10 @@ func coerce(v any) any {
 	switch t := v.(type) {
 	case quoted:
 		return string(t)
+	case *semver.Version:
+		return t.String()
+	case semver.Version:
+		return t.String()
 	case string:
 		var parsed any
 		if err := json.Unmarshal([]byte(t), &parsed); err == nil {
@@ -214,6 +219,8 @@ func render(v any) string {
 		return t
 	case nil:
 		return ""
+	case fmt.Stringer:
+		return t.String() // a version from semverParse
 	}
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -240,6 +247,13 @@ func normalize(v any) any {
 		return float64(t)
 	case float32:
 		return float64(t)
+	case *semver.Version:
+		// Kept, so that a step output holding one (yaml-parse's
+		// semverParse(version)) still has its methods in later steps of
+		// the same run; it reads as its text when saved.
+		return t
+	case semver.Version:
+		return &t
 	}
 	b, err := json.Marshal(v)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,6 +63,10 @@ type CheckoutOptions struct {
 	Create bool
 	Commit string
 	Tag    string
+	// Sparse, when set, checks out only these directories.
+	Sparse []string
+	// Submodules initialises and updates the submodules, recursively.
+	Submodules bool
 }
 
 // Repo is a work tree checked out of a mirror.
@@ -157,10 +162,50 @@ func (mi *Mirror) Checkout(dir string, auth *Auth, o CheckoutOptions) (*Repo, er
 	if err != nil {
 		return nil, err
 	}
-	if err := wt.Reset(&git.ResetOptions{Commit: target, Mode: git.HardReset}); err != nil {
+	reset := &git.ResetOptions{Commit: target, Mode: git.HardReset}
+	if len(o.Sparse) > 0 {
+		err = wt.ResetSparsely(reset, o.Sparse)
+	} else {
+		err = wt.Reset(reset)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("check out %s: %w", target, err)
 	}
+	if o.Submodules {
+		if err := r.updateSubmodules(wt); err != nil {
+			return nil, err
+		}
+	}
 	return r, nil
+}
+
+// updateSubmodules checks the work tree's submodules out, recursively,
+// with the repository's credentials. A submodule whose URL is relative is
+// found beside the repository.
+func (r *Repo) updateSubmodules(wt *git.Worktree) error {
+	subs, err := wt.Submodules()
+	if err != nil {
+		return fmt.Errorf("submodules: %w", err)
+	}
+	for _, s := range subs {
+		cfg := s.Config()
+		if strings.HasPrefix(cfg.URL, "./") || strings.HasPrefix(cfg.URL, "../") {
+			base, err := url.Parse(strings.TrimSuffix(r.URL, "/") + "/")
+			if err != nil {
+				return fmt.Errorf("submodule %s: %w", cfg.Name, err)
+			}
+			rel, err := url.Parse(cfg.URL)
+			if err != nil {
+				return fmt.Errorf("submodule %s: %w", cfg.Name, err)
+			}
+			cfg.URL = base.ResolveReference(rel).String()
+		}
+		err := s.Update(&git.SubmoduleUpdateOptions{Init: true, Auth: r.auth.method(), RecurseSubmodules: git.DefaultSubmoduleRecursionDepth})
+		if err != nil {
+			return fmt.Errorf("submodule %s: %w", cfg.Name, scrub(err, r.auth))
+		}
+	}
+	return nil
 }
 
 func peel(s storer.EncodedObjectStorer, h plumbing.Hash) (plumbing.Hash, error) {
@@ -238,19 +283,51 @@ func (r *Repo) Clean() (bool, error) {
 	return status.IsClean(), nil
 }
 
-// Tag creates a lightweight tag at HEAD and pushes it.
-func (r *Repo) Tag(ctx context.Context, tag string) error {
+// ErrTagExists is a tag that exists already, in the work tree or on the
+// remote.
+var ErrTagExists = errors.New("tag exists")
+
+// Tag creates the annotated tag name at HEAD in the work tree, with
+// message and tagger. A tag the remote has already is an ErrTagExists
+// unless force, which replaces it in the work tree (pushing it is still
+// refused by the remote's tag, as git push refuses it).
+func (r *Repo) Tag(name, message string, tagger Signature, force bool) (plumbing.Hash, error) {
 	head := r.Head()
 	if head.IsZero() {
-		return errors.New("nothing to tag: the branch has no commit")
+		return plumbing.ZeroHash, errors.New("nothing to tag: the branch has no commit")
 	}
-	ref := plumbing.NewTagReferenceName(tag)
-	if err := r.repo.Storer.SetReference(plumbing.NewHashReference(ref, head)); err != nil {
-		return err
+	ref := plumbing.NewTagReferenceName(name)
+	if !force {
+		if h, _ := r.mirror.Ref(ref); !h.IsZero() {
+			return plumbing.ZeroHash, fmt.Errorf("%w: %s on %s", ErrTagExists, name, r.URL)
+		}
+		if _, err := r.repo.Storer.Reference(ref); err == nil {
+			return plumbing.ZeroHash, fmt.Errorf("%w: %s", ErrTagExists, name)
+		}
 	}
-	err := r.sendPack(ctx, ref, head, func(old plumbing.Hash) error {
+	_ = r.repo.Storer.RemoveReference(ref)
+	t, err := r.repo.CreateTag(name, head, &git.CreateTagOptions{
+		Tagger:  &object.Signature{Name: tagger.Name, Email: tagger.Email, When: tagger.When},
+		Message: message,
+	})
+	if err != nil {
+		return plumbing.ZeroHash, fmt.Errorf("create tag %s: %w", name, err)
+	}
+	return t.Hash(), nil
+}
+
+// PushTag pushes the tag name of the work tree. A tag the remote holds
+// already is an ErrTagExists, unless it is this very tag (pushed before a
+// crash).
+func (r *Repo) PushTag(ctx context.Context, name string) error {
+	ref := plumbing.NewTagReferenceName(name)
+	t, err := r.repo.Storer.Reference(ref)
+	if err != nil {
+		return fmt.Errorf("tag %s: not in the work tree: %w", name, err)
+	}
+	err = r.sendPack(ctx, ref, t.Hash(), func(old plumbing.Hash) error {
 		if !old.IsZero() {
-			return fmt.Errorf("tag %s exists on the remote at %s", tag, old)
+			return fmt.Errorf("%w on the remote at %s: %s", ErrTagExists, old, name)
 		}
 		return nil
 	})
@@ -258,7 +335,7 @@ func (r *Repo) Tag(ctx context.Context, tag string) error {
 		err = nil
 	}
 	if err != nil {
-		return fmt.Errorf("push tag %s: %w", tag, scrub(err, r.auth))
+		return fmt.Errorf("push tag %s: %w", name, scrub(err, r.auth))
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/caravan-cd/caravan/pkg/model"
 )
@@ -21,47 +22,57 @@ type Applications interface {
 }
 
 type argoImage struct {
-	RepoURL   string `json:"repoURL"`
-	Tag       string `json:"tag"`
-	Digest    string `json:"digest"`
+	RepoURL string `json:"repoURL" step:"required"`
+	// Tag and Digest default to the freight's image of RepoURL.
+	Tag    string `json:"tag"`
+	Digest string `json:"digest"`
+	// UseDigest (Caravan's) takes the freight's digest.
 	UseDigest bool   `json:"useDigest"`
 	NewName   string `json:"newName"`
 }
 
 type argoSource struct {
-	RepoURL         string `json:"repoURL"`
-	Chart           string `json:"chart"`
-	DesiredRevision string `json:"desiredRevision"`
-	Kustomize       *struct {
+	RepoURL string `json:"repoURL" step:"required"`
+	Chart   string `json:"chart"`
+	// DesiredRevision is the revision the source must be synced at for the
+	// Application to be healthy; its targetRevision is set to it only with
+	// UpdateTargetRevision.
+	DesiredRevision      string `json:"desiredRevision"`
+	UpdateTargetRevision bool   `json:"updateTargetRevision"`
+	Kustomize            *struct {
 		Images []argoImage `json:"images"`
 	} `json:"kustomize"`
 	Helm *struct {
 		Images []struct {
-			Key   string `json:"key"`
+			Key   string `json:"key" step:"required"`
 			Value string `json:"value"`
-		} `json:"images"`
+		} `json:"images" step:"required"`
 	} `json:"helm"`
 }
 
 type argoApp struct {
-	Name      string       `json:"name"`
+	Name string `json:"name" step:"required"`
+	// Namespace is argocd when empty.
 	Namespace string       `json:"namespace"`
 	Sources   []argoSource `json:"sources"`
 }
 
 type argoConfig struct {
-	Apps []argoApp `json:"apps"`
+	Apps []argoApp `json:"apps" step:"required"`
+}
+
+type argoWaitConfig struct {
+	Apps []argoApp `json:"apps" step:"required"`
+	// Timeout (Caravan's) fails the step when the Applications are not
+	// healthy and synced that long after it started.
+	Timeout model.Duration `json:"timeout"`
 }
 
 // argocdUpdate points Argo CD Applications at the promoted revisions and
 // images, asks for a sync, and is Running until the sync finished. It
 // registers a health check so the stage's health follows the
 // Applications'.
-func argocdUpdate(ctx context.Context, sc *Context) (Result, error) {
-	var cfg argoConfig
-	if err := sc.Decode(&cfg); err != nil {
-		return Result{}, err
-	}
+func argocdUpdate(ctx context.Context, sc *Context, cfg *argoConfig) (Result, error) {
 	if sc.Applications == nil {
 		return Result{}, Terminal(errors.New("argocd-update: no Kubernetes API is configured"))
 	}
@@ -77,6 +88,11 @@ func argocdUpdate(ctx context.Context, sc *Context) (Result, error) {
 		}
 		if err := authorized(app, sc.Project, sc.Stage); err != nil {
 			return Result{}, Terminal(fmt.Errorf("application %s/%s: %w", a.Namespace, a.Name, err))
+		}
+		for j := range a.Sources {
+			if err := fillImages(sc.Freight, &a.Sources[j]); err != nil {
+				return Result{}, err
+			}
 		}
 		changed, err := UpdateApplication(app, a.Sources)
 		if err != nil {
@@ -119,6 +135,29 @@ func authorized(app map[string]any, project, stage string) error {
 	return nil
 }
 
+// fillImages gives the kustomize images of u that have neither tag nor
+// digest the freight's.
+func fillImages(freight []model.FreightReference, u *argoSource) error {
+	if u.Kustomize == nil {
+		return nil
+	}
+	for i := range u.Kustomize.Images {
+		img := &u.Kustomize.Images[i]
+		if img.Tag != "" || img.Digest != "" {
+			continue
+		}
+		found, ok := imageFromFreight(freight, imageUpdate{Image: img.RepoURL})
+		if !ok {
+			return Terminal(fmt.Errorf("source %s: image %s has no tag or digest and is not in the freight", u.RepoURL, img.RepoURL))
+		}
+		img.Tag = found.Tag
+		if img.UseDigest {
+			img.Digest = found.Digest
+		}
+	}
+	return nil
+}
+
 // UpdateApplication applies the configured sources to an Application's
 // spec.source / spec.sources (matched by repoURL, and chart when set):
 // target revision, kustomize images and helm parameters. It reports
@@ -140,7 +179,10 @@ func UpdateApplication(app map[string]any, updates []argoSource) (bool, error) {
 			return false, fmt.Errorf("has no source from %s", u.RepoURL)
 		}
 		src := sources[i]
-		if u.DesiredRevision != "" && src["targetRevision"] != u.DesiredRevision {
+		if u.UpdateTargetRevision && u.DesiredRevision == "" {
+			return false, fmt.Errorf("source %s: updateTargetRevision needs desiredRevision", u.RepoURL)
+		}
+		if u.UpdateTargetRevision && src["targetRevision"] != u.DesiredRevision {
 			src["targetRevision"] = u.DesiredRevision
 			changed = true
 		}
@@ -357,11 +399,7 @@ func appHealth(app map[string]any, want []argoSource) (model.HealthState, string
 // argocdWait is Running until the Applications are healthy and synced at
 // their desired revisions; it registers the same health check as
 // argocd-update.
-func argocdWait(ctx context.Context, sc *Context) (Result, error) {
-	var cfg argoConfig
-	if err := sc.Decode(&cfg); err != nil {
-		return Result{}, err
-	}
+func argocdWait(ctx context.Context, sc *Context, cfg *argoWaitConfig) (Result, error) {
 	if sc.Applications == nil {
 		return Result{}, Terminal(errors.New("argocd-wait: no Kubernetes API is configured"))
 	}
@@ -375,7 +413,11 @@ func argocdWait(ctx context.Context, sc *Context) (Result, error) {
 			return Result{}, fmt.Errorf("get Application %s/%s: %w", a.Namespace, a.Name, err)
 		}
 		if state, why := appHealth(app, a.Sources); state != model.HealthStateHealthy {
-			return Result{Status: StatusRunning, Message: fmt.Sprintf("%s/%s: %s", a.Namespace, a.Name, why), HealthCheck: check}, nil
+			msg := fmt.Sprintf("%s/%s: %s", a.Namespace, a.Name, why)
+			if t := cfg.Timeout.Duration; t > 0 && !sc.StartedAt.IsZero() && time.Since(sc.StartedAt) >= t {
+				return Result{Status: model.PromotionStepStatusFailed, Message: fmt.Sprintf("not healthy after %s: %s", t, msg)}, nil
+			}
+			return Result{Status: StatusRunning, Message: msg, HealthCheck: check}, nil
 		}
 	}
 	return Result{HealthCheck: check}, nil

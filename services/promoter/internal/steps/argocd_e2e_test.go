@@ -66,7 +66,7 @@ func TestArgoCDE2E(t *testing.T) {
 		t.Helper()
 		sc := newContext(t, cfg)
 		sc.Project, sc.Stage, sc.Promotion, sc.Applications = "demo", "dev", promotion, apps
-		return registry[step].Run(ctx, sc)
+		return Run(ctx, registry[step], sc)
 	}
 	get := func(name string) map[string]any {
 		t.Helper()

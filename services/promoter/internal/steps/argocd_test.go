@@ -61,9 +61,9 @@ func application(stage string) map[string]any {
 var argoConfigUnderTest = map[string]any{"apps": []any{map[string]any{
 	"name": "guestbook-dev",
 	"sources": []any{
-		map[string]any{"repoURL": "https://github.com/acme/gitops", "desiredRevision": "abc123",
+		map[string]any{"repoURL": "https://github.com/acme/gitops", "desiredRevision": "abc123", "updateTargetRevision": true,
 			"kustomize": map[string]any{"images": []any{map[string]any{"repoURL": "ghcr.io/acme/guestbook", "tag": "1.4.0"}}}},
-		map[string]any{"repoURL": "https://charts.acme.io", "chart": "guestbook", "desiredRevision": "0.2.0",
+		map[string]any{"repoURL": "https://charts.acme.io", "chart": "guestbook", "desiredRevision": "0.2.0", "updateTargetRevision": true,
 			"helm": map[string]any{"images": []any{map[string]any{"key": "image.tag", "value": "1.4.0"}, map[string]any{"key": "replicas", "value": "2"}}}},
 	},
 }}}
@@ -73,7 +73,7 @@ func TestArgoCDUpdate(t *testing.T) {
 	apps := &fakeApps{apps: map[string]map[string]any{"argocd/guestbook-dev": application("demo:dev")}}
 	sc := newContext(t, argoConfigUnderTest)
 	sc.Project, sc.Stage, sc.Promotion, sc.Applications = "demo", "dev", "dev.01.abc", apps
-	res, err := argocdUpdate(context.Background(), sc)
+	res, err := run(t, "argocd-update", sc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func TestArgoCDUpdate(t *testing.T) {
 		t.Fatal("no sync was requested")
 	}
 	// While the sync runs, nothing is patched again.
-	if res, _ := argocdUpdate(context.Background(), sc); res.Status != StatusRunning || apps.updates != 1 {
+	if res, _ := run(t, "argocd-update", sc); res.Status != StatusRunning || apps.updates != 1 {
 		t.Fatalf("second run: %+v, %d updates", res, apps.updates)
 	}
 	// Argo CD (here the test) finishes the sync.
@@ -105,7 +105,7 @@ func TestArgoCDUpdate(t *testing.T) {
 	sync := map[string]any{"status": "Synced", "revisions": []any{"old000", "0.1.0"}}
 	app["status"] = map[string]any{"operationState": map[string]any{"phase": "Succeeded"},
 		"health": map[string]any{"status": "Healthy"}, "sync": sync}
-	if res, err := argocdUpdate(context.Background(), sc); err != nil || res.Status != "" {
+	if res, err := run(t, "argocd-update", sc); err != nil || res.Status != "" {
 		t.Fatalf("after the sync: %+v %v", res, err)
 	}
 	// Until Argo CD refreshed the status, it still reads the old revisions.
@@ -128,7 +128,7 @@ func TestArgoCDUpdateNeedsAuthorizedStage(t *testing.T) {
 		apps := &fakeApps{apps: map[string]map[string]any{"argocd/guestbook-dev": application(ann)}}
 		sc := newContext(t, argoConfigUnderTest)
 		sc.Project, sc.Stage, sc.Applications = "demo", "dev", apps
-		_, err := argocdUpdate(context.Background(), sc)
+		_, err := run(t, "argocd-update", sc)
 		if err == nil || !IsTerminal(err) || apps.updates != 0 {
 			t.Fatalf("annotation %q: err %v, %d updates", ann, err, apps.updates)
 		}
@@ -152,13 +152,13 @@ func TestArgoCDUpdateSyncsAgainAfterAnotherPromotionsFailure(t *testing.T) {
 	delete(app, "operation")
 	apps := &fakeApps{apps: map[string]map[string]any{"argocd/guestbook-dev": app}}
 	sc.Applications = apps
-	if res, err := argocdUpdate(context.Background(), sc); err != nil || res.Status != StatusRunning || apps.updates != 1 {
+	if res, err := run(t, "argocd-update", sc); err != nil || res.Status != StatusRunning || apps.updates != 1 {
 		t.Fatalf("after dev.00.old failed: %+v %v, %d updates", res, err, apps.updates)
 	}
 	app = apps.apps["argocd/guestbook-dev"]
 	app["status"].(map[string]any)["operationState"] = map[string]any{"operation": app["operation"], "phase": "Failed", "message": "boom"}
 	delete(app, "operation")
-	if res, err := argocdUpdate(context.Background(), sc); err != nil || res.Status != model.PromotionStepStatusFailed || apps.updates != 1 {
+	if res, err := run(t, "argocd-update", sc); err != nil || res.Status != model.PromotionStepStatusFailed || apps.updates != 1 {
 		t.Fatalf("after its own sync failed: %+v %v, %d updates", res, err, apps.updates)
 	}
 }

@@ -220,7 +220,7 @@ func fsCases() []fsCase {
 			name:    "toml-parse does not read through a link out",
 			files:   map[string]string{"c.toml": "-> {secret}"},
 			uses:    "toml-parse",
-			config:  map[string]any{"path": "c.toml"},
+			config:  map[string]any{"path": "c.toml", "outputs": []any{map[string]any{"name": "v", "fromExpression": "v"}}},
 			wantErr: "c.toml is a symbolic link that leaves the work dir",
 		},
 		{

@@ -15,79 +15,46 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/BurntSushi/toml"
 	"github.com/caravan-cd/caravan/services/promoter/internal/workdir"
+	"github.com/go-git/go-git/v5/plumbing/format/gitignore"
+	"github.com/pelletier/go-toml/v2"
 	"go.yaml.in/yaml/v3"
 )
 
 type keyValue struct {
-	Key   string `json:"key"`
+	Key   string `json:"key" step:"required"`
 	Value any    `json:"value"`
 }
 
-type pathUpdates struct {
-	Path    string     `json:"path"`
-	Updates []keyValue `json:"updates"`
+type updateConfig struct {
+	Path    string     `json:"path" step:"required"`
+	Updates []keyValue `json:"updates" step:"required"`
 }
 
-// splitKey splits a dotted key path; `\.` escapes a dot in a key.
-func splitKey(key string) []string {
-	var parts []string
-	var cur strings.Builder
-	for i := 0; i < len(key); i++ {
-		switch {
-		case key[i] == '\\' && i+1 < len(key) && key[i+1] == '.':
-			cur.WriteByte('.')
-			i++
-		case key[i] == '.':
-			parts = append(parts, cur.String())
-			cur.Reset()
-		default:
-			cur.WriteByte(key[i])
-		}
-	}
-	return append(parts, cur.String())
-}
-
-func updatesMessage(step, path string, updates []keyValue) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "Updated %s\n", path)
-	for _, u := range updates {
-		fmt.Fprintf(&b, "\n- %s: %v", u.Key, u.Value)
-	}
-	_ = step
-	return b.String()
-}
-
-// updateFile runs an *-update step on one format: load parses the file's
-// content (path as the step names it), set applies one update to the
-// document and encode gives the bytes written back.
-func updateFile[D any](sc *Context, step string, load func(b []byte, path string) (D, error), set func(doc D, key []string, value any) error, encode func(doc D) ([]byte, error)) (Result, error) {
-	var cfg pathUpdates
-	if err := sc.Decode(&cfg); err != nil {
-		return Result{}, err
+// updateFile runs an *-update step: set changes one key of the file's
+// content in place, and line renders a value for the commit message.
+func updateFile(sc *Context, cfg *updateConfig, set func(doc []byte, key string, value any) ([]byte, error), line func(value any) string) (Result, error) {
+	if len(cfg.Updates) == 0 {
+		return Result{}, Terminal(errors.New("updates: at least one is required"))
 	}
 	b, err := sc.readFile(cfg.Path)
 	if err != nil {
 		return Result{}, err
 	}
-	doc, err := load(b, cfg.Path)
-	if err != nil {
-		return Result{}, err
-	}
+	msg := fmt.Sprintf("Updated %s\n", cfg.Path)
 	for _, u := range cfg.Updates {
-		if err := set(doc, splitKey(u.Key), u.Value); err != nil {
+		if err := checkScalar(u.Value); err != nil {
 			return Result{}, Terminal(fmt.Errorf("%s: key %s: %w", cfg.Path, u.Key, err))
 		}
+		if b, err = set(b, u.Key, u.Value); err != nil {
+			return Result{}, Terminal(fmt.Errorf("%s: key %s: %w", cfg.Path, u.Key, err))
+		}
+		msg += fmt.Sprintf("\n- %s: %s", u.Key, line(u.Value))
 	}
-	out, err := encode(doc)
-	if err != nil {
+	if err := sc.writeFile(cfg.Path, b); err != nil {
 		return Result{}, err
 	}
-	if err := sc.writeFile(cfg.Path, out); err != nil {
-		return Result{}, err
-	}
-	return Result{Output: map[string]any{"commitMessage": updatesMessage(step, cfg.Path, cfg.Updates)}}, nil
+	return Result{Output: map[string]any{"commitMessage": msg}}, nil
 }
 
 // readFile reads path in the work dir; failing to is terminal.
@@ -113,183 +80,60 @@ func (sc *Context) writeFile(path string, b []byte) error {
 	return nil
 }
 
-func yamlUpdate(_ context.Context, sc *Context) (Result, error) {
-	return updateFile(sc, "yaml-update", loadYAML, func(doc *yaml.Node, key []string, value any) error {
-		return setYAML(doc.Content[0], key, value)
-	}, encodeYAML)
+// yamlUpdate changes keys of a YAML file in place.
+func yamlUpdate(_ context.Context, sc *Context, cfg *updateConfig) (Result, error) {
+	return updateFile(sc, cfg, setYAML, quoteIfAmbiguous)
 }
 
-// loadYAML parses a YAML document; an empty file is an empty mapping.
-func loadYAML(b []byte, path string) (*yaml.Node, error) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(b, &doc); err != nil {
-		return nil, Terminal(fmt.Errorf("parse %s: %w", path, err))
+// quoteIfAmbiguous renders a value for a commit message as Kargo's
+// yaml-update does: a string that would read as a number, a boolean or
+// JSON is quoted.
+func quoteIfAmbiguous(v any) string {
+	s, ok := v.(string)
+	if !ok {
+		return fmt.Sprint(v)
 	}
-	if doc.Kind == 0 {
-		doc = yaml.Node{Kind: yaml.DocumentNode, Content: []*yaml.Node{{Kind: yaml.MappingNode, Tag: "!!map"}}}
+	_, errF := strconv.ParseFloat(s, 64)
+	_, errB := strconv.ParseBool(s)
+	if errF == nil || errB == nil || json.Valid([]byte(s)) {
+		return strconv.Quote(s)
 	}
-	return &doc, nil
+	return s
 }
 
-func encodeYAML(n *yaml.Node) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := yaml.NewEncoder(&buf)
-	enc.SetIndent(2)
-	if err := enc.Encode(n); err != nil {
-		return nil, err
-	}
-	if err := enc.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
-}
-
-// setYAML sets the value at path below n, creating mappings on the way,
-// and keeps the style of a scalar it replaces.
-func setYAML(n *yaml.Node, path []string, value any) error {
-	for i, part := range path {
-		last := i == len(path)-1
-		switch n.Kind {
-		case yaml.MappingNode:
-			var child *yaml.Node
-			for j := 0; j+1 < len(n.Content); j += 2 {
-				if n.Content[j].Value == part {
-					child = n.Content[j+1]
-					break
-				}
-			}
-			if child == nil {
-				child = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
-				n.Content = append(n.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: part}, child)
-			}
-			if last {
-				return replaceNode(child, value)
-			}
-			n = child
-		case yaml.SequenceNode:
-			idx, err := strconv.Atoi(part)
-			if err != nil || idx < 0 || idx > len(n.Content) {
-				return fmt.Errorf("%q is not an index of the sequence", part)
-			}
-			if idx == len(n.Content) {
-				n.Content = append(n.Content, &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"})
-			}
-			if last {
-				return replaceNode(n.Content[idx], value)
-			}
-			n = n.Content[idx]
-		default:
-			return fmt.Errorf("%q is inside a scalar", part)
+// jsonUpdate changes keys of a JSON file in place, with sjson as Kargo
+// does: no key sorting, other numbers kept as written.
+func jsonUpdate(_ context.Context, sc *Context, cfg *updateConfig) (Result, error) {
+	return updateFile(sc, cfg, setJSON, func(v any) string {
+		if s, ok := v.(string); ok {
+			return strconv.Quote(s)
 		}
-	}
-	return nil
+		return fmt.Sprint(v)
+	})
 }
 
-func replaceNode(dst *yaml.Node, value any) error {
-	var n yaml.Node
-	if err := n.Encode(value); err != nil {
-		return err
-	}
-	if dst.Kind == yaml.ScalarNode && n.Kind == yaml.ScalarNode {
-		style := dst.Style
-		*dst = yaml.Node{Kind: n.Kind, Tag: n.Tag, Value: n.Value, Style: style, LineComment: dst.LineComment, HeadComment: dst.HeadComment}
-		return nil
-	}
-	head, line := dst.HeadComment, dst.LineComment
-	*dst = n
-	dst.HeadComment, dst.LineComment = head, line
-	return nil
-}
-
-// setPath sets a value in decoded JSON/TOML data, creating maps on the way.
-func setPath(root map[string]any, path []string, value any) error {
-	var cur any = root
-	for i, part := range path {
-		last := i == len(path)-1
-		switch c := cur.(type) {
-		case map[string]any:
-			if last {
-				c[part] = value
-				return nil
-			}
-			next, ok := c[part]
-			if !ok || next == nil {
-				next = map[string]any{}
-				c[part] = next
-			}
-			cur = next
-		case []any:
-			idx, err := strconv.Atoi(part)
-			if err != nil || idx < 0 || idx >= len(c) {
-				return fmt.Errorf("%q is not an index of the array", part)
-			}
-			if last {
-				c[idx] = value
-				return nil
-			}
-			cur = c[idx]
-		default:
-			return fmt.Errorf("%q is inside a scalar", part)
-		}
-	}
-	return nil
-}
-
-func jsonUpdate(_ context.Context, sc *Context) (Result, error) {
-	return updateFile(sc, "json-update", loadJSON, setPath, func(doc map[string]any) ([]byte, error) {
-		out, err := json.MarshalIndent(doc, "", "  ")
+// tomlUpdate changes existing keys of a TOML file in place.
+func tomlUpdate(_ context.Context, sc *Context, cfg *updateConfig) (Result, error) {
+	return updateFile(sc, cfg, setTOML, func(v any) string {
+		text, err := tomlValue(v, nil)
 		if err != nil {
-			return nil, err
+			return fmt.Sprint(v)
 		}
-		return append(out, '\n'), nil
+		return text
 	})
-}
-
-// loadJSON parses a JSON object; an empty file is an empty object.
-func loadJSON(b []byte, path string) (map[string]any, error) {
-	doc := map[string]any{}
-	if len(bytes.TrimSpace(b)) > 0 {
-		if err := json.Unmarshal(b, &doc); err != nil {
-			return nil, Terminal(fmt.Errorf("parse %s: %w", path, err))
-		}
-	}
-	return doc, nil
-}
-
-func tomlUpdate(_ context.Context, sc *Context) (Result, error) {
-	return updateFile(sc, "toml-update", loadTOML, setPath, func(doc map[string]any) ([]byte, error) {
-		var buf bytes.Buffer
-		if err := toml.NewEncoder(&buf).Encode(doc); err != nil {
-			return nil, err
-		}
-		return buf.Bytes(), nil
-	})
-}
-
-// loadTOML parses a TOML document.
-func loadTOML(b []byte, path string) (map[string]any, error) {
-	doc := map[string]any{}
-	if _, err := toml.Decode(string(b), &doc); err != nil {
-		return nil, Terminal(fmt.Errorf("parse %s: %w", path, err))
-	}
-	return doc, nil
 }
 
 type parseConfig struct {
-	Path    string `json:"path"`
+	Path    string `json:"path" step:"required"`
 	Outputs []struct {
-		Name           string `json:"name"`
-		FromExpression string `json:"fromExpression"`
-	} `json:"outputs"`
+		Name           string `json:"name" step:"required"`
+		FromExpression string `json:"fromExpression" step:"required"`
+	} `json:"outputs" step:"required"`
 }
 
 // parseStep reads a file with decode and evaluates each output's
 // expression against its content.
-func parseStep(sc *Context, decode func([]byte) (map[string]any, error)) (Result, error) {
-	var cfg parseConfig
-	if err := sc.Decode(&cfg); err != nil {
-		return Result{}, err
-	}
+func parseStep(sc *Context, cfg *parseConfig, decode func([]byte) (map[string]any, error)) (Result, error) {
 	b, err := sc.readFile(cfg.Path)
 	if err != nil {
 		return Result{}, err
@@ -318,8 +162,8 @@ func jsonNormalize(v any) (map[string]any, error) {
 	return out, json.Unmarshal(b, &out)
 }
 
-func yamlParse(_ context.Context, sc *Context) (Result, error) {
-	return parseStep(sc, func(b []byte) (map[string]any, error) {
+func yamlParse(_ context.Context, sc *Context, cfg *parseConfig) (Result, error) {
+	return parseStep(sc, cfg, func(b []byte) (map[string]any, error) {
 		var v map[string]any
 		if err := yaml.Unmarshal(b, &v); err != nil {
 			return nil, err
@@ -328,15 +172,15 @@ func yamlParse(_ context.Context, sc *Context) (Result, error) {
 	})
 }
 
-func jsonParse(_ context.Context, sc *Context) (Result, error) {
-	return parseStep(sc, func(b []byte) (map[string]any, error) {
+func jsonParse(_ context.Context, sc *Context, cfg *parseConfig) (Result, error) {
+	return parseStep(sc, cfg, func(b []byte) (map[string]any, error) {
 		v := map[string]any{}
 		return v, json.Unmarshal(b, &v)
 	})
 }
 
-func tomlParse(_ context.Context, sc *Context) (Result, error) {
-	return parseStep(sc, func(b []byte) (map[string]any, error) {
+func tomlParse(_ context.Context, sc *Context, cfg *parseConfig) (Result, error) {
+	return parseStep(sc, cfg, func(b []byte) (map[string]any, error) {
 		v := map[string]any{}
 		if err := toml.Unmarshal(b, &v); err != nil {
 			return nil, err
@@ -345,132 +189,263 @@ func tomlParse(_ context.Context, sc *Context) (Result, error) {
 	})
 }
 
-// yamlMerge deep-merges inFiles (later ones win) into outFile.
-func yamlMerge(_ context.Context, sc *Context) (Result, error) {
-	var cfg struct {
-		InFiles []string `json:"inFiles"`
-		OutFile string   `json:"outFile"`
-		Strict  bool     `json:"strict"`
-	}
-	if err := sc.Decode(&cfg); err != nil {
-		return Result{}, err
-	}
-	merged := map[string]any{}
+type yamlMergeConfig struct {
+	InFiles            []string `json:"inFiles" step:"required"`
+	OutFile            string   `json:"outFile" step:"required"`
+	IgnoreMissingFiles bool     `json:"ignoreMissingFiles"`
+}
+
+// yamlMerge merges inFiles, in order, into outFile: mappings merge key by
+// key, anything else (a list included) is replaced by the later file's,
+// and a null removes the key. The first file's comments and key order are
+// kept. A missing input file fails the step unless ignoreMissingFiles.
+// Output: commitMessage.
+func yamlMerge(_ context.Context, sc *Context, cfg *yamlMergeConfig) (Result, error) {
+	var merged *yaml.Node
+	var used []string
 	for _, in := range cfg.InFiles {
 		if err := sc.checkPath(in); err != nil {
 			return Result{}, err
 		}
 		b, err := sc.Workspace.Dir.ReadFile(in)
-		if errors.Is(err, fs.ErrNotExist) && !cfg.Strict {
+		if errors.Is(err, fs.ErrNotExist) && cfg.IgnoreMissingFiles {
 			continue
 		}
 		if err != nil {
 			return Result{}, Terminal(fmt.Errorf("read %s: %w", in, err))
 		}
-		var v map[string]any
-		if err := yaml.Unmarshal(b, &v); err != nil {
+		var doc yaml.Node
+		if err := yaml.Unmarshal(b, &doc); err != nil {
 			return Result{}, Terminal(fmt.Errorf("parse %s: %w", in, err))
 		}
-		deepMerge(merged, v)
+		used = append(used, in)
+		if doc.Kind == 0 || len(doc.Content) == 0 {
+			continue
+		}
+		if merged == nil {
+			merged = doc.Content[0]
+			continue
+		}
+		merged = mergeNodes(merged, doc.Content[0])
 	}
 	if err := sc.checkPath(cfg.OutFile); err != nil {
 		return Result{}, err
 	}
-	b, err := yaml.Marshal(merged)
-	if err != nil {
+	var out []byte
+	if merged != nil {
+		var err error
+		if out, err = encodeYAML(merged); err != nil {
+			return Result{}, err
+		}
+	}
+	if err := sc.writeFile(cfg.OutFile, out); err != nil {
 		return Result{}, err
 	}
-	return Result{}, sc.writeFile(cfg.OutFile, b)
+	msg := "no YAML files merged"
+	if len(used) > 1 {
+		msg = fmt.Sprintf("Merged YAML files to %s\n", cfg.OutFile)
+		for _, f := range used {
+			msg += "\n- " + f
+		}
+	}
+	return Result{Output: map[string]any{"commitMessage": msg}}, nil
 }
 
-func deepMerge(dst, src map[string]any) {
-	for k, v := range src {
-		if sm, ok := v.(map[string]any); ok {
-			if dm, ok := dst[k].(map[string]any); ok {
-				deepMerge(dm, sm)
-				continue
+// mergeNodes merges over into base: mappings key by key, anything else
+// replaced; a null value removes its key.
+func mergeNodes(base, over *yaml.Node) *yaml.Node {
+	if base.Kind != yaml.MappingNode || over.Kind != yaml.MappingNode {
+		return over
+	}
+	for i := 0; i+1 < len(over.Content); i += 2 {
+		k, v := over.Content[i], over.Content[i+1]
+		j := -1
+		for b := 0; b+1 < len(base.Content); b += 2 {
+			if base.Content[b].Value == k.Value {
+				j = b
+				break
 			}
 		}
-		dst[k] = v
+		switch {
+		case v.Tag == "!!null" && j >= 0:
+			base.Content = append(base.Content[:j], base.Content[j+2:]...)
+		case v.Tag == "!!null":
+		case j >= 0:
+			base.Content[j+1] = mergeNodes(base.Content[j+1], v)
+		default:
+			base.Content = append(base.Content, k, v)
+		}
 	}
+	return base
 }
 
-func fileWrite(_ context.Context, sc *Context) (Result, error) {
-	var cfg struct {
-		Path     string `json:"path"`
-		Contents string `json:"contents"`
+func encodeYAML(n *yaml.Node) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(n); err != nil {
+		return nil, err
 	}
-	if err := sc.Decode(&cfg); err != nil {
-		return Result{}, err
+	if err := enc.Close(); err != nil {
+		return nil, err
 	}
-	return Result{}, sc.writeFile(cfg.Path, []byte(cfg.Contents))
+	return buf.Bytes(), nil
 }
 
-func deleteStep(_ context.Context, sc *Context) (Result, error) {
-	var cfg struct {
-		Path   string `json:"path"`
-		Strict bool   `json:"strict"`
-	}
-	if err := sc.Decode(&cfg); err != nil {
-		return Result{}, err
+type fileWriteConfig struct {
+	Path     string `json:"path" step:"required"`
+	Contents string `json:"contents"`
+	// Permissions is an octal mode ("0644"); 0600 when empty.
+	Permissions string `json:"permissions"`
+	Overwrite   bool   `json:"overwrite"`
+}
+
+// fileWrite writes contents to path, mode 0600 unless permissions say
+// otherwise; a file already there is an error unless overwrite.
+func fileWrite(_ context.Context, sc *Context, cfg *fileWriteConfig) (Result, error) {
+	mode := fs.FileMode(0o600)
+	if cfg.Permissions != "" {
+		m, err := strconv.ParseUint(cfg.Permissions, 8, 32)
+		switch {
+		case err != nil || len(cfg.Permissions) != 4 || cfg.Permissions[0] != '0':
+			return Result{}, Terminal(fmt.Errorf("permissions %q: want an octal mode such as 0644", cfg.Permissions))
+		case m&0o111 != 0:
+			return Result{}, Terminal(fmt.Errorf("permissions %q: a written file is not executable", cfg.Permissions))
+		case m&0o002 != 0:
+			return Result{}, Terminal(fmt.Errorf("permissions %q: a written file is not world-writable", cfg.Permissions))
+		}
+		mode = fs.FileMode(m)
 	}
 	if err := sc.checkPath(cfg.Path); err != nil {
 		return Result{}, err
 	}
-	if !sc.Workspace.Dir.Exists(cfg.Path) {
-		if cfg.Strict {
-			return Result{}, Terminal(fmt.Errorf("%s does not exist", cfg.Path))
-		}
-		return Result{}, nil
+	if rel, _ := sc.Workspace.Dir.Resolve(cfg.Path); rel == ".git" || strings.HasPrefix(rel, ".git"+string(filepath.Separator)) {
+		return Result{}, Terminal(fmt.Errorf("path %q is in a .git directory", cfg.Path))
 	}
-	if err := sc.Workspace.Dir.RemoveAll(cfg.Path); err != nil {
-		return Result{}, fsError(fmt.Errorf("delete %s: %w", cfg.Path, err))
+	d := sc.Workspace.Dir
+	if d.Exists(cfg.Path) && !cfg.Overwrite {
+		return Result{}, Terminal(fmt.Errorf("%s exists: set overwrite to replace it", cfg.Path))
+	}
+	f, err := d.Create(cfg.Path, mode)
+	if err != nil {
+		return Result{}, fsError(fmt.Errorf("write %s: %w", cfg.Path, err))
+	}
+	if _, err := f.WriteString(cfg.Contents); err != nil {
+		_ = f.Close()
+		return Result{}, err
+	}
+	if err := f.Close(); err != nil {
+		return Result{}, err
+	}
+	return Result{}, fsError(d.Chmod(cfg.Path, mode))
+}
+
+type deleteConfig struct {
+	Path          string   `json:"path"`
+	Paths         []string `json:"paths"`
+	PathsAreGlobs bool     `json:"pathsAreGlobs"`
+	Strict        bool     `json:"strict"`
+}
+
+// deleteStep removes files and directories: path or paths, glob patterns
+// when pathsAreGlobs. One that does not exist (a pattern matching nothing)
+// fails the step only when strict.
+func deleteStep(_ context.Context, sc *Context, cfg *deleteConfig) (Result, error) {
+	if (cfg.Path == "") == (len(cfg.Paths) == 0) {
+		return Result{}, Terminal(errors.New("set one of path and paths"))
+	}
+	paths := cfg.Paths
+	if cfg.Path != "" {
+		paths = []string{cfg.Path}
+	}
+	d := sc.Workspace.Dir
+	for _, p := range paths {
+		if err := sc.checkPath(p); err != nil {
+			return Result{}, err
+		}
+		targets := []string{p}
+		if cfg.PathsAreGlobs {
+			matches, err := fs.Glob(d.FS(), filepath.ToSlash(filepath.Clean(p)))
+			if err != nil {
+				return Result{}, Terminal(fmt.Errorf("pattern %q: %w", p, err))
+			}
+			targets = matches
+			if len(matches) == 0 && cfg.Strict {
+				return Result{}, Terminal(fmt.Errorf("pattern %q matches nothing", p))
+			}
+		}
+		for _, t := range targets {
+			t = filepath.FromSlash(t)
+			if !d.Exists(t) {
+				if cfg.Strict {
+					return Result{}, Terminal(fmt.Errorf("%s does not exist", t))
+				}
+				continue
+			}
+			if err := d.RemoveAll(t); err != nil {
+				return Result{}, fsError(fmt.Errorf("delete %s: %w", t, err))
+			}
+		}
 	}
 	return Result{}, nil
 }
 
-// inOut is the config of the steps that read inPath and write outPath. It
-// stays an unnamed struct type, as each step's config was, so that config
-// errors read as before ("Go struct field .inPath").
-type inOut = struct {
-	InPath  string `json:"inPath"`
-	OutPath string `json:"outPath"`
+// ignoreMatcher reads ignore, gitignore patterns one a line (# starts a
+// comment), matched against paths relative to the step's inPath.
+func ignoreMatcher(ignore string, defaults ...string) gitignore.Matcher {
+	var ps []gitignore.Pattern
+	for _, p := range defaults {
+		ps = append(ps, gitignore.ParsePattern(p, nil))
+	}
+	for _, line := range strings.Split(ignore, "\n") {
+		line = strings.TrimRight(line, "\r")
+		if strings.TrimSpace(line) == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		ps = append(ps, gitignore.ParsePattern(line, nil))
+	}
+	return gitignore.NewMatcher(ps)
 }
 
-// inOutPaths decodes an inOut config and checks both paths, returning
-// them resolved in the work dir (see workdir.Dir.Resolve).
-func inOutPaths(sc *Context) (cfg inOut, in, out string, err error) {
-	if err := sc.Decode(&cfg); err != nil {
-		return cfg, "", "", err
+// ignored reports whether rel (relative to inPath, "." for inPath
+// itself) is ignored.
+func ignored(m gitignore.Matcher, rel string, dir bool) bool {
+	if rel == "." {
+		return false
 	}
-	if in, err = sc.Workspace.Dir.Resolve(cfg.InPath); err != nil {
-		return cfg, "", "", fsError(err)
-	}
-	if out, err = sc.Workspace.Dir.Resolve(cfg.OutPath); err != nil {
-		return cfg, "", "", fsError(err)
-	}
-	return cfg, in, out, nil
+	return m.Match(strings.Split(filepath.ToSlash(rel), "/"), dir)
 }
 
-// copyStep copies a file or a directory tree. Symbolic links inside a
-// copied tree are copied, not followed: each must still point inside the
-// work dir from where its copy is.
-func copyStep(_ context.Context, sc *Context) (Result, error) {
-	cfg, in, out, err := inOutPaths(sc)
+type copyConfig struct {
+	InPath  string `json:"inPath" step:"required"`
+	OutPath string `json:"outPath" step:"required"`
+	Ignore  string `json:"ignore"`
+}
+
+// copyStep copies a file or a directory tree, leaving out .git and what
+// ignore matches. Symbolic links inside a copied tree are copied, not
+// followed: each must still point inside the work dir from where its
+// copy is.
+func copyStep(_ context.Context, sc *Context, cfg *copyConfig) (Result, error) {
+	in, out, err := inOutPaths(sc, cfg.InPath, cfg.OutPath)
 	if err != nil {
 		return Result{}, err
 	}
+	ignore := ignoreMatcher(cfg.Ignore, ".git")
 	d := sc.Workspace.Dir
 	err = d.WalkDir(in, func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if e.Name() == ".git" && e.IsDir() {
-			return filepath.SkipDir
-		}
 		rel, err := filepath.Rel(in, p)
 		if err != nil {
 			return err
+		}
+		if ignored(ignore, rel, e.IsDir()) {
+			if e.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
 		}
 		dst := filepath.Join(out, rel)
 		switch {
@@ -489,6 +464,18 @@ func copyStep(_ context.Context, sc *Context) (Result, error) {
 		return Result{}, Terminal(fmt.Errorf("copy %s to %s: %w", cfg.InPath, cfg.OutPath, err))
 	}
 	return Result{}, nil
+}
+
+// inOutPaths checks inPath and outPath, returning them resolved in the
+// work dir (see workdir.Dir.Resolve).
+func inOutPaths(sc *Context, inPath, outPath string) (in, out string, err error) {
+	if in, err = sc.Workspace.Dir.Resolve(inPath); err != nil {
+		return "", "", fsError(err)
+	}
+	if out, err = sc.Workspace.Dir.Resolve(outPath); err != nil {
+		return "", "", fsError(err)
+	}
+	return in, out, nil
 }
 
 func copyFile(d *workdir.Dir, src, dst string) error {
@@ -512,21 +499,35 @@ func copyFile(d *workdir.Dir, src, dst string) error {
 	return out.Close()
 }
 
-// tarStep writes a gzip-compressed tar of inPath to outPath. Symbolic
-// links are left out.
-func tarStep(_ context.Context, sc *Context) (Result, error) {
-	cfg, in, out, err := inOutPaths(sc)
+type tarConfig struct {
+	InPath  string `json:"inPath" step:"required"`
+	OutPath string `json:"outPath" step:"required"`
+	Ignore  string `json:"ignore"`
+	Gzip    bool   `json:"gzip"`
+}
+
+// tarStep writes a tar of inPath (entries relative to it) to outPath,
+// gzip-compressed when gzip is set, leaving out what ignore matches and
+// symbolic links.
+func tarStep(_ context.Context, sc *Context, cfg *tarConfig) (Result, error) {
+	in, out, err := inOutPaths(sc, cfg.InPath, cfg.OutPath)
 	if err != nil {
 		return Result{}, err
 	}
+	ignore := ignoreMatcher(cfg.Ignore)
 	d := sc.Workspace.Dir
 	f, err := d.Create(out, 0o644)
 	if err != nil {
 		return Result{}, fsError(fmt.Errorf("create %s: %w", cfg.OutPath, err))
 	}
 	defer func() { _ = f.Close() }()
-	gz := gzip.NewWriter(f)
-	tw := tar.NewWriter(gz)
+	var w io.Writer = f
+	var gz *gzip.Writer
+	if cfg.Gzip {
+		gz = gzip.NewWriter(f)
+		w = gz
+	}
+	tw := tar.NewWriter(w)
 	err = d.WalkDir(in, func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -538,6 +539,18 @@ func tarStep(_ context.Context, sc *Context) (Result, error) {
 		if err != nil {
 			return err
 		}
+		if rel == "." && e.IsDir() {
+			return nil
+		}
+		if rel == "." {
+			rel = filepath.Base(p)
+		}
+		if ignored(ignore, rel, e.IsDir()) {
+			if e.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
 		info, err := e.Info()
 		if err != nil {
 			return err
@@ -547,6 +560,9 @@ func tarStep(_ context.Context, sc *Context) (Result, error) {
 			return err
 		}
 		hdr.Name = filepath.ToSlash(rel)
+		if e.IsDir() {
+			hdr.Name += "/"
+		}
 		if err := tw.WriteHeader(hdr); err != nil {
 			return err
 		}
@@ -564,7 +580,7 @@ func tarStep(_ context.Context, sc *Context) (Result, error) {
 	if err == nil {
 		err = tw.Close()
 	}
-	if err == nil {
+	if err == nil && gz != nil {
 		err = gz.Close()
 	}
 	if err != nil {
@@ -573,13 +589,26 @@ func tarStep(_ context.Context, sc *Context) (Result, error) {
 	return Result{}, f.Close()
 }
 
-// untarStep extracts a (gzip-compressed) tar; entries leaving outPath
-// and links are refused.
-func untarStep(_ context.Context, sc *Context) (Result, error) {
-	cfg, in, out, err := inOutPaths(sc)
+type untarConfig struct {
+	InPath          string `json:"inPath" step:"required"`
+	OutPath         string `json:"outPath" step:"required"`
+	StripComponents int    `json:"stripComponents"`
+	Ignore          string `json:"ignore"`
+}
+
+// untarStep extracts a tar, gzip-compressed or not, into outPath: the
+// first stripComponents parts of each entry's name are dropped (entries
+// with no more are skipped), entries ignore matches are left out, and
+// entries leaving outPath and links are refused.
+func untarStep(_ context.Context, sc *Context, cfg *untarConfig) (Result, error) {
+	if cfg.StripComponents < 0 {
+		return Result{}, Terminal(fmt.Errorf("stripComponents must not be negative, got %d", cfg.StripComponents))
+	}
+	in, out, err := inOutPaths(sc, cfg.InPath, cfg.OutPath)
 	if err != nil {
 		return Result{}, err
 	}
+	ignore := ignoreMatcher(cfg.Ignore)
 	d := sc.Workspace.Dir
 	f, err := d.Open(in)
 	if err != nil {
@@ -604,9 +633,16 @@ func untarStep(_ context.Context, sc *Context) (Result, error) {
 		if err != nil {
 			return Result{}, Terminal(fmt.Errorf("read %s: %w", cfg.InPath, err))
 		}
-		name := filepath.FromSlash(hdr.Name)
+		parts := strings.Split(strings.Trim(hdr.Name, "/"), "/")
+		if len(parts) <= cfg.StripComponents {
+			continue
+		}
+		name := filepath.FromSlash(strings.Join(parts[cfg.StripComponents:], "/"))
 		if !filepath.IsLocal(name) {
 			return Result{}, Terminal(fmt.Errorf("%s: entry %q leaves outPath", cfg.InPath, hdr.Name))
+		}
+		if ignored(ignore, name, hdr.Typeflag == tar.TypeDir) {
+			continue
 		}
 		dst := filepath.Join(out, name)
 		switch hdr.Typeflag {

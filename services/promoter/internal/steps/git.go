@@ -5,39 +5,59 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/services/promoter/internal/gitmirror"
 )
 
+// Author is who a commit or a tag is by.
+type Author struct {
+	Name  string `json:"name" step:"required"`
+	Email string `json:"email" step:"required"`
+}
+
+type origin struct {
+	Kind string `json:"kind"`
+	Name string `json:"name"`
+}
+
 type checkout struct {
-	Branch      string `json:"branch"`
-	Create      bool   `json:"create"`
-	Commit      string `json:"commit"`
-	Tag         string `json:"tag"`
-	FromFreight bool   `json:"fromFreight"`
-	FromOrigin  *struct {
-		Kind string `json:"kind"`
-		Name string `json:"name"`
-	} `json:"fromOrigin"`
-	Path string `json:"path"`
+	// As is the key of the checkout's commit in the `commits` output; the
+	// path when empty.
+	As     string   `json:"as"`
+	Branch string   `json:"branch"`
+	Create bool     `json:"create"`
+	Commit string   `json:"commit"`
+	Tag    string   `json:"tag"`
+	Path   string   `json:"path" step:"required"`
+	Sparse []string `json:"sparse"`
+	// FromFreight and FromOrigin (Caravan's, as Kargo's before it had
+	// expressions) check out the commit of repoURL the freight holds.
+	FromFreight bool    `json:"fromFreight"`
+	FromOrigin  *origin `json:"fromOrigin"`
+}
+
+func (c checkout) key() string {
+	if c.As != "" {
+		return c.As
+	}
+	return c.Path
 }
 
 type gitCloneConfig struct {
-	RepoURL  string     `json:"repoURL"`
-	Checkout []checkout `json:"checkout"`
+	RepoURL           string     `json:"repoURL" step:"required"`
+	RecurseSubmodules bool       `json:"recurseSubmodules"`
+	Author            *Author    `json:"author"`
+	Checkout          []checkout `json:"checkout" step:"required"`
 }
 
 // gitClone checks branches, commits or tags of one repository out into
-// paths of the work dir. Its output `checkouts` (path → commit) lets a
-// replay after a crash check out exactly the same commits.
-func gitClone(ctx context.Context, sc *Context) (Result, error) {
-	var cfg gitCloneConfig
-	if err := sc.Decode(&cfg); err != nil {
-		return Result{}, err
-	}
-	if cfg.RepoURL == "" {
-		return Result{}, Terminal(errors.New("repoURL must not be empty"))
+// paths of the work dir. Its output `commits` (checkout key → commit) lets
+// a replay after a crash check out exactly the same commits.
+func gitClone(ctx context.Context, sc *Context, cfg *gitCloneConfig) (Result, error) {
+	if len(cfg.Checkout) == 0 {
+		return Result{}, Terminal(errors.New("checkout: at least one is required"))
 	}
 	auth, err := sc.Credentials(ctx, sc.Project, cfg.RepoURL)
 	if err != nil {
@@ -47,10 +67,22 @@ func gitClone(ctx context.Context, sc *Context) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	saved, _ := sc.Saved["checkouts"].(map[string]any)
+	saved, _ := sc.Saved["commits"].(map[string]any)
 	done := map[string]any{}
 	d := sc.Workspace.Dir
 	for i, co := range cfg.Checkout {
+		set := 0
+		for _, s := range []string{co.Branch, co.Commit, co.Tag} {
+			if s != "" {
+				set++
+			}
+		}
+		if set > 1 {
+			return Result{}, Terminal(fmt.Errorf("checkout[%d]: branch, commit and tag are mutually exclusive", i))
+		}
+		if _, dup := done[co.key()]; dup {
+			return Result{}, Terminal(fmt.Errorf("checkout[%d]: key %q is used twice (set as)", i, co.key()))
+		}
 		rel, err := d.Resolve(co.Path)
 		if err != nil {
 			return Result{}, fsError(fmt.Errorf("checkout[%d]: %w", i, err))
@@ -61,7 +93,8 @@ func gitClone(ctx context.Context, sc *Context) (Result, error) {
 		if err := d.MkdirAll(rel); err != nil {
 			return Result{}, fsError(fmt.Errorf("checkout[%d]: %w", i, err))
 		}
-		opts := gitmirror.CheckoutOptions{Branch: co.Branch, Create: co.Create, Commit: co.Commit, Tag: co.Tag}
+		opts := gitmirror.CheckoutOptions{Branch: co.Branch, Create: co.Create, Commit: co.Commit, Tag: co.Tag,
+			Sparse: co.Sparse, Submodules: cfg.RecurseSubmodules}
 		if co.FromFreight && opts.Commit == "" {
 			c, ok := commitFromFreight(sc.Freight, cfg.RepoURL, co)
 			if !ok {
@@ -74,7 +107,7 @@ func gitClone(ctx context.Context, sc *Context) (Result, error) {
 			}
 		}
 		if sc.Replay {
-			if h, ok := saved[co.Path].(string); ok && h != "" {
+			if h, ok := saved[co.key()].(string); ok && h != "" {
 				opts.Commit, opts.Tag = h, ""
 			}
 		}
@@ -82,12 +115,12 @@ func gitClone(ctx context.Context, sc *Context) (Result, error) {
 		// a file system bound to it.
 		repo, err := mirror.Checkout(filepath.Join(d.Path(), rel), auth, opts)
 		if err != nil {
-			return Result{}, Terminal(err)
+			return Result{}, Terminal(fmt.Errorf("checkout[%d]: %w", i, err))
 		}
-		sc.Workspace.Repos[rel] = repo
-		done[co.Path] = repo.Head().String()
+		sc.Workspace.Repos[rel] = &WorkTree{Repo: repo, Author: cfg.Author}
+		done[co.key()] = repo.Head().String()
 	}
-	return Result{Output: map[string]any{"checkouts": done}}, nil
+	return Result{Output: map[string]any{"commits": done}}, nil
 }
 
 func commitFromFreight(freight []model.FreightReference, repoURL string, co checkout) (model.GitCommit, bool) {
@@ -105,7 +138,7 @@ func commitFromFreight(freight []model.FreightReference, repoURL string, co chec
 }
 
 // repoAt returns the work tree checked out at path.
-func (sc *Context) repoAt(p string) (*gitmirror.Repo, error) {
+func (sc *Context) repoAt(p string) (*WorkTree, error) {
 	rel, err := sc.Workspace.Dir.Resolve(p)
 	if err != nil {
 		return nil, fsError(err)
@@ -117,14 +150,12 @@ func (sc *Context) repoAt(p string) (*gitmirror.Repo, error) {
 	return repo, nil
 }
 
+type pathConfig struct {
+	Path string `json:"path" step:"required"`
+}
+
 // gitClear removes every file of a work tree, keeping the repository.
-func gitClear(_ context.Context, sc *Context) (Result, error) {
-	var cfg struct {
-		Path string `json:"path"`
-	}
-	if err := sc.Decode(&cfg); err != nil {
-		return Result{}, err
-	}
+func gitClear(_ context.Context, sc *Context, cfg *pathConfig) (Result, error) {
 	if _, err := sc.repoAt(cfg.Path); err != nil {
 		return Result{}, err
 	}
@@ -144,43 +175,37 @@ func gitClear(_ context.Context, sc *Context) (Result, error) {
 	return Result{}, nil
 }
 
-type author struct {
-	Name  string `json:"name"`
-	Email string `json:"email"`
-}
-
 // Default commit identity, as Kargo's.
 const (
 	defaultAuthorName  = "Kargo"
 	defaultAuthorEmail = "no-reply@kargo.io"
 )
 
-func gitCommit(_ context.Context, sc *Context) (Result, error) {
-	var cfg struct {
-		Path    string  `json:"path"`
-		Message string  `json:"message"`
-		Author  *author `json:"author"`
+// signature is who a commit or tag in wt is by: author when given, else
+// git-clone's author, else Kargo's default; at the step's start, so that a
+// replayed commit is the same commit.
+func (sc *Context) signature(wt *WorkTree, author *Author) gitmirror.Signature {
+	sig := gitmirror.Signature{Name: defaultAuthorName, Email: defaultAuthorEmail, When: sc.StartedAt}
+	for _, a := range []*Author{wt.Author, author} {
+		if a != nil {
+			sig.Name, sig.Email = a.Name, a.Email
+		}
 	}
-	if err := sc.Decode(&cfg); err != nil {
-		return Result{}, err
-	}
-	if cfg.Message == "" {
-		return Result{}, Terminal(errors.New("message must not be empty"))
-	}
+	return sig
+}
+
+type gitCommitConfig struct {
+	Path    string  `json:"path" step:"required"`
+	Message string  `json:"message" step:"required"`
+	Author  *Author `json:"author"`
+}
+
+func gitCommit(_ context.Context, sc *Context, cfg *gitCommitConfig) (Result, error) {
 	repo, err := sc.repoAt(cfg.Path)
 	if err != nil {
 		return Result{}, err
 	}
-	sig := gitmirror.Signature{Name: defaultAuthorName, Email: defaultAuthorEmail, When: sc.StartedAt}
-	if cfg.Author != nil {
-		if cfg.Author.Name != "" {
-			sig.Name = cfg.Author.Name
-		}
-		if cfg.Author.Email != "" {
-			sig.Email = cfg.Author.Email
-		}
-	}
-	h, err := repo.Commit(cfg.Message, sig)
+	h, err := repo.Commit(cfg.Message, sc.signature(repo, cfg.Author))
 	if err != nil {
 		return Result{}, err
 	}
@@ -190,27 +215,65 @@ func gitCommit(_ context.Context, sc *Context) (Result, error) {
 	return Result{Output: map[string]any{"commit": h.String()}}, nil
 }
 
-func gitPush(ctx context.Context, sc *Context) (Result, error) {
-	var cfg struct {
-		Path                 string `json:"path"`
-		TargetBranch         string `json:"targetBranch"`
-		GenerateTargetBranch bool   `json:"generateTargetBranch"`
-		Force                bool   `json:"force"`
-		MaxAttempts          int    `json:"maxAttempts"`
-	}
-	if err := sc.Decode(&cfg); err != nil {
-		return Result{}, err
+// pushConfig is the config of git-push; github-push takes a part of it.
+type pushConfig struct {
+	Path                 string `json:"path" step:"required"`
+	TargetBranch         string `json:"targetBranch"`
+	GenerateTargetBranch bool   `json:"generateTargetBranch"`
+	Force                bool   `json:"force"`
+	MaxAttempts          int    `json:"maxAttempts"`
+	Provider             string `json:"provider"`
+	Tag                  string `json:"tag"`
+}
+
+type githubPushConfig struct {
+	Path                 string `json:"path" step:"required"`
+	TargetBranch         string `json:"targetBranch"`
+	GenerateTargetBranch bool   `json:"generateTargetBranch"`
+	Force                bool   `json:"force"`
+	MaxAttempts          int    `json:"maxAttempts"`
+}
+
+// githubPush pushes as git-push does, to GitHub.
+func githubPush(ctx context.Context, sc *Context, cfg *githubPushConfig) (Result, error) {
+	return gitPush(ctx, sc, &pushConfig{Path: cfg.Path, TargetBranch: cfg.TargetBranch, GenerateTargetBranch: cfg.GenerateTargetBranch,
+		Force: cfg.Force, MaxAttempts: cfg.MaxAttempts, Provider: "github"})
+}
+
+// gitPush pushes the work tree's branch (to targetBranch, or to a branch
+// of its own with generateTargetBranch), or a tag the work tree holds.
+// Outputs: branch, commit and, where the provider is known, commitURL.
+func gitPush(ctx context.Context, sc *Context, cfg *pushConfig) (Result, error) {
+	switch {
+	case cfg.GenerateTargetBranch && cfg.TargetBranch != "":
+		return Result{}, Terminal(errors.New("targetBranch and generateTargetBranch are mutually exclusive"))
+	case cfg.Tag != "" && (cfg.TargetBranch != "" || cfg.GenerateTargetBranch):
+		return Result{}, Terminal(errors.New("tag is mutually exclusive with targetBranch and generateTargetBranch"))
+	case cfg.Tag != "" && cfg.Force:
+		return Result{}, Terminal(errors.New("tag and force are mutually exclusive"))
 	}
 	repo, err := sc.repoAt(cfg.Path)
 	if err != nil {
 		return Result{}, err
 	}
-	target := cfg.TargetBranch
-	if cfg.GenerateTargetBranch {
-		if target != "" {
-			return Result{}, Terminal(errors.New("targetBranch and generateTargetBranch are mutually exclusive"))
+	out := map[string]any{}
+	if cfg.Tag != "" {
+		if err := repo.PushTag(ctx, cfg.Tag); err != nil {
+			if errors.Is(err, gitmirror.ErrTagExists) {
+				return Result{}, Terminal(err)
+			}
+			return Result{}, err
 		}
-		target = "kargo/promotion/" + sc.Promotion
+		if b := repo.Branch(); b != "" {
+			out["branch"] = b
+		}
+		return Result{Output: withCommit(out, repo.Head().String(), repo.URL, cfg.Provider)}, nil
+	}
+	target, force := cfg.TargetBranch, cfg.Force
+	if cfg.GenerateTargetBranch {
+		// The branch is the promotion's own: a push before a crash is
+		// overwritten, as Kargo does.
+		target, force = "kargo/promotion/"+sc.Promotion, true
 	}
 	if target == "" {
 		target = repo.Branch()
@@ -219,33 +282,84 @@ func gitPush(ctx context.Context, sc *Context) (Result, error) {
 	if attempts <= 0 {
 		attempts = 10
 	}
-	h, err := repo.Push(ctx, target, cfg.Force, attempts)
+	h, err := repo.Push(ctx, target, force, attempts)
 	if errors.Is(err, gitmirror.ErrConflict) {
 		return Result{}, Terminal(err)
 	}
 	if err != nil {
 		return Result{}, err
 	}
-	return Result{Output: map[string]any{"branch": target, "commit": h.String()}}, nil
+	out["branch"] = target
+	return Result{Output: withCommit(out, h.String(), repo.URL, cfg.Provider)}, nil
 }
 
-func gitTag(ctx context.Context, sc *Context) (Result, error) {
-	var cfg struct {
-		Path string `json:"path"`
-		Tag  string `json:"tag"`
+// withCommit adds commit and, when the provider is known, commitURL.
+func withCommit(out map[string]any, commit, repoURL, provider string) map[string]any {
+	out["commit"] = commit
+	if u := commitURL(repoURL, provider, commit); u != "" {
+		out["commitURL"] = u
 	}
-	if err := sc.Decode(&cfg); err != nil {
-		return Result{}, err
+	return out
+}
+
+// commitURL is the page of commit on the repository's hosting service
+// (provider, or told from the host name), "" when unknown.
+func commitURL(repoURL, provider, commit string) string {
+	scheme, host, path, err := repoPath(repoURL)
+	if err != nil {
+		return ""
 	}
-	if cfg.Tag == "" {
-		return Result{}, Terminal(errors.New("tag must not be empty"))
+	if provider == "" {
+		provider = providerOf(host)
 	}
+	base := scheme + "://" + host + "/" + path
+	switch provider {
+	case "github", "gitea":
+		return base + "/commit/" + commit
+	case "gitlab":
+		return base + "/-/commit/" + commit
+	case "bitbucket":
+		return base + "/commits/" + commit
+	case "azure":
+		return base + "/commit/" + commit
+	}
+	return ""
+}
+
+// providerOf tells the Git hosting service from a host name ("" when it
+// cannot).
+func providerOf(host string) string {
+	switch {
+	case strings.Contains(host, "github"):
+		return "github"
+	case strings.Contains(host, "gitlab"):
+		return "gitlab"
+	case strings.Contains(host, "gitea"):
+		return "gitea"
+	case strings.Contains(host, "bitbucket"):
+		return "bitbucket"
+	case strings.Contains(host, "dev.azure.com"), strings.Contains(host, "visualstudio.com"):
+		return "azure"
+	}
+	return ""
+}
+
+type gitTagConfig struct {
+	Path    string `json:"path" step:"required"`
+	Tag     string `json:"tag" step:"required"`
+	Message string `json:"message" step:"required"`
+	Force   bool   `json:"force"`
+}
+
+// gitTag creates an annotated tag at HEAD in the work tree; git-push with
+// `tag` pushes it.
+func gitTag(_ context.Context, sc *Context, cfg *gitTagConfig) (Result, error) {
 	repo, err := sc.repoAt(cfg.Path)
 	if err != nil {
 		return Result{}, err
 	}
-	if err := repo.Tag(ctx, cfg.Tag); err != nil {
-		return Result{}, err
+	if _, err := repo.Tag(cfg.Tag, cfg.Message, sc.signature(repo, nil), cfg.Force); err != nil {
+		return Result{}, Terminal(err)
 	}
 	return Result{Output: map[string]any{"tag": cfg.Tag, "commit": repo.Head().String()}}, nil
 }

@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 
 	"github.com/caravan-cd/caravan/pkg/model"
@@ -23,32 +22,46 @@ import (
 	"helm.sh/helm/v3/pkg/downloader"
 	"helm.sh/helm/v3/pkg/getter"
 	"helm.sh/helm/v3/pkg/ignore"
-	"helm.sh/helm/v3/pkg/releaseutil"
+	"helm.sh/helm/v3/pkg/release"
 	"helm.sh/helm/v3/pkg/strvals"
 )
 
+type helmTemplateConfig struct {
+	Path    string `json:"path" step:"required"`
+	OutPath string `json:"outPath" step:"required"`
+	// OutLayout is helm (the default) or flat.
+	OutLayout string `json:"outLayout"`
+	// ReleaseName is "release-name" when empty, as in Kargo.
+	ReleaseName    string `json:"releaseName"`
+	UseReleaseName bool   `json:"useReleaseName"`
+	// Namespace is the project's when empty, as in Kargo.
+	Namespace               string   `json:"namespace"`
+	ValuesFiles             []string `json:"valuesFiles"`
+	IgnoreMissingValueFiles bool     `json:"ignoreMissingValueFiles"`
+	SetValues               []struct {
+		Key     string `json:"key" step:"required"`
+		Value   string `json:"value"`
+		Literal bool   `json:"literal"`
+	} `json:"setValues"`
+	BuildDependencies bool     `json:"buildDependencies"`
+	IncludeCRDs       bool     `json:"includeCRDs"`
+	DisableHooks      bool     `json:"disableHooks"`
+	SkipTests         bool     `json:"skipTests"`
+	KubeVersion       string   `json:"kubeVersion"`
+	APIVersions       []string `json:"apiVersions"`
+}
+
 // helmTemplate renders a chart with the Helm library, as `helm template`
-// does, into outPath: one file when it ends in .yaml/.yml, otherwise one
-// file per template under outPath.
-func helmTemplate(ctx context.Context, sc *Context) (Result, error) {
-	var cfg struct {
-		Path        string   `json:"path"`
-		OutPath     string   `json:"outPath"`
-		ReleaseName string   `json:"releaseName"`
-		Namespace   string   `json:"namespace"`
-		ValuesFiles []string `json:"valuesFiles"`
-		SetValues   []struct {
-			Key   string `json:"key"`
-			Value any    `json:"value"`
-		} `json:"setValues"`
-		IncludeCRDs  bool     `json:"includeCRDs"`
-		DisableHooks bool     `json:"disableHooks"`
-		SkipTests    bool     `json:"skipTests"`
-		KubeVersion  string   `json:"kubeVersion"`
-		APIVersions  []string `json:"apiVersions"`
-	}
-	if err := sc.Decode(&cfg); err != nil {
-		return Result{}, err
+// does. An outPath ending in .yaml or .yml is one file; otherwise it is a
+// directory laid out as outLayout says: helm (the default) writes
+// <outPath>/[<releaseName>/]<chart>/templates/<file> as `helm template
+// --output-dir` does, flat writes one file per resource,
+// [<group>-]<kind>[-<namespace>]-<name>.yaml.
+func helmTemplate(ctx context.Context, sc *Context, cfg *helmTemplateConfig) (Result, error) {
+	switch cfg.OutLayout {
+	case "", "helm", "flat":
+	default:
+		return Result{}, Terminal(fmt.Errorf("outLayout must be helm or flat, got %q", cfg.OutLayout))
 	}
 	if err := sc.checkPath(cfg.Path); err != nil {
 		return Result{}, err
@@ -56,12 +69,14 @@ func helmTemplate(ctx context.Context, sc *Context) (Result, error) {
 	if err := sc.checkPath(cfg.OutPath); err != nil {
 		return Result{}, err
 	}
-	chrt, err := loadChart(sc.Workspace.Dir, cfg.Path)
-	if err != nil {
-		return Result{}, Terminal(fmt.Errorf("load chart %s: %w", cfg.Path, err))
-	}
 	vals := map[string]any{}
 	for _, f := range cfg.ValuesFiles {
+		if err := sc.checkPath(f); err != nil {
+			return Result{}, err
+		}
+		if cfg.IgnoreMissingValueFiles && !sc.Workspace.Dir.Exists(f) {
+			continue
+		}
 		b, err := sc.readFile(f)
 		if err != nil {
 			return Result{}, err
@@ -73,19 +88,38 @@ func helmTemplate(ctx context.Context, sc *Context) (Result, error) {
 		vals = chartutil.CoalesceTables(v.AsMap(), vals)
 	}
 	for _, s := range cfg.SetValues {
-		if err := strvals.ParseInto(s.Key+"="+fmt.Sprint(s.Value), vals); err != nil {
+		parse := strvals.ParseInto
+		if s.Literal {
+			parse = strvals.ParseLiteralInto
+		}
+		if err := parse(s.Key+"="+s.Value, vals); err != nil {
 			return Result{}, Terminal(fmt.Errorf("setValues %s: %w", s.Key, err))
+		}
+	}
+	if cfg.BuildDependencies {
+		if err := sc.updateDependencies(cfg.Path, true); err != nil {
+			return Result{}, err
+		}
+	}
+	chrt, err := loadChart(sc.Workspace.Dir, cfg.Path)
+	if err != nil {
+		return Result{}, Terminal(fmt.Errorf("load chart %s: %w", cfg.Path, err))
+	}
+	if deps := chrt.Metadata.Dependencies; deps != nil {
+		if err := action.CheckDependencies(chrt, deps); err != nil {
+			return Result{}, Terminal(fmt.Errorf("chart %s: %w (set buildDependencies)", cfg.Path, err))
 		}
 	}
 	install := action.NewInstall(&action.Configuration{})
 	install.DryRun, install.ClientOnly, install.Replace = true, true, true
+	install.DryRunOption = "client"
 	install.ReleaseName = cfg.ReleaseName
 	if install.ReleaseName == "" {
-		install.ReleaseName = chrt.Name()
+		install.ReleaseName = "release-name"
 	}
 	install.Namespace = cfg.Namespace
 	if install.Namespace == "" {
-		install.Namespace = "default"
+		install.Namespace = sc.Project
 	}
 	install.IncludeCRDs = cfg.IncludeCRDs
 	install.DisableHooks = cfg.DisableHooks
@@ -101,44 +135,147 @@ func helmTemplate(ctx context.Context, sc *Context) (Result, error) {
 	if err != nil {
 		return Result{}, Terminal(fmt.Errorf("render chart %s: %w", cfg.Path, err))
 	}
-	var manifests bytes.Buffer
-	manifests.WriteString(strings.TrimSpace(rel.Manifest))
+	var hooks []*release.Hook
 	if !cfg.DisableHooks {
 		for _, h := range rel.Hooks {
-			if cfg.SkipTests && isTestHook(h.Events) {
-				continue
+			if !cfg.SkipTests || !isTestHook(h.Events) {
+				hooks = append(hooks, h)
 			}
-			fmt.Fprintf(&manifests, "\n---\n# Source: %s\n%s", h.Path, strings.TrimSpace(h.Manifest))
 		}
 	}
-	manifests.WriteString("\n")
-	if ext := strings.ToLower(filepath.Ext(cfg.OutPath)); ext == ".yaml" || ext == ".yml" {
-		return Result{}, sc.writeFile(cfg.OutPath, manifests.Bytes())
-	}
-	split := releaseutil.SplitManifests(manifests.String())
-	keys := make([]string, 0, len(split))
-	for k := range split {
-		keys = append(keys, k)
-	}
-	sort.Sort(releaseutil.BySplitManifestsOrder(keys))
-	for i, k := range keys {
-		var doc struct {
-			Kind     string `yaml:"kind"`
-			Metadata struct {
-				Name string `yaml:"name"`
-			} `yaml:"metadata"`
+	switch ext := strings.ToLower(filepath.Ext(cfg.OutPath)); {
+	case ext == ".yaml" || ext == ".yml":
+		var b strings.Builder
+		b.WriteString(strings.TrimSpace(rel.Manifest) + "\n")
+		for _, h := range hooks {
+			fmt.Fprintf(&b, "---\n# Source: %s\n%s\n", h.Path, h.Manifest)
 		}
-		_ = yaml.Unmarshal([]byte(split[k]), &doc)
-		name := fmt.Sprintf("%03d.yaml", i)
-		if doc.Kind != "" {
-			name = strings.ToLower(doc.Kind + "-" + doc.Metadata.Name + ".yaml")
-			name = strings.ReplaceAll(name, string(filepath.Separator), "_")
+		return Result{}, sc.writeFile(cfg.OutPath, []byte(b.String()))
+	case cfg.OutLayout == "flat":
+		docs := []string{rel.Manifest}
+		for _, h := range hooks {
+			docs = append(docs, h.Manifest)
 		}
-		if err := sc.writeFile(filepath.Join(cfg.OutPath, name), []byte(strings.TrimSpace(split[k])+"\n")); err != nil {
+		return Result{}, sc.writeFlat(cfg.OutPath, docs)
+	}
+	dir := cfg.OutPath
+	if cfg.UseReleaseName {
+		dir = filepath.Join(dir, install.ReleaseName)
+	}
+	written := map[string]bool{}
+	for _, t := range templates(rel.Manifest) {
+		if err := sc.writeTemplate(dir, t.name, t.content, written[t.name]); err != nil {
+			return Result{}, err
+		}
+		written[t.name] = true
+	}
+	for _, h := range hooks {
+		exists := sc.Workspace.Dir.Exists(filepath.Join(dir, h.Path))
+		if err := sc.writeTemplate(dir, h.Path, h.Manifest, exists); err != nil {
 			return Result{}, err
 		}
 	}
 	return Result{}, nil
+}
+
+type template struct{ name, content string }
+
+// templates splits a release's manifest, "---\n# Source: <name>\n<doc>\n"
+// for each document, into its documents.
+func templates(manifest string) []template {
+	const sep = "---\n# Source: "
+	var out []template
+	for _, part := range strings.Split("\n"+manifest, "\n"+sep)[1:] {
+		name, content, _ := strings.Cut(part, "\n")
+		out = append(out, template{name: name, content: strings.TrimSuffix(content, "\n")})
+	}
+	return out
+}
+
+// writeTemplate writes one rendered template to dir/name as Helm's
+// --output-dir does, appending when the file holds documents already.
+func (sc *Context) writeTemplate(dir, name, content string, appendTo bool) error {
+	p := filepath.Join(dir, filepath.FromSlash(name))
+	if err := sc.checkPath(p); err != nil {
+		return err
+	}
+	text := fmt.Sprintf("---\n# Source: %s\n%s\n", name, content)
+	if appendTo {
+		old, err := sc.readFile(p)
+		if err != nil {
+			return err
+		}
+		text = string(old) + text
+	}
+	return sc.writeFile(p, []byte(text))
+}
+
+// writeFlat writes each document of the manifests to a file of its own in
+// dir, named [<group>-]<kind>[-<namespace>]-<name>.yaml as Kargo names
+// them.
+func (sc *Context) writeFlat(dir string, manifests []string) error {
+	if err := sc.Workspace.Dir.MkdirAll(dir); err != nil {
+		return fsError(err)
+	}
+	i := 0
+	for _, m := range manifests {
+		for _, doc := range splitDocuments(m) {
+			doc = strings.TrimSpace(doc)
+			if doc == "" {
+				continue
+			}
+			name := resourceFileName(doc)
+			if name == "" {
+				name = fmt.Sprintf("resource-%d.yaml", i)
+				i++
+			}
+			if err := sc.writeFile(filepath.Join(dir, name), []byte(doc)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// splitDocuments splits a YAML stream at its "---" lines.
+func splitDocuments(stream string) []string {
+	var docs []string
+	var cur strings.Builder
+	for _, line := range strings.SplitAfter(stream, "\n") {
+		if strings.TrimRight(line, " \r\n") == "---" {
+			docs = append(docs, cur.String())
+			cur.Reset()
+			continue
+		}
+		cur.WriteString(line)
+	}
+	return append(docs, cur.String())
+}
+
+// resourceFileName names the file of one resource:
+// [<group>-]<kind>[-<namespace>]-<name>.yaml, lower case, the group's dots
+// as underscores; "" when the document has no kind or name.
+func resourceFileName(doc string) string {
+	var meta struct {
+		APIVersion string `yaml:"apiVersion"`
+		Kind       string `yaml:"kind"`
+		Metadata   struct {
+			Name      string `yaml:"name"`
+			Namespace string `yaml:"namespace"`
+		} `yaml:"metadata"`
+	}
+	if yaml.Unmarshal([]byte(doc), &meta) != nil || meta.Kind == "" || meta.Metadata.Name == "" {
+		return ""
+	}
+	name := meta.Kind
+	if i := strings.LastIndex(meta.APIVersion, "/"); i > 0 {
+		name = strings.ReplaceAll(meta.APIVersion[:i], ".", "_") + "-" + name
+	}
+	if meta.Metadata.Namespace != "" {
+		name += "-" + meta.Metadata.Namespace
+	}
+	name += "-" + meta.Metadata.Name
+	return strings.ReplaceAll(strings.ToLower(name), string(filepath.Separator), "_") + ".yaml"
 }
 
 // utf8BOM is what Helm's loader strips from the start of chart files.
@@ -247,22 +384,21 @@ func isTestHook[T ~string](events []T) bool {
 	return false
 }
 
-// helmUpdateChart sets dependency versions in a chart's Chart.yaml (from
-// the freight when a dependency has no version given) and updates its
-// dependencies (charts/ and Chart.lock), as `helm dependency update`.
-// Output: commitMessage.
-func helmUpdateChart(_ context.Context, sc *Context) (Result, error) {
-	var cfg struct {
-		Path   string `json:"path"`
-		Charts []struct {
-			Repository string `json:"repository"`
-			Name       string `json:"name"`
-			Version    string `json:"version"`
-		} `json:"charts"`
-	}
-	if err := sc.Decode(&cfg); err != nil {
-		return Result{}, err
-	}
+type helmUpdateChartConfig struct {
+	Path   string `json:"path" step:"required"`
+	Charts []struct {
+		Repository string `json:"repository" step:"required"`
+		Name       string `json:"name" step:"required"`
+		// Version is the freight's version of the chart when empty
+		// (Caravan's; Kargo requires it).
+		Version string `json:"version"`
+	} `json:"charts"`
+}
+
+// helmUpdateChart sets dependency versions in a chart's Chart.yaml, in
+// place, and updates its dependencies (charts/ and Chart.lock), as `helm
+// dependency update`. Output: commitMessage.
+func helmUpdateChart(_ context.Context, sc *Context, cfg *helmUpdateChartConfig) (Result, error) {
 	file := filepath.Join(cfg.Path, "Chart.yaml")
 	b, err := sc.readFile(file)
 	if err != nil {
@@ -270,14 +406,14 @@ func helmUpdateChart(_ context.Context, sc *Context) (Result, error) {
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(b, &doc); err != nil {
-		return Result{}, Terminal(fmt.Errorf("parse %s/Chart.yaml: %w", cfg.Path, err))
+		return Result{}, Terminal(fmt.Errorf("parse %s: %w", file, err))
 	}
 	if len(doc.Content) == 0 {
-		return Result{}, Terminal(fmt.Errorf("%s/Chart.yaml is empty", cfg.Path))
+		return Result{}, Terminal(fmt.Errorf("%s is empty", file))
 	}
 	deps := mappingValue(doc.Content[0], "dependencies")
 	if deps == nil {
-		return Result{}, Terminal(fmt.Errorf("%s/Chart.yaml has no dependencies", cfg.Path))
+		return Result{}, Terminal(fmt.Errorf("%s has no dependencies", file))
 	}
 	var lines []string
 	for i, c := range cfg.Charts {
@@ -290,32 +426,48 @@ func helmUpdateChart(_ context.Context, sc *Context) (Result, error) {
 			version = v
 		}
 		found := false
-		for _, d := range deps.Content {
+		for j, d := range deps.Content {
 			repo, name := mappingValue(d, "repository"), mappingValue(d, "name")
 			if repo != nil && name != nil && strings.TrimSuffix(repo.Value, "/") == strings.TrimSuffix(c.Repository, "/") && name.Value == c.Name {
-				setScalar(d, "version", version)
+				if b, err = setYAML(b, fmt.Sprintf("dependencies.%d.version", j), version); err != nil {
+					return Result{}, Terminal(fmt.Errorf("%s: dependency %s: %w", file, c.Name, err))
+				}
 				found = true
 			}
 		}
 		if !found {
-			return Result{}, Terminal(fmt.Errorf("charts[%d]: %s/Chart.yaml has no dependency %s from %s", i, cfg.Path, c.Name, c.Repository))
+			return Result{}, Terminal(fmt.Errorf("charts[%d]: %s has no dependency %s from %s", i, file, c.Name, c.Repository))
 		}
 		lines = append(lines, fmt.Sprintf("%s/%s:%s", strings.TrimSuffix(c.Repository, "/"), c.Name, version))
 	}
-	out, err := encodeYAML(&doc)
-	if err != nil {
+	if err := sc.checkPath(cfg.Path); err != nil {
 		return Result{}, err
 	}
-	dir, err := chartOnDisk(sc.Workspace.Dir, cfg.Path)
-	if err != nil {
+	if _, err := chartOnDisk(sc.Workspace.Dir, cfg.Path); err != nil {
 		return Result{}, fsError(fmt.Errorf("helm-update-chart %s: %w", cfg.Path, err))
 	}
-	if err := sc.writeFile(file, out); err != nil {
+	if err := sc.writeFile(file, b); err != nil {
 		return Result{}, err
+	}
+	if err := sc.updateDependencies(cfg.Path, false); err != nil {
+		return Result{}, err
+	}
+	msg := fmt.Sprintf("Updated chart dependencies for %s\n\n- %s", cfg.Path, strings.Join(lines, "\n- "))
+	return Result{Output: map[string]any{"commitMessage": msg}}, nil
+}
+
+// updateDependencies fetches the dependencies of the chart at path into
+// its charts/ directory: from Chart.lock when build and the chart has one
+// (`helm dependency build`), otherwise resolving Chart.yaml's and writing
+// Chart.lock (`helm dependency update`).
+func (sc *Context) updateDependencies(path string, build bool) error {
+	dir, err := chartOnDisk(sc.Workspace.Dir, path)
+	if err != nil {
+		return fsError(fmt.Errorf("chart %s: %w", path, err))
 	}
 	home, err := os.MkdirTemp("", "helm-")
 	if err != nil {
-		return Result{}, err
+		return err
 	}
 	defer func() { _ = os.RemoveAll(home) }()
 	settings := cli.New()
@@ -329,11 +481,15 @@ func helmUpdateChart(_ context.Context, sc *Context) (Result, error) {
 		RepositoryCache:  settings.RepositoryCache,
 		SkipUpdate:       true,
 	}
-	if err := m.Update(); err != nil {
-		return Result{}, fmt.Errorf("update dependencies of %s: %w", cfg.Path, err)
+	if build {
+		err = m.Build()
+	} else {
+		err = m.Update()
 	}
-	msg := fmt.Sprintf("Updated chart dependencies for %s\n\n- %s", cfg.Path, strings.Join(lines, "\n- "))
-	return Result{Output: map[string]any{"commitMessage": msg}}, nil
+	if err != nil {
+		return fmt.Errorf("dependencies of %s: %w", path, err)
+	}
+	return nil
 }
 
 func chartFromFreight(freight []model.FreightReference, repo, name string) (string, bool) {

@@ -1,7 +1,6 @@
 package steps
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,7 +18,7 @@ func TestHelmUpdateChartAndTemplate(t *testing.T) {
 	write(t, sc, "values-dev.yaml", "replicas: 3\n")
 
 	sc.Config = map[string]any{"path": "charts/app", "charts": []any{map[string]any{"repository": "file://../dep", "name": "dep", "version": "0.2.0"}}}
-	res, err := helmUpdateChart(context.Background(), sc)
+	res, err := run(t, "helm-update-chart", sc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +38,7 @@ func TestHelmUpdateChartAndTemplate(t *testing.T) {
 
 	sc.Config = map[string]any{"path": "charts/app", "outPath": "out/dev.yaml", "releaseName": "guestbook", "namespace": "dev",
 		"valuesFiles": []any{"values-dev.yaml"}, "setValues": []any{map[string]any{"key": "image.tag", "value": "1.4.0"}}}
-	if _, err := helmTemplate(context.Background(), sc); err != nil {
+	if _, err := run(t, "helm-template", sc); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := os.ReadFile(filepath.Join(sc.Workspace.Dir.Path(), "out/dev.yaml"))
@@ -49,7 +48,7 @@ func TestHelmUpdateChartAndTemplate(t *testing.T) {
 		}
 	}
 	sc.Config = map[string]any{"path": "charts/app", "outPath": "out/dir", "valuesFiles": []any{"../outside.yaml"}}
-	if _, err := helmTemplate(context.Background(), sc); err == nil || !IsTerminal(err) {
+	if _, err := run(t, "helm-template", sc); err == nil || !IsTerminal(err) {
 		t.Fatalf("a values file outside the work dir: %v", err)
 	}
 }

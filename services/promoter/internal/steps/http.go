@@ -3,34 +3,46 @@ package steps
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
 
 	"github.com/caravan-cd/caravan/pkg/model"
+	"go.yaml.in/yaml/v3"
 )
 
+type nameValue struct {
+	Name  string `json:"name" step:"required"`
+	Value string `json:"value"`
+}
+
 type httpConfig struct {
-	Method  string `json:"method"`
-	URL     string `json:"url"`
-	Headers []struct {
-		Name  string `json:"name"`
-		Value string `json:"value"`
-	} `json:"headers"`
-	QueryParams []struct {
-		Name  string `json:"name"`
-		Value string `json:"value"`
-	} `json:"queryParams"`
-	Body              string         `json:"body"`
-	Timeout           model.Duration `json:"timeout"`
-	SuccessExpression string         `json:"successExpression"`
-	FailureExpression string         `json:"failureExpression"`
-	Outputs           []struct {
-		Name           string `json:"name"`
-		FromExpression string `json:"fromExpression"`
+	Method      string      `json:"method"`
+	URL         string      `json:"url" step:"required"`
+	Headers     []nameValue `json:"headers"`
+	QueryParams []nameValue `json:"queryParams"`
+	Body        string      `json:"body"`
+	// BodyFromFile is a file of the work dir sent as the body.
+	BodyFromFile string         `json:"bodyFromFile"`
+	Timeout      model.Duration `json:"timeout"`
+	// PollInterval is how long to wait before asking again while neither
+	// expression matches.
+	PollInterval model.Duration `json:"pollInterval"`
+	// ResponseContentType overrides the response's Content-Type for
+	// parsing the body: application/json, application/yaml or text/plain.
+	ResponseContentType string `json:"responseContentType"`
+	SuccessExpression   string `json:"successExpression"`
+	FailureExpression   string `json:"failureExpression"`
+	// ErrorExpression gives the message of a failed request.
+	ErrorExpression string `json:"errorExpression"`
+	Outputs         []struct {
+		Name           string `json:"name" step:"required"`
+		FromExpression string `json:"fromExpression" step:"required"`
 	} `json:"outputs"`
 }
 
@@ -77,10 +89,16 @@ func (sc *Context) client() *http.Client {
 // succeeds). Neither matching means "not yet": the step is Running and is
 // polled again. The expressions see `response` {status, header(name),
 // headers, body}.
-func httpStep(ctx context.Context, sc *Context) (Result, error) {
-	var cfg httpConfig
-	if err := sc.Decode(&cfg); err != nil {
-		return Result{}, err
+func httpStep(ctx context.Context, sc *Context, cfg *httpConfig) (Result, error) {
+	if cfg.BodyFromFile != "" {
+		if cfg.Body != "" {
+			return Result{}, Terminal(errors.New("body and bodyFromFile are mutually exclusive"))
+		}
+		b, err := sc.readFile(cfg.BodyFromFile)
+		if err != nil {
+			return Result{}, err
+		}
+		cfg.Body = string(b)
 	}
 	req, err := cfg.request(ctx)
 	if err != nil {
@@ -101,10 +119,9 @@ func httpStep(ctx context.Context, sc *Context) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("read response: %w", err)
 	}
-	var body any = string(raw)
-	var parsed any
-	if json.Unmarshal(raw, &parsed) == nil {
-		body = parsed
+	body, err := parseBody(raw, cfg.ResponseContentType, resp.Header.Get("Content-Type"))
+	if err != nil {
+		return Result{}, Terminal(err)
 	}
 	headers := map[string]any{}
 	for k, v := range resp.Header {
@@ -143,8 +160,15 @@ func httpStep(ctx context.Context, sc *Context) (Result, error) {
 			return Result{}, err
 		}
 		if failed {
-			return Result{Status: model.PromotionStepStatusFailed, Output: out,
-				Message: fmt.Sprintf("HTTP %d matched the failure expression", resp.StatusCode)}, nil
+			msg := fmt.Sprintf("HTTP %d matched the failure expression", resp.StatusCode)
+			if cfg.ErrorExpression != "" {
+				v, err := sc.Eval(cfg.ErrorExpression, vars)
+				if err != nil {
+					return Result{}, Terminal(fmt.Errorf("errorExpression: %w", err))
+				}
+				msg = fmt.Sprint(v)
+			}
+			return Result{Status: model.PromotionStepStatusFailed, Output: out, Message: msg}, nil
 		}
 	}
 	succeeded := resp.StatusCode >= 200 && resp.StatusCode < 300
@@ -159,27 +183,67 @@ func httpStep(ctx context.Context, sc *Context) (Result, error) {
 	case cfg.SuccessExpression == "" && cfg.FailureExpression == "":
 		return Result{Status: model.PromotionStepStatusFailed, Output: out, Message: fmt.Sprintf("HTTP %d", resp.StatusCode)}, nil
 	}
-	return Result{Status: StatusRunning, Output: out, Message: fmt.Sprintf("HTTP %d: waiting for the success expression", resp.StatusCode)}, nil
+	return Result{Status: StatusRunning, Output: out, PollAfter: cfg.PollInterval.Duration,
+		Message: fmt.Sprintf("HTTP %d: waiting for the success expression", resp.StatusCode)}, nil
+}
+
+// parseBody reads a response body as its content type says (override,
+// else the response's header): JSON, YAML or text; a body of another
+// type is JSON when it parses as JSON, else text.
+func parseBody(raw []byte, override, header string) (any, error) {
+	ct := override
+	if ct == "" {
+		ct, _, _ = mime.ParseMediaType(header)
+	}
+	switch ct {
+	case "text/plain":
+		return string(raw), nil
+	case "application/yaml", "application/x-yaml", "text/yaml":
+		var v any
+		if err := yaml.Unmarshal(raw, &v); err != nil {
+			if override != "" {
+				return nil, fmt.Errorf("response body is not YAML: %w", err)
+			}
+			return string(raw), nil
+		}
+		b, err := json.Marshal(v)
+		if err != nil {
+			return nil, err
+		}
+		var out any
+		return out, json.Unmarshal(b, &out)
+	}
+	var parsed any
+	if err := json.Unmarshal(raw, &parsed); err != nil {
+		if override == "application/json" {
+			return nil, fmt.Errorf("response body is not JSON: %w", err)
+		}
+		return string(raw), nil
+	}
+	return parsed, nil
+}
+
+type httpDownloadConfig struct {
+	URL            string      `json:"url" step:"required"`
+	OutPath        string      `json:"outPath" step:"required"`
+	Headers        []nameValue `json:"headers"`
+	QueryParams    []nameValue `json:"queryParams"`
+	AllowOverwrite bool        `json:"allowOverwrite"`
+	// Timeout bounds the whole download; none when empty.
+	Timeout model.Duration `json:"timeout"`
 }
 
 // httpDownload writes a URL's content to outPath.
-func httpDownload(ctx context.Context, sc *Context) (Result, error) {
-	var cfg struct {
-		URL     string `json:"url"`
-		OutPath string `json:"outPath"`
-		Headers []struct {
-			Name  string `json:"name"`
-			Value string `json:"value"`
-		} `json:"headers"`
-		AllowOverwrite bool `json:"allowOverwrite"`
-	}
-	if err := sc.Decode(&cfg); err != nil {
-		return Result{}, err
-	}
+func httpDownload(ctx context.Context, sc *Context, cfg *httpDownloadConfig) (Result, error) {
 	if err := sc.newPath(cfg.OutPath, cfg.AllowOverwrite); err != nil {
 		return Result{}, err
 	}
-	hc := httpConfig{URL: cfg.URL, Headers: cfg.Headers}
+	if cfg.Timeout.Duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.Timeout.Duration)
+		defer cancel()
+	}
+	hc := httpConfig{URL: cfg.URL, Headers: cfg.Headers, QueryParams: cfg.QueryParams}
 	req, err := hc.request(ctx)
 	if err != nil {
 		return Result{}, err

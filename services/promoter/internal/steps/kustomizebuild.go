@@ -4,27 +4,43 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/caravan-cd/caravan/services/promoter/internal/workdir"
 	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/api/resource"
+	"sigs.k8s.io/kustomize/api/types"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 )
 
+type kustomizeBuildConfig struct {
+	Path    string `json:"path" step:"required"`
+	OutPath string `json:"outPath" step:"required"`
+	// OutputFormat names the files of a directory outPath: kargo (the
+	// default) or kustomize.
+	OutputFormat string `json:"outputFormat"`
+}
+
 // kustomizeBuild renders a kustomization with the kustomize library into
 // outPath: one file when outPath ends in .yaml/.yml, otherwise a directory
-// with one file per resource (<kind>-<name>.yaml). Kustomize reads only
-// inside the work dir, through it (see kustomizeFS): a base or file
-// elsewhere, or a symbolic link leading out, is an error.
-func kustomizeBuild(_ context.Context, sc *Context) (Result, error) {
-	var cfg struct {
-		Path    string `json:"path"`
-		OutPath string `json:"outPath"`
-	}
-	if err := sc.Decode(&cfg); err != nil {
-		return Result{}, err
+// with one file per resource, named [<namespace>-]<kind>-<name>.yaml
+// (outputFormat kargo, the default) or as `kustomize build -o <dir>`
+// names them (kustomize). Kustomize reads only inside the work dir,
+// through it (see kustomizeFS): a base or file elsewhere, or a symbolic
+// link leading out, is an error; inside it, files above the kustomization
+// may be loaded, as in Kargo.
+func kustomizeBuild(_ context.Context, sc *Context, cfg *kustomizeBuildConfig) (Result, error) {
+	name := kargoFileName
+	switch cfg.OutputFormat {
+	case "", "kargo":
+	case "kustomize":
+		name = kustomizeFileName
+	default:
+		return Result{}, Terminal(fmt.Errorf("outputFormat must be kargo or kustomize, got %q", cfg.OutputFormat))
 	}
 	if err := sc.checkPath(cfg.Path); err != nil {
 		return Result{}, err
@@ -33,7 +49,9 @@ func kustomizeBuild(_ context.Context, sc *Context) (Result, error) {
 		return Result{}, err
 	}
 	kfs := kustomizeFS{d: sc.Workspace.Dir}
-	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(kfs, kfs.abs(cfg.Path))
+	opts := krusty.MakeDefaultOptions()
+	opts.LoadRestrictions = types.LoadRestrictionsNone
+	m, err := krusty.MakeKustomizer(opts).Run(kfs, kfs.abs(cfg.Path))
 	if err != nil {
 		return Result{}, Terminal(fmt.Errorf("kustomize build %s: %w", cfg.Path, err))
 	}
@@ -48,18 +66,47 @@ func kustomizeBuild(_ context.Context, sc *Context) (Result, error) {
 	if err := sc.Workspace.Dir.MkdirAll(cfg.OutPath); err != nil {
 		return Result{}, fsError(err)
 	}
-	for _, r := range m.Resources() {
+	byNamespace := m.GroupedByCurrentNamespace()
+	multi := len(byNamespace) > 1
+	var all []*resource.Resource
+	for _, ns := range slices.Sorted(maps.Keys(byNamespace)) {
+		all = append(all, byNamespace[ns]...)
+	}
+	all = append(all, m.ClusterScoped()...)
+	for _, r := range all {
 		b, err := r.AsYAML()
 		if err != nil {
 			return Result{}, err
 		}
-		name := strings.ToLower(r.GetKind() + "-" + r.GetName() + ".yaml")
-		name = strings.ReplaceAll(name, string(filepath.Separator), "_")
-		if err := sc.writeFile(filepath.Join(cfg.OutPath, name), b); err != nil {
+		file := name(r, multi)
+		if file != filepath.Base(file) || file == "." || file == ".." {
+			return Result{}, Terminal(fmt.Errorf("resource %s %s: unsafe file name %q", r.GetKind(), r.GetName(), file))
+		}
+		if err := sc.writeFile(filepath.Join(cfg.OutPath, file), b); err != nil {
 			return Result{}, err
 		}
 	}
 	return Result{}, nil
+}
+
+// kargoFileName is [<namespace>-]<kind>-<name>.yaml, lower case.
+func kargoFileName(r *resource.Resource, _ bool) string {
+	name := r.GetKind() + "-" + r.GetName()
+	if ns := r.GetNamespace(); ns != "" {
+		name = ns + "-" + name
+	}
+	return strings.ToLower(name) + ".yaml"
+}
+
+// kustomizeFileName is [<namespace>_]<group>_<version>_<kind>_<name>.yaml,
+// lower case, the namespace only when the build spans several, as
+// `kustomize build -o <dir>` names files.
+func kustomizeFileName(r *resource.Resource, multi bool) string {
+	name := strings.ToLower(r.GetGvk().StringWoEmptyField() + "_" + r.GetName() + ".yaml")
+	if ns := r.GetNamespace(); multi && ns != "" {
+		name = strings.ToLower(ns) + "_" + name
+	}
+	return name
 }
 
 // kustomizeFS is kustomize's file system over the work dir. Kustomize

@@ -7,16 +7,24 @@ import (
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
-type ociConfig struct {
-	ImageRef              string `json:"imageRef"`
-	DestRef               string `json:"destRef"`
-	OutPath               string `json:"outPath"`
-	MediaType             string `json:"mediaType"`
-	AllowOverwrite        bool   `json:"allowOverwrite"`
-	InsecureSkipTLSVerify bool   `json:"insecureSkipTLSVerify"`
+type ociPushConfig struct {
+	SrcRef  string `json:"srcRef" step:"required"`
+	DestRef string `json:"destRef" step:"required"`
+	// Annotations are set on the pushed manifest; a key prefixed
+	// "index:" goes on an index, "manifest:" (or no prefix) on an image.
+	Annotations map[string]string `json:"annotations"`
+}
+
+type ociDownloadConfig struct {
+	ImageRef       string `json:"imageRef" step:"required"`
+	OutPath        string `json:"outPath" step:"required"`
+	MediaType      string `json:"mediaType"`
+	AllowOverwrite bool   `json:"allowOverwrite"`
 }
 
 // parseRef reads an image reference, with or without an oci:// prefix.
@@ -35,14 +43,19 @@ func parseRef(ref string) (name.Reference, error) {
 	return r, nil
 }
 
-// ociPush copies an image or index from imageRef to destRef. Outputs:
-// image (destRef@digest), digest, tag.
-func ociPush(ctx context.Context, sc *Context) (Result, error) {
-	var cfg ociConfig
-	if err := sc.Decode(&cfg); err != nil {
-		return Result{}, err
+// ociPush copies an image or index from srcRef to destRef, with
+// annotations added. Outputs: image (destRef@digest), digest, tag.
+func ociPush(ctx context.Context, _ *Context, cfg *ociPushConfig) (Result, error) {
+	index, manifest := map[string]string{}, map[string]string{}
+	for k, v := range cfg.Annotations {
+		switch {
+		case strings.HasPrefix(k, "index:"):
+			index[strings.TrimPrefix(k, "index:")] = v
+		default:
+			manifest[strings.TrimPrefix(k, "manifest:")] = v
+		}
 	}
-	src, err := parseRef(cfg.ImageRef)
+	src, err := parseRef(cfg.SrcRef)
 	if err != nil {
 		return Result{}, err
 	}
@@ -54,13 +67,22 @@ func ociPush(ctx context.Context, sc *Context) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("get %s: %w", src, err)
 	}
+	var digest v1.Hash
 	if desc.MediaType.IsIndex() {
+		if len(manifest) > 0 {
+			return Result{}, Terminal(fmt.Errorf("%s is an index: annotate it with index: keys", cfg.SrcRef))
+		}
 		idx, err := desc.ImageIndex()
 		if err != nil {
 			return Result{}, err
 		}
-		err = remote.WriteIndex(dst, idx, remote.WithContext(ctx))
-		if err != nil {
+		if len(index) > 0 {
+			idx = mutate.Annotations(idx, index).(v1.ImageIndex)
+		}
+		if digest, err = idx.Digest(); err != nil {
+			return Result{}, err
+		}
+		if err := remote.WriteIndex(dst, idx, remote.WithContext(ctx)); err != nil {
 			return Result{}, fmt.Errorf("push %s: %w", dst, err)
 		}
 	} else {
@@ -68,13 +90,19 @@ func ociPush(ctx context.Context, sc *Context) (Result, error) {
 		if err != nil {
 			return Result{}, err
 		}
+		if len(manifest) > 0 {
+			img = mutate.Annotations(img, manifest).(v1.Image)
+		}
+		if digest, err = img.Digest(); err != nil {
+			return Result{}, err
+		}
 		if err := remote.Write(dst, img, remote.WithContext(ctx)); err != nil {
 			return Result{}, fmt.Errorf("push %s: %w", dst, err)
 		}
 	}
 	out := map[string]any{
-		"image":  dst.Context().String() + "@" + desc.Digest.String(),
-		"digest": desc.Digest.String(),
+		"image":  dst.Context().String() + "@" + digest.String(),
+		"digest": digest.String(),
 	}
 	if t, ok := dst.(name.Tag); ok {
 		out["tag"] = t.TagStr()
@@ -84,11 +112,7 @@ func ociPush(ctx context.Context, sc *Context) (Result, error) {
 
 // ociDownload writes one layer of an artifact (the one of mediaType, or
 // the first) to outPath.
-func ociDownload(ctx context.Context, sc *Context) (Result, error) {
-	var cfg ociConfig
-	if err := sc.Decode(&cfg); err != nil {
-		return Result{}, err
-	}
+func ociDownload(ctx context.Context, sc *Context, cfg *ociDownloadConfig) (Result, error) {
 	if err := sc.newPath(cfg.OutPath, cfg.AllowOverwrite); err != nil {
 		return Result{}, err
 	}

@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 
 	"github.com/caravan-cd/caravan/pkg/model"
@@ -29,7 +27,9 @@ type pullRequest struct {
 type prProvider interface {
 	open(ctx context.Context, source, target, title, body string, labels []string) (*pullRequest, error)
 	get(ctx context.Context, number int64) (*pullRequest, error)
-	merge(ctx context.Context, number int64) (*pullRequest, error)
+	// merge merges the pull request; method is mergeMethod ("" for the
+	// provider's default).
+	merge(ctx context.Context, number int64, method string) (*pullRequest, error)
 }
 
 // apiClient sends JSON requests to a hosting API with a token.
@@ -105,14 +105,7 @@ func (sc *Context) prProvider(ctx context.Context, repoURL, provider string) (pr
 		return nil, err
 	}
 	if provider == "" {
-		switch {
-		case strings.Contains(host, "github"):
-			provider = "github"
-		case strings.Contains(host, "gitlab"):
-			provider = "gitlab"
-		case strings.Contains(host, "gitea"):
-			provider = "gitea"
-		default:
+		if provider = providerOf(host); provider == "" {
 			return nil, Terminal(fmt.Errorf("cannot tell the Git provider of %s: set provider to github, gitlab or gitea", repoURL))
 		}
 	}
@@ -186,8 +179,12 @@ func (g *github) get(ctx context.Context, n int64) (*pullRequest, error) {
 	return getPull(ctx, g.c, g.repo, n)
 }
 
-func (g *github) merge(ctx context.Context, n int64) (*pullRequest, error) {
-	if _, err := g.c.do(ctx, http.MethodPut, fmt.Sprintf("/repos/%s/pulls/%d/merge", g.repo, n), map[string]any{}, nil); err != nil {
+func (g *github) merge(ctx context.Context, n int64, method string) (*pullRequest, error) {
+	in := map[string]any{}
+	if method != "" {
+		in["merge_method"] = method // merge, squash or rebase
+	}
+	if _, err := g.c.do(ctx, http.MethodPut, fmt.Sprintf("/repos/%s/pulls/%d/merge", g.repo, n), in, nil); err != nil {
 		return nil, err
 	}
 	return g.get(ctx, n)
@@ -269,9 +266,17 @@ func (g *gitlab) get(ctx context.Context, n int64) (*pullRequest, error) {
 	return mr.pr(), nil
 }
 
-func (g *gitlab) merge(ctx context.Context, n int64) (*pullRequest, error) {
+func (g *gitlab) merge(ctx context.Context, n int64, method string) (*pullRequest, error) {
+	in := map[string]any{}
+	switch method {
+	case "", "merge":
+	case "squash":
+		in["squash"] = true
+	default:
+		return nil, Terminal(fmt.Errorf("mergeMethod %q: GitLab merges with merge or squash", method))
+	}
 	var mr gitlabMR
-	if _, err := g.c.do(ctx, http.MethodPut, fmt.Sprintf("/projects/%s/merge_requests/%d/merge", g.project, n), map[string]any{}, &mr); err != nil {
+	if _, err := g.c.do(ctx, http.MethodPut, fmt.Sprintf("/projects/%s/merge_requests/%d/merge", g.project, n), in, &mr); err != nil {
 		return nil, err
 	}
 	return mr.pr(), nil
@@ -294,41 +299,53 @@ func (g *gitea) get(ctx context.Context, n int64) (*pullRequest, error) {
 	return getPull(ctx, g.c, g.repo, n)
 }
 
-func (g *gitea) merge(ctx context.Context, n int64) (*pullRequest, error) {
-	if _, err := g.c.do(ctx, http.MethodPost, fmt.Sprintf("/repos/%s/pulls/%d/merge", g.repo, n), map[string]any{"Do": "merge"}, nil); err != nil {
+func (g *gitea) merge(ctx context.Context, n int64, method string) (*pullRequest, error) {
+	if method == "" {
+		method = "merge" // or rebase, rebase-merge, squash, fast-forward-only
+	}
+	if _, err := g.c.do(ctx, http.MethodPost, fmt.Sprintf("/repos/%s/pulls/%d/merge", g.repo, n), map[string]any{"Do": method}, nil); err != nil {
 		return nil, err
 	}
 	return g.get(ctx, n)
 }
 
-type prConfig struct {
-	RepoURL            string   `json:"repoURL"`
-	Provider           string   `json:"provider"`
-	SourceBranch       string   `json:"sourceBranch"`
-	TargetBranch       string   `json:"targetBranch"`
+type openPRConfig struct {
+	RepoURL      string `json:"repoURL" step:"required"`
+	Provider     string `json:"provider"`
+	SourceBranch string `json:"sourceBranch" step:"required"`
+	// TargetBranch defaults to main.
+	TargetBranch string `json:"targetBranch"`
+	// CreateTargetBranch is deprecated in Kargo, where it does nothing;
+	// it does nothing here either.
 	CreateTargetBranch bool     `json:"createTargetBranch"`
 	Title              string   `json:"title"`
 	Description        string   `json:"description"`
 	Labels             []string `json:"labels"`
-	PRNumber           any      `json:"prNumber"`
-	Wait               bool     `json:"wait"`
 }
 
-func (c *prConfig) number() (int64, error) {
-	switch v := c.PRNumber.(type) {
-	case float64:
-		return int64(v), nil
-	case string:
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err == nil {
-			return n, nil
-		}
-	}
-	return 0, Terminal(fmt.Errorf("prNumber must be a number, got %v", c.PRNumber))
+// prRef is the pull request prNumber of repoURL.
+type prRef struct {
+	RepoURL  string `json:"repoURL" step:"required"`
+	Provider string `json:"provider"`
+	PRNumber int64  `json:"prNumber" step:"required"`
 }
 
+type waitPRConfig struct {
+	prRef
+	PollInterval model.Duration `json:"pollInterval"`
+}
+
+type mergePRConfig struct {
+	prRef
+	Wait         bool           `json:"wait"`
+	PollInterval model.Duration `json:"pollInterval"`
+	MergeMethod  string         `json:"mergeMethod"`
+}
+
+// prOutput is Kargo's output of the pull request steps: pr.{id, url, open,
+// merged} and, once merged, commit.
 func prOutput(pr *pullRequest) map[string]any {
-	out := map[string]any{"pr": map[string]any{"id": float64(pr.Number), "url": pr.URL}}
+	out := map[string]any{"pr": map[string]any{"id": float64(pr.Number), "url": pr.URL, "open": pr.Open, "merged": pr.Merged}}
 	if pr.Commit != "" {
 		out["commit"] = pr.Commit
 	}
@@ -338,14 +355,7 @@ func prOutput(pr *pullRequest) map[string]any {
 // gitOpenPR opens a pull request from sourceBranch into targetBranch, or
 // returns the one already open (a resumed promotion does not open two).
 // Output: pr.id, pr.url.
-func gitOpenPR(ctx context.Context, sc *Context) (Result, error) {
-	var cfg prConfig
-	if err := sc.Decode(&cfg); err != nil {
-		return Result{}, err
-	}
-	if cfg.SourceBranch == "" {
-		return Result{}, Terminal(errors.New("sourceBranch must not be empty"))
-	}
+func gitOpenPR(ctx context.Context, sc *Context, cfg *openPRConfig) (Result, error) {
 	if cfg.TargetBranch == "" {
 		cfg.TargetBranch = "main"
 	}
@@ -363,61 +373,64 @@ func gitOpenPR(ctx context.Context, sc *Context) (Result, error) {
 	return Result{Output: prOutput(pr)}, nil
 }
 
-// getPR decodes the config of a step acting on the pull request prNumber
-// and gets that pull request from its provider.
-func getPR(ctx context.Context, sc *Context) (cfg prConfig, p prProvider, n int64, pr *pullRequest, err error) {
-	if err = sc.Decode(&cfg); err != nil {
-		return cfg, nil, 0, nil, err
+// getPR gets the pull request ref names from its provider.
+func (sc *Context) getPR(ctx context.Context, ref prRef) (prProvider, *pullRequest, error) {
+	if ref.PRNumber <= 0 {
+		return nil, nil, Terminal(fmt.Errorf("prNumber must be a positive number, got %d", ref.PRNumber))
 	}
-	if n, err = cfg.number(); err != nil {
-		return cfg, nil, 0, nil, err
+	p, err := sc.prProvider(ctx, ref.RepoURL, ref.Provider)
+	if err != nil {
+		return nil, nil, err
 	}
-	if p, err = sc.prProvider(ctx, cfg.RepoURL, cfg.Provider); err != nil {
-		return cfg, nil, 0, nil, err
+	pr, err := p.get(ctx, ref.PRNumber)
+	if err != nil {
+		return nil, nil, err
 	}
-	if pr, err = p.get(ctx, n); err != nil {
-		return cfg, nil, 0, nil, err
-	}
-	return cfg, p, n, pr, nil
+	return p, pr, nil
 }
 
 // gitWaitForPR is Running until the pull request is merged (Succeeded,
 // output commit) or closed unmerged (Failed).
-func gitWaitForPR(ctx context.Context, sc *Context) (Result, error) {
-	_, _, n, pr, err := getPR(ctx, sc)
+func gitWaitForPR(ctx context.Context, sc *Context, cfg *waitPRConfig) (Result, error) {
+	_, pr, err := sc.getPR(ctx, cfg.prRef)
 	if err != nil {
 		return Result{}, err
 	}
+	n := cfg.PRNumber
 	switch {
 	case pr.Merged:
 		return Result{Output: prOutput(pr)}, nil
 	case !pr.Open:
-		return Result{Status: model.PromotionStepStatusFailed, Message: fmt.Sprintf("pull request %d was closed without being merged", n)}, nil
+		return Result{Status: model.PromotionStepStatusFailed, Output: prOutput(pr), Message: fmt.Sprintf("pull request %d was closed without being merged", n)}, nil
 	}
-	return Result{Status: StatusRunning, Message: fmt.Sprintf("waiting for pull request %d to be merged", n)}, nil
+	return Result{Status: StatusRunning, PollAfter: cfg.PollInterval.Duration, Message: fmt.Sprintf("waiting for pull request %d to be merged", n)}, nil
 }
 
 // gitMergePR merges a pull request (output commit); merging one already
 // merged succeeds.
-func gitMergePR(ctx context.Context, sc *Context) (Result, error) {
-	cfg, p, n, pr, err := getPR(ctx, sc)
+func gitMergePR(ctx context.Context, sc *Context, cfg *mergePRConfig) (Result, error) {
+	p, pr, err := sc.getPR(ctx, cfg.prRef)
 	if err != nil {
 		return Result{}, err
 	}
+	n := cfg.PRNumber
+	running := func(msg string) (Result, error) {
+		return Result{Status: StatusRunning, PollAfter: cfg.PollInterval.Duration, Message: msg}, nil
+	}
 	if !pr.Merged {
 		if !pr.Open {
-			return Result{Status: model.PromotionStepStatusFailed, Message: fmt.Sprintf("pull request %d is closed", n)}, nil
+			return Result{Status: model.PromotionStepStatusFailed, Output: prOutput(pr), Message: fmt.Sprintf("pull request %d is closed", n)}, nil
 		}
-		if pr, err = p.merge(ctx, n); err != nil {
+		if pr, err = p.merge(ctx, n, cfg.MergeMethod); err != nil {
 			if cfg.Wait && !IsTerminal(err) {
-				return Result{Status: StatusRunning, Message: fmt.Sprintf("pull request %d cannot be merged yet: %v", n, err)}, nil
+				return running(fmt.Sprintf("pull request %d cannot be merged yet: %v", n, err))
 			}
 			return Result{}, err
 		}
 	}
 	if !pr.Merged {
 		if cfg.Wait {
-			return Result{Status: StatusRunning, Message: fmt.Sprintf("waiting for pull request %d to merge", n)}, nil
+			return running(fmt.Sprintf("waiting for pull request %d to merge", n))
 		}
 		return Result{}, fmt.Errorf("pull request %d was not merged", n)
 	}

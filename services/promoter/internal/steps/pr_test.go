@@ -147,36 +147,36 @@ func TestPullRequestSteps(t *testing.T) {
 			sc.Credentials = func(context.Context, string, string) (*gitmirror.Auth, error) {
 				return &gitmirror.Auth{Username: "x", Password: "tok-123"}, nil
 			}
-			run := func(fn Func, cfg map[string]any) Result {
+			run := func(uses string, cfg map[string]any) Result {
 				t.Helper()
 				cfg["repoURL"], cfg["provider"] = repoURL, provider
 				sc.Config = cfg
-				res, err := fn(context.Background(), sc)
+				res, err := run(t, uses, sc)
 				if err != nil {
 					t.Fatalf("%v", err)
 				}
 				return res
 			}
 			open := map[string]any{"sourceBranch": "kargo/promotion/p1", "targetBranch": "main", "title": "promote", "labels": []any{"kargo"}}
-			res := run(gitOpenPR, open)
+			res := run("git-open-pr", open)
 			pr := res.Output["pr"].(map[string]any)
 			if pr["id"] != 1.0 || !strings.Contains(pr["url"].(string), "/1") {
 				t.Fatalf("open: %v", res.Output)
 			}
-			if again := run(gitOpenPR, open); again.Output["pr"].(map[string]any)["id"] != 1.0 || len(host.prs) != 1 {
+			if again := run("git-open-pr", open); again.Output["pr"].(map[string]any)["id"] != 1.0 || len(host.prs) != 1 {
 				t.Fatalf("a second open made another pull request: %v", again.Output)
 			}
-			if res := run(gitWaitForPR, map[string]any{"prNumber": 1.0}); res.Status != StatusRunning {
+			if res := run("git-wait-for-pr", map[string]any{"prNumber": 1.0}); res.Status != StatusRunning {
 				t.Fatalf("wait on an open PR: %+v", res)
 			}
-			if res := run(gitMergePR, map[string]any{"prNumber": "1"}); res.Output["commit"] != "merged-sha-1" {
+			if res := run("git-merge-pr", map[string]any{"prNumber": "1"}); res.Output["commit"] != "merged-sha-1" {
 				t.Fatalf("merge: %+v", res)
 			}
-			if res := run(gitWaitForPR, map[string]any{"prNumber": 1.0}); res.Status != "" || res.Output["commit"] != "merged-sha-1" {
+			if res := run("git-wait-for-pr", map[string]any{"prNumber": 1.0}); res.Status != "" || res.Output["commit"] != "merged-sha-1" {
 				t.Fatalf("wait on a merged PR: %+v", res)
 			}
 			host.prs = append(host.prs, &fakePR{number: 2, source: "x", target: "main", state: "closed"})
-			if res := run(gitWaitForPR, map[string]any{"prNumber": 2.0}); res.Status != model.PromotionStepStatusFailed {
+			if res := run("git-wait-for-pr", map[string]any{"prNumber": 2.0}); res.Status != model.PromotionStepStatusFailed {
 				t.Fatalf("wait on a closed PR: %+v", res)
 			}
 			want := map[string]string{"github": "Bearer tok-123", "gitlab": "tok-123", "gitea": "token tok-123"}[provider]

@@ -1,6 +1,7 @@
 // Package steps holds Caravan's built-in promotion steps, under Kargo's
-// names, with Kargo's config fields and outputs. Each step implements
-// Step; Registry maps names to steps.
+// names, with Kargo's config fields, defaults and outputs. Each step is
+// declared once, in builtins.go, by a Definition; Registry maps names to
+// definitions.
 package steps
 
 import (
@@ -12,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
@@ -32,6 +34,10 @@ type Result struct {
 	Message     string
 	Output      map[string]any
 	HealthCheck *model.HealthCheckStep
+	// PollAfter is how long a Running step suggests the engine waits
+	// before running it again (a step's pollInterval); the engine never
+	// polls more often than its own interval.
+	PollAfter time.Duration
 }
 
 // Step is one built-in step. Run returns an error for a step that errored:
@@ -73,7 +79,15 @@ func IsTerminal(err error) bool {
 // os.Root at the work dir), and the Git work trees checked out in it.
 type Workspace struct {
 	Dir   *workdir.Dir
-	Repos map[string]*gitmirror.Repo // by path in the work dir, links resolved
+	Repos map[string]*WorkTree // by path in the work dir, links resolved
+}
+
+// WorkTree is a Git work tree git-clone checked out.
+type WorkTree struct {
+	*gitmirror.Repo
+	// Author is git-clone's author: who commits and tags made in the work
+	// tree are by, unless git-commit or git-tag say otherwise.
+	Author *Author
 }
 
 // NewWorkspace opens the work dir at dir (made absolute); Close releases it.
@@ -82,7 +96,7 @@ func NewWorkspace(dir string) (*Workspace, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Workspace{Dir: d, Repos: map[string]*gitmirror.Repo{}}, nil
+	return &Workspace{Dir: d, Repos: map[string]*WorkTree{}}, nil
 }
 
 // Close releases the work dir.
@@ -144,7 +158,10 @@ type Context struct {
 }
 
 // Decode decodes the step's config into v (a pointer to a struct with json
-// tags); a config that does not fit is a terminal error.
+// tags); a config that does not fit is a terminal error. An expression's
+// value of the wrong JSON type is taken as it reads: a number or boolean
+// where text belongs as its text (${{ vars.tag }} reading 1.27), text
+// holding a number where a number belongs as that number.
 func (sc *Context) Decode(v any) error {
 	cfg := any(sc.Config)
 	for range 64 {
@@ -156,15 +173,34 @@ func (sc *Context) Decode(v any) error {
 		if err == nil {
 			return nil
 		}
-		// A number or boolean where a string belongs (an expression such
-		// as ${{ vars.tag }} whose value reads as a number) is taken as
-		// its text.
 		var te *json.UnmarshalTypeError
-		if !errors.As(err, &te) || te.Type.Kind() != reflect.String || (te.Value != "number" && te.Value != "bool") || te.Field == "" {
+		if !errors.As(err, &te) || te.Field == "" {
+			return Terminal(fmt.Errorf("config: %w", err))
+		}
+		var convert func(any) (any, bool)
+		switch k := te.Type.Kind(); {
+		case k == reflect.String && (te.Value == "number" || te.Value == "bool"):
+			convert = func(x any) (any, bool) {
+				switch x.(type) {
+				case float64, bool:
+					return fmt.Sprint(x), true
+				}
+				return x, false
+			}
+		case te.Value == "string" && (k >= reflect.Int && k <= reflect.Float64):
+			convert = func(x any) (any, bool) {
+				s, ok := x.(string)
+				if !ok {
+					return x, false
+				}
+				f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+				return f, err == nil
+			}
+		default:
 			return Terminal(fmt.Errorf("config: %w", err))
 		}
 		var changed bool
-		cfg, changed = stringifyAt(cfg, strings.Split(te.Field, "."))
+		cfg, changed = convertAt(cfg, strings.Split(te.Field, "."), convert)
 		if !changed {
 			return Terminal(fmt.Errorf("config: %w", err))
 		}
@@ -172,9 +208,9 @@ func (sc *Context) Decode(v any) error {
 	return Terminal(errors.New("config: too many type corrections"))
 }
 
-// stringifyAt returns v with the numbers and booleans at path (map keys;
-// arrays stand for each of their elements) turned into strings.
-func stringifyAt(v any, path []string) (any, bool) {
+// convertAt returns v with the values at path (map keys; arrays stand for
+// each of their elements) converted.
+func convertAt(v any, path []string, convert func(any) (any, bool)) (any, bool) {
 	switch t := v.(type) {
 	case map[string]any:
 		if len(path) == 0 {
@@ -182,9 +218,11 @@ func stringifyAt(v any, path []string) (any, bool) {
 		}
 		child, ok := t[path[0]]
 		if !ok {
-			return v, false
+			// An embedded struct's field shows its type's name in the
+			// path: skip it.
+			return convertAt(v, path[1:], convert)
 		}
-		nv, changed := stringifyAt(child, path[1:])
+		nv, changed := convertAt(child, path[1:], convert)
 		if !changed {
 			return v, false
 		}
@@ -198,15 +236,14 @@ func stringifyAt(v any, path []string) (any, bool) {
 		out := make([]any, len(t))
 		some := false
 		for i, e := range t {
-			nv, changed := stringifyAt(e, path)
+			nv, changed := convertAt(e, path, convert)
 			out[i] = nv
 			some = some || changed
 		}
 		return out, some
-	case float64, bool:
-		if len(path) == 0 {
-			return fmt.Sprint(t), true
-		}
+	}
+	if len(path) == 0 {
+		return convert(v)
 	}
 	return v, false
 }
@@ -246,90 +283,7 @@ func fsError(err error) error {
 	return err
 }
 
-// Run runs s with sc. The work dir shows in its error and message only as
-// paths relative to it, never as a path on the server, whatever a library
-// put there.
-func Run(ctx context.Context, s Step, sc *Context) (Result, error) {
-	res, err := s.Run(ctx, sc)
-	if sc.Workspace == nil || sc.Workspace.Dir == nil {
-		return res, err
-	}
-	res.Message = sc.Workspace.Dir.Scrub(res.Message)
-	if err != nil {
-		if msg := sc.Workspace.Dir.Scrub(err.Error()); msg != err.Error() {
-			err = scrubbed{err: err, msg: msg}
-		}
-	}
-	return res, err
-}
-
-// scrubbed is an error with another message: errors.Is and errors.As
-// (IsTerminal included) see the original.
-type scrubbed struct {
-	err error
-	msg string
-}
-
-func (e scrubbed) Error() string { return e.msg }
-func (e scrubbed) Unwrap() error { return e.err }
-
-// Registry maps step names to steps.
-type Registry map[string]Step
-
-// Replayable lists the steps that only change the work dir: the engine
-// re-runs them to rebuild a work dir lost with a crashed process.
-var Replayable = map[string]bool{
-	"git-clone": true, "git-clear": true, "git-commit": true,
-	"kustomize-set-image": true, "yaml-update": true, "json-update": true,
-	"yaml-merge": true, "toml-update": true, "copy": true, "delete": true,
-	"file-write": true, "tar": true, "untar": true, "kustomize-build": true, "helm-template": true,
-}
-
-// WaitsForPullRequest lists the steps whose Running result waits for a
-// pull request to be merged or closed: the engine runs them again at once,
-// instead of at the next poll, when it is woken for their repoURL.
-var WaitsForPullRequest = map[string]bool{"git-wait-for-pr": true, "git-merge-pr": true}
-
-// Builtins returns every built-in step.
-func Builtins() Registry {
-	return Registry{
-		"git-clone":           Func(gitClone),
-		"git-clear":           Func(gitClear),
-		"git-commit":          Func(gitCommit),
-		"git-push":            Func(gitPush),
-		"git-tag":             Func(gitTag),
-		"git-open-pr":         Func(gitOpenPR),
-		"git-wait-for-pr":     Func(gitWaitForPR),
-		"git-merge-pr":        Func(gitMergePR),
-		"kustomize-set-image": Func(kustomizeSetImage),
-		"yaml-update":         Func(yamlUpdate),
-		"json-update":         Func(jsonUpdate),
-		"yaml-parse":          Func(yamlParse),
-		"json-parse":          Func(jsonParse),
-		"kustomize-build":     Func(kustomizeBuild),
-		"helm-template":       Func(helmTemplate),
-		"helm-update-chart":   Func(helmUpdateChart),
-		"yaml-merge":          Func(yamlMerge),
-		"toml-parse":          Func(tomlParse),
-		"toml-update":         Func(tomlUpdate),
-		"copy":                Func(copyStep),
-		"delete":              Func(deleteStep),
-		"file-write":          Func(fileWrite),
-		"tar":                 Func(tarStep),
-		"untar":               Func(untarStep),
-		"compose-output":      Func(composeOutput),
-		"set-metadata":        Func(setMetadata),
-		"set-freight-alias":   Func(setFreightAlias),
-		"fail":                Func(fail),
-		"http":                Func(httpStep),
-		"http-download":       Func(httpDownload),
-		"oci-push":            Func(ociPush),
-		"oci-download":        Func(ociDownload),
-		"argocd-update":       Func(argocdUpdate),
-		"argocd-wait":         Func(argocdWait),
-	}
-}
-
+// composeOutput's config is free-form: its keys are its outputs.
 func composeOutput(_ context.Context, sc *Context) (Result, error) {
 	out := make(map[string]any, len(sc.Config))
 	for k, v := range sc.Config {
@@ -338,30 +292,28 @@ func composeOutput(_ context.Context, sc *Context) (Result, error) {
 	return Result{Output: out}, nil
 }
 
-func fail(_ context.Context, sc *Context) (Result, error) {
-	var cfg struct {
-		Message string `json:"message"`
-	}
-	if err := sc.Decode(&cfg); err != nil {
-		return Result{}, err
-	}
-	if cfg.Message == "" {
-		cfg.Message = "failed by a fail step"
-	}
-	return Result{Status: model.PromotionStepStatusFailed, Message: cfg.Message}, nil
+type failConfig struct {
+	Message string `json:"message"`
 }
 
-func setMetadata(ctx context.Context, sc *Context) (Result, error) {
-	var cfg struct {
-		Updates []struct {
-			Kind   string         `json:"kind"`
-			Name   string         `json:"name"`
-			Values map[string]any `json:"values"`
-		} `json:"updates"`
+func fail(_ context.Context, _ *Context, cfg *failConfig) (Result, error) {
+	msg := cfg.Message
+	if msg == "" {
+		msg = "failed by a fail step"
 	}
-	if err := sc.Decode(&cfg); err != nil {
-		return Result{}, err
-	}
+	return Result{Status: model.PromotionStepStatusFailed, Message: msg}, nil
+}
+
+type setMetadataConfig struct {
+	Updates []struct {
+		Kind string `json:"kind" step:"required"`
+		// Name defaults to the promotion's stage or target freight.
+		Name   string         `json:"name"`
+		Values map[string]any `json:"values" step:"required"`
+	} `json:"updates" step:"required"`
+}
+
+func setMetadata(ctx context.Context, sc *Context, cfg *setMetadataConfig) (Result, error) {
 	if sc.Metadata == nil {
 		return Result{}, Terminal(errors.New("set-metadata: no metadata store"))
 	}
@@ -390,24 +342,21 @@ func setMetadata(ctx context.Context, sc *Context) (Result, error) {
 	return Result{}, nil
 }
 
-func setFreightAlias(ctx context.Context, sc *Context) (Result, error) {
-	var cfg struct {
-		FreightName string `json:"freightName"`
-		NewAlias    string `json:"newAlias"`
-	}
-	if err := sc.Decode(&cfg); err != nil {
-		return Result{}, err
-	}
-	if cfg.FreightName == "" {
-		cfg.FreightName = sc.TargetFreight
-	}
-	if cfg.NewAlias == "" {
-		return Result{}, Terminal(errors.New("newAlias must not be empty"))
+type setFreightAliasConfig struct {
+	// Name is the freight's name; the target freight's when empty.
+	Name  string `json:"name"`
+	Alias string `json:"alias" step:"required"`
+}
+
+func setFreightAlias(ctx context.Context, sc *Context, cfg *setFreightAliasConfig) (Result, error) {
+	name := cfg.Name
+	if name == "" {
+		name = sc.TargetFreight
 	}
 	if sc.Aliases == nil {
 		return Result{}, Terminal(errors.New("set-freight-alias: no freight store"))
 	}
-	if err := sc.Aliases.SetFreightAlias(ctx, sc.Project, cfg.FreightName, cfg.NewAlias); err != nil {
+	if err := sc.Aliases.SetFreightAlias(ctx, sc.Project, name, cfg.Alias); err != nil {
 		return Result{}, err
 	}
 	return Result{}, nil

@@ -41,6 +41,16 @@ func newContextAt(t *testing.T, dir string, cfg map[string]any) *Context {
 	}
 }
 
+// run runs the built-in step uses with sc, as the engine does.
+func run(t *testing.T, uses string, sc *Context) (Result, error) {
+	t.Helper()
+	d, ok := Builtins()[uses]
+	if !ok {
+		t.Fatalf("no step %q", uses)
+	}
+	return Run(context.Background(), d, sc)
+}
+
 func write(t *testing.T, sc *Context, name, content string) string {
 	t.Helper()
 	p := filepath.Join(sc.Workspace.Dir.Path(), name)
@@ -81,7 +91,7 @@ func TestYAMLUpdateKeepsFormatting(t *testing.T) {
 		map[string]any{"key": "new.nested", "value": 3.0},
 	}})
 	p := write(t, sc, "values.yaml", "# top\nimage:\n  repository: app # the image\n  tag: '1.0.0'\ningress:\n  hosts:\n    - host: old.example.com\n")
-	res, err := yamlUpdate(context.Background(), sc)
+	res, err := run(t, "yaml-update", sc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +112,7 @@ func TestKustomizeSetImageFromFreight(t *testing.T) {
 		map[string]any{"image": "nginx", "digest": "sha256:cafe", "newName": "mirror/nginx"},
 	}})
 	p := write(t, sc, "overlay/kustomization.yaml", "resources:\n  - base\n")
-	res, err := kustomizeSetImage(context.Background(), sc)
+	res, err := run(t, "kustomize-set-image", sc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,13 +131,13 @@ func TestParseSteps(t *testing.T) {
 	t.Parallel()
 	sc := newContext(t, map[string]any{"path": "c.yaml", "outputs": []any{map[string]any{"name": "tag", "fromExpression": "image.tag"}}})
 	write(t, sc, "c.yaml", "image:\n  tag: v9\n")
-	res, err := yamlParse(context.Background(), sc)
+	res, err := run(t, "yaml-parse", sc)
 	if err != nil || res.Output["tag"] != "v9" {
 		t.Fatalf("yaml-parse: %v %v", res.Output, err)
 	}
 	sc = newContext(t, map[string]any{"path": "c.toml", "outputs": []any{map[string]any{"name": "n", "fromExpression": "server.port + 1"}}})
 	write(t, sc, "c.toml", "[server]\nport = 8080\n")
-	res, err = tomlParse(context.Background(), sc)
+	res, err = run(t, "toml-parse", sc)
 	if err != nil || res.Output["n"] != 8081.0 {
 		t.Fatalf("toml-parse: %v %v", res.Output, err)
 	}
@@ -137,11 +147,11 @@ func TestTarRoundTrip(t *testing.T) {
 	t.Parallel()
 	sc := newContext(t, map[string]any{"inPath": "src", "outPath": "a.tgz"})
 	write(t, sc, "src/x/y.txt", "hello")
-	if _, err := tarStep(context.Background(), sc); err != nil {
+	if _, err := run(t, "tar", sc); err != nil {
 		t.Fatal(err)
 	}
 	sc.Config = map[string]any{"inPath": "a.tgz", "outPath": "dst"}
-	if _, err := untarStep(context.Background(), sc); err != nil {
+	if _, err := run(t, "untar", sc); err != nil {
 		t.Fatal(err)
 	}
 	got, err := os.ReadFile(filepath.Join(sc.Workspace.Dir.Path(), "dst", "x", "y.txt"))
@@ -154,8 +164,8 @@ func TestOCIPushAndDownload(t *testing.T) {
 	t.Parallel()
 	reg := testenv.Registry(t)
 	digest := reg.PushImage(t, "team/app", "1.0.0")
-	sc := newContext(t, map[string]any{"imageRef": "oci://" + reg.Host() + "/team/app:1.0.0", "destRef": reg.Host() + "/team/app:prod"})
-	res, err := ociPush(context.Background(), sc)
+	sc := newContext(t, map[string]any{"srcRef": "oci://" + reg.Host() + "/team/app:1.0.0", "destRef": reg.Host() + "/team/app:prod"})
+	res, err := run(t, "oci-push", sc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,13 +173,13 @@ func TestOCIPushAndDownload(t *testing.T) {
 		t.Fatalf("oci-push outputs %v, want digest %s", res.Output, digest)
 	}
 	sc.Config = map[string]any{"imageRef": reg.Host() + "/team/app:prod", "outPath": "layer.tgz"}
-	if _, err := ociDownload(context.Background(), sc); err != nil {
+	if _, err := run(t, "oci-download", sc); err != nil {
 		t.Fatal(err)
 	}
 	if info, err := os.Stat(filepath.Join(sc.Workspace.Dir.Path(), "layer.tgz")); err != nil || info.Size() == 0 {
 		t.Fatalf("downloaded layer: %v", err)
 	}
-	if _, err := ociDownload(context.Background(), sc); err == nil {
+	if _, err := run(t, "oci-download", sc); err == nil {
 		t.Fatal("overwrote without allowOverwrite")
 	}
 }

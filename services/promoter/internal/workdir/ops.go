@@ -47,6 +47,11 @@ func (d *Dir) Create(name string, perm fs.FileMode) (*os.File, error) {
 	return f, d.fix(name, err)
 }
 
+// Chmod changes the mode of the file name.
+func (d *Dir) Chmod(name string, mode fs.FileMode) error {
+	return d.fix(name, d.root.Chmod(name, mode))
+}
+
 // MkdirAll creates the directory name and its parents (mode 0750).
 func (d *Dir) MkdirAll(name string) error {
 	if filepath.Clean(name) == "." {
