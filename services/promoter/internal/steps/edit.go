@@ -15,7 +15,6 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/pelletier/go-toml/v2"
 	"github.com/pelletier/go-toml/v2/unstable"
 	"github.com/tidwall/sjson"
 	"go.yaml.in/yaml/v3"
@@ -102,11 +101,14 @@ func setTOML(doc []byte, key string, value any) ([]byte, error) {
 			}
 		}
 	}
-	for p.NextExpression() && found == nil {
+	for found == nil && p.NextExpression() {
 		e := p.Expression()
 		switch e.Kind {
 		case unstable.Table:
 			table = keyParts(e.Key())
+			if strings.Join(table, "\x00") == want {
+				found, foundKind = e, unstable.Table
+			}
 		case unstable.ArrayTable:
 			base := keyParts(e.Key())
 			name := strings.Join(base, "\x00")
@@ -132,7 +134,7 @@ func setTOML(doc []byte, key string, value any) ([]byte, error) {
 		r = p.Range(found.Data)
 	}
 	old := doc[r.Offset : r.Offset+r.Length]
-	text, err := tomlValue(value, old)
+	text, err := tomlValue(value, old, foundKind)
 	if err != nil {
 		return nil, err
 	}
@@ -147,24 +149,35 @@ func keyParts(it unstable.Iterator) []string {
 	return parts
 }
 
-// tomlValue renders value as TOML, in old's quoting where it allows.
-func tomlValue(value any, old []byte) (string, error) {
-	if s, ok := value.(string); ok && len(old) > 0 && old[0] == '\'' && !bytes.HasPrefix(old, []byte("'''")) &&
-		!strings.ContainsAny(s, "'\n\r") && utf8.ValidString(s) {
-		return "'" + s + "'", nil // a literal string stays one
+// tomlValue renders value as TOML over old, a value of kind: a literal
+// string stays literal where it can, a float stays a float.
+func tomlValue(value any, old []byte, kind unstable.Kind) (string, error) {
+	switch v := value.(type) {
+	case string:
+		if len(old) > 0 && old[0] == '\'' && !bytes.HasPrefix(old, []byte("'''")) && !strings.ContainsAny(v, "'\n\r") && utf8.ValidString(v) {
+			return "'" + v + "'", nil
+		}
+		var b bytes.Buffer
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(v); err != nil {
+			return "", err
+		}
+		return strings.TrimSuffix(b.String(), "\n"), nil // JSON's escapes are TOML's
+	case bool:
+		return strconv.FormatBool(v), nil
+	case float64:
+		if v == math.Trunc(v) && math.Abs(v) < 1<<53 {
+			if kind == unstable.Float {
+				return strconv.FormatFloat(v, 'f', 1, 64), nil
+			}
+			return strconv.FormatInt(int64(v), 10), nil
+		}
+		return strconv.FormatFloat(v, 'g', -1, 64), nil
+	case int, int64, int32, uint64, uint32, float32:
+		return fmt.Sprint(v), nil
 	}
-	if f, ok := value.(float64); ok && f == math.Trunc(f) && math.Abs(f) < 1<<53 {
-		value = int64(f)
-	}
-	b, err := toml.Marshal(map[string]any{"v": value})
-	if err != nil {
-		return "", err
-	}
-	text, ok := strings.CutPrefix(strings.TrimSuffix(string(b), "\n"), "v = ")
-	if !ok {
-		return "", fmt.Errorf("cannot write %v as a TOML value", value)
-	}
-	return text, nil
+	return "", fmt.Errorf("value %v is not a string, number or boolean", value)
 }
 
 func splice(doc []byte, start, end int, text string) []byte {

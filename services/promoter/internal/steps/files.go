@@ -115,7 +115,7 @@ func jsonUpdate(_ context.Context, sc *Context, cfg *updateConfig) (Result, erro
 // tomlUpdate changes existing keys of a TOML file in place.
 func tomlUpdate(_ context.Context, sc *Context, cfg *updateConfig) (Result, error) {
 	return updateFile(sc, cfg, setTOML, func(v any) string {
-		text, err := tomlValue(v, nil)
+		text, err := tomlValue(v, nil, 0)
 		if err != nil {
 			return fmt.Sprint(v)
 		}
