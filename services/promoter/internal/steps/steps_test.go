@@ -36,7 +36,7 @@ func newContextAt(t *testing.T, dir string, cfg map[string]any) *Context {
 			Images: []model.Image{{RepoURL: "ghcr.io/acme/app", Tag: "2.0.0", Digest: "sha256:beef"}},
 		}},
 		Eval: func(code string, vars map[string]any) (any, error) {
-			return expressions.EvalWith(code, nil, vars)
+			return expressions.EvalWith(code, &expressions.Env{}, vars)
 		},
 	}
 }
@@ -124,39 +124,6 @@ func TestKustomizeSetImageFromFreight(t *testing.T) {
 	want = "Updated overlay to use new images\n\n- ghcr.io/acme/app:2.0.0\n- mirror/nginx@sha256:cafe"
 	if res.Output["commitMessage"] != want {
 		t.Fatalf("commitMessage %q", res.Output["commitMessage"])
-	}
-}
-
-func TestParseSteps(t *testing.T) {
-	t.Parallel()
-	sc := newContext(t, map[string]any{"path": "c.yaml", "outputs": []any{map[string]any{"name": "tag", "fromExpression": "image.tag"}}})
-	write(t, sc, "c.yaml", "image:\n  tag: v9\n")
-	res, err := run(t, "yaml-parse", sc)
-	if err != nil || res.Output["tag"] != "v9" {
-		t.Fatalf("yaml-parse: %v %v", res.Output, err)
-	}
-	sc = newContext(t, map[string]any{"path": "c.toml", "outputs": []any{map[string]any{"name": "n", "fromExpression": "server.port + 1"}}})
-	write(t, sc, "c.toml", "[server]\nport = 8080\n")
-	res, err = run(t, "toml-parse", sc)
-	if err != nil || res.Output["n"] != 8081.0 {
-		t.Fatalf("toml-parse: %v %v", res.Output, err)
-	}
-}
-
-func TestTarRoundTrip(t *testing.T) {
-	t.Parallel()
-	sc := newContext(t, map[string]any{"inPath": "src", "outPath": "a.tgz"})
-	write(t, sc, "src/x/y.txt", "hello")
-	if _, err := run(t, "tar", sc); err != nil {
-		t.Fatal(err)
-	}
-	sc.Config = map[string]any{"inPath": "a.tgz", "outPath": "dst"}
-	if _, err := run(t, "untar", sc); err != nil {
-		t.Fatal(err)
-	}
-	got, err := os.ReadFile(filepath.Join(sc.Workspace.Dir.Path(), "dst", "x", "y.txt"))
-	if err != nil || string(got) != "hello" {
-		t.Fatalf("untarred %q %v", got, err)
 	}
 }
 
