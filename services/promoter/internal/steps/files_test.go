@@ -263,9 +263,9 @@ func TestYAMLMerge(t *testing.T) {
 		wantErr string
 	}{
 		{
-			name:   "later files win, lists are replaced, null deletes",
-			config: map[string]any{"inFiles": []any{"base.yaml", "stage.yaml"}, "outFile": "out/values.yaml"},
-			want:   "# chart defaults\nimage:\n  repository: web\n  tag: 1.1.0\nports: [8080]\nextra: yes\n",
+			name:    "later files win, lists are replaced, null deletes",
+			config:  map[string]any{"inFiles": []any{"base.yaml", "stage.yaml"}, "outFile": "out/values.yaml"},
+			want:    "# chart defaults\nimage:\n  repository: web\n  tag: 1.1.0\nports: [8080]\nextra: yes\n",
 			message: "Merged YAML files to out/values.yaml\n\n- base.yaml\n- stage.yaml",
 		},
 		{
