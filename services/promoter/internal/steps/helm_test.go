@@ -52,3 +52,139 @@ func TestHelmUpdateChartAndTemplate(t *testing.T) {
 		t.Fatalf("a values file outside the work dir: %v", err)
 	}
 }
+
+// A chart of two templates, one holding two documents, and a test hook.
+func writeChart(t *testing.T, sc *Context) {
+	t.Helper()
+	write(t, sc, "charts/app/Chart.yaml", "apiVersion: v2\nname: app\nversion: 0.1.0\n")
+	write(t, sc, "charts/app/values.yaml", "replicas: 1\nimage: web:1.0\n")
+	write(t, sc, "charts/app/templates/cms.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-a\ndata:\n  ns: {{ .Release.Namespace }}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-b\ndata:\n  image: {{ .Values.image | quote }}\n")
+	write(t, sc, "charts/app/templates/deploy.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Release.Name }}\nspec:\n  replicas: {{ .Values.replicas }}\n")
+	write(t, sc, "charts/app/templates/test.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {{ .Release.Name }}-test\n  annotations:\n    helm.sh/hook: test\n")
+}
+
+const (
+	cmA    = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-a\ndata:\n  ns: demo"
+	cmB    = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-b\ndata:\n  image: \"web:1.0\""
+	deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1"
+	hook   = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web-test\n  annotations:\n    helm.sh/hook: test"
+)
+
+func source(name, doc string) string { return "---\n# Source: " + name + "\n" + doc + "\n" }
+
+func TestHelmTemplateLayouts(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		config map[string]any
+		dir    string
+		want   map[string]string
+	}{
+		{
+			name:   "helm layout by default, as helm template --output-dir",
+			config: map[string]any{"outPath": "out"},
+			dir:    "out",
+			want: map[string]string{
+				"app/templates/cms.yaml":    source("app/templates/cms.yaml", cmA) + source("app/templates/cms.yaml", cmB),
+				"app/templates/deploy.yaml": source("app/templates/deploy.yaml", deploy),
+				"app/templates/test.yaml":   source("app/templates/test.yaml", hook),
+			},
+		},
+		{
+			name:   "useReleaseName",
+			config: map[string]any{"outPath": "out", "useReleaseName": true, "skipTests": true},
+			dir:    "out",
+			want: map[string]string{
+				"web/app/templates/cms.yaml":    source("app/templates/cms.yaml", cmA) + source("app/templates/cms.yaml", cmB),
+				"web/app/templates/deploy.yaml": source("app/templates/deploy.yaml", deploy),
+			},
+		},
+		{
+			name:   "flat",
+			config: map[string]any{"outPath": "out", "outLayout": "flat"},
+			dir:    "out",
+			want: map[string]string{
+				"configmap-web-a.yaml":     "# Source: app/templates/cms.yaml\n" + cmA,
+				"configmap-web-b.yaml":     "# Source: app/templates/cms.yaml\n" + cmB,
+				"apps-deployment-web.yaml": "# Source: app/templates/deploy.yaml\n" + deploy,
+				"pod-web-test.yaml":        hook,
+			},
+		},
+		{
+			name:   "one file",
+			config: map[string]any{"outPath": "out/all.yaml", "disableHooks": true},
+			dir:    "out",
+			want: map[string]string{
+				"all.yaml": "---\n# Source: app/templates/cms.yaml\n" + cmA + "\n---\n# Source: app/templates/cms.yaml\n" + cmB +
+					"\n---\n# Source: app/templates/deploy.yaml\n" + deploy + "\n",
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			sc := newContext(t, nil)
+			sc.Project = "demo"
+			writeChart(t, sc)
+			cfg := map[string]any{"path": "charts/app", "releaseName": "web"}
+			for k, v := range tt.config {
+				cfg[k] = v
+			}
+			sc.Config = cfg
+			if _, err := run(t, "helm-template", sc); err != nil {
+				t.Fatal(err)
+			}
+			got := files(t, sc, tt.dir)
+			if keys(got) != keys(tt.want) {
+				t.Fatalf("files %q, want %q", keys(got), keys(tt.want))
+			}
+			for name, want := range tt.want {
+				if got[name] != want {
+					t.Errorf("%s:\n%q\nwant:\n%q", name, got[name], want)
+				}
+			}
+		})
+	}
+}
+
+func TestHelmTemplateValues(t *testing.T) {
+	t.Parallel()
+	sc := newContext(t, nil)
+	writeChart(t, sc)
+	write(t, sc, "stage.yaml", "replicas: 3\n")
+	sc.Config = map[string]any{"path": "charts/app", "releaseName": "web", "namespace": "prod", "outPath": "out/all.yaml",
+		"valuesFiles": []any{"stage.yaml", "missing.yaml"}, "ignoreMissingValueFiles": true,
+		"setValues": []any{map[string]any{"key": "image", "value": "web:1.10"}, map[string]any{"key": "replicas", "value": "5", "literal": true}}}
+	if _, err := run(t, "helm-template", sc); err != nil {
+		t.Fatal(err)
+	}
+	got := files(t, sc, "out")["all.yaml"]
+	for _, want := range []string{"ns: prod", `image: "web:1.10"`, "replicas: 5"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("rendered manifests lack %q:\n%s", want, got)
+		}
+	}
+	sc.Config = map[string]any{"path": "charts/app", "releaseName": "web", "outPath": "out/x.yaml", "valuesFiles": []any{"missing.yaml"}}
+	if _, err := run(t, "helm-template", sc); err == nil || !strings.Contains(err.Error(), "missing.yaml") {
+		t.Fatalf("a missing values file: %v", err)
+	}
+}
+
+func TestHelmTemplateBuildsDependencies(t *testing.T) {
+	t.Parallel()
+	sc := newContext(t, nil)
+	write(t, sc, "charts/dep/Chart.yaml", "apiVersion: v2\nname: dep\nversion: 0.2.0\n")
+	write(t, sc, "charts/dep/templates/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-dep\n")
+	write(t, sc, "charts/app/Chart.yaml", "apiVersion: v2\nname: app\nversion: 0.1.0\ndependencies:\n- name: dep\n  version: 0.2.0\n  repository: file://../dep\n")
+	sc.Config = map[string]any{"path": "charts/app", "releaseName": "web", "outPath": "out/all.yaml"}
+	if _, err := run(t, "helm-template", sc); err == nil || !strings.Contains(err.Error(), "buildDependencies") {
+		t.Fatalf("a missing dependency: %v", err)
+	}
+	sc.Config["buildDependencies"] = true
+	if _, err := run(t, "helm-template", sc); err != nil {
+		t.Fatal(err)
+	}
+	if got := files(t, sc, "out")["all.yaml"]; !strings.Contains(got, "name: from-dep") {
+		t.Fatalf("rendered:\n%s", got)
+	}
+}
