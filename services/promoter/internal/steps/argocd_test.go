@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/caravan-cd/caravan/pkg/model"
 )
@@ -193,5 +195,59 @@ func TestAppHealthSingleSource(t *testing.T) {
 				t.Fatalf("%s (%s), want %s", got, why, tc.want)
 			}
 		})
+	}
+}
+
+// Kargo's argocd-update: desiredRevision alone is what health checks
+// expect; the source's targetRevision changes only with
+// updateTargetRevision. An image without tag takes the freight's.
+func TestArgoCDUpdateTargetRevisionAndFreightImages(t *testing.T) {
+	t.Parallel()
+	apps := &fakeApps{apps: map[string]map[string]any{"argocd/guestbook-dev": application("demo:dev")}}
+	sc := newContext(t, map[string]any{"apps": []any{map[string]any{"name": "guestbook-dev", "sources": []any{
+		map[string]any{"repoURL": "https://github.com/acme/gitops", "desiredRevision": "abc123",
+			"kustomize": map[string]any{"images": []any{map[string]any{"repoURL": "ghcr.io/acme/app"}}}},
+	}}}})
+	sc.Project, sc.Stage, sc.Promotion, sc.Applications = "demo", "dev", "dev.01.abc", apps
+	if _, err := run(t, "argocd-update", sc); err != nil {
+		t.Fatal(err)
+	}
+	git := apps.apps["argocd/guestbook-dev"]["spec"].(map[string]any)["sources"].([]any)[0].(map[string]any)
+	if git["targetRevision"] != "main" {
+		t.Errorf("targetRevision changed without updateTargetRevision: %v", git["targetRevision"])
+	}
+	if got := git["kustomize"].(map[string]any)["images"]; !reflect.DeepEqual(got, []any{"ghcr.io/acme/guestbook:1.0.0", "nginx:1.25", "ghcr.io/acme/app:2.0.0"}) {
+		t.Errorf("images %v", got)
+	}
+	sc.Config = map[string]any{"apps": []any{map[string]any{"name": "guestbook-dev", "sources": []any{
+		map[string]any{"repoURL": "https://github.com/acme/gitops", "updateTargetRevision": true}}}}}
+	if _, err := run(t, "argocd-update", sc); err == nil || !IsTerminal(err) {
+		t.Errorf("updateTargetRevision without desiredRevision: %v", err)
+	}
+	sc.Config = map[string]any{"apps": []any{map[string]any{"selector": map[string]any{"matchLabels": map[string]any{"app": "web"}}}}}
+	if _, err := run(t, "argocd-update", sc); err == nil || !strings.Contains(err.Error(), "selector: not supported by Caravan") {
+		t.Errorf("a selector: %v", err)
+	}
+}
+
+// argocd-wait is Running until the Applications are healthy, and fails
+// once its timeout (Caravan's) has passed since it started.
+func TestArgoCDWaitTimeout(t *testing.T) {
+	t.Parallel()
+	app := application("demo:dev")
+	app["status"] = map[string]any{"health": map[string]any{"status": "Progressing"}}
+	apps := &fakeApps{apps: map[string]map[string]any{"argocd/guestbook-dev": app}}
+	sc := newContext(t, map[string]any{"apps": []any{map[string]any{"name": "guestbook-dev"}}, "timeout": "10m"})
+	sc.Applications, sc.StartedAt = apps, time.Now()
+	if res, err := run(t, "argocd-wait", sc); err != nil || res.Status != StatusRunning {
+		t.Fatalf("within the timeout: %+v %v", res, err)
+	}
+	sc.StartedAt = time.Now().Add(-11 * time.Minute)
+	if res, err := run(t, "argocd-wait", sc); err != nil || res.Status != model.PromotionStepStatusFailed || !strings.Contains(res.Message, "not healthy after 10m0s") {
+		t.Fatalf("past the timeout: %+v %v", res, err)
+	}
+	app["status"] = map[string]any{"health": map[string]any{"status": "Healthy"}, "sync": map[string]any{"status": "Synced"}}
+	if res, err := run(t, "argocd-wait", sc); err != nil || res.Status != "" {
+		t.Fatalf("healthy: %+v %v", res, err)
 	}
 }

@@ -25,6 +25,8 @@ type fakeHost struct {
 	prs     []*fakePR
 	tokens  []string
 	labeled map[int]bool
+	// merges holds the body of each merge request.
+	merges []map[string]any
 }
 
 type fakePR struct {
@@ -122,6 +124,7 @@ func (f *fakeHost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		reply(render(p))
 	case m[2] == "/merge":
+		f.merges = append(f.merges, in)
 		p := find(m[1])
 		if p == nil {
 			http.NotFound(w, r)
@@ -160,7 +163,7 @@ func TestPullRequestSteps(t *testing.T) {
 			open := map[string]any{"sourceBranch": "kargo/promotion/p1", "targetBranch": "main", "title": "promote", "labels": []any{"kargo"}}
 			res := run("git-open-pr", open)
 			pr := res.Output["pr"].(map[string]any)
-			if pr["id"] != 1.0 || !strings.Contains(pr["url"].(string), "/1") {
+			if pr["id"] != 1.0 || !strings.Contains(pr["url"].(string), "/1") || pr["open"] != true || pr["merged"] != false {
 				t.Fatalf("open: %v", res.Output)
 			}
 			if again := run("git-open-pr", open); again.Output["pr"].(map[string]any)["id"] != 1.0 || len(host.prs) != 1 {
@@ -169,10 +172,16 @@ func TestPullRequestSteps(t *testing.T) {
 			if res := run("git-wait-for-pr", map[string]any{"prNumber": 1.0}); res.Status != StatusRunning {
 				t.Fatalf("wait on an open PR: %+v", res)
 			}
-			if res := run("git-merge-pr", map[string]any{"prNumber": "1"}); res.Output["commit"] != "merged-sha-1" {
+			res = run("git-merge-pr", map[string]any{"prNumber": "1", "mergeMethod": "squash"})
+			if res.Output["commit"] != "merged-sha-1" || res.Output["pr"].(map[string]any)["merged"] != true {
 				t.Fatalf("merge: %+v", res)
 			}
-			if res := run("git-wait-for-pr", map[string]any{"prNumber": 1.0}); res.Status != "" || res.Output["commit"] != "merged-sha-1" {
+			wantMerge := map[string]map[string]any{"github": {"merge_method": "squash"}, "gitlab": {"squash": true}, "gitea": {"Do": "squash"}}[provider]
+			if fmt.Sprint(host.merges[0]) != fmt.Sprint(wantMerge) {
+				t.Errorf("merge request body %v, want %v", host.merges[0], wantMerge)
+			}
+			res = run("git-wait-for-pr", map[string]any{"prNumber": 1.0})
+			if pr := res.Output["pr"].(map[string]any); res.Status != "" || res.Output["commit"] != "merged-sha-1" || pr["merged"] != true || pr["open"] != false {
 				t.Fatalf("wait on a merged PR: %+v", res)
 			}
 			host.prs = append(host.prs, &fakePR{number: 2, source: "x", target: "main", state: "closed"})

@@ -3,7 +3,9 @@ package steps
 import (
 	"bytes"
 	"os"
+	"path/filepath"
 	"reflect"
+	"regexp"
 	"testing"
 
 	"github.com/caravan-cd/caravan/pkg/model"
@@ -75,6 +77,30 @@ func TestRunChecksTheConfig(t *testing.T) {
 		_, err := run(t, tc.uses, sc)
 		if err == nil || !IsTerminal(err) || !bytes.Contains([]byte(err.Error()), []byte(tc.wantErr)) {
 			t.Errorf("%s %v: %v, want a terminal error with %q", tc.uses, tc.config, err, tc.wantErr)
+		}
+	}
+}
+
+// TestEveryStepIsTested: each built-in step is run by some test of this
+// package.
+func TestEveryStepIsTested(t *testing.T) {
+	t.Parallel()
+	var src bytes.Buffer
+	tests, err := filepath.Glob("*_test.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range tests {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src.Write(b)
+	}
+	for _, name := range Builtins().Names() {
+		re := regexp.MustCompile(`(run\(t, |step\(t, sc, |uses:\s+|run\(|\{)"` + regexp.QuoteMeta(name) + `"`)
+		if !re.Match(src.Bytes()) {
+			t.Errorf("no test runs step %s", name)
 		}
 	}
 }

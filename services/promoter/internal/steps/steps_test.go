@@ -10,6 +10,8 @@ import (
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/testenv"
 	"github.com/caravan-cd/caravan/services/promoter/internal/expressions"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
 // newContext is a step context with a work dir in a temporary directory.
@@ -138,6 +140,22 @@ func TestOCIPushAndDownload(t *testing.T) {
 	}
 	if res.Output["digest"] != digest.String() || res.Output["tag"] != "prod" {
 		t.Fatalf("oci-push outputs %v, want digest %s", res.Output, digest)
+	}
+	// Annotations change the manifest, so its digest.
+	sc.Config = map[string]any{"srcRef": reg.Host() + "/team/app:1.0.0", "destRef": reg.Host() + "/team/app:annotated",
+		"annotations": map[string]any{"org.opencontainers.image.source": "https://github.com/acme/app", "index:ignored": "for images"}}
+	annotated, err := run(t, "oci-push", sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := name.ParseReference(reg.Host()+"/team/app:annotated", name.Insecure)
+	m, err := remote.Get(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(m.Manifest), `"org.opencontainers.image.source":"https://github.com/acme/app"`) || strings.Contains(string(m.Manifest), "ignored") ||
+		annotated.Output["digest"] != m.Digest.String() || m.Digest == digest {
+		t.Fatalf("annotated manifest %s (digest %s, output %v)", m.Manifest, m.Digest, annotated.Output)
 	}
 	sc.Config = map[string]any{"imageRef": reg.Host() + "/team/app:prod", "outPath": "layer.tgz"}
 	if _, err := run(t, "oci-download", sc); err != nil {
