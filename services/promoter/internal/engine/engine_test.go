@@ -554,3 +554,49 @@ func TestVarsAtEveryLevel(t *testing.T) {
 		t.Fatalf("out %v, want %v", got, want)
 	}
 }
+
+// Steps without an alias are step-1, step-2, ... and task steps task-N,
+// counted from 1 as in Kargo; each step sees its alias as
+// ctx.meta.step.alias, with ctx.meta.promotion.rollback and ctx.uiBaseUrl.
+func TestDefaultAliasesAndStepContext(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	eng, err := New(Options{DataDir: t.TempDir(), Store: f.store, PollInterval: 50 * time.Millisecond, UIBaseURL: "https://caravan.example.com/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.put(t, &model.PromotionTask{
+		TypeMeta:   model.TypeMeta{APIVersion: model.KargoAPIVersion, Kind: model.KindPromotionTask},
+		ObjectMeta: model.ObjectMeta{Name: "notify", Namespace: project},
+		Spec: model.PromotionTaskSpec{Steps: []model.PromotionStep{
+			step("compose-output", "", map[string]any{"alias": "${{ ctx.meta.step.alias }}"}),
+		}},
+	})
+	p := f.promotion("dev.09.f012345", nil,
+		step("compose-output", "", map[string]any{"alias": "${{ ctx.meta.step.alias }}", "rollback": "${{ ctx.meta.promotion.rollback }}",
+			"ui": "${{ ctx.uiBaseUrl }}/projects/${{ ctx.project }}"}),
+		model.PromotionStep{Task: &model.PromotionTaskRef{Name: "notify"}},
+		step("compose-output", "", map[string]any{"first": "${{ outputs['step-1'].alias }}"}),
+	)
+	res, _ := runPromotion(t, eng, p)
+	if res.Phase != model.PromotionPhaseSucceeded {
+		t.Fatalf("phase %s: %s", res.Phase, res.Message)
+	}
+	var aliases []string
+	for _, md := range p.Status.StepExecutionMetadata {
+		aliases = append(aliases, md.Alias)
+	}
+	if want := []string{"step-1", "task-2::step-1", "step-3"}; !reflect.DeepEqual(aliases, want) {
+		t.Fatalf("aliases %v, want %v", aliases, want)
+	}
+	first := p.Status.State["step-1"].(map[string]any)
+	if first["alias"] != "step-1" || first["rollback"] != false || first["ui"] != "https://caravan.example.com/projects/"+project {
+		t.Fatalf("step-1 saw %v", first)
+	}
+	if got := p.Status.State["task-2::step-1"].(map[string]any)["alias"]; got != "task-2::step-1" {
+		t.Fatalf("the task's step saw alias %v", got)
+	}
+	if got := p.Status.State["step-3"].(map[string]any)["first"]; got != "step-1" {
+		t.Fatalf("step-3 saw %v", got)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 
 	"github.com/Masterminds/semver/v3"
@@ -221,6 +222,9 @@ func render(v any) string {
 		return ""
 	case fmt.Stringer:
 		return t.String() // a version from semverParse
+	}
+	if rv := reflect.ValueOf(v); rv.Kind() == reflect.String {
+		return rv.String() // a string type, such as an origin's Kind
 	}
 	b, err := json.Marshal(v)
 	if err != nil {

@@ -184,3 +184,52 @@ func TestSecretsReported(t *testing.T) {
 		t.Fatalf("OnSecret saw %v", seen)
 	}
 }
+
+// Kargo's expression documentation, its examples rewritten with our own
+// values: functions that find nothing return nil for ?. and ??, versions
+// have methods, warehouse() is an origin, ctx carries the step's alias,
+// the rollback flag and the UI's URL.
+func TestKargoExpressionExamples(t *testing.T) {
+	t.Parallel()
+	env := testEnv()
+	env.Ctx.Meta = map[string]any{"promotion": map[string]any{"actor": "alice", "rollback": false}, "step": map[string]any{"alias": "bump"}}
+	env.Ctx.UIBaseURL = "https://caravan.example.com"
+	env.Freight = append(env.Freight, model.FreightReference{Name: "f2",
+		Origin: model.FreightOrigin{Kind: model.FreightOriginKindWarehouse, Name: "base"},
+		Commits: []model.GitCommit{{RepoURL: "http://git.example/app.git", ID: "ba5e"}}})
+	tests := []struct {
+		name string
+		in   string
+		want any
+	}{
+		{"a commit from a named warehouse", "${{ commitFrom(vars.repo, warehouse('base')).ID }}", "ba5e"},
+		{"warehouse() is an origin", "${{ warehouse('base').Name }}/${{ warehouse('base').Kind }}", "base/Warehouse"},
+		{"an absent image is nil", "${{ imageFrom('ghcr.io/acme/none') == nil }}", true},
+		{"?. and ?? over an absent image", "${{ imageFrom('ghcr.io/acme/none')?.Tag ?? 'latest' }}", "latest"},
+		{"?? over a present one", "${{ imageFrom('ghcr.io/acme/app')?.Tag ?? 'latest' }}", "1.2.3"},
+		{"an absent commit", "${{ commitFrom('http://git.example/other.git')?.ID ?? 'none' }}", "none"},
+		{"an absent chart", "${{ chartFrom('oci://ghcr.io/acme/charts', 'other')?.Version ?? '0.0.0' }}", "0.0.0"},
+		{"a chart by name and origin", "${{ chartFrom('oci://ghcr.io/acme/charts', 'app', warehouse('app')).Version }}", "0.4.0"},
+		{"semver: bump the minor", "${{ semverParse('1.2.3').IncMinor().String() }}", "1.3.0"},
+		{"semver: bump the major, v prefix", "${{ semverParse('v2.7.1').IncMajor() }}", "3.0.0"},
+		{"semver: parts", "${{ semverParse('1.2.3-rc.1+b7').Major() }}.${{ semverParse('1.2.3-rc.1+b7').Prerelease() }}.${{ semverParse('1.2.3-rc.1+b7').Metadata() }}", "1.rc.1.b7"},
+		{"semverDiff", "${{ semverDiff('1.2.3', '1.3.0') }}", "Minor"},
+		{"the step's alias", "${{ ctx.meta.step.alias }}", "bump"},
+		{"the rollback flag", "${{ ctx.meta.promotion.rollback }}", false},
+		{"the actor", "${{ ctx.meta.promotion.actor }}", "alice"},
+		{"a link into the UI", "${{ ctx.uiBaseUrl }}/projects/${{ ctx.project }}", "https://caravan.example.com/projects/demo"},
+		{"freightMetadata with ??", "${{ freightMetadata(ctx.targetFreight.name)?.ticket ?? 'none' }}", "none"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := EvaluateString(tt.in, env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("%s = %#v, want %#v", tt.in, got, tt.want)
+			}
+		})
+	}
+}
