@@ -195,7 +195,7 @@ func TestKargoExpressionExamples(t *testing.T) {
 	env.Ctx.Meta = map[string]any{"promotion": map[string]any{"actor": "alice", "rollback": false}, "step": map[string]any{"alias": "bump"}}
 	env.Ctx.UIBaseURL = "https://caravan.example.com"
 	env.Freight = append(env.Freight, model.FreightReference{Name: "f2",
-		Origin: model.FreightOrigin{Kind: model.FreightOriginKindWarehouse, Name: "base"},
+		Origin:  model.FreightOrigin{Kind: model.FreightOriginKindWarehouse, Name: "base"},
 		Commits: []model.GitCommit{{RepoURL: "http://git.example/app.git", ID: "ba5e"}}})
 	tests := []struct {
 		name string
