@@ -9,7 +9,7 @@ import (
 
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
-	"github.com/caravan-cd/caravan/services/promoter/internal/expressions"
+	"github.com/caravan-cd/caravan/pkg/expressions"
 	"github.com/caravan-cd/caravan/services/promoter/internal/gitmirror"
 )
 
@@ -212,7 +212,7 @@ func (r *run) env(ctx context.Context, i int) (*expressions.Env, error) {
 		Outputs:  outputs(st.State),
 		Failed:   r.failed(i),
 		Statuses: map[string]string{},
-		Lookup:   r.e,
+		Lookup:   expressions.StoreLookup{Store: r.e.store},
 		Context:  ctx,
 		OnSecret: r.secrets.add,
 	}
@@ -319,54 +319,6 @@ func (r *run) auth(s *model.Secret) *gitmirror.Auth {
 	pass, _ := s.Value("password")
 	r.secrets.add(string(pass))
 	return &gitmirror.Auth{Username: string(user), Password: string(pass)}
-}
-
-// Freight implements expressions.Lookup.
-func (e *Engine) Freight(ctx context.Context, project, name string) (*model.Freight, error) {
-	if e.store == nil {
-		return nil, nil
-	}
-	f, _, err := state.GetAs[*model.Freight](ctx, e.store, project, model.KindFreight, name)
-	if errors.Is(err, state.ErrNotFound) {
-		return nil, nil
-	}
-	return f, err
-}
-
-// StageMetadata implements expressions.Lookup.
-func (e *Engine) StageMetadata(ctx context.Context, project, stage string) (map[string]any, error) {
-	if e.store == nil {
-		return nil, nil
-	}
-	st, _, err := state.Get[model.StageStatus](ctx, e.store.KV(state.Stages), state.Key(project, stage))
-	if errors.Is(err, state.ErrNotFound) {
-		return nil, nil
-	}
-	return st.Metadata, err
-}
-
-// ConfigMap implements expressions.Lookup.
-func (e *Engine) ConfigMap(ctx context.Context, project, name string) (*model.ConfigMap, error) {
-	if e.store == nil {
-		return nil, nil
-	}
-	cm, _, err := state.GetAs[*model.ConfigMap](ctx, e.store, project, model.KindConfigMap, name)
-	if errors.Is(err, state.ErrNotFound) {
-		return nil, nil
-	}
-	return cm, err
-}
-
-// Secret implements expressions.Lookup.
-func (e *Engine) Secret(ctx context.Context, project, name string) (*model.Secret, error) {
-	if e.store == nil {
-		return nil, nil
-	}
-	s, _, err := state.GetAs[*model.Secret](ctx, e.store, project, model.KindSecret, name)
-	if errors.Is(err, state.ErrNotFound) {
-		return nil, nil
-	}
-	return s, err
 }
 
 // SetStageMetadata implements steps.MetadataWriter.

@@ -1,10 +1,12 @@
 package verification
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/caravan-cd/caravan/pkg/expressions"
 	"github.com/caravan-cd/caravan/pkg/model"
 )
 
@@ -16,8 +18,9 @@ func TestEvalArgs(t *testing.T) {
 			Vars: []model.PromotionVariable{{Name: "host", Value: "${{ ctx.stage }}.example.com"}, {Name: "port", Value: "8080"}},
 		},
 	}
-	freight := &model.Freight{ObjectMeta: model.ObjectMeta{Name: "abc123"}, Alias: "calm-otter", Origin: model.FreightOrigin{Kind: "Warehouse", Name: "app"}}
-	env, err := argEnv("demo", stage, "qa.01h.abc123", freight)
+	freight := &model.Freight{ObjectMeta: model.ObjectMeta{Name: "abc123"}, Alias: "calm-otter", Origin: model.FreightOrigin{Kind: "Warehouse", Name: "app"},
+		Images: []model.Image{{RepoURL: "ghcr.io/acme/app", Tag: "1.4.0"}}}
+	env, err := argEnv(context.Background(), "demo", stage, "qa.01h.abc123", []*model.Freight{freight}, expressions.StoreLookup{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,6 +33,11 @@ func TestEvalArgs(t *testing.T) {
 		{value: "${{ ctx.targetFreight.alias }}@${{ ctx.targetFreight.origin.name }}", want: "calm-otter@app"},
 		{value: "${{ ctx.promotion }}", want: "qa.01h.abc123"},
 		{value: "${{ 1 + 2 }}", want: "3"},
+		// The functions of promotion steps, as Kargo gives verification.
+		{value: "${{ imageFrom('ghcr.io/acme/app').Tag }}", want: "1.4.0"},
+		{value: "${{ imageFrom('ghcr.io/acme/other')?.Tag ?? 'none' }}", want: "none"},
+		{value: "${{ semverParse(imageFrom('ghcr.io/acme/app').Tag).IncMinor() }}", want: "1.5.0"},
+		{value: "${{ configMap('absent').url ?? 'http://default' }}", want: "http://default"},
 		{value: "${{ nope( }}", wantErr: "expression"},
 	}
 	for _, tt := range tests {

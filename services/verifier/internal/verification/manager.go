@@ -28,6 +28,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/caravan-cd/caravan/pkg/events"
+	"github.com/caravan-cd/caravan/pkg/expressions"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/services/verifier/internal/analysis"
@@ -689,11 +690,13 @@ func (m *Manager) buildSpec(ctx context.Context, rec *Record, stage *model.Stage
 			return nil, fmt.Errorf("analysis template kind %q is not AnalysisTemplate or ClusterAnalysisTemplate", ref.Kind)
 		}
 	}
-	var freight *model.Freight
-	if f, _, err := state.Get[model.Freight](ctx, m.store.KV(state.Freight), state.Key(rec.Project, rec.Freight[0])); err == nil {
-		freight = &f
+	var freight []*model.Freight
+	for _, name := range rec.Freight {
+		if f, _, err := state.Get[model.Freight](ctx, m.store.KV(state.Freight), state.Key(rec.Project, name)); err == nil {
+			freight = append(freight, &f)
+		}
 	}
-	env, err := argEnv(rec.Project, stage, rec.Promotion, freight)
+	env, err := argEnv(ctx, rec.Project, stage, rec.Promotion, freight, expressions.StoreLookup{Store: m.store})
 	if err != nil {
 		return nil, err
 	}

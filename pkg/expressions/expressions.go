@@ -1,5 +1,6 @@
 // Package expressions evaluates Kargo's `${{ }}` (and `${% %}`) expressions
-// in promotion step configuration with expr-lang.
+// with expr-lang and Kargo's functions: in promotion step configuration
+// (the promoter) and in verification arguments (the verifier).
 //
 // Expressions live in string values only; keys are never evaluated. A
 // string that is exactly one expression takes the expression's value and
