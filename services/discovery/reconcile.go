@@ -335,7 +335,7 @@ func (d *discoverer) candidate(w *model.Warehouse, art *model.DiscoveredArtifact
 		if err != nil {
 			return nil, err
 		}
-		ok, err := crit.Allows(f)
+		ok, err := crit.Allows(art)
 		if err != nil {
 			return nil, err
 		}

@@ -57,17 +57,20 @@ func Build(w *model.Warehouse, art *model.DiscoveredArtifacts) (*model.Freight, 
 	return f, nil
 }
 
-// Criteria is a compiled freightCreationCriteria expression. It sees the
-// candidate Freight through Kargo's functions imageFrom(repoURL),
-// commitFrom(repoURL) and chartFrom(repoURL[, name]), whose results have
-// the Freight artifact's fields (Tag, Digest, ID, Message, Version …).
+// Criteria is a compiled freightCreationCriteria expression. As in Kargo
+// it sees the discovered artifacts, the newest of each subscription,
+// through imageFrom(repoURL) (an Image: RepoURL, Tag, Digest,
+// Annotations), commitFrom(repoURL) (a DiscoveredCommit: ID, Branch, Tag,
+// Subject, Author, Committer, CreatorDate) and chartFrom(repoURL[, name])
+// (a Chart: RepoURL, Name, Version); each is nil when nothing was
+// discovered from the repository.
 type Criteria struct {
 	src string
 }
 
 // env is what a criteria expression evaluates against.
 type env struct {
-	f *model.Freight
+	art *model.DiscoveredArtifacts
 }
 
 func options(e *env) []expr.Option {
@@ -75,42 +78,59 @@ func options(e *env) []expr.Option {
 		expr.AsBool(),
 		expr.Function("imageFrom", func(params ...any) (any, error) {
 			repo, _ := params[0].(string)
-			if e.f != nil {
-				for i := range e.f.Images {
-					if e.f.Images[i].RepoURL == repo {
-						return e.f.Images[i], nil
-					}
+			for _, r := range e.images() {
+				if r.RepoURL == repo && len(r.References) > 0 {
+					ref := r.References[0]
+					return &model.Image{RepoURL: r.RepoURL, Tag: ref.Tag, Digest: ref.Digest, Annotations: ref.Annotations}, nil
 				}
 			}
-			return nil, fmt.Errorf("imageFrom(%q): no such image in the freight", repo)
-		}, new(func(string) model.Image)),
+			return (*model.Image)(nil), nil
+		}, new(func(string) *model.Image)),
 		expr.Function("commitFrom", func(params ...any) (any, error) {
 			repo, _ := params[0].(string)
-			if e.f != nil {
-				for i := range e.f.Commits {
-					if model.NormalizeGitURL(e.f.Commits[i].RepoURL) == model.NormalizeGitURL(repo) {
-						return e.f.Commits[i], nil
-					}
+			for _, g := range e.git() {
+				if model.NormalizeGitURL(g.RepoURL) == model.NormalizeGitURL(repo) && len(g.Commits) > 0 {
+					c := g.Commits[0]
+					return &c, nil
 				}
 			}
-			return nil, fmt.Errorf("commitFrom(%q): no such repository in the freight", repo)
-		}, new(func(string) model.GitCommit)),
+			return (*model.DiscoveredCommit)(nil), nil
+		}, new(func(string) *model.DiscoveredCommit)),
 		expr.Function("chartFrom", func(params ...any) (any, error) {
 			repo, _ := params[0].(string)
 			chart := ""
 			if len(params) > 1 {
 				chart, _ = params[1].(string)
 			}
-			if e.f != nil {
-				for i := range e.f.Charts {
-					if e.f.Charts[i].RepoURL == repo && (chart == "" || e.f.Charts[i].Name == chart) {
-						return e.f.Charts[i], nil
-					}
+			for _, c := range e.charts() {
+				if model.NormalizeChartURL(c.RepoURL) == model.NormalizeChartURL(repo) && (chart == "" || c.Name == chart) && len(c.Versions) > 0 {
+					return &model.Chart{RepoURL: c.RepoURL, Name: c.Name, Version: c.Versions[0]}, nil
 				}
 			}
-			return nil, fmt.Errorf("chartFrom(%q, %q): no such chart in the freight", repo, chart)
-		}, new(func(string) model.Chart), new(func(string, string) model.Chart)),
+			return (*model.Chart)(nil), nil
+		}, new(func(string) *model.Chart), new(func(string, string) *model.Chart)),
 	}
+}
+
+func (e *env) images() []model.ImageDiscoveryResult {
+	if e.art == nil {
+		return nil
+	}
+	return e.art.Images
+}
+
+func (e *env) git() []model.GitDiscoveryResult {
+	if e.art == nil {
+		return nil
+	}
+	return e.art.Git
+}
+
+func (e *env) charts() []model.ChartDiscoveryResult {
+	if e.art == nil {
+		return nil
+	}
+	return e.art.Charts
 }
 
 // CompileCriteria checks expression's syntax and types.
@@ -121,9 +141,9 @@ func CompileCriteria(expression string) (*Criteria, error) {
 	return &Criteria{src: expression}, nil
 }
 
-// Allows evaluates the criteria against candidate Freight f.
-func (c *Criteria) Allows(f *model.Freight) (bool, error) {
-	e := &env{f: f}
+// Allows evaluates the criteria against the discovered artifacts art.
+func (c *Criteria) Allows(art *model.DiscoveredArtifacts) (bool, error) {
+	e := &env{art: art}
 	prog, err := expr.Compile(c.src, options(e)...)
 	if err != nil {
 		return false, fmt.Errorf("freightCreationCriteria: %w", err)

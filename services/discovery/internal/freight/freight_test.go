@@ -64,8 +64,7 @@ func TestCriteria(t *testing.T) {
 		front, back string
 		want        bool
 	}{{"1.0", "1.0", true}, {"1.1", "1.0", false}} {
-		f, _ := Build(warehouse("w"), artifacts(tt.front, tt.back))
-		got, err := c.Allows(f)
+		got, err := c.Allows(artifacts(tt.front, tt.back))
 		if err != nil || got != tt.want {
 			t.Errorf("%s/%s: %t, %v; want %t", tt.front, tt.back, got, err, tt.want)
 		}
@@ -73,9 +72,19 @@ func TestCriteria(t *testing.T) {
 	if _, err := CompileCriteria(`imageFrom(`); err == nil {
 		t.Error("syntax error not reported")
 	}
-	f, _ := Build(warehouse("w"), artifacts("1", "1"))
+	// Nothing discovered from a repository is nil, as in Kargo: ?. and ??
+	// work, a plain field access is an error.
+	c, _ = CompileCriteria(`(imageFrom('nope')?.Tag ?? 'none') == 'none'`)
+	if ok, err := c.Allows(artifacts("1", "1")); err != nil || !ok {
+		t.Errorf("nil image: %t %v", ok, err)
+	}
 	c, _ = CompileCriteria(`imageFrom('nope').Tag == '1'`)
-	if _, err := c.Allows(f); err == nil {
-		t.Error("unknown image not reported")
+	if _, err := c.Allows(artifacts("1", "1")); err == nil {
+		t.Error("a field of an absent image is not an error")
+	}
+	// The discovered commit's own fields, Subject among them.
+	c, _ = CompileCriteria(`commitFrom('https://git.example/app').Subject != 'wip'`)
+	if ok, err := c.Allows(artifacts("1", "1")); err != nil || !ok {
+		t.Errorf("commit subject: %t %v", ok, err)
 	}
 }
