@@ -17,9 +17,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/caravan-cd/caravan/pkg/expressions"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
-	"github.com/caravan-cd/caravan/pkg/expressions"
 	"github.com/caravan-cd/caravan/services/promoter/internal/gitmirror"
 	"github.com/caravan-cd/caravan/services/promoter/internal/steps"
 	"k8s.io/client-go/dynamic"

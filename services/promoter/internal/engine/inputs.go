@@ -7,9 +7,9 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/caravan-cd/caravan/pkg/expressions"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
-	"github.com/caravan-cd/caravan/pkg/expressions"
 	"github.com/caravan-cd/caravan/services/promoter/internal/gitmirror"
 )
 

@@ -7,9 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caravan-cd/caravan/pkg/expressions"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/testenv"
-	"github.com/caravan-cd/caravan/pkg/expressions"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
