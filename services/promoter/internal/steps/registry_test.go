@@ -104,3 +104,23 @@ func TestEveryStepIsTested(t *testing.T) {
 		}
 	}
 }
+
+// TestDocsNameEveryStep: docs/steps.md has a row for every step and names
+// every difference.
+func TestDocsNameEveryStep(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile("../../../../docs/steps.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range Builtins().Names() {
+		if !bytes.Contains(doc, []byte("`"+name+"`")) {
+			t.Errorf("docs/steps.md has no row for %s", name)
+		}
+		for path := range Builtins()[name].Differences {
+			if !bytes.Contains(doc, []byte("`"+path+"`")) {
+				t.Errorf("docs/steps.md does not name %s's difference %s", name, path)
+			}
+		}
+	}
+}
