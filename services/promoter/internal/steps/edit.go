@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -112,7 +113,7 @@ func setTOML(doc []byte, key string, value any) ([]byte, error) {
 		case unstable.ArrayTable:
 			base := keyParts(e.Key())
 			name := strings.Join(base, "\x00")
-			table = append(base, strconv.Itoa(arrays[name]))
+			table = append(slices.Clone(base), strconv.Itoa(arrays[name]))
 			arrays[name]++
 		case unstable.KeyValue:
 			index(e.Value(), append(append([]string(nil), table...), keyParts(e.Key())...))

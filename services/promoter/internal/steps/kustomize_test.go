@@ -87,12 +87,12 @@ namePrefix: dev-
 	}
 }
 
-func replaceOnce(t *testing.T, s, old, new string) string {
+func replaceOnce(t *testing.T, s, old, repl string) string {
 	t.Helper()
 	if !strings.Contains(s, old) {
 		t.Fatalf("%q not in the input", old)
 	}
-	return strings.Replace(s, old, new, 1)
+	return strings.Replace(s, old, repl, 1)
 }
 
 func TestKustomizeSetImageAddsTheList(t *testing.T) {
