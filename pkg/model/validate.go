@@ -25,7 +25,7 @@ var (
 // project and name): referenced projects, upstream Stages and Warehouses
 // must exist, and the Stage graph must have no cycle.
 func Validate(docs []Document, existing []Object) Issues {
-	v := &validator{}
+	v := &validator{issues: Duplicates(docs)}
 	for _, d := range docs {
 		v.doc = d
 		v.object(d.Object)

@@ -104,6 +104,11 @@ func (d *discoverer) discover(ctx context.Context, project, name string, req req
 	if derr == nil && !changed && !full {
 		return out, nil // a hint that changes nothing: no write at all
 	}
+	// The Warehouse, or its project, may have been deleted while the
+	// artifacts were fetched: then nothing is written for it.
+	if cur, _, err := d.store.GetObject(ctx, project, model.KindWarehouse, name); errors.Is(err, state.ErrNotFound) || (err == nil && cur.GetObjectMeta().UID != w.UID) {
+		return out, errGone
+	}
 
 	// Freight is stored before the status names it and announced after,
 	// so whoever handles FreightDiscovered finds both in place.

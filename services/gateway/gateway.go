@@ -119,7 +119,7 @@ func NewHandler(ctx context.Context, d Deps) (http.Handler, error) {
 	}
 	env := d.Env
 	c := d.Config
-	tokens := auth.NewTokens(env.Store.KV(state.Tokens))
+	tokens := auth.NewTokens(env.Store.KV(state.Tokens), auth.ProjectUIDsOf(env.Store))
 	chain := auth.Chain{Admin: auth.NewStaticToken(c.AdminToken), Tokens: tokens}
 	if c.OIDCIssuer != "" {
 		chain.OIDC = auth.NewOIDC(c.OIDCIssuer, c.OIDCAudience, d.HTTPClient)

@@ -62,6 +62,11 @@ type Config struct {
 	GCInterval time.Duration `envconfig:"GC_INTERVAL" default:"1h" desc:"how often garbage collection runs"`
 }
 
+// orphanGrace is how old the keys of a project that does not exist must
+// be before garbage collection removes them: an apply may write a
+// project's objects a moment before the Project itself.
+const orphanGrace = 10 * time.Minute
+
 // Validate checks the configuration.
 func (c Config) Validate() error {
 	var errs []error
@@ -210,7 +215,13 @@ func Run(ctx context.Context, d Deps) error {
 			if res.Promotions+res.Freight > 0 {
 				log.Info("garbage collected", "promotions", res.Promotions, "freight", res.Freight)
 			}
-			return err
+			// What a project deletion left (cut short, or raced by work
+			// that wrote after it) goes too.
+			swept, serr := store.SweepOrphans(ctx, time.Now().Add(-orphanGrace))
+			if len(swept) > 0 {
+				log.Info("swept the keys of deleted projects", "projects", swept)
+			}
+			return errors.Join(err, serr)
 		})
 	}()
 	for _, ready := range []chan struct{}{dispReady, autoReady} {

@@ -3,6 +3,7 @@ package verifier
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -33,6 +34,8 @@ type harness struct {
 	common service.Common
 	env    *service.Env
 	events *eventLog
+	// logs, when set, receives the replicas' logs (JSON, debug level).
+	logs io.Writer
 }
 
 func newHarness(t testing.TB) *harness {
@@ -89,8 +92,12 @@ func (h *harness) startWith(id string, mod func(*Config)) *replica {
 		mod(&cfg)
 	}
 	env := h.connect(id)
+	logger := slog.New(slog.DiscardHandler)
+	if h.logs != nil {
+		logger = slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	go func() {
-		r.done <- Run(ctx, Deps{Config: cfg, Logger: slog.New(slog.DiscardHandler), Env: env})
+		r.done <- Run(ctx, Deps{Config: cfg, Logger: logger, Env: env})
 	}()
 	h.t.Cleanup(func() { r.stop(h.t) })
 	// The durables start at new events: wait until they exist.

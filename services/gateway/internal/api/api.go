@@ -84,6 +84,8 @@ type server struct {
 
 	limitersMu sync.Mutex
 	limiters   map[string]*limiter
+	// known holds the webhook paths that matched a receiver, and when.
+	known map[string]time.Time
 
 	deadOnce sync.Once
 	dead     *events.DeadLetters
@@ -105,7 +107,7 @@ func New(o Options) (http.Handler, error) {
 		o.JetStream = o.Bus.JetStream()
 	}
 	if o.Tokens == nil {
-		o.Tokens = auth.NewTokens(o.Store.KV(state.Tokens))
+		o.Tokens = auth.NewTokens(o.Store.KV(state.Tokens), auth.ProjectUIDsOf(o.Store))
 	}
 	if o.Heartbeat <= 0 {
 		o.Heartbeat = 15 * time.Second
@@ -150,6 +152,7 @@ func New(o Options) (http.Handler, error) {
 		index:     o.Index,
 		now:       o.Now,
 		limiters:  map[string]*limiter{},
+		known:     map[string]time.Time{},
 	}
 	mux := http.NewServeMux()
 	for _, rt := range s.routes(o.Registry) {

@@ -180,9 +180,24 @@ func (s *server) getProjectConfig(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	pc := obj.(*model.ProjectConfig)
-	if pc.Status.WebhookReceivers, err = s.receiverDetails(r.Context(), pc); err != nil {
+	// A receiver's path is the only credential of some providers' senders
+	// (generic, Quay, Docker Hub): only project admins see paths and URLs.
+	p, _ := auth.FromContext(r.Context())
+	role, err := s.roleIn(r.Context(), p, project)
+	if err != nil {
 		s.internal(w, r, err)
 		return
+	}
+	if role >= auth.RoleAdmin {
+		if pc.Status.WebhookReceivers, err = s.receiverDetails(r.Context(), pc); err != nil {
+			s.internal(w, r, err)
+			return
+		}
+	} else {
+		pc.Status.WebhookReceivers = nil
+		for _, rc := range pc.Spec.WebhookReceivers {
+			pc.Status.WebhookReceivers = append(pc.Status.WebhookReceivers, model.WebhookReceiverDetails{Name: rc.Name})
+		}
 	}
 	writeJSON(w, http.StatusOK, pc)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/caravan-cd/caravan/pkg/events"
+	"github.com/caravan-cd/caravan/pkg/model"
 )
 
 // events streams the project's events as Server-Sent Events: `id:` is the
@@ -109,6 +110,15 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 			if _, err := fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", meta.Sequence.Stream, head.Type, m.Data()); err != nil || rc.Flush() != nil {
 				return
 			}
+			if projectDeleted(m.Subject()) {
+				return // the stream ends with its project; one of the same name is another
+			}
 		}
 	}
+}
+
+// projectDeleted reports whether subject is that of the project's own
+// ResourceDeleted.
+func projectDeleted(subject string) bool {
+	return strings.Contains(subject, "."+string(events.TypeResourceDeleted)+"."+model.KindProject+".")
 }

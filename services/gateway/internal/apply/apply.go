@@ -33,9 +33,10 @@ var ErrEmpty = errors.New("the body holds no documents")
 // maxAttempts bounds the read-modify-write retries of one document.
 const maxAttempts = 5
 
-// Publisher publishes events (events.Bus).
+// Publisher publishes events and purges a deleted project's (events.Bus).
 type Publisher interface {
 	Publish(ctx context.Context, project string, subject events.Ref, ev events.Event) (events.Envelope, error)
+	PurgeProject(ctx context.Context, project string) error
 }
 
 // Result is what happened to one document.
@@ -306,17 +307,31 @@ func newUID() (string, error) {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16]), nil
 }
 
-// Delete decodes body — nothing is deleted when any document is invalid —
-// and deletes each named object; an absent one is reported as NotFound.
+// Delete decodes body — nothing is deleted when any document is invalid
+// or repeated — and deletes each named object; an absent one is reported
+// as NotFound. Deleting a Project deletes everything of the project (see
+// deleteProject).
 func (a *Applier) Delete(ctx context.Context, body []byte) (*Outcome, error) {
 	dec, err := Decode(body)
 	if err != nil {
 		return nil, err
 	}
+	if issues := model.Duplicates(dec.Documents); len(issues) > 0 {
+		return nil, issues
+	}
 	out := &Outcome{Results: make([]Result, 0, len(dec.Documents)), Warnings: dec.Warnings}
 	for _, d := range dec.Documents {
 		kind, name := d.Object.GetTypeMeta().Kind, d.Object.GetObjectMeta().Name
 		res := Result{Kind: kind, Project: model.ProjectName(d.Object), Name: name, Action: Deleted}
+		if kind == model.KindProject {
+			action, err := a.deleteProject(ctx, name)
+			if err != nil {
+				return nil, fmt.Errorf("document %d: %w", d.Index, err)
+			}
+			res.Action = action
+			out.Results = append(out.Results, res)
+			continue
+		}
 		err := a.store.DeleteObject(ctx, storeProject(d.Object), kind, name)
 		switch {
 		case errors.Is(err, state.ErrNotFound):
@@ -332,4 +347,38 @@ func (a *Applier) Delete(ctx context.Context, body []byte) (*Outcome, error) {
 		out.Results = append(out.Results, res)
 	}
 	return out, nil
+}
+
+// deleteProject deletes a Project and everything of it, in this order:
+// the Project (from then on nothing is applied to it and its API tokens
+// are refused), its events and dead letters, every key of the project in
+// every bucket (resources, Secrets, tokens, status, freight, promotions,
+// queues, leases, verification records), then ResourceDeleted for the
+// Project, on which the services drop what they keep of it. Deleting a
+// project that is already gone runs the cascade again, so a deletion that
+// was cut short is finished by deleting once more.
+func (a *Applier) deleteProject(ctx context.Context, name string) (string, error) {
+	action := Deleted
+	err := a.store.DeleteObject(ctx, "", model.KindProject, name)
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		action = NotFound
+	case err != nil:
+		return "", fmt.Errorf("delete Project %q: %w", name, err)
+	}
+	if err := a.bus.PurgeProject(ctx, name); err != nil {
+		return "", err
+	}
+	n, err := a.store.DeleteProject(ctx, name)
+	if err != nil {
+		return "", err
+	}
+	if action == NotFound && n == 0 {
+		return NotFound, nil
+	}
+	ev := events.ResourceDeleted{Kind: model.KindProject, Name: name}
+	if _, err := a.bus.Publish(ctx, name, events.Ref{Kind: model.KindProject, Name: name}, ev); err != nil {
+		return "", fmt.Errorf("announce deletion of Project %q: %w", name, err)
+	}
+	return action, nil
 }

@@ -98,6 +98,12 @@ func (d *Dispatcher) runOne(lease context.Context, project string, stage *model.
 		log.Info("promotion interrupted", "cause", context.Cause(lease), "err", runErr)
 		return nil
 	}
+	// Fence, as in saver: a replica that lost the stage (or whose queue
+	// record went with its project) records nothing.
+	if r, err := queue.Get(lease, d.kv, project, stage.Name); err == nil && r.Holder != d.o.ID {
+		log.Info("promotion interrupted", "cause", queue.ErrNotHolder)
+		return nil
+	}
 	aborted := errors.Is(context.Cause(runCtx), d.o.AbortCause)
 	switch {
 	case aborted && !phase.IsTerminal():

@@ -37,6 +37,10 @@ type RunInfo struct {
 	Name      string
 	Namespace string
 	Labels    map[string]string
+	// Redact hides secret values in each measurement's value and message
+	// before anything (messages, summaries) is derived from them; nil
+	// hides nothing.
+	Redact func(string) string
 }
 
 // Value is what a provider measured.
@@ -238,6 +242,9 @@ func (e *Engine) runMetric(ctx context.Context, clock Clock, run RunInfo, m *Met
 		if err != nil {
 			meas.Phase = PhaseError
 			meas.Message = fmt.Sprintf("template %q, metric %q, measurement %d: %v", m.Template, m.Name, r.taken, err)
+		}
+		if run.Redact != nil {
+			meas.Value, meas.Message = run.Redact(meas.Value), run.Redact(meas.Message)
 		}
 		r.record(meas, m.Retention)
 		phase, reason := assessMetric(m, &r, false)

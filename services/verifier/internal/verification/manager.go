@@ -29,6 +29,7 @@ import (
 
 	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/pkg/redact"
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/services/verifier/internal/analysis"
 )
@@ -433,7 +434,10 @@ func (m *Manager) run(base, work context.Context, key string) {
 	if err != nil || rec.Owner != m.opts.ReplicaID {
 		return
 	}
-	log := m.log.With("project", rec.Project, "stage", rec.Stage, "verification", rec.ID)
+	// secrets learns every secret value the run resolves (AnalysisTemplate
+	// arguments from Secrets); the outcome and the log pass through it.
+	secrets := redact.New()
+	log := secrets.Logger(m.log).With("project", rec.Project, "stage", rec.Stage, "verification", rec.ID)
 	// The run continues the trace of the event that began it.
 	base, span := events.StartSpan(events.WithTraceParent(base, rec.TraceParent), "run verification")
 	defer span.End()
@@ -448,13 +452,14 @@ func (m *Manager) run(base, work context.Context, key string) {
 		}
 	})
 	if !rec.done() {
-		out := m.verify(base, work, &rec, log)
+		out := m.verify(base, work, &rec, log, secrets)
 		if out == nil {
 			if base.Err() == nil {
 				log.Info("verification left to another replica", "cause", context.Cause(work))
 			}
 			return
 		}
+		out = out.redacted(secrets)
 		rec, _, err = state.Update(base, m.kv, key, func(r Record, exists bool) (Record, error) {
 			if !exists || r.Owner != m.opts.ReplicaID {
 				return r, errLostLease
@@ -490,9 +495,27 @@ type outcome struct {
 	Result  *analysis.Result
 }
 
+// redacted returns the outcome with the secrets hidden from its message,
+// summary and result (measurement values and messages: a web metric's URL
+// in an error, a response that echoes a token).
+func (o *outcome) redacted(secrets *redact.Redactor) *outcome {
+	out := *o
+	out.Message = secrets.String(o.Message)
+	out.Summary = secrets.String(o.Summary)
+	if o.Result != nil {
+		res, err := redact.JSON(secrets, *o.Result)
+		if err != nil {
+			res = analysis.Result{Phase: o.Result.Phase, Message: out.Message, StartedAt: o.Result.StartedAt, FinishedAt: o.Result.FinishedAt}
+		}
+		out.Result = &res
+		out.Summary = res.Summary()
+	}
+	return &out
+}
+
 // verify waits for health and runs the analysis. It returns nil when work
 // ended for another reason than an abort (shutdown, lost lease).
-func (m *Manager) verify(base, work context.Context, rec *Record, log *slog.Logger) *outcome {
+func (m *Manager) verify(base, work context.Context, rec *Record, log *slog.Logger, secrets *redact.Redactor) *outcome {
 	aborted := func() *outcome {
 		reason := rec.AbortReason
 		if r, _, err := state.Get[Record](base, m.kv, Key(rec.Project, rec.Stage, rec.ID)); err == nil && r.AbortReason != "" {
@@ -532,7 +555,7 @@ func (m *Manager) verify(base, work context.Context, rec *Record, log *slog.Logg
 		}
 		log.Warn("mark verification running", "err", err)
 	}
-	spec, err := m.buildSpec(work, rec, stage)
+	spec, err := m.buildSpec(work, rec, stage, secrets)
 	if err != nil {
 		if work.Err() != nil {
 			return m.ended(work, aborted)
@@ -549,7 +572,7 @@ func (m *Manager) verify(base, work context.Context, rec *Record, log *slog.Logg
 	if v.AnalysisRunMetadata != nil {
 		labels = v.AnalysisRunMetadata.Labels
 	}
-	res, err := m.engine.Run(work, analysis.RunInfo{Name: rec.ID, Namespace: rec.Project, Labels: labels}, spec)
+	res, err := m.engine.Run(work, analysis.RunInfo{Name: rec.ID, Namespace: rec.Project, Labels: labels, Redact: secrets.String}, spec)
 	if err != nil {
 		return nil
 	}
@@ -667,8 +690,9 @@ func (m *Manager) markRunning(ctx context.Context, rec *Record) error {
 	return err
 }
 
-// buildSpec loads the Stage's templates and resolves their arguments.
-func (m *Manager) buildSpec(ctx context.Context, rec *Record, stage *model.Stage) (*analysis.Spec, error) {
+// buildSpec loads the Stage's templates and resolves their arguments,
+// telling secrets every value read from a Secret.
+func (m *Manager) buildSpec(ctx context.Context, rec *Record, stage *model.Stage, secrets *redact.Redactor) (*analysis.Spec, error) {
 	v := stage.Spec.Verification
 	var templates []analysis.Template
 	for _, ref := range v.AnalysisTemplates {
@@ -701,7 +725,7 @@ func (m *Manager) buildSpec(ctx context.Context, rec *Record, stage *model.Stage
 	if err != nil {
 		return nil, err
 	}
-	secrets := func(ctx context.Context, name, key string) (string, error) {
+	lookup := func(ctx context.Context, name, key string) (string, error) {
 		s, _, err := state.GetAs[*model.Secret](ctx, m.store, rec.Project, model.KindSecret, name)
 		if err != nil {
 			return "", err
@@ -710,7 +734,8 @@ func (m *Manager) buildSpec(ctx context.Context, rec *Record, stage *model.Stage
 		if !ok {
 			return "", fmt.Errorf("secret %q has no key %q", name, key)
 		}
+		secrets.Add(string(v))
 		return string(v), nil
 	}
-	return analysis.Build(ctx, templates, args, secrets)
+	return analysis.Build(ctx, templates, args, lookup)
 }
