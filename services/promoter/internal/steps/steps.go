@@ -9,13 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"time"
 
+	"github.com/caravan-cd/caravan/pkg/egress"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/services/promoter/internal/gitmirror"
 )
@@ -85,8 +85,10 @@ type Services struct {
 	Metadata MetadataWriter
 	// Aliases sets a freight's alias.
 	Aliases AliasWriter
-	HTTP    *http.Client
-	Logger  *slog.Logger
+	// Egress is the policy outbound requests pass (nil: the default
+	// policy).
+	Egress *egress.Policy
+	Logger *slog.Logger
 	// Applications reaches Argo CD Applications (nil: no Kubernetes API).
 	Applications Applications
 }
