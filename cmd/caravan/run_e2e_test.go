@@ -78,7 +78,6 @@ func TestMakeRunE2E(t *testing.T) {
 		"CARAVAN_DEMO_REGISTRY_ADDR="+freePort(t),
 		"CARAVAN_DEMO_GIT_ADDR="+freePort(t),
 		"CARAVAN_HTTP_ADDR="+httpAddr,
-		"CARAVAN_EMBEDDED_NATS_ADDR=127.0.0.1:-1",
 	)
 	var logs syncBuffer
 	srv := exec.Command(bin, "server")
@@ -195,6 +194,37 @@ func TestMakeRunE2E(t *testing.T) {
 		}
 		t.Errorf("%d freight discovered, but none reached dev within 60 s; last promotion: %s", len(freight), lastMessage)
 	})
+
+	// The smoke test (a web metric on the demo application, on loopback)
+	// passes under the egress policy: the demo opened its own addresses.
+	t.Run("dev verified", func(t *testing.T) {
+		deadline := time.Now().Add(90 * time.Second)
+		for {
+			out, err := cli("get", "freight", "-p", "demo", "-o", "json")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var list struct {
+				Items []model.Freight `json:"items"`
+			}
+			if err := json.Unmarshal([]byte(out), &list); err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range list.Items {
+				if f.IsVerifiedIn("dev") {
+					return
+				}
+			}
+			if time.Now().After(deadline) {
+				stages, _ := cli("get", "stages", "-p", "demo", "-o", "yaml")
+				t.Fatalf("no freight verified in dev within 90 s:\n%s", stages)
+			}
+			time.Sleep(time.Second)
+		}
+	})
+	if !strings.Contains(logs.String(), "demo: its servers are added to the egress allow list") {
+		t.Error("the log does not say the demo opened its addresses in the egress policy")
+	}
 
 	// A clean stop on SIGINT, as Ctrl-C in `make run`.
 	if err := srv.Process.Signal(syscall.SIGINT); err != nil {
