@@ -136,7 +136,9 @@ func schemeOf(s string) (string, bool) {
 	}
 	scheme := strings.ToLower(s[:i])
 	for j, r := range scheme {
-		if !(r >= 'a' && r <= 'z' || j > 0 && (r >= '0' && r <= '9' || r == '+' || r == '-' || r == '.')) {
+		letter := r >= 'a' && r <= 'z'
+		other := r >= '0' && r <= '9' || r == '+' || r == '-' || r == '.'
+		if !letter && (j == 0 || !other) {
 			return "", false
 		}
 	}

@@ -109,7 +109,7 @@ func (c *Client) MirrorPath(project, repoURL string, cr *creds.Credentials) stri
 func projectDir(project string) string {
 	ok := project != "" && len(project) <= 63
 	for _, r := range project {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+		if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '-' {
 			ok = false
 		}
 	}
