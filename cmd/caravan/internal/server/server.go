@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -199,7 +200,7 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 		}()
 		store := filepath.Join(cfg.DataDir, "nats")
 		info.connect = func(opts ...nats.Option) (*nats.Conn, error) {
-			return nats.Connect(ns.ClientURL(), append([]nats.Option{nats.InProcessServer(ns)}, append(emb.auth, opts...)...)...)
+			return nats.Connect(ns.ClientURL(), slices.Concat([]nats.Option{nats.InProcessServer(ns)}, emb.auth, opts)...)
 		}
 		if addr := ns.Addr(); addr != nil {
 			info.NATSURL, info.NATSNKeyFile = ns.ClientURL(), emb.nkeyFile

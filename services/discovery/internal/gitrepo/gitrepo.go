@@ -4,11 +4,11 @@
 //
 // Each project has its own bare mirror of a repository for each set of
 // credentials it reaches it with (<dir>/<project>/<hash of the normalized
-// URL and the credentials>), so that one project's mirror, fetched with its
-// credentials, never answers another project's discovery. A discovery first lists the
-// remote's refs (ls-remote); when they equal the mirror's, nothing is
-// fetched and, when the subscription is unchanged too, the previous result
-// is returned as it is. Otherwise one incremental fetch brings only the
+// URL and the credentials>), so that one project's mirror, fetched with
+// its credentials, never answers another project's discovery. A discovery
+// first lists the remote's refs (ls-remote); when they equal the mirror's,
+// nothing is fetched and, when the subscription is unchanged too, the
+// previous result is returned as it is. Otherwise one incremental fetch brings only the
 // new objects, so the depth of the history does not slow discovery down.
 package gitrepo
 
