@@ -68,8 +68,9 @@ bench: ## run the benchmarks (each reports its ratio to a baseline measured in t
 	done
 
 .PHONY: fuzz
-fuzz: ## fuzz the manifest decoder, webhook parsers and step path resolver open-endedly (FUZZTIME=60s each); not part of CI
+fuzz: ## fuzz the manifest decoder, the repository URL policy, the webhook parsers and the step path resolver open-endedly (FUZZTIME=60s each); not part of CI
 	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./model
+	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzRepoURL$$' -fuzztime $(FUZZTIME) ./model
 	cd services/gateway && $(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/webhook
 	cd services/gateway && $(GO) test -run '^$$' -fuzz '^FuzzGeneric$$' -fuzztime $(FUZZTIME) ./internal/webhook
 	cd services/promoter && $(GO) test -run '^$$' -fuzz '^FuzzResolve$$' -fuzztime $(FUZZTIME) ./internal/workdir

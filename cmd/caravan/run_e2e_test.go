@@ -50,6 +50,45 @@ func freePort(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// listeningPorts are the TCP ports process pid listens on (Linux: its
+// socket inodes in /proc/<pid>/fd against /proc/<pid>/net/tcp{,6}).
+func listeningPorts(t *testing.T, pid int) map[string]bool {
+	t.Helper()
+	proc := fmt.Sprintf("/proc/%d", pid)
+	owned := map[string]bool{}
+	fds, err := os.ReadDir(proc + "/fd")
+	if err != nil {
+		t.Fatalf("list the server's sockets: %v", err)
+	}
+	for _, fd := range fds {
+		link, err := os.Readlink(filepath.Join(proc, "fd", fd.Name()))
+		if inode, ok := strings.CutPrefix(link, "socket:["); err == nil && ok {
+			owned[strings.TrimSuffix(inode, "]")] = true
+		}
+	}
+	ports := map[string]bool{}
+	for _, table := range []string{"/net/tcp", "/net/tcp6"} {
+		b, err := os.ReadFile(proc + table)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			// sl local_address rem_address st … inode; state 0A is LISTEN.
+			if len(f) > 9 && f[3] == "0A" && owned[f[9]] {
+				_, hex, _ := strings.Cut(f[1], ":")
+				var port int
+				_, _ = fmt.Sscanf(hex, "%X", &port)
+				ports[fmt.Sprint(port)] = true
+			}
+		}
+	}
+	if len(ports) == 0 {
+		t.Fatal("found no listening port, not even the API's: the /proc reading is broken")
+	}
+	return ports
+}
+
 // TestMakeRunE2E starts `caravan server` the way `make run` does (the
 // binary built with go build, CARAVAN_DEMO=true), waits for readiness,
 // watches the demo's freight get discovered and dev promoted, and stops
@@ -71,14 +110,14 @@ func TestMakeRunE2E(t *testing.T) {
 	work := t.TempDir()
 	httpAddr := freePort(t)
 	apiURL := "http://" + httpAddr
+	registryAddr, gitAddr := freePort(t), freePort(t)
 	env := append(os.Environ(),
 		"CARAVAN_DEMO=true",
 		"CARAVAN_DEMO_DIR="+filepath.Join(repoRoot, "examples", "demo"),
 		"CARAVAN_DEMO_PUSH_INTERVAL=10s",
-		"CARAVAN_DEMO_REGISTRY_ADDR="+freePort(t),
-		"CARAVAN_DEMO_GIT_ADDR="+freePort(t),
+		"CARAVAN_DEMO_REGISTRY_ADDR="+registryAddr,
+		"CARAVAN_DEMO_GIT_ADDR="+gitAddr,
 		"CARAVAN_HTTP_ADDR="+httpAddr,
-		"CARAVAN_EMBEDDED_NATS_ADDR=127.0.0.1:-1",
 	)
 	var logs syncBuffer
 	srv := exec.Command(bin, "server")
@@ -115,6 +154,20 @@ func TestMakeRunE2E(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// Under the defaults the process listens on the API and the demo's two
+	// servers, and nowhere else: no NATS listener for a local process to
+	// read the streams or write a token record through.
+	want := map[string]bool{}
+	for _, a := range []string{httpAddr, registryAddr, gitAddr} {
+		_, port, _ := net.SplitHostPort(a)
+		want[port] = true
+	}
+	for port := range listeningPorts(t, srv.Process.Pid) {
+		if !want[port] {
+			t.Errorf("caravan server listens on port %s besides the API and the demo (%v)", port, want)
+		}
+	}
+
 	// The guide tells the newcomer what to do next.
 	for !strings.Contains(logs.String(), "bin/caravan get freight -p demo") {
 		if time.Now().After(deadline) {
@@ -195,6 +248,37 @@ func TestMakeRunE2E(t *testing.T) {
 		}
 		t.Errorf("%d freight discovered, but none reached dev within 60 s; last promotion: %s", len(freight), lastMessage)
 	})
+
+	// The smoke test (a web metric on the demo application, on loopback)
+	// passes under the egress policy: the demo opened its own addresses.
+	t.Run("dev verified", func(t *testing.T) {
+		deadline := time.Now().Add(90 * time.Second)
+		for {
+			out, err := cli("get", "freight", "-p", "demo", "-o", "json")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var list struct {
+				Items []model.Freight `json:"items"`
+			}
+			if err := json.Unmarshal([]byte(out), &list); err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range list.Items {
+				if f.IsVerifiedIn("dev") {
+					return
+				}
+			}
+			if time.Now().After(deadline) {
+				stages, _ := cli("get", "stages", "-p", "demo", "-o", "yaml")
+				t.Fatalf("no freight verified in dev within 90 s:\n%s", stages)
+			}
+			time.Sleep(time.Second)
+		}
+	})
+	if !strings.Contains(logs.String(), "demo: its servers are added to the egress allow list") {
+		t.Error("the log does not say the demo opened its addresses in the egress policy")
+	}
 
 	// A clean stop on SIGINT, as Ctrl-C in `make run`.
 	if err := srv.Process.Signal(syscall.SIGINT); err != nil {

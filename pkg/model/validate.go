@@ -176,19 +176,26 @@ func (v *validator) warehouse(w *Warehouse) {
 		case sub.Chart != nil:
 			s := sub.Chart
 			f += ".chart"
-			if s.RepoURL == "" {
-				v.add(f+".repoURL", "must not be empty")
-			}
+			v.repoURL(f+".repoURL", RepoChart, s.RepoURL)
 			v.constraint(f+".semverConstraint", s.SemverConstraint)
 			v.limit(f+".discoveryLimit", s.DiscoveryLimit)
 		}
 	}
 }
 
-func (v *validator) image(f string, s *ImageSubscription) {
-	if s.RepoURL == "" {
-		v.add(f+".repoURL", "must not be empty")
+// repoURL applies the repository URL policy (CheckRepoURL) to field f.
+func (v *validator) repoURL(f string, kind RepoKind, u string) {
+	if u == "" {
+		v.add(f, "must not be empty")
+		return
 	}
+	if err := CheckRepoURL(kind, u); err != nil {
+		v.add(f, "%v", err)
+	}
+}
+
+func (v *validator) image(f string, s *ImageSubscription) {
+	v.repoURL(f+".repoURL", RepoImage, s.RepoURL)
 	switch s.ImageSelectionStrategy {
 	case "", ImageSelectionStrategySemVer:
 		v.constraint(f+".semverConstraint", s.SemverConstraint)
@@ -211,9 +218,7 @@ func (v *validator) image(f string, s *ImageSubscription) {
 }
 
 func (v *validator) git(f string, s *GitSubscription) {
-	if s.RepoURL == "" {
-		v.add(f+".repoURL", "must not be empty")
-	}
+	v.repoURL(f+".repoURL", RepoGit, s.RepoURL)
 	switch s.CommitSelectionStrategy {
 	case "", CommitSelectionStrategyNewestFromBranch, CommitSelectionStrategyLexical,
 		CommitSelectionStrategyNewestTag, CommitSelectionStrategySemVer:

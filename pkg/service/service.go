@@ -9,9 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/kelseyhightower/envconfig"
@@ -21,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/caravan-cd/caravan/pkg/egress"
 	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/pkg/telemetry"
@@ -35,6 +39,10 @@ type Common struct {
 	// a key is generated into <DataDir>/secret.key (mode 0600).
 	SecretKey string `envconfig:"SECRET_KEY" desc:"base64 of 32 bytes encrypting Secrets at rest; default: generated into <data dir>/secret.key"`
 
+	// Egress is the policy of outbound requests made for tenants
+	// (CARAVAN_EGRESS_*).
+	Egress egress.Config `envconfig:"EGRESS"`
+
 	events.NATSConfig
 	events.StreamConfig
 	telemetry.LogConfig
@@ -46,7 +54,7 @@ func (c Common) Validate() error {
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("CARAVAN_DATA_DIR: must not be empty"))
 	}
-	errs = append(errs, c.StreamConfig.Validate(), c.LogConfig.Validate())
+	errs = append(errs, c.StreamConfig.Validate(), c.LogConfig.Validate(), c.Egress.Validate())
 	return errors.Join(errs...)
 }
 
@@ -62,6 +70,10 @@ type Env struct {
 	Metrics *events.Metrics
 	// Registry holds the process's Prometheus metrics (nil: none).
 	Registry *prometheus.Registry
+	// Egress is the policy outbound requests made for tenants pass (nil:
+	// the default policy). Connect protects the NATS servers of
+	// CARAVAN_NATS_URL; caravan server adds its own listen addresses.
+	Egress *egress.Policy
 }
 
 // Connect builds the Env for service over an established NATS connection:
@@ -95,7 +107,12 @@ func Connect(ctx context.Context, nc *nats.Conn, service string, c Common, reg *
 	if reg != nil {
 		metrics = events.NewMetrics(reg)
 	}
+	policy, err := egress.New(c.Egress)
+	if err != nil {
+		return nil, err
+	}
 	return &Env{
+		Egress:   policy.Protect(natsAddrs(c.URL)...),
 		Conn:     nc,
 		JS:       js,
 		Bus:      events.NewBus(js, service, events.WithMetrics(metrics)),
@@ -103,6 +120,30 @@ func Connect(ctx context.Context, nc *nats.Conn, service string, c Common, reg *
 		Metrics:  metrics,
 		Registry: reg,
 	}, nil
+}
+
+// natsAddrs are the host:port pairs of comma-separated NATS URLs.
+func natsAddrs(urls string) []string {
+	var out []string
+	for u := range strings.SplitSeq(urls, ",") {
+		u = strings.TrimSpace(u)
+		if u == "" {
+			continue
+		}
+		if !strings.Contains(u, "://") {
+			u = "nats://" + u
+		}
+		p, err := url.Parse(u)
+		if err != nil || p.Hostname() == "" {
+			continue
+		}
+		port := p.Port()
+		if port == "" {
+			port = "4222"
+		}
+		out = append(out, net.JoinHostPort(p.Hostname(), port))
+	}
+	return out
 }
 
 // Ready reports whether the backbone is usable: connected, with the event

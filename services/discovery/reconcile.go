@@ -254,9 +254,9 @@ func (d *discoverer) artifacts(ctx context.Context, w *model.Warehouse, prev *mo
 			}
 			var res model.GitDiscoveryResult
 			if full {
-				res, err = d.git.Discover(ctx, s, cr)
+				res, err = d.git.Discover(ctx, w.Namespace, s, cr)
 			} else {
-				res, err = d.git.Refresh(ctx, s, cr, hintCommits(hs))
+				res, err = d.git.Refresh(ctx, w.Namespace, s, cr, hintCommits(hs))
 			}
 			if err != nil {
 				errs = append(errs, fmt.Errorf("git %s: %s", s.RepoURL, gitrepo.Explain(err)))

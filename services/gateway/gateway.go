@@ -100,7 +100,8 @@ type Deps struct {
 	// Ready is an extra readiness check for /readyz (optional).
 	Ready func(context.Context) error
 	// HTTPClient fetches the OIDC issuer's discovery document and keys
-	// (nil: http.DefaultClient).
+	// (nil: the client of Env.Egress, with the issuer's host:port, the
+	// operator's choice, allowed).
 	HTTPClient *http.Client
 }
 
@@ -122,7 +123,11 @@ func NewHandler(ctx context.Context, d Deps) (http.Handler, error) {
 	tokens := auth.NewTokens(env.Store.KV(state.Tokens), auth.ProjectUIDsOf(env.Store))
 	chain := auth.Chain{Admin: auth.NewStaticToken(c.AdminToken), Tokens: tokens}
 	if c.OIDCIssuer != "" {
-		chain.OIDC = auth.NewOIDC(c.OIDCIssuer, c.OIDCAudience, d.HTTPClient)
+		hc := d.HTTPClient
+		if hc == nil {
+			hc = env.Egress.AllowURL(c.OIDCIssuer).Client(false)
+		}
+		chain.OIDC = auth.NewOIDC(c.OIDCIssuer, c.OIDCAudience, hc)
 	}
 	var index *api.Index
 	if c.ListIndex {

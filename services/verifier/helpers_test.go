@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/caravan-cd/caravan/pkg/egress"
 	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/service"
@@ -41,7 +42,10 @@ type harness struct {
 func newHarness(t testing.TB) *harness {
 	t.Helper()
 	srv := testenv.NATS(t)
-	h := &harness{t: t, srv: srv, common: service.Common{DataDir: t.TempDir(), StreamConfig: events.DefaultStreamConfig()}}
+	// The tests' metric servers listen on loopback, which the egress
+	// policy refuses by default.
+	h := &harness{t: t, srv: srv, common: service.Common{DataDir: t.TempDir(), StreamConfig: events.DefaultStreamConfig(),
+		Egress: egress.Config{Allow: "127.0.0.0/8"}}}
 	h.env = h.connect("seed")
 	h.events = &eventLog{changed: make(chan struct{})}
 	sub, err := srv.Conn(t).Subscribe(events.SubjectRoot+".>", h.events.add)

@@ -131,8 +131,8 @@ func Run(ctx context.Context, d Deps) error {
 	cfg := d.Config.withDefaults()
 	log := d.Logger.With("service", "verifier", "replica", cfg.ReplicaID)
 	providers := map[string]analysis.Provider{
-		"web":        web.New(nil),
-		"prometheus": prometheus.New(cfg.PrometheusAddress),
+		"web":        web.New(d.Env.Egress),
+		"prometheus": prometheus.New(cfg.PrometheusAddress, d.Env.Egress),
 	}
 	kube := kubeClient(d.Kube, cfg.KubeConfig)
 	providers["job"] = job.New(job.Client(kube), cfg.JobPollInterval)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/kelseyhightower/envconfig"
@@ -21,13 +23,17 @@ func (a *app) newServer() *cobra.Command {
 		Long: `Run the discovery, promoter, verifier and gateway services in one process.
 
 With CARAVAN_NATS_URL empty, an embedded NATS server with JetStream keeps its
-data under CARAVAN_DATA_DIR/nats. Configuration comes from CARAVAN_*
-environment variables; see the README's configuration table.
+data under CARAVAN_DATA_DIR/nats. The services reach it in-process: it has no
+TCP listener unless CARAVAN_EMBEDDED_NATS_ADDR is set, and then every client
+must authenticate with the NKey seed in CARAVAN_DATA_DIR/nats-client.nk.
+Configuration comes from CARAVAN_* environment variables; see the README's
+configuration table.
 
 With CARAVAN_DEMO=true (make run sets it), the demo pipeline of
 examples/demo runs beside it: an OCI registry, a git repository under
 CARAVAN_DATA_DIR/demo, the project "demo", and a new image tag every
-CARAVAN_DEMO_PUSH_INTERVAL.`,
+CARAVAN_DEMO_PUSH_INTERVAL. The demo's two servers are added to the egress
+allow list (CARAVAN_EGRESS_ALLOW).`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var cfg server.Config
@@ -62,6 +68,10 @@ func (a *app) runWithDemo(cmd *cobra.Command, cfg server.Config, dcfg demo.Confi
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
+	// The demo's registry and git server listen on loopback, which the
+	// egress policy refuses: open those two addresses, and only those.
+	cfg.Egress.Allow = strings.Join(append(slices.DeleteFunc([]string{cfg.Egress.Allow}, func(s string) bool { return s == "" }), d.EgressAllow()...), ",")
+	logger.Info("demo: its servers are added to the egress allow list", "allow", d.EgressAllow())
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	return server.Run(ctx, cfg, server.Options{

@@ -51,6 +51,8 @@ type Demo struct {
 	dir      string // <data dir>/demo
 	image    string // host:port/demo/app
 	gitURL   string
+	appURL   string // the demo application (its /healthz), on the git server
+	addrs    []string
 	bareRepo string
 	servers  []*http.Server
 }
@@ -89,6 +91,7 @@ func Start(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) (_
 		return nil, err
 	}
 	d.servers = append(d.servers, reg)
+	d.addrs = append(d.addrs, regLn.Addr().String())
 	d.image = regLn.Addr().String() + "/" + Repository
 	warnMoved(log, "registry", cfg.RegistryAddr, regLn.Addr().String())
 
@@ -97,11 +100,13 @@ func Start(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) (_
 		return nil, err
 	}
 	d.servers = append(d.servers, gs)
-	d.gitURL = "http://" + gitLn.Addr().String() + "/" + RepoName
+	d.addrs = append(d.addrs, gitLn.Addr().String())
+	d.appURL = "http://" + gitLn.Addr().String()
+	d.gitURL = d.appURL + "/" + RepoName
 	warnMoved(log, "git server", cfg.GitAddr, gitLn.Addr().String())
 
 	g := git{path: gitPath, home: dir}
-	created, err := initRepo(ctx, g, d.bareRepo, filepath.Join(cfg.Dir, "repo"), d.replacer(""))
+	created, err := initRepo(ctx, g, d.bareRepo, filepath.Join(cfg.Dir, "repo"), d.replacer())
 	if err != nil {
 		return nil, err
 	}
@@ -134,17 +139,24 @@ func (d *Demo) GitURL() string { return d.gitURL }
 // BareRepo is the deployment repository's directory.
 func (d *Demo) BareRepo() string { return d.bareRepo }
 
+// EgressAllow are the demo's servers (host:port), which the egress policy
+// refuses by default (they listen on loopback): caravan server adds them
+// to CARAVAN_EGRESS_ALLOW when it runs the demo.
+func (d *Demo) EgressAllow() []string { return slices.Clone(d.addrs) }
+
 // replacer fills the manifests' placeholders.
-func (d *Demo) replacer(apiURL string) *strings.Replacer {
-	return Replacer(d.image, d.gitURL, apiURL)
+func (d *Demo) replacer() *strings.Replacer {
+	return Replacer(d.image, d.gitURL, d.appURL)
 }
 
-// Replacer fills the ${DEMO_*} placeholders of the demo's files.
-func Replacer(image, gitURL, apiURL string) *strings.Replacer {
+// Replacer fills the ${DEMO_*} placeholders of the demo's files: the
+// image repository, the deployment repository and the demo application
+// whose /healthz the smoke test measures.
+func Replacer(image, gitURL, appURL string) *strings.Replacer {
 	return strings.NewReplacer(
 		"${DEMO_IMAGE}", image,
 		"${DEMO_GIT_URL}", gitURL,
-		"${DEMO_API_URL}", apiURL,
+		"${DEMO_APP_URL}", appURL,
 	)
 }
 
@@ -182,7 +194,7 @@ func (d *Demo) Load(ctx context.Context, apiURL, token string, guide io.Writer) 
 	if err := waitReady(ctx, c); err != nil {
 		return err
 	}
-	body, err := Manifests(d.cfg.Dir, d.replacer(apiURL))
+	body, err := Manifests(d.cfg.Dir, d.replacer())
 	if err != nil {
 		return err
 	}

@@ -213,7 +213,6 @@ func TestLoadOnServer(t *testing.T) {
 			MaxBodyBytes:    10 << 20,
 			ShutdownTimeout: 5 * time.Second,
 		},
-		EmbeddedNATSAddr: "127.0.0.1:-1",
 	}
 	d, err := Start(ctx, testConfig(), dataDir, slog.New(slog.DiscardHandler))
 	if err != nil {

@@ -9,12 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"time"
 
+	"github.com/caravan-cd/caravan/pkg/egress"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/redact"
 	"github.com/caravan-cd/caravan/pkg/state"
@@ -46,8 +46,9 @@ type Options struct {
 	// Steps that wait for a pull request run again sooner when woken
 	// (Wake).
 	PollInterval time.Duration
-	// HTTPClient is used by the http steps; http.DefaultClient when nil.
-	HTTPClient *http.Client
+	// Egress is the policy of the steps' outbound requests (http,
+	// http-download, the pull request APIs); nil: the default policy.
+	Egress *egress.Policy
 	// Kube reaches the Argo CD Applications of argocd-update and
 	// argocd-wait; without it those steps error and their health checks
 	// are Unknown.
@@ -69,7 +70,7 @@ type Engine struct {
 	poll     time.Duration
 	git      *gitmirror.Manager
 	registry steps.Registry
-	http     *http.Client
+	egress   *egress.Policy
 	apps     steps.Applications
 	wakers   wakers
 }
@@ -112,7 +113,7 @@ func New(o Options) (*Engine, error) {
 		poll:     o.PollInterval,
 		git:      git,
 		registry: steps.Builtins(),
-		http:     o.HTTPClient,
+		egress:   o.Egress,
 		apps:     apps,
 	}, nil
 }
@@ -497,7 +498,7 @@ func (r *run) stepContext(ctx context.Context, i int, cfg map[string]any, env *e
 			Credentials:  r.credentials,
 			Metadata:     r.e,
 			Aliases:      r.e,
-			HTTP:         r.e.http,
+			Egress:       r.e.egress,
 			Logger:       r.log,
 			Applications: r.e.apps,
 		},

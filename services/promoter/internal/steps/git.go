@@ -39,6 +39,9 @@ func gitClone(ctx context.Context, sc *Context) (Result, error) {
 	if cfg.RepoURL == "" {
 		return Result{}, Terminal(errors.New("repoURL must not be empty"))
 	}
+	if err := model.CheckRepoURL(model.RepoGit, cfg.RepoURL); err != nil {
+		return Result{}, Terminal(fmt.Errorf("repoURL: %w", err))
+	}
 	auth, err := sc.Credentials(ctx, sc.Project, cfg.RepoURL)
 	if err != nil {
 		return Result{}, err

@@ -3,6 +3,7 @@ package steps
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caravan-cd/caravan/pkg/egress"
 	"github.com/caravan-cd/caravan/pkg/model"
 )
 
@@ -32,15 +34,23 @@ type httpConfig struct {
 		Name           string `json:"name"`
 		FromExpression string `json:"fromExpression"`
 	} `json:"outputs"`
+	InsecureSkipTLSVerify bool `json:"insecureSkipTLSVerify"`
 }
 
 // maxResponse bounds the response body the http step reads.
 const maxResponse = 2 << 20
 
+// defaultDownloadTimeout bounds an http-download without a timeout
+// (Kargo's default).
+const defaultDownloadTimeout = 5 * time.Minute
+
 func (c *httpConfig) request(ctx context.Context) (*http.Request, error) {
+	if err := model.CheckHTTPURL(c.URL); err != nil {
+		return nil, Terminal(fmt.Errorf("url: %w", err))
+	}
 	u, err := url.Parse(c.URL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
-		return nil, Terminal(fmt.Errorf("url %q is not an http(s) URL", c.URL))
+	if err != nil {
+		return nil, Terminal(fmt.Errorf("url %q: %w", c.URL, err))
 	}
 	q := u.Query()
 	for _, p := range c.QueryParams {
@@ -65,11 +75,24 @@ func (c *httpConfig) request(ctx context.Context) (*http.Request, error) {
 	return req, nil
 }
 
-func (sc *Context) client() *http.Client {
-	if sc.HTTP != nil {
-		return sc.HTTP
+// client is the egress policy's client (pull request APIs).
+func (sc *Context) client() *http.Client { return sc.Egress.Client(false) }
+
+// send sends req through the egress policy's client. A refused address
+// and a response over the size limit are terminal: retrying cannot help.
+func (sc *Context) send(req *http.Request, insecure bool) (*http.Response, error) {
+	resp, err := sc.Egress.Client(insecure).Do(req)
+	if err != nil {
+		return nil, egressError(err)
 	}
-	return http.DefaultClient
+	return resp, nil
+}
+
+func egressError(err error) error {
+	if errors.Is(err, egress.ErrRefused) || errors.Is(err, egress.ErrTooLarge) {
+		return Terminal(err)
+	}
+	return err
 }
 
 // httpStep sends a request and judges the response with
@@ -92,14 +115,17 @@ func httpStep(ctx context.Context, sc *Context) (Result, error) {
 	}
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	resp, err := sc.client().Do(req.WithContext(rctx))
+	resp, err := sc.send(req.WithContext(rctx), cfg.InsecureSkipTLSVerify)
 	if err != nil {
 		return Result{}, fmt.Errorf("http %s: %w", req.URL.Redacted(), err)
 	}
 	defer func() { _ = resp.Body.Close() }()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
 	if err != nil {
-		return Result{}, fmt.Errorf("read response: %w", err)
+		return Result{}, fmt.Errorf("read response: %w", egressError(err))
+	}
+	if len(raw) > maxResponse {
+		return Result{}, Terminal(fmt.Errorf("http %s: response body larger than %d bytes, the most the http step reads", req.URL.Redacted(), maxResponse))
 	}
 	var body any = string(raw)
 	var parsed any
@@ -171,7 +197,9 @@ func httpDownload(ctx context.Context, sc *Context) (Result, error) {
 			Name  string `json:"name"`
 			Value string `json:"value"`
 		} `json:"headers"`
-		AllowOverwrite bool `json:"allowOverwrite"`
+		AllowOverwrite        bool           `json:"allowOverwrite"`
+		InsecureSkipTLSVerify bool           `json:"insecureSkipTLSVerify"`
+		Timeout               model.Duration `json:"timeout"`
 	}
 	if err := sc.Decode(&cfg); err != nil {
 		return Result{}, err
@@ -184,7 +212,15 @@ func httpDownload(ctx context.Context, sc *Context) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	resp, err := sc.client().Do(req)
+	// The egress policy bounds time and size too (CARAVAN_EGRESS_TIMEOUT,
+	// CARAVAN_EGRESS_MAX_BYTES); the step's timeout can only shorten it.
+	timeout := cfg.Timeout.Duration
+	if timeout <= 0 {
+		timeout = defaultDownloadTimeout
+	}
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	resp, err := sc.send(req.WithContext(rctx), cfg.InsecureSkipTLSVerify)
 	if err != nil {
 		return Result{}, fmt.Errorf("download %s: %w", req.URL.Redacted(), err)
 	}
@@ -198,7 +234,8 @@ func httpDownload(ctx context.Context, sc *Context) (Result, error) {
 	}
 	if _, err := io.Copy(f, resp.Body); err != nil {
 		_ = f.Close()
-		return Result{}, err
+		_ = sc.Workspace.Dir.RemoveAll(cfg.OutPath) // no partial file
+		return Result{}, fmt.Errorf("download %s: %w", req.URL.Redacted(), egressError(err))
 	}
 	return Result{}, f.Close()
 }

@@ -8,6 +8,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/caravan-cd/caravan/pkg/model"
 )
 
 type ociConfig struct {
@@ -22,6 +24,9 @@ type ociConfig struct {
 // parseRef reads an image reference, with or without an oci:// prefix.
 // Plain http is used for loopback registries.
 func parseRef(ref string) (name.Reference, error) {
+	if err := model.CheckRepoURL(model.RepoImage, ref); err != nil {
+		return nil, Terminal(err)
+	}
 	ref = strings.TrimPrefix(ref, "oci://")
 	var opts []name.Option
 	host, _, _ := strings.Cut(ref, "/")
@@ -33,6 +38,11 @@ func parseRef(ref string) (name.Reference, error) {
 		return nil, Terminal(fmt.Errorf("image reference %q: %w", ref, err))
 	}
 	return r, nil
+}
+
+// ociOptions send registry requests through the egress policy.
+func (sc *Context) ociOptions(ctx context.Context, insecure bool) []remote.Option {
+	return []remote.Option{remote.WithContext(ctx), remote.WithTransport(sc.Egress.Transport(insecure))}
 }
 
 // ociPush copies an image or index from imageRef to destRef. Outputs:
@@ -50,7 +60,8 @@ func ociPush(ctx context.Context, sc *Context) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	desc, err := remote.Get(src, remote.WithContext(ctx))
+	opts := sc.ociOptions(ctx, cfg.InsecureSkipTLSVerify)
+	desc, err := remote.Get(src, opts...)
 	if err != nil {
 		return Result{}, fmt.Errorf("get %s: %w", src, err)
 	}
@@ -59,7 +70,7 @@ func ociPush(ctx context.Context, sc *Context) (Result, error) {
 		if err != nil {
 			return Result{}, err
 		}
-		err = remote.WriteIndex(dst, idx, remote.WithContext(ctx))
+		err = remote.WriteIndex(dst, idx, opts...)
 		if err != nil {
 			return Result{}, fmt.Errorf("push %s: %w", dst, err)
 		}
@@ -68,7 +79,7 @@ func ociPush(ctx context.Context, sc *Context) (Result, error) {
 		if err != nil {
 			return Result{}, err
 		}
-		if err := remote.Write(dst, img, remote.WithContext(ctx)); err != nil {
+		if err := remote.Write(dst, img, opts...); err != nil {
 			return Result{}, fmt.Errorf("push %s: %w", dst, err)
 		}
 	}
@@ -96,7 +107,7 @@ func ociDownload(ctx context.Context, sc *Context) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	img, err := remote.Image(ref, remote.WithContext(ctx))
+	img, err := remote.Image(ref, sc.ociOptions(ctx, cfg.InsecureSkipTLSVerify)...)
 	if err != nil {
 		return Result{}, fmt.Errorf("get %s: %w", ref, err)
 	}

@@ -10,11 +10,12 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"net/http"
+
 	"reflect"
 	"strings"
 	"time"
 
+	"github.com/caravan-cd/caravan/pkg/egress"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/services/promoter/internal/gitmirror"
 	"github.com/caravan-cd/caravan/services/promoter/internal/workdir"
@@ -98,8 +99,10 @@ type Services struct {
 	Metadata MetadataWriter
 	// Aliases sets a freight's alias.
 	Aliases AliasWriter
-	HTTP    *http.Client
-	Logger  *slog.Logger
+	// Egress is the policy outbound requests pass (nil: the default
+	// policy).
+	Egress *egress.Policy
+	Logger *slog.Logger
 	// Applications reaches Argo CD Applications (nil: no Kubernetes API).
 	Applications Applications
 }

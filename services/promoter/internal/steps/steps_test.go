@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caravan-cd/caravan/pkg/egress"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/testenv"
 	"github.com/caravan-cd/caravan/services/promoter/internal/expressions"
@@ -155,6 +156,7 @@ func TestOCIPushAndDownload(t *testing.T) {
 	reg := testenv.Registry(t)
 	digest := reg.PushImage(t, "team/app", "1.0.0")
 	sc := newContext(t, map[string]any{"imageRef": "oci://" + reg.Host() + "/team/app:1.0.0", "destRef": reg.Host() + "/team/app:prod"})
+	sc.Egress = allowLoopback(t, egress.Config{})
 	res, err := ociPush(context.Background(), sc)
 	if err != nil {
 		t.Fatal(err)
