@@ -22,6 +22,10 @@ type checkout struct {
 		Name string `json:"name"`
 	} `json:"fromOrigin"`
 	Path string `json:"path"`
+	// Sparse limits the checkout to these directories (Kargo's sparse
+	// checkout): files elsewhere are not written and stay as they are in
+	// commits.
+	Sparse []string `json:"sparse"`
 }
 
 type gitCloneConfig struct {
@@ -44,7 +48,7 @@ func gitClone(ctx context.Context, sc *Context) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	mirror, err := sc.Git.Sync(ctx, cfg.RepoURL, auth)
+	mirror, err := sc.Git.Sync(ctx, sc.Project, cfg.RepoURL, auth)
 	if err != nil {
 		return Result{}, err
 	}
@@ -58,7 +62,7 @@ func gitClone(ctx context.Context, sc *Context) (Result, error) {
 		if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
 			return Result{}, Terminal(fmt.Errorf("checkout[%d]: path %q is not empty", i, co.Path))
 		}
-		opts := gitmirror.CheckoutOptions{Branch: co.Branch, Create: co.Create, Commit: co.Commit, Tag: co.Tag}
+		opts := gitmirror.CheckoutOptions{Branch: co.Branch, Create: co.Create, Commit: co.Commit, Tag: co.Tag, Sparse: co.Sparse}
 		if co.FromFreight && opts.Commit == "" {
 			c, ok := commitFromFreight(sc.Freight, cfg.RepoURL, co)
 			if !ok {
@@ -75,9 +79,15 @@ func gitClone(ctx context.Context, sc *Context) (Result, error) {
 				opts.Commit, opts.Tag = h, ""
 			}
 		}
-		repo, err := mirror.Checkout(dir, auth, opts)
+		repo, err := mirror.Checkout(ctx, dir, opts)
 		if err != nil {
-			return Result{}, Terminal(err)
+			if ctx.Err() != nil {
+				return Result{}, err
+			}
+			return Result{}, Terminal(fmt.Errorf("checkout[%d]: %w", i, err))
+		}
+		if old, ok := sc.Workspace.Repos[dir]; ok {
+			old.Close()
 		}
 		sc.Workspace.Repos[dir] = repo
 		done[co.Path] = repo.Head().String()

@@ -75,6 +75,14 @@ type Workspace struct {
 	Repos map[string]*gitmirror.Repo // by absolute path
 }
 
+// Close releases the work trees (their mirrors may then be evicted).
+func (w *Workspace) Close() {
+	for dir, r := range w.Repos {
+		r.Close()
+		delete(w.Repos, dir)
+	}
+}
+
 // Services are the engine's shared parts steps use.
 type Services struct {
 	Git *gitmirror.Manager
