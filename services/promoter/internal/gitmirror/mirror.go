@@ -32,6 +32,7 @@ import (
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/protocol/packp/capability"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/plumbing/transport/http"
 	"github.com/go-git/go-git/v5/storage/filesystem"
@@ -306,6 +307,9 @@ type Mirror struct {
 
 	refs atomic.Pointer[map[plumbing.ReferenceName]plumbing.Hash]
 	size atomic.Int64
+	// pushCaps are the server's receive-pack capabilities, from the last
+	// advertisement.
+	pushCaps atomic.Pointer[capability.List]
 
 	// users counts the holders (a Sync in progress, work trees); a mirror
 	// in use is never deleted. retired is set once it is.

@@ -174,7 +174,11 @@ func (q *branchQueue) attempt(ctx context.Context, reqs []*pushRequest) []*pushR
 		return nil
 	}
 	force := len(included) == 1 && included[0].force
-	err := q.mi.sendPack(ctx, q.ref, chain, &batch.ObjectStorage, func(old plumbing.Hash) error {
+	expected := tip
+	if force {
+		expected = plumbing.ZeroHash
+	}
+	err := q.mi.sendPack(ctx, q.ref, chain, &batch.ObjectStorage, expected, func(old plumbing.Hash) error {
 		if force || old == tip {
 			return nil
 		}
@@ -468,7 +472,11 @@ func IsRace(err error) bool {
 // came from the remote. The server applies the update only if ref still
 // holds the advertised value, which makes a concurrent push a clean,
 // retryable rejection.
-func (mi *Mirror) sendPack(ctx context.Context, ref plumbing.ReferenceName, commit plumbing.Hash, objs storer.EncodedObjectStorer, accept func(old plumbing.Hash) error) error {
+//
+// With expected set, and the server's capabilities known from an earlier
+// push, the advertisement is skipped: the update names expected as the
+// old value, which the server checks.
+func (mi *Mirror) sendPack(ctx context.Context, ref plumbing.ReferenceName, commit plumbing.Hash, objs storer.EncodedObjectStorer, expected plumbing.Hash, accept func(old plumbing.Hash) error) error {
 	ep, err := transport.NewEndpoint(mi.url)
 	if err != nil {
 		return err
@@ -482,25 +490,32 @@ func (mi *Mirror) sendPack(ctx context.Context, ref plumbing.ReferenceName, comm
 		return err
 	}
 	defer func() { _ = sess.Close() }()
-	ar, err := sess.AdvertisedReferencesContext(ctx)
-	if err != nil && !errors.Is(err, transport.ErrEmptyRemoteRepository) {
-		return err
-	}
-	old := plumbing.ZeroHash
-	if ar != nil {
-		refs, err := ar.AllReferences()
-		if err != nil {
+	caps := mi.pushCaps.Load()
+	old := expected
+	if expected.IsZero() || caps == nil {
+		ar, err := sess.AdvertisedReferencesContext(ctx)
+		if err != nil && !errors.Is(err, transport.ErrEmptyRemoteRepository) {
 			return err
 		}
-		if cur, err := refs.Reference(ref); err == nil {
-			old = cur.Hash()
+		old = plumbing.ZeroHash
+		caps = nil
+		if ar != nil {
+			refs, err := ar.AllReferences()
+			if err != nil {
+				return err
+			}
+			if cur, err := refs.Reference(ref); err == nil {
+				old = cur.Hash()
+			}
+			caps = ar.Capabilities
+			mi.pushCaps.Store(caps)
 		}
-	}
-	if old == commit {
-		return errUpToDate
-	}
-	if err := accept(old); err != nil {
-		return err
+		if old == commit {
+			return errUpToDate
+		}
+		if err := accept(old); err != nil {
+			return err
+		}
 	}
 	var hashes []plumbing.Hash
 	iter, err := objs.IterEncodedObjects(plumbing.AnyObject)
@@ -514,8 +529,8 @@ func (mi *Mirror) sendPack(ctx context.Context, ref plumbing.ReferenceName, comm
 		return err
 	}
 	req := packp.NewReferenceUpdateRequest()
-	if ar != nil {
-		req = packp.NewReferenceUpdateRequestFromCapabilities(ar.Capabilities)
+	if caps != nil {
+		req = packp.NewReferenceUpdateRequestFromCapabilities(caps)
 	}
 	req.Commands = []*packp.Command{{Name: ref, Old: old, New: commit}}
 	pr, pw := io.Pipe()

@@ -286,7 +286,7 @@ func (r *Repo) Tag(ctx context.Context, tag string) error {
 	if err := r.mirror.copyMissing(r.store, &objs.ObjectStorage, r.head); err != nil {
 		return err
 	}
-	err := r.mirror.sendPack(ctx, ref, r.head, &objs.ObjectStorage, func(old plumbing.Hash) error {
+	err := r.mirror.sendPack(ctx, ref, r.head, &objs.ObjectStorage, plumbing.ZeroHash, func(old plumbing.Hash) error {
 		if !old.IsZero() {
 			return fmt.Errorf("tag %s exists on the remote at %s", tag, old)
 		}

@@ -133,11 +133,21 @@ func TestTwoLocalCommitsOnOneFileReplay(t *testing.T) {
 	t.Parallel()
 	f := newRepoFixture(t, map[string]string{"values.yaml": "a: 1\nb: 1\nc: 1\nd: 1\ne: 1\n"})
 	r := f.checkout(t, CheckoutOptions{Branch: "main"})
+	// Another work tree pushes first: the queue knows the branch's tip
+	// and the server's capabilities, and the next push goes without an
+	// advertisement.
+	r0 := f.checkout(t, CheckoutOptions{Branch: "main"})
+	write(t, r0, "other.txt", "x\n")
+	commit(t, r0, "other")
+	if _, err := r0.Push(t.Context(), "main", false, 5); err != nil {
+		t.Fatal(err)
+	}
 	write(t, r, "values.yaml", "a: 2\nb: 1\nc: 1\nd: 1\ne: 1\n")
 	commit(t, r, "first")
 	write(t, r, "values.yaml", "a: 3\nb: 1\nc: 1\nd: 1\ne: 1\n")
 	commit(t, r, "second")
-	// The branch moves on: another line of the same file.
+	// The branch moves on behind the queue's back: another line of the
+	// same file. The push is refused, fetched and replayed.
 	f.git.Seed(t, "app", map[string]string{"values.yaml": "a: 1\nb: 1\nc: 1\nd: 1\ne: 9\n"}, "elsewhere")
 	if _, err := r.Push(t.Context(), "main", false, 5); err != nil {
 		t.Fatalf("push: %v", err)
@@ -145,7 +155,7 @@ func TestTwoLocalCommitsOnOneFileReplay(t *testing.T) {
 	if got := f.git.Show(t, "app", "main", "values.yaml"); got != "a: 3\nb: 1\nc: 1\nd: 1\ne: 9" {
 		t.Fatalf("values.yaml:\n%s", got)
 	}
-	if got := f.git.Run(t, f.git.Path("app"), "log", "--format=%s", "main"); got != "second\nfirst\nelsewhere\ninit" {
+	if got := f.git.Run(t, f.git.Path("app"), "log", "--format=%s", "main"); got != "second\nfirst\nelsewhere\nother\ninit" {
 		t.Fatalf("history:\n%s", got)
 	}
 }
