@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/caravan-cd/caravan/pkg/testenv"
+	"github.com/go-git/go-git/v5/plumbing"
 )
 
 // repoFixture is a git server with one seeded repository and a manager.
@@ -367,5 +368,28 @@ func TestMirrorsEvictedBeyondBudget(t *testing.T) {
 	}
 	if m.CacheBytes() > 1<<20 {
 		t.Fatalf("the object cache holds %d bytes over its budget", m.CacheBytes())
+	}
+}
+
+func TestCachedObjectsStayWithTheirMirror(t *testing.T) {
+	t.Parallel()
+	f := newRepoFixture(t, map[string]string{"secret.txt": "team a only\n"})
+	ctx := t.Context()
+	a, err := f.m.Sync(ctx, "team-a", f.url, f.auth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := a.Ref("refs/heads/main")
+	if _, err := a.store.get(head); err != nil {
+		t.Fatal(err)
+	}
+	other := f.git.CreateRepo(t, "other")
+	f.git.Seed(t, "other", map[string]string{"x": "y\n"}, "init")
+	b, err := f.m.Sync(ctx, "team-b", other, f.auth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.store.get(head); !errors.Is(err, plumbing.ErrObjectNotFound) {
+		t.Fatalf("team b's mirror read team a's cached commit: %v", err)
 	}
 }
