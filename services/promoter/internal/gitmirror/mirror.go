@@ -272,16 +272,15 @@ func (m *Manager) remove(names []string) {
 func dirUsage(dir string) (int64, time.Time) {
 	var size int64
 	var latest time.Time
-	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return nil
-		}
-		if info, err := d.Info(); err == nil {
-			if !d.IsDir() {
-				size += info.Size()
-			}
-			if info.ModTime().After(latest) {
-				latest = info.ModTime()
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, walkErr error) error {
+		if walkErr == nil { // what cannot be read is not counted
+			if info, err := d.Info(); err == nil {
+				if !d.IsDir() {
+					size += info.Size()
+				}
+				if info.ModTime().After(latest) {
+					latest = info.ModTime()
+				}
 			}
 		}
 		return nil

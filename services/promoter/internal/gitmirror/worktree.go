@@ -217,7 +217,7 @@ func (w *worktree) scan(s storer.EncodedObjectStorer) (map[string]*object.TreeEn
 			seen[p] = old
 			return nil
 		}
-		h, err := w.hashFile(s, p, mode, fi)
+		h, err := w.hashFile(s, p, mode)
 		if err != nil {
 			return err
 		}
@@ -352,7 +352,7 @@ func modeOf(fi fs.FileInfo) (filemode.FileMode, bool) {
 
 // hashFile stores the blob of a file (a link's target for a link) and
 // returns its hash.
-func (w *worktree) hashFile(s storer.EncodedObjectStorer, p string, mode filemode.FileMode, fi fs.FileInfo) (plumbing.Hash, error) {
+func (w *worktree) hashFile(s storer.EncodedObjectStorer, p string, mode filemode.FileMode) (plumbing.Hash, error) {
 	name := filepath.FromSlash(p)
 	var content []byte
 	var err error
@@ -366,7 +366,6 @@ func (w *worktree) hashFile(s storer.EncodedObjectStorer, p string, mode filemod
 	if err != nil {
 		return plumbing.ZeroHash, fmt.Errorf("read %s: %w", p, err)
 	}
-	_ = fi
 	return storeBlob(s, content)
 }
 
