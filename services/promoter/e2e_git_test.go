@@ -57,7 +57,8 @@ func TestE2EConcurrentPromotionsOneRepository(t *testing.T) {
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(),
 		"CARAVAN_NATS_URL="+h.srv.URL(),
-		"CARAVAN_DATA_DIR="+t.TempDir(),
+		// The harness's data dir holds the key its Secrets were sealed with.
+		"CARAVAN_DATA_DIR="+h.common.DataDir,
 		"CARAVAN_PROMOTER_ID=a",
 		fmt.Sprintf("CARAVAN_PROMOTION_CONCURRENCY=%d", n),
 	)
