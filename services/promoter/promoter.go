@@ -60,6 +60,14 @@ type Config struct {
 	GCMinAge time.Duration `envconfig:"GC_MIN_AGE" default:"336h" desc:"minimum age of a promotion or freight before garbage collection deletes it"`
 	// GCInterval is how often garbage collection runs (on one replica).
 	GCInterval time.Duration `envconfig:"GC_INTERVAL" default:"1h" desc:"how often garbage collection runs"`
+	// GitMirrorMaxBytes is the disk budget of the git mirrors (one per
+	// project, repository and credentials): beyond it the least recently
+	// used mirrors no promotion is using are deleted, and fetched again
+	// in full when next needed.
+	GitMirrorMaxBytes int64 `envconfig:"GIT_MIRROR_MAX_BYTES" default:"10737418240" desc:"disk budget of the git mirrors; least recently used idle mirrors are deleted beyond it"`
+	// GitCacheMaxBytes is the memory budget of decoded git objects, shared
+	// by all mirrors, least recently used first out.
+	GitCacheMaxBytes int64 `envconfig:"GIT_CACHE_MAX_BYTES" default:"33554432" desc:"memory budget of decoded git objects shared by all mirrors"`
 }
 
 // orphanGrace is how old the keys of a project that does not exist must
@@ -76,6 +84,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxConcurrent < 0 || c.GCKeepPromotions < 0 || c.GCKeepFreight < 0 {
 		errs = append(errs, errors.New("CARAVAN_PROMOTION_CONCURRENCY, CARAVAN_GC_KEEP_PROMOTIONS, CARAVAN_GC_KEEP_FREIGHT: must not be negative"))
+	}
+	if c.GitMirrorMaxBytes < 0 || c.GitCacheMaxBytes < 0 {
+		errs = append(errs, errors.New("CARAVAN_GIT_MIRROR_MAX_BYTES, CARAVAN_GIT_CACHE_MAX_BYTES: must not be negative (0: the default)"))
 	}
 	return errors.Join(errs...)
 }

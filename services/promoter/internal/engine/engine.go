@@ -53,6 +53,13 @@ type Options struct {
 	// argocd-wait; without it those steps error and their health checks
 	// are Unknown.
 	Kube dynamic.Interface
+	// GitMirrorMaxBytes is the disk budget of the git mirrors (least
+	// recently used idle mirrors are deleted beyond it);
+	// gitmirror.DefaultMaxBytes when 0.
+	GitMirrorMaxBytes int64
+	// GitCacheMaxBytes is the memory budget of decoded git objects, shared
+	// by all mirrors; gitmirror.DefaultCacheMaxBytes when 0.
+	GitCacheMaxBytes int64
 }
 
 // Result is how a promotion ended.
@@ -93,7 +100,7 @@ func New(o Options) (*Engine, error) {
 	if o.PollInterval <= 0 {
 		o.PollInterval = defaultPollInterval
 	}
-	git, err := gitmirror.NewManager(filepath.Join(o.DataDir, "git"))
+	git, err := gitmirror.NewManager(filepath.Join(o.DataDir, "git"), gitmirror.Options{MaxBytes: o.GitMirrorMaxBytes, CacheMaxBytes: o.GitCacheMaxBytes})
 	if err != nil {
 		return nil, err
 	}

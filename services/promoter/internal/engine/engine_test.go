@@ -549,7 +549,8 @@ func TestCatalogMatchesRegistry(t *testing.T) {
 type conflictStep struct{ f *fixture }
 
 func (c conflictStep) Run(_ context.Context, sc *steps.Context) (steps.Result, error) {
-	c.f.git.Seed(c.f.t, "app", map[string]string{"env/dev/kustomization.yaml": kustomization + "# edited by hand\n"}, "hand edit")
+	// The same line the promotion changes: a real conflict.
+	c.f.git.Seed(c.f.t, "app", map[string]string{"env/dev/kustomization.yaml": strings.Replace(kustomization, "newTag: 1.3.0", "newTag: 9.9.9", 1)}, "hand edit")
 	return steps.Result{}, nil
 }
 

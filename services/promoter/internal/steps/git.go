@@ -21,6 +21,10 @@ type checkout struct {
 		Name string `json:"name"`
 	} `json:"fromOrigin"`
 	Path string `json:"path"`
+	// Sparse limits the checkout to these directories (Kargo's sparse
+	// checkout): files elsewhere are not written and stay as they are in
+	// commits.
+	Sparse []string `json:"sparse"`
 }
 
 type gitCloneConfig struct {
@@ -46,7 +50,7 @@ func gitClone(ctx context.Context, sc *Context) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	mirror, err := sc.Git.Sync(ctx, cfg.RepoURL, auth)
+	mirror, err := sc.Git.Sync(ctx, sc.Project, cfg.RepoURL, auth)
 	if err != nil {
 		return Result{}, err
 	}
@@ -61,10 +65,7 @@ func gitClone(ctx context.Context, sc *Context) (Result, error) {
 		if entries, err := d.ReadDir(rel); err == nil && len(entries) > 0 {
 			return Result{}, Terminal(fmt.Errorf("checkout[%d]: path %q is not empty", i, co.Path))
 		}
-		if err := d.MkdirAll(rel); err != nil {
-			return Result{}, fsError(fmt.Errorf("checkout[%d]: %w", i, err))
-		}
-		opts := gitmirror.CheckoutOptions{Branch: co.Branch, Create: co.Create, Commit: co.Commit, Tag: co.Tag}
+		opts := gitmirror.CheckoutOptions{Branch: co.Branch, Create: co.Create, Commit: co.Commit, Tag: co.Tag, Sparse: co.Sparse}
 		if co.FromFreight && opts.Commit == "" {
 			c, ok := commitFromFreight(sc.Freight, cfg.RepoURL, co)
 			if !ok {
@@ -82,10 +83,16 @@ func gitClone(ctx context.Context, sc *Context) (Result, error) {
 			}
 		}
 		// rel has no symbolic links and the work tree is written through
-		// a file system bound to it.
-		repo, err := mirror.Checkout(filepath.Join(d.Path(), rel), auth, opts)
+		// an os.Root at it.
+		repo, err := mirror.Checkout(ctx, filepath.Join(d.Path(), rel), opts)
 		if err != nil {
-			return Result{}, Terminal(err)
+			if ctx.Err() != nil {
+				return Result{}, err
+			}
+			return Result{}, Terminal(fmt.Errorf("checkout[%d]: %w", i, err))
+		}
+		if old, ok := sc.Workspace.Repos[rel]; ok {
+			old.Close()
 		}
 		sc.Workspace.Repos[rel] = repo
 		done[co.Path] = repo.Head().String()

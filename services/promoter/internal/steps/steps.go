@@ -86,8 +86,15 @@ func NewWorkspace(dir string) (*Workspace, error) {
 	return &Workspace{Dir: d, Repos: map[string]*gitmirror.Repo{}}, nil
 }
 
-// Close releases the work dir.
-func (w *Workspace) Close() error { return w.Dir.Close() }
+// Close releases the work trees (their mirrors may then be evicted) and
+// the work dir.
+func (w *Workspace) Close() error {
+	for dir, r := range w.Repos {
+		r.Close()
+		delete(w.Repos, dir)
+	}
+	return w.Dir.Close()
+}
 
 // Services are the engine's shared parts steps use.
 type Services struct {
