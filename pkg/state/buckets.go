@@ -100,12 +100,16 @@ func Open(ctx context.Context, js jetstream.JetStream, sealer *Sealer) (*Store, 
 		if err != nil {
 			return nil, fmt.Errorf("bind bucket %s: %w", b, err)
 		}
+		if kv, err = consistent(ctx, js, kv); err != nil {
+			return nil, err
+		}
 		s.kvs[b] = kv
 	}
 	return s, nil
 }
 
-// KV returns the bucket b.
+// KV returns the bucket b. On a replicated bucket its Get reads from the
+// stream leader (see Get).
 func (s *Store) KV(b Bucket) jetstream.KeyValue { return s.kvs[b] }
 
 // Key joins tokens into a key, escaping each.
