@@ -11,7 +11,7 @@ import (
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/pkg/testenv"
 	"github.com/caravan-cd/caravan/services/discovery"
-	"github.com/caravan-cd/caravan/services/discovery/internal/lease"
+	"github.com/caravan-cd/caravan/pkg/lease"
 )
 
 func errorsIsNotFound(err error) bool { return errors.Is(err, state.ErrNotFound) }

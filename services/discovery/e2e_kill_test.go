@@ -12,7 +12,7 @@ import (
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/pkg/testenv"
-	"github.com/caravan-cd/caravan/services/discovery/internal/lease"
+	"github.com/caravan-cd/caravan/pkg/lease"
 )
 
 // Two caravan-discovery processes on one NATS: SIGKILL the one working the
