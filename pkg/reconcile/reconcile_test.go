@@ -58,7 +58,7 @@ func TestLoop(t *testing.T) {
 func TestJitter(t *testing.T) {
 	t.Parallel()
 	for range 100 {
-		if d := reconcile.Jitter(time.Second); d < 900*time.Millisecond || d > 1100*time.Millisecond {
+		if d := reconcile.Jitter(time.Second); d < 800*time.Millisecond || d > time.Second {
 			t.Fatalf("jitter %s", d)
 		}
 	}

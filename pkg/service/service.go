@@ -36,9 +36,9 @@ type Common struct {
 	// a key is generated into <DataDir>/secret.key (mode 0600).
 	SecretKey string `envconfig:"SECRET_KEY" desc:"base64 of 32 bytes encrypting Secrets at rest; default: generated into <data dir>/secret.key"`
 	// ReconcileInterval is how often every service re-reads the full
-	// state of what it owns and drives it where it should be (±10%
-	// jitter), besides reacting to events: the longest a lost event can
-	// delay anything.
+	// state of what it owns and drives it where it should be (0–20%
+	// sooner, at random), besides reacting to events: the longest a lost
+	// event can delay anything.
 	ReconcileInterval time.Duration `envconfig:"RECONCILE_INTERVAL" default:"30s" desc:"how often each service re-reads the full state it owns and repairs what events missed (the most a lost event delays anything)"`
 
 	events.NATSConfig

@@ -147,6 +147,7 @@ func Run(ctx context.Context, d Deps) error {
 		return err
 	}
 	log := d.Logger.With("service", "discovery", "replica", cfg.ReplicaID)
+	bus := d.Env.Bus.With(events.WithLogger(log))
 	hosts := ratelimit.New(cfg.RegistryRPS, cfg.RegistryBurst)
 	imgs := images.New(images.Options{Hosts: hosts, CacheSize: cfg.MetadataCacheSize, Parallelism: cfg.RegistryParallelism})
 	gitDir := filepath.Join(cfg.Dir("discovery"), "git")
@@ -156,7 +157,7 @@ func Run(ctx context.Context, d Deps) error {
 	}
 	dsc := &discoverer{
 		store:  d.Env.Store,
-		bus:    d.Env.Bus,
+		bus:    bus,
 		images: imgs,
 		git:    gitrepo.New(gitDir),
 		charts: charts.New(&ratelimit.Transport{Hosts: hosts, Base: http.DefaultTransport}, imgs),
@@ -167,20 +168,26 @@ func Run(ctx context.Context, d Deps) error {
 	}
 	claim, err := lease.Claim(ctx, d.Env.Conn, "discovery", cfg.ReplicaID, 0)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
 		return fmt.Errorf("discovery: %w", err)
 	}
 	defer claim.Close()
 	leases := lease.New(d.Env.Store.KV(state.DiscoveryLeases), cfg.ReplicaID, cfg.LeaseTTL)
 	sched := newScheduler(cfg, log, dsc, leases, d.Env.Conn)
 
-	applied, err := events.Consume(ctx, d.Env.Bus, events.DiscoveryWarehouseApplied, func(ctx context.Context, ev events.ResourceApplied) error {
+	applied, err := events.Consume(ctx, bus, events.DiscoveryWarehouseApplied, func(ctx context.Context, ev events.ResourceApplied) error {
 		env, _ := events.FromContext(ctx)
 		return sched.request(ctx, env.Project, ev.Name, request{full: true, traceParent: events.TraceParent(ctx)})
 	})
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
 		return fmt.Errorf("discovery: %w", err)
 	}
-	refresh, err := events.Consume(ctx, d.Env.Bus, events.DiscoveryRefresh, func(ctx context.Context, ev events.WarehouseRefreshRequested) error {
+	refresh, err := events.Consume(ctx, bus, events.DiscoveryRefresh, func(ctx context.Context, ev events.WarehouseRefreshRequested) error {
 		env, _ := events.FromContext(ctx)
 		req := request{full: ev.Hint == nil, traceParent: events.TraceParent(ctx)}
 		if ev.Hint != nil {
@@ -190,6 +197,9 @@ func Run(ctx context.Context, d Deps) error {
 	})
 	if err != nil {
 		applied.Stop()
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("discovery: %w", err)
 	}
 	log.Info("discovery running")

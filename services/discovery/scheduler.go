@@ -430,7 +430,7 @@ func jitter(d time.Duration) time.Duration {
 // ResourceApplied may be lost) is discovered at once, seen through a watch
 // of the specs and on every pass; one whose last discovery is older than
 // its interval (a worker stuck, a timer lost) is discovered again. Passes
-// run every CARAVAN_RECONCILE_INTERVAL (±10%).
+// run every CARAVAN_RECONCILE_INTERVAL (0–20% sooner at random).
 func (s *scheduler) reconcile(ctx context.Context) {
 	loop := reconcile.New(s.cfg.ReconcileInterval)
 	changes, _, err := state.Watch[json.RawMessage](ctx, s.d.store.KV(state.Resources), "*."+model.KindWarehouse+".*", true)

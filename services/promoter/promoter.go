@@ -153,6 +153,9 @@ func Run(ctx context.Context, d Deps) error {
 	}
 	claim, err := lease.Claim(ctx, d.Env.Conn, "promoter", cfg.ReplicaID, 0)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
 		return fmt.Errorf("promoter: %w", err)
 	}
 	defer claim.Close()
@@ -273,8 +276,12 @@ func Run(ctx context.Context, d Deps) error {
 	} {
 		cons, err := c.bind(c.spec)
 		if err != nil {
+			stopping := ctx.Err() != nil
 			cancel()
 			wg.Wait()
+			if stopping {
+				return failed // stopped while starting
+			}
 			return fmt.Errorf("promoter: %w", err)
 		}
 		consumers = append(consumers, cons)

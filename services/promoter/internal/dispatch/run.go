@@ -175,14 +175,14 @@ func (d *Dispatcher) endIfPending(ctx context.Context, project, name string, pha
 	return &p, ended, err
 }
 
-// AnnotationAbort on a Promotion asks to abort it, as in Kargo: set by the
-// abort route (any value), read by the holder at every step boundary and
-// by Reconcile, so an abort whose event is lost still happens.
-const AnnotationAbort = "kargo.akuity.io/abort"
+// AnnotationAbort on a Promotion asks to abort it (model.AnnotationAbort):
+// set by the abort route, read by the holder at every step boundary and by
+// Reconcile, so an abort whose event is lost still happens.
+const AnnotationAbort = model.AnnotationAbort
 
-// AnnotationAnnounced marks a finished Promotion whose outcome event
-// (PromotionSucceeded or PromotionFailed) was published.
-const AnnotationAnnounced = "promoter.caravan.dev/announced"
+// AnnotationAnnounced marks a finished Promotion whose outcome event was
+// published (model.AnnotationPromotionAnnounced).
+const AnnotationAnnounced = model.AnnotationPromotionAnnounced
 
 // AbortRequested reports whether someone asked to abort p.
 func AbortRequested(p *model.Promotion) bool { return p.Annotations[AnnotationAbort] != "" }
