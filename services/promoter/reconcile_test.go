@@ -185,7 +185,7 @@ type failOnPanic struct{ *fakeRunner }
 func (f failOnPanic) Run(ctx context.Context, p *model.Promotion, save func(context.Context, *model.Promotion) error) (res Result, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			if r != errBoom {
+			if e, ok := r.(error); !ok || !errors.Is(e, errBoom) {
 				panic(r)
 			}
 			res, err = Result{Phase: model.PromotionPhaseErrored, Message: "boom"}, nil

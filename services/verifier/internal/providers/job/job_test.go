@@ -189,7 +189,9 @@ func TestJobOutlivesTheProcess(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	cancel()
-	<-done
+	if err := <-done; err == nil {
+		t.Fatal("a measurement cut short returned no error")
+	}
 	if n := len(jobs()); n != 1 {
 		t.Fatalf("%d jobs after the process stopped, want the running one", n)
 	}
@@ -213,7 +215,9 @@ func TestJobOutlivesTheProcess(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	abort(analysis.ErrAborted)
-	<-done
+	if err := <-done; err == nil {
+		t.Fatal("an aborted measurement returned no error")
+	}
 	if n := len(jobs()); n != 0 {
 		t.Fatalf("%d jobs after an abort", n)
 	}
