@@ -93,11 +93,20 @@ func TestE2EChaos(t *testing.T) {
 		"CARAVAN_LOG_FORMAT=text",
 	}
 	var procs []*chaosProc
+	logDir := os.Getenv("CARAVAN_CHAOS_LOGS") // keep every process's log there
 	add := func(name, bin string, env ...string) *chaosProc {
 		proxy := testenv.NATSFaults(t, nsrv.URL(), chaosFaults, events.SubjectRoot+".", "$JS.ACK.")
 		p := &chaosProc{name: name, bin: filepath.Join(bins, bin), proxy: proxy,
 			env: append(append(append(os.Environ(), common...), "CARAVAN_NATS_URL="+proxy.URL(), "CARAVAN_DATA_DIR="+t.TempDir()), env...),
 			log: &chaosLog{}}
+		if logDir != "" {
+			f, err := os.Create(filepath.Join(logDir, name+".log"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = f.Close() })
+			p.log.file = f
+		}
 		procs = append(procs, p)
 		return p
 	}
@@ -107,14 +116,14 @@ func TestE2EChaos(t *testing.T) {
 		gateways = append(gateways, "http://"+addr)
 		add(fmt.Sprintf("gateway-%d", i), "caravan-gateway", "CARAVAN_HTTP_ADDR="+addr, "CARAVAN_ADMIN_TOKEN="+adminToken)
 	}
-	add("discovery-0", "caravan-discovery", "CARAVAN_DISCOVERY_REPLICA_ID=discovery-0", "CARAVAN_DISCOVERY_MIN_INTERVAL=1s", "CARAVAN_DISCOVERY_LEASE_TTL=3s")
+	add("discovery-0", "caravan-discovery", "CARAVAN_DISCOVERY_REPLICA_ID=discovery-0", "CARAVAN_DISCOVERY_MIN_INTERVAL=1s", "CARAVAN_DISCOVERY_LEASE_TTL=6s")
 	for i := range 2 {
-		add(fmt.Sprintf("promoter-%d", i), "caravan-promoter", fmt.Sprintf("CARAVAN_PROMOTER_ID=promoter-%d", i), "CARAVAN_PROMOTION_LEASE_TTL=3s",
+		add(fmt.Sprintf("promoter-%d", i), "caravan-promoter", fmt.Sprintf("CARAVAN_PROMOTER_ID=promoter-%d", i), "CARAVAN_PROMOTION_LEASE_TTL=6s",
 			"CARAVAN_PROMOTION_CONCURRENCY=50", "CARAVAN_HEALTH_INTERVAL=1m")
 	}
 	for i := range 2 {
-		add(fmt.Sprintf("verifier-%d", i), "caravan-verifier", fmt.Sprintf("CARAVAN_VERIFIER_ID=verifier-%d", i), "CARAVAN_VERIFICATION_LEASE_TTL=3s",
-			"CARAVAN_VERIFICATION_SCAN_INTERVAL=1s", "CARAVAN_VERIFICATION_HEALTH_POLL=500ms")
+		add(fmt.Sprintf("verifier-%d", i), "caravan-verifier", fmt.Sprintf("CARAVAN_VERIFIER_ID=verifier-%d", i), "CARAVAN_VERIFICATION_LEASE_TTL=6s",
+			"CARAVAN_VERIFICATION_SCAN_INTERVAL=2s", "CARAVAN_VERIFICATION_HEALTH_POLL=500ms")
 	}
 	for _, p := range procs {
 		p.start(t)
@@ -141,7 +150,7 @@ func TestE2EChaos(t *testing.T) {
 	api.waitReady()
 	api.apply(chaosManifests(image, git, stageNames, app.URL))
 
-	// Chaos: SIGKILL a random process every 2–4 s; it comes back after
+	// Chaos: SIGKILL a random process every 3–6 s; it comes back after
 	// 0.3–1 s.
 	var kills atomic.Int32
 	chaosCtx, stopChaos := context.WithCancel(context.Background())
@@ -152,7 +161,7 @@ func TestE2EChaos(t *testing.T) {
 			select {
 			case <-chaosCtx.Done():
 				return
-			case <-time.After(2*time.Second + time.Duration(rand.Int64N(int64(2*time.Second)))):
+			case <-time.After(3*time.Second + time.Duration(rand.Int64N(int64(3*time.Second)))):
 			}
 			p := procs[rand.IntN(len(procs))]
 			p.kill()
@@ -196,6 +205,7 @@ func TestE2EChaos(t *testing.T) {
 			}
 			return struct{}{}, n >= chaosStages/2
 		})
+		t.Logf("%s: freight %d requested everywhere; promotions %v; %d kills", time.Since(start).Round(time.Second), k, chaosPhases(t, env), kills.Load())
 	}
 	stopChaos()
 	chaosDone.Wait()
@@ -206,7 +216,12 @@ func TestE2EChaos(t *testing.T) {
 
 	// Then everything settles.
 	newest := freight[len(freight)-1]
+	lastLog := time.Now()
 	waitFor(t, 6*time.Minute, "every promotion terminal and every stage verified on the newest freight", func() (struct{}, bool) {
+		if time.Since(lastLog) > 20*time.Second {
+			lastLog = time.Now()
+			t.Logf("%s: settling; promotions %v", time.Since(start).Round(time.Second), chaosPhases(t, env))
+		}
 		for _, p := range chaosPromotions(t, env) {
 			if !p.Status.Phase.IsTerminal() {
 				return struct{}{}, false
@@ -398,6 +413,14 @@ spec:
 	return b.String()
 }
 
+func chaosPhases(t *testing.T, env *service.Env) map[model.PromotionPhase]int {
+	phases := map[model.PromotionPhase]int{}
+	for _, p := range chaosPromotions(t, env) {
+		phases[p.Status.Phase]++
+	}
+	return phases
+}
+
 func chaosPromotions(t *testing.T, env *service.Env) []model.Promotion {
 	t.Helper()
 	items, _, err := state.List[model.Promotion](t.Context(), env.Store.KV(state.Promotions), state.Prefix("chaos"), 0, "")
@@ -563,16 +586,20 @@ func (p *chaosProc) stop() {
 	}
 }
 
-// chaosLog keeps a process's output.
+// chaosLog keeps a process's output (and copies it to file, if set).
 type chaosLog struct {
 	mu    sync.Mutex
 	lines []string
 	part  string
+	file  *os.File
 }
 
 func (l *chaosLog) Write(b []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.file != nil {
+		_, _ = l.file.Write(b)
+	}
 	s := l.part + string(b)
 	lines := strings.Split(s, "\n")
 	l.part = lines[len(lines)-1]
