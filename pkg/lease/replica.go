@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -76,13 +77,15 @@ func (r *Replica) Close() {
 // Every claimed ID answers requests on ClaimPrefix.<service>.<id>. Claim
 // asks there first; after subscribing it asks again and collects every
 // answer for wait, so two processes starting together see each other and
-// the later one (by start time, then instance) steps back.
+// the later one (by the time it began to answer, then instance) steps
+// back. Processes on different hosts compare wall clocks, which must
+// agree to well within wait (as lease expiries need anyway).
 func Claim(ctx context.Context, nc *nats.Conn, service, id string, wait time.Duration) (*Replica, error) {
 	if wait <= 0 {
 		wait = 250 * time.Millisecond
 	}
 	subject := ClaimPrefix + "." + token(service) + "." + token(id)
-	me := claim{Instance: randomHex(8), Started: time.Now().UnixNano()}
+	me := claim{Instance: randomHex(8)}
 	data, err := json.Marshal(me)
 	if err != nil {
 		return nil, err
@@ -105,15 +108,34 @@ func Claim(ctx context.Context, nc *nats.Conn, service, id string, wait time.Dur
 	default:
 		return nil, fmt.Errorf("claim replica ID %q: %w", id, err)
 	}
+	// Answer from now on. Until the claim's time is known it answers with
+	// time 0, which makes a prober step back: safe, never two.
+	var answer atomic.Pointer[[]byte]
+	first := data
+	answer.Store(&first)
 	sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
 		if m.Reply != "" {
-			_ = m.Respond(data)
+			_ = m.Respond(*answer.Load())
 		}
 	})
 	if err != nil {
 		return nil, fmt.Errorf("claim replica ID %q: %w", id, err)
 	}
 	r := &Replica{sub: sub}
+	// The claim's time is taken once the server has the subscription: a
+	// process with a later time probes after this one answers, so it sees
+	// it and steps back.
+	if err := nc.FlushTimeout(10 * time.Second); err != nil {
+		r.Close()
+		return nil, fmt.Errorf("claim replica ID %q: %w", id, err)
+	}
+	me.Started = time.Now().UnixNano()
+	timed, err := json.Marshal(me)
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	answer.Store(&timed)
 	// A process that started at the same time: both see each other now.
 	inbox := nc.NewRespInbox()
 	answers, err := nc.SubscribeSync(inbox)
@@ -122,7 +144,7 @@ func Claim(ctx context.Context, nc *nats.Conn, service, id string, wait time.Dur
 		return nil, fmt.Errorf("claim replica ID %q: %w", id, err)
 	}
 	defer func() { _ = answers.Unsubscribe() }()
-	if err := nc.PublishRequest(subject, inbox, data); err != nil {
+	if err := nc.PublishRequest(subject, inbox, timed); err != nil {
 		r.Close()
 		return nil, fmt.Errorf("claim replica ID %q: %w", id, err)
 	}
