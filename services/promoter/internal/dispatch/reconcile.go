@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 
 	"github.com/caravan-cd/caravan/pkg/model"
@@ -46,7 +47,7 @@ func (d *Dispatcher) Reconcile(ctx context.Context) error {
 		if p.Namespace == "" {
 			p.Namespace = project
 		}
-		errs = append(errs, d.reconcilePromotion(ctx, project, &p, queues[queue.Key(project, p.Spec.Stage)]))
+		errs = append(errs, d.reconcilePromotion(ctx, project, &p, queues[queue.Key(project, p.Spec.Stage)], true))
 	}
 	for _, it := range records {
 		project, stage, ok := queue.Parse(it.Key)
@@ -58,7 +59,10 @@ func (d *Dispatcher) Reconcile(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (d *Dispatcher) reconcilePromotion(ctx context.Context, project string, p *model.Promotion, r queue.Record) error {
+// reconcilePromotion drives one promotion; pass says a reconcile pass
+// (rather than the watch of new promotions) found it, which is worth
+// reporting: an event was lost.
+func (d *Dispatcher) reconcilePromotion(ctx context.Context, project string, p *model.Promotion, r queue.Record, pass bool) error {
 	switch {
 	case p.Status.Phase.IsTerminal():
 		if p.Annotations[AnnotationAnnounced] != "" || r.Has(p.Name) {
@@ -80,7 +84,11 @@ func (d *Dispatcher) reconcilePromotion(ctx context.Context, project string, p *
 	if r.Has(p.Name) {
 		return nil
 	}
-	d.o.Logger.Info("queueing a promotion nobody queued", "project", project, "stage", p.Spec.Stage, "promotion", p.Name)
+	lvl := slog.LevelDebug
+	if pass {
+		lvl = slog.LevelInfo
+	}
+	d.o.Logger.Log(ctx, lvl, "queueing a promotion nobody queued", "project", project, "stage", p.Spec.Stage, "promotion", p.Name)
 	return d.Enqueue(ctx, project, p)
 }
 
@@ -152,7 +160,7 @@ func (d *Dispatcher) watchPromotions(ctx context.Context) error {
 			}
 			continue // the next pass repairs
 		}
-		if err := d.reconcilePromotion(ctx, project, &p, r); err != nil && ctx.Err() == nil {
+		if err := d.reconcilePromotion(ctx, project, &p, r, false); err != nil && ctx.Err() == nil {
 			d.o.Logger.Warn("watch promotions", "project", project, "promotion", p.Name, "err", err)
 		}
 	}
