@@ -98,6 +98,11 @@ type PromotionStatus struct {
 	StepExecutionMetadata []StepExecutionMetadata `json:"stepExecutionMetadata,omitempty"`
 	// State holds the steps' outputs, keyed by step alias.
 	State map[string]any `json:"state,omitempty"`
+	// Fence is the stage-lease token of the promoter replica that last
+	// wrote this status (Caravan addition): a replica whose lease passed
+	// on cannot write it any more, so it cannot record "about to run step
+	// N" and run the step's effects.
+	Fence uint64 `json:"fence,omitempty"`
 }
 
 // StepExecutionMetadata records how one step ran.

@@ -181,6 +181,10 @@ type StageStatus struct {
 	// Metadata is what set-metadata steps stored for the Stage, read by
 	// the stageMetadata() expression function.
 	Metadata map[string]any `json:"metadata,omitempty"`
+	// Fence is the stage-lease token of the promoter replica that last
+	// recorded a promotion here (Caravan addition): a replica whose lease
+	// passed on cannot record one any more.
+	Fence uint64 `json:"fence,omitempty"`
 }
 
 // AutoPromotionHold pauses auto-promotion of one origin into a Stage until

@@ -160,6 +160,14 @@ type WarehouseStatus struct {
 	ObservedGeneration  int64                `json:"observedGeneration,omitempty"`
 	LastFreightID       string               `json:"lastFreightID,omitempty"`
 	DiscoveredArtifacts *DiscoveredArtifacts `json:"discoveredArtifacts,omitempty"`
+	// LastRunAt is when a discovery last ran, successful or not (Caravan
+	// addition): discovery's reconciler runs one again when it is older
+	// than the Warehouse's interval.
+	LastRunAt *Time `json:"lastRunAt,omitempty"`
+	// Fence is the lease token of the discovery replica that last wrote
+	// this status (Caravan addition): a replica whose lease passed on
+	// cannot write it any more.
+	Fence uint64 `json:"fence,omitempty"`
 }
 
 // DiscoveredArtifacts are the artifacts found by a Warehouse's last discovery.

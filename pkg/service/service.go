@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/kelseyhightower/envconfig"
 
@@ -38,6 +39,11 @@ type Common struct {
 	// SecretKey encrypts Secrets at rest: base64 of 32 bytes. When unset,
 	// a key is generated into <DataDir>/secret.key (mode 0600).
 	SecretKey string `envconfig:"SECRET_KEY" desc:"base64 of 32 bytes encrypting Secrets at rest; default: generated into <data dir>/secret.key"`
+	// ReconcileInterval is how often every service re-reads the full
+	// state of what it owns and drives it where it should be (0–20%
+	// sooner, at random), besides reacting to events: the longest a lost
+	// event can delay anything.
+	ReconcileInterval time.Duration `envconfig:"RECONCILE_INTERVAL" default:"30s" desc:"how often each service re-reads the full state it owns and repairs what events missed (the most a lost event delays anything)"`
 
 	// Egress is the policy of outbound requests made for tenants
 	// (CARAVAN_EGRESS_*).
@@ -53,6 +59,9 @@ func (c Common) Validate() error {
 	var errs []error
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("CARAVAN_DATA_DIR: must not be empty"))
+	}
+	if c.ReconcileInterval < 0 || c.ReconcileInterval > 0 && c.ReconcileInterval < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("CARAVAN_RECONCILE_INTERVAL: %s is below 100ms", c.ReconcileInterval))
 	}
 	errs = append(errs, c.StreamConfig.Validate(), c.LogConfig.Validate(), c.Egress.Validate())
 	return errors.Join(errs...)

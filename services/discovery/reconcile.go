@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caravan-cd/caravan/pkg/events"
+	"github.com/caravan-cd/caravan/pkg/lease"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/services/discovery/internal/charts"
@@ -82,7 +83,10 @@ type outcome struct {
 // discover runs one discovery of project/name: finds artifacts (all, or
 // only what the hints name), writes the Warehouse status, and creates and
 // announces new Freight when the policy is Automatic.
-func (d *discoverer) discover(ctx context.Context, project, name string, req request) (outcome, error) {
+//
+// The status is written under grant, the replica's lease on the Warehouse:
+// a replica whose lease passed on gets lease.ErrFenced instead of writing.
+func (d *discoverer) discover(ctx context.Context, project, name string, req request, grant lease.Grant) (outcome, error) {
 	var out outcome
 	w, _, err := state.GetAs[*model.Warehouse](ctx, d.store, project, model.KindWarehouse, name)
 	if errors.Is(err, state.ErrNotFound) {
@@ -127,8 +131,12 @@ func (d *discoverer) discover(ctx context.Context, project, name string, req req
 		failure = derr.Error()
 	}
 	_, _, err = state.Update(ctx, statusKV, key, func(cur model.WarehouseStatus, _ bool) (model.WarehouseStatus, error) {
+		if err := lease.Admit(&cur.Fence, grant); err != nil {
+			return cur, err
+		}
 		now := d.now()
 		cur.ObservedGeneration = w.Generation
+		cur.LastRunAt = model.NewTime(now)
 		if failure != "" {
 			setCondition(&cur, ConditionReady, model.ConditionFalse, ReasonDiscoveryFailed, failure, w.Generation, now)
 			setCondition(&cur, ConditionHealthy, model.ConditionFalse, ReasonDiscoveryFailed, failure, w.Generation, now)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/service"
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/services/gateway/internal/api"
@@ -138,7 +139,7 @@ func NewHandler(ctx context.Context, d Deps) (http.Handler, error) {
 	}
 	return api.New(api.Options{
 		Store:        env.Store,
-		Bus:          env.Bus,
+		Bus:          env.Bus.With(events.WithLogger(d.Logger)),
 		Auth:         chain,
 		Tokens:       tokens,
 		Logger:       d.Logger,

@@ -59,7 +59,7 @@ func TestStageWithoutVerificationWaitsForHealth(t *testing.T) {
 	h.start("v1")
 
 	id := h.promote("dev", "f1")
-	h.waitRecord("dev", id, func(r verification.Record) bool { return r.Owner == "v1" })
+	h.waitRecord("dev", id, func(r verification.Record) bool { return r.Holder == "v1" })
 	time.Sleep(300 * time.Millisecond) // a few health polls
 	if r := h.record("dev", id); r.Phase != analysis.PhasePending {
 		t.Fatalf("verification %s while the stage is progressing", r.Phase)
@@ -187,7 +187,7 @@ func TestTakeoverAfterReplicaStops(t *testing.T) {
 
 	id := h.promote("qa", "f1")
 	<-app.arrived
-	owner := h.record("qa", id).Owner
+	owner := h.record("qa", id).Holder
 	app.set("ok", false)
 	replicas[owner].stop(t) // killed mid-run: the record keeps its lease until it lapses
 
@@ -196,8 +196,8 @@ func TestTakeoverAfterReplicaStops(t *testing.T) {
 		t.Fatalf("StageVerified %+v", ev)
 	}
 	r := h.waitRecord("qa", id, func(r verification.Record) bool { return r.Applied })
-	if r.Owner == owner || r.Attempts != 2 || !r.Applied {
-		t.Fatalf("record owner %s (stopped %s), attempts %d, applied %v", r.Owner, owner, r.Attempts, r.Applied)
+	if r.Holder == owner || r.Attempts != 2 || !r.Applied {
+		t.Fatalf("record owner %s (stopped %s), attempts %d, applied %v", r.Holder, owner, r.Attempts, r.Applied)
 	}
 	time.Sleep(300 * time.Millisecond) // a scan or two: nothing runs it again
 	if n := h.events.count(func(e events.Envelope) bool { return e.Type == events.TypeStageVerified }); n != 1 {

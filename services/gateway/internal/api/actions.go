@@ -77,16 +77,21 @@ func (s *server) publish(w http.ResponseWriter, r *http.Request, id string, ref 
 }
 
 // send publishes ev about ref in project, with id as its ID when id is not
-// "" (so JetStream drops a repeat), answering 500 itself (ok false).
+// "" (so JetStream drops a repeat), answering 500 itself (ok false). It
+// publishes under a context detached from the request: a client that goes
+// away does not leave what it stored without its event (the services'
+// reconcilers are the backstop if the publish fails all the same).
 func (s *server) send(w http.ResponseWriter, r *http.Request, id, project string, ref events.Ref, ev events.Event) (events.Envelope, bool) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 15*time.Second)
+	defer cancel()
 	var (
 		env events.Envelope
 		err error
 	)
 	if id != "" {
-		env, err = s.bus.PublishWithID(r.Context(), id, project, ref, ev)
+		env, err = s.bus.PublishWithID(ctx, id, project, ref, ev)
 	} else {
-		env, err = s.bus.Publish(r.Context(), project, ref, ev)
+		env, err = s.bus.Publish(ctx, project, ref, ev)
 	}
 	if err != nil {
 		s.internal(w, r, err)
@@ -106,7 +111,7 @@ func (s *server) refresh(w http.ResponseWriter, r *http.Request) {
 	if !s.loaded(w, r, err, model.KindWarehouse, name) {
 		return
 	}
-	s.publish(w, r, "", events.Ref{Kind: model.KindWarehouse, Name: name},
+	s.publish(w, r, idempotentEventID(r), events.Ref{Kind: model.KindWarehouse, Name: name},
 		events.WarehouseRefreshRequested{Warehouse: name, Reason: "refresh requested by " + principalName(r)})
 }
 
@@ -187,6 +192,14 @@ func (s *server) createFreight(w http.ResponseWriter, r *http.Request) {
 	f.UID = events.NewID()
 	if _, err := s.store.PutObject(ctx, f, 0); err != nil {
 		if errors.Is(err, state.ErrExists) {
+			if idempotentEventID(r) != "" {
+				// A repeat of a request whose gateway died before it
+				// answered: answer with what the first one stored.
+				if stored, _, err := s.findFreight(ctx, project, f.Name); err == nil && stored.Alias == f.Alias {
+					writeJSON(w, http.StatusCreated, stored)
+					return
+				}
+			}
 			conflict(w, fmt.Sprintf("freight %s with these artifacts already exists", f.Name))
 			return
 		}
@@ -462,9 +475,19 @@ func (s *server) promote(w http.ResponseWriter, r *http.Request) {
 		}
 		f = avail[i]
 	}
-	p := model.NewPromotion(st, f, events.NewID(), principalName(r), now)
+	// With an Idempotency-Key the promotion's name is derived from it, so
+	// a repeat of a request whose gateway died mid-way finds the promotion
+	// the first one stored instead of storing a second.
+	p := model.NewPromotion(st, f, idempotencyID(r, events.NewID), principalName(r), now)
 	p.UID = events.NewID()
 	rev, err := s.store.PutObject(ctx, p, 0)
+	if errors.Is(err, state.ErrExists) {
+		var stored *model.Promotion
+		stored, rev, err = state.GetAs[*model.Promotion](ctx, s.store, project, model.KindPromotion, p.Name)
+		if err == nil {
+			p = stored
+		}
+	}
 	if err != nil {
 		s.internal(w, r, err)
 		return
@@ -601,6 +624,22 @@ func (s *server) abortPromotion(w http.ResponseWriter, r *http.Request) {
 		conflict(w, fmt.Sprintf("promotion %s already ended (%s)", name, p.Status.Phase))
 		return
 	}
+	// The request is kept on the promotion (Kargo's abort annotation), so
+	// the promoter aborts it even if the event is lost.
+	_, _, err = state.Update(r.Context(), s.store.KV(state.Promotions), state.Key(project, name), func(cur model.Promotion, exists bool) (model.Promotion, error) {
+		if !exists || cur.Status.Phase.IsTerminal() || cur.Annotations[model.AnnotationAbort] != "" {
+			return cur, state.ErrNoChange
+		}
+		if cur.Annotations == nil {
+			cur.Annotations = map[string]string{}
+		}
+		cur.Annotations[model.AnnotationAbort] = "aborted by " + principalName(r)
+		return cur, nil
+	})
+	if err != nil {
+		s.internal(w, r, err)
+		return
+	}
 	s.publish(w, r, "PromotionAbortRequested."+project+"."+name, events.Ref{Kind: model.KindPromotion, Name: name},
 		events.PromotionAbortRequested{Promotion: name, Stage: p.Spec.Stage})
 }
@@ -630,7 +669,7 @@ func (s *server) verify(w http.ResponseWriter, r *http.Request) {
 		conflict(w, fmt.Sprintf("stage %q has no freight to verify", st.Name))
 		return
 	}
-	s.publish(w, r, "", events.Ref{Kind: model.KindStage, Name: st.Name}, events.VerificationRequested{Stage: st.Name, Freight: freight})
+	s.publish(w, r, idempotentEventID(r), events.Ref{Kind: model.KindStage, Name: st.Name}, events.VerificationRequested{Stage: st.Name, Freight: freight})
 }
 
 func (s *server) abortVerification(w http.ResponseWriter, r *http.Request) {
@@ -646,5 +685,5 @@ func (s *server) resumeAutoPromotion(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	s.publish(w, r, "", events.Ref{Kind: model.KindStage, Name: st.Name}, events.AutoPromotionResumeRequested{Stage: st.Name})
+	s.publish(w, r, idempotentEventID(r), events.Ref{Kind: model.KindStage, Name: st.Name}, events.AutoPromotionResumeRequested{Stage: st.Name})
 }

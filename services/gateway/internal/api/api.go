@@ -157,6 +157,9 @@ func New(o Options) (http.Handler, error) {
 	mux := http.NewServeMux()
 	for _, rt := range s.routes(o.Registry) {
 		var h http.Handler = rt.handler
+		if rt.idempotent {
+			h = s.idempotent(h)
+		}
 		if rt.access != public {
 			h = authenticate(s.authorize(rt.access, h), o.Auth, o.Logger)
 		}

@@ -52,6 +52,11 @@ func buildOpenAPI(routes []route) map[string]any {
 		for _, q := range rt.query {
 			params = append(params, map[string]any{"name": q, "in": "query", "required": false, "description": queryDocs[q], "schema": map[string]any{"type": "string"}})
 		}
+		if rt.idempotent {
+			params = append(params, map[string]any{"name": HeaderIdempotencyKey, "in": "header", "required": false,
+				"description": "the same key (same caller, same route, same body) within 24h returns the first answer (Idempotent-Replayed: true) instead of acting again; 409 while the first runs, 422 with another body",
+				"schema":      map[string]any{"type": "string", "maxLength": 255}})
+		}
 		if rt.stream {
 			params = append(params, map[string]any{"name": "Last-Event-ID", "in": "header", "required": false, "description": "resume after this event id", "schema": map[string]any{"type": "string"}})
 		}

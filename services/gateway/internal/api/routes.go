@@ -53,6 +53,8 @@ type route struct {
 	status int
 	// stream marks a text/event-stream answer.
 	stream bool
+	// idempotent routes take an Idempotency-Key (see idempotent).
+	idempotent bool
 }
 
 // routes lists every route the gateway serves.
@@ -67,7 +69,7 @@ func (s *server) routes(reg *prometheus.Registry) []route {
 		{method: "GET", path: "/openapi.json", access: public, summary: "this OpenAPI document", handler: s.openAPI},
 		{method: "POST", path: "/webhooks/{project}/{receiver}", access: public, summary: "a webhook delivery to a ProjectConfig receiver (authenticated by the receiver's own scheme)", handler: s.webhook, body: "the provider's payload", status: http.StatusAccepted},
 
-		{method: "POST", path: "/v1/resources", access: anyone, summary: "apply multi-document YAML or JSON (admin of every project touched; system admin for cluster-scoped kinds)", handler: s.apply, body: "YAML or JSON documents"},
+		{method: "POST", path: "/v1/resources", access: anyone, summary: "apply multi-document YAML or JSON (admin of every project touched; system admin for cluster-scoped kinds)", handler: s.apply, body: "YAML or JSON documents", idempotent: true},
 		{method: "DELETE", path: "/v1/resources", access: anyone, summary: "delete the documents in the body (same roles as apply)", handler: s.delete, body: "YAML or JSON documents"},
 		{method: "GET", path: "/v1/projects", access: anyone, summary: "the projects the caller may view", handler: s.listProjects, query: []string{"limit", "continue"}},
 		{method: "GET", path: "/v1/projects/{project}", access: viewer, summary: "one project", handler: s.getProject},
@@ -80,15 +82,15 @@ func (s *server) routes(reg *prometheus.Registry) []route {
 		)
 	}
 	rs = append(rs, []route{
-		{method: "POST", path: "/v1/projects/{project}/warehouses/{name}/refresh", access: promoter, summary: "discover now (WarehouseRefreshRequested)", handler: s.refresh, status: http.StatusAccepted},
-		{method: "POST", path: "/v1/projects/{project}/freight", access: promoter, summary: "assemble freight by hand from discovered artifacts", handler: s.createFreight, body: `{"origin":{"kind":"Warehouse","name":"…"},"images":[…],"commits":[…],"charts":[…],"alias":"…"}`, status: http.StatusCreated},
+		{method: "POST", path: "/v1/projects/{project}/warehouses/{name}/refresh", access: promoter, summary: "discover now (WarehouseRefreshRequested)", handler: s.refresh, status: http.StatusAccepted, idempotent: true},
+		{method: "POST", path: "/v1/projects/{project}/freight", access: promoter, summary: "assemble freight by hand from discovered artifacts", handler: s.createFreight, body: `{"origin":{"kind":"Warehouse","name":"…"},"images":[…],"commits":[…],"charts":[…],"alias":"…"}`, status: http.StatusCreated, idempotent: true},
 		{method: "PATCH", path: "/v1/projects/{project}/freight/{name}", access: promoter, summary: "change the freight's alias", handler: s.patchFreight, body: `{"alias":"…"}`},
-		{method: "POST", path: "/v1/projects/{project}/freight/{name}/approve", access: promoter, summary: "approve the freight for a stage", handler: s.approveFreight, body: `{"stage":"…"}`},
-		{method: "POST", path: "/v1/projects/{project}/stages/{stage}/promotions", access: promoter, summary: "promote freight (by name or alias, or the newest available from a warehouse) into the stage", handler: s.promote, body: `{"freight":"…"} or {"warehouse":"…"}`, status: http.StatusCreated},
-		{method: "POST", path: "/v1/projects/{project}/promotions/{name}/abort", access: promoter, summary: "abort a promotion", handler: s.abortPromotion, status: http.StatusAccepted},
-		{method: "POST", path: "/v1/projects/{project}/stages/{stage}/verification", access: promoter, summary: "re-verify the stage's current freight", handler: s.verify, status: http.StatusAccepted},
+		{method: "POST", path: "/v1/projects/{project}/freight/{name}/approve", access: promoter, summary: "approve the freight for a stage", handler: s.approveFreight, body: `{"stage":"…"}`, idempotent: true},
+		{method: "POST", path: "/v1/projects/{project}/stages/{stage}/promotions", access: promoter, summary: "promote freight (by name or alias, or the newest available from a warehouse) into the stage", handler: s.promote, body: `{"freight":"…"} or {"warehouse":"…"}`, status: http.StatusCreated, idempotent: true},
+		{method: "POST", path: "/v1/projects/{project}/promotions/{name}/abort", access: promoter, summary: "abort a promotion", handler: s.abortPromotion, status: http.StatusAccepted, idempotent: true},
+		{method: "POST", path: "/v1/projects/{project}/stages/{stage}/verification", access: promoter, summary: "re-verify the stage's current freight", handler: s.verify, status: http.StatusAccepted, idempotent: true},
 		{method: "DELETE", path: "/v1/projects/{project}/stages/{stage}/verification", access: promoter, summary: "abort the stage's running verification", handler: s.abortVerification, status: http.StatusAccepted},
-		{method: "POST", path: "/v1/projects/{project}/stages/{stage}/auto-promotion/resume", access: promoter, summary: "lift the stage's auto-promotion hold", handler: s.resumeAutoPromotion, status: http.StatusAccepted},
+		{method: "POST", path: "/v1/projects/{project}/stages/{stage}/auto-promotion/resume", access: promoter, summary: "lift the stage's auto-promotion hold", handler: s.resumeAutoPromotion, status: http.StatusAccepted, idempotent: true},
 		{method: "POST", path: "/v1/projects/{project}/tokens", access: projectAdmin, summary: "create an API token (its secret is shown once)", handler: s.createToken, body: `{"name":"…","role":"viewer|promoter|admin"}`, status: http.StatusCreated},
 		{method: "GET", path: "/v1/projects/{project}/tokens", access: projectAdmin, summary: "list the project's API tokens (never their secrets)", handler: s.listTokens},
 		{method: "GET", path: "/v1/projects/{project}/tokens/{name}", access: projectAdmin, summary: "one API token (never its secret)", handler: s.getToken},
