@@ -257,7 +257,27 @@ func (s *StageStatus) CurrentFreight(origin FreightOrigin) (FreightReference, bo
 
 // Held reports whether auto-promotion of origin is paused.
 func (s *StageStatus) Held(origin FreightOrigin) bool {
-	return slices.ContainsFunc(s.AutoPromotionHolds, func(h AutoPromotionHold) bool { return h.Origin == origin })
+	_, ok := s.AutoPromotionHolds[origin.String()]
+	return ok
+}
+
+// Hold records a hold on auto-promotion of h.Origin (replacing an earlier
+// one of the same origin).
+func (s *StageStatus) Hold(h AutoPromotionHold) {
+	if s.AutoPromotionHolds == nil {
+		s.AutoPromotionHolds = map[string]AutoPromotionHold{}
+	}
+	s.AutoPromotionHolds[h.Origin.String()] = h
+}
+
+// ParseFreightOrigin parses Kargo's origin key "<Kind>/<name>", as the
+// auto-promotion hold and resume annotations carry it.
+func ParseFreightOrigin(key string) (FreightOrigin, error) {
+	kind, name, ok := strings.Cut(key, "/")
+	if !ok || FreightOriginKind(kind) != FreightOriginKindWarehouse || name == "" {
+		return FreightOrigin{}, fmt.Errorf("%q is not a freight origin: want Warehouse/<name>", key)
+	}
+	return FreightOrigin{Kind: FreightOriginKindWarehouse, Name: name}, nil
 }
 
 // MaxFreightHistory is how many entries a Stage's freight history keeps.

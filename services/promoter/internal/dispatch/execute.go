@@ -145,8 +145,8 @@ func (d *Dispatcher) started(ctx context.Context, project string, stage *model.S
 		}
 		if newest := model.NewestAvailableFreight(all, stage, freight.Origin, d.o.Now()); newest != nil && model.Newer(newest, freight) {
 			hold = &model.AutoPromotionHold{
-				Origin: freight.Origin, Freight: freight.Name, Promotion: p.Name, Since: model.NewTime(d.o.Now().UTC()),
-				Reason: fmt.Sprintf("freight %s promoted by hand while %s is newer", freight.Name, newest.Name),
+				Origin: freight.Origin, FreightName: freight.Name, PromotionName: p.Name,
+				Actor: p.Annotations[model.AnnotationPromotionCreatedBy], CreatedAt: model.NewTime(d.o.Now().UTC()),
 			}
 		}
 	}
@@ -155,7 +155,7 @@ func (d *Dispatcher) started(ctx context.Context, project string, stage *model.S
 		s.CurrentPromotion = ref
 		s.Phase = model.StagePhasePromoting
 		if hold != nil && !s.Held(hold.Origin) {
-			s.AutoPromotionHolds = append(s.AutoPromotionHolds, *hold)
+			s.Hold(*hold)
 		}
 		return s, nil
 	}); err != nil {
