@@ -214,8 +214,8 @@ type ImageSubscription struct {
 	DiscoveryLimit         int32                  `json:"discoveryLimit,omitempty"`
 	// CacheByTag lets image metadata be cached by tag (immutable tags).
 	// Caravan caches by digest always, which is as cheap after the first
-	// HEAD; the field is accepted as Kargo has it.
-	CacheByTag bool `json:"cacheByTag,omitempty"`
+	// HEAD.
+	CacheByTag bool `json:"cacheByTag,omitempty" warn:"Caravan caches image metadata by digest, always; a tag costs one HEAD request"`
 }
 
 // UnmarshalJSON applies strictSemvers' default (true) when it is absent.
