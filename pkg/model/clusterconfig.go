@@ -17,7 +17,7 @@ type ClusterConfig struct {
 // identity, promotion windows and deep links.
 type ClusterConfigSpec struct {
 	WebhookReceivers []WebhookReceiverConfig `json:"webhookReceivers,omitempty" warn:"cluster-level webhook receivers are stored only: Caravan serves the receivers of ProjectConfigs"`
-	GitClient        *GitClientConfig        `json:"gitClient,omitempty" warn:"Caravan's committer identity comes from the promoter's settings (CARAVAN_GIT_*), not from ClusterConfig"`
+	GitClient        *GitClientConfig        `json:"gitClient,omitempty" warn:"Caravan commits as the author a step's config names, else as its built-in default author"`
 	PromotionWindows []PromotionWindow       `json:"promotionWindows,omitempty" warn:"promotion windows are stored, not yet enforced"`
 	FreightLinks     []DeepLink              `json:"freightLinks,omitempty" warn:"deep links are stored for UIs; Caravan renders none"`
 	StageLinks       []DeepLink              `json:"stageLinks,omitempty" warn:"deep links are stored for UIs; Caravan renders none"`

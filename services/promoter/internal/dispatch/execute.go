@@ -62,6 +62,7 @@ func (d *Dispatcher) runOne(lease context.Context, project string, stage *model.
 		ref := freight.Ref()
 		cur.Status.Phase, cur.Status.Message = model.PromotionPhaseRunning, ""
 		cur.Status.Freight = &ref
+		cur.Status.StartedAt = model.NewTime(d.o.Now().UTC())
 		return cur, nil
 	})
 	if errors.Is(err, errSkip) {
