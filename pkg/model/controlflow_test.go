@@ -99,3 +99,38 @@ func TestParseFreightOrigin(t *testing.T) {
 		}
 	}
 }
+
+func TestAnnotations(t *testing.T) {
+	t.Parallel()
+	prev := &ObjectMeta{Annotations: map[string]string{AnnotationRefresh: "1"}}
+	for _, tt := range []struct {
+		name string
+		prev *ObjectMeta
+		val  string
+		want bool
+	}{
+		{"new object", nil, "1", true},
+		{"same value", prev, "1", false},
+		{"new value", prev, "2", true},
+		{"empty", prev, "", false},
+	} {
+		next := &ObjectMeta{Annotations: map[string]string{}}
+		if tt.val != "" {
+			next.Annotations[AnnotationRefresh] = tt.val
+		}
+		if _, got := AnnotationChanged(tt.prev, next, AnnotationRefresh); got != tt.want {
+			t.Errorf("%s: changed %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	if id := VerificationRequestID(`{"id":"v-7","actor":"admin"}`); id != "v-7" {
+		t.Errorf("JSON id = %q", id)
+	}
+	if id := VerificationRequestID("v-8"); id != "v-8" {
+		t.Errorf("plain id = %q", id)
+	}
+	p := &Promotion{ObjectMeta: ObjectMeta{Annotations: map[string]string{AnnotationAutoPromotionHold: "Warehouse/shop", AnnotationAutoPromotionResume: "bad"}}}
+	hold, resume := PromotionIntent(p)
+	if hold == nil || hold.Name != "shop" || resume != nil {
+		t.Errorf("intent %v %v", hold, resume)
+	}
+}

@@ -60,14 +60,18 @@ type Config struct {
 	GCMinAge time.Duration `envconfig:"GC_MIN_AGE" default:"336h" desc:"minimum age of a promotion or freight before garbage collection deletes it"`
 	// GCInterval is how often garbage collection runs (on one replica).
 	GCInterval time.Duration `envconfig:"GC_INTERVAL" default:"1h" desc:"how often garbage collection runs"`
+	// ControlFlowInterval is how often every control-flow stage (one
+	// without promotion steps) is evaluated again, on one replica, besides
+	// the events that move freight through it at once.
+	ControlFlowInterval time.Duration `envconfig:"CONTROL_FLOW_INTERVAL" default:"1m" desc:"how often control-flow stages are evaluated again besides events"`
 }
 
 // Validate checks the configuration.
 func (c Config) Validate() error {
 	var errs []error
 	errs = append(errs, c.Common.Validate())
-	if c.LeaseTTL < 0 || c.HealthInterval < 0 || c.GCInterval < 0 || c.GCMinAge < 0 {
-		errs = append(errs, errors.New("CARAVAN_PROMOTION_LEASE_TTL, CARAVAN_HEALTH_INTERVAL, CARAVAN_GC_INTERVAL, CARAVAN_GC_MIN_AGE: must not be negative"))
+	if c.LeaseTTL < 0 || c.HealthInterval < 0 || c.GCInterval < 0 || c.GCMinAge < 0 || c.ControlFlowInterval < 0 {
+		errs = append(errs, errors.New("CARAVAN_PROMOTION_LEASE_TTL, CARAVAN_HEALTH_INTERVAL, CARAVAN_GC_INTERVAL, CARAVAN_GC_MIN_AGE, CARAVAN_CONTROL_FLOW_INTERVAL: must not be negative"))
 	}
 	if c.MaxConcurrent < 0 || c.GCKeepPromotions < 0 || c.GCKeepFreight < 0 {
 		errs = append(errs, errors.New("CARAVAN_PROMOTION_CONCURRENCY, CARAVAN_GC_KEEP_PROMOTIONS, CARAVAN_GC_KEEP_FREIGHT: must not be negative"))
@@ -98,6 +102,7 @@ func (c Config) withDefaults() Config {
 	def(&c.HealthInterval, 30*time.Second)
 	def(&c.GCMinAge, 14*24*time.Hour)
 	def(&c.GCInterval, time.Hour)
+	def(&c.ControlFlowInterval, time.Minute)
 	defInt(&c.MaxConcurrent, 16)
 	defInt(&c.GCKeepPromotions, 20)
 	defInt(&c.GCKeepFreight, 20)
@@ -185,7 +190,7 @@ func Run(ctx context.Context, d Deps) error {
 	}
 	errc := make(chan error, 2)
 	dispReady, autoReady := make(chan struct{}), make(chan struct{})
-	wg.Add(4)
+	wg.Add(6)
 	go func() {
 		defer wg.Done()
 		err := disp.Run(ctx, dispReady)
@@ -201,6 +206,14 @@ func Run(ctx context.Context, d Deps) error {
 	go func() {
 		defer wg.Done()
 		lease.Every(ctx, store.KV(state.Promoter), "health", cfg.ReplicaID, cfg.HealthInterval, log, keeper.CheckAll)
+	}()
+	go func() {
+		defer wg.Done()
+		fail("stage status sync", auto.WatchStatus(ctx))
+	}()
+	go func() {
+		defer wg.Done()
+		lease.Every(ctx, store.KV(state.Promoter), "control-flow", cfg.ReplicaID, cfg.ControlFlowInterval, log, auto.ControlFlow)
 	}()
 	go func() {
 		defer wg.Done()

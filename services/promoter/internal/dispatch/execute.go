@@ -202,8 +202,28 @@ func (d *Dispatcher) record(ctx context.Context, project string, stage *model.St
 		Status:     &model.PromotionStatus{Phase: p.Status.Phase, Message: p.Status.Message, FinishedAt: p.Status.FinishedAt},
 		FinishedAt: p.Status.FinishedAt,
 	}
+	// Kargo's hold and resume intents (annotations) take effect when the
+	// promotion ends, unless it was aborted, while auto-promotion is on.
+	hold, resume := model.PromotionIntent(p)
+	if p.Status.Phase == model.PromotionPhaseAborted || !stage.RequestsOrigin(orZero(hold)) && !stage.RequestsOrigin(orZero(resume)) {
+		hold, resume = nil, nil
+	} else if auto, err := d.autoPromoted(ctx, project, stage); err != nil {
+		return err
+	} else if !auto {
+		hold, resume = nil, nil
+	}
 	if _, _, err := state.Update(ctx, d.o.Store.KV(state.Stages), state.Key(project, stage.Name), func(s model.StageStatus, _ bool) (model.StageStatus, error) {
 		replaced = ""
+		if hold != nil && stage.RequestsOrigin(*hold) {
+			actor := p.Annotations[model.AnnotationCreateActor]
+			if actor == "" {
+				actor = p.Annotations[model.AnnotationPromotionCreatedBy]
+			}
+			s.Hold(model.AutoPromotionHold{Origin: *hold, FreightName: p.Spec.Freight, PromotionName: p.Name, Actor: actor, CreatedAt: model.NewTime(now)})
+		}
+		if resume != nil {
+			delete(s.AutoPromotionHolds, resume.String())
+		}
 		if s.CurrentPromotion != nil && s.CurrentPromotion.Name == p.Name {
 			s.CurrentPromotion = nil
 		}
@@ -291,4 +311,11 @@ func (d *Dispatcher) autoPromoted(ctx context.Context, project string, stage *mo
 		return false, err
 	}
 	return model.AutoPromotionEnabled(cfg.Spec.PromotionPolicies, stage), nil
+}
+
+func orZero(o *model.FreightOrigin) model.FreightOrigin {
+	if o == nil {
+		return model.FreightOrigin{}
+	}
+	return *o
 }
