@@ -505,6 +505,14 @@ func (v *validator) set(docs []Document, existing []Object) {
 		if !ClusterScoped(kind) && project != "" && !has(KindProject, project, project) {
 			v.add("metadata.namespace", "project %q does not exist", project)
 		}
+		if p, ok := obj.(*Promotion); ok && p.Spec.Stage != "" {
+			switch st, found := all[key{KindStage, project, p.Spec.Stage}].(*Stage); {
+			case !found:
+				v.add("spec.stage", "stage %q does not exist in project %q", p.Spec.Stage, project)
+			case st.IsControlFlow():
+				v.add("spec.stage", "stage %q is a control-flow stage (it has no promotion steps): nothing is promoted into it, the freight available to it passes downstream on its own", p.Spec.Stage)
+			}
+		}
 		s, ok := obj.(*Stage)
 		if !ok {
 			continue
