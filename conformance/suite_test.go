@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strings"
 	"testing"
 
@@ -300,4 +299,3 @@ func TestLoadFailsWithoutSpec(t *testing.T) {
 	}
 }
 
-var _ = sort.Strings
