@@ -298,4 +298,3 @@ func TestLoadFailsWithoutSpec(t *testing.T) {
 		}
 	}
 }
-
