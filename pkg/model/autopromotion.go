@@ -270,7 +270,7 @@ func (s *StageStatus) Held(origin FreightOrigin) bool {
 // one of the same origin).
 func (s *StageStatus) Hold(h AutoPromotionHold) {
 	if s.AutoPromotionHolds == nil {
-		s.AutoPromotionHolds = map[string]AutoPromotionHold{}
+		s.AutoPromotionHolds = AutoPromotionHolds{}
 	}
 	s.AutoPromotionHolds[h.Origin.String()] = h
 }

@@ -134,3 +134,17 @@ func TestAnnotations(t *testing.T) {
 		t.Errorf("intent %v %v", hold, resume)
 	}
 }
+
+// Stage status stored by earlier Caravan versions kept holds as a list.
+func TestAutoPromotionHoldsFromList(t *testing.T) {
+	t.Parallel()
+	var s StageStatus
+	err := jsonUnmarshal([]byte(`{"autoPromotionHolds":[{"origin":{"kind":"Warehouse","name":"shop"},"freight":"f1","promotion":"p1","since":"2026-01-02T03:04:05Z","reason":"r"}]}`), &s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, ok := s.AutoPromotionHolds["Warehouse/shop"]
+	if !ok || h.FreightName != "f1" || h.PromotionName != "p1" || h.CreatedAt == nil || !s.Held(FreightOrigin{Kind: FreightOriginKindWarehouse, Name: "shop"}) {
+		t.Fatalf("holds %+v", s.AutoPromotionHolds)
+	}
+}

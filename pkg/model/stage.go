@@ -1,6 +1,9 @@
 package model
 
-import "fmt"
+import (
+	"encoding/json"
+	"fmt"
+)
 
 // StagePhase is where a Stage is in its lifecycle.
 type StagePhase string
@@ -193,11 +196,11 @@ type StageStatus struct {
 	// AutoPromotionHolds are the origins whose auto-promotion is paused,
 	// keyed by origin ("Warehouse/<name>"): someone promoted Freight other
 	// than auto-promotion's candidate by hand.
-	AutoPromotionHolds map[string]AutoPromotionHold `json:"autoPromotionHolds,omitempty"`
+	AutoPromotionHolds AutoPromotionHolds `json:"autoPromotionHolds,omitempty"`
 	// EffectiveAutoPromotionHolds are the holds in force, pending
 	// promotions' intents included (Caravan writes AutoPromotionHolds
 	// only: its holds take effect when a promotion starts).
-	EffectiveAutoPromotionHolds map[string]AutoPromotionHold `json:"effectiveAutoPromotionHolds,omitempty"`
+	EffectiveAutoPromotionHolds AutoPromotionHolds `json:"effectiveAutoPromotionHolds,omitempty"`
 	// CurrentPromotionRequest and LastPromotionRequest are Kargo's
 	// target-aware promotions, which Caravan does not run.
 	CurrentPromotionRequest *PromotionRequestReference `json:"currentPromotionRequest,omitempty"`
@@ -218,6 +221,36 @@ type AutoPromotionHold struct {
 	PromotionName string        `json:"promotionName,omitempty"`
 	Actor         string        `json:"actor,omitempty"`
 	CreatedAt     *Time         `json:"createdAt,omitempty"`
+}
+
+// AutoPromotionHolds are holds keyed by origin ("Warehouse/<name>").
+type AutoPromotionHolds map[string]AutoPromotionHold
+
+// UnmarshalJSON reads Kargo's map and, from status stored by earlier
+// Caravan versions, a list of {origin, freight, promotion, since}.
+func (h *AutoPromotionHolds) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '[' {
+		var old []struct {
+			Origin    FreightOrigin `json:"origin"`
+			Freight   string        `json:"freight"`
+			Promotion string        `json:"promotion"`
+			Since     *Time         `json:"since"`
+		}
+		if err := json.Unmarshal(b, &old); err != nil {
+			return err
+		}
+		*h = AutoPromotionHolds{}
+		for _, o := range old {
+			(*h)[o.Origin.String()] = AutoPromotionHold{Origin: o.Origin, FreightName: o.Freight, PromotionName: o.Promotion, CreatedAt: o.Since}
+		}
+		return nil
+	}
+	var m map[string]AutoPromotionHold
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	*h = m
+	return nil
 }
 
 // PromotionRequestReference summarises a PromotionRequest of a Stage.
