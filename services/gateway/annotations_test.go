@@ -189,6 +189,12 @@ spec:
 				t.Errorf("%s: %d %+v", tc.name, status, e)
 			}
 		}
+		// Kargo's admission fills spec.origin; one that is not the
+		// freight's is refused.
+		wrongOrigin := append(promotion("p.origin", "dev", ""), "\n  origin: {kind: Warehouse, name: api}\n"...)
+		if status, _, e := h.apply(http.MethodPost, wrongOrigin); status != http.StatusBadRequest || len(e.Details) != 1 || e.Details[0].Field != "spec.origin" {
+			t.Errorf("wrong origin: %d %+v", status, e)
+		}
 		wait(0)
 	})
 }

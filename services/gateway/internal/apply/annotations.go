@@ -170,6 +170,11 @@ func (a *Applier) checkPromotions(ctx context.Context, docs []model.Document, ex
 		case err != nil:
 			return nil, err
 		}
+		if o := p.Spec.Origin; o != nil && *o != f.Origin {
+			issues = append(issues, model.Issue{Document: d.Index, Kind: model.KindPromotion, Name: p.Name, Field: "spec.origin",
+				Message: fmt.Sprintf("freight %s comes from %s, not %s", f.Name, f.Origin, *o)})
+			continue
+		}
 		stage.Default()
 		if ok, why := model.FreightAvailable(f, stage, a.now()); !ok {
 			issue(fmt.Sprintf("freight %s is not available to stage %q: %s", f.Name, stage.Name, why))
