@@ -45,7 +45,7 @@ func Render(kinds, steps []Group) []byte {
 	p("| **refused** | decodes; validation refuses it with an error naming the field |\n")
 	p("| difference | a deliberate difference from Kargo (the note gives the reason) |\n")
 	p("| **differs** | acted on, but not as Kargo does — to be fixed |\n")
-	p("| **unverified** | accepted and handled, but no test proves it — to be fixed |\n")
+	p("| **unverified** | accepted, but no test proves Caravan acts on it — to be fixed |\n")
 	p("| **ignored** | accepted and not acted on — to be fixed |\n")
 	p("| **rejected** | Caravan's step config check refuses it — to be fixed |\n\n")
 

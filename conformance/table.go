@@ -33,7 +33,7 @@ const (
 	Difference = "difference"
 	// Differs: accepted and acted on, but not as Kargo does (note: how).
 	Differs = "differs"
-	// Unverified: accepted and handled, but no test proves it.
+	// Unverified: accepted, but no test proves Caravan acts on it.
 	Unverified = "unverified"
 	// Ignored: accepted and not acted on.
 	Ignored = "ignored"
