@@ -3,7 +3,7 @@ SHELL := /usr/bin/env bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
-MODULES  := pkg services/discovery services/promoter services/verifier services/gateway cmd/caravan
+MODULES  := pkg services/discovery services/promoter services/verifier services/gateway cmd/caravan conformance
 SERVICES := discovery promoter verifier gateway
 BIN      := bin
 GO       ?= go
@@ -11,6 +11,8 @@ GO       ?= go
 TEST_TIMEOUT ?= 10m
 TEST_FLAGS   ?= -race -count=1 -timeout $(TEST_TIMEOUT)
 FUZZTIME     ?= 60s
+# Kargo's published CRDs and step schemas, outside the repository.
+KARGO_SPEC   ?= ../shared/kargo-spec
 
 .PHONY: help
 help: ## list the targets
@@ -44,6 +46,18 @@ test: ## run every module's tests with -race (fuzz seed corpora included)
 		echo "== go test $$m"; \
 		(cd $$m && $(GO) test $(TEST_FLAGS) ./...); \
 	done
+
+.PHONY: conformance
+conformance: ## check Caravan against Kargo's schemas in KARGO_SPEC (default ../shared/kargo-spec): every CRD field, every step property
+	cd conformance && KARGO_SPEC="$(abspath $(KARGO_SPEC))" $(GO) test -tags conformance $(TEST_FLAGS) ./...
+
+.PHONY: conformance-kinds
+conformance-kinds: ## the CRD half of make conformance (every field of every kind decodes and is accounted for)
+	cd conformance && KARGO_SPEC="$(abspath $(KARGO_SPEC))" $(GO) test -tags conformance $(TEST_FLAGS) -run '^Test(Kinds|Load)' ./...
+
+.PHONY: docs
+docs: ## regenerate docs/kargo-compatibility.md from conformance/kinds.yaml and steps.yaml
+	cd conformance && $(GO) run ./cmd/compatdoc ../docs/kargo-compatibility.md
 
 .PHONY: tools
 tools: ## build the pinned tools (golangci-lint, kube-apiserver, jaeger) into $HOME/.cache/caravan-tools once
@@ -93,6 +107,7 @@ verify: ## tidy, format and generate, then fail if the tree changed
 	$(GO) work sync
 	gofmt -s -w $$(git ls-files '*.go')
 	@for m in $(MODULES); do (cd $$m && $(GO) generate ./...); done
+	$(MAKE) docs
 	@git diff --exit-code || { echo "verify: the tree changed; commit the result" >&2; exit 1; }
 
 .PHONY: clean

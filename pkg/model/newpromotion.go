@@ -13,10 +13,6 @@ const (
 	// AnnotationSupersede on a Stage lets a newer pending promotion drop
 	// older pending ones.
 	AnnotationSupersede = "caravan.dev/supersede"
-	// AnnotationAbort on a Promotion asks to abort it, as in Kargo (any
-	// value): the promoter reads it at every step boundary and on every
-	// reconcile pass, so an abort whose event is lost still happens.
-	AnnotationAbort = "kargo.akuity.io/abort"
 	// AnnotationPromotionAnnounced marks a finished Promotion whose outcome
 	// event (PromotionSucceeded or PromotionFailed) was published.
 	AnnotationPromotionAnnounced = "caravan.dev/announced"

@@ -49,6 +49,11 @@ type PromotionSpec struct {
 	Freight string              `json:"freight"`
 	Vars    []PromotionVariable `json:"vars,omitempty"`
 	Steps   []PromotionStep     `json:"steps,omitempty"`
+	// Origin is the origin of the Freight, set by Kargo's admission;
+	// Caravan reads the Freight's own origin.
+	Origin *FreightOrigin `json:"origin,omitempty"`
+	// Target names the Target a target-aware Stage promotes to.
+	Target string `json:"target,omitempty" warn:"Caravan promotes in classic mode only: a Promotion's target is stored, not used"`
 }
 
 // PromotionVariable is a variable steps may reference as ${{ vars.name }}.
@@ -93,6 +98,7 @@ type PromotionStatus struct {
 	Freight               *FreightReference       `json:"freight,omitempty"`
 	FreightCollection     *FreightCollection      `json:"freightCollection,omitempty"`
 	HealthChecks          []HealthCheckStep       `json:"healthChecks,omitempty"`
+	StartedAt             *Time                   `json:"startedAt,omitempty"`
 	FinishedAt            *Time                   `json:"finishedAt,omitempty"`
 	CurrentStep           int64                   `json:"currentStep,omitempty"`
 	StepExecutionMetadata []StepExecutionMetadata `json:"stepExecutionMetadata,omitempty"`
@@ -113,6 +119,8 @@ type StepExecutionMetadata struct {
 	ErrorCount uint32              `json:"errorCount,omitempty"`
 	Status     PromotionStepStatus `json:"status,omitempty"`
 	Message    string              `json:"message,omitempty"`
+	// ContinueOnError records the step's continueOnError.
+	ContinueOnError bool `json:"continueOnError,omitempty"`
 }
 
 // HealthCheckStep is a health check a Promotion left for its Stage.

@@ -160,7 +160,7 @@ func Run(ctx context.Context, d Deps) error {
 		bus:    bus,
 		images: imgs,
 		git:    gitrepo.New(gitDir),
-		charts: charts.New(&ratelimit.Transport{Hosts: hosts, Base: http.DefaultTransport}, imgs),
+		charts: charts.New(&ratelimit.Transport{Hosts: hosts, Base: http.DefaultTransport}, &ratelimit.Transport{Hosts: hosts, Base: charts.InsecureTransport()}, imgs),
 		now:    time.Now,
 	}
 	if dsc.aliasIdx, err = watchAliases(ctx, d.Env.Store.KV(state.Freight)); err != nil {

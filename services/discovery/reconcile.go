@@ -229,6 +229,7 @@ func (d *discoverer) artifacts(ctx context.Context, w *model.Warehouse, prev *mo
 					errs = append(errs, fmt.Errorf("image %s: %s", s.RepoURL, images.Explain(err)))
 					continue
 				}
+				res.SubscriptionName = sub.Name
 				art.Images = append(art.Images, res)
 				continue
 			}
@@ -270,6 +271,7 @@ func (d *discoverer) artifacts(ctx context.Context, w *model.Warehouse, prev *mo
 				errs = append(errs, fmt.Errorf("git %s: %s", s.RepoURL, gitrepo.Explain(err)))
 				continue
 			}
+			res.SubscriptionName = sub.Name
 			if full {
 				art.Git = append(art.Git, res)
 			} else {
@@ -298,6 +300,7 @@ func (d *discoverer) artifacts(ctx context.Context, w *model.Warehouse, prev *mo
 				errs = append(errs, fmt.Errorf("chart %s %s: %s", s.RepoURL, s.Name, charts.Explain(err)))
 				continue
 			}
+			res.SubscriptionName = sub.Name
 			if full {
 				art.Charts = append(art.Charts, res)
 			} else {

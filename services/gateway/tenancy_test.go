@@ -144,8 +144,9 @@ kind: Freight
 metadata: {name: f1, namespace: demo}
 origin: {kind: Warehouse, name: app}
 images: [{repoURL: ghcr.io/example/app, tag: 1.0.0}]
----
-apiVersion: kargo.akuity.io/v1alpha1
+`))
+	// A Promotion is applied once its Freight is stored.
+	h.mustApply([]byte(`apiVersion: kargo.akuity.io/v1alpha1
 kind: Promotion
 metadata: {name: p1, namespace: demo}
 spec: {stage: dev, freight: f1}

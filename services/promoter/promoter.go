@@ -70,6 +70,10 @@ type Config struct {
 	// GitCacheMaxBytes is the memory budget of decoded git objects, shared
 	// by all mirrors, least recently used first out.
 	GitCacheMaxBytes int64 `envconfig:"GIT_CACHE_MAX_BYTES" default:"33554432" desc:"memory budget of decoded git objects shared by all mirrors"`
+	// ControlFlowInterval is how often every control-flow stage (one
+	// without promotion steps) is evaluated again, on one replica, besides
+	// the events that move freight through it at once.
+	ControlFlowInterval time.Duration `envconfig:"CONTROL_FLOW_INTERVAL" default:"1m" desc:"how often control-flow stages are evaluated again besides events"`
 }
 
 // orphanGrace is how old the keys of a project that does not exist must
@@ -81,8 +85,8 @@ const orphanGrace = 10 * time.Minute
 func (c Config) Validate() error {
 	var errs []error
 	errs = append(errs, c.Common.Validate())
-	if c.LeaseTTL < 0 || c.HealthInterval < 0 || c.GCInterval < 0 || c.GCMinAge < 0 {
-		errs = append(errs, errors.New("CARAVAN_PROMOTION_LEASE_TTL, CARAVAN_HEALTH_INTERVAL, CARAVAN_GC_INTERVAL, CARAVAN_GC_MIN_AGE: must not be negative"))
+	if c.LeaseTTL < 0 || c.HealthInterval < 0 || c.GCInterval < 0 || c.GCMinAge < 0 || c.ControlFlowInterval < 0 {
+		errs = append(errs, errors.New("CARAVAN_PROMOTION_LEASE_TTL, CARAVAN_HEALTH_INTERVAL, CARAVAN_GC_INTERVAL, CARAVAN_GC_MIN_AGE, CARAVAN_CONTROL_FLOW_INTERVAL: must not be negative"))
 	}
 	if c.MaxConcurrent < 0 || c.GCKeepPromotions < 0 || c.GCKeepFreight < 0 {
 		errs = append(errs, errors.New("CARAVAN_PROMOTION_CONCURRENCY, CARAVAN_GC_KEEP_PROMOTIONS, CARAVAN_GC_KEEP_FREIGHT: must not be negative"))
@@ -112,6 +116,7 @@ func (c Config) withDefaults() Config {
 	def(&c.HealthInterval, 30*time.Second)
 	def(&c.GCMinAge, 14*24*time.Hour)
 	def(&c.GCInterval, time.Hour)
+	def(&c.ControlFlowInterval, time.Minute)
 	defInt(&c.MaxConcurrent, 16)
 	defInt(&c.GCKeepPromotions, 20)
 	defInt(&c.GCKeepFreight, 20)
@@ -208,7 +213,7 @@ func Run(ctx context.Context, d Deps) error {
 	}
 	errc := make(chan error, 2)
 	dispReady, autoReady := make(chan struct{}), make(chan struct{})
-	wg.Add(4)
+	wg.Add(6)
 	go func() {
 		defer wg.Done()
 		err := disp.Run(ctx, dispReady)
@@ -225,6 +230,15 @@ func Run(ctx context.Context, d Deps) error {
 		defer wg.Done()
 		jobs := lease.New(store.KV(state.Promoter), cfg.ReplicaID, 2*cfg.HealthInterval)
 		lease.Every(ctx, jobs, "job.health", cfg.HealthInterval, log, keeper.CheckAll)
+	}()
+	go func() {
+		defer wg.Done()
+		fail("stage status sync", auto.WatchStatus(ctx))
+	}()
+	go func() {
+		defer wg.Done()
+		jobs := lease.New(store.KV(state.Promoter), cfg.ReplicaID, 2*cfg.ControlFlowInterval)
+		lease.Every(ctx, jobs, "job.control-flow", cfg.ControlFlowInterval, log, auto.ControlFlow)
 	}()
 	go func() {
 		defer wg.Done()

@@ -272,9 +272,24 @@ func TestTemplateKindsAndErrors(t *testing.T) {
 			Provider: model.MetricProvider{Web: &model.WebMetric{URL: app.URL + "/", JSONPath: "{$.status}"}},
 		}}},
 	}
-	h.apply(cluster,
+	// Argo Rollouts' template composition: spec.templates folds other
+	// templates in, here one that only includes the cluster template, and
+	// one that includes itself.
+	composite := &model.AnalysisTemplate{
+		TypeMeta:   model.TypeMeta{APIVersion: model.ArgoAPIVersion, Kind: model.KindAnalysisTemplate},
+		ObjectMeta: model.ObjectMeta{Name: "composite", Namespace: project},
+		Spec:       model.AnalysisTemplateSpec{Templates: []model.AnalysisTemplateRef{{TemplateName: "cluster-smoke", ClusterScope: true}}},
+	}
+	loop := &model.AnalysisTemplate{
+		TypeMeta:   model.TypeMeta{APIVersion: model.ArgoAPIVersion, Kind: model.KindAnalysisTemplate},
+		ObjectMeta: model.ObjectMeta{Name: "loop", Namespace: project},
+		Spec:       model.AnalysisTemplateSpec{Templates: []model.AnalysisTemplateRef{{TemplateName: "loop"}}},
+	}
+	h.apply(cluster, composite, loop,
 		stage("cluster", nil, "", &model.Verification{AnalysisTemplates: []model.AnalysisTemplateReference{{Name: "cluster-smoke", Kind: model.KindClusterAnalysisTemplate}}}),
 		stage("missing", nil, "", &model.Verification{AnalysisTemplates: []model.AnalysisTemplateReference{{Name: "nope"}}}),
+		stage("composite", nil, "", &model.Verification{AnalysisTemplates: []model.AnalysisTemplateReference{{Name: "composite"}}}),
+		stage("loop", nil, "", &model.Verification{AnalysisTemplates: []model.AnalysisTemplateReference{{Name: "loop"}}}),
 	)
 	h.freight("f1")
 	h.start("v1")
@@ -285,6 +300,8 @@ func TestTemplateKindsAndErrors(t *testing.T) {
 	}{
 		{"cluster", analysis.PhaseSuccessful, ""},
 		{"missing", analysis.PhaseError, `AnalysisTemplate "nope"`},
+		{"composite", analysis.PhaseSuccessful, ""},
+		{"loop", analysis.PhaseError, "include each other"},
 	}
 	for _, tt := range tests {
 		h.promoted(tt.stage, "f1", model.HealthStateHealthy)

@@ -106,6 +106,11 @@ spec:
   requestedFreight:
   - origin: {kind: Warehouse, name: app}
     sources: {direct: true}
+  promotionTemplate:
+    spec:
+      steps:
+      - uses: compose-output
+        config: {stage: dev}
   verification:
     analysisTemplates:
     - name: smoke
@@ -119,6 +124,11 @@ spec:
   requestedFreight:
   - origin: {kind: Warehouse, name: app}
     sources: {stages: [dev]}
+  promotionTemplate:
+    spec:
+      steps:
+      - uses: compose-output
+        config: {stage: prod}
 `),
 	}
 }

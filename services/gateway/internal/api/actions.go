@@ -105,6 +105,12 @@ func principalName(r *http.Request) string {
 	return p.Name
 }
 
+// actor is the caller as Kargo's create-actor annotation writes it.
+func actor(r *http.Request) string {
+	p, _ := auth.FromContext(r.Context())
+	return auth.Actor(p)
+}
+
 func (s *server) refresh(w http.ResponseWriter, r *http.Request) {
 	project, name := r.PathValue("project"), r.PathValue("name")
 	_, _, err := s.store.GetObject(r.Context(), project, model.KindWarehouse, name)
@@ -189,6 +195,8 @@ func (s *server) createFreight(w http.ResponseWriter, r *http.Request) {
 	f.Alias = alias
 	f.Labels = map[string]string{model.LabelAlias: alias}
 	f.CreationTimestamp = model.NewTime(s.now().UTC().Truncate(time.Second))
+	f.Default() // discoveredAt
+	f.Annotations = map[string]string{model.AnnotationCreateActor: actor(r)}
 	f.UID = events.NewID()
 	if _, err := s.store.PutObject(ctx, f, 0); err != nil {
 		if errors.Is(err, state.ErrExists) {
@@ -447,6 +455,10 @@ func (s *server) promote(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if st.IsControlFlow() {
+		conflict(w, fmt.Sprintf("stage %q is a control-flow stage (it has no promotion steps): nothing is promoted into it; the freight available to it passes downstream on its own", st.Name))
+		return
+	}
 	ctx := r.Context()
 	project := st.Namespace
 	now := s.now()
@@ -479,6 +491,7 @@ func (s *server) promote(w http.ResponseWriter, r *http.Request) {
 	// a repeat of a request whose gateway died mid-way finds the promotion
 	// the first one stored instead of storing a second.
 	p := model.NewPromotion(st, f, idempotencyID(r, events.NewID), principalName(r), now)
+	p.Annotations[model.AnnotationCreateActor] = actor(r)
 	p.UID = events.NewID()
 	rev, err := s.store.PutObject(ctx, p, 0)
 	if errors.Is(err, state.ErrExists) {

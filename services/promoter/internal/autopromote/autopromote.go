@@ -160,8 +160,11 @@ func parseWake(key string) (project, stage string, ok bool) {
 	return queue.Parse(queue.KeyPrefix + key[len(wakePrefix):])
 }
 
-// Evaluate auto-promotes one stage if its policy allows and some origin
-// has a better candidate than what the stage has or has queued.
+// Evaluate brings the stage's derived status up to date (see SyncStatus)
+// and auto-promotes it if its policy allows and some origin has a better
+// candidate than what the stage has or has queued. A control-flow stage
+// is never promoted: it passes the freight available to it downstream
+// instead (see passControlFlow).
 func (a *AutoPromoter) Evaluate(ctx context.Context, project, stageName string) error {
 	stage, _, err := state.GetAs[*model.Stage](ctx, a.o.Store, project, model.KindStage, stageName)
 	if errors.Is(err, state.ErrNotFound) {
@@ -174,10 +177,17 @@ func (a *AutoPromoter) Evaluate(ctx context.Context, project, stageName string) 
 	if err != nil {
 		return err
 	}
-	if !model.AutoPromotionEnabled(policies, stage) {
-		return nil
+	enabled := model.AutoPromotionEnabled(policies, stage) && !stage.IsControlFlow()
+	if err := a.syncStatus(ctx, project, stage, enabled); err != nil {
+		return err
 	}
 	stage.Default()
+	if stage.IsControlFlow() {
+		return a.passControlFlow(ctx, project, stage)
+	}
+	if !enabled {
+		return nil
+	}
 	status, _, err := state.Get[model.StageStatus](ctx, a.o.Store.KV(state.Stages), state.Key(project, stageName))
 	if err != nil && !errors.Is(err, state.ErrNotFound) {
 		return err

@@ -73,6 +73,7 @@ func (d *Dispatcher) runOne(lease context.Context, project string, stage *model.
 			ref := freight.Ref()
 			cur.Status.Phase, cur.Status.Message = model.PromotionPhaseRunning, ""
 			cur.Status.Freight = &ref
+			cur.Status.StartedAt = model.NewTime(d.o.Now().UTC())
 		}
 		return cur, nil
 	})
@@ -180,8 +181,8 @@ func (d *Dispatcher) started(ctx context.Context, project string, stage *model.S
 		}
 		if newest := model.NewestAvailableFreight(all, stage, freight.Origin, d.o.Now()); newest != nil && model.Newer(newest, freight) {
 			hold = &model.AutoPromotionHold{
-				Origin: freight.Origin, Freight: freight.Name, Promotion: p.Name, Since: model.NewTime(d.o.Now().UTC()),
-				Reason: fmt.Sprintf("freight %s promoted by hand while %s is newer", freight.Name, newest.Name),
+				Origin: freight.Origin, FreightName: freight.Name, PromotionName: p.Name,
+				Actor: p.Annotations[model.AnnotationPromotionCreatedBy], CreatedAt: model.NewTime(d.o.Now().UTC()),
 			}
 		}
 	}
@@ -193,7 +194,7 @@ func (d *Dispatcher) started(ctx context.Context, project string, stage *model.S
 		s.CurrentPromotion = ref
 		s.Phase = model.StagePhasePromoting
 		if hold != nil && !s.Held(hold.Origin) {
-			s.AutoPromotionHolds = append(s.AutoPromotionHolds, *hold)
+			s.Hold(*hold)
 		}
 		return s, nil
 	}); err != nil {
@@ -242,6 +243,16 @@ func (d *Dispatcher) record(ctx context.Context, project string, stage *model.St
 		Status:     &model.PromotionStatus{Phase: p.Status.Phase, Message: p.Status.Message, FinishedAt: p.Status.FinishedAt},
 		FinishedAt: p.Status.FinishedAt,
 	}
+	// Kargo's hold and resume intents (annotations) take effect when the
+	// promotion ends, unless it was aborted, while auto-promotion is on.
+	hold, resume := model.PromotionIntent(p)
+	if p.Status.Phase == model.PromotionPhaseAborted || !stage.RequestsOrigin(orZero(hold)) && !stage.RequestsOrigin(orZero(resume)) {
+		hold, resume = nil, nil
+	} else if auto, err := d.autoPromoted(ctx, project, stage); err != nil {
+		return err
+	} else if !auto {
+		hold, resume = nil, nil
+	}
 	if _, _, err := state.Update(ctx, d.o.Store.KV(state.Stages), state.Key(project, stage.Name), func(s model.StageStatus, _ bool) (model.StageStatus, error) {
 		replaced = ""
 		if s.LastPromotion != nil && s.LastPromotion.Name == p.Name {
@@ -252,6 +263,16 @@ func (d *Dispatcher) record(ctx context.Context, project string, stage *model.St
 		}
 		if err := leasepkg.Admit(&s.Fence, g); err != nil {
 			return s, err
+		}
+		if hold != nil && stage.RequestsOrigin(*hold) {
+			actor := p.Annotations[model.AnnotationCreateActor]
+			if actor == "" {
+				actor = p.Annotations[model.AnnotationPromotionCreatedBy]
+			}
+			s.Hold(model.AutoPromotionHold{Origin: *hold, FreightName: p.Spec.Freight, PromotionName: p.Name, Actor: actor, CreatedAt: model.NewTime(now)})
+		}
+		if resume != nil {
+			delete(s.AutoPromotionHolds, resume.String())
 		}
 		if s.CurrentPromotion != nil && s.CurrentPromotion.Name == p.Name {
 			s.CurrentPromotion = nil
@@ -337,4 +358,11 @@ func (d *Dispatcher) autoPromoted(ctx context.Context, project string, stage *mo
 		return false, err
 	}
 	return model.AutoPromotionEnabled(cfg.Spec.PromotionPolicies, stage), nil
+}
+
+func orZero(o *model.FreightOrigin) model.FreightOrigin {
+	if o == nil {
+		return model.FreightOrigin{}
+	}
+	return *o
 }

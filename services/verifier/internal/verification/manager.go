@@ -794,21 +794,20 @@ func (m *Manager) buildSpec(ctx context.Context, rec *Record, stage *model.Stage
 	var templates []analysis.Template
 	for _, ref := range v.AnalysisTemplates {
 		switch ref.Kind {
-		case "", model.KindAnalysisTemplate:
-			t, _, err := state.GetAs[*model.AnalysisTemplate](ctx, m.store, rec.Project, model.KindAnalysisTemplate, ref.Name)
-			if err != nil {
-				return nil, fmt.Errorf("AnalysisTemplate %q: %w", ref.Name, err)
-			}
-			templates = append(templates, analysis.Template{Name: ref.Name, Spec: t.Spec})
-		case model.KindClusterAnalysisTemplate:
-			t, _, err := state.GetAs[*model.ClusterAnalysisTemplate](ctx, m.store, "", model.KindClusterAnalysisTemplate, ref.Name)
-			if err != nil {
-				return nil, fmt.Errorf("ClusterAnalysisTemplate %q: %w", ref.Name, err)
-			}
-			templates = append(templates, analysis.Template{Name: model.KindClusterAnalysisTemplate + "/" + ref.Name, Spec: t.Spec})
+		case "", model.KindAnalysisTemplate, model.KindClusterAnalysisTemplate:
 		default:
 			return nil, fmt.Errorf("analysis template kind %q is not AnalysisTemplate or ClusterAnalysisTemplate", ref.Kind)
 		}
+		cluster := ref.Kind == model.KindClusterAnalysisTemplate
+		spec, err := m.template(ctx, rec.Project, ref.Name, cluster, nil)
+		if err != nil {
+			return nil, err
+		}
+		name := ref.Name
+		if cluster {
+			name = model.KindClusterAnalysisTemplate + "/" + ref.Name
+		}
+		templates = append(templates, analysis.Template{Name: name, Spec: spec})
 	}
 	var freight *model.Freight
 	if f, _, err := state.Get[model.Freight](ctx, m.store.KV(state.Freight), state.Key(rec.Project, rec.Freight[0])); err == nil {
@@ -835,4 +834,49 @@ func (m *Manager) buildSpec(ctx context.Context, rec *Record, stage *model.Stage
 		return string(v), nil
 	}
 	return analysis.Build(ctx, templates, args, lookup)
+}
+
+// maxTemplateDepth bounds how deep templates include templates.
+const maxTemplateDepth = 10
+
+// template loads an AnalysisTemplate (a ClusterAnalysisTemplate when
+// cluster) with the templates it includes (spec.templates) folded in, as
+// Argo Rollouts flattens them: their metrics, args, dry-run and retention
+// rules are added to its own. path is the chain of includes so far.
+func (m *Manager) template(ctx context.Context, project, name string, cluster bool, path []string) (model.AnalysisTemplateSpec, error) {
+	kind, where := model.KindAnalysisTemplate, project
+	if cluster {
+		kind, where = model.KindClusterAnalysisTemplate, ""
+	}
+	id := kind + "/" + name
+	if slices.Contains(path, id) || len(path) >= maxTemplateDepth {
+		return model.AnalysisTemplateSpec{}, fmt.Errorf("analysis templates include each other too deeply: %s", strings.Join(append(path, id), " -> "))
+	}
+	var spec model.AnalysisTemplateSpec
+	if cluster {
+		t, _, err := state.GetAs[*model.ClusterAnalysisTemplate](ctx, m.store, where, kind, name)
+		if err != nil {
+			return spec, fmt.Errorf("%s %q: %w", kind, name, err)
+		}
+		spec = t.Spec
+	} else {
+		t, _, err := state.GetAs[*model.AnalysisTemplate](ctx, m.store, where, kind, name)
+		if err != nil {
+			return spec, fmt.Errorf("%s %q: %w", kind, name, err)
+		}
+		spec = t.Spec
+	}
+	includes := spec.Templates
+	spec.Templates = nil
+	for _, inc := range includes {
+		sub, err := m.template(ctx, project, inc.TemplateName, inc.ClusterScope, append(path, id))
+		if err != nil {
+			return spec, err
+		}
+		spec.Metrics = append(spec.Metrics, sub.Metrics...)
+		spec.Args = append(spec.Args, sub.Args...)
+		spec.DryRun = append(spec.DryRun, sub.DryRun...)
+		spec.MeasurementRetention = append(spec.MeasurementRetention, sub.MeasurementRetention...)
+	}
+	return spec, nil
 }
