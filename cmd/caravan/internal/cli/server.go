@@ -105,7 +105,7 @@ for a refresh of the demo warehouse so that the new freight shows at once.`,
 			if err != nil {
 				return err
 			}
-			if err := c.Refresh(cmd.Context(), demo.Project, demo.Warehouse); err != nil {
+			if err := c.Refresh(cmd.Context(), demo.Project, demo.Warehouse, "caravan demo push pushed "+image+":"+tag); err != nil {
 				fmt.Fprintf(a.errOut, "Warning: refresh warehouse %s: %v (discovery finds it on its interval)\n", demo.Warehouse, err)
 				return nil
 			}

@@ -194,7 +194,7 @@ func (d *Demo) Load(ctx context.Context, apiURL, token string, guide io.Writer) 
 		d.log.Debug("demo: applied", "kind", r.Kind, "name", r.Name, "action", r.Action)
 	}
 	d.log.Info("demo: manifests applied", "project", Project, "objects", len(out.Results))
-	d.refresh(ctx, c)
+	d.refresh(ctx, c, "the demo started")
 	d.writeGuide(guide, apiURL)
 	return nil
 }
@@ -217,10 +217,11 @@ func waitReady(ctx context.Context, c *client.Client) error {
 	}
 }
 
-// refresh asks discovery to look at the warehouse now; the warehouse's own
-// interval catches up if the route or discovery is not there.
-func (d *Demo) refresh(ctx context.Context, c *client.Client) {
-	if err := c.Refresh(ctx, Project, Warehouse); err != nil && ctx.Err() == nil {
+// refresh asks discovery to look at the warehouse now, saying why; the
+// warehouse's own interval catches up if the route or discovery is not
+// there.
+func (d *Demo) refresh(ctx context.Context, c *client.Client, reason string) {
+	if err := c.Refresh(ctx, Project, Warehouse, reason); err != nil && ctx.Err() == nil {
 		d.log.Debug("demo: refresh the warehouse", "err", err)
 	}
 }
@@ -254,7 +255,7 @@ func (d *Demo) Run(ctx context.Context, apiURL, token string) error {
 			continue
 		}
 		d.log.Info("demo: pushed a new image tag", "image", d.image+":"+tag, "digest", digest)
-		d.refresh(ctx, c)
+		d.refresh(ctx, c, "the demo pushed "+d.image+":"+tag)
 	}
 }
 

@@ -177,12 +177,3 @@ func (s *server) ordered(w http.ResponseWriter, r *http.Request, project, kind, 
 	}
 	return page, next, true
 }
-
-// freightObjects converts freight to objects.
-func freightObjects(fs []*model.Freight) []model.Object {
-	out := make([]model.Object, len(fs))
-	for i, f := range fs {
-		out[i] = f
-	}
-	return out
-}
