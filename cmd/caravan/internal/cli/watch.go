@@ -184,6 +184,9 @@ func describeEvent(ev client.Event, aliases map[string]string, project string) s
 		if f, ok := v.(string); ok && k == "freight" {
 			fields[k] = freightName(f, aliases)
 		}
+		if o, ok := v.(map[string]any); ok && k == "origin" && o["kind"] != nil && o["name"] != nil {
+			fields[k] = fmt.Sprintf("%v/%v", o["kind"], o["name"])
+		}
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
@@ -290,7 +293,11 @@ func (w *waiter) close() {
 // step when the promotion did not succeed.
 func (w *waiter) wait(ctx context.Context, out io.Writer, p *model.Promotion) error {
 	name := p.Name
-	fmt.Fprintf(out, "Waiting for promotion %s of stage %s to freight %s …\n", name, p.Spec.Stage, short(p.Spec.Freight))
+	freight := short(p.Spec.Freight)
+	if f, err := w.c.Freight(ctx, w.project, p.Spec.Freight); err == nil && f.Alias != "" {
+		freight = f.Alias
+	}
+	fmt.Fprintf(out, "Waiting for promotion %s of stage %s to freight %s …\n", name, p.Spec.Stage, freight)
 	tick := time.NewTicker(w.poll)
 	defer tick.Stop()
 	var failedStep *events.PromotionStepFinished

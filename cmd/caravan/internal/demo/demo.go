@@ -53,6 +53,8 @@ type Demo struct {
 	gitURL   string
 	bareRepo string
 	servers  []*http.Server
+	// endpoints are recorded for `caravan demo example`.
+	endpoints Endpoints
 }
 
 // Dir is the demo's folder in the data dir.
@@ -121,6 +123,14 @@ func Start(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) (_
 	if err := writeLastTag(dir, last); err != nil {
 		return nil, err
 	}
+	// And what `caravan demo example` pushed.
+	if err := repushArtifacts(ctx, dir, regLn.Addr().String()); err != nil {
+		return nil, err
+	}
+	d.endpoints = Endpoints{Registry: regLn.Addr().String(), Git: "http://" + gitLn.Addr().String()}
+	if err := writeEndpoints(dir, d.endpoints); err != nil {
+		return nil, err
+	}
 	log.Info("demo: registry and git server started", "image", d.image, "newest", last, "git", d.gitURL)
 	return d, nil
 }
@@ -184,6 +194,10 @@ func (d *Demo) Load(ctx context.Context, apiURL, token string, guide io.Writer) 
 	}
 	body, err := Manifests(d.cfg.Dir, d.replacer(apiURL))
 	if err != nil {
+		return err
+	}
+	d.endpoints.API = apiURL
+	if err := writeEndpoints(d.dir, d.endpoints); err != nil {
 		return err
 	}
 	out, err := c.Apply(ctx, body)
