@@ -526,3 +526,26 @@ func TestVersion(t *testing.T) {
 		t.Errorf("version without a server:\n%s", r.stdout)
 	}
 }
+
+// TestNoTokenFromASubdirectory: run from a folder below a local server's
+// directory, the CLI names the admin token it found and the exact login
+// command.
+func TestNoTokenFromASubdirectory(t *testing.T) {
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, ".caravan"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, ".caravan", "admin-token"), []byte(srv.token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sub := filepath.Join(root, "examples", "helm")
+	if err := os.MkdirAll(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(sub)
+	r := run(t, "", map[string]string{"CARAVAN_TOKEN": ""}, "get", "projects")
+	want := `caravan login --server ` + srv.url + ` --token "$(cat ` + filepath.Join(root, ".caravan", "admin-token") + `)"`
+	if r.code != 1 || !strings.Contains(r.stderr, want) {
+		t.Errorf("exit %d, stderr lacks %q:\n%s", r.code, want, r.stderr)
+	}
+}

@@ -169,11 +169,38 @@ func (a *app) noTokenError(t target) error {
 	for _, l := range t.looked {
 		fmt.Fprintf(&b, "  - %s\n", l)
 	}
+	if found := a.findAdminToken(); found != "" && isLocal(t.server) {
+		fmt.Fprintf(&b, "A local server's admin token is in %s; log in with it:\n  caravan login --server %s --token \"$(cat %s)\"", found, t.server, found)
+		return errors.New(b.String())
+	}
 	fmt.Fprintf(&b, "Log in with:\n  caravan login --server %s --token <TOKEN>", t.server)
 	if isLocal(t.server) {
 		fmt.Fprintf(&b, "\nFor the 'caravan server' (make run) in directory D, its admin token:\n  caravan login --server %s --token \"$(cat D/.caravan/admin-token)\"", t.server)
 	}
 	return errors.New(b.String())
+}
+
+// findAdminToken looks for .caravan/admin-token in the parent directories
+// of the working directory (a newcomer in a folder of the repository).
+func (a *app) findAdminToken() string {
+	if a.getenv("CARAVAN_DATA_DIR") != "" {
+		return ""
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		return ""
+	}
+	for {
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return ""
+		}
+		dir = parent
+		path := filepath.Join(dir, ".caravan", "admin-token")
+		if _, err := os.Stat(path); err == nil {
+			return path
+		}
+	}
 }
 
 // localTokenFile is the admin token a local `caravan server` writes.
