@@ -103,7 +103,9 @@ func startDemo(t *testing.T, bin, repoRoot string, env ...string) *demoServer {
 	t.Cleanup(func() {
 		if !s.exited {
 			_ = s.cmd.Process.Kill()
-			<-s.done
+			if err := <-s.done; err != nil {
+				t.Logf("server killed: %v", err)
+			}
 		}
 		if t.Failed() {
 			t.Logf("server log:\n%s", s.logs.String())
