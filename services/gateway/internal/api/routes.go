@@ -99,7 +99,7 @@ func (s *server) routes(reg *prometheus.Registry) []route {
 		{method: "GET", path: "/v1/projects/{project}/tokens/{name}", access: projectAdmin, summary: "one API token (never its secret)", handler: s.getToken},
 		{method: "DELETE", path: "/v1/projects/{project}/tokens/{name}", access: projectAdmin, summary: "revoke an API token", handler: s.deleteToken},
 		{method: "GET", path: "/v1/projects/{project}/events", access: viewer, summary: "Server-Sent Events of the project (Last-Event-ID resumes)", handler: s.events, stream: true},
-		{method: "GET", path: "/v1/deadletters", access: systemAdmin, summary: "events no handler could take", handler: s.listDeadLetters, query: []string{"limit", "continue", "project"}},
+		{method: "GET", path: "/v1/deadletters", access: systemAdmin, summary: "events no handler could take", handler: s.listDeadLetters, query: []string{"limit", "continue", "sort", "project"}},
 		{method: "POST", path: "/v1/deadletters/{id}/replay", access: systemAdmin, summary: "publish a dead letter's event again", handler: s.replayDeadLetter, status: http.StatusAccepted},
 	}...)
 	return rs
