@@ -111,6 +111,12 @@ run_pid=$!
 set +m
 wait_for "make run built bin/caravan" test -x bin/caravan
 wait_for "API ready at $CARAVAN_SERVER" bin/caravan get projects
+# make run built what it runs, and only that; demo-push does not rebuild.
+[[ $(ls bin) == caravan ]] || fail "make run built more than bin/caravan: $(ls bin | tr '\n' ' ')"
+if make -n demo-push | grep -q 'go build'; then
+	fail "make demo-push would rebuild an up-to-date bin/caravan"
+fi
+milestone "make run built only bin/caravan; make demo-push would not rebuild it"
 wait_for "demo: freight discovered" bash -c 'bin/caravan get freight -p demo | grep -q Warehouse/app'
 wait_for "demo: dev promoted and verified (first promoted stage)" ready demo dev
 wait_for "demo: staging promoted and verified" ready demo staging
