@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -85,6 +86,9 @@ func TestTagsFor(t *testing.T) {
 // pushes them again.
 func TestSetupExample(t *testing.T) {
 	t.Parallel()
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Fatal("the demo needs the git CLI: install it (apt-get install git)")
+	}
 	ctx := context.Background()
 	dataDir := t.TempDir()
 	d, err := Start(ctx, testConfig(), dataDir, slog.New(slog.DiscardHandler))
