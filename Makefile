@@ -13,26 +13,31 @@ TEST_FLAGS   ?= -race -count=1 -timeout $(TEST_TIMEOUT)
 FUZZTIME     ?= 60s
 # Kargo's published CRDs and step schemas, outside the repository.
 KARGO_SPEC   ?= ../shared/kargo-spec
+# What bin/caravan is built from: make rebuilds it only when one changed.
+GO_SOURCES := $(shell find pkg services cmd -name '*.go' -o -name go.mod -o -name go.sum) go.work go.work.sum
 
 .PHONY: help
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## build bin/caravan and bin/caravan-<service>
-	$(GO) build -o $(BIN)/caravan ./cmd/caravan
+build: $(BIN)/caravan ## build bin/caravan and bin/caravan-<service>
 	@for s in $(SERVICES); do \
 		echo "$(GO) build -o $(BIN)/caravan-$$s ./services/$$s/cmd/caravan-$$s"; \
 		$(GO) build -o $(BIN)/caravan-$$s ./services/$$s/cmd/caravan-$$s; \
 	done
 
+# bin/caravan is a file target: run and demo-push build it only when a Go
+# source changed since.
+$(BIN)/caravan: $(GO_SOURCES)
+	$(GO) build -o $(BIN)/caravan ./cmd/caravan
+
 .PHONY: run
-run: build ## start the whole system on the embedded default with the demo pipeline (data in ./.caravan)
+run: $(BIN)/caravan ## build bin/caravan (only) and start the whole system with the demo pipeline (data in ./.caravan)
 	CARAVAN_DEMO=true $(BIN)/caravan server
 
 .PHONY: demo-push
-demo-push: ## push a new tag of the demo image now (while make run is going)
-	$(GO) build -o $(BIN)/caravan ./cmd/caravan
+demo-push: $(BIN)/caravan ## push a new tag of the demo image now (while make run is going)
 	$(BIN)/caravan demo push
 
 .PHONY: install
@@ -66,13 +71,14 @@ tools: ## build the pinned tools (golangci-lint, kube-apiserver, jaeger) into $H
 	scripts/tool.sh jaeger >/dev/null
 
 .PHONY: e2e
-e2e: ## run the slow, process-level and real-server suites (build tag e2e; needs etcd, prometheus, docker-registry)
+e2e: ## run the slow, process-level and real-server suites (build tag e2e; needs etcd, prometheus, docker-registry), then scripts/newcomer.sh
 	scripts/tool.sh kube-apiserver >/dev/null
 	scripts/tool.sh jaeger >/dev/null
 	@for m in $(MODULES); do \
 		echo "== go test -tags e2e $$m"; \
 		(cd $$m && $(GO) test -tags e2e $(TEST_FLAGS) -run 'E2E' ./...); \
 	done
+	scripts/newcomer.sh
 
 .PHONY: bench
 bench: ## run the benchmarks (each reports its ratio to a baseline measured in the same run)

@@ -155,7 +155,11 @@ func Claim(ctx context.Context, nc *nats.Conn, service, id string, wait time.Dur
 			break // the wait is over
 		}
 		var other claim
-		if json.Unmarshal(m.Data, &other) != nil || other.Instance == me.Instance {
+		// An answer without a time comes from a process that has not
+		// timed its claim yet: it will, later than this one, and then see
+		// this one's timed answer and step back. Stepping back for it
+		// here would let processes starting together refuse each other.
+		if json.Unmarshal(m.Data, &other) != nil || other.Instance == me.Instance || other.Started == 0 {
 			continue
 		}
 		if other.earlier(me) {

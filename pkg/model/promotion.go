@@ -109,11 +109,18 @@ type PromotionStatus struct {
 	// on cannot write it any more, so it cannot record "about to run step
 	// N" and run the step's effects.
 	Fence uint64 `json:"fence,omitempty"`
+	// AutoPromotionHold is the hold this promotion placed on its stage's
+	// auto-promotion (a manual promotion of freight older than the newest
+	// available), until `caravan resume stage` lifts it (Caravan addition).
+	AutoPromotionHold *AutoPromotionHold `json:"autoPromotionHold,omitempty"`
 }
 
 // StepExecutionMetadata records how one step ran.
 type StepExecutionMetadata struct {
-	Alias      string              `json:"alias,omitempty"`
+	Alias string `json:"alias,omitempty"`
+	// Uses is the step's kind (the runner it uses), tasks inflated
+	// (Caravan addition: Kargo shows it from the spec's steps).
+	Uses       string              `json:"uses,omitempty"`
 	StartedAt  *Time               `json:"startedAt,omitempty"`
 	FinishedAt *Time               `json:"finishedAt,omitempty"`
 	ErrorCount uint32              `json:"errorCount,omitempty"`

@@ -225,6 +225,8 @@ type AutoPromotionHold struct {
 	PromotionName string        `json:"promotionName,omitempty"`
 	Actor         string        `json:"actor,omitempty"`
 	CreatedAt     *Time         `json:"createdAt,omitempty"`
+	// Reason says why the hold was placed, for people (Caravan addition).
+	Reason string `json:"reason,omitempty"`
 }
 
 // AutoPromotionHolds are holds keyed by origin ("Warehouse/<name>").

@@ -20,6 +20,7 @@ var routeAccess = map[string]string{
 	"GET /readyz":                                                      "public",
 	"GET /metrics":                                                     "public",
 	"GET /openapi.json":                                                "public",
+	"GET /version":                                                     "public",
 	"POST /webhooks/{project}/{receiver}":                              "public",
 	"POST /v1/resources":                                               "projectAdmin",
 	"DELETE /v1/resources":                                             "projectAdmin",

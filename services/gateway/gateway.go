@@ -149,6 +149,7 @@ func NewHandler(ctx context.Context, d Deps) (http.Handler, error) {
 		Heartbeat:    c.SSEHeartbeat,
 		Webhooks:     api.WebhookLimits{MaxBodyBytes: c.WebhookMaxBodyBytes, Rate: c.WebhookRate, Burst: c.WebhookBurst},
 		Index:        index,
+		Stopping:     ctx.Done(),
 		Ready: func(ctx context.Context) error {
 			if err := env.Ready(ctx); err != nil {
 				return err

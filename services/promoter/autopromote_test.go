@@ -2,7 +2,9 @@ package promoter
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -151,6 +153,14 @@ func TestAutoPromotionHold(t *testing.T) {
 	st := h.stageStatus("dev")
 	if !st.Held(origin("app")) {
 		t.Fatalf("no hold after promoting older freight by hand: %+v", st.AutoPromotionHolds)
+	}
+	// The promotion that placed it shows it, and it is announced.
+	if hold := h.promotion(manual.Name).Status.AutoPromotionHold; hold == nil || hold.FreightName != f1.Name || hold.Origin != origin("app") || !strings.Contains(hold.Reason, "promoted by hand") {
+		t.Errorf("promotion's hold: %+v", hold)
+	}
+	var held events.AutoPromotionHeld
+	if envs := h.events.of(events.TypeAutoPromotionHeld, "dev"); len(envs) != 1 || json.Unmarshal(envs[0].Payload, &held) != nil || held.Promotion != manual.Name || held.Freight != f1.Name {
+		t.Errorf("AutoPromotionHeld: %+v", envs)
 	}
 	f3 := h.freight("v3", time.Now())
 	h.discovered(f3)

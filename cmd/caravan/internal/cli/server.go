@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -115,7 +117,7 @@ for a refresh of the demo warehouse so that the new freight shows at once.`,
 			if err != nil {
 				return err
 			}
-			if err := c.Refresh(cmd.Context(), demo.Project, demo.Warehouse); err != nil {
+			if err := c.Refresh(cmd.Context(), demo.Project, demo.Warehouse, "caravan demo push pushed "+image+":"+tag); err != nil {
 				fmt.Fprintf(a.errOut, "Warning: refresh warehouse %s: %v (discovery finds it on its interval)\n", demo.Warehouse, err)
 				return nil
 			}
@@ -123,5 +125,111 @@ for a refresh of the demo warehouse so that the new freight shows at once.`,
 			return nil
 		},
 	})
+	cmd.AddCommand(a.newDemoExample())
 	return cmd
+}
+
+func (a *app) newDemoExample() *cobra.Command {
+	var examplesDir string
+	var dryRun bool
+	cmd := &cobra.Command{
+		Use:   "example [NAME]",
+		Short: "Run an example of examples/ offline against the demo",
+		Long: `Run an example of examples/ (kustomize, helm, fan-out) offline against the
+demo of a running 'make run': push its images and charts to the demo
+registry, seed its deployment repository from the example's repo/ folder
+into the demo git server, rewrite every URL of its manifests (images,
+charts, git repositories, the health URLs its verification reads) to
+point there, apply them and ask its warehouses to discover. Without NAME,
+list the examples.
+
+The demo is found through $CARAVAN_DATA_DIR (default ./.caravan); run it
+from the repository root, or pass --examples. --dry-run prints the
+rewritten manifests instead.`,
+		Example: `  bin/caravan demo example fan-out
+  bin/caravan get stages -p fan-out-example`,
+		Args: args(cobra.MaximumNArgs(1)),
+		ValidArgsFunction: func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
+			names, _ := demo.Examples(examplesDir)
+			return names, cobra.ShellCompDirectiveNoFileComp
+		},
+		RunE: func(cmd *cobra.Command, argv []string) error {
+			out := cmd.OutOrStdout()
+			if len(argv) == 0 {
+				names, err := demo.Examples(examplesDir)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "Examples (caravan demo example NAME): %s\n", strings.Join(names, ", "))
+				return nil
+			}
+			return a.runExample(cmd, filepath.Join(examplesDir, argv[0]), dryRun)
+		},
+	}
+	cmd.Flags().StringVar(&examplesDir, "examples", "examples", "the examples folder")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print the rewritten manifests; push, seed and apply nothing")
+	return cmd
+}
+
+// runExample sets up and applies the example of dir against the demo.
+func (a *app) runExample(cmd *cobra.Command, dir string, dryRun bool) error {
+	ctx, out := cmd.Context(), cmd.OutOrStdout()
+	if _, err := os.Stat(dir); err != nil {
+		names, _ := demo.Examples(filepath.Dir(dir))
+		return usagef("no example %s (examples: %s)", dir, strings.Join(names, ", "))
+	}
+	demoDir := demo.Dir(firstOf(a.getenv("CARAVAN_DATA_DIR"), ".caravan"))
+	e, err := demo.ReadEndpoints(demoDir)
+	if err != nil {
+		return err
+	}
+	c, t, err := a.client()
+	if err != nil {
+		return err
+	}
+	if e.API == "" {
+		e.API = t.server
+	}
+	o, err := demo.PlanExample(dir, e)
+	if err != nil {
+		return err
+	}
+	if dryRun {
+		_, err := out.Write(o.Manifests)
+		return err
+	}
+	fmt.Fprintf(out, "Example %s (project %s), offline against the demo:\n", o.Name, o.Project)
+	for _, r := range o.Rewrites {
+		fmt.Fprintf(out, "  %-6s %s\n         → %s\n", r.What, r.From, r.To)
+	}
+	if err := o.Setup(ctx, demoDir, e.Registry); err != nil {
+		return err
+	}
+	var pushed []string
+	for _, art := range o.Artifacts {
+		pushed = append(pushed, art.Path+":"+strings.Join(art.Tags, ","))
+	}
+	fmt.Fprintf(out, "pushed %s\n", strings.Join(pushed, " "))
+	for _, s := range o.Seeds {
+		fmt.Fprintf(out, "seeded %s from %s\n", filepath.Join(demoDir, "git", s.Repo), firstOf(s.From, "nothing (an empty repository)"))
+	}
+	res, err := c.Apply(ctx, o.Manifests)
+	if err != nil {
+		return fmt.Errorf("apply example %s: %w", o.Name, err)
+	}
+	for _, r := range res.Results {
+		fmt.Fprintf(out, "%s/%s %s\n", strings.ToLower(r.Kind), r.Name, r.Action)
+	}
+	for _, w := range o.Warehouses {
+		if err := c.Refresh(ctx, o.Project, w, "caravan demo example "+o.Name+" pushed "+strings.Join(pushed, " ")); err != nil {
+			fmt.Fprintf(a.errOut, "Warning: refresh warehouse %s: %v (discovery finds it on its interval)\n", w, err)
+		}
+	}
+	fmt.Fprintf(out, `
+Next (see %s):
+  bin/caravan get freight -p %[2]s
+  bin/caravan get stages -p %[2]s
+  bin/caravan watch -p %[2]s
+`, filepath.Join(dir, "README.md"), o.Project)
+	return nil
 }

@@ -55,6 +55,8 @@ type Demo struct {
 	addrs    []string
 	bareRepo string
 	servers  []*http.Server
+	// endpoints are recorded for `caravan demo example`.
+	endpoints Endpoints
 }
 
 // Dir is the demo's folder in the data dir.
@@ -124,6 +126,14 @@ func Start(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) (_
 		}
 	}
 	if err := writeLastTag(dir, last); err != nil {
+		return nil, err
+	}
+	// And what `caravan demo example` pushed.
+	if err := repushArtifacts(ctx, dir, regLn.Addr().String()); err != nil {
+		return nil, err
+	}
+	d.endpoints = Endpoints{Registry: regLn.Addr().String(), Git: "http://" + gitLn.Addr().String()}
+	if err := writeEndpoints(dir, d.endpoints); err != nil {
 		return nil, err
 	}
 	log.Info("demo: registry and git server started", "image", d.image, "newest", last, "git", d.gitURL)
@@ -198,6 +208,10 @@ func (d *Demo) Load(ctx context.Context, apiURL, token string, guide io.Writer) 
 	if err != nil {
 		return err
 	}
+	d.endpoints.API = apiURL
+	if err := writeEndpoints(d.dir, d.endpoints); err != nil {
+		return err
+	}
 	out, err := c.Apply(ctx, body)
 	if err != nil {
 		return fmt.Errorf("apply the demo manifests: %w", err)
@@ -206,7 +220,7 @@ func (d *Demo) Load(ctx context.Context, apiURL, token string, guide io.Writer) 
 		d.log.Debug("demo: applied", "kind", r.Kind, "name", r.Name, "action", r.Action)
 	}
 	d.log.Info("demo: manifests applied", "project", Project, "objects", len(out.Results))
-	d.refresh(ctx, c)
+	d.refresh(ctx, c, "the demo started")
 	d.writeGuide(guide, apiURL)
 	return nil
 }
@@ -229,10 +243,11 @@ func waitReady(ctx context.Context, c *client.Client) error {
 	}
 }
 
-// refresh asks discovery to look at the warehouse now; the warehouse's own
-// interval catches up if the route or discovery is not there.
-func (d *Demo) refresh(ctx context.Context, c *client.Client) {
-	if err := c.Refresh(ctx, Project, Warehouse); err != nil && ctx.Err() == nil {
+// refresh asks discovery to look at the warehouse now, saying why; the
+// warehouse's own interval catches up if the route or discovery is not
+// there.
+func (d *Demo) refresh(ctx context.Context, c *client.Client, reason string) {
+	if err := c.Refresh(ctx, Project, Warehouse, reason); err != nil && ctx.Err() == nil {
 		d.log.Debug("demo: refresh the warehouse", "err", err)
 	}
 }
@@ -266,7 +281,7 @@ func (d *Demo) Run(ctx context.Context, apiURL, token string) error {
 			continue
 		}
 		d.log.Info("demo: pushed a new image tag", "image", d.image+":"+tag, "digest", digest)
-		d.refresh(ctx, c)
+		d.refresh(ctx, c, "the demo pushed "+d.image+":"+tag)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/caravan-cd/caravan/pkg/buildinfo"
 	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
@@ -54,6 +55,12 @@ type Options struct {
 	Index *Index
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Stopping is closed when the gateway begins to shut down: event
+	// streams then send a final "shutdown" event and end, so that
+	// shutdown does not wait for their clients.
+	Stopping <-chan struct{}
+	// Version is what GET /version says of the server (build info).
+	Version buildinfo.Info
 }
 
 // WebhookLimits bound what one receiver accepts.
@@ -81,6 +88,8 @@ type server struct {
 	hooks     WebhookLimits
 	index     *Index
 	now       func() time.Time
+	stopping  <-chan struct{}
+	version   buildinfo.Info
 
 	limitersMu sync.Mutex
 	limiters   map[string]*limiter
@@ -124,6 +133,9 @@ func New(o Options) (http.Handler, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.Version.Version == "" {
+		o.Version = buildinfo.Read()
+	}
 	for _, c := range []prometheus.Collector{
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -151,6 +163,8 @@ func New(o Options) (http.Handler, error) {
 		hooks:     o.Webhooks,
 		index:     o.Index,
 		now:       o.Now,
+		stopping:  o.Stopping,
+		version:   o.Version,
 		limiters:  map[string]*limiter{},
 		known:     map[string]time.Time{},
 	}

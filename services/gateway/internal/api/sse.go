@@ -15,6 +15,15 @@ import (
 	"github.com/caravan-cd/caravan/pkg/model"
 )
 
+// ShutdownEvent is the SSE event type of the last event a stream sends
+// when the gateway shuts down; its data is {"type":"shutdown","message"}.
+const ShutdownEvent = "shutdown"
+
+// shutdownRetry is the reconnection delay a shutting-down stream suggests.
+const shutdownRetry = 2 * time.Second
+
+const shutdownData = `{"type":"shutdown","message":"the server is shutting down; reconnect and resume with Last-Event-ID"}`
+
 // events streams the project's events as Server-Sent Events: `id:` is the
 // event's stream sequence, `event:` its type, `data:` the envelope. A
 // client resumes after a disconnect by sending the last id it saw as
@@ -88,6 +97,11 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 	for {
 		select {
 		case <-ctx.Done():
+			return
+		case <-s.stopping:
+			// No id: the client resumes after the last event it had.
+			_, _ = fmt.Fprintf(w, "event: %s\nretry: %d\ndata: %s\n\n", ShutdownEvent, shutdownRetry.Milliseconds(), shutdownData)
+			_ = rc.Flush()
 			return
 		case <-tick.C:
 			if _, err := fmt.Fprint(w, ": heartbeat\n\n"); err != nil || rc.Flush() != nil {

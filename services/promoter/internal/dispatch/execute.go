@@ -183,27 +183,56 @@ func (d *Dispatcher) started(ctx context.Context, project string, stage *model.S
 			hold = &model.AutoPromotionHold{
 				Origin: freight.Origin, FreightName: freight.Name, PromotionName: p.Name,
 				Actor: p.Annotations[model.AnnotationPromotionCreatedBy], CreatedAt: model.NewTime(d.o.Now().UTC()),
+				Reason: fmt.Sprintf("freight %s promoted by hand while %s is newer", freightLabel(freight), freightLabel(newest)),
 			}
 		}
 	}
 	ref := &model.PromotionReference{Name: p.Name, Freight: p.Status.Freight}
+	held := false
 	if _, _, err := state.Update(ctx, d.o.Store.KV(state.Stages), state.Key(project, stage.Name), func(s model.StageStatus, _ bool) (model.StageStatus, error) {
 		if err := leasepkg.Admit(&s.Fence, g); err != nil {
 			return s, err
 		}
 		s.CurrentPromotion = ref
 		s.Phase = model.StagePhasePromoting
-		if hold != nil && !s.Held(hold.Origin) {
+		held = hold != nil && !s.Held(hold.Origin)
+		if held {
 			s.Hold(*hold)
 		}
 		return s, nil
 	}); err != nil {
 		return err
 	}
+	if held {
+		if err := d.announceHold(ctx, project, stage.Name, p, hold); err != nil {
+			return err
+		}
+	}
 	_, err = d.o.Bus.PublishWithID(ctx, "PromotionStarted."+project+"."+p.Name, project, events.Ref{Kind: model.KindPromotion, Name: p.Name},
 		events.PromotionStarted{Promotion: p.Name, Stage: stage.Name, Freight: p.Spec.Freight})
 	if err != nil {
 		d.o.Logger.Warn("publish promotion started", "project", project, "promotion", p.Name, "err", err)
+	}
+	return nil
+}
+
+// announceHold shows a new hold in the promotion that placed it (saved at
+// once: p is what the run saves) and publishes AutoPromotionHeld.
+func (d *Dispatcher) announceHold(ctx context.Context, project, stage string, p *model.Promotion, hold *model.AutoPromotionHold) error {
+	p.Status.AutoPromotionHold = hold
+	if _, _, err := state.Update(ctx, d.o.Store.KV(state.Promotions), state.Key(project, p.Name), func(cur model.Promotion, exists bool) (model.Promotion, error) {
+		if !exists {
+			return cur, state.ErrNoChange
+		}
+		cur.Status.AutoPromotionHold = hold
+		return cur, nil
+	}); err != nil {
+		return err
+	}
+	ev := events.AutoPromotionHeld{Stage: stage, Origin: events.FreightOrigin{Kind: string(hold.Origin.Kind), Name: hold.Origin.Name},
+		Freight: hold.FreightName, Promotion: p.Name, Reason: hold.Reason}
+	if _, err := d.o.Bus.PublishWithID(ctx, "AutoPromotionHeld."+project+"."+p.Name, project, events.Ref{Kind: model.KindStage, Name: stage}, ev); err != nil {
+		d.o.Logger.Warn("publish auto-promotion held", "project", project, "promotion", p.Name, "err", err)
 	}
 	return nil
 }
@@ -365,4 +394,12 @@ func orZero(o *model.FreightOrigin) model.FreightOrigin {
 		return model.FreightOrigin{}
 	}
 	return *o
+}
+
+// freightLabel names freight for people: its alias, else its ID.
+func freightLabel(f *model.Freight) string {
+	if f.Alias != "" {
+		return f.Alias
+	}
+	return f.Name
 }

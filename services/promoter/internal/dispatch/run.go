@@ -368,10 +368,7 @@ func (d *Dispatcher) saver(lctx context.Context, cancel context.CancelCauseFunc,
 				continue
 			}
 			m := p.Status.StepExecutionMetadata[i]
-			ev := events.PromotionStepFinished{Promotion: p.Name, Stage: p.Spec.Stage, Step: i, Alias: m.Alias, Status: string(s), Message: m.Message}
-			if i < len(p.Spec.Steps) {
-				ev.Uses = p.Spec.Steps[i].Uses
-			}
+			ev := events.PromotionStepFinished{Promotion: p.Name, Stage: p.Spec.Stage, Step: i, Alias: m.Alias, Uses: m.Uses, Status: string(s), Message: m.Message}
 			if m.StartedAt != nil {
 				ev.StartedAt = m.StartedAt.Time
 			}

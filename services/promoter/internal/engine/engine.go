@@ -216,6 +216,7 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 	for i := range r.steps {
 		st.StepExecutionMetadata[i].Alias = r.steps[i].alias
 		st.StepExecutionMetadata[i].ContinueOnError = r.steps[i].ContinueOnError
+		st.StepExecutionMetadata[i].Uses = r.steps[i].Uses
 	}
 	start := int(st.CurrentStep)
 	if start > 0 && start < len(r.steps) {

@@ -231,13 +231,18 @@ func TestPromotionTaskWithVars(t *testing.T) {
 	if summary["commit"] != head || summary["viaTask"] != head {
 		t.Fatalf("summary %v, head %s", summary, head)
 	}
-	var aliases []string
+	var aliases, kinds []string
 	for _, md := range p.Status.StepExecutionMetadata {
 		aliases = append(aliases, md.Alias)
+		kinds = append(kinds, md.Uses)
 	}
 	want := []string{"deploy::clone", "deploy::update", "deploy::commit", "deploy::push", "summary"}
 	if !reflect.DeepEqual(aliases, want) {
 		t.Fatalf("aliases %v, want %v", aliases, want)
+	}
+	// Each step, of a task too, records its kind.
+	if want := []string{"git-clone", "kustomize-set-image", "git-commit", "git-push", "compose-output"}; !reflect.DeepEqual(kinds, want) {
+		t.Fatalf("kinds %v, want %v", kinds, want)
 	}
 	// A task variable without a default must be passed.
 	p2 := f.promotion("dev.07.f012345", nil, model.PromotionStep{Task: &model.PromotionTaskRef{Name: "update-image"}})

@@ -36,8 +36,8 @@ import (
 	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/lease"
 	"github.com/caravan-cd/caravan/pkg/model"
-	"github.com/caravan-cd/caravan/pkg/redact"
 	"github.com/caravan-cd/caravan/pkg/reconcile"
+	"github.com/caravan-cd/caravan/pkg/redact"
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/services/verifier/internal/analysis"
 )
