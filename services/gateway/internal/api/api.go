@@ -23,6 +23,7 @@ import (
 	"github.com/caravan-cd/caravan/pkg/telemetry"
 	"github.com/caravan-cd/caravan/services/gateway/internal/apply"
 	"github.com/caravan-cd/caravan/services/gateway/internal/auth"
+	"github.com/caravan-cd/caravan/services/gateway/internal/gitdiff"
 )
 
 // Options configure the handler.
@@ -33,6 +34,9 @@ type Options struct {
 	// Bus's.
 	JetStream jetstream.JetStream
 	Auth      auth.Authenticator
+	// Sessions, when set, lets the web UI's session cookie stand in for
+	// the Authorization header (unsafe methods also need its CSRF token).
+	Sessions *auth.Sessions
 	// Tokens manages API tokens; nil: over the store's token bucket.
 	Tokens *auth.Tokens
 	// Logger receives one debug line per request and handled errors.
@@ -81,6 +85,7 @@ type server struct {
 	hooks     WebhookLimits
 	index     *Index
 	now       func() time.Time
+	git       *gitdiff.Reader
 
 	limitersMu sync.Mutex
 	limiters   map[string]*limiter
@@ -150,12 +155,13 @@ func New(o Options) (http.Handler, error) {
 		index:     o.Index,
 		now:       o.Now,
 		limiters:  map[string]*limiter{},
+		git:       gitdiff.NewReader(256),
 	}
 	mux := http.NewServeMux()
 	for _, rt := range s.routes(o.Registry) {
 		var h http.Handler = rt.handler
 		if rt.access != public {
-			h = authenticate(s.authorize(rt.access, h), o.Auth, o.Logger)
+			h = authenticate(s.authorize(rt.access, h), o.Auth, o.Sessions, o.Logger)
 		}
 		if rt.method != http.MethodGet {
 			h = traced(rt.method+" "+rt.path, h)
@@ -189,7 +195,7 @@ type kind struct {
 var kinds = []kind{
 	{path: "warehouses", kind: model.KindWarehouse},
 	{path: "stages", kind: model.KindStage, match: matchStage, filters: []string{"warehouse"}},
-	{path: "freight", kind: model.KindFreight, match: matchFreight, filters: []string{"warehouse", "stage", "verifiedIn", "currentlyIn"}},
+	{path: "freight", kind: model.KindFreight, match: matchFreight, filters: []string{"warehouse", "stage", "verifiedIn", "currentlyIn", "inUse"}},
 	{path: "promotions", kind: model.KindPromotion, match: matchPromotion, filters: []string{"stage", "phase", "freight"}},
 	{path: "promotiontasks", kind: model.KindPromotionTask},
 	{path: "analysistemplates", kind: model.KindAnalysisTemplate},
