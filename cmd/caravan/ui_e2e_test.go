@@ -173,12 +173,25 @@ func eval[T any](b *browser, expr string) T {
 	return v
 }
 
-// wait polls a JavaScript predicate until it is truthy.
+// wait evaluates a JavaScript predicate until it is truthy. Errors (a
+// navigation in between) count as false.
 func (b *browser) wait(what, expr string, timeout time.Duration) {
 	b.t.Helper()
-	if _, err := chromedp.Run(b.ctx, chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(timeout), chromedp.WithPollingInterval(200*time.Millisecond))); err != nil {
-		b.shot("failure")
-		b.t.Fatalf("waiting for %s (%s): %v", what, expr, err)
+	deadline := time.Now().Add(timeout)
+	var last error
+	for {
+		ok, err := chromedp.Run(b.ctx, chromedp.Evaluate[bool]("!!("+expr+")"))
+		if err == nil && ok {
+			return
+		}
+		if err != nil {
+			last = err
+		}
+		if time.Now().After(deadline) || b.ctx.Err() != nil {
+			b.shot("failure")
+			b.t.Fatalf("waiting for %s (%s): gave up after %s (last error: %v)", what, expr, timeout, last)
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 }
 

@@ -79,7 +79,7 @@ type historyEntry struct {
 
 func (u *UI) stage(req *request) error {
 	project, name := req.r.PathValue("project"), req.r.PathValue("stage")
-	d, err := load(req.ctx, req.api, project)
+	d, err := u.load(req.ctx, req.api, project, needAll)
 	if err != nil {
 		return err
 	}
@@ -194,7 +194,7 @@ type stageSince struct {
 
 func (u *UI) freight(req *request) error {
 	project := req.r.PathValue("project")
-	d, err := load(req.ctx, req.api, project)
+	d, err := u.load(req.ctx, req.api, project, needAll)
 	if err != nil {
 		return err
 	}
@@ -560,7 +560,7 @@ type compareData struct {
 func (u *UI) compare(req *request) error {
 	project := req.r.PathValue("project")
 	q := req.r.URL.Query()
-	d, err := load(req.ctx, req.api, project)
+	d, err := u.load(req.ctx, req.api, project, needAll)
 	if err != nil {
 		return err
 	}

@@ -37,13 +37,34 @@ type projectData struct {
 	byName     map[string]*model.Stage
 	aliases    map[string]string
 	inUse      map[string]*model.Freight
-	running    map[string]*model.Promotion // by stage
+	// holding is the freight in use by stage.
+	holding map[string][]*model.Freight
+	running map[string]*model.Promotion // by stage
+	// soaks are, by upstream stage, the soak times downstream stages
+	// require of freight verified there.
+	soaks map[string][]soakReq
+}
+
+type soakReq struct {
+	down   string
+	origin model.FreightOrigin
+	soak   time.Duration
 }
 
 func (p *projectData) canPromote() bool { return p.role == "promoter" || p.role == "admin" }
 
+// what a page needs beyond the stages.
+type need struct{ warehouses, freight, running bool }
+
+var needAll = need{warehouses: true, freight: true, running: true}
+
+func newProjectData(project, role string) *projectData {
+	return &projectData{project: project, role: role, byName: map[string]*model.Stage{}, aliases: map[string]string{},
+		inUse: map[string]*model.Freight{}, holding: map[string][]*model.Freight{}, running: map[string]*model.Promotion{}, soaks: map[string][]soakReq{}}
+}
+
 // load reads what the pipeline needs through the API.
-func load(ctx context.Context, c apiClient, project string) (*projectData, error) {
+func (u *UI) load(ctx context.Context, c apiClient, project string, n need) (*projectData, error) {
 	who, err := c.whoami(ctx, project)
 	if err != nil {
 		return nil, err
@@ -53,33 +74,97 @@ func load(ctx context.Context, c apiClient, project string) (*projectData, error
 	if err := c.get(ctx, projectPath(project), nil, &proj); err != nil {
 		return nil, err
 	}
-	d := &projectData{project: project, role: who.Role, byName: map[string]*model.Stage{}, aliases: map[string]string{},
-		inUse: map[string]*model.Freight{}, running: map[string]*model.Promotion{}}
+	d := newProjectData(project, who.Role)
 	if d.stages, err = c.stages(ctx, project); err != nil {
 		return nil, err
 	}
 	for i := range d.stages {
 		d.byName[d.stages[i].Name] = &d.stages[i]
 	}
-	if d.warehouses, err = c.warehouses(ctx, project); err != nil {
-		return nil, err
+	d.soaks = soaksOf(d.stages)
+	u.soaks.Store(project, d.soaks)
+	if n.warehouses {
+		if d.warehouses, err = c.warehouses(ctx, project); err != nil {
+			return nil, err
+		}
 	}
-	used, err := all[model.Freight](ctx, c, projectPath(project, "freight"), url.Values{"inUse": {"true"}})
+	if n.freight {
+		used, err := all[model.Freight](ctx, c, projectPath(project, "freight"), url.Values{"inUse": {"true"}})
+		if err != nil {
+			return nil, err
+		}
+		d.addFreight(used)
+	}
+	if n.running {
+		running, err := all[model.Promotion](ctx, c, projectPath(project, "promotions"), url.Values{"phase": {string(model.PromotionPhaseRunning)}})
+		if err != nil {
+			return nil, err
+		}
+		for i := range running {
+			d.running[running[i].Spec.Stage] = &running[i]
+		}
+	}
+	return d, nil
+}
+
+func (d *projectData) addFreight(fs []model.Freight) {
+	for i := range fs {
+		f := &fs[i]
+		d.inUse[f.Name] = f
+		d.aliases[f.Name] = f.Alias
+		for s := range f.Status.CurrentlyIn {
+			d.holding[s] = append(d.holding[s], f)
+		}
+	}
+}
+
+// loadStage reads one stage's card data: the stage, the freight it holds,
+// its running promotion, and the soak times downstream stages require
+// (from the project's last full read, kept by structure; a change of
+// structure re-renders the whole graph).
+func (u *UI) loadStage(ctx context.Context, c apiClient, project, stage string) (*projectData, error) {
+	who, err := c.whoami(ctx, project)
 	if err != nil {
 		return nil, err
 	}
-	for i := range used {
-		d.inUse[used[i].Name] = &used[i]
-		d.aliases[used[i].Name] = used[i].Alias
+	var st model.Stage
+	if err := c.get(ctx, projectPath(project, "stages", stage), nil, &st); err != nil {
+		return nil, err
 	}
-	running, err := all[model.Promotion](ctx, c, projectPath(project, "promotions"), url.Values{"phase": {string(model.PromotionPhaseRunning)}})
+	d := newProjectData(project, who.Role)
+	d.stages = []model.Stage{st}
+	d.byName[st.Name] = &d.stages[0]
+	used, err := all[model.Freight](ctx, c, projectPath(project, "freight"), url.Values{"currentlyIn": {stage}})
+	if err != nil {
+		return nil, err
+	}
+	d.addFreight(used)
+	running, err := all[model.Promotion](ctx, c, projectPath(project, "promotions"), url.Values{"stage": {stage}, "phase": {string(model.PromotionPhaseRunning)}})
 	if err != nil {
 		return nil, err
 	}
 	for i := range running {
-		d.running[running[i].Spec.Stage] = &running[i]
+		d.running[stage] = &running[i]
+	}
+	if v, ok := u.soaks.Load(project); ok {
+		d.soaks = v.(map[string][]soakReq)
 	}
 	return d, nil
+}
+
+func soaksOf(stages []model.Stage) map[string][]soakReq {
+	out := map[string][]soakReq{}
+	for i := range stages {
+		for _, req := range stages[i].Spec.RequestedFreight {
+			if req.Sources.RequiredSoakTime == nil {
+				continue
+			}
+			for _, up := range req.Sources.Stages {
+				out[up] = append(out[up], soakReq{down: stages[i].Name, origin: req.Origin, soak: req.Sources.RequiredSoakTime.Duration})
+			}
+		}
+	}
+	return out
 }
 
 // cardView is a stage card.
@@ -197,19 +282,13 @@ func (d *projectData) card(st *model.Stage, now time.Time) cardView {
 // each downstream stage that requires a soak time may take it.
 func (d *projectData) soak(st *model.Stage, now time.Time) []soakView {
 	var out []soakView
-	for i := range d.stages {
-		down := &d.stages[i]
-		for _, req := range down.Spec.RequestedFreight {
-			if req.Sources.RequiredSoakTime == nil || !slices.Contains(req.Sources.Stages, st.Name) {
+	for _, req := range d.soaks[st.Name] {
+		for _, f := range d.holding[st.Name] {
+			if f.Origin != req.origin || !f.IsVerifiedIn(st.Name) {
 				continue
 			}
-			for _, f := range d.inUse {
-				if f.Origin != req.Origin || !f.IsCurrentlyIn(st.Name) || !f.IsVerifiedIn(st.Name) {
-					continue
-				}
-				if left := req.Sources.RequiredSoakTime.Duration - f.LongestSoak(st.Name, now); left > 0 {
-					out = append(out, soakView{Stage: down.Name, Left: left})
-				}
+			if left := req.soak - f.LongestSoak(st.Name, now); left > 0 {
+				out = append(out, soakView{Stage: req.down, Left: left})
 			}
 		}
 	}
@@ -335,6 +414,17 @@ func (u *UI) renderCard(c cardView) (template.HTML, string, error) {
 	return template.HTML(b.String()), base64.RawURLEncoding.EncodeToString(sum[:9]), nil //nolint:gosec // rendered by html/template
 }
 
+func (u *UI) writeCard(req *request, c cardView) error {
+	html, _, err := u.renderCard(c)
+	if err != nil {
+		return err
+	}
+	securityHeaders(req.w.Header())
+	req.w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	_, err = req.w.Write([]byte(html))
+	return err
+}
+
 type pipelineData struct {
 	base
 	Role     string
@@ -363,7 +453,19 @@ func (u *UI) pipeline(req *request) error {
 		}
 		at = &t
 	}
-	d, err := load(req.ctx, req.api, project)
+	if req.fragment == "card" && at == nil {
+		d, err := u.loadStage(req.ctx, req.api, project, q.Get("stage"))
+		if err != nil {
+			return err
+		}
+		return u.writeCard(req, d.card(&d.stages[0], now))
+	}
+	n := needAll
+	switch req.fragment {
+	case "timeline", "eligible":
+		n = need{warehouses: true}
+	}
+	d, err := u.load(req.ctx, req.api, project, n)
 	if err != nil {
 		return err
 	}
@@ -388,14 +490,7 @@ func (u *UI) pipeline(req *request) error {
 		if !ok {
 			return &apiError{Status: http.StatusNotFound, Message: "stage not found"}
 		}
-		html, _, err := u.renderCard(cards(st))
-		if err != nil {
-			return err
-		}
-		securityHeaders(req.w.Header())
-		req.w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_, err = req.w.Write([]byte(html))
-		return err
+		return u.writeCard(req, cards(st))
 	case "digest":
 		g, err := u.graph(d, cards)
 		if err != nil {

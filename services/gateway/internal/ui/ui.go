@@ -27,6 +27,7 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caravan-cd/caravan/services/gateway/internal/auth"
@@ -67,6 +68,9 @@ type UI struct {
 	pages    map[string]*template.Template
 	static   map[string]asset
 	layouts  *layoutCache
+	// soaks keeps each project's soak requirements from its last full
+	// read, for single-card renders.
+	soaks sync.Map
 }
 
 type asset struct {

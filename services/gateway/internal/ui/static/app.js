@@ -60,7 +60,9 @@
       };
       const onClose = () => done(false);
       dialog.addEventListener('click', onClick);
-      dialog.addEventListener('close', onClose, { once: true });
+      // A dialog closed just before (the menu this confirms) fires its
+      // close event later, as a task: listen only after it.
+      setTimeout(() => dialog.addEventListener('close', onClose, { once: true }), 0);
     });
   }
 
@@ -181,7 +183,7 @@
     e.dataTransfer.effectAllowed = 'move';
     e.dataTransfer.setData('text/plain', card.dataset.freight);
     const ok = new Set((card.dataset.eligible || '').split(' ').filter(Boolean));
-    $$('.node.stage, .node.gate').forEach((n) => {
+    $$('.node.k-stage, .node.k-gate').forEach((n) => {
       const s = n.dataset.node.slice(3);
       n.classList.add(ok.has(s) ? 'drop-ok' : 'drop-no');
     });
