@@ -371,16 +371,17 @@ func TestWebUIE2E(t *testing.T) {
 	b.shot("promotion")
 	b.axe("promotion")
 
-	// Re-verify prod from its card's menu.
+	// Re-verify staging (the demo verifies dev and staging) from its
+	// card's menu.
 	var vl struct{ Items []json.RawMessage }
-	s.call(t, "GET", "/v1/projects/demo/stages/prod/verifications", "", nil, &vl)
+	s.call(t, "GET", "/v1/projects/demo/stages/staging/verifications", "", nil, &vl)
 	before := len(vl.Items)
 	b.do(chromedp.Navigate(s.url + "/projects/demo"))
-	b.do(chromedp.Click(chromedp.CSS(`#card-prod details.menu summary`)))
-	b.do(chromedp.Click(chromedp.CSS(`#card-prod [data-action=reverify]`)))
-	b.wait("the re-verification toast", `/Verifying prod again/.test(document.querySelector('#toasts').textContent)`, 20*time.Second)
-	waitFor(t, "a new verification of prod", 90*time.Second, func() bool {
-		s.call(t, "GET", "/v1/projects/demo/stages/prod/verifications", "", nil, &vl)
+	b.do(chromedp.Click(chromedp.CSS(`#card-staging details.menu summary`)))
+	b.do(chromedp.Click(chromedp.CSS(`#card-staging [data-action=reverify]`)))
+	b.wait("the re-verification toast", `/Verifying staging again/.test(document.querySelector('#toasts').textContent)`, 20*time.Second)
+	waitFor(t, "a new verification of staging", 90*time.Second, func() bool {
+		s.call(t, "GET", "/v1/projects/demo/stages/staging/verifications", "", nil, &vl)
 		return len(vl.Items) > before
 	})
 
@@ -450,7 +451,7 @@ func TestWebUIE2E(t *testing.T) {
 	b.wait("the promotion of hold aborted (live)", `/last promotion aborted/.test(document.querySelector('#card-hold')?.textContent || '')`, 2*time.Minute)
 
 	// The other views.
-	b.do(chromedp.Navigate(s.url + "/projects/demo/stages/prod"))
+	b.do(chromedp.Navigate(s.url + "/projects/demo/stages/staging"))
 	b.wait("the stage page", `!!document.querySelector('#h-history')`, 10*time.Second)
 	b.shot("stage")
 	b.axe("stage")

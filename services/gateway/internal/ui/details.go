@@ -351,7 +351,8 @@ func (u *UI) promotion(req *request) error {
 	n := max(len(p.Spec.Steps), len(p.Status.StepExecutionMetadata))
 	for i := range n {
 		sv := stepView{Index: i + 1}
-		if i < len(p.Spec.Steps) {
+		// Spec steps match the executed ones unless tasks were expanded.
+		if i < len(p.Spec.Steps) && (len(p.Status.StepExecutionMetadata) == 0 || len(p.Spec.Steps) == len(p.Status.StepExecutionMetadata)) {
 			st := p.Spec.Steps[i]
 			sv.Alias, sv.Uses, sv.ContinueOnError, sv.Retry = st.As, st.Uses, st.ContinueOnError, st.Retry != nil
 			if st.Task != nil {

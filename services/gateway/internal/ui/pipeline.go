@@ -3,6 +3,7 @@ package ui
 import (
 	"bytes"
 	"context"
+	"errors"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -43,6 +44,8 @@ type projectData struct {
 	// soaks are, by upstream stage, the soak times downstream stages
 	// require of freight verified there.
 	soaks map[string][]soakReq
+	// policies are the ProjectConfig's promotion policies.
+	policies []model.PromotionPolicy
 }
 
 type soakReq struct {
@@ -75,6 +78,9 @@ func (u *UI) load(ctx context.Context, c apiClient, project string, n need) (*pr
 		return nil, err
 	}
 	d := newProjectData(project, who.Role)
+	if d.policies, err = policies(ctx, c, project); err != nil {
+		return nil, err
+	}
 	if d.stages, err = c.stages(ctx, project); err != nil {
 		return nil, err
 	}
@@ -132,6 +138,9 @@ func (u *UI) loadStage(ctx context.Context, c apiClient, project, stage string) 
 		return nil, err
 	}
 	d := newProjectData(project, who.Role)
+	if d.policies, err = policies(ctx, c, project); err != nil {
+		return nil, err
+	}
 	d.stages = []model.Stage{st}
 	d.byName[st.Name] = &d.stages[0]
 	used, err := all[model.Freight](ctx, c, projectPath(project, "freight"), url.Values{"currentlyIn": {stage}})
@@ -150,6 +159,18 @@ func (u *UI) loadStage(ctx context.Context, c apiClient, project, stage string) 
 		d.soaks = v.(map[string][]soakReq)
 	}
 	return d, nil
+}
+
+// policies reads the ProjectConfig's promotion policies (none without
+// a ProjectConfig).
+func policies(ctx context.Context, c apiClient, project string) ([]model.PromotionPolicy, error) {
+	var pc model.ProjectConfig
+	err := c.get(ctx, projectPath(project, "projectconfig"), nil, &pc)
+	var ae *apiError
+	if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+		return nil, nil
+	}
+	return pc.Spec.PromotionPolicies, err
 }
 
 func soaksOf(stages []model.Stage) map[string][]soakReq {
@@ -235,7 +256,7 @@ func summarize(p *model.Promotion, aliases map[string]string) *promotionSummary 
 func (d *projectData) card(st *model.Stage, now time.Time) cardView {
 	c := cardView{Project: d.project, Name: st.Name, Color: stageColor(st.Annotations), ControlFlow: st.IsControlFlow(),
 		Phase: string(st.Status.Phase), Message: st.Status.Message, Verifies: st.Spec.Verification != nil,
-		Auto: st.Status.AutoPromotionEnabled, Holds: st.Status.AutoPromotionHolds, CanPromote: d.canPromote()}
+		Auto: st.Status.AutoPromotionEnabled || model.AutoPromotionEnabled(d.policies, st), Holds: st.Status.AutoPromotionHolds, CanPromote: d.canPromote()}
 	if h := st.Status.Health; h != nil {
 		c.Health, c.HealthIssues = string(h.Status), h.Issues
 	}

@@ -224,9 +224,12 @@
       sessionStorage.setItem(key, JSON.stringify(v));
     };
     const fit = () => {
+      vp.style.height = '';
       const w = parseFloat(canvas.style.width), h = parseFloat(canvas.style.height);
       const k = Math.max(0.25, Math.min(1, vp.clientWidth / w, vp.clientHeight / h));
       v = { x: Math.max(0, (vp.clientWidth - w * k) / 2), y: 8, k };
+      // A small pipeline needs no tall viewport.
+      vp.style.height = h * k + 24 < vp.clientHeight ? Math.max(h * k + 24, 240) + 'px' : '';
       apply();
     };
     const zoom = (f, cx = vp.clientWidth / 2, cy = vp.clientHeight / 2) => {
