@@ -391,19 +391,18 @@ func TestWebUIE2E(t *testing.T) {
 			Metadata struct{ Name string } `json:"metadata"`
 			Status   struct {
 				ApprovedFor map[string]any `json:"approvedFor"`
-				VerifiedIn  map[string]any `json:"verifiedIn"`
 			} `json:"status"`
 		} `json:"items"`
 	}
 	s.call(t, "GET", "/v1/projects/demo/freight", "", nil, &fl)
 	var toApprove string
 	for _, f := range fl.Items {
-		if _, ok := f.Status.VerifiedIn["staging"]; !ok {
+		if _, ok := f.Status.ApprovedFor["prod"]; !ok {
 			toApprove = f.Metadata.Name
 		}
 	}
 	if toApprove == "" {
-		t.Fatal("no freight left unverified in staging to approve")
+		t.Fatal("no freight left to approve for prod")
 	}
 	b.do(chromedp.Navigate(s.url + "/projects/demo/freight/" + toApprove))
 	b.do(chromedp.SetValue(chromedp.CSS(`[data-action-form=approve] select`), "prod"))
