@@ -24,7 +24,7 @@ import (
 const (
 	stageW, stageH         = 264, 184
 	gateW, gateH           = 184, 92
-	warehouseW, warehouseH = 224, 92
+	warehouseW, warehouseH = 224, 112
 	timelinePage           = 25
 )
 
@@ -109,8 +109,23 @@ func (u *UI) load(ctx context.Context, c apiClient, project string, n need) (*pr
 		for i := range running {
 			d.running[running[i].Spec.Stage] = &running[i]
 		}
+		d.runningAliases(ctx, c)
 	}
 	return d, nil
+}
+
+// runningAliases reads the aliases of freight being promoted that no stage
+// holds yet.
+func (d *projectData) runningAliases(ctx context.Context, c apiClient) {
+	for _, p := range d.running {
+		if _, ok := d.aliases[p.Spec.Freight]; ok {
+			continue
+		}
+		var f model.Freight
+		if c.get(ctx, projectPath(d.project, "freight", p.Spec.Freight), nil, &f) == nil {
+			d.aliases[f.Name] = f.Alias
+		}
+	}
 }
 
 func (d *projectData) addFreight(fs []model.Freight) {
@@ -155,6 +170,7 @@ func (u *UI) loadStage(ctx context.Context, c apiClient, project, stage string) 
 	for i := range running {
 		d.running[stage] = &running[i]
 	}
+	d.runningAliases(ctx, c)
 	if v, ok := u.soaks.Load(project); ok {
 		d.soaks = v.(map[string][]soakReq)
 	}
@@ -540,16 +556,18 @@ func (u *UI) pipeline(req *request) error {
 		req.w.Header().Set("Content-Type", "application/json")
 		return json.NewEncoder(req.w).Encode(eligible(f, d.stages, now))
 	}
+	var tl timelineView
+	if req.fragment != "graph" {
+		if tl, err = u.timeline(req, d, now); err != nil {
+			return err
+		}
+	}
 	g, err := u.graph(d, cards)
 	if err != nil {
 		return err
 	}
 	if req.fragment == "graph" {
 		return u.render(req.w, http.StatusOK, "pipeline", "graph", pipelineData{Graph: g, base: base{Project: project}})
-	}
-	tl, err := u.timeline(req, d, now)
-	if err != nil {
-		return err
 	}
 	data := pipelineData{base: u.base(req, project, project, crumb{"Projects", "/projects"}, crumb{project, ""}),
 		Role: d.role, CanAct: d.canPromote() && at == nil, Graph: g, Timeline: tl, Empty: len(d.stages) == 0}

@@ -115,6 +115,18 @@
       if (r.status === 401) { location.href = '/login?expired=1'; return; }
       openDialog(await r.text());
     },
+    'stage-menu': (b) => {
+      const s = esc(b.dataset.stage);
+      const items = [];
+      if ('reverify' in b.dataset) items.push(`<button type="button" class="choice" data-action="reverify" data-stage="${s}">Re-verify the current freight</button>`);
+      if ('verifying' in b.dataset) items.push(`<button type="button" class="choice" data-action="abort-verification" data-stage="${s}">Abort the verification</button>`);
+      if (b.dataset.promotion) items.push(`<button type="button" class="choice" data-action="abort-promotion" data-promotion="${esc(b.dataset.promotion)}">Abort the promotion</button>`);
+      if ('held' in b.dataset) items.push(`<button type="button" class="choice" data-action="resume" data-stage="${s}">Resume auto-promotion</button>`);
+      items.push(`<a class="choice" href="/projects/${enc(project)}/compare?kind=stage&amp;a=${enc(b.dataset.stage)}">Compare with another stage…</a>`);
+      items.push(`<a class="choice" href="/projects/${enc(project)}/stages/${enc(b.dataset.stage)}">Open the stage's page</a>`);
+      openDialog(`<h2 id="dialog-title">${s}</h2><ul class="choices">${items.map((i) => '<li>' + i + '</li>').join('')}</ul>
+        <div class="dialog-actions"><button type="button" class="btn" data-close>Cancel</button></div>`);
+    },
     'freight-menu': (b) => {
       const card = b.closest('[data-freight]');
       const alias = card.dataset.alias;
@@ -125,17 +137,21 @@
     },
     promote: (b) => { closeDialog(); return promote(b.dataset.stage, b.dataset.freight, b.dataset.alias || b.dataset.freight.slice(0, 7), b); },
     reverify: async (b) => {
+      closeDialog();
       if (await run(b, 'Re-verification', () => api('POST', P('stages', b.dataset.stage, 'verification')))) toast(`Verifying ${b.dataset.stage} again.`, 'ok');
     },
     'abort-verification': async (b) => {
+      closeDialog();
       if (!await confirmAction('Abort verification?', `The running verification of ${b.dataset.stage} stops; the freight stays unverified there.`, 'Abort verification', true)) return;
       if (await run(b, 'Abort', () => api('DELETE', P('stages', b.dataset.stage, 'verification')))) toast('Verification abort requested.', 'ok');
     },
     'abort-promotion': async (b) => {
+      closeDialog();
       if (!await confirmAction('Abort promotion?', `Promotion ${b.dataset.promotion} stops after its current step.`, 'Abort promotion', true)) return;
       if (await run(b, 'Abort', () => api('POST', P('promotions', b.dataset.promotion, 'abort')))) toast('Promotion abort requested.', 'ok');
     },
     resume: async (b) => {
+      closeDialog();
       if (await run(b, 'Resume', () => api('POST', P('stages', b.dataset.stage, 'auto-promotion', 'resume')))) toast(`Auto-promotion of ${b.dataset.stage} resumed.`, 'ok');
     },
     refresh: async (b) => {
@@ -155,7 +171,6 @@
     const fn = actions[b.dataset.action];
     if (!fn) return;
     e.preventDefault();
-    b.closest('details.menu')?.removeAttribute('open');
     fn(b);
   });
   document.addEventListener('submit', async (e) => {
@@ -164,13 +179,6 @@
     e.preventDefault();
     const stage = f.elements.stage.value;
     if (await run(f.querySelector('button'), 'Approval', () => api('POST', P('freight', f.dataset.freight, 'approve'), { stage }))) toast(`Approved for ${stage}.`, 'ok');
-  });
-  // Close open menus on Escape or a click elsewhere.
-  document.addEventListener('keydown', (e) => {
-    if (e.key === 'Escape') $$('details.menu[open]').forEach((d) => { d.removeAttribute('open'); $('summary', d).focus(); });
-  });
-  document.addEventListener('click', (e) => {
-    $$('details.menu[open]').forEach((d) => { if (!d.contains(e.target)) d.removeAttribute('open'); });
   });
 
   // ---- drag and drop ------------------------------------------------
@@ -223,21 +231,23 @@
       canvas.style.transform = `translate(${v.x}px, ${v.y}px) scale(${v.k})`;
       sessionStorage.setItem(key, JSON.stringify(v));
     };
-    const fit = () => {
+    const fit = (least = 0.05) => {
       vp.style.height = '';
       const w = parseFloat(canvas.style.width), h = parseFloat(canvas.style.height);
-      const k = Math.max(0.25, Math.min(1, vp.clientWidth / w, vp.clientHeight / h));
+      // Fit, but never so small that cards cannot be read: a big pipeline
+      // starts at its sources, to be panned or zoomed out.
+      const k = Math.max(least, Math.min(1, vp.clientWidth / w, vp.clientHeight / h));
       v = { x: Math.max(0, (vp.clientWidth - w * k) / 2), y: 8, k };
       // A small pipeline needs no tall viewport.
       vp.style.height = h * k + 24 < vp.clientHeight ? Math.max(h * k + 24, 240) + 'px' : '';
       apply();
     };
     const zoom = (f, cx = vp.clientWidth / 2, cy = vp.clientHeight / 2) => {
-      const k = Math.max(0.15, Math.min(2.5, v.k * f));
+      const k = Math.max(0.1, Math.min(2.5, v.k * f));
       v = { x: cx - (cx - v.x) * (k / v.k), y: cy - (cy - v.y) * (k / v.k), k };
       apply();
     };
-    if (!v) fit(); else apply();
+    if (!v) fit(0.5); else apply();
     vp.graph = { fit, zoom, apply: () => apply() };
     $$('[data-zoom]').forEach((b) => b.addEventListener('click', () => {
       const z = b.dataset.zoom;
@@ -360,8 +370,6 @@
         if (!next) return;
         const hadFocus = cur.contains(document.activeElement) ? document.activeElement : null;
         const focusKey = hadFocus && (hadFocus.dataset.action || hadFocus.getAttribute('href'));
-        const openMenu = cur.querySelector('details.menu[open]');
-        if (openMenu) return; // do not pull a menu from under the user; the next event or sync catches up
         cur.replaceWith(next);
         if (id === 'graph') setupGraph();
         if (focusKey) {
@@ -499,4 +507,7 @@
     setInterval(sync, 60000);
   }
   setupGraph();
+  // When the first frame after start-up is painted (read by the e2e
+  // benchmark as "usable").
+  requestAnimationFrame(() => setTimeout(() => { window.caravanReady = performance.now(); }, 0));
 })();
