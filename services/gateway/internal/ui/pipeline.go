@@ -239,8 +239,39 @@ type soakView struct {
 	Left  time.Duration
 }
 
+// HealthClass is the health's status class.
+func (c cardView) HealthClass() string { return phaseClass(c.Health) }
+
+// Class is the phase's status class.
+func (p promotionSummary) Class() string { return phaseClass(p.Phase) }
+
 // ID is the card's element id.
 func (c cardView) ID() string { return "card-" + c.Name }
+
+// cardLinks are a card's escaped URLs, computed once per card rather than
+// by template functions (a 1,000-stage page renders them 1,000 times).
+type cardLinks struct {
+	Stage, Promotion, Last, Verification string
+	Freight                              []string
+}
+
+func (c cardView) Links() cardLinks {
+	base := "/projects/" + url.PathEscape(c.Project)
+	l := cardLinks{Stage: base + "/stages/" + url.PathEscape(c.Name)}
+	for _, f := range c.Freight {
+		l.Freight = append(l.Freight, base+"/freight/"+url.PathEscape(f.Name))
+	}
+	if c.Promotion != nil {
+		l.Promotion = base + "/promotions/" + url.PathEscape(c.Promotion.Name)
+	}
+	if c.Last != nil {
+		l.Last = base + "/promotions/" + url.PathEscape(c.Last.Name)
+	}
+	if c.Verification != nil {
+		l.Verification = l.Stage + "/verifications/" + url.PathEscape(c.Verification.ID)
+	}
+	return l
+}
 
 func summarize(p *model.Promotion, aliases map[string]string) *promotionSummary {
 	s := &promotionSummary{Name: p.Name, Phase: string(p.Status.Phase), Message: p.Status.Message, Steps: len(p.Spec.Steps)}

@@ -346,6 +346,9 @@
   // fragmentOf fetches an element's new HTML: its data-fragment URL, or
   // this page again (the element with the same id).
   async function fragmentOf(el) {
+    if (el.classList.contains('card') && !el.dataset.fragment) {
+      el.dataset.fragment = `/projects/${enc(project)}?fragment=card&stage=${enc(el.dataset.stage)}${location.search.includes('at=') ? '&' + location.search.slice(1) : ''}`;
+    }
     const url = el.dataset.fragment || location.pathname + location.search;
     const r = await fetch(url, { credentials: 'same-origin', headers: { 'X-Requested-With': 'caravan' } });
     if (r.status === 401) throw new Error('signed out');
