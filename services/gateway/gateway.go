@@ -59,7 +59,7 @@ type Config struct {
 	// watches instead of KV key scans.
 	ListIndex bool `envconfig:"LIST_INDEX" default:"true" desc:"serve lists from an in-memory index kept current by KV watches"`
 	// SessionTTL is how long a web UI sign-in lasts (an OIDC session ends
-	// with its ID token).
+	// with its ID token); zero means 12h.
 	SessionTTL time.Duration `envconfig:"SESSION_TTL" default:"12h" desc:"how long a web UI sign-in lasts (an OIDC session ends with its ID token)"`
 	// OIDCClientSecret is the web UI's OIDC client secret; empty for a
 	// public client (PKCE alone).
@@ -89,8 +89,8 @@ func (c Config) Validate() error {
 	if c.SSEHeartbeat < 0 {
 		errs = append(errs, fmt.Errorf("CARAVAN_SSE_HEARTBEAT: %s is negative", c.SSEHeartbeat))
 	}
-	if c.SessionTTL <= 0 {
-		errs = append(errs, fmt.Errorf("CARAVAN_SESSION_TTL: %s is not positive", c.SessionTTL))
+	if c.SessionTTL < 0 {
+		errs = append(errs, fmt.Errorf("CARAVAN_SESSION_TTL: %s is negative", c.SessionTTL))
 	}
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("CARAVAN_SHUTDOWN_TIMEOUT: %s is negative", c.ShutdownTimeout))
