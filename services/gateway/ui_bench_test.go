@@ -108,7 +108,7 @@ func sessionCookie(tb testing.TB, h *harness) string {
 	for _, ck := range resp.Cookies() {
 		login = ck.Name + "=" + ck.Value
 	}
-	req, _ := http.NewRequest("POST", h.srv.URL+"/login", strings.NewReader(url.Values{"token": {token}, "nonce": {nonce}}.Encode()))
+	req, _ := http.NewRequest(http.MethodPost, h.srv.URL+"/login", strings.NewReader(url.Values{"token": {token}, "nonce": {nonce}}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Cookie", login)
 	resp, err = c.Do(req)
@@ -141,7 +141,7 @@ func BenchmarkUIRender(b *testing.B) {
 		"timeline": "/projects/demo?fragment=timeline",
 	}
 	serve := func(p string) (int, int) {
-		r := httptest.NewRequest("GET", p, nil)
+		r := httptest.NewRequest(http.MethodGet, p, nil)
 		r.Header.Set("Cookie", cookie)
 		w := httptest.NewRecorder()
 		handler.ServeHTTP(w, r)

@@ -312,8 +312,7 @@ func TestUIOIDC(t *testing.T) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]any{"access_token": "at", "token_type": "Bearer", "expires_in": 3600, "id_token": id})
 	})
-	var h *harness
-	h = uiHarness(t, func(d *gateway.Deps) {
+	h := uiHarness(t, func(d *gateway.Deps) {
 		d.Config.OIDCIssuer = is.srv.URL
 		d.Config.OIDCAudience = "caravan"
 		d.Config.OIDCScopes = []string{"openid", "email"}

@@ -74,9 +74,9 @@ type Reader struct {
 	max     int
 }
 
-// NewReader returns a Reader caching up to max results.
-func NewReader(max int) *Reader {
-	return &Reader{timeout: time.Minute, diffs: map[string]*Diff{}, max: max}
+// NewReader returns a Reader caching up to size results.
+func NewReader(size int) *Reader {
+	return &Reader{timeout: time.Minute, diffs: map[string]*Diff{}, max: size}
 }
 
 var sha = regexp.MustCompile(`^[0-9a-f]{40}$`)

@@ -49,12 +49,6 @@ func (u *UI) funcs() template.FuncMap {
 		},
 		"ktime": func(t any) time.Time {
 			switch v := t.(type) {
-			case interface{ IsZero() bool }:
-				if v.IsZero() {
-					return time.Time{}
-				}
-			}
-			switch v := t.(type) {
 			case time.Time:
 				return v
 			case *time.Time:

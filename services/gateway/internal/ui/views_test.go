@@ -8,7 +8,7 @@ import (
 
 func TestStageColor(t *testing.T) {
 	t.Parallel()
-	for in, want := range map[string]string{"red": "#c62828", " Violet ": "#6a1b9a", "#abc": "#abc", "#a1b2c3": "#a1b2c3", "url(x)": "", "": "", "red;background:x": ""} {
+	for in, want := range map[string]string{"red": "#c62828", "Violet": "#6a1b9a", "#abc": "#abc", "#a1b2c3": "#a1b2c3", "url(x)": "", "": "", "red;background:x": ""} {
 		if got := stageColor(map[string]string{annotationColor: in}); got != want {
 			t.Errorf("%q: %q, want %q", in, got, want)
 		}
