@@ -24,6 +24,10 @@ import (
 type uiServer struct {
 	url, token, loginURL string
 	logs                 *syncBuffer
+	bin, work            string
+	env                  []string
+	proc                 *exec.Cmd
+	done                 chan error
 }
 
 func startUIServer(t *testing.T, extraEnv ...string) *uiServer {
@@ -38,10 +42,9 @@ func startUIServer(t *testing.T, extraEnv ...string) *uiServer {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	work := t.TempDir()
 	httpAddr := freePort(t)
-	s := &uiServer{url: "http://" + httpAddr, logs: &syncBuffer{}}
-	env := append(os.Environ(),
+	s := &uiServer{url: "http://" + httpAddr, logs: &syncBuffer{}, bin: bin, work: t.TempDir()}
+	s.env = append(os.Environ(),
 		"CARAVAN_DEMO=true",
 		"CARAVAN_DEMO_DIR="+filepath.Join(repoRoot, "examples", "demo"),
 		"CARAVAN_DEMO_PUSH_INTERVAL=15s",
@@ -50,21 +53,33 @@ func startUIServer(t *testing.T, extraEnv ...string) *uiServer {
 		"CARAVAN_HTTP_ADDR="+httpAddr,
 		"CARAVAN_EMBEDDED_NATS_ADDR=127.0.0.1:-1",
 	)
-	env = append(env, extraEnv...)
-	srv := exec.Command(bin, "server")
-	srv.Dir, srv.Env, srv.Stdout, srv.Stderr = work, env, s.logs, s.logs
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Wait() }()
+	s.env = append(s.env, extraEnv...)
 	t.Cleanup(func() {
-		_ = srv.Process.Kill()
-		<-done
+		s.kill()
 		if t.Failed() {
 			t.Logf("server log:\n%s", s.logs.String())
 		}
 	})
+	s.start(t)
+	b, err := os.ReadFile(filepath.Join(s.work, ".caravan", "admin-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.token = strings.TrimSpace(string(b))
+	return s
+}
+
+// start runs the server (again, on the same data and addresses) and waits
+// until it is ready and has printed its sign-in link.
+func (s *uiServer) start(t *testing.T) {
+	t.Helper()
+	s.proc = exec.Command(s.bin, "server")
+	s.proc.Dir, s.proc.Env, s.proc.Stdout, s.proc.Stderr = s.work, s.env, s.logs, s.logs
+	if err := s.proc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s.done = make(chan error, 1)
+	go func(p *exec.Cmd, done chan error) { done <- p.Wait() }(s.proc, s.done)
 	deadline := time.Now().Add(90 * time.Second)
 	link := regexp.MustCompile(`url=(http://\S+/login/link/\S+)`)
 	for {
@@ -75,7 +90,7 @@ func startUIServer(t *testing.T, extraEnv ...string) *uiServer {
 		if err == nil {
 			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK && s.loginURL != "" {
-				break
+				return
 			}
 		}
 		if time.Now().After(deadline) {
@@ -83,12 +98,16 @@ func startUIServer(t *testing.T, extraEnv ...string) *uiServer {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	b, err := os.ReadFile(filepath.Join(work, ".caravan", "admin-token"))
-	if err != nil {
-		t.Fatal(err)
+}
+
+// kill stops the server hard (SIGKILL): its streams break.
+func (s *uiServer) kill() {
+	if s.proc == nil {
+		return
 	}
-	s.token = strings.TrimSpace(string(b))
-	return s
+	_ = s.proc.Process.Kill()
+	<-s.done
+	s.proc = nil
 }
 
 // call sends an API request as the admin.
@@ -481,6 +500,15 @@ func TestWebUIE2E(t *testing.T) {
 	// A lost connection shows itself, and the stream resumes.
 	b.do(chromedp.Navigate(s.url + "/projects/demo"))
 	b.wait("the live stream", `document.querySelector('#live')?.dataset.state === 'live'`, 30*time.Second)
+
+	// A lost connection shows itself; the page resumes once the server is
+	// back (from the last event id) and catches up without a reload.
+	b.do(chromedp.Evaluate[chromedp.Void](`window.__noReload = true`))
+	s.kill()
+	b.wait("the lost connection shown", `document.querySelector('#live')?.dataset.state === 'lost' && /lost/.test(document.querySelector('#live').textContent)`, 30*time.Second)
+	b.shot("connection-lost")
+	s.start(t)
+	b.wait("the stream back", `window.__noReload && document.querySelector('#live')?.dataset.state === 'live'`, 90*time.Second)
 
 	// A phone.
 	b.do(chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2)))

@@ -24,7 +24,7 @@ import (
 const (
 	stageW, stageH         = 264, 184
 	gateW, gateH           = 184, 92
-	warehouseW, warehouseH = 224, 112
+	warehouseW, warehouseH = 224, 136
 	timelinePage           = 25
 )
 
