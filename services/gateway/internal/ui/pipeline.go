@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caravan-cd/caravan/pkg/model"
@@ -66,66 +67,69 @@ func newProjectData(project, role string) *projectData {
 		inUse: map[string]*model.Freight{}, holding: map[string][]*model.Freight{}, running: map[string]*model.Promotion{}, soaks: map[string][]soakReq{}}
 }
 
-// load reads what the pipeline needs through the API.
+// load reads what the pipeline needs through the API, the independent
+// reads at the same time.
 func (u *UI) load(ctx context.Context, c apiClient, project string, n need) (*projectData, error) {
-	who, err := c.whoami(ctx, project)
-	if err != nil {
-		return nil, err
+	var (
+		who      whoami
+		proj     model.Project
+		pols     []model.PromotionPolicy
+		stages   []model.Stage
+		whs      []model.Warehouse
+		used     []model.Freight
+		running  []model.Promotion
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+	)
+	run := func(f func() error) {
+		wg.Go(func() {
+			if err := f(); err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+			}
+		})
 	}
+	run(func() (err error) { who, err = c.whoami(ctx, project); return err })
 	// The project must exist and be visible (404/403 otherwise).
-	var proj model.Project
-	if err := c.get(ctx, projectPath(project), nil, &proj); err != nil {
-		return nil, err
+	run(func() error { return c.get(ctx, projectPath(project), nil, &proj) })
+	run(func() (err error) { pols, err = policies(ctx, c, project); return err })
+	run(func() (err error) { stages, err = c.stages(ctx, project); return err })
+	if n.warehouses {
+		run(func() (err error) { whs, err = c.warehouses(ctx, project); return err })
+	}
+	if n.freight {
+		run(func() (err error) {
+			used, err = all[model.Freight](ctx, c, projectPath(project, "freight"), url.Values{"inUse": {"true"}})
+			return err
+		})
+	}
+	if n.running {
+		run(func() (err error) {
+			running, err = all[model.Promotion](ctx, c, projectPath(project, "promotions"), url.Values{"phase": {string(model.PromotionPhaseRunning)}})
+			return err
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
 	}
 	d := newProjectData(project, who.Role)
-	if d.policies, err = policies(ctx, c, project); err != nil {
-		return nil, err
-	}
-	if d.stages, err = c.stages(ctx, project); err != nil {
-		return nil, err
-	}
+	d.policies, d.stages, d.warehouses = pols, stages, whs
 	for i := range d.stages {
 		d.byName[d.stages[i].Name] = &d.stages[i]
 	}
 	d.soaks = soaksOf(d.stages)
 	u.soaks.Store(project, d.soaks)
-	if n.warehouses {
-		if d.warehouses, err = c.warehouses(ctx, project); err != nil {
-			return nil, err
-		}
+	d.addFreight(used)
+	for i := range running {
+		d.running[running[i].Spec.Stage] = &running[i]
 	}
-	if n.freight {
-		used, err := all[model.Freight](ctx, c, projectPath(project, "freight"), url.Values{"inUse": {"true"}})
-		if err != nil {
-			return nil, err
-		}
-		d.addFreight(used)
-	}
-	if n.running {
-		running, err := all[model.Promotion](ctx, c, projectPath(project, "promotions"), url.Values{"phase": {string(model.PromotionPhaseRunning)}})
-		if err != nil {
-			return nil, err
-		}
-		for i := range running {
-			d.running[running[i].Spec.Stage] = &running[i]
-		}
-		d.runningAliases(ctx, c)
-	}
+	d.runningAliases(ctx, c)
 	return d, nil
-}
-
-// runningAliases reads the aliases of freight being promoted that no stage
-// holds yet.
-func (d *projectData) runningAliases(ctx context.Context, c apiClient) {
-	for _, p := range d.running {
-		if _, ok := d.aliases[p.Spec.Freight]; ok {
-			continue
-		}
-		var f model.Freight
-		if c.get(ctx, projectPath(d.project, "freight", p.Spec.Freight), nil, &f) == nil {
-			d.aliases[f.Name] = f.Alias
-		}
-	}
 }
 
 func (d *projectData) addFreight(fs []model.Freight) {
@@ -529,9 +533,13 @@ func (u *UI) pipeline(req *request) error {
 		return u.writeCard(req, d.card(&d.stages[0], now))
 	}
 	n := needAll
+	var pre func() ([]model.Freight, string, error)
 	switch req.fragment {
 	case "timeline", "eligible":
 		n = need{warehouses: true}
+	}
+	if req.fragment == "" || req.fragment == "timeline" {
+		pre = timelineFreight(req, project)
 	}
 	d, err := u.load(req.ctx, req.api, project, n)
 	if err != nil {
@@ -574,7 +582,7 @@ func (u *UI) pipeline(req *request) error {
 		req.w.Header().Set("Cache-Control", "no-store")
 		return json.NewEncoder(req.w).Encode(out)
 	case "timeline":
-		tl, err := u.timeline(req, d, now)
+		tl, err := u.timeline(req, d, now, pre)
 		if err != nil {
 			return err
 		}
@@ -588,8 +596,8 @@ func (u *UI) pipeline(req *request) error {
 		return json.NewEncoder(req.w).Encode(eligible(f, d.stages, now))
 	}
 	var tl timelineView
-	if req.fragment != "graph" {
-		if tl, err = u.timeline(req, d, now); err != nil {
+	if pre != nil {
+		if tl, err = u.timeline(req, d, now, pre); err != nil {
 			return err
 		}
 	}
@@ -712,11 +720,38 @@ type timelineItem struct {
 // EligibleList is the stages the item may go to, space-separated.
 func (t timelineItem) EligibleList() string { return strings.Join(t.Eligible, " ") }
 
+// timelineFreight starts reading the API page of freight the timeline
+// shows (while the rest of the page is read) and returns its result.
+func timelineFreight(req *request, project string) func() ([]model.Freight, string, error) {
+	q := req.r.URL.Query()
+	aq := url.Values{"limit": {"1000"}}
+	if w := q.Get("warehouse"); w != "" {
+		aq.Set("warehouse", w)
+	}
+	if from := q.Get("from"); from != "" {
+		aq.Set("continue", from)
+	}
+	type result struct {
+		fs   []model.Freight
+		next string
+		err  error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		fs, next, err := page[model.Freight](req.ctx, req.api, projectPath(project, "freight"), aq)
+		ch <- result{fs, next, err}
+	}()
+	return func() ([]model.Freight, string, error) {
+		r := <-ch
+		return r.fs, r.next, r.err
+	}
+}
+
 // timeline reads freight newest first, filtered by warehouse and by text
 // (alias, name or artifact), a page at a time. Each API page holds up to
 // 1,000 freight; the timeline pages through them with the API's continue
 // token and an offset.
-func (u *UI) timeline(req *request, d *projectData, now time.Time) (timelineView, error) {
+func (u *UI) timeline(req *request, d *projectData, now time.Time, pre func() ([]model.Freight, string, error)) (timelineView, error) {
 	q := req.r.URL.Query()
 	tv := timelineView{Project: d.project, Warehouse: q.Get("warehouse"), Query: strings.TrimSpace(q.Get("q")), CanAct: d.canPromote()}
 	for _, w := range d.warehouses {
@@ -725,14 +760,7 @@ func (u *UI) timeline(req *request, d *projectData, now time.Time) (timelineView
 	skip, _ := strconv.Atoi(q.Get("skip"))
 	skip = max(skip, 0)
 	from := q.Get("from")
-	aq := url.Values{"limit": {"1000"}}
-	if tv.Warehouse != "" {
-		aq.Set("warehouse", tv.Warehouse)
-	}
-	if from != "" {
-		aq.Set("continue", from)
-	}
-	fs, next, err := page[model.Freight](req.ctx, req.api, projectPath(d.project, "freight"), aq)
+	fs, next, err := pre()
 	if err != nil {
 		return tv, err
 	}
@@ -843,4 +871,18 @@ func cmpF(a, b float64) int {
 		return 1
 	}
 	return 0
+}
+
+// runningAliases reads the aliases of freight being promoted that no stage
+// holds yet.
+func (d *projectData) runningAliases(ctx context.Context, c apiClient) {
+	for _, p := range d.running {
+		if _, ok := d.aliases[p.Spec.Freight]; ok {
+			continue
+		}
+		var f model.Freight
+		if c.get(ctx, projectPath(d.project, "freight", p.Spec.Freight), nil, &f) == nil {
+			d.aliases[f.Name] = f.Alias
+		}
+	}
 }
