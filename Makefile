@@ -71,7 +71,7 @@ tools: ## build the pinned tools (golangci-lint, kube-apiserver, jaeger) into $H
 	scripts/tool.sh jaeger >/dev/null
 
 .PHONY: e2e
-e2e: ## run the slow, process-level and real-server suites (build tag e2e; needs etcd, prometheus, docker-registry), then scripts/newcomer.sh
+e2e: ## run the slow, process-level and real-server suites (build tag e2e; needs etcd, prometheus, docker-registry, chromium), then scripts/newcomer.sh
 	scripts/tool.sh kube-apiserver >/dev/null
 	scripts/tool.sh jaeger >/dev/null
 	@for m in $(MODULES); do \
@@ -86,6 +86,10 @@ bench: ## run the benchmarks (each reports its ratio to a baseline measured in t
 		echo "== go test -bench $$m"; \
 		(cd $$m && $(GO) test -run '^$$' -bench . -benchmem -count=1 ./...); \
 	done
+
+.PHONY: bench-ui
+bench-ui: ## the web UI in headless Chromium at 1,000 stages and 10,000 freight (build tag e2e; needs chromium)
+	cd services/gateway && $(GO) test -tags e2e -run '^$$' -bench 'UIChromium' -benchtime 5x -count=1 .
 
 .PHONY: fuzz
 fuzz: ## fuzz the manifest decoder, the repository URL policy, the webhook parsers and the step path resolver open-endedly (FUZZTIME=60s each); not part of CI

@@ -80,6 +80,7 @@ func (a *app) runWithDemo(cmd *cobra.Command, cfg server.Config, dcfg demo.Confi
 		Logger: logger,
 		Started: func(info server.Info) {
 			wg.Go(func() {
+				d.LoginURL = info.LoginURL
 				if err := d.Load(ctx, info.APIURL, info.AdminToken, cmd.ErrOrStderr()); err != nil {
 					if ctx.Err() == nil {
 						logger.Error("demo: load the pipeline", "err", err)

@@ -46,6 +46,10 @@ type Config struct {
 
 // Demo is a started demo.
 type Demo struct {
+	// LoginURL, when set, is printed in the guide as the way into the web
+	// UI (caravan server's one-time admin link).
+	LoginURL string
+
 	cfg      Config
 	log      *slog.Logger
 	dir      string // <data dir>/demo
@@ -343,9 +347,14 @@ func (d *Demo) writeGuide(w io.Writer, apiURL string) {
 	if dataDir := filepath.Dir(d.dir); relative(dataDir) != ".caravan" {
 		env += "   export CARAVAN_DATA_DIR=" + dataDir + "\n"
 	}
+	ui := apiURL + "/projects/" + Project
+	if d.LoginURL != "" {
+		ui = d.LoginURL + "  (one-time sign-in link; then " + apiURL + "/projects/" + Project + ")"
+	}
 	fmt.Fprintf(w, `
 ──────────────────────────────────────────────────────────────────────────
  Caravan demo: project %[1]q, pipeline dev → staging → prod
+   web UI   %[8]s
    api      %[6]s
    image    %[2]s  (a new tag %[3]s; 'make demo-push' pushes one now)
    git      %[4]s  (bare repository: %[5]s)
@@ -359,7 +368,7 @@ func (d *Demo) writeGuide(w io.Writer, apiURL string) {
    git --git-dir %[5]s log --oneline --stat
 ──────────────────────────────────────────────────────────────────────────
 
-`, Project, d.image, interval, d.gitURL, repo, apiURL, env)
+`, Project, d.image, interval, d.gitURL, repo, apiURL, env, ui)
 }
 
 // warnMoved warns when a demo server could not listen where it was asked

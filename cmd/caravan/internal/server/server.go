@@ -123,6 +123,9 @@ type Info struct {
 	AdminToken string
 	// APIURL is the gateway's base URL, e.g. http://127.0.0.1:8080.
 	APIURL string
+	// LoginURL is a one-time web UI sign-in link for the admin (valid 10
+	// minutes).
+	LoginURL string
 
 	connect func(opts ...nats.Option) (*nats.Conn, error)
 }
@@ -185,6 +188,13 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 	}
 
 	info.AdminToken = cfg.AdminToken
+	// A one-time link signs the admin in to the web UI without copying
+	// the token (single use, 10 minutes, void after a restart).
+	links := gateway.NewLoginLinks()
+	if code, err := links.Issue(cfg.AdminToken, "admin", 10*time.Minute); err == nil {
+		info.LoginURL = info.APIURL + "/login/link/" + code
+		log.Info("web UI: sign in as admin with this link (works once, for 10 minutes)", "url", info.LoginURL)
+	}
 
 	var nc *nats.Conn
 	own := []string{ln.Addr().String(), cfg.HTTPAddr}
@@ -274,7 +284,7 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 		return verifier.Run(ctx, verifier.Deps{Config: cfg.Verifier, Logger: log, Env: as("verifier")})
 	})
 	start("gateway", func(ctx context.Context) error {
-		return gateway.Run(ctx, gateway.Deps{Config: cfg.Config, Logger: log, Env: as("gateway"), Registry: reg, Listener: ln})
+		return gateway.Run(ctx, gateway.Deps{Config: cfg.Config, Logger: log, Env: as("gateway"), Registry: reg, Listener: ln, LoginLinks: links})
 	})
 	if opts.Started != nil {
 		opts.Started(info)

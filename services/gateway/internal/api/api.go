@@ -24,6 +24,7 @@ import (
 	"github.com/caravan-cd/caravan/pkg/telemetry"
 	"github.com/caravan-cd/caravan/services/gateway/internal/apply"
 	"github.com/caravan-cd/caravan/services/gateway/internal/auth"
+	"github.com/caravan-cd/caravan/services/gateway/internal/gitdiff"
 )
 
 // Options configure the handler.
@@ -34,6 +35,9 @@ type Options struct {
 	// Bus's.
 	JetStream jetstream.JetStream
 	Auth      auth.Authenticator
+	// Sessions, when set, lets the web UI's session cookie stand in for
+	// the Authorization header (unsafe methods also need its CSRF token).
+	Sessions *auth.Sessions
 	// Tokens manages API tokens; nil: over the store's token bucket.
 	Tokens *auth.Tokens
 	// Logger receives one debug line per request and handled errors.
@@ -90,6 +94,7 @@ type server struct {
 	now       func() time.Time
 	stopping  <-chan struct{}
 	version   buildinfo.Info
+	git       *gitdiff.Reader
 
 	limitersMu sync.Mutex
 	limiters   map[string]*limiter
@@ -167,6 +172,7 @@ func New(o Options) (http.Handler, error) {
 		version:   o.Version,
 		limiters:  map[string]*limiter{},
 		known:     map[string]time.Time{},
+		git:       gitdiff.NewReader(256),
 	}
 	mux := http.NewServeMux()
 	for _, rt := range s.routes(o.Registry) {
@@ -175,7 +181,7 @@ func New(o Options) (http.Handler, error) {
 			h = s.idempotent(h)
 		}
 		if rt.access != public {
-			h = authenticate(s.authorize(rt.access, h), o.Auth, o.Logger)
+			h = authenticate(s.authorize(rt.access, h), o.Auth, o.Sessions, o.Logger)
 		}
 		if rt.method != http.MethodGet {
 			h = traced(rt.method+" "+rt.path, h)
@@ -209,7 +215,7 @@ type kind struct {
 var kinds = []kind{
 	{path: "warehouses", kind: model.KindWarehouse},
 	{path: "stages", kind: model.KindStage, match: matchStage, filters: []string{"warehouse"}},
-	{path: "freight", kind: model.KindFreight, match: matchFreight, filters: []string{"warehouse", "stage", "verifiedIn", "currentlyIn"}},
+	{path: "freight", kind: model.KindFreight, match: matchFreight, filters: []string{"warehouse", "stage", "verifiedIn", "currentlyIn", "inUse"}},
 	{path: "promotions", kind: model.KindPromotion, match: matchPromotion, filters: []string{"stage", "phase", "freight"}},
 	{path: "promotiontasks", kind: model.KindPromotionTask},
 	{path: "analysistemplates", kind: model.KindAnalysisTemplate},

@@ -139,6 +139,11 @@ func routeBodies() map[string]bodies {
 		"DELETE /v1/projects/{project}/tokens/{name}":                      {resp: revokedToken{}},
 		"GET /v1/deadletters":                                              {resp: deadLetterList{}},
 		"POST /v1/deadletters/{id}/replay":                                 {resp: replayAnswer{}},
+		"GET /v1/whoami":                                                   {resp: whoami{}},
+		"GET /v1/projects/{project}/stages/{stage}/verifications":          {resp: listOf[verification]{}},
+		"GET /v1/projects/{project}/stages/{stage}/verifications/{id}":     {resp: verification{}},
+		"GET /v1/projects/{project}/promotions/{name}/diff":                {resp: promotionDiff{}},
+		"GET /v1/projects/{project}/freight/{name}/compare/{other}":        {resp: freightComparison{}},
 	}
 	for path, t := range kindTypes {
 		m["GET /v1/projects/{project}/"+path] = bodies{resp: listTypes[path]}

@@ -333,7 +333,8 @@ func (s *server) allFreight(ctx context.Context, project string) ([]*model.Freig
 }
 
 // matchFreight filters freight by ?warehouse= (the origin's name),
-// ?verifiedIn= and ?currentlyIn= (stage names).
+// ?verifiedIn= and ?currentlyIn= (stage names), and ?inUse=true (in some
+// stage now).
 func matchFreight(q map[string][]string, obj model.Object) bool {
 	f, ok := obj.(*model.Freight)
 	if !ok {
@@ -346,6 +347,9 @@ func matchFreight(q map[string][]string, obj model.Object) bool {
 		return false
 	}
 	if st := first(q, "currentlyIn"); st != "" && !f.IsCurrentlyIn(st) {
+		return false
+	}
+	if first(q, "inUse") == "true" && len(f.Status.CurrentlyIn) == 0 {
 		return false
 	}
 	return true

@@ -76,6 +76,7 @@ func (s *server) routes(reg *prometheus.Registry) []route {
 
 		{method: "POST", path: "/v1/resources", access: anyone, summary: "apply multi-document YAML or JSON (admin of every project touched; system admin for cluster-scoped kinds)", handler: s.apply, body: "YAML or JSON documents", idempotent: true},
 		{method: "DELETE", path: "/v1/resources", access: anyone, summary: "delete the documents in the body (same roles as apply)", handler: s.delete, body: "YAML or JSON documents"},
+		{method: "GET", path: "/v1/whoami", access: anyone, summary: "the caller's name and, with ?project=, its role there (none, viewer, promoter or admin)", handler: s.whoami, query: []string{"project"}},
 		{method: "GET", path: "/v1/projects", access: anyone, summary: "the projects the caller may view", handler: s.listProjects, query: []string{"limit", "continue", "sort"}},
 		{method: "GET", path: "/v1/projects/{project}", access: viewer, summary: "one project", handler: s.getProject},
 		{method: "GET", path: "/v1/projects/{project}/projectconfig", access: viewer, summary: "the ProjectConfig with status.webhookReceivers[] {name, path, url}", handler: s.getProjectConfig},
@@ -87,6 +88,10 @@ func (s *server) routes(reg *prometheus.Registry) []route {
 		)
 	}
 	rs = append(rs, []route{
+		{method: "GET", path: "/v1/projects/{project}/stages/{stage}/verifications", access: viewer, summary: "the stage's verifications, newest first, with each metric's measurements", handler: s.listVerifications},
+		{method: "GET", path: "/v1/projects/{project}/stages/{stage}/verifications/{id}", access: viewer, summary: "one verification with each metric's measurements", handler: s.getVerification},
+		{method: "GET", path: "/v1/projects/{project}/promotions/{name}/diff", access: viewer, summary: "the git diff of every commit the promotion pushed (read from the repository)", handler: s.promotionDiff},
+		{method: "GET", path: "/v1/projects/{project}/freight/{name}/compare/{other}", access: viewer, summary: "the artifacts that differ between two freight and the git commits between them", handler: s.compareFreight},
 		{method: "POST", path: "/v1/projects/{project}/warehouses/{name}/refresh", access: promoter, summary: "discover now (WarehouseRefreshRequested)", handler: s.refresh, body: `{"reason":"…"}, optional: why, for the event`, optionalBody: true, status: http.StatusAccepted, idempotent: true},
 		{method: "POST", path: "/v1/projects/{project}/freight", access: promoter, summary: "assemble freight by hand from discovered artifacts", handler: s.createFreight, body: `{"origin":{"kind":"Warehouse","name":"…"},"images":[…],"commits":[…],"charts":[…],"alias":"…"}`, status: http.StatusCreated, idempotent: true},
 		{method: "PATCH", path: "/v1/projects/{project}/freight/{name}", access: promoter, summary: "change the freight's alias", handler: s.patchFreight, body: `{"alias":"…"}`},

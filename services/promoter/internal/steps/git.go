@@ -236,7 +236,9 @@ func gitPush(ctx context.Context, sc *Context) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	return Result{Output: map[string]any{"branch": target, "commit": h.String()}}, nil
+	// repoURL (a Caravan addition) tells readers of the promotion which
+	// repository the commit went to: the gateway's diff route needs it.
+	return Result{Output: map[string]any{"branch": target, "commit": h.String(), "repoURL": repo.URL}}, nil
 }
 
 func gitTag(ctx context.Context, sc *Context) (Result, error) {
