@@ -3,7 +3,7 @@ SHELL := /usr/bin/env bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
-MODULES  := pkg services/discovery services/promoter services/verifier services/gateway cmd/caravan
+MODULES  := pkg services/discovery services/promoter services/verifier services/gateway cmd/caravan conformance
 SERVICES := discovery promoter verifier gateway
 BIN      := bin
 GO       ?= go
@@ -11,26 +11,33 @@ GO       ?= go
 TEST_TIMEOUT ?= 10m
 TEST_FLAGS   ?= -race -count=1 -timeout $(TEST_TIMEOUT)
 FUZZTIME     ?= 60s
+# Kargo's published CRDs and step schemas, outside the repository.
+KARGO_SPEC   ?= ../shared/kargo-spec
+# What bin/caravan is built from: make rebuilds it only when one changed.
+GO_SOURCES := $(shell find pkg services cmd -name '*.go' -o -name go.mod -o -name go.sum) go.work go.work.sum
 
 .PHONY: help
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## build bin/caravan and bin/caravan-<service>
-	$(GO) build -o $(BIN)/caravan ./cmd/caravan
+build: $(BIN)/caravan ## build bin/caravan and bin/caravan-<service>
 	@for s in $(SERVICES); do \
 		echo "$(GO) build -o $(BIN)/caravan-$$s ./services/$$s/cmd/caravan-$$s"; \
 		$(GO) build -o $(BIN)/caravan-$$s ./services/$$s/cmd/caravan-$$s; \
 	done
 
+# bin/caravan is a file target: run and demo-push build it only when a Go
+# source changed since.
+$(BIN)/caravan: $(GO_SOURCES)
+	$(GO) build -o $(BIN)/caravan ./cmd/caravan
+
 .PHONY: run
-run: build ## start the whole system on the embedded default with the demo pipeline (data in ./.caravan)
+run: $(BIN)/caravan ## build bin/caravan (only) and start the whole system with the demo pipeline (data in ./.caravan)
 	CARAVAN_DEMO=true $(BIN)/caravan server
 
 .PHONY: demo-push
-demo-push: ## push a new tag of the demo image now (while make run is going)
-	$(GO) build -o $(BIN)/caravan ./cmd/caravan
+demo-push: $(BIN)/caravan ## push a new tag of the demo image now (while make run is going)
 	$(BIN)/caravan demo push
 
 .PHONY: install
@@ -45,6 +52,18 @@ test: ## run every module's tests with -race (fuzz seed corpora included)
 		(cd $$m && $(GO) test $(TEST_FLAGS) ./...); \
 	done
 
+.PHONY: conformance
+conformance: ## check Caravan against Kargo's schemas in KARGO_SPEC (default ../shared/kargo-spec): every CRD field, every step property
+	cd conformance && KARGO_SPEC="$(abspath $(KARGO_SPEC))" $(GO) test -tags conformance $(TEST_FLAGS) ./...
+
+.PHONY: conformance-kinds
+conformance-kinds: ## the CRD half of make conformance (every field of every kind decodes and is accounted for)
+	cd conformance && KARGO_SPEC="$(abspath $(KARGO_SPEC))" $(GO) test -tags conformance $(TEST_FLAGS) -run '^Test(Kinds|Load)' ./...
+
+.PHONY: docs
+docs: ## regenerate docs/kargo-compatibility.md from conformance/kinds.yaml and steps.yaml
+	cd conformance && $(GO) run ./cmd/compatdoc ../docs/kargo-compatibility.md
+
 .PHONY: tools
 tools: ## build the pinned tools (golangci-lint, kube-apiserver, jaeger) into $HOME/.cache/caravan-tools once
 	scripts/tool.sh golangci-lint >/dev/null
@@ -52,13 +71,14 @@ tools: ## build the pinned tools (golangci-lint, kube-apiserver, jaeger) into $H
 	scripts/tool.sh jaeger >/dev/null
 
 .PHONY: e2e
-e2e: ## run the slow, process-level and real-server suites (build tag e2e; needs etcd, prometheus, docker-registry)
+e2e: ## run the slow, process-level and real-server suites (build tag e2e; needs etcd, prometheus, docker-registry, chromium), then scripts/newcomer.sh
 	scripts/tool.sh kube-apiserver >/dev/null
 	scripts/tool.sh jaeger >/dev/null
 	@for m in $(MODULES); do \
 		echo "== go test -tags e2e $$m"; \
 		(cd $$m && $(GO) test -tags e2e $(TEST_FLAGS) -run 'E2E' ./...); \
 	done
+	scripts/newcomer.sh
 
 .PHONY: bench
 bench: ## run the benchmarks (each reports its ratio to a baseline measured in the same run)
@@ -67,9 +87,14 @@ bench: ## run the benchmarks (each reports its ratio to a baseline measured in t
 		(cd $$m && $(GO) test -run '^$$' -bench . -benchmem -count=1 ./...); \
 	done
 
+.PHONY: bench-ui
+bench-ui: ## the web UI in headless Chromium at 1,000 stages and 10,000 freight (build tag e2e; needs chromium)
+	cd services/gateway && $(GO) test -tags e2e -run '^$$' -bench 'UIChromium' -benchtime 5x -count=1 .
+
 .PHONY: fuzz
-fuzz: ## fuzz the manifest decoder, webhook parsers and step path resolver open-endedly (FUZZTIME=60s each); not part of CI
+fuzz: ## fuzz the manifest decoder, the repository URL policy, the webhook parsers and the step path resolver open-endedly (FUZZTIME=60s each); not part of CI
 	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./model
+	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzRepoURL$$' -fuzztime $(FUZZTIME) ./model
 	cd services/gateway && $(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/webhook
 	cd services/gateway && $(GO) test -run '^$$' -fuzz '^FuzzGeneric$$' -fuzztime $(FUZZTIME) ./internal/webhook
 	cd services/promoter && $(GO) test -run '^$$' -fuzz '^FuzzResolve$$' -fuzztime $(FUZZTIME) ./internal/workdir
@@ -92,6 +117,7 @@ verify: ## tidy, format and generate, then fail if the tree changed
 	$(GO) work sync
 	gofmt -s -w $$(git ls-files '*.go')
 	@for m in $(MODULES); do (cd $$m && $(GO) generate ./...); done
+	$(MAKE) docs
 	@git diff --exit-code || { echo "verify: the tree changed; commit the result" >&2; exit 1; }
 
 .PHONY: clean

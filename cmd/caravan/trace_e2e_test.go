@@ -218,7 +218,6 @@ func startTraced(t *testing.T) *tracedCaravan {
 			MaxBodyBytes:    10 << 20,
 			ShutdownTimeout: 5 * time.Second,
 		},
-		EmbeddedNATSAddr: "127.0.0.1:-1",
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -265,7 +264,7 @@ func startTraced(t *testing.T) *tracedCaravan {
 	case <-time.After(60 * time.Second):
 		t.Fatal("server did not start")
 	}
-	nc, err := nats.Connect(c.info.NATSURL)
+	nc, err := c.info.ConnectNATS()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -27,6 +28,7 @@ type Bus struct {
 	metrics    *Metrics
 	timeout    time.Duration
 	attempts   int
+	log        *slog.Logger
 }
 
 // Option configures a Bus.
@@ -41,6 +43,10 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 func WithPropagator(p propagation.TextMapPropagator) Option {
 	return func(b *Bus) { b.propagator = p }
 }
+
+// WithLogger sets where consumers report handler errors, retries and dead
+// letters (default: nowhere). The package itself never logs elsewhere.
+func WithLogger(l *slog.Logger) Option { return func(b *Bus) { b.log = l } }
 
 // WithMetrics records publish and handle metrics.
 func WithMetrics(m *Metrics) Option { return func(b *Bus) { b.metrics = m } }
@@ -60,11 +66,28 @@ func NewBus(js jetstream.JetStream, source string, opts ...Option) *Bus {
 		propagator: otel.GetTextMapPropagator(),
 		timeout:    2 * time.Second,
 		attempts:   5,
+		log:        slog.New(slog.DiscardHandler),
 	}
 	for _, o := range opts {
 		o(b)
 	}
+	if b.log == nil {
+		b.log = slog.New(slog.DiscardHandler)
+	}
 	return b
+}
+
+// With returns a copy of the bus with opts applied: a service hands its
+// logger to the bus it was given (bus.With(events.WithLogger(log))).
+func (b *Bus) With(opts ...Option) *Bus {
+	c := *b
+	for _, o := range opts {
+		o(&c)
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	return &c
 }
 
 // JetStream returns the JetStream handle the bus uses.
@@ -139,6 +162,7 @@ func (b *Bus) PublishEnvelope(ctx context.Context, env Envelope) error {
 		if ctx.Err() != nil {
 			break
 		}
+		b.log.Warn("publish attempt failed; trying again with the same ID", "type", env.Type, "event", env.ID, "subject", subject, "attempt", attempt+1, "attempts", b.attempts, "err", err)
 	}
 	err = fmt.Errorf("publish %s %s on %s: %w", env.Type, env.ID, subject, lastErr)
 	span.RecordError(err)

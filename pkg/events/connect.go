@@ -18,6 +18,9 @@ type NATSConfig struct {
 	URL string `envconfig:"NATS_URL" desc:"NATS server URL(s), comma-separated; empty runs an embedded server (caravan server only)"`
 	// CredsFile is a NATS credentials file (JWT and NKey).
 	CredsFile string `envconfig:"NATS_CREDS" desc:"NATS credentials file"`
+	// NKeyFile is a file holding an NKey seed to authenticate with (the
+	// one caravan server generates when its embedded NATS listens).
+	NKeyFile string `envconfig:"NATS_NKEY" desc:"file holding the NKey seed to authenticate to NATS with (caravan server writes <data dir>/nats-client.nk when its embedded NATS listens)"`
 	// CAFile is a PEM file of CAs to trust for TLS.
 	CAFile string `envconfig:"NATS_CA_FILE" desc:"PEM file of CAs trusted for NATS TLS"`
 	// CertFile and KeyFile are a client certificate for mutual TLS.
@@ -42,6 +45,13 @@ func Connect(ctx context.Context, cfg NATSConfig, name string, extra ...nats.Opt
 	}
 	if cfg.CredsFile != "" {
 		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
+	}
+	if cfg.NKeyFile != "" {
+		opt, err := nats.NkeyOptionFromSeed(cfg.NKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("CARAVAN_NATS_NKEY: %w", err)
+		}
+		opts = append(opts, opt)
 	}
 	if cfg.CAFile != "" {
 		opts = append(opts, nats.RootCAs(cfg.CAFile))

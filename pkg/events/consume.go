@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -31,11 +34,10 @@ type EnvelopeHandler func(ctx context.Context, env Envelope) error
 // jetstream's ConsumeContext: Drain stops fetching and lets handlers in
 // flight finish.
 type Consumer struct {
-	spec    ConsumerSpec
-	subs    []jetstream.ConsumeContext
-	cancel  context.CancelFunc
-	closed  chan struct{}
-	stopped sync.Once
+	spec      ConsumerSpec
+	stopFetch context.CancelFunc // ends fetching
+	cancel    context.CancelFunc // cancels handlers in flight
+	closed    chan struct{}
 }
 
 // Consume binds (creating or updating) the durable consumer spec declares
@@ -77,6 +79,15 @@ func ConsumeEnvelopes(ctx context.Context, b *Bus, spec ConsumerSpec, h Envelope
 // handler on it.
 type decoder func(data []byte) (Envelope, func(context.Context) error, error)
 
+// fetchWait is how long one pull request waits for messages.
+const fetchWait = 5 * time.Second
+
+// consume fetches up to Prefetch messages at a time and hands them to
+// Concurrency handlers. Every message fetched and not yet answered is
+// "held": while it waits for a handler or is being handled, the consumer
+// tells JetStream it is in progress every half AckWait, so no message this
+// process holds is redelivered to another replica because a handler
+// before it was slow.
 func consume(ctx context.Context, b *Bus, spec ConsumerSpec, decode decoder) (*Consumer, error) {
 	spec = spec.withDefaults()
 	if spec.Durable == "" || len(spec.Filters) == 0 {
@@ -91,18 +102,26 @@ func consume(ctx context.Context, b *Bus, spec ConsumerSpec, decode decoder) (*C
 		return nil, fmt.Errorf("bind dead-letter bucket: %w", err)
 	}
 	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	c := &Consumer{spec: spec, cancel: cancel, closed: make(chan struct{})}
-	a := &adapter{bus: b, spec: spec, decode: decode, deadLetters: dl, ctx: hctx}
+	fctx, stopFetch := context.WithCancel(context.WithoutCancel(ctx))
+	c := &Consumer{spec: spec, cancel: cancel, stopFetch: stopFetch, closed: make(chan struct{})}
+	a := &adapter{bus: b, spec: spec, decode: decode, deadLetters: dl, ctx: hctx, log: b.log.With("consumer", spec.Durable)}
+	held := newHolding(spec.Prefetch)
+	work := make(chan jetstream.Msg, spec.Prefetch)
+	var handlers sync.WaitGroup
 	for range spec.Concurrency {
-		cc, err := cons.Consume(a.handle,
-			jetstream.PullMaxMessages(max(2, min(100, spec.MaxAckPending/spec.Concurrency))),
-			jetstream.ConsumeErrHandler(func(jetstream.ConsumeContext, error) {}))
-		if err != nil {
-			c.Stop()
-			return nil, fmt.Errorf("consume %s: %w", spec.Durable, err)
-		}
-		c.subs = append(c.subs, cc)
+		handlers.Go(func() {
+			for msg := range work {
+				a.handle(msg)
+				held.release(msg)
+			}
+		})
 	}
+	extending, stopExtending := context.WithCancel(context.Background())
+	go held.extend(extending, spec.AckWait/2)
+	go func() {
+		defer close(work)
+		fetch(fctx, cons, held, work, a.log)
+	}()
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -111,33 +130,131 @@ func consume(ctx context.Context, b *Bus, spec ConsumerSpec, decode decoder) (*C
 		}
 	}()
 	go func() {
-		for _, s := range c.subs {
-			<-s.Closed()
-		}
+		handlers.Wait()
+		stopExtending()
 		cancel()
-		c.stopped.Do(func() { close(c.closed) })
+		close(c.closed)
 	}()
 	return c, nil
+}
+
+// fetch pulls messages while there is room, until ctx ends.
+func fetch(ctx context.Context, cons jetstream.Consumer, held *holding, work chan<- jetstream.Msg, log *slog.Logger) {
+	failures := 0
+	for {
+		free := held.wait(ctx)
+		if free == 0 {
+			return // ctx ended
+		}
+		pctx, cancel := context.WithTimeout(ctx, fetchWait)
+		batch, err := cons.Fetch(free, jetstream.FetchContext(pctx))
+		if err == nil {
+			for msg := range batch.Messages() {
+				held.add(msg)
+				work <- msg // room for every held message: never blocks
+			}
+			err = batch.Error()
+		}
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err == nil, errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+			failures = 0
+			continue
+		}
+		failures++
+		delay := backoff(failures, 100*time.Millisecond, 5*time.Second)
+		if failures > 1 {
+			log.Warn("fetch events", "err", err, "failures", failures, "retry_in", delay)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+	}
+}
+
+// holding is the set of messages a consumer fetched and has not answered.
+type holding struct {
+	mu    sync.Mutex
+	msgs  map[jetstream.Msg]struct{}
+	limit int
+	room  chan struct{} // signalled when a message is released
+}
+
+func newHolding(limit int) *holding {
+	return &holding{msgs: map[jetstream.Msg]struct{}{}, limit: limit, room: make(chan struct{}, 1)}
+}
+
+func (h *holding) add(m jetstream.Msg) {
+	h.mu.Lock()
+	h.msgs[m] = struct{}{}
+	h.mu.Unlock()
+}
+
+func (h *holding) release(m jetstream.Msg) {
+	h.mu.Lock()
+	delete(h.msgs, m)
+	h.mu.Unlock()
+	select {
+	case h.room <- struct{}{}:
+	default:
+	}
+}
+
+// wait returns how many more messages fit, waiting for room; 0 when ctx
+// ended.
+func (h *holding) wait(ctx context.Context) int {
+	for {
+		h.mu.Lock()
+		free := h.limit - len(h.msgs)
+		h.mu.Unlock()
+		if free > 0 {
+			return free
+		}
+		select {
+		case <-ctx.Done():
+			return 0
+		case <-h.room:
+		}
+	}
+}
+
+// extend tells JetStream every every held message is in progress, so that
+// none is redelivered while it waits here, until ctx ends.
+func (h *holding) extend(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		h.mu.Lock()
+		msgs := make([]jetstream.Msg, 0, len(h.msgs))
+		for m := range h.msgs {
+			msgs = append(msgs, m)
+		}
+		h.mu.Unlock()
+		for _, m := range msgs {
+			_ = m.InProgress()
+		}
+	}
 }
 
 // Stop stops consuming at once and cancels handlers in flight; their
 // deliveries are redelivered later.
 func (c *Consumer) Stop() {
-	for _, s := range c.subs {
-		s.Stop()
-	}
+	c.stopFetch()
 	c.cancel()
-	if len(c.subs) == 0 {
-		c.stopped.Do(func() { close(c.closed) })
-	}
 }
 
-// Drain stops fetching and lets handlers in flight finish.
-func (c *Consumer) Drain() {
-	for _, s := range c.subs {
-		s.Drain()
-	}
-}
+// Drain stops fetching and lets handlers in flight (and the messages
+// already fetched) finish.
+func (c *Consumer) Drain() { c.stopFetch() }
 
 // Closed is closed once the consumer has stopped.
 func (c *Consumer) Closed() <-chan struct{} { return c.closed }
@@ -151,12 +268,14 @@ type adapter struct {
 	decode      decoder
 	deadLetters jetstream.KeyValue
 	ctx         context.Context
+	log         *slog.Logger
 }
 
 func (a *adapter) handle(msg jetstream.Msg) {
 	start := time.Now()
 	meta, err := msg.Metadata()
 	if err != nil {
+		a.log.Error("event without JetStream metadata, terminated", "subject", msg.Subject(), "err", err)
 		_ = msg.Term()
 		return
 	}
@@ -184,20 +303,38 @@ func (a *adapter) handle(msg jetstream.Msg) {
 		env.ID = msg.Headers().Get(jetstream.MsgIDHeader)
 	}
 	if err == nil {
-		err = a.run(WithEnvelope(ctx, env), msg, call)
+		err = a.run(WithEnvelope(ctx, env), call)
 	}
 
 	result := "ack"
+	log := a.log.With("type", env.Type, "subject", msg.Subject(), "event", env.ID, "delivery", meta.NumDelivered)
 	switch {
 	case err == nil:
 		_ = msg.Ack()
+	case a.ctx.Err() != nil:
+		// Stopped: the delivery is redelivered (to another replica) after
+		// its ack wait.
+		result = "retry"
+		log.Info("handler stopped with the consumer; the event will be delivered again", "err", err)
+		_ = msg.NakWithDelay(250 * time.Millisecond)
 	case IsPermanent(err) || int(meta.NumDelivered) >= a.spec.MaxDeliver:
+		if dlErr := a.deadLetter(ctx, msg, meta, env, err); dlErr != nil {
+			// Not dropped: delivered again until a dead letter can be
+			// written (the server's MaxDeliver is unlimited).
+			result = "retry"
+			delay := backoff(int(meta.NumDelivered), 250*time.Millisecond, 30*time.Second)
+			log.Error("dead letter not written; the event will be delivered again", "err", err, "deadletter_err", dlErr, "retry_in", delay)
+			_ = msg.NakWithDelay(delay)
+			break
+		}
 		result = "deadletter"
-		a.deadLetter(ctx, msg, meta, env, err)
+		log.Error("event moved to the dead letters", "err", err, "permanent", IsPermanent(err), "deadletter", a.spec.Durable+"."+strconv.FormatUint(meta.Sequence.Stream, 10))
 		_ = msg.TermWithReason(truncate(err.Error(), 200))
 	default:
 		result = "retry"
-		_ = msg.NakWithDelay(backoff(int(meta.NumDelivered), 250*time.Millisecond, 30*time.Second))
+		delay := backoff(int(meta.NumDelivered), 250*time.Millisecond, 30*time.Second)
+		log.Warn("handler failed; the event will be delivered again", "err", err, "retry_in", delay, "max_deliver", a.spec.MaxDeliver)
+		_ = msg.NakWithDelay(delay)
 	}
 	if err != nil {
 		span.RecordError(err)
@@ -206,25 +343,11 @@ func (a *adapter) handle(msg jetstream.Msg) {
 	a.bus.metrics.handled(a.spec.Durable, env.Type, result, time.Since(start))
 }
 
-// run calls the handler, telling JetStream the delivery is in progress
-// each time half the ack wait passes while it runs.
-func (a *adapter) run(ctx context.Context, msg jetstream.Msg, call func(context.Context) error) (err error) {
-	var mu sync.Mutex
-	finished := false
-	var timer *time.Timer
-	timer = time.AfterFunc(a.spec.AckWait/2, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if !finished {
-			_ = msg.InProgress()
-			timer.Reset(a.spec.AckWait / 2)
-		}
-	})
+// run calls the handler, turning a panic into a permanent error. (The
+// consumer extends the ack deadline of every message it holds, this one
+// included.)
+func (a *adapter) run(ctx context.Context, call func(context.Context) error) (err error) {
 	defer func() {
-		mu.Lock()
-		finished = true
-		timer.Stop()
-		mu.Unlock()
 		if r := recover(); r != nil {
 			err = Permanentf("handler %s panicked: %v", a.spec.Durable, r)
 		}

@@ -32,7 +32,8 @@ type DeadLetter struct {
 	Replays    int                 `json:"replays,omitempty"`
 }
 
-func (a *adapter) deadLetter(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, env Envelope, cause error) {
+// deadLetter writes the record of an event the consumer gives up on.
+func (a *adapter) deadLetter(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, env Envelope, cause error) error {
 	d := DeadLetter{
 		ID:         a.spec.Durable + "." + strconv.FormatUint(meta.Sequence.Stream, 10),
 		Consumer:   a.spec.Durable,
@@ -51,15 +52,15 @@ func (a *adapter) deadLetter(ctx context.Context, msg jetstream.Msg, meta *jetst
 	}
 	b, err := json.Marshal(d)
 	if err != nil {
-		return
+		return fmt.Errorf("encode dead letter %s: %w", d.ID, err)
 	}
-	// Best effort: the delivery is terminated either way, and the stream
-	// still holds the event for a manual look.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
-	if _, err := a.deadLetters.Put(wctx, d.ID, b); err == nil {
-		a.bus.metrics.deadLettered(a.spec.Durable)
+	if _, err := a.deadLetters.Put(wctx, d.ID, b); err != nil {
+		return fmt.Errorf("write dead letter %s: %w", d.ID, err)
 	}
+	a.bus.metrics.deadLettered(a.spec.Durable)
+	return nil
 }
 
 // DeadLetters reads and replays dead-letter records.

@@ -110,6 +110,8 @@ type ConsumerSpec struct {
 	// Filters are subject filters (see Filter).
 	Filters []string
 	// MaxDeliver bounds deliveries; the last failed one is dead-lettered.
+	// (The server delivers without limit: an event whose dead letter
+	// cannot be written is delivered again, never dropped.)
 	MaxDeliver int
 	// AckWait is how long a delivery may be handled before redelivery.
 	AckWait time.Duration
@@ -117,6 +119,11 @@ type ConsumerSpec struct {
 	MaxAckPending int
 	// Concurrency is how many handlers run at once in one process.
 	Concurrency int
+	// Prefetch is how many messages one process holds at most (fetched,
+	// waiting for a handler or handled); the consumer extends the ack
+	// deadline of every one. Default: 100, at least Concurrency, at most
+	// MaxAckPending.
+	Prefetch int
 	// DeliverAll starts a new durable at the beginning of the stream
 	// instead of at new events.
 	DeliverAll bool
@@ -135,6 +142,10 @@ func (s ConsumerSpec) withDefaults() ConsumerSpec {
 	if s.Concurrency == 0 {
 		s.Concurrency = 1
 	}
+	if s.Prefetch == 0 {
+		s.Prefetch = 100
+	}
+	s.Prefetch = max(s.Concurrency, min(s.Prefetch, s.MaxAckPending))
 	return s
 }
 
@@ -144,7 +155,7 @@ func (s ConsumerSpec) config() jetstream.ConsumerConfig {
 		Description:    s.Description,
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        s.AckWait,
-		MaxDeliver:     s.MaxDeliver,
+		MaxDeliver:     -1, // the adapter gives up after s.MaxDeliver (see handle)
 		MaxAckPending:  s.MaxAckPending,
 		DeliverPolicy:  jetstream.DeliverNewPolicy,
 		FilterSubjects: s.Filters,

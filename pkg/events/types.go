@@ -23,6 +23,7 @@ const (
 	TypeVerificationRequested        Type = "VerificationRequested"
 	TypeVerificationAbortRequested   Type = "VerificationAbortRequested"
 	TypeAutoPromotionResumeRequested Type = "AutoPromotionResumeRequested"
+	TypeAutoPromotionHeld            Type = "AutoPromotionHeld"
 	TypeStageHealthChanged           Type = "StageHealthChanged"
 	TypePullRequestClosed            Type = "PullRequestClosed"
 )
@@ -184,6 +185,17 @@ type AutoPromotionResumeRequested struct {
 	Stage string `json:"stage"`
 }
 
+// AutoPromotionHeld is published by the promoter when a manual promotion
+// of freight older than the newest available stops auto-promotion of its
+// origin into the stage, until AutoPromotionResumeRequested lifts it.
+type AutoPromotionHeld struct {
+	Stage     string        `json:"stage"`
+	Origin    FreightOrigin `json:"origin"`
+	Freight   string        `json:"freight"`
+	Promotion string        `json:"promotion"`
+	Reason    string        `json:"reason,omitempty"`
+}
+
 // StageHealthChanged is published when the promoter's health check of a
 // stage changes its verdict (Healthy, Unhealthy, Progressing, Unknown).
 type StageHealthChanged struct {
@@ -230,5 +242,6 @@ func (PromotionAbortRequested) EventType() Type      { return TypePromotionAbort
 func (VerificationRequested) EventType() Type        { return TypeVerificationRequested }
 func (VerificationAbortRequested) EventType() Type   { return TypeVerificationAbortRequested }
 func (AutoPromotionResumeRequested) EventType() Type { return TypeAutoPromotionResumeRequested }
+func (AutoPromotionHeld) EventType() Type            { return TypeAutoPromotionHeld }
 func (StageHealthChanged) EventType() Type           { return TypeStageHealthChanged }
 func (PullRequestClosed) EventType() Type            { return TypePullRequestClosed }

@@ -17,10 +17,21 @@ type ClusterAnalysisTemplate struct {
 
 // AnalysisTemplateSpec holds the metrics and arguments of a template.
 type AnalysisTemplateSpec struct {
-	Metrics              []Metric               `json:"metrics"`
+	Metrics []Metric `json:"metrics"`
+	// Templates names further templates whose metrics, args, dry-run and
+	// retention rules this one includes (Argo Rollouts' template
+	// composition).
+	Templates            []AnalysisTemplateRef  `json:"templates,omitempty"`
 	Args                 []Argument             `json:"args,omitempty"`
 	DryRun               []DryRun               `json:"dryRun,omitempty"`
 	MeasurementRetention []MeasurementRetention `json:"measurementRetention,omitempty"`
+}
+
+// AnalysisTemplateRef names an AnalysisTemplate, or a
+// ClusterAnalysisTemplate when clusterScope is true.
+type AnalysisTemplateRef struct {
+	TemplateName string `json:"templateName"`
+	ClusterScope bool   `json:"clusterScope,omitempty"`
 }
 
 // Argument is a template argument, given a value or a source.

@@ -167,8 +167,9 @@ func SelectAutoPromotion(freight []*Freight, stage *Stage, origin FreightOrigin,
 // AvailableAt returns when f becomes available to stage, given what is
 // known at now: now itself when it already is; the moment its required soak
 // time is reached when only soaking is missing and f is still in the
-// upstream Stages it must soak in (its soak grows only there); false when
-// it will not become available by time alone.
+// upstream Stages it must soak in (its soak grows only there), or was
+// passed by a control-flow upstream Stage (its soak counts from the
+// verification); false when it will not become available by time alone.
 func AvailableAt(f *Freight, stage *Stage, now time.Time) (time.Time, bool) {
 	if ok, _ := FreightAvailable(f, stage, now); ok {
 		return now, true
@@ -189,6 +190,10 @@ func AvailableAt(f *Freight, stage *Stage, now time.Time) (time.Time, bool) {
 			continue
 		}
 		if c, ok := f.Status.CurrentlyIn[up]; ok && c.Since != nil {
+			at = append(at, now.Add(soak-have))
+		} else if v := f.Status.VerifiedIn[up]; v.LongestSoak == nil && v.VerifiedAt != nil {
+			// A control-flow Stage holds no Freight: its soak counts from
+			// the verification.
 			at = append(at, now.Add(soak-have))
 		}
 	}
@@ -257,7 +262,27 @@ func (s *StageStatus) CurrentFreight(origin FreightOrigin) (FreightReference, bo
 
 // Held reports whether auto-promotion of origin is paused.
 func (s *StageStatus) Held(origin FreightOrigin) bool {
-	return slices.ContainsFunc(s.AutoPromotionHolds, func(h AutoPromotionHold) bool { return h.Origin == origin })
+	_, ok := s.AutoPromotionHolds[origin.String()]
+	return ok
+}
+
+// Hold records a hold on auto-promotion of h.Origin (replacing an earlier
+// one of the same origin).
+func (s *StageStatus) Hold(h AutoPromotionHold) {
+	if s.AutoPromotionHolds == nil {
+		s.AutoPromotionHolds = AutoPromotionHolds{}
+	}
+	s.AutoPromotionHolds[h.Origin.String()] = h
+}
+
+// ParseFreightOrigin parses Kargo's origin key "<Kind>/<name>", as the
+// auto-promotion hold and resume annotations carry it.
+func ParseFreightOrigin(key string) (FreightOrigin, error) {
+	kind, name, ok := strings.Cut(key, "/")
+	if !ok || FreightOriginKind(kind) != FreightOriginKindWarehouse || name == "" {
+		return FreightOrigin{}, fmt.Errorf("%q is not a freight origin: want Warehouse/<name>", key)
+	}
+	return FreightOrigin{Kind: FreightOriginKindWarehouse, Name: name}, nil
 }
 
 // MaxFreightHistory is how many entries a Stage's freight history keeps.

@@ -361,6 +361,13 @@ func (w *walker) object(n *yaml.Node, t reflect.Type, path string) (any, bool) {
 	w.pairs(n, path, func(key, keyPath string, v *yaml.Node) {
 		f, known := fields[key]
 		if !known {
+			// A struct with an "others" map takes unknown keys as its
+			// entries (generic subscriptions).
+			if o, has := fields[othersKey]; has {
+				f, known = field{typ: o.typ.Elem()}, true
+			}
+		}
+		if !known {
 			w.fail(keyPath, "unknown field")
 			ok = false
 			return
@@ -369,7 +376,10 @@ func (w *walker) object(n *yaml.Node, t reflect.Type, path string) (any, bool) {
 			delete(out, key)
 			return
 		}
-		if f.ignored {
+		switch {
+		case f.warn != "":
+			w.warn(keyPath, "accepted but not acted on by Caravan: "+f.warn)
+		case f.ignored:
 			w.warn(keyPath, "accepted but not acted on by Caravan")
 		}
 		val, valOK := w.value(v, f.typ, keyPath)
@@ -500,7 +510,13 @@ func (w *walker) scalarString(n *yaml.Node, path, want string, tags ...string) (
 type field struct {
 	typ     reflect.Type
 	ignored bool
+	// warn says why Caravan does not act on the field; decoding it warns.
+	warn string
 }
+
+// othersKey is the jsonFields key of a struct's field tagged
+// caravan:"others": a map that takes the keys the struct does not know.
+const othersKey = "\x00others"
 
 // jsonFields maps a struct's JSON names to their fields, inlining embedded
 // structs as encoding/json does.
@@ -509,9 +525,6 @@ func jsonFields(t reflect.Type) map[string]field {
 	for i := range t.NumField() {
 		f := t.Field(i)
 		tag := f.Tag.Get("json")
-		if tag == "-" {
-			continue
-		}
 		name, _, _ := strings.Cut(tag, ",")
 		if f.Anonymous && name == "" && f.Type.Kind() == reflect.Struct {
 			for k, v := range jsonFields(f.Type) {
@@ -522,10 +535,17 @@ func jsonFields(t reflect.Type) map[string]field {
 		if !f.IsExported() {
 			continue
 		}
+		if f.Tag.Get("caravan") == "others" && f.Type.Kind() == reflect.Map {
+			out[othersKey] = field{typ: f.Type}
+			continue
+		}
+		if tag == "-" {
+			continue
+		}
 		if name == "" {
 			name = f.Name
 		}
-		out[name] = field{typ: f.Type, ignored: f.Tag.Get("caravan") == "ignored"}
+		out[name] = field{typ: f.Type, ignored: f.Tag.Get("caravan") == "ignored", warn: f.Tag.Get("warn")}
 	}
 	return out
 }

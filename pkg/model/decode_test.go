@@ -110,7 +110,7 @@ func TestDecodeValid(t *testing.T) {
 		{
 			file:     "valid/task.yaml",
 			docs:     4,
-			warnings: []string{"spec.shard"},
+			warnings: []string{"spec.subscriptions[0].image.cacheByTag", "spec.shard"},
 			check: func(t *testing.T, dec *Decoded) {
 				uat := find[*Stage](t, dec, "uat")
 				step := uat.Spec.PromotionTemplate.Spec.Steps[0]
@@ -256,7 +256,7 @@ func TestDecodeInvalid(t *testing.T) {
 		{
 			name:  "two subscription types",
 			input: project + warehouse("  - image: {repoURL: nginx}\n    git: {repoURL: https://github.com/x/y}\n"),
-			want:  &Issue{Document: 3, Kind: "Warehouse", Name: "w2", Field: "spec.subscriptions[0]", Message: "exactly one of git, image or chart must be set"},
+			want:  &Issue{Document: 3, Kind: "Warehouse", Name: "w2", Field: "spec.subscriptions[0]", Message: "exactly one of git, image or chart must be set, got 2 (git, image)"},
 		},
 		{
 			name:  "bad regex",

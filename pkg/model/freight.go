@@ -25,33 +25,46 @@ type Freight struct {
 	Commits    []GitCommit   `json:"commits,omitempty"`
 	Images     []Image       `json:"images,omitempty"`
 	Charts     []Chart       `json:"charts,omitempty"`
-	Status     FreightStatus `json:"status,omitzero"`
+	// Artifacts are artifacts of generic subscriptions, which Caravan
+	// does not discover; they are kept as applied and take no part in the
+	// Freight's ID or in promotions.
+	Artifacts []ArtifactReference `json:"artifacts,omitempty" warn:"Caravan has no generic subscriptions: these artifacts are kept but take no part in the Freight's ID or in promotions"`
+	// DiscoveredAt is when the Freight was discovered (its creation time
+	// unless set).
+	DiscoveredAt *Time         `json:"discoveredAt,omitempty"`
+	Status       FreightStatus `json:"status,omitzero"`
 }
 
 // GitCommit is one commit of one Git repository.
 type GitCommit struct {
-	RepoURL   string `json:"repoURL,omitempty"`
-	ID        string `json:"id,omitempty"`
-	Branch    string `json:"branch,omitempty"`
-	Tag       string `json:"tag,omitempty"`
-	Message   string `json:"message,omitempty"`
-	Author    string `json:"author,omitempty"`
-	Committer string `json:"committer,omitempty"`
+	// SubscriptionName is the name of the subscription that found the
+	// commit (when the subscription has one), and likewise for images and
+	// charts.
+	SubscriptionName string `json:"subscriptionName,omitempty"`
+	RepoURL          string `json:"repoURL,omitempty"`
+	ID               string `json:"id,omitempty"`
+	Branch           string `json:"branch,omitempty"`
+	Tag              string `json:"tag,omitempty"`
+	Message          string `json:"message,omitempty"`
+	Author           string `json:"author,omitempty"`
+	Committer        string `json:"committer,omitempty"`
 }
 
 // Image is one version of one container image.
 type Image struct {
-	RepoURL     string            `json:"repoURL,omitempty"`
-	Tag         string            `json:"tag,omitempty"`
-	Digest      string            `json:"digest,omitempty"`
-	Annotations map[string]string `json:"annotations,omitempty"`
+	SubscriptionName string            `json:"subscriptionName,omitempty"`
+	RepoURL          string            `json:"repoURL,omitempty"`
+	Tag              string            `json:"tag,omitempty"`
+	Digest           string            `json:"digest,omitempty"`
+	Annotations      map[string]string `json:"annotations,omitempty"`
 }
 
 // Chart is one version of one Helm chart.
 type Chart struct {
-	RepoURL string `json:"repoURL,omitempty"`
-	Name    string `json:"name,omitempty"`
-	Version string `json:"version,omitempty"`
+	SubscriptionName string `json:"subscriptionName,omitempty"`
+	RepoURL          string `json:"repoURL,omitempty"`
+	Name             string `json:"name,omitempty"`
+	Version          string `json:"version,omitempty"`
 }
 
 // FreightStatus records where Freight is, was verified and was approved.
@@ -77,6 +90,15 @@ type VerifiedStage struct {
 // ApprovedStage says when the Freight was manually approved for a Stage.
 type ApprovedStage struct {
 	ApprovedAt *Time `json:"approvedAt,omitempty"`
+}
+
+// Default sets discoveredAt to the creation time when it is unset, as
+// Kargo's defaulting webhook does.
+func (f *Freight) Default() {
+	if f.DiscoveredAt == nil && f.CreationTimestamp != nil {
+		t := *f.CreationTimestamp
+		f.DiscoveredAt = &t
+	}
 }
 
 // GenerateID computes the Freight's ID (its name) as Kargo does: the SHA-1,

@@ -29,6 +29,9 @@ const (
 	KindClusterPromotionTask    = "ClusterPromotionTask"
 	KindFreight                 = "Freight"
 	KindPromotion               = "Promotion"
+	KindClusterConfig           = "ClusterConfig"
+	KindTarget                  = "Target"
+	KindPromotionRequest        = "PromotionRequest"
 	KindAnalysisTemplate        = "AnalysisTemplate"
 	KindClusterAnalysisTemplate = "ClusterAnalysisTemplate"
 	KindSecret                  = "Secret"
@@ -59,6 +62,9 @@ var kinds = map[string]kindInfo{
 	KindClusterPromotionTask:    {KargoAPIVersion, true, func() Object { return &ClusterPromotionTask{} }},
 	KindFreight:                 {KargoAPIVersion, false, func() Object { return &Freight{} }},
 	KindPromotion:               {KargoAPIVersion, false, func() Object { return &Promotion{} }},
+	KindClusterConfig:           {KargoAPIVersion, true, func() Object { return &ClusterConfig{} }},
+	KindTarget:                  {KargoAPIVersion, false, func() Object { return &Target{} }},
+	KindPromotionRequest:        {KargoAPIVersion, false, func() Object { return &PromotionRequest{} }},
 	KindAnalysisTemplate:        {ArgoAPIVersion, false, func() Object { return &AnalysisTemplate{} }},
 	KindClusterAnalysisTemplate: {ArgoAPIVersion, true, func() Object { return &ClusterAnalysisTemplate{} }},
 	KindSecret:                  {CoreAPIVersion, false, func() Object { return &Secret{} }},

@@ -13,6 +13,9 @@ const (
 	// AnnotationSupersede on a Stage lets a newer pending promotion drop
 	// older pending ones.
 	AnnotationSupersede = "caravan.dev/supersede"
+	// AnnotationPromotionAnnounced marks a finished Promotion whose outcome
+	// event (PromotionSucceeded or PromotionFailed) was published.
+	AnnotationPromotionAnnounced = "caravan.dev/announced"
 )
 
 // PromotionName returns Kargo's promotion name `<stage>.<ulid>.<short

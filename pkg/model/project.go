@@ -41,6 +41,11 @@ type ProjectConfig struct {
 type ProjectConfigSpec struct {
 	PromotionPolicies []PromotionPolicy       `json:"promotionPolicies,omitempty"`
 	WebhookReceivers  []WebhookReceiverConfig `json:"webhookReceivers,omitempty"`
+	// PromotionWindows gate promotions in time (Kargo Enterprise).
+	PromotionWindows []PromotionWindow `json:"promotionWindows,omitempty" warn:"promotion windows are stored, not yet enforced"`
+	// FreightLinks and StageLinks are deep links a UI shows.
+	FreightLinks []DeepLink `json:"freightLinks,omitempty" warn:"deep links are stored for UIs; Caravan renders none"`
+	StageLinks   []DeepLink `json:"stageLinks,omitempty" warn:"deep links are stored for UIs; Caravan renders none"`
 }
 
 // PromotionPolicy turns auto-promotion on or off for a Stage, named or
@@ -49,6 +54,45 @@ type PromotionPolicy struct {
 	Stage                string                   `json:"stage,omitempty"`
 	StageSelector        *PromotionPolicySelector `json:"stageSelector,omitempty"`
 	AutoPromotionEnabled bool                     `json:"autoPromotionEnabled,omitempty"`
+	// AutoRollback rolls a Stage back to its last verified Freight
+	// (Kargo Enterprise).
+	AutoRollback *AutoRollback `json:"autoRollback,omitempty" warn:"auto-rollback is stored, not yet enforced"`
+}
+
+// AutoRollback lists the outcomes that roll a Stage back.
+type AutoRollback struct {
+	OnPromotion    []PromotionPhase    `json:"onPromotion,omitempty"`
+	OnVerification []VerificationPhase `json:"onVerification,omitempty"`
+}
+
+// PromotionWindowKind says whether a window allows or denies promotions.
+type PromotionWindowKind string
+
+// Promotion window kinds.
+const (
+	PromotionWindowAllow PromotionWindowKind = "Allow"
+	PromotionWindowDeny  PromotionWindowKind = "Deny"
+)
+
+// PromotionWindow is a time window (iCalendar start, end and recurrence
+// rule) in which promotions of the selected Stages are allowed or denied.
+type PromotionWindow struct {
+	Name            string                   `json:"name"`
+	Kind            PromotionWindowKind      `json:"kind"`
+	DTStart         string                   `json:"dtstart,omitempty"`
+	DTEnd           string                   `json:"dtend,omitempty"`
+	RRule           string                   `json:"rrule,omitempty"`
+	StageSelector   *PromotionPolicySelector `json:"stageSelector,omitempty"`
+	ProjectSelector *PromotionPolicySelector `json:"projectSelector,omitempty"`
+}
+
+// DeepLink is a link a UI renders for a Freight or Stage: url is an
+// expression, if an optional condition.
+type DeepLink struct {
+	Title       string `json:"title"`
+	URL         string `json:"url"`
+	Description string `json:"description,omitempty"`
+	If          string `json:"if,omitempty"`
 }
 
 // PromotionPolicySelector selects Stages by name (exact, "regex:" or
@@ -127,6 +171,7 @@ type GenericWebhookReceiver struct {
 // ProjectConfigStatus is a ProjectConfig's observed state.
 type ProjectConfigStatus struct {
 	Conditions         []Condition              `json:"conditions,omitempty"`
+	LastHandledRefresh string                   `json:"lastHandledRefresh,omitempty"`
 	ObservedGeneration int64                    `json:"observedGeneration,omitempty"`
 	WebhookReceivers   []WebhookReceiverDetails `json:"webhookReceivers,omitempty"`
 }

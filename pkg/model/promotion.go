@@ -49,6 +49,11 @@ type PromotionSpec struct {
 	Freight string              `json:"freight"`
 	Vars    []PromotionVariable `json:"vars,omitempty"`
 	Steps   []PromotionStep     `json:"steps,omitempty"`
+	// Origin is the origin of the Freight, set by Kargo's admission;
+	// Caravan reads the Freight's own origin.
+	Origin *FreightOrigin `json:"origin,omitempty"`
+	// Target names the Target a target-aware Stage promotes to.
+	Target string `json:"target,omitempty" warn:"Caravan promotes in classic mode only: a Promotion's target is stored, not used"`
 }
 
 // PromotionVariable is a variable steps may reference as ${{ vars.name }}.
@@ -93,21 +98,36 @@ type PromotionStatus struct {
 	Freight               *FreightReference       `json:"freight,omitempty"`
 	FreightCollection     *FreightCollection      `json:"freightCollection,omitempty"`
 	HealthChecks          []HealthCheckStep       `json:"healthChecks,omitempty"`
+	StartedAt             *Time                   `json:"startedAt,omitempty"`
 	FinishedAt            *Time                   `json:"finishedAt,omitempty"`
 	CurrentStep           int64                   `json:"currentStep,omitempty"`
 	StepExecutionMetadata []StepExecutionMetadata `json:"stepExecutionMetadata,omitempty"`
 	// State holds the steps' outputs, keyed by step alias.
 	State map[string]any `json:"state,omitempty"`
+	// Fence is the stage-lease token of the promoter replica that last
+	// wrote this status (Caravan addition): a replica whose lease passed
+	// on cannot write it any more, so it cannot record "about to run step
+	// N" and run the step's effects.
+	Fence uint64 `json:"fence,omitempty"`
+	// AutoPromotionHold is the hold this promotion placed on its stage's
+	// auto-promotion (a manual promotion of freight older than the newest
+	// available), until `caravan resume stage` lifts it (Caravan addition).
+	AutoPromotionHold *AutoPromotionHold `json:"autoPromotionHold,omitempty"`
 }
 
 // StepExecutionMetadata records how one step ran.
 type StepExecutionMetadata struct {
-	Alias      string              `json:"alias,omitempty"`
+	Alias string `json:"alias,omitempty"`
+	// Uses is the step's kind (the runner it uses), tasks inflated
+	// (Caravan addition: Kargo shows it from the spec's steps).
+	Uses       string              `json:"uses,omitempty"`
 	StartedAt  *Time               `json:"startedAt,omitempty"`
 	FinishedAt *Time               `json:"finishedAt,omitempty"`
 	ErrorCount uint32              `json:"errorCount,omitempty"`
 	Status     PromotionStepStatus `json:"status,omitempty"`
 	Message    string              `json:"message,omitempty"`
+	// ContinueOnError records the step's continueOnError.
+	ContinueOnError bool `json:"continueOnError,omitempty"`
 }
 
 // HealthCheckStep is a health check a Promotion left for its Stage.

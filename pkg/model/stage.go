@@ -1,6 +1,9 @@
 package model
 
-import "fmt"
+import (
+	"encoding/json"
+	"fmt"
+)
 
 // StagePhase is where a Stage is in its lifecycle.
 type StagePhase string
@@ -91,6 +94,21 @@ type StageSpec struct {
 	RequestedFreight  []FreightRequest    `json:"requestedFreight"`
 	PromotionTemplate *PromotionTemplate  `json:"promotionTemplate,omitempty"`
 	Verification      *Verification       `json:"verification,omitempty"`
+	// Targets makes the Stage target-aware in Kargo (it promotes to each
+	// selected Target through PromotionRequests). Caravan promotes every
+	// Stage in Kargo's classic mode, to its one implicit target.
+	Targets *StageTargets `json:"targets,omitempty" warn:"Caravan promotes every Stage in classic mode (one implicit target); Targets and PromotionRequests are stored only"`
+}
+
+// StageTargets selects the Targets a Stage governs.
+type StageTargets struct {
+	Selectors []LabelSelector `json:"selectors,omitempty"`
+}
+
+// LabelSelector is a Kubernetes label selector.
+type LabelSelector struct {
+	MatchLabels      map[string]string          `json:"matchLabels,omitempty"`
+	MatchExpressions []LabelSelectorRequirement `json:"matchExpressions,omitempty"`
 }
 
 // FreightRequest asks for Freight of one origin from some sources.
@@ -175,31 +193,103 @@ type StageStatus struct {
 	CurrentPromotion     *PromotionReference `json:"currentPromotion,omitempty"`
 	LastPromotion        *PromotionReference `json:"lastPromotion,omitempty"`
 	AutoPromotionEnabled bool                `json:"autoPromotionEnabled,omitempty"`
-	// AutoPromotionHolds are the origins whose auto-promotion is paused
-	// because someone promoted older Freight by hand (Caravan addition).
-	AutoPromotionHolds []AutoPromotionHold `json:"autoPromotionHolds,omitempty"`
+	// AutoPromotionHolds are the origins whose auto-promotion is paused,
+	// keyed by origin ("Warehouse/<name>"): someone promoted Freight other
+	// than auto-promotion's candidate by hand.
+	AutoPromotionHolds AutoPromotionHolds `json:"autoPromotionHolds,omitempty"`
+	// EffectiveAutoPromotionHolds are the holds in force, pending
+	// promotions' intents included (Caravan writes AutoPromotionHolds
+	// only: its holds take effect when a promotion starts).
+	EffectiveAutoPromotionHolds AutoPromotionHolds `json:"effectiveAutoPromotionHolds,omitempty"`
+	// CurrentPromotionRequest and LastPromotionRequest are Kargo's
+	// target-aware promotions, which Caravan does not run.
+	CurrentPromotionRequest *PromotionRequestReference `json:"currentPromotionRequest,omitempty"`
+	LastPromotionRequest    *PromotionRequestReference `json:"lastPromotionRequest,omitempty"`
+	// PromotionWindowStatus is Kargo Enterprise's promotion window state.
+	PromotionWindowStatus *PromotionWindowStatus `json:"promotionWindowStatus,omitempty"`
 	// Metadata is what set-metadata steps stored for the Stage, read by
 	// the stageMetadata() expression function.
 	Metadata map[string]any `json:"metadata,omitempty"`
+	// Fence is the stage-lease token of the promoter replica that last
+	// recorded a promotion here (Caravan addition): a replica whose lease
+	// passed on cannot record one any more.
+	Fence uint64 `json:"fence,omitempty"`
 }
 
 // AutoPromotionHold pauses auto-promotion of one origin into a Stage until
-// it is lifted (AutoPromotionResumeRequested).
+// it is lifted: by a promotion of the candidate, by a promotion annotated
+// kargo.akuity.io/auto-promotion-resume, or by the resume action.
 type AutoPromotionHold struct {
-	Origin    FreightOrigin `json:"origin"`
-	Freight   string        `json:"freight,omitempty"`
-	Promotion string        `json:"promotion,omitempty"`
-	Since     *Time         `json:"since,omitempty"`
-	Reason    string        `json:"reason,omitempty"`
+	Origin        FreightOrigin `json:"origin"`
+	FreightName   string        `json:"freightName,omitempty"`
+	PromotionName string        `json:"promotionName,omitempty"`
+	Actor         string        `json:"actor,omitempty"`
+	CreatedAt     *Time         `json:"createdAt,omitempty"`
+	// Reason says why the hold was placed, for people (Caravan addition).
+	Reason string `json:"reason,omitempty"`
+}
+
+// AutoPromotionHolds are holds keyed by origin ("Warehouse/<name>").
+type AutoPromotionHolds map[string]AutoPromotionHold
+
+// UnmarshalJSON reads Kargo's map and, from status stored by earlier
+// Caravan versions, a list of {origin, freight, promotion, since}.
+func (h *AutoPromotionHolds) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '[' {
+		var old []struct {
+			Origin    FreightOrigin `json:"origin"`
+			Freight   string        `json:"freight"`
+			Promotion string        `json:"promotion"`
+			Since     *Time         `json:"since"`
+		}
+		if err := json.Unmarshal(b, &old); err != nil {
+			return err
+		}
+		*h = AutoPromotionHolds{}
+		for _, o := range old {
+			(*h)[o.Origin.String()] = AutoPromotionHold{Origin: o.Origin, FreightName: o.Freight, PromotionName: o.Promotion, CreatedAt: o.Since}
+		}
+		return nil
+	}
+	var m map[string]AutoPromotionHold
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	*h = m
+	return nil
+}
+
+// PromotionRequestReference summarises a PromotionRequest of a Stage.
+type PromotionRequestReference struct {
+	Name       string                   `json:"name"`
+	Phase      string                   `json:"phase,omitempty"`
+	Freight    *PromotionRequestFreight `json:"freight,omitempty"`
+	FinishedAt *Time                    `json:"finishedAt,omitempty"`
+}
+
+// PromotionRequestFreight names the Freight of a PromotionRequest.
+type PromotionRequestFreight struct {
+	Name string `json:"name"`
+}
+
+// PromotionWindowStatus says whether promotion windows let a Stage promote
+// now and when that changes.
+type PromotionWindowStatus struct {
+	Closed          bool   `json:"closed,omitempty"`
+	Reason          string `json:"reason,omitempty"`
+	NextOpen        *Time  `json:"nextOpen,omitempty"`
+	NextClose       *Time  `json:"nextClose,omitempty"`
+	NextCloseReason string `json:"nextCloseReason,omitempty"`
 }
 
 // FreightReference is a summary of one piece of Freight.
 type FreightReference struct {
-	Name    string        `json:"name,omitempty"`
-	Origin  FreightOrigin `json:"origin,omitzero"`
-	Commits []GitCommit   `json:"commits,omitempty"`
-	Images  []Image       `json:"images,omitempty"`
-	Charts  []Chart       `json:"charts,omitempty"`
+	Name      string              `json:"name,omitempty"`
+	Origin    FreightOrigin       `json:"origin,omitzero"`
+	Commits   []GitCommit         `json:"commits,omitempty"`
+	Images    []Image             `json:"images,omitempty"`
+	Charts    []Chart             `json:"charts,omitempty"`
+	Artifacts []ArtifactReference `json:"artifacts,omitempty"`
 }
 
 // FreightCollection is the Freight (one per origin) deployed to a Stage
@@ -232,6 +322,7 @@ type AnalysisRunReference struct {
 type Health struct {
 	Status HealthState    `json:"status,omitempty"`
 	Issues []string       `json:"issues,omitempty"`
+	Config map[string]any `json:"config,omitempty"`
 	Output map[string]any `json:"output,omitempty"`
 }
 

@@ -65,6 +65,8 @@ const (
 	IssueType
 	// IssueDifference is a Kargo property Caravan does not act on, set.
 	IssueDifference
+	// IssueURL is a repository or http URL the URL policy refuses.
+	IssueURL
 )
 
 // StepConfigIssue is one way a step's config does not fit its schema;
@@ -83,7 +85,7 @@ func CheckStep(uses string, config map[string]any) []StepConfigIssue {
 	if !ok {
 		return []StepConfigIssue{{Field: "uses", Kind: IssueUnknown, Message: fmt.Sprintf("unknown step %q; known steps: %s", uses, strings.Join(StepNames(), ", "))}}
 	}
-	return schema.Check(config)
+	return append(schema.Check(config), checkStepURLs(uses, config)...)
 }
 
 // Check checks config against s: unknown fields at any depth, required
@@ -209,6 +211,71 @@ func isZero(v any) bool {
 	return false
 }
 
+// stepRepoURLs are the step config fields that name a repository, with the
+// kind of repository CheckRepoURL checks them as.
+var stepRepoURLs = map[string]map[string]RepoKind{
+	"git-clone":       {"repoURL": RepoGit},
+	"git-open-pr":     {"repoURL": RepoGit},
+	"git-wait-for-pr": {"repoURL": RepoGit},
+	"git-merge-pr":    {"repoURL": RepoGit},
+	"oci-download":    {"imageRef": RepoImage},
+	"oci-push":        {"srcRef": RepoImage, "destRef": RepoImage},
+}
+
+// checkStepURLs applies the repository URL policy to a step's literal
+// repository URLs (helm-update-chart's charts[].repository included) and
+// requires http(s) of the http steps' url. Expressions are checked when
+// the step runs.
+func checkStepURLs(uses string, config map[string]any) []StepConfigIssue {
+	var issues []StepConfigIssue
+	check := func(field string, kind RepoKind, v any) {
+		s, ok := v.(string)
+		if !ok || s == "" || isExpression(v) {
+			return
+		}
+		if err := CheckRepoURL(kind, s); err != nil {
+			issues = append(issues, StepConfigIssue{Field: "config." + field, Kind: IssueURL, Message: err.Error()})
+		}
+	}
+	fields := stepRepoURLs[uses]
+	names := make([]string, 0, len(fields))
+	for name := range fields {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		check(name, fields[name], config[name])
+	}
+	switch uses {
+	case "helm-update-chart":
+		charts, _ := config["charts"].([]any)
+		for i, c := range charts {
+			if m, ok := c.(map[string]any); ok {
+				if r, _ := m["repository"].(string); IsLocalChartDependency(r) {
+					continue // a subchart in the work dir; the step keeps it there
+				}
+				check(fmt.Sprintf("charts[%d].repository", i), RepoChart, m["repository"])
+			}
+		}
+	case "http", "http-download":
+		if s, ok := config["url"].(string); ok && s != "" && !isExpression(s) {
+			if err := CheckHTTPURL(s); err != nil {
+				issues = append(issues, StepConfigIssue{Field: "config.url", Kind: IssueURL, Message: err.Error()})
+			}
+		}
+	}
+	return issues
+}
+
+// CheckHTTPURL requires an http:// or https:// URL with a host (the http
+// steps' url). Where it may connect is the egress policy's business.
+func CheckHTTPURL(s string) error {
+	if scheme, ok := schemeOf(s); !ok || scheme != "http" && scheme != "https" {
+		return fmt.Errorf("%q is not an http:// or https:// URL", s)
+	}
+	return checkHostURL(s)
+}
+
 // StepNames lists the catalog's step names, sorted.
 func StepNames() []string {
 	names := make([]string, 0, len(StepCatalog))
@@ -238,4 +305,13 @@ func jsonType(v any) FieldType {
 		return FieldArray
 	}
 	return FieldAny
+}
+
+// IsLocalChartDependency reports whether repository names a Helm subchart
+// by a relative file:// path, as Chart.yaml dependencies may: it is not a
+// repository to fetch but a directory of the work dir (helm-update-chart
+// keeps it inside the work dir). An absolute file:// path is not one.
+func IsLocalChartDependency(repository string) bool {
+	rest, ok := strings.CutPrefix(repository, "file://")
+	return ok && rest != "" && !strings.HasPrefix(rest, "/")
 }

@@ -25,7 +25,7 @@ var (
 // project and name): referenced projects, upstream Stages and Warehouses
 // must exist, and the Stage graph must have no cycle.
 func Validate(docs []Document, existing []Object) Issues {
-	v := &validator{}
+	v := &validator{issues: Duplicates(docs)}
 	for _, d := range docs {
 		v.doc = d
 		v.object(d.Object)
@@ -80,6 +80,17 @@ func (v *validator) object(obj Object) {
 	case *Freight:
 		if o.Origin.Kind != FreightOriginKindWarehouse || o.Origin.Name == "" {
 			v.add("origin", "must name a Warehouse")
+		}
+	case *ClusterConfig:
+		if meta.Name != ClusterConfigName {
+			v.add("metadata.name", "must be %q: a cluster has one ClusterConfig", ClusterConfigName)
+		}
+	case *PromotionRequest:
+		if o.Spec.Stage == "" {
+			v.add("spec.stage", "must not be empty")
+		}
+		if o.Spec.Freight == "" {
+			v.add("spec.freight", "must not be empty")
 		}
 	case *AnalysisTemplate:
 		v.analysis(&o.Spec)
@@ -156,16 +167,22 @@ func (v *validator) warehouse(w *Warehouse) {
 	if len(w.Spec.Subscriptions) == 0 {
 		v.add("spec.subscriptions", "must not be empty")
 	}
+	subNames := map[string]bool{}
 	for i, sub := range w.Spec.Subscriptions {
 		f := fmt.Sprintf("spec.subscriptions[%d]", i)
-		n := 0
-		for _, set := range []bool{sub.Git != nil, sub.Image != nil, sub.Chart != nil} {
-			if set {
-				n++
+		if sub.Name != "" {
+			if subNames[sub.Name] {
+				v.add(f+".name", "duplicate subscription name %q", sub.Name)
 			}
+			subNames[sub.Name] = true
 		}
-		if n != 1 {
-			v.add(f, "exactly one of git, image or chart must be set")
+		types := sub.Types()
+		if len(types) != 1 {
+			v.add(f, "exactly one of git, image or chart must be set, got %d (%s)", len(types), strings.Join(types, ", "))
+			continue
+		}
+		if len(sub.Others) > 0 {
+			v.add(f+"."+types[0], "subscriptions of type %q are not supported: Caravan discovers git, image and chart subscriptions only (Kargo serves other types through subscriber plugins)", types[0])
 			continue
 		}
 		switch {
@@ -176,19 +193,26 @@ func (v *validator) warehouse(w *Warehouse) {
 		case sub.Chart != nil:
 			s := sub.Chart
 			f += ".chart"
-			if s.RepoURL == "" {
-				v.add(f+".repoURL", "must not be empty")
-			}
+			v.repoURL(f+".repoURL", RepoChart, s.RepoURL)
 			v.constraint(f+".semverConstraint", s.SemverConstraint)
 			v.limit(f+".discoveryLimit", s.DiscoveryLimit)
 		}
 	}
 }
 
-func (v *validator) image(f string, s *ImageSubscription) {
-	if s.RepoURL == "" {
-		v.add(f+".repoURL", "must not be empty")
+// repoURL applies the repository URL policy (CheckRepoURL) to field f.
+func (v *validator) repoURL(f string, kind RepoKind, u string) {
+	if u == "" {
+		v.add(f, "must not be empty")
+		return
 	}
+	if err := CheckRepoURL(kind, u); err != nil {
+		v.add(f, "%v", err)
+	}
+}
+
+func (v *validator) image(f string, s *ImageSubscription) {
+	v.repoURL(f+".repoURL", RepoImage, s.RepoURL)
 	switch s.ImageSelectionStrategy {
 	case "", ImageSelectionStrategySemVer:
 		v.constraint(f+".semverConstraint", s.SemverConstraint)
@@ -211,9 +235,7 @@ func (v *validator) image(f string, s *ImageSubscription) {
 }
 
 func (v *validator) git(f string, s *GitSubscription) {
-	if s.RepoURL == "" {
-		v.add(f+".repoURL", "must not be empty")
-	}
+	v.repoURL(f+".repoURL", RepoGit, s.RepoURL)
 	switch s.CommitSelectionStrategy {
 	case "", CommitSelectionStrategyNewestFromBranch, CommitSelectionStrategyLexical,
 		CommitSelectionStrategyNewestTag, CommitSelectionStrategySemVer:
@@ -417,8 +439,13 @@ func (v *validator) steps(f string, steps []PromotionStep) {
 }
 
 func (v *validator) analysis(spec *AnalysisTemplateSpec) {
-	if len(spec.Metrics) == 0 {
-		v.add("spec.metrics", "must not be empty")
+	if len(spec.Metrics) == 0 && len(spec.Templates) == 0 {
+		v.add("spec.metrics", "must not be empty (unless spec.templates names templates to include)")
+	}
+	for i, ref := range spec.Templates {
+		if ref.TemplateName == "" {
+			v.add(fmt.Sprintf("spec.templates[%d].templateName", i), "must not be empty")
+		}
 	}
 	names := map[string]bool{}
 	for i, m := range spec.Metrics {
@@ -482,6 +509,14 @@ func (v *validator) set(docs []Document, existing []Object) {
 		project := obj.GetObjectMeta().Namespace
 		if !ClusterScoped(kind) && project != "" && !has(KindProject, project, project) {
 			v.add("metadata.namespace", "project %q does not exist", project)
+		}
+		if p, ok := obj.(*Promotion); ok && p.Spec.Stage != "" {
+			switch st, found := all[key{KindStage, project, p.Spec.Stage}].(*Stage); {
+			case !found:
+				v.add("spec.stage", "stage %q does not exist in project %q", p.Spec.Stage, project)
+			case st.IsControlFlow():
+				v.add("spec.stage", "stage %q is a control-flow stage (it has no promotion steps): nothing is promoted into it, the freight available to it passes downstream on its own", p.Spec.Stage)
+			}
 		}
 		s, ok := obj.(*Stage)
 		if !ok {

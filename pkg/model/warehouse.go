@@ -2,6 +2,8 @@ package model
 
 import (
 	"encoding/json"
+	"fmt"
+	"slices"
 	"time"
 )
 
@@ -67,11 +69,98 @@ type FreightCreationCriteria struct {
 }
 
 // RepoSubscription subscribes to exactly one of a Git repository, an image
-// repository or a Helm chart repository.
+// repository or a Helm chart repository. Kargo also has generic
+// subscriptions: an object whose one key is another artifact type
+// ({"<type>": {"name", "config", "discoveryLimit"}}); they decode into
+// Others and validation refuses them, since Caravan has no subscriber for
+// any other type.
 type RepoSubscription struct {
+	// Name identifies the subscription within its Warehouse; the artifacts
+	// it discovers carry it as subscriptionName.
+	Name  string             `json:"name,omitempty"`
 	Git   *GitSubscription   `json:"git,omitempty"`
 	Image *ImageSubscription `json:"image,omitempty"`
 	Chart *ChartSubscription `json:"chart,omitempty"`
+	// Others holds generic subscriptions, by artifact type.
+	Others map[string]GenericSubscription `json:"-" caravan:"others"`
+}
+
+// GenericSubscription is Kargo's subscription to an artifact type other
+// than git, image and chart, served by a subscriber plugin.
+type GenericSubscription struct {
+	Name           string         `json:"name,omitempty"`
+	Config         map[string]any `json:"config,omitempty"`
+	DiscoveryLimit int32          `json:"discoveryLimit,omitempty"`
+}
+
+// repoSubscriptionKeys are the keys RepoSubscription knows; any other key
+// is a generic subscription's type.
+var repoSubscriptionKeys = map[string]bool{"name": true, "git": true, "image": true, "chart": true}
+
+// UnmarshalJSON decodes the known keys and keeps every other key as a
+// generic subscription.
+func (s *RepoSubscription) UnmarshalJSON(b []byte) error {
+	type plain RepoSubscription
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	for k, v := range raw {
+		if repoSubscriptionKeys[k] {
+			continue
+		}
+		var g GenericSubscription
+		if err := json.Unmarshal(v, &g); err != nil {
+			return fmt.Errorf("subscription %q: %w", k, err)
+		}
+		if p.Others == nil {
+			p.Others = map[string]GenericSubscription{}
+		}
+		p.Others[k] = g
+	}
+	*s = RepoSubscription(p)
+	return nil
+}
+
+// MarshalJSON writes generic subscriptions back under their type.
+func (s RepoSubscription) MarshalJSON() ([]byte, error) {
+	type plain RepoSubscription
+	b, err := json.Marshal(plain(s))
+	if err != nil || len(s.Others) == 0 {
+		return b, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	for k, v := range s.Others {
+		m[k] = v
+	}
+	return json.Marshal(m)
+}
+
+// Types returns the subscription types set: git, image, chart and the
+// generic ones, sorted.
+func (s *RepoSubscription) Types() []string {
+	var out []string
+	if s.Chart != nil {
+		out = append(out, "chart")
+	}
+	if s.Git != nil {
+		out = append(out, "git")
+	}
+	if s.Image != nil {
+		out = append(out, "image")
+	}
+	for k := range s.Others {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // GitSubscription subscribes to a Git repository.
@@ -90,6 +179,10 @@ type GitSubscription struct {
 	IncludePaths            []string                `json:"includePaths,omitempty"`
 	ExcludePaths            []string                `json:"excludePaths,omitempty"`
 	DiscoveryLimit          int32                   `json:"discoveryLimit,omitempty"`
+	// Blobless asks for a blobless clone. Caravan's discovery keeps one
+	// bare mirror per repository and fetches only new objects; its Git
+	// library has no partial clone, so the field is kept but has no effect.
+	Blobless bool `json:"blobless,omitempty" warn:"Caravan's discovery keeps a full bare mirror fetched incrementally; its Git library has no blobless (partial) clone"`
 	// Since, an RFC 3339 time, ignores commits (and tags) older than it.
 	Since string `json:"since,omitempty"`
 }
@@ -121,8 +214,8 @@ type ImageSubscription struct {
 	DiscoveryLimit         int32                  `json:"discoveryLimit,omitempty"`
 	// CacheByTag lets image metadata be cached by tag (immutable tags).
 	// Caravan caches by digest always, which is as cheap after the first
-	// HEAD; the field is accepted as Kargo has it.
-	CacheByTag bool `json:"cacheByTag,omitempty"`
+	// HEAD.
+	CacheByTag bool `json:"cacheByTag,omitempty" warn:"Caravan caches image metadata by digest, always; a tag costs one HEAD request"`
 }
 
 // UnmarshalJSON applies strictSemvers' default (true) when it is absent.
@@ -147,10 +240,11 @@ func (s *ImageSubscription) EffectiveConstraint() string {
 
 // ChartSubscription subscribes to a Helm chart repository.
 type ChartSubscription struct {
-	RepoURL          string `json:"repoURL"`
-	Name             string `json:"name,omitempty"`
-	SemverConstraint string `json:"semverConstraint,omitempty"`
-	DiscoveryLimit   int32  `json:"discoveryLimit,omitempty"`
+	RepoURL               string `json:"repoURL"`
+	Name                  string `json:"name,omitempty"`
+	SemverConstraint      string `json:"semverConstraint,omitempty"`
+	DiscoveryLimit        int32  `json:"discoveryLimit,omitempty"`
+	InsecureSkipTLSVerify bool   `json:"insecureSkipTLSVerify,omitempty"`
 }
 
 // WarehouseStatus is a Warehouse's observed state.
@@ -160,6 +254,14 @@ type WarehouseStatus struct {
 	ObservedGeneration  int64                `json:"observedGeneration,omitempty"`
 	LastFreightID       string               `json:"lastFreightID,omitempty"`
 	DiscoveredArtifacts *DiscoveredArtifacts `json:"discoveredArtifacts,omitempty"`
+	// LastRunAt is when a discovery last ran, successful or not (Caravan
+	// addition): discovery's reconciler runs one again when it is older
+	// than the Warehouse's interval.
+	LastRunAt *Time `json:"lastRunAt,omitempty"`
+	// Fence is the lease token of the discovery replica that last wrote
+	// this status (Caravan addition): a replica whose lease passed on
+	// cannot write it any more.
+	Fence uint64 `json:"fence,omitempty"`
 }
 
 // DiscoveredArtifacts are the artifacts found by a Warehouse's last discovery.
@@ -168,12 +270,46 @@ type DiscoveredArtifacts struct {
 	Git          []GitDiscoveryResult   `json:"git,omitempty"`
 	Images       []ImageDiscoveryResult `json:"images,omitempty"`
 	Charts       []ChartDiscoveryResult `json:"charts,omitempty"`
+	// Results are the artifacts of generic subscriptions (never written
+	// by Caravan, which refuses them).
+	Results []DiscoveryResult `json:"results,omitempty"`
+}
+
+// DiscoveryResult lists the artifacts a generic subscription found.
+type DiscoveryResult struct {
+	Name               string              `json:"name"`
+	ArtifactReferences []ArtifactReference `json:"artifactReferences"`
+}
+
+// ArtifactReference is one version of an artifact of a generic
+// subscription.
+type ArtifactReference struct {
+	ArtifactType     string         `json:"artifactType,omitempty"`
+	SubscriptionName string         `json:"subscriptionName"`
+	Version          string         `json:"version"`
+	Metadata         map[string]any `json:"metadata,omitempty"`
 }
 
 // GitDiscoveryResult lists commits found for a Git subscription.
 type GitDiscoveryResult struct {
-	RepoURL string             `json:"repoURL"`
-	Commits []DiscoveredCommit `json:"commits"`
+	RepoURL          string             `json:"repoURL"`
+	SubscriptionName string             `json:"subscriptionName,omitempty"`
+	Commits          []DiscoveredCommit `json:"commits"`
+	// ObservedRefs are the refs Kargo saw at discovery (Caravan keeps its
+	// own record of them in its mirror and leaves this empty).
+	ObservedRefs *ObservedRefs `json:"observedRefs,omitempty"`
+}
+
+// ObservedRefs are the branch head and tags a Git discovery saw.
+type ObservedRefs struct {
+	BranchHead string        `json:"branchHead,omitempty"`
+	Tags       []ObservedTag `json:"tags,omitempty"`
+}
+
+// ObservedTag is one tag and the commit it names.
+type ObservedTag struct {
+	Name string `json:"name"`
+	ID   string `json:"id"`
 }
 
 // DiscoveredCommit is one commit found by discovery.
@@ -190,9 +326,10 @@ type DiscoveredCommit struct {
 // ImageDiscoveryResult lists image references found for an image
 // subscription.
 type ImageDiscoveryResult struct {
-	RepoURL    string                     `json:"repoURL"`
-	Platform   string                     `json:"platform,omitempty"`
-	References []DiscoveredImageReference `json:"references"`
+	RepoURL          string                     `json:"repoURL"`
+	SubscriptionName string                     `json:"subscriptionName,omitempty"`
+	Platform         string                     `json:"platform,omitempty"`
+	References       []DiscoveredImageReference `json:"references"`
 }
 
 // DiscoveredImageReference is one image found by discovery.
@@ -206,6 +343,7 @@ type DiscoveredImageReference struct {
 // ChartDiscoveryResult lists chart versions found for a chart subscription.
 type ChartDiscoveryResult struct {
 	RepoURL          string   `json:"repoURL"`
+	SubscriptionName string   `json:"subscriptionName,omitempty"`
 	Name             string   `json:"name,omitempty"`
 	SemverConstraint string   `json:"semverConstraint,omitempty"`
 	Versions         []string `json:"versions"`

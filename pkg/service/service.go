@@ -9,10 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/kelseyhightower/envconfig"
 
@@ -21,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/caravan-cd/caravan/pkg/egress"
 	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/pkg/telemetry"
@@ -34,6 +39,15 @@ type Common struct {
 	// SecretKey encrypts Secrets at rest: base64 of 32 bytes. When unset,
 	// a key is generated into <DataDir>/secret.key (mode 0600).
 	SecretKey string `envconfig:"SECRET_KEY" desc:"base64 of 32 bytes encrypting Secrets at rest; default: generated into <data dir>/secret.key"`
+	// ReconcileInterval is how often every service re-reads the full
+	// state of what it owns and drives it where it should be (0–20%
+	// sooner, at random), besides reacting to events: the longest a lost
+	// event can delay anything.
+	ReconcileInterval time.Duration `envconfig:"RECONCILE_INTERVAL" default:"30s" desc:"how often each service re-reads the full state it owns and repairs what events missed (the most a lost event delays anything)"`
+
+	// Egress is the policy of outbound requests made for tenants
+	// (CARAVAN_EGRESS_*).
+	Egress egress.Config `envconfig:"EGRESS"`
 
 	events.NATSConfig
 	events.StreamConfig
@@ -46,7 +60,10 @@ func (c Common) Validate() error {
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("CARAVAN_DATA_DIR: must not be empty"))
 	}
-	errs = append(errs, c.StreamConfig.Validate(), c.LogConfig.Validate())
+	if c.ReconcileInterval < 0 || c.ReconcileInterval > 0 && c.ReconcileInterval < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("CARAVAN_RECONCILE_INTERVAL: %s is below 100ms", c.ReconcileInterval))
+	}
+	errs = append(errs, c.StreamConfig.Validate(), c.LogConfig.Validate(), c.Egress.Validate())
 	return errors.Join(errs...)
 }
 
@@ -62,6 +79,10 @@ type Env struct {
 	Metrics *events.Metrics
 	// Registry holds the process's Prometheus metrics (nil: none).
 	Registry *prometheus.Registry
+	// Egress is the policy outbound requests made for tenants pass (nil:
+	// the default policy). Connect protects the NATS servers of
+	// CARAVAN_NATS_URL; caravan server adds its own listen addresses.
+	Egress *egress.Policy
 }
 
 // Connect builds the Env for service over an established NATS connection:
@@ -95,7 +116,12 @@ func Connect(ctx context.Context, nc *nats.Conn, service string, c Common, reg *
 	if reg != nil {
 		metrics = events.NewMetrics(reg)
 	}
+	policy, err := egress.New(c.Egress)
+	if err != nil {
+		return nil, err
+	}
 	return &Env{
+		Egress:   policy.Protect(natsAddrs(c.URL)...),
 		Conn:     nc,
 		JS:       js,
 		Bus:      events.NewBus(js, service, events.WithMetrics(metrics)),
@@ -103,6 +129,30 @@ func Connect(ctx context.Context, nc *nats.Conn, service string, c Common, reg *
 		Metrics:  metrics,
 		Registry: reg,
 	}, nil
+}
+
+// natsAddrs are the host:port pairs of comma-separated NATS URLs.
+func natsAddrs(urls string) []string {
+	var out []string
+	for u := range strings.SplitSeq(urls, ",") {
+		u = strings.TrimSpace(u)
+		if u == "" {
+			continue
+		}
+		if !strings.Contains(u, "://") {
+			u = "nats://" + u
+		}
+		p, err := url.Parse(u)
+		if err != nil || p.Hostname() == "" {
+			continue
+		}
+		port := p.Port()
+		if port == "" {
+			port = "4222"
+		}
+		out = append(out, net.JoinHostPort(p.Hostname(), port))
+	}
+	return out
 }
 
 // Ready reports whether the backbone is usable: connected, with the event

@@ -36,16 +36,24 @@ const (
 	// stage and verification (a promotion, or a re-verification), claimed
 	// by one replica under a lease, with its outcome.
 	Verifications Bucket = "caravan-verifications"
+	// Idempotency remembers the answers of the gateway's requests that
+	// carried an Idempotency-Key (with a TTL), so the same key returns the
+	// first answer.
+	Idempotency Bucket = "caravan-idempotency"
 )
 
 // WebhookDeliveryTTL is how long a webhook delivery ID is remembered.
 const WebhookDeliveryTTL = 24 * time.Hour
 
+// IdempotencyTTL is how long the answer to an Idempotency-Key is
+// remembered.
+const IdempotencyTTL = 24 * time.Hour
+
 // ttls are the buckets whose entries expire.
-var ttls = map[Bucket]time.Duration{WebhookDeliveries: WebhookDeliveryTTL}
+var ttls = map[Bucket]time.Duration{WebhookDeliveries: WebhookDeliveryTTL, Idempotency: IdempotencyTTL}
 
 // Buckets lists every bucket Setup declares.
-var Buckets = []Bucket{Resources, Secrets, Stages, Warehouses, Freight, Promotions, Tokens, WebhookDeliveries, Promoter, DiscoveryLeases, Verifications}
+var Buckets = []Bucket{Resources, Secrets, Stages, Warehouses, Freight, Promotions, Tokens, WebhookDeliveries, Promoter, DiscoveryLeases, Verifications, Idempotency}
 
 // ClusterProject is the project token of cluster-scoped resources.
 const ClusterProject = "_"
@@ -100,12 +108,16 @@ func Open(ctx context.Context, js jetstream.JetStream, sealer *Sealer) (*Store, 
 		if err != nil {
 			return nil, fmt.Errorf("bind bucket %s: %w", b, err)
 		}
+		if kv, err = consistent(ctx, js, kv); err != nil {
+			return nil, err
+		}
 		s.kvs[b] = kv
 	}
 	return s, nil
 }
 
-// KV returns the bucket b.
+// KV returns the bucket b. On a replicated bucket its Get reads from the
+// stream leader (see Get).
 func (s *Store) KV(b Bucket) jetstream.KeyValue { return s.kvs[b] }
 
 // Key joins tokens into a key, escaping each.

@@ -20,6 +20,8 @@
 //	caravan-promoter    queue.<project>.<stage>   promoter: a stage's promotion queue and lease
 //	                    wake.<project>.<stage>    promoter: when to re-evaluate auto-promotion (soak)
 //	                    job.<name>                promoter: lease of a periodic job (gc, health)
+//	                    auto.<project>.<stage>.<freight>  promoter: auto-promotion decided (or a promotion queued) for it
 //	caravan-verifications run.<project>.<stage>.<verification>  verifier: a verification's claim, lease and outcome
 //	                    stage.<project>.<stage>   verifier: the stage's current verification
+//	caravan-idempotency <sha256 hex>              gateway: answers to Idempotency-Keys (24h TTL)
 package state

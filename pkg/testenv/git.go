@@ -58,7 +58,7 @@ func WithBasicAuth(user, password string) GitOption {
 func GitServer(t testing.TB, opts ...GitOption) *Git {
 	t.Helper()
 	if _, err := os.Stat(gitBinary); err != nil {
-		t.Skipf("testenv: git CLI not available: %v", err)
+		t.Fatalf("testenv: git CLI not available (apt-get install git): %v", err)
 	}
 	g := &Git{root: t.TempDir(), home: t.TempDir()}
 	for _, opt := range opts {

@@ -21,8 +21,6 @@ package discovery
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,12 +32,13 @@ import (
 	"github.com/kelseyhightower/envconfig"
 
 	"github.com/caravan-cd/caravan/pkg/events"
+	"github.com/caravan-cd/caravan/pkg/lease"
+	"github.com/caravan-cd/caravan/pkg/reconcile"
 	"github.com/caravan-cd/caravan/pkg/service"
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/services/discovery/internal/charts"
 	"github.com/caravan-cd/caravan/services/discovery/internal/gitrepo"
 	"github.com/caravan-cd/caravan/services/discovery/internal/images"
-	"github.com/caravan-cd/caravan/services/discovery/internal/lease"
 	"github.com/caravan-cd/caravan/services/discovery/internal/ratelimit"
 )
 
@@ -69,8 +68,8 @@ type Config struct {
 	// with each failure, up to the Warehouse's interval.
 	RetryBase time.Duration `envconfig:"DISCOVERY_RETRY_BASE" default:"5s" desc:"first retry delay after a failed discovery (doubles up to the interval)"`
 	// ReplicaID names this replica in leases (default: host name and a
-	// random suffix).
-	ReplicaID string `envconfig:"DISCOVERY_REPLICA_ID" desc:"this replica's name in leases; default: <hostname>-<random>"`
+	// random suffix). Two live processes with one ID are refused at start.
+	ReplicaID string `envconfig:"DISCOVERY_REPLICA_ID" desc:"this replica's name in leases, unique among live replicas; default: <hostname>-<random>"`
 }
 
 // ConfigFrom reads the discovery-specific CARAVAN_* variables into a
@@ -108,11 +107,9 @@ func (c Config) withDefaults() Config {
 	if c.RetryBase == 0 {
 		c.RetryBase = 5 * time.Second
 	}
-	if c.ReplicaID == "" {
-		host, _ := os.Hostname()
-		b := make([]byte, 4)
-		_, _ = rand.Read(b)
-		c.ReplicaID = fmt.Sprintf("%s-%s", host, hex.EncodeToString(b))
+	c.ReplicaID = lease.ReplicaID(c.ReplicaID)
+	if c.ReconcileInterval == 0 {
+		c.ReconcileInterval = reconcile.DefaultInterval
 	}
 	return c
 }
@@ -150,6 +147,7 @@ func Run(ctx context.Context, d Deps) error {
 		return err
 	}
 	log := d.Logger.With("service", "discovery", "replica", cfg.ReplicaID)
+	bus := d.Env.Bus.With(events.WithLogger(log))
 	hosts := ratelimit.New(cfg.RegistryRPS, cfg.RegistryBurst)
 	imgs := images.New(images.Options{Hosts: hosts, CacheSize: cfg.MetadataCacheSize, Parallelism: cfg.RegistryParallelism})
 	gitDir := filepath.Join(cfg.Dir("discovery"), "git")
@@ -159,26 +157,37 @@ func Run(ctx context.Context, d Deps) error {
 	}
 	dsc := &discoverer{
 		store:  d.Env.Store,
-		bus:    d.Env.Bus,
+		bus:    bus,
 		images: imgs,
 		git:    gitrepo.New(gitDir),
-		charts: charts.New(&ratelimit.Transport{Hosts: hosts, Base: http.DefaultTransport}, imgs),
+		charts: charts.New(&ratelimit.Transport{Hosts: hosts, Base: http.DefaultTransport}, &ratelimit.Transport{Hosts: hosts, Base: charts.InsecureTransport()}, imgs),
 		now:    time.Now,
 	}
 	if dsc.aliasIdx, err = watchAliases(ctx, d.Env.Store.KV(state.Freight)); err != nil {
 		return fmt.Errorf("discovery: watch freight aliases: %w", err)
 	}
+	claim, err := lease.Claim(ctx, d.Env.Conn, "discovery", cfg.ReplicaID, 0)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
+		return fmt.Errorf("discovery: %w", err)
+	}
+	defer claim.Close()
 	leases := lease.New(d.Env.Store.KV(state.DiscoveryLeases), cfg.ReplicaID, cfg.LeaseTTL)
 	sched := newScheduler(cfg, log, dsc, leases, d.Env.Conn)
 
-	applied, err := events.Consume(ctx, d.Env.Bus, events.DiscoveryWarehouseApplied, func(ctx context.Context, ev events.ResourceApplied) error {
+	applied, err := events.Consume(ctx, bus, events.DiscoveryWarehouseApplied, func(ctx context.Context, ev events.ResourceApplied) error {
 		env, _ := events.FromContext(ctx)
 		return sched.request(ctx, env.Project, ev.Name, request{full: true, traceParent: events.TraceParent(ctx)})
 	})
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
 		return fmt.Errorf("discovery: %w", err)
 	}
-	refresh, err := events.Consume(ctx, d.Env.Bus, events.DiscoveryRefresh, func(ctx context.Context, ev events.WarehouseRefreshRequested) error {
+	refresh, err := events.Consume(ctx, bus, events.DiscoveryRefresh, func(ctx context.Context, ev events.WarehouseRefreshRequested) error {
 		env, _ := events.FromContext(ctx)
 		req := request{full: ev.Hint == nil, traceParent: events.TraceParent(ctx)}
 		if ev.Hint != nil {
@@ -188,6 +197,9 @@ func Run(ctx context.Context, d Deps) error {
 	})
 	if err != nil {
 		applied.Stop()
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("discovery: %w", err)
 	}
 	log.Info("discovery running")

@@ -7,11 +7,11 @@ import (
 	"time"
 
 	"github.com/caravan-cd/caravan/pkg/events"
+	"github.com/caravan-cd/caravan/pkg/lease"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/pkg/testenv"
 	"github.com/caravan-cd/caravan/services/discovery"
-	"github.com/caravan-cd/caravan/services/discovery/internal/lease"
 )
 
 func errorsIsNotFound(err error) bool { return errors.Is(err, state.ErrNotFound) }

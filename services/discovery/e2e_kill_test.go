@@ -9,10 +9,10 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/caravan-cd/caravan/pkg/lease"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/pkg/testenv"
-	"github.com/caravan-cd/caravan/services/discovery/internal/lease"
 )
 
 // Two caravan-discovery processes on one NATS: SIGKILL the one working the

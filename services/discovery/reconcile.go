@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caravan-cd/caravan/pkg/events"
+	"github.com/caravan-cd/caravan/pkg/lease"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/services/discovery/internal/charts"
@@ -82,7 +83,10 @@ type outcome struct {
 // discover runs one discovery of project/name: finds artifacts (all, or
 // only what the hints name), writes the Warehouse status, and creates and
 // announces new Freight when the policy is Automatic.
-func (d *discoverer) discover(ctx context.Context, project, name string, req request) (outcome, error) {
+//
+// The status is written under grant, the replica's lease on the Warehouse:
+// a replica whose lease passed on gets lease.ErrFenced instead of writing.
+func (d *discoverer) discover(ctx context.Context, project, name string, req request, grant lease.Grant) (outcome, error) {
 	var out outcome
 	w, _, err := state.GetAs[*model.Warehouse](ctx, d.store, project, model.KindWarehouse, name)
 	if errors.Is(err, state.ErrNotFound) {
@@ -104,6 +108,11 @@ func (d *discoverer) discover(ctx context.Context, project, name string, req req
 	if derr == nil && !changed && !full {
 		return out, nil // a hint that changes nothing: no write at all
 	}
+	// The Warehouse, or its project, may have been deleted while the
+	// artifacts were fetched: then nothing is written for it.
+	if cur, _, err := d.store.GetObject(ctx, project, model.KindWarehouse, name); errors.Is(err, state.ErrNotFound) || (err == nil && cur.GetObjectMeta().UID != w.UID) {
+		return out, errGone
+	}
 
 	// Freight is stored before the status names it and announced after,
 	// so whoever handles FreightDiscovered finds both in place.
@@ -122,8 +131,12 @@ func (d *discoverer) discover(ctx context.Context, project, name string, req req
 		failure = derr.Error()
 	}
 	_, _, err = state.Update(ctx, statusKV, key, func(cur model.WarehouseStatus, _ bool) (model.WarehouseStatus, error) {
+		if err := lease.Admit(&cur.Fence, grant); err != nil {
+			return cur, err
+		}
 		now := d.now()
 		cur.ObservedGeneration = w.Generation
+		cur.LastRunAt = model.NewTime(now)
 		if failure != "" {
 			setCondition(&cur, ConditionReady, model.ConditionFalse, ReasonDiscoveryFailed, failure, w.Generation, now)
 			setCondition(&cur, ConditionHealthy, model.ConditionFalse, ReasonDiscoveryFailed, failure, w.Generation, now)
@@ -216,6 +229,7 @@ func (d *discoverer) artifacts(ctx context.Context, w *model.Warehouse, prev *mo
 					errs = append(errs, fmt.Errorf("image %s: %s", s.RepoURL, images.Explain(err)))
 					continue
 				}
+				res.SubscriptionName = sub.Name
 				art.Images = append(art.Images, res)
 				continue
 			}
@@ -249,14 +263,15 @@ func (d *discoverer) artifacts(ctx context.Context, w *model.Warehouse, prev *mo
 			}
 			var res model.GitDiscoveryResult
 			if full {
-				res, err = d.git.Discover(ctx, s, cr)
+				res, err = d.git.Discover(ctx, w.Namespace, s, cr)
 			} else {
-				res, err = d.git.Refresh(ctx, s, cr, hintCommits(hs))
+				res, err = d.git.Refresh(ctx, w.Namespace, s, cr, hintCommits(hs))
 			}
 			if err != nil {
 				errs = append(errs, fmt.Errorf("git %s: %s", s.RepoURL, gitrepo.Explain(err)))
 				continue
 			}
+			res.SubscriptionName = sub.Name
 			if full {
 				art.Git = append(art.Git, res)
 			} else {
@@ -285,6 +300,7 @@ func (d *discoverer) artifacts(ctx context.Context, w *model.Warehouse, prev *mo
 				errs = append(errs, fmt.Errorf("chart %s %s: %s", s.RepoURL, s.Name, charts.Explain(err)))
 				continue
 			}
+			res.SubscriptionName = sub.Name
 			if full {
 				art.Charts = append(art.Charts, res)
 			} else {

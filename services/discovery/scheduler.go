@@ -14,8 +14,10 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/caravan-cd/caravan/pkg/events"
+	"github.com/caravan-cd/caravan/pkg/lease"
+	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/pkg/reconcile"
 	"github.com/caravan-cd/caravan/pkg/state"
-	"github.com/caravan-cd/caravan/services/discovery/internal/lease"
 )
 
 // forwardPrefix is the core NATS subject prefix on which a replica takes
@@ -135,6 +137,14 @@ func (s *scheduler) run(ctx context.Context) error {
 		return fmt.Errorf("subscribe forward subject: %w", err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
+	rctx, stopReconcile := context.WithCancel(ctx)
+	reconciled := make(chan struct{})
+	go func() {
+		defer close(reconciled)
+		s.reconcile(rctx)
+	}()
+	defer func() { <-reconciled }()
+	defer stopReconcile()
 	period := max(s.cfg.LeaseTTL/3, 50*time.Millisecond)
 	t := time.NewTicker(period)
 	defer t.Stop()
@@ -186,18 +196,16 @@ func (s *scheduler) scan(ctx context.Context) error {
 		if !mine && n >= fair {
 			continue // leave it to a replica with fewer
 		}
-		ok, _, err := s.leases.Acquire(ctx, key)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			s.log.Warn("lease", "project", project, "warehouse", name, "err", err)
-			continue
-		}
-		if ok {
+		_, err := s.leases.Acquire(ctx, key)
+		switch {
+		case err == nil:
 			s.start(ctx, project, name, request{full: true})
-		} else {
+		case errors.Is(err, lease.ErrHeld):
 			s.stop(key, false)
+		case ctx.Err() != nil:
+			return ctx.Err()
+		default:
+			s.log.Warn("lease", "project", project, "warehouse", name, "err", err)
 		}
 	}
 	s.mu.Lock()
@@ -221,7 +229,7 @@ func (s *scheduler) scan(ctx context.Context) error {
 func (s *scheduler) liveReplicas(ctx context.Context) (int, error) {
 	kv := s.d.store.KV(state.DiscoveryLeases)
 	me := state.Key(replicasToken, s.leases.Holder())
-	if _, err := state.Put(ctx, kv, me, lease.Record{Holder: s.leases.Holder(), Expires: time.Now().Add(s.cfg.LeaseTTL)}); err != nil {
+	if _, err := state.Put(ctx, kv, me, lease.Record{Lease: lease.Lease{Holder: s.leases.Holder(), Expires: time.Now().Add(s.cfg.LeaseTTL)}}); err != nil {
 		return 0, err
 	}
 	items, _, err := state.List[lease.Record](ctx, kv, state.Prefix(replicasToken), 0, "")
@@ -336,12 +344,10 @@ func (s *scheduler) local(ctx context.Context, project, name string, req request
 		w.enqueue(req)
 		return nil
 	}
-	held, _, err := s.leases.Acquire(ctx, key)
-	if err != nil {
-		return err
-	}
-	if !held {
+	if _, err := s.leases.Acquire(ctx, key); errors.Is(err, lease.ErrHeld) {
 		return errNotHolder
+	} else if err != nil {
+		return err
 	}
 	s.start(ctx, project, name, req)
 	return nil
@@ -371,7 +377,13 @@ func (s *scheduler) work(ctx context.Context, w *worker) {
 		}
 		// A requested discovery continues the requester's trace.
 		dctx, span := events.StartSpan(events.WithTraceParent(ctx, req.traceParent), "discover warehouse")
-		out, err := s.d.discover(dctx, w.project, w.name, req)
+		grant, held := s.leases.Grant(w.key)
+		if !held {
+			span.End()
+			<-ctx.Done() // the lease passed on: the scan stops this worker
+			return
+		}
+		out, err := s.d.discover(dctx, w.project, w.name, req, grant)
 		span.End()
 		if ctx.Err() != nil {
 			return
@@ -411,4 +423,71 @@ func (s *scheduler) work(ctx context.Context, w *worker) {
 
 func jitter(d time.Duration) time.Duration {
 	return time.Duration(float64(d) * (0.9 + 0.2*rand.Float64()))
+}
+
+// reconcile is the backstop of the events that ask for discoveries: a
+// Warehouse this replica works whose spec changed (its
+// ResourceApplied may be lost) is discovered at once, seen through a watch
+// of the specs and on every pass; one whose last discovery is older than
+// its interval (a worker stuck, a timer lost) is discovered again. Passes
+// run every CARAVAN_RECONCILE_INTERVAL (0–20% sooner at random).
+func (s *scheduler) reconcile(ctx context.Context) {
+	loop := reconcile.New(s.cfg.ReconcileInterval)
+	changes, _, err := state.Watch[json.RawMessage](ctx, s.d.store.KV(state.Resources), "*."+model.KindWarehouse+".*", true)
+	if err != nil {
+		s.log.Warn("watch warehouse specs (changes wait for the next pass)", "err", err)
+	} else {
+		go func() {
+			for c := range changes {
+				tokens := strings.Split(c.Key, ".")
+				if len(tokens) != 3 || c.Deleted {
+					continue
+				}
+				s.mu.Lock()
+				w := s.workers[state.Key(state.Untoken(tokens[0]), state.Untoken(tokens[2]))]
+				s.mu.Unlock()
+				if w != nil {
+					w.enqueue(request{full: true})
+				}
+			}
+		}()
+	}
+	loop.Run(ctx, s.pass, func(err error) { s.log.Warn("reconcile warehouses", "err", err) })
+}
+
+// pass looks at every Warehouse this replica works.
+func (s *scheduler) pass(ctx context.Context) error {
+	s.mu.Lock()
+	workers := make([]*worker, 0, len(s.workers))
+	for _, w := range s.workers {
+		workers = append(workers, w)
+	}
+	s.mu.Unlock()
+	now := s.d.now()
+	var errs []error
+	for _, w := range workers {
+		wh, _, err := state.GetAs[*model.Warehouse](ctx, s.d.store, w.project, model.KindWarehouse, w.name)
+		if errors.Is(err, state.ErrNotFound) {
+			continue // the worker notices
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		wh.Default()
+		st, _, err := state.Get[model.WarehouseStatus](ctx, s.d.store.KV(state.Warehouses), state.Key(w.project, w.name))
+		if err != nil && !errors.Is(err, state.ErrNotFound) {
+			errs = append(errs, err)
+			continue
+		}
+		interval := max(wh.Spec.Interval.Duration, s.cfg.MinInterval)
+		// The worker's own timer fires within the interval (+10% jitter);
+		// a quarter more and it missed.
+		overdue := st.LastRunAt == nil || now.Sub(st.LastRunAt.Time) > interval+interval/4
+		if st.ObservedGeneration != wh.Generation || overdue {
+			s.log.Debug("warehouse due", "project", w.project, "warehouse", w.name, "generation", wh.Generation, "observed", st.ObservedGeneration)
+			w.enqueue(request{full: true})
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -90,11 +90,27 @@ func TestActions(t *testing.T) {
 	if st, e := h.call("POST", "/v1/projects/demo/warehouses/app/refresh", nil, &env); st != http.StatusAccepted {
 		t.Fatalf("refresh: %d %+v", st, e)
 	}
-	if p := payload[events.WarehouseRefreshRequested](t, wait(1)[0]); p.Warehouse != "app" {
+	if p := payload[events.WarehouseRefreshRequested](t, wait(1)[0]); p.Warehouse != "app" || p.Reason != "refresh requested by admin" {
 		t.Errorf("refresh event: %+v", p)
+	}
+	// A reason says why (the demo says what it pushed).
+	if st, e := h.call("POST", "/v1/projects/demo/warehouses/app/refresh", map[string]string{"reason": "pushed app:1.2.3"}, nil); st != http.StatusAccepted {
+		t.Fatalf("refresh with a reason: %d %+v", st, e)
+	}
+	if p := payload[events.WarehouseRefreshRequested](t, wait(1)[0]); p.Reason != "pushed app:1.2.3 (refresh requested by admin)" {
+		t.Errorf("refresh event with a reason: %+v", p)
+	}
+	if st, e := h.call("POST", "/v1/projects/demo/warehouses/app/refresh", map[string]string{"reason": "two\nlines"}, nil); st != http.StatusBadRequest || e.Details[0].Field != "reason" {
+		t.Errorf("refresh with a bad reason: %d %+v", st, e)
 	}
 	if st, _ := h.call("POST", "/v1/projects/demo/warehouses/nope/refresh", nil, nil); st != http.StatusNotFound {
 		t.Errorf("refresh unknown warehouse: %d", st)
+	}
+	// An unknown project is named as such, not as an unknown stage.
+	for path, body := range map[string]any{"/v1/projects/nope/stages/dev/promotions": map[string]string{"freight": "x"}, "/v1/projects/nope/warehouses/app/refresh": nil, "/v1/projects/nope/stages/dev/verification": nil} {
+		if st, e := h.call("POST", path, body, nil); st != http.StatusNotFound || e.Message != `project "nope" not found` {
+			t.Errorf("POST %s: %d %+v", path, st, e)
+		}
 	}
 
 	// Assemble freight by hand.
@@ -267,6 +283,14 @@ spec:
 	}
 	if pv := payload[events.VerificationRequested](t, wait(1)[0]); pv.Stage != "qa" || pv.Freight != f1.Name {
 		t.Errorf("VerificationRequested: %+v", pv)
+	}
+	// Nothing runs yet: 409, as re-verifying a stage without verification.
+	if st, _ := h.call("DELETE", "/v1/projects/demo/stages/qa/verification", nil, nil); st != http.StatusConflict {
+		t.Errorf("abort with no verification running: %d", st)
+	}
+	status.FreightHistory[0].VerificationHistory = []model.VerificationInfo{{ID: "v1", Phase: model.VerificationPhaseRunning}}
+	if _, err := state.Put(context.Background(), h.env.Store.KV(state.Stages), state.Key("demo", "qa"), status); err != nil {
+		t.Fatal(err)
 	}
 	if st, _ := h.call("DELETE", "/v1/projects/demo/stages/qa/verification", nil, nil); st != http.StatusAccepted {
 		t.Errorf("abort verification: %d", st)

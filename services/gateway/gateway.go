@@ -18,10 +18,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/service"
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/services/gateway/internal/api"
 	"github.com/caravan-cd/caravan/services/gateway/internal/auth"
+	"github.com/caravan-cd/caravan/services/gateway/internal/ui"
 )
 
 // Config of the gateway (envconfig prefix CARAVAN_).
@@ -57,6 +59,14 @@ type Config struct {
 	// ListIndex serves lists from an in-memory index kept current by KV
 	// watches instead of KV key scans.
 	ListIndex bool `envconfig:"LIST_INDEX" default:"true" desc:"serve lists from an in-memory index kept current by KV watches"`
+	// SessionTTL is how long a web UI sign-in lasts (an OIDC session ends
+	// with its ID token); zero means 12h.
+	SessionTTL time.Duration `envconfig:"SESSION_TTL" default:"12h" desc:"how long a web UI sign-in lasts (an OIDC session ends with its ID token)"`
+	// OIDCClientSecret is the web UI's OIDC client secret; empty for a
+	// public client (PKCE alone).
+	OIDCClientSecret string `envconfig:"OIDC_CLIENT_SECRET" desc:"client secret of the web UI's OIDC client (CARAVAN_OIDC_AUDIENCE is its client ID); empty for a public client, which PKCE protects"`
+	// OIDCScopes are the scopes the web UI asks the issuer for.
+	OIDCScopes []string `envconfig:"OIDC_SCOPES" default:"openid,profile,email" desc:"scopes the web UI's OIDC sign-in asks for, comma-separated (add groups where the issuer needs it for a groups claim)"`
 }
 
 // Validate checks the configuration.
@@ -80,6 +90,9 @@ func (c Config) Validate() error {
 	if c.SSEHeartbeat < 0 {
 		errs = append(errs, fmt.Errorf("CARAVAN_SSE_HEARTBEAT: %s is negative", c.SSEHeartbeat))
 	}
+	if c.SessionTTL < 0 {
+		errs = append(errs, fmt.Errorf("CARAVAN_SESSION_TTL: %s is negative", c.SessionTTL))
+	}
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("CARAVAN_SHUTDOWN_TIMEOUT: %s is negative", c.ShutdownTimeout))
 	}
@@ -100,9 +113,20 @@ type Deps struct {
 	// Ready is an extra readiness check for /readyz (optional).
 	Ready func(context.Context) error
 	// HTTPClient fetches the OIDC issuer's discovery document and keys
-	// (nil: http.DefaultClient).
+	// (nil: the client of Env.Egress, with the issuer's host:port, the
+	// operator's choice, allowed).
 	HTTPClient *http.Client
+	// LoginLinks are one-time web UI sign-in links the caller issues
+	// (caravan server prints one for the admin); nil: none.
+	LoginLinks *LoginLinks
 }
+
+// LoginLinks are one-time sign-in links for the web UI: NewLoginLinks,
+// then Issue(token, name, ttl) gives the code of /login/link/<code>.
+type LoginLinks = auth.LoginLinks
+
+// NewLoginLinks returns an empty set of one-time sign-in links.
+func NewLoginLinks() *LoginLinks { return auth.NewLoginLinks() }
 
 // NewHandler returns the gateway's whole router. ctx bounds what it runs in
 // the background (the list index's watches).
@@ -119,10 +143,14 @@ func NewHandler(ctx context.Context, d Deps) (http.Handler, error) {
 	}
 	env := d.Env
 	c := d.Config
-	tokens := auth.NewTokens(env.Store.KV(state.Tokens))
+	tokens := auth.NewTokens(env.Store.KV(state.Tokens), auth.ProjectUIDsOf(env.Store))
 	chain := auth.Chain{Admin: auth.NewStaticToken(c.AdminToken), Tokens: tokens}
 	if c.OIDCIssuer != "" {
-		chain.OIDC = auth.NewOIDC(c.OIDCIssuer, c.OIDCAudience, d.HTTPClient)
+		hc := d.HTTPClient
+		if hc == nil {
+			hc = env.Egress.AllowURL(c.OIDCIssuer).Client(false)
+		}
+		chain.OIDC = auth.NewOIDC(c.OIDCIssuer, c.OIDCAudience, hc)
 	}
 	var index *api.Index
 	if c.ListIndex {
@@ -131,18 +159,25 @@ func NewHandler(ctx context.Context, d Deps) (http.Handler, error) {
 			return nil, err
 		}
 	}
-	return api.New(api.Options{
+	external := strings.TrimSuffix(c.ExternalURL, "/")
+	sessions, err := auth.NewSessions(c.AdminToken, c.SessionTTL, strings.HasPrefix(external, "https://"))
+	if err != nil {
+		return nil, err
+	}
+	apiHandler, err := api.New(api.Options{
 		Store:        env.Store,
-		Bus:          env.Bus,
+		Sessions:     sessions,
+		Bus:          env.Bus.With(events.WithLogger(d.Logger)),
 		Auth:         chain,
 		Tokens:       tokens,
 		Logger:       d.Logger,
 		Registry:     reg,
 		MaxBodyBytes: c.MaxBodyBytes,
-		ExternalURL:  strings.TrimSuffix(c.ExternalURL, "/"),
+		ExternalURL:  external,
 		Heartbeat:    c.SSEHeartbeat,
 		Webhooks:     api.WebhookLimits{MaxBodyBytes: c.WebhookMaxBodyBytes, Rate: c.WebhookRate, Burst: c.WebhookBurst},
 		Index:        index,
+		Stopping:     ctx.Done(),
 		Ready: func(ctx context.Context) error {
 			if err := env.Ready(ctx); err != nil {
 				return err
@@ -153,6 +188,15 @@ func NewHandler(ctx context.Context, d Deps) (http.Handler, error) {
 			return nil
 		},
 	})
+	if err != nil {
+		return nil, err
+	}
+	uo := ui.Options{API: apiHandler, Sessions: sessions, Links: d.LoginLinks, Logger: d.Logger}
+	if c.OIDCIssuer != "" {
+		uo.OIDC = &ui.OIDCConfig{Issuer: c.OIDCIssuer, ClientID: c.OIDCAudience, ClientSecret: c.OIDCClientSecret,
+			Scopes: c.OIDCScopes, RedirectURL: external + "/auth/oidc/callback", HTTPClient: d.HTTPClient}
+	}
+	return ui.New(uo)
 }
 
 // Run serves the API until ctx ends, then shuts down gracefully, giving

@@ -92,6 +92,7 @@ func (h *harness) do(method, path, auth, contentType string, body []byte) (int, 
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	h.checkContract(req, resp.StatusCode, resp.Header, b)
 	return resp.StatusCode, b, resp.Header
 }
 

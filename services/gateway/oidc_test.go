@@ -19,6 +19,7 @@ import (
 type issuer struct {
 	t   *testing.T
 	srv *httptest.Server
+	mux *http.ServeMux
 	key *rsa.PrivateKey
 }
 
@@ -44,6 +45,7 @@ func newIssuer(t *testing.T) *issuer {
 	mux.HandleFunc("GET /keys", func(w http.ResponseWriter, _ *http.Request) {
 		_ = json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &key.PublicKey, KeyID: "k1", Algorithm: "RS256", Use: "sig"}}})
 	})
+	is.mux = mux
 	is.srv = httptest.NewServer(mux)
 	t.Cleanup(is.srv.Close)
 	return is

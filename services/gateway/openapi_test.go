@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/getkin/kin-openapi/openapi3"
 )
 
 // TestOpenAPI checks /openapi.json against the router (every documented
@@ -56,6 +58,41 @@ func TestOpenAPI(t *testing.T) {
 	// And an undocumented path is not.
 	if st, body, _ := h.do("GET", "/v1/nothing", token, "", nil); st != http.StatusNotFound || !strings.Contains(string(body), "no route for") {
 		t.Errorf("undocumented path: %d %s", st, body)
+	}
+
+	// Every JSON body is typed: a named schema of components, generated
+	// from the Go type, never a bare "object".
+	if err := loadContract(h); err != nil {
+		t.Fatal(err)
+	}
+	for path, item := range contract.doc.Paths.Map() {
+		for method, op := range item.Operations() {
+			check := func(what string, c openapi3.Content) {
+				mt := c.Get("application/json")
+				if mt == nil {
+					return
+				}
+				sr := mt.Schema
+				if method+" "+path == "GET /openapi.json" || what == "request" && (path == "/v1/resources" || strings.HasPrefix(path, "/webhooks/")) {
+					return // any JSON by nature
+				}
+				if sr == nil || sr.Ref == "" || sr.Value == nil || len(sr.Value.Properties) == 0 {
+					t.Errorf("%s %s: %s schema is not a typed component: %+v", method, path, what, sr)
+				}
+			}
+			for code, rr := range op.Responses.Map() {
+				check("answer "+code, rr.Value.Content)
+			}
+			if op.RequestBody != nil {
+				check("request", op.RequestBody.Value.Content)
+			}
+		}
+	}
+	var stage struct {
+		Properties map[string]any `json:"properties"`
+	}
+	if b, err := json.Marshal(contract.doc.Components.Schemas["Stage"].Value); err != nil || json.Unmarshal(b, &stage) != nil || stage.Properties["spec"] == nil || stage.Properties["status"] == nil {
+		t.Errorf("schema Stage: %s", b)
 	}
 
 	md, err := os.ReadFile("../../docs/api.md")

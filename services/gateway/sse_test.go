@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/pkg/service"
+	"github.com/caravan-cd/caravan/pkg/telemetry"
 	"github.com/caravan-cd/caravan/services/gateway"
 )
 
@@ -138,5 +141,80 @@ func TestEventStream(t *testing.T) {
 	case ev := <-evs:
 		t.Errorf("unexpected extra event %+v", ev)
 	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+// TestEventStreamShutdown: when the gateway stops, an open stream gets a
+// last "shutdown" event and is closed, so Run returns without waiting for
+// the client (with a shutdown timeout far longer than the test waits, an
+// open stream would make Run fail with a deadline error).
+func TestEventStreamShutdown(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.mustApply(readFile(t, "testdata/pipeline.yaml"))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- gateway.Run(ctx, gateway.Deps{
+			Config: gateway.Config{
+				Common:     service.Common{DataDir: t.TempDir(), StreamConfig: events.DefaultStreamConfig(), LogConfig: telemetry.LogConfig{Level: "info", Format: "text"}},
+				HTTPAddr:   ln.Addr().String(),
+				AdminToken: token, MaxBodyBytes: 1 << 20, ShutdownTimeout: 10 * time.Minute, SSEHeartbeat: time.Hour,
+			},
+			Env:      h.env,
+			Listener: ln,
+		})
+	}()
+	var resp *http.Response
+	for i := 0; ; i++ {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+ln.Addr().String()+"/v1/projects/demo/events", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err = http.DefaultClient.Do(req)
+		if err == nil && resp.StatusCode == http.StatusOK {
+			break
+		}
+		if i > 500 {
+			t.Fatalf("open stream: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	sc := bufio.NewScanner(resp.Body)
+	if !sc.Scan() || !strings.HasPrefix(sc.Text(), ": stream of project demo") {
+		t.Fatalf("first line: %q", sc.Text())
+	}
+	cancel()
+	read := make(chan []string, 1)
+	go func() {
+		var lines []string
+		for sc.Scan() { // until the server closes the stream
+			if sc.Text() != "" {
+				lines = append(lines, sc.Text())
+			}
+		}
+		read <- lines
+	}()
+	var lines []string
+	select {
+	case lines = <-read:
+	case <-time.After(time.Minute):
+		_ = resp.Body.Close()
+		t.Fatal("the stream was not closed at shutdown")
+	}
+	if len(lines) != 3 || lines[0] != "event: shutdown" || lines[1] != "retry: 2000" || !strings.Contains(lines[2], `"type":"shutdown"`) {
+		t.Errorf("last event: %q", lines)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("Run did not return")
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha1" //nolint:gosec // GitHub's legacy signature
 	"encoding/hex"
 	"encoding/json"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -52,8 +53,13 @@ func (h *harness) deliver(path string, hdr map[string]string, body []byte) (int,
 		h.t.Fatal(err)
 	}
 	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.checkContract(req, resp.StatusCode, resp.Header, b)
 	var out map[string]any
-	_ = json.NewDecoder(resp.Body).Decode(&out)
+	_ = json.Unmarshal(b, &out)
 	return resp.StatusCode, out
 }
 

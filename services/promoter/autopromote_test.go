@@ -2,7 +2,9 @@ package promoter
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -152,6 +154,14 @@ func TestAutoPromotionHold(t *testing.T) {
 	if !st.Held(origin("app")) {
 		t.Fatalf("no hold after promoting older freight by hand: %+v", st.AutoPromotionHolds)
 	}
+	// The promotion that placed it shows it, and it is announced.
+	if hold := h.promotion(manual.Name).Status.AutoPromotionHold; hold == nil || hold.FreightName != f1.Name || hold.Origin != origin("app") || !strings.Contains(hold.Reason, "promoted by hand") {
+		t.Errorf("promotion's hold: %+v", hold)
+	}
+	var held events.AutoPromotionHeld
+	if envs := h.events.of(events.TypeAutoPromotionHeld, "dev"); len(envs) != 1 || json.Unmarshal(envs[0].Payload, &held) != nil || held.Promotion != manual.Name || held.Freight != f1.Name {
+		t.Errorf("AutoPromotionHeld: %+v", envs)
+	}
 	f3 := h.freight("v3", time.Now())
 	h.discovered(f3)
 	time.Sleep(500 * time.Millisecond)
@@ -188,4 +198,52 @@ func TestAutoPromotionApproved(t *testing.T) {
 	})
 	h.publish(events.Ref{Kind: model.KindFreight, Name: f.Name}, events.FreightApproved{Freight: f.Name, Stage: "prod"})
 	h.waitAuto("prod", f.Name, model.PromotionPhaseSucceeded)
+}
+
+// Kargo's hold and resume intents: a promotion annotated
+// kargo.akuity.io/auto-promotion-hold holds its origin when it ends, one
+// annotated kargo.akuity.io/auto-promotion-resume lifts the hold; an
+// aborted promotion's intent does nothing.
+func TestAutoPromotionHoldAnnotations(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.policies(model.PromotionPolicy{Stage: "dev", AutoPromotionEnabled: true})
+	stage := h.stage("dev", nil)
+	h.start("a", newFakeRunner(1), nil)
+	f1 := h.freight("v1", time.Now().Add(-time.Minute))
+	h.discovered(f1)
+	h.waitAuto("dev", f1.Name, model.PromotionPhaseSucceeded)
+
+	// The newest freight again, by hand, with the hold intent.
+	hold := h.newPromotion(stage, f1, "alice")
+	hold.Annotations[model.AnnotationAutoPromotionHold] = "Warehouse/app"
+	hold.Annotations[model.AnnotationCreateActor] = "email:alice@example.com"
+	h.put(hold)
+	h.request(hold)
+	h.waitPhase(hold.Name, model.PromotionPhaseSucceeded)
+	st := h.stageStatus("dev")
+	got, ok := st.AutoPromotionHolds["Warehouse/app"]
+	if !ok || got.PromotionName != hold.Name || got.FreightName != f1.Name || got.Actor != "email:alice@example.com" || got.CreatedAt == nil {
+		t.Fatalf("hold %+v (present %v)", got, ok)
+	}
+	f2 := h.freight("v2", time.Now())
+	h.discovered(f2)
+	time.Sleep(500 * time.Millisecond)
+	for _, p := range h.promotions("dev") {
+		if p.Spec.Freight == f2.Name {
+			t.Fatal("auto-promoted while held")
+		}
+	}
+
+	resume := h.newPromotion(stage, f1, "alice")
+	resume.Annotations[model.AnnotationAutoPromotionResume] = "Warehouse/app"
+	h.put(resume)
+	h.request(resume)
+	h.waitPhase(resume.Name, model.PromotionPhaseSucceeded)
+	if st := h.stageStatus("dev"); len(st.AutoPromotionHolds) != 0 {
+		t.Fatalf("holds after a resume intent: %+v", st.AutoPromotionHolds)
+	}
+	// The lifted hold lets the newer freight in (any trigger re-evaluates).
+	h.discovered(f2)
+	h.waitAuto("dev", f2.Name, model.PromotionPhaseSucceeded)
 }

@@ -1,6 +1,7 @@
 package promoter
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -18,8 +19,8 @@ func TestConfigFromEnvironment(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{Common: c.Common, LeaseTTL: 15 * time.Second, MaxConcurrent: 16, HealthInterval: 10 * time.Second,
-		GCKeepPromotions: 20, GCKeepFreight: 5, GCMinAge: 14 * 24 * time.Hour, GCInterval: time.Hour,
-		ExternalURL: "http://127.0.0.1:8080"}
+		GCKeepPromotions: 20, GCKeepFreight: 5, GCMinAge: 14 * 24 * time.Hour, GCInterval: time.Hour, ControlFlowInterval: time.Minute,
+		GitMirrorMaxBytes: 10 << 30, GitCacheMaxBytes: 32 << 20, ExternalURL: "http://127.0.0.1:8080"}
 	if c != want {
 		t.Fatalf("config\n got %+v\nwant %+v", c, want)
 	}
@@ -29,5 +30,10 @@ func TestConfigFromEnvironment(t *testing.T) {
 	c.GCKeepPromotions = -1
 	if c.Validate() == nil {
 		t.Fatal("negative keep count accepted")
+	}
+	c.GCKeepPromotions = 20
+	c.GitMirrorMaxBytes = -1
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "CARAVAN_GIT_MIRROR_MAX_BYTES") {
+		t.Fatalf("negative mirror budget: %v", err)
 	}
 }

@@ -65,6 +65,9 @@ func TestE2EPromoterSIGKILLResume(t *testing.T) {
 			"CARAVAN_NATS_URL="+h.srv.URL(),
 			"CARAVAN_DATA_DIR="+t.TempDir(),
 			"CARAVAN_PROMOTER_ID="+id,
+			// The test's http server listens on loopback, which the
+			// egress policy refuses by default.
+			"CARAVAN_EGRESS_ALLOW=127.0.0.0/8",
 			"CARAVAN_PROMOTION_LEASE_TTL=2s",
 			"CARAVAN_LOG_LEVEL=debug",
 		)

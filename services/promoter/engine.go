@@ -15,6 +15,13 @@ var _ Runner = (*engine.Engine)(nil)
 // newEngine returns the step engine, keeping its work dirs and git mirrors
 // in the service's folder below the data dir.
 func newEngine(cfg Config, env *service.Env, log *slog.Logger) (*engine.Engine, error) {
-	return engine.New(engine.Options{DataDir: cfg.Dir("promoter"), Store: env.Store, Logger: log.With("component", "engine"),
-		UIBaseURL: cfg.ExternalURL})
+	return engine.New(engine.Options{
+		DataDir:           cfg.Dir("promoter"),
+		Store:             env.Store,
+		Logger:            log.With("component", "engine"),
+		Egress:            env.Egress,
+		GitMirrorMaxBytes: cfg.GitMirrorMaxBytes,
+		GitCacheMaxBytes:  cfg.GitCacheMaxBytes,
+		UIBaseURL:         cfg.ExternalURL,
+	})
 }

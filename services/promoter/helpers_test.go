@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/oklog/ulid/v2"
 
+	"github.com/caravan-cd/caravan/pkg/egress"
 	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/service"
@@ -129,7 +130,9 @@ type harness struct {
 func newHarness(t testing.TB) *harness {
 	t.Helper()
 	srv := testenv.NATS(t)
-	common := service.Common{DataDir: t.TempDir(), StreamConfig: events.DefaultStreamConfig()}
+	// The tests' http servers listen on loopback, which the egress policy
+	// refuses by default.
+	common := service.Common{DataDir: t.TempDir(), StreamConfig: events.DefaultStreamConfig(), Egress: egress.Config{Allow: "127.0.0.0/8"}}
 	h := &harness{t: t, srv: srv, common: common}
 	h.env = h.connect("seed")
 	h.events = &eventLog{}

@@ -6,26 +6,28 @@
 // The work is split by capability: internal/queue and internal/dispatch
 // queue and run promotions per stage under a lease, internal/autopromote
 // creates promotions on its own, internal/health keeps stage health,
-// internal/gc deletes what is no longer needed, internal/lease runs
-// periodic jobs on one replica at a time. The step engine (internal/engine)
-// runs a promotion's steps.
+// internal/gc deletes what is no longer needed; periodic jobs run on one
+// replica at a time under pkg/lease. The step engine (internal/engine)
+// runs a promotion's steps. Beside the event handlers, a reconciler
+// (pkg/reconcile) re-reads every promotion, queue and stage at start, on
+// every CARAVAN_RECONCILE_INTERVAL and when a KV watch sees a new
+// promotion, so a lost event costs at most one interval.
 package promoter
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/caravan-cd/caravan/pkg/events"
+	"github.com/caravan-cd/caravan/pkg/lease"
 	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/pkg/reconcile"
 	"github.com/caravan-cd/caravan/pkg/service"
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/services/promoter/internal/autopromote"
@@ -33,7 +35,6 @@ import (
 	"github.com/caravan-cd/caravan/services/promoter/internal/engine"
 	"github.com/caravan-cd/caravan/services/promoter/internal/gc"
 	"github.com/caravan-cd/caravan/services/promoter/internal/health"
-	"github.com/caravan-cd/caravan/services/promoter/internal/lease"
 )
 
 // Config of the promoter service (prefix CARAVAN_).
@@ -41,8 +42,9 @@ type Config struct {
 	service.Common
 	// ReplicaID names this replica in stage leases. A stable ID (a pod
 	// name) lets a restarted replica resume its promotions at once instead
-	// of after the lease expires.
-	ReplicaID string `envconfig:"PROMOTER_ID" desc:"name of this promoter replica in stage leases; default: host name and a random suffix"`
+	// of after the lease expires. Two live processes with one ID are
+	// refused at start.
+	ReplicaID string `envconfig:"PROMOTER_ID" desc:"name of this promoter replica in stage leases, unique among live replicas; default: host name and a random suffix"`
 	// LeaseTTL is how long a replica's hold on a stage lasts without
 	// renewal: how soon another replica resumes the promotions of one that
 	// died.
@@ -60,20 +62,40 @@ type Config struct {
 	GCMinAge time.Duration `envconfig:"GC_MIN_AGE" default:"336h" desc:"minimum age of a promotion or freight before garbage collection deletes it"`
 	// GCInterval is how often garbage collection runs (on one replica).
 	GCInterval time.Duration `envconfig:"GC_INTERVAL" default:"1h" desc:"how often garbage collection runs"`
+	// GitMirrorMaxBytes is the disk budget of the git mirrors (one per
+	// project, repository and credentials): beyond it the least recently
+	// used mirrors no promotion is using are deleted, and fetched again
+	// in full when next needed.
+	GitMirrorMaxBytes int64 `envconfig:"GIT_MIRROR_MAX_BYTES" default:"10737418240" desc:"disk budget of the git mirrors; least recently used idle mirrors are deleted beyond it"`
+	// GitCacheMaxBytes is the memory budget of decoded git objects, shared
+	// by all mirrors, least recently used first out.
+	GitCacheMaxBytes int64 `envconfig:"GIT_CACHE_MAX_BYTES" default:"33554432" desc:"memory budget of decoded git objects shared by all mirrors"`
+	// ControlFlowInterval is how often every control-flow stage (one
+	// without promotion steps) is evaluated again, on one replica, besides
+	// the events that move freight through it at once.
+	ControlFlowInterval time.Duration `envconfig:"CONTROL_FLOW_INTERVAL" default:"1m" desc:"how often control-flow stages are evaluated again besides events"`
 	// ExternalURL is where users reach the gateway and its UI (the
 	// gateway's own setting): ctx.uiBaseUrl in promotion expressions.
 	ExternalURL string `envconfig:"EXTERNAL_URL" default:"http://127.0.0.1:8080" desc:"URL users reach the gateway and its UI at; ctx.uiBaseUrl in promotion step expressions"`
 }
 
+// orphanGrace is how old the keys of a project that does not exist must
+// be before garbage collection removes them: an apply may write a
+// project's objects a moment before the Project itself.
+const orphanGrace = 10 * time.Minute
+
 // Validate checks the configuration.
 func (c Config) Validate() error {
 	var errs []error
 	errs = append(errs, c.Common.Validate())
-	if c.LeaseTTL < 0 || c.HealthInterval < 0 || c.GCInterval < 0 || c.GCMinAge < 0 {
-		errs = append(errs, errors.New("CARAVAN_PROMOTION_LEASE_TTL, CARAVAN_HEALTH_INTERVAL, CARAVAN_GC_INTERVAL, CARAVAN_GC_MIN_AGE: must not be negative"))
+	if c.LeaseTTL < 0 || c.HealthInterval < 0 || c.GCInterval < 0 || c.GCMinAge < 0 || c.ControlFlowInterval < 0 {
+		errs = append(errs, errors.New("CARAVAN_PROMOTION_LEASE_TTL, CARAVAN_HEALTH_INTERVAL, CARAVAN_GC_INTERVAL, CARAVAN_GC_MIN_AGE, CARAVAN_CONTROL_FLOW_INTERVAL: must not be negative"))
 	}
 	if c.MaxConcurrent < 0 || c.GCKeepPromotions < 0 || c.GCKeepFreight < 0 {
 		errs = append(errs, errors.New("CARAVAN_PROMOTION_CONCURRENCY, CARAVAN_GC_KEEP_PROMOTIONS, CARAVAN_GC_KEEP_FREIGHT: must not be negative"))
+	}
+	if c.GitMirrorMaxBytes < 0 || c.GitCacheMaxBytes < 0 {
+		errs = append(errs, errors.New("CARAVAN_GIT_MIRROR_MAX_BYTES, CARAVAN_GIT_CACHE_MAX_BYTES: must not be negative (0: the default)"))
 	}
 	return errors.Join(errs...)
 }
@@ -81,12 +103,7 @@ func (c Config) Validate() error {
 // withDefaults fills zero values (a Config built in code rather than by
 // envconfig) with the defaults.
 func (c Config) withDefaults() Config {
-	if c.ReplicaID == "" {
-		host, _ := os.Hostname()
-		b := make([]byte, 4)
-		_, _ = rand.Read(b)
-		c.ReplicaID = host + "-" + hex.EncodeToString(b)
-	}
+	c.ReplicaID = lease.ReplicaID(c.ReplicaID)
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
 			*d = v
@@ -98,9 +115,11 @@ func (c Config) withDefaults() Config {
 		}
 	}
 	def(&c.LeaseTTL, 15*time.Second)
+	def(&c.ReconcileInterval, reconcile.DefaultInterval)
 	def(&c.HealthInterval, 30*time.Second)
 	def(&c.GCMinAge, 14*24*time.Hour)
 	def(&c.GCInterval, time.Hour)
+	def(&c.ControlFlowInterval, time.Minute)
 	defInt(&c.MaxConcurrent, 16)
 	defInt(&c.GCKeepPromotions, 20)
 	defInt(&c.GCKeepFreight, 20)
@@ -156,16 +175,25 @@ func Run(ctx context.Context, d Deps) error {
 	if d.AbortCause == nil {
 		d.AbortCause = engine.ErrAborted
 	}
-	store, bus := d.Env.Store, d.Env.Bus
+	claim, err := lease.Claim(ctx, d.Env.Conn, "promoter", cfg.ReplicaID, 0)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
+		return fmt.Errorf("promoter: %w", err)
+	}
+	defer claim.Close()
+	store, bus := d.Env.Store, d.Env.Bus.With(events.WithLogger(log))
 	keeper := health.New(store, bus, d.Runner, log)
+	auto := autopromote.New(autopromote.Options{Store: store, Bus: bus, Logger: log})
 	disp := dispatch.New(dispatch.Options{
 		Store: store, Bus: bus, Runner: runnerAdapter{d.Runner}, Logger: log,
 		ID: cfg.ReplicaID, LeaseTTL: cfg.LeaseTTL, MaxConcurrent: cfg.MaxConcurrent, AbortCause: d.AbortCause,
 		Succeeded: func(ctx context.Context, project string, stage *model.Stage, p *model.Promotion) {
 			keeper.Promoted(ctx, project, stage.Name, p)
 		},
+		Queued: auto.Record,
 	})
-	auto := autopromote.New(autopromote.Options{Store: store, Bus: bus, Logger: log})
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -188,7 +216,7 @@ func Run(ctx context.Context, d Deps) error {
 	}
 	errc := make(chan error, 2)
 	dispReady, autoReady := make(chan struct{}), make(chan struct{})
-	wg.Add(4)
+	wg.Add(6)
 	go func() {
 		defer wg.Done()
 		err := disp.Run(ctx, dispReady)
@@ -203,17 +231,34 @@ func Run(ctx context.Context, d Deps) error {
 	}()
 	go func() {
 		defer wg.Done()
-		lease.Every(ctx, store.KV(state.Promoter), "health", cfg.ReplicaID, cfg.HealthInterval, log, keeper.CheckAll)
+		jobs := lease.New(store.KV(state.Promoter), cfg.ReplicaID, 2*cfg.HealthInterval)
+		lease.Every(ctx, jobs, "job.health", cfg.HealthInterval, log, keeper.CheckAll)
+	}()
+	go func() {
+		defer wg.Done()
+		fail("stage status sync", auto.WatchStatus(ctx))
+	}()
+	go func() {
+		defer wg.Done()
+		jobs := lease.New(store.KV(state.Promoter), cfg.ReplicaID, 2*cfg.ControlFlowInterval)
+		lease.Every(ctx, jobs, "job.control-flow", cfg.ControlFlowInterval, log, auto.ControlFlow)
 	}()
 	go func() {
 		defer wg.Done()
 		policy := gc.Policy{KeepPromotions: cfg.GCKeepPromotions, KeepFreight: cfg.GCKeepFreight, MinAge: cfg.GCMinAge}
-		lease.Every(ctx, store.KV(state.Promoter), "gc", cfg.ReplicaID, cfg.GCInterval, log, func(ctx context.Context) error {
+		jobs := lease.New(store.KV(state.Promoter), cfg.ReplicaID, 2*cfg.GCInterval)
+		lease.Every(ctx, jobs, "job.gc", cfg.GCInterval, log, func(ctx context.Context) error {
 			res, err := gc.Collect(ctx, store, policy, time.Now())
 			if res.Promotions+res.Freight > 0 {
 				log.Info("garbage collected", "promotions", res.Promotions, "freight", res.Freight)
 			}
-			return err
+			// What a project deletion left (cut short, or raced by work
+			// that wrote after it) goes too.
+			swept, serr := store.SweepOrphans(ctx, time.Now().Add(-orphanGrace))
+			if len(swept) > 0 {
+				log.Info("swept the keys of deleted projects", "projects", swept)
+			}
+			return errors.Join(err, serr)
 		})
 	}()
 	for _, ready := range []chan struct{}{dispReady, autoReady} {
@@ -230,9 +275,16 @@ func Run(ctx context.Context, d Deps) error {
 		}
 	}
 
-	if err := disp.Recover(ctx); err != nil {
-		log.Warn("recover queued promotions", "err", err)
-	}
+	// The backstop: every promotion, queue and auto-promoted stage, at
+	// start and every interval.
+	loop := reconcile.New(cfg.ReconcileInterval)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		loop.Run(ctx, func(ctx context.Context) error {
+			return errors.Join(disp.Reconcile(ctx), auto.Pass(ctx))
+		}, func(err error) { log.Warn("reconcile", "err", err) })
+	}()
 	if w, ok := d.Runner.(waker); ok {
 		sub, err := subscribeWakes(d.Env.Conn, w, log)
 		if err != nil {
@@ -263,8 +315,12 @@ func Run(ctx context.Context, d Deps) error {
 	} {
 		cons, err := c.bind(c.spec)
 		if err != nil {
+			stopping := ctx.Err() != nil
 			cancel()
 			wg.Wait()
+			if stopping {
+				return failed // stopped while starting
+			}
 			return fmt.Errorf("promoter: %w", err)
 		}
 		consumers = append(consumers, cons)

@@ -51,7 +51,7 @@ func TestPullRequestClosedWakesWaitingPromotion(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
 
-	eng, err := engine.New(engine.Options{DataDir: t.TempDir(), Store: h.env.Store, PollInterval: time.Hour})
+	eng, err := engine.New(engine.Options{DataDir: t.TempDir(), Store: h.env.Store, PollInterval: time.Hour, Egress: h.env.Egress})
 	if err != nil {
 		t.Fatal(err)
 	}

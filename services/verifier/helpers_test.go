@@ -3,6 +3,7 @@ package verifier
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/caravan-cd/caravan/pkg/egress"
 	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/service"
@@ -33,12 +35,17 @@ type harness struct {
 	common service.Common
 	env    *service.Env
 	events *eventLog
+	// logs, when set, receives the replicas' logs (JSON, debug level).
+	logs io.Writer
 }
 
 func newHarness(t testing.TB) *harness {
 	t.Helper()
 	srv := testenv.NATS(t)
-	h := &harness{t: t, srv: srv, common: service.Common{DataDir: t.TempDir(), StreamConfig: events.DefaultStreamConfig()}}
+	// The tests' metric servers listen on loopback, which the egress
+	// policy refuses by default.
+	h := &harness{t: t, srv: srv, common: service.Common{DataDir: t.TempDir(), StreamConfig: events.DefaultStreamConfig(),
+		Egress: egress.Config{Allow: "127.0.0.0/8"}}}
 	h.env = h.connect("seed")
 	h.events = &eventLog{changed: make(chan struct{})}
 	sub, err := srv.Conn(t).Subscribe(events.SubjectRoot+".>", h.events.add)
@@ -89,8 +96,12 @@ func (h *harness) startWith(id string, mod func(*Config)) *replica {
 		mod(&cfg)
 	}
 	env := h.connect(id)
+	logger := slog.New(slog.DiscardHandler)
+	if h.logs != nil {
+		logger = slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	go func() {
-		r.done <- Run(ctx, Deps{Config: cfg, Logger: slog.New(slog.DiscardHandler), Env: env})
+		r.done <- Run(ctx, Deps{Config: cfg, Logger: logger, Env: env})
 	}()
 	h.t.Cleanup(func() { r.stop(h.t) })
 	// The durables start at new events: wait until they exist.

@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -25,7 +24,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/caravan-cd/caravan/pkg/events"
+	"github.com/caravan-cd/caravan/pkg/lease"
 	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/pkg/reconcile"
 	"github.com/caravan-cd/caravan/pkg/service"
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/services/verifier/internal/analysis"
@@ -42,7 +43,7 @@ type Config struct {
 	// ReplicaID names this replica in verification leases. A stable ID (a
 	// pod name) lets a restarted replica resume its verifications at once
 	// instead of after their leases lapse.
-	ReplicaID string `envconfig:"VERIFIER_ID" desc:"name of this verifier replica in verification leases; default: host name and process ID"`
+	ReplicaID string `envconfig:"VERIFIER_ID" desc:"name of this verifier replica in verification leases, unique among live replicas; default: host name and a random suffix"`
 	// LeaseTTL is how long a replica's claim on a verification lasts
 	// without renewal: how soon another replica takes over the
 	// verifications of one that died.
@@ -88,16 +89,14 @@ func (c Config) Validate() error {
 // withDefaults fills zero values (a Config built in code rather than by
 // envconfig) with the defaults.
 func (c Config) withDefaults() Config {
-	if c.ReplicaID == "" {
-		host, _ := os.Hostname()
-		c.ReplicaID = fmt.Sprintf("%s-%d", host, os.Getpid())
-	}
+	c.ReplicaID = lease.ReplicaID(c.ReplicaID)
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
 			*d = v
 		}
 	}
 	def(&c.LeaseTTL, 15*time.Second)
+	def(&c.ReconcileInterval, reconcile.DefaultInterval)
 	def(&c.ScanInterval, 10*time.Second)
 	def(&c.HealthPoll, 2*time.Second)
 	def(&c.ErrorRetryInterval, analysis.DefaultErrorRetryInterval)
@@ -130,9 +129,18 @@ type Deps struct {
 func Run(ctx context.Context, d Deps) error {
 	cfg := d.Config.withDefaults()
 	log := d.Logger.With("service", "verifier", "replica", cfg.ReplicaID)
+	claim, err := lease.Claim(ctx, d.Env.Conn, "verifier", cfg.ReplicaID, 0)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("verifier: %w", err)
+	}
+	defer claim.Close()
+	bus := d.Env.Bus.With(events.WithLogger(log))
 	providers := map[string]analysis.Provider{
-		"web":        web.New(nil),
-		"prometheus": prometheus.New(cfg.PrometheusAddress),
+		"web":        web.New(d.Env.Egress),
+		"prometheus": prometheus.New(cfg.PrometheusAddress, d.Env.Egress),
 	}
 	kube := kubeClient(d.Kube, cfg.KubeConfig)
 	providers["job"] = job.New(job.Client(kube), cfg.JobPollInterval)
@@ -141,10 +149,10 @@ func Run(ctx context.Context, d Deps) error {
 		providers[name] = p
 	}
 	engine := &analysis.Engine{Providers: providers, ErrorRetryInterval: cfg.ErrorRetryInterval}
-	m := verification.New(d.Env.Store, d.Env.Bus, engine, log, verification.Options{
+	m := verification.New(d.Env.Store, bus, engine, log, verification.Options{
 		ReplicaID: cfg.ReplicaID, LeaseTTL: cfg.LeaseTTL, ScanInterval: cfg.ScanInterval,
 		HealthPoll: cfg.HealthPoll, HealthTimeout: cfg.HealthTimeout, MaxConcurrent: cfg.MaxConcurrent,
-		Retain: cfg.Retention,
+		Retain: cfg.Retention, ReconcileInterval: cfg.ReconcileInterval,
 	})
 
 	var consumers []*events.Consumer
@@ -161,12 +169,12 @@ func Run(ctx context.Context, d Deps) error {
 		consumers = append(consumers, c)
 		return nil
 	}
-	err := errors.Join(
-		bind(events.Consume(ctx, d.Env.Bus, events.VerifierPromotionSucceeded, func(ctx context.Context, ev events.PromotionSucceeded) error {
+	err = errors.Join(
+		bind(events.Consume(ctx, bus, events.VerifierPromotionSucceeded, func(ctx context.Context, ev events.PromotionSucceeded) error {
 			env, _ := events.FromContext(ctx)
 			return m.Begin(ctx, env.Project, ev.Stage, ev.Promotion, ev.Promotion, ev.Freight, verification.ActorAuto)
 		})),
-		bind(events.Consume(ctx, d.Env.Bus, events.VerifierVerificationRequested, func(ctx context.Context, ev events.VerificationRequested) error {
+		bind(events.Consume(ctx, bus, events.VerifierVerificationRequested, func(ctx context.Context, ev events.VerificationRequested) error {
 			env, _ := events.FromContext(ctx)
 			promotion := ""
 			if st, _, err := state.Get[model.StageStatus](ctx, d.Env.Store.KV(state.Stages), state.Key(env.Project, ev.Stage)); err == nil && st.LastPromotion != nil {
@@ -178,11 +186,11 @@ func Run(ctx context.Context, d Deps) error {
 			}
 			return m.Begin(ctx, env.Project, ev.Stage, "reverify-"+strings.ToLower(env.ID), promotion, ev.Freight, actor)
 		})),
-		bind(events.Consume(ctx, d.Env.Bus, events.VerifierVerificationAbort, func(ctx context.Context, ev events.VerificationAbortRequested) error {
+		bind(events.Consume(ctx, bus, events.VerifierVerificationAbort, func(ctx context.Context, ev events.VerificationAbortRequested) error {
 			env, _ := events.FromContext(ctx)
 			return m.Abort(ctx, env.Project, ev.Stage, "aborted on request")
 		})),
-		bind(events.Consume(ctx, d.Env.Bus, events.VerifierStageHealthChanged, func(ctx context.Context, ev events.StageHealthChanged) error {
+		bind(events.Consume(ctx, bus, events.VerifierStageHealthChanged, func(ctx context.Context, ev events.StageHealthChanged) error {
 			env, _ := events.FromContext(ctx)
 			m.HealthChanged(env.Project, ev.Stage)
 			return nil
@@ -190,6 +198,9 @@ func Run(ctx context.Context, d Deps) error {
 	)
 	if err != nil {
 		stop()
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
 		return fmt.Errorf("verifier: %w", err)
 	}
 	log.Info("verifier running")

@@ -59,7 +59,7 @@ func TestStageWithoutVerificationWaitsForHealth(t *testing.T) {
 	h.start("v1")
 
 	id := h.promote("dev", "f1")
-	h.waitRecord("dev", id, func(r verification.Record) bool { return r.Owner == "v1" })
+	h.waitRecord("dev", id, func(r verification.Record) bool { return r.Holder == "v1" })
 	time.Sleep(300 * time.Millisecond) // a few health polls
 	if r := h.record("dev", id); r.Phase != analysis.PhasePending {
 		t.Fatalf("verification %s while the stage is progressing", r.Phase)
@@ -187,7 +187,7 @@ func TestTakeoverAfterReplicaStops(t *testing.T) {
 
 	id := h.promote("qa", "f1")
 	<-app.arrived
-	owner := h.record("qa", id).Owner
+	owner := h.record("qa", id).Holder
 	app.set("ok", false)
 	replicas[owner].stop(t) // killed mid-run: the record keeps its lease until it lapses
 
@@ -196,8 +196,8 @@ func TestTakeoverAfterReplicaStops(t *testing.T) {
 		t.Fatalf("StageVerified %+v", ev)
 	}
 	r := h.waitRecord("qa", id, func(r verification.Record) bool { return r.Applied })
-	if r.Owner == owner || r.Attempts != 2 || !r.Applied {
-		t.Fatalf("record owner %s (stopped %s), attempts %d, applied %v", r.Owner, owner, r.Attempts, r.Applied)
+	if r.Holder == owner || r.Attempts != 2 || !r.Applied {
+		t.Fatalf("record owner %s (stopped %s), attempts %d, applied %v", r.Holder, owner, r.Attempts, r.Applied)
 	}
 	time.Sleep(300 * time.Millisecond) // a scan or two: nothing runs it again
 	if n := h.events.count(func(e events.Envelope) bool { return e.Type == events.TypeStageVerified }); n != 1 {
@@ -272,9 +272,24 @@ func TestTemplateKindsAndErrors(t *testing.T) {
 			Provider: model.MetricProvider{Web: &model.WebMetric{URL: app.URL + "/", JSONPath: "{$.status}"}},
 		}}},
 	}
-	h.apply(cluster,
+	// Argo Rollouts' template composition: spec.templates folds other
+	// templates in, here one that only includes the cluster template, and
+	// one that includes itself.
+	composite := &model.AnalysisTemplate{
+		TypeMeta:   model.TypeMeta{APIVersion: model.ArgoAPIVersion, Kind: model.KindAnalysisTemplate},
+		ObjectMeta: model.ObjectMeta{Name: "composite", Namespace: project},
+		Spec:       model.AnalysisTemplateSpec{Templates: []model.AnalysisTemplateRef{{TemplateName: "cluster-smoke", ClusterScope: true}}},
+	}
+	loop := &model.AnalysisTemplate{
+		TypeMeta:   model.TypeMeta{APIVersion: model.ArgoAPIVersion, Kind: model.KindAnalysisTemplate},
+		ObjectMeta: model.ObjectMeta{Name: "loop", Namespace: project},
+		Spec:       model.AnalysisTemplateSpec{Templates: []model.AnalysisTemplateRef{{TemplateName: "loop"}}},
+	}
+	h.apply(cluster, composite, loop,
 		stage("cluster", nil, "", &model.Verification{AnalysisTemplates: []model.AnalysisTemplateReference{{Name: "cluster-smoke", Kind: model.KindClusterAnalysisTemplate}}}),
 		stage("missing", nil, "", &model.Verification{AnalysisTemplates: []model.AnalysisTemplateReference{{Name: "nope"}}}),
+		stage("composite", nil, "", &model.Verification{AnalysisTemplates: []model.AnalysisTemplateReference{{Name: "composite"}}}),
+		stage("loop", nil, "", &model.Verification{AnalysisTemplates: []model.AnalysisTemplateReference{{Name: "loop"}}}),
 	)
 	h.freight("f1")
 	h.start("v1")
@@ -285,6 +300,8 @@ func TestTemplateKindsAndErrors(t *testing.T) {
 	}{
 		{"cluster", analysis.PhaseSuccessful, ""},
 		{"missing", analysis.PhaseError, `AnalysisTemplate "nope"`},
+		{"composite", analysis.PhaseSuccessful, ""},
+		{"loop", analysis.PhaseError, "include each other"},
 	}
 	for _, tt := range tests {
 		h.promoted(tt.stage, "f1", model.HealthStateHealthy)

@@ -60,6 +60,10 @@ With --wait, follow the promotion's steps as they run and exit 1 if it fails.`,
 	f.StringVar(&warehouse, "warehouse", "", "promote the newest freight from this warehouse available to the stage")
 	f.BoolVar(&wait, "wait", false, "follow the promotion until it ends; exit 1 if it fails")
 	_ = cmd.MarkFlagRequired("stage")
+	a.completeFlag(cmd, "stage", "stages")
+	a.completeFlag(cmd, "freight", "freight")
+	a.completeFlag(cmd, "freight-alias", "freight")
+	a.completeFlag(cmd, "warehouse", "warehouses")
 	return cmd
 }
 
@@ -93,14 +97,18 @@ available there without passing through the upstream stages.`,
 	cmd.Flags().StringVar(&stage, "stage", "", "stage (required)")
 	_ = cmd.MarkFlagRequired("freight")
 	_ = cmd.MarkFlagRequired("stage")
+	a.completeFlag(cmd, "freight", "freight")
+	a.completeFlag(cmd, "stage", "stages")
 	return cmd
 }
 
 func (a *app) newRefresh() *cobra.Command {
+	var reason string
 	cmd := &cobra.Command{
-		Use:   "refresh warehouse W",
-		Short: "Discover a warehouse's artifacts now",
-		Args:  args(cobra.ExactArgs(2)),
+		Use:               "refresh warehouse W",
+		Short:             "Discover a warehouse's artifacts now",
+		Args:              args(cobra.ExactArgs(2)),
+		ValidArgsFunction: a.completeKindName("warehouses"),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			if r, ok := findResource(argv[0]); !ok || r.name != "warehouses" {
 				return usagef("refresh: only warehouses can be refreshed, not %q", argv[0])
@@ -109,22 +117,24 @@ func (a *app) newRefresh() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := c.Refresh(cmd.Context(), project, argv[1]); err != nil {
+			if err := c.Refresh(cmd.Context(), project, argv[1], reason); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "warehouse/%s refresh requested\n", argv[1])
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why, shown in the event (one line)")
 	return cmd
 }
 
 func (a *app) newVerify() *cobra.Command {
 	var abort bool
 	cmd := &cobra.Command{
-		Use:   "verify stage S [--abort]",
-		Short: "Re-verify a stage's current freight (or abort its verification)",
-		Args:  args(cobra.ExactArgs(2)),
+		Use:               "verify stage S [--abort]",
+		Short:             "Re-verify a stage's current freight (or abort its verification)",
+		Args:              args(cobra.ExactArgs(2)),
+		ValidArgsFunction: a.completeKindName("stages"),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			if r, ok := findResource(argv[0]); !ok || r.name != "stages" {
 				return usagef("verify: only stages can be verified, not %q", argv[0])
@@ -153,9 +163,10 @@ func (a *app) newVerify() *cobra.Command {
 
 func (a *app) newAbort() *cobra.Command {
 	return &cobra.Command{
-		Use:   "abort promotion P",
-		Short: "Abort a promotion",
-		Args:  args(cobra.ExactArgs(2)),
+		Use:               "abort promotion P",
+		Short:             "Abort a promotion",
+		Args:              args(cobra.ExactArgs(2)),
+		ValidArgsFunction: a.completeKindName("promotions"),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			if r, ok := findResource(argv[0]); !ok || r.name != "promotions" {
 				return usagef("abort: only promotions can be aborted, not %q", argv[0])
@@ -168,6 +179,35 @@ func (a *app) newAbort() *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "promotion/%s abort requested\n", argv[1])
+			return nil
+		},
+	}
+}
+
+func (a *app) newResume() *cobra.Command {
+	return &cobra.Command{
+		Use:   "resume stage S",
+		Short: "Lift a stage's auto-promotion holds",
+		Long: `Lift a stage's auto-promotion holds. Promoting older freight by hand into a
+stage that is auto-promoted holds its auto-promotion (so that it does not
+move back to the newest freight at once); 'caravan get stages' shows the hold,
+'caravan watch' announces it, and this lifts it: the stage then takes the
+newest available freight again.`,
+		Example:           `  caravan resume stage dev -p demo`,
+		Args:              args(cobra.ExactArgs(2)),
+		ValidArgsFunction: a.completeKindName("stages"),
+		RunE: func(cmd *cobra.Command, argv []string) error {
+			if r, ok := findResource(argv[0]); !ok || r.name != "stages" {
+				return usagef("resume: only stages can be resumed, not %q", argv[0])
+			}
+			c, project, err := a.projectClient()
+			if err != nil {
+				return err
+			}
+			if err := c.ResumeAutoPromotion(cmd.Context(), project, argv[1]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "stage/%s auto-promotion resumed\n", argv[1])
 			return nil
 		},
 	}

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -132,8 +131,6 @@ func TestActionsSendRequests(t *testing.T) {
 }
 
 // TestActionsOnRealServer runs the action verbs against the real server.
-// A route the gateway does not have yet answers "no route for": that
-// subtest is skipped (TestActionsSendRequests covers the request).
 func TestActionsOnRealServer(t *testing.T) {
 	t.Parallel()
 	p := uniqueProject("actions-real")
@@ -164,10 +161,19 @@ func TestActionsOnRealServer(t *testing.T) {
 		{name: "refresh", args: []string{"refresh", "warehouse", "app"}, wantOut: "refresh requested"},
 		{name: "refresh unknown warehouse", args: []string{"refresh", "warehouse", "nope"}, wantCode: 1, wantErr: "not found"},
 		{name: "verify a stage without verification", args: []string{"verify", "stage", "prod"}, wantCode: 1, wantErr: "no verification"},
+		// Nothing to abort is an error, as nothing to verify is.
+		{name: "verify abort with nothing running", args: []string{"verify", "stage", "dev", "--abort"}, wantCode: 1, wantErr: `stage "dev" has no verification running`},
+		{name: "verify abort without verification", args: []string{"verify", "stage", "prod", "--abort"}, wantCode: 1, wantErr: `stage "prod" has no verification`},
 		{name: "verify", args: []string{"verify", "stage", "dev"}, wantOut: "verification requested"},
-		{name: "verify abort", args: []string{"verify", "stage", "dev", "--abort"}, wantOut: "abort requested"},
 		{name: "abort unknown promotion", args: []string{"abort", "promotion", "nope"}, wantCode: 1, wantErr: "not found"},
 		{name: "approve", args: []string{"approve", "--freight", "calm-heron", "--stage", "prod"}, wantOut: "approved for stage prod"},
+		// The short name the freight table shows is accepted everywhere.
+		{name: "approve by short name", args: []string{"approve", "--freight", f.Name[:7], "--stage", "prod"}, wantOut: "(calm-heron) approved for stage prod"},
+		{name: "promote by short name", args: []string{"promote", "--stage", "dev", "--freight", f.Name[:7]}, wantOut: "created"},
+		{name: "get freight by short name", args: []string{"get", "freight", f.Name[:7]}, wantOut: "calm-heron"},
+		{name: "promote in an unknown project", args: []string{"promote", "-p", "no-such-project", "--stage", "dev", "--freight", f.Name}, wantCode: 1, wantErr: `project "no-such-project" not found`},
+		{name: "resume", args: []string{"resume", "stage", "dev"}, wantOut: "stage/dev auto-promotion resumed"},
+		{name: "resume a warehouse", args: []string{"resume", "warehouse", "app"}, wantCode: 2, wantErr: "only stages"},
 		{name: "approve unknown freight", args: []string{"approve", "--freight", "nope", "--stage", "prod"}, wantCode: 1, wantErr: "not found"},
 		{name: "promote", args: []string{"promote", "--stage", "dev", "--freight-alias", "calm-heron"}, wantOut: "created"},
 		{name: "promote unknown stage", args: []string{"promote", "--stage", "nope", "--freight", f.Name}, wantCode: 1, wantErr: "not found"},
@@ -175,9 +181,6 @@ func TestActionsOnRealServer(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := run(t, "", map[string]string{"CARAVAN_PROJECT": p}, tt.args...)
-			if strings.Contains(r.stderr, "no route for") {
-				t.Skipf("the gateway has no route for this yet: %s", strings.TrimSpace(r.stderr))
-			}
 			if r.code != tt.wantCode || !strings.Contains(r.stdout, tt.wantOut) || !strings.Contains(r.stderr, tt.wantErr) {
 				t.Errorf("exit %d (want %d)\nstdout: %s\nstderr: %s", r.code, tt.wantCode, r.stdout, r.stderr)
 			}
@@ -211,7 +214,12 @@ func sse(t *testing.T, evs []events.Envelope, hold bool) http.HandlerFunc {
 
 func envelope(t *testing.T, ev events.Event) events.Envelope {
 	t.Helper()
-	env, err := events.Seal("", "promoter", "demo", events.Ref{Kind: "Promotion", Name: "prod.01j.f00d"}, ev)
+	return envelopeAbout(t, events.Ref{Kind: "Promotion", Name: "prod.01j.f00d"}, ev)
+}
+
+func envelopeAbout(t *testing.T, ref events.Ref, ev events.Event) events.Envelope {
+	t.Helper()
+	env, err := events.Seal("", "promoter", "demo", ref, ev)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +259,7 @@ func TestPromoteWait(t *testing.T) {
 			phase:    "Running",
 			wantCode: 1,
 			wantOut:  []string{"push (git-push): Errored in 1s", "push rejected: non-fast-forward"},
-			wantErr:  "promotion " + name + " errored at step push: push rejected: non-fast-forward",
+			wantErr:  "promotion " + name + " errored at step 2/2 push (git-push): push rejected: non-fast-forward",
 		},
 		{
 			// The stream says nothing; the stored promotion ends the wait.
@@ -304,6 +312,12 @@ func TestWatch(t *testing.T) {
 		envelope(t, events.PromotionStarted{Promotion: "prod.01j.f00d", Stage: "prod", Freight: "f00d"}),
 		envelope(t, events.PromotionFailed{Promotion: "prod.01j.f00d", Stage: "prod", Phase: "Failed", Message: "boom here"}),
 	}
+	const freightID = "0123456789abcdef0123456789abcdef01234567"
+	aliased := []events.Envelope{
+		envelopeAbout(t, events.Ref{Kind: "Freight", Name: freightID}, events.FreightDiscovered{Freight: freightID, Alias: "shy-mole", Origin: events.FreightOrigin{Kind: "Warehouse", Name: "app"}}),
+		envelopeAbout(t, events.Ref{Kind: "Promotion", Name: "dev.01j.0123456"}, events.PromotionStarted{Promotion: "dev.01j.0123456", Stage: "dev", Freight: freightID}),
+		envelopeAbout(t, events.Ref{Kind: "Stage", Name: "dev"}, events.AutoPromotionHeld{Stage: "dev", Origin: events.FreightOrigin{Kind: "Warehouse", Name: "app"}, Freight: freightID, Promotion: "dev.01j.0123456", Reason: "older freight promoted by hand"}),
+	}
 	var mu sync.Mutex
 	var lastIDs []string
 	var reconnected chan struct{}
@@ -313,15 +327,20 @@ func TestWatch(t *testing.T) {
 			mu.Lock()
 			lastIDs = append(lastIDs, r.Header.Get("Last-Event-ID"))
 			n := len(lastIDs)
-			if n == 2 {
+			if n == 3 {
 				close(reconnected)
 			}
 			mu.Unlock()
-			if n == 1 {
-				sse(t, envs, false)(w, r) // ends the stream: the CLI resumes
-				return
+			switch n {
+			case 1:
+				// The gateway shutting down: a last event, then the end.
+				sse(t, envs, false)(w, r)
+				_, _ = io.WriteString(w, "event: shutdown\nretry: 2000\ndata: {\"type\":\"shutdown\",\"message\":\"bye\"}\n\n")
+			case 2:
+				sse(t, aliased, false)(w, r) // ends the stream: the CLI resumes
+			default:
+				sse(t, nil, true)(w, r)
 			}
-			sse(t, nil, true)(w, r)
 		},
 	}
 	for _, format := range []string{"table", "json"} {
@@ -346,8 +365,14 @@ func TestWatch(t *testing.T) {
 				t.Fatalf("exit %d: %s", r.code, r.stderr)
 			}
 			lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
-			if len(lines) != 2 {
+			if len(lines) != 5 {
 				t.Fatalf("watch:\n%s", r.stdout)
+			}
+			// It says when it is connected, why it reconnects, and that it did.
+			for _, want := range []string{"Watching the events of project demo on " + rec.srv.URL, "the server is shutting down; reconnecting", "reconnected to " + rec.srv.URL + "; resuming after event 2"} {
+				if !strings.Contains(r.stderr, want) {
+					t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+				}
 			}
 			if format == "table" {
 				if !strings.Contains(lines[0], "PromotionStarted") || !strings.Contains(lines[0], "Promotion/prod.01j.f00d") || !strings.Contains(lines[0], "freight=f00d") {
@@ -355,6 +380,19 @@ func TestWatch(t *testing.T) {
 				}
 				if !strings.Contains(lines[1], `message="boom here"`) {
 					t.Errorf("line 2: %q", lines[1])
+				}
+				// Freight by alias, never by its 40-character ID.
+				if strings.Contains(r.stdout, freightID) {
+					t.Errorf("a freight ID shown:\n%s", r.stdout)
+				}
+				if !strings.Contains(lines[2], "FreightDiscovered") || !strings.Contains(lines[2], "Freight/shy-mole") {
+					t.Errorf("line 3: %q", lines[2])
+				}
+				if !strings.Contains(lines[3], "freight=shy-mole") {
+					t.Errorf("line 4: %q", lines[3])
+				}
+				if !strings.Contains(lines[4], "AutoPromotionHeld") || !strings.Contains(lines[4], "freight=shy-mole") || !strings.Contains(lines[4], "caravan resume stage dev -p demo") {
+					t.Errorf("line 5: %q", lines[4])
 				}
 			} else {
 				var env events.Envelope
@@ -364,14 +402,14 @@ func TestWatch(t *testing.T) {
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			if len(lastIDs) < 2 || lastIDs[0] != "" || lastIDs[1] != "2" {
+			if len(lastIDs) < 3 || lastIDs[0] != "" || lastIDs[1] != "2" || lastIDs[2] != "3" {
 				t.Errorf("Last-Event-ID of the connections: %q", lastIDs)
 			}
 		})
 	}
 }
 
-// TestWatchRealServer reads the real server's stream if it has one.
+// TestWatchRealServer reads the real server's stream.
 func TestWatchRealServer(t *testing.T) {
 	t.Parallel()
 	p := uniqueProject("watch-real")
@@ -384,10 +422,6 @@ func TestWatchRealServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	s, err := c.Events(ctx, p, "")
-	var apiErr *client.Error
-	if errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound {
-		t.Skipf("the gateway has no event stream yet: %v", err)
-	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -407,8 +441,7 @@ func TestWatchRealServer(t *testing.T) {
 }
 
 // TestPromoteWaitRealServer promotes with --wait on the real server, to a
-// stage whose steps succeed and to one whose step fails. If the promoter
-// does not run promotions yet, it is skipped.
+// stage whose steps succeed and to one whose step fails.
 func TestPromoteWaitRealServer(t *testing.T) {
 	t.Parallel()
 	p := uniqueProject("wait-real")
@@ -473,26 +506,16 @@ spec:
 		Images:     []model.Image{{RepoURL: "127.0.0.1:1/example/app", Tag: "1.0.0", Digest: "sha256:0a"}},
 	})
 	wait := func(stage string) result {
-		ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		r := runCtx(ctx, t, "", map[string]string{"CARAVAN_PROJECT": p}, "promote", "--stage", stage, "--freight-alias", "quiet-lynx", "--wait")
-		if strings.Contains(r.stderr, "no route for") {
-			t.Skipf("the gateway cannot promote yet: %s", r.stderr)
-		}
-		if strings.Contains(r.stderr, "no step engine") {
-			t.Skipf("the promoter has no step engine yet: %s", r.stderr)
-		}
-		if strings.Contains(r.stderr, "stopped waiting") && !strings.Contains(r.stdout, "note") {
-			t.Skipf("the promoter did not run the promotion within 45 s (not there yet?):\n%s%s", r.stdout, r.stderr)
-		}
-		return r
+		return runCtx(ctx, t, "", map[string]string{"CARAVAN_PROJECT": p}, "promote", "--stage", stage, "--freight-alias", "quiet-lynx", "--wait")
 	}
 	r := wait("good")
-	if r.code != 0 || !strings.Contains(r.stdout, "note (compose-output): Succeeded") || !strings.Contains(r.stdout, "succeeded") {
+	if r.code != 0 || !strings.Contains(r.stdout, "[1/1] note (compose-output): Succeeded") || !strings.Contains(r.stdout, "succeeded") {
 		t.Errorf("good: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
 	}
 	r = wait("bad")
-	if r.code != 1 || !strings.Contains(r.stdout, "boom (fail): Failed") || !strings.Contains(r.stderr, "at step boom: the release train left without us") {
+	if r.code != 1 || !strings.Contains(r.stdout, "[2/2] boom (fail): Failed") || !strings.Contains(r.stderr, "at step 2/2 boom (fail): the release train left without us") {
 		t.Errorf("bad: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
 	}
 }

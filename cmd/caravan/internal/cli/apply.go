@@ -133,6 +133,9 @@ func (a *app) sendManifests(cmd *cobra.Command, files []string, del bool) error 
 		slices.Reverse(ms)
 	}
 	out := cmd.OutOrStdout()
+	// Every file is sent, so that one run reports every invalid file, as
+	// kubectl does; the command fails at the end if any did.
+	failed := 0
 	for _, m := range ms {
 		var o *client.Outcome
 		if del {
@@ -141,10 +144,15 @@ func (a *app) sendManifests(cmd *cobra.Command, files []string, del bool) error 
 			o, err = c.Apply(cmd.Context(), m.body)
 		}
 		if err != nil {
-			if len(ms) > 1 || m.name == "<stdin>" {
-				return fmt.Errorf("%s: %w", m.name, err)
+			if len(ms) == 1 && m.name != "<stdin>" {
+				return err
 			}
-			return err
+			if cmd.Context().Err() != nil {
+				return err
+			}
+			fmt.Fprintf(a.errOut, "Error: %s: %v\n", m.name, err)
+			failed++
+			continue
 		}
 		for _, w := range o.Warnings {
 			fmt.Fprintf(a.errOut, "Warning: %s: %s\n", m.name, w)
@@ -158,5 +166,11 @@ func (a *app) sendManifests(cmd *cobra.Command, files []string, del bool) error 
 			}
 		}
 	}
-	return nil
+	switch {
+	case failed == 0:
+		return nil
+	case len(ms) == 1:
+		return exitError{code: 1}
+	}
+	return fmt.Errorf("%d of %d files failed (each error is above)", failed, len(ms))
 }

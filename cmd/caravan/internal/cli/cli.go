@@ -8,13 +8,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
 
 	"github.com/spf13/cobra"
-)
 
-// Version is set at build time with -ldflags "-X ...cli.Version=v1.2.3".
-var Version = "dev"
+	"github.com/caravan-cd/caravan/pkg/buildinfo"
+)
 
 // usageError marks a mistake in how the command was called (exit code 2).
 type usageError struct{ error }
@@ -115,6 +113,7 @@ by itself.`,
 	pf.StringVar(&a.server, "server", "", "API server URL (default $CARAVAN_SERVER, the login config, or http://127.0.0.1:8080)")
 	pf.StringVar(&a.token, "token", "", "bearer token (default $CARAVAN_TOKEN, the login config, or a local server's admin token)")
 	pf.StringVar(&a.configPath, "config", "", "config file (default $CARAVAN_CONFIG or <user config dir>/caravan/config.yaml)")
+	a.completeFlag(root, "project", "projects")
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.AddGroup(
 		&cobra.Group{ID: "basic", Title: "Resources:"},
@@ -128,7 +127,7 @@ by itself.`,
 		}
 	}
 	add("basic", a.newApply(), a.newDelete(), a.newGet())
-	add("actions", a.newPromote(), a.newApprove(), a.newRefresh(), a.newVerify(), a.newAbort(), a.newWatch())
+	add("actions", a.newPromote(), a.newApprove(), a.newRefresh(), a.newVerify(), a.newResume(), a.newAbort(), a.newWatch())
 	add("other", a.newServer(), a.newDemo(), a.newLogin(), a.newVersion(), a.newCompletion())
 	return root
 }
@@ -146,14 +145,25 @@ func args(v cobra.PositionalArgs) cobra.PositionalArgs {
 func (a *app) newVersion() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
-		Short: "Print the version",
-		Args:  args(cobra.NoArgs),
+		Short: "Print the client's and the server's versions",
+		Long: `Print the client's version and build (from the Go build information of the
+binary), then the server's, read from its public /version route. A server
+that cannot be reached is reported, not an error.`,
+		Args: args(cobra.NoArgs),
 		Run: func(cmd *cobra.Command, _ []string) {
-			v := Version
-			if bi, ok := debug.ReadBuildInfo(); ok && v == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-				v = bi.Main.Version
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "Client: caravan %s\n", buildinfo.Read())
+			c, t, err := a.anonymousClient()
+			if err != nil {
+				fmt.Fprintf(out, "Server: unknown (%v)\n", err)
+				return
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "caravan %s\n", v)
+			v, err := c.Version(cmd.Context())
+			if err != nil {
+				fmt.Fprintf(out, "Server: %s unreachable or too old (%v)\n", t.server, err)
+				return
+			}
+			fmt.Fprintf(out, "Server: caravan %s at %s\n", v, t.server)
 		},
 	}
 }

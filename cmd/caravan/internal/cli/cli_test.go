@@ -106,6 +106,11 @@ spec:
   requestedFreight:
   - origin: {kind: Warehouse, name: app}
     sources: {direct: true}
+  promotionTemplate:
+    spec:
+      steps:
+      - uses: compose-output
+        config: {stage: dev}
   verification:
     analysisTemplates:
     - name: smoke
@@ -119,6 +124,11 @@ spec:
   requestedFreight:
   - origin: {kind: Warehouse, name: app}
     sources: {stages: [dev]}
+  promotionTemplate:
+    spec:
+      steps:
+      - uses: compose-output
+        config: {stage: prod}
 `),
 	}
 }
@@ -417,15 +427,33 @@ func TestLocalAdminToken(t *testing.T) {
 	t.Parallel()
 	// No token configured anywhere: a local server's admin token is found
 	// in $CARAVAN_DATA_DIR/admin-token.
-	env := map[string]string{"CARAVAN_TOKEN": "", "CARAVAN_DATA_DIR": srv.dataDir}
+	env := map[string]string{"CARAVAN_TOKEN": "", "CARAVAN_DATA_DIR": srv.dataDir, "CARAVAN_CONFIG": filepath.Join(t.TempDir(), "config.yaml")}
 	r := must(t, run(t, "", env, "get", "projects", "-o", "json"))
 	if !strings.Contains(r.stdout, `"kind": "List"`) {
 		t.Errorf("get projects:\n%s", r.stdout)
 	}
-	// Without it, the API says 401.
+	// Without it, the CLI says where it looked and how to log in.
 	env["CARAVAN_DATA_DIR"] = t.TempDir()
-	if r := run(t, "", env, "get", "projects"); r.code != 1 {
-		t.Errorf("without a token: %+v", r)
+	r = run(t, "", env, "get", "projects")
+	for _, want := range []string{
+		"no API token for " + srv.url,
+		"--token and $CARAVAN_TOKEN: not set",
+		env["CARAVAN_CONFIG"],
+		filepath.Join(env["CARAVAN_DATA_DIR"], "admin-token") + ": not there",
+		"caravan login --server " + srv.url + " --token <TOKEN>",
+		`--token "$(cat D/.caravan/admin-token)"`,
+	} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("no-token error lacks %q:\n%s", want, r.stderr)
+		}
+	}
+	if r.code != 1 {
+		t.Errorf("without a token: exit %d", r.code)
+	}
+	// A remote server: no local token is looked for.
+	env["CARAVAN_SERVER"] = "https://caravan.example.com"
+	if r := run(t, "", env, "get", "projects"); r.code != 1 || !strings.Contains(r.stderr, "not used for https://caravan.example.com") || strings.Contains(r.stderr, "$(cat") {
+		t.Errorf("remote server without a token: %+v", r)
 	}
 }
 
@@ -436,5 +464,98 @@ func TestCompletion(t *testing.T) {
 		if !strings.Contains(r.stdout, "caravan") {
 			t.Errorf("completion %s: %.200s", sh, r.stdout)
 		}
+	}
+	// Names come from the server: the shell scripts call the hidden
+	// __complete command.
+	p := uniqueProject("complete")
+	files := pipeline(p)
+	must(t, run(t, files["00-project.yaml"]+"---\n"+files["10-warehouse.yaml"]+"---\n"+files["stages/20-stages.yaml"], nil, "apply", "-f", "-"))
+	seedFreight(t, &model.Freight{
+		ObjectMeta: model.ObjectMeta{Namespace: p}, Alias: "odd-yak",
+		Origin: model.FreightOrigin{Kind: model.FreightOriginKindWarehouse, Name: "app"},
+		Images: []model.Image{{RepoURL: "ghcr.io/example/app", Tag: "1.0.0", Digest: "sha256:cc"}},
+	})
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"promote", "-p", p, "--stage", ""}, []string{"dev", "prod"}},
+		{[]string{"promote", "-p", p, "--stage", "dev", "--freight-alias", ""}, []string{"odd-yak"}},
+		{[]string{"promote", "-p", p, "--warehouse", ""}, []string{"app"}},
+		{[]string{"get", "stages", "-p", p, ""}, []string{"dev", "prod"}},
+		{[]string{"get", "freight", "-p", p, ""}, []string{"odd-yak"}},
+		{[]string{"verify", "stage", "-p", p, ""}, []string{"dev", "prod"}},
+		{[]string{"resume", "stage", "-p", p, ""}, []string{"dev", "prod"}},
+		{[]string{"refresh", "warehouse", "-p", p, ""}, []string{"app"}},
+		{[]string{"get", "stages", "-p", ""}, []string{p}},
+	}
+	for _, tt := range tests {
+		r := must(t, run(t, "", nil, append([]string{"__complete"}, tt.args...)...))
+		for _, w := range tt.want {
+			if !strings.Contains("\n"+r.stdout, "\n"+w+"\n") {
+				t.Errorf("complete %v: want %s in\n%s", tt.args, w, r.stdout)
+			}
+		}
+	}
+}
+
+// TestApplyReportsEveryInvalidFile: apply -f DIR sends every file and
+// reports each invalid one, then fails.
+func TestApplyReportsEveryInvalidFile(t *testing.T) {
+	t.Parallel()
+	p := uniqueProject("apply-all")
+	files := pipeline(p)
+	files["15-bad.yaml"] = strings.Replace(files["10-warehouse.yaml"], "name: app", "name: bad1", 1) + "  bogus: 1\n"
+	files["stages/30-bad.yaml"] = strings.NewReplacer("name: dev", "name: bad2", "name: app}", "name: nowhere}").Replace(strings.Split(files["stages/20-stages.yaml"], "---\n")[2])
+	dir := writeFiles(t, files)
+	r := run(t, "", nil, "apply", "-f", dir)
+	if r.code != 1 {
+		t.Errorf("exit %d", r.code)
+	}
+	for _, want := range []string{"15-bad.yaml: ", "spec.bogus: unknown field", "30-bad.yaml: ", `warehouse "nowhere" does not exist`, "2 of 5 files failed"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+		}
+	}
+	if !strings.Contains(r.stdout, "stage/prod created") {
+		t.Errorf("the valid files were not applied:\n%s", r.stdout)
+	}
+}
+
+// TestVersion shows the client's and the server's builds.
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	r := must(t, run(t, "", nil, "version"))
+	if !strings.HasPrefix(r.stdout, "Client: caravan ") || !strings.Contains(r.stdout, "Server: caravan ") || !strings.Contains(r.stdout, "at "+srv.url) {
+		t.Errorf("version:\n%s", r.stdout)
+	}
+	// Without a token too (/version is public); a server that is not
+	// there is reported, not an error.
+	r = must(t, run(t, "", map[string]string{"CARAVAN_TOKEN": "", "CARAVAN_DATA_DIR": t.TempDir(), "CARAVAN_SERVER": "http://127.0.0.1:1"}, "version"))
+	if !strings.Contains(r.stdout, "Server: http://127.0.0.1:1 unreachable") {
+		t.Errorf("version without a server:\n%s", r.stdout)
+	}
+}
+
+// TestNoTokenFromASubdirectory: run from a folder below a local server's
+// directory, the CLI names the admin token it found and the exact login
+// command.
+func TestNoTokenFromASubdirectory(t *testing.T) {
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, ".caravan"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, ".caravan", "admin-token"), []byte(srv.token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sub := filepath.Join(root, "examples", "helm")
+	if err := os.MkdirAll(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(sub)
+	r := run(t, "", map[string]string{"CARAVAN_TOKEN": ""}, "get", "projects")
+	want := `caravan login --server ` + srv.url + ` --token "$(cat ` + filepath.Join(root, ".caravan", "admin-token") + `)"`
+	if r.code != 1 || !strings.Contains(r.stderr, want) {
+		t.Errorf("exit %d, stderr lacks %q:\n%s", r.code, want, r.stderr)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/caravan-cd/caravan/cmd/caravan/internal/client"
+	"github.com/caravan-cd/caravan/pkg/buildinfo"
 )
 
 // DefaultServer is the API a local `caravan server` serves.
@@ -96,6 +97,8 @@ type target struct {
 	project string
 	// tokenFrom says where the token came from, for error messages.
 	tokenFrom string
+	// looked says, when no token was found, where the CLI looked.
+	looked []string
 }
 
 // resolve picks the server, token and project: flags first, then
@@ -124,7 +127,80 @@ func (a *app) resolve() (target, error) {
 			t.token, t.tokenFrom = strings.TrimSpace(string(b)), path
 		}
 	}
+	if t.token == "" {
+		t.looked = a.lookedFor(c, t.server)
+	}
 	return t, nil
+}
+
+// lookedFor lists where resolve looked for a token, and why each place
+// gave none.
+func (a *app) lookedFor(c config, server string) []string {
+	looked := []string{"--token and $CARAVAN_TOKEN: not set"}
+	path, err := a.configFile()
+	switch {
+	case err != nil:
+		looked = append(looked, fmt.Sprintf("the login config: %v", err))
+	case c.Token != "":
+		looked = append(looked, fmt.Sprintf("%s: its token is for %s, not %s", path, c.Server, server))
+	default:
+		if _, err := os.Stat(path); err != nil {
+			looked = append(looked, path+": not there (caravan login writes it)")
+		} else {
+			looked = append(looked, path+": no token in it")
+		}
+	}
+	local := a.localTokenFile()
+	if abs, err := filepath.Abs(local); err == nil {
+		local = abs
+	}
+	if isLocal(server) {
+		looked = append(looked, local+": not there (a local 'caravan server' writes its admin token to <data dir>/admin-token; set CARAVAN_DATA_DIR when it runs from another directory)")
+	} else {
+		looked = append(looked, "the admin token of a local server: not used for "+server)
+	}
+	return looked
+}
+
+// noTokenError says where the CLI looked for a token and how to log in.
+func (a *app) noTokenError(t target) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "no API token for %s. Looked at:\n", t.server)
+	for _, l := range t.looked {
+		fmt.Fprintf(&b, "  - %s\n", l)
+	}
+	if found := a.findAdminToken(); found != "" && isLocal(t.server) {
+		fmt.Fprintf(&b, "A local server's admin token is in %s; log in with it:\n  caravan login --server %s --token \"$(cat %s)\"", found, t.server, found)
+		return errors.New(b.String())
+	}
+	fmt.Fprintf(&b, "Log in with:\n  caravan login --server %s --token <TOKEN>", t.server)
+	if isLocal(t.server) {
+		fmt.Fprintf(&b, "\nFor the 'caravan server' (make run) in directory D, its admin token:\n  caravan login --server %s --token \"$(cat D/.caravan/admin-token)\"", t.server)
+	}
+	return errors.New(b.String())
+}
+
+// findAdminToken looks for .caravan/admin-token in the parent directories
+// of the working directory (a newcomer in a folder of the repository).
+func (a *app) findAdminToken() string {
+	if a.getenv("CARAVAN_DATA_DIR") != "" {
+		return ""
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		return ""
+	}
+	for {
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return ""
+		}
+		dir = parent
+		path := filepath.Join(dir, ".caravan", "admin-token")
+		if _, err := os.Stat(path); err == nil {
+			return path
+		}
+	}
 }
 
 // localTokenFile is the admin token a local `caravan server` writes.
@@ -133,13 +209,24 @@ func (a *app) localTokenFile() string {
 	return filepath.Join(dir, "admin-token")
 }
 
-// client returns an API client for the resolved target.
+// client returns an API client for the resolved target; without a token
+// it says where it looked and how to log in.
 func (a *app) client() (*client.Client, target, error) {
+	c, t, err := a.anonymousClient()
+	if err == nil && t.token == "" {
+		return nil, t, a.noTokenError(t)
+	}
+	return c, t, err
+}
+
+// anonymousClient is client for the resolved target, token or not (login
+// checks it itself; version reads the public /version).
+func (a *app) anonymousClient() (*client.Client, target, error) {
 	t, err := a.resolve()
 	if err != nil {
 		return nil, t, err
 	}
-	c, err := client.New(t.server, t.token, client.WithUserAgent("caravan-cli/"+Version))
+	c, err := client.New(t.server, t.token, client.WithUserAgent("caravan-cli/"+buildinfo.Read().Version))
 	if err != nil {
 		return nil, t, usageError{err}
 	}

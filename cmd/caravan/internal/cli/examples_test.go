@@ -13,7 +13,9 @@ import (
 const examplesDir = "../../../../examples"
 
 // examples are the pipelines under examples/ (the demo has placeholders
-// and is tested by the demo package) with their project and stages.
+// and is tested by the demo package) with their project and stages; each
+// keeps its manifests in pipeline.yaml and its deployment repository in
+// repo/ (`caravan demo example` runs it offline, see run_e2e_test.go).
 var examples = []struct {
 	dir     string
 	project string
@@ -36,7 +38,8 @@ func TestExamplesDecodeAndValidate(t *testing.T) {
 				t.Errorf("no README: %v", err)
 			}
 			a := &app{streams: streams{getenv: func(string) string { return "" }}}
-			ms, err := a.readManifests([]string{dir})
+			// The manifests; repo/ holds the deployment repository.
+			ms, err := a.readManifests([]string{filepath.Join(dir, "pipeline.yaml")})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -75,7 +78,7 @@ func TestExamplesDecodeAndValidate(t *testing.T) {
 func TestExamplesApply(t *testing.T) {
 	t.Parallel()
 	for _, ex := range examples {
-		dir := filepath.Join(examplesDir, ex.dir)
+		dir := filepath.Join(examplesDir, ex.dir, "pipeline.yaml")
 		r := must(t, run(t, "", nil, "apply", "-f", dir))
 		if !strings.Contains(r.stdout, "project/"+ex.project+" created") {
 			t.Errorf("apply %s:\n%s", ex.dir, r.stdout)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/url"
 	"slices"
 	"sort"
@@ -68,8 +69,16 @@ type getter struct {
 	now     time.Time
 }
 
+// List orders of --sort: the API's, and the pipeline order of stages.
+const (
+	sortNewest   = "newest"
+	sortOldest   = "oldest"
+	sortName     = "name"
+	sortPipeline = "pipeline"
+)
+
 func (a *app) newGet() *cobra.Command {
-	var output, stage, warehouse, phase string
+	var output, stage, warehouse, phase, order string
 	names := make([]string, 0, len(resources))
 	for _, r := range resources {
 		names = append(names, r.name)
@@ -81,13 +90,19 @@ func (a *app) newGet() *cobra.Command {
 columns) or as the API returns them (-o yaml, -o json).
 
 Kinds: ` + strings.Join(names, ", ") + `.
-Freight may be named by its alias.`,
+Freight may be named by its ID, a unique prefix of it (7 characters or
+more, as the table shows) or its alias.
+
+Lists come in the API's order, newest first, in every format (so the first
+item of -o json is the first row of the table); --sort oldest or --sort
+name choose another. Stages are listed in pipeline order (upstream first)
+unless --sort says otherwise.`,
 		Example: `  caravan get stages -p demo
   caravan get freight -p demo -o wide
   caravan get promotions -p demo --stage prod
   caravan get stage prod -p demo -o yaml`,
-		ValidArgs: names,
-		Args:      args(cobra.RangeArgs(1, 2)),
+		ValidArgsFunction: a.completeKindName(""),
+		Args:              args(cobra.RangeArgs(1, 2)),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			r, ok := findResource(argv[0])
 			if !ok {
@@ -95,6 +110,20 @@ Freight may be named by its alias.`,
 			}
 			if err := checkFormat(output); err != nil {
 				return err
+			}
+			switch order {
+			case "":
+				order = sortNewest
+				if r.name == "stages" {
+					order = sortPipeline
+				}
+			case sortNewest, sortOldest, sortName:
+			case sortPipeline:
+				if r.name != "stages" {
+					return usagef("--sort pipeline: only stages have a pipeline order")
+				}
+			default:
+				return usagef("--sort %q: want newest, oldest or name (or pipeline for stages)", order)
 			}
 			var (
 				c       *client.Client
@@ -114,6 +143,9 @@ Freight may be named by its alias.`,
 				if v != "" {
 					q.Set(k, v)
 				}
+			}
+			if order != sortNewest && order != sortPipeline && r.name != "deadletters" {
+				q.Set("sort", order)
 			}
 			ctx := cmd.Context()
 			var items []json.RawMessage
@@ -144,6 +176,11 @@ Freight may be named by its alias.`,
 				if err != nil {
 					return err
 				}
+				if order == sortPipeline {
+					if items, err = pipelineOrderRaw(items); err != nil {
+						return err
+					}
+				}
 			}
 			out := cmd.OutOrStdout()
 			switch output {
@@ -167,7 +204,29 @@ Freight may be named by its alias.`,
 	f.StringVar(&stage, "stage", "", "freight: only what is available to this stage; promotions: only this stage's")
 	f.StringVar(&warehouse, "warehouse", "", "freight: only from this warehouse")
 	f.StringVar(&phase, "phase", "", "promotions: only in this phase")
+	f.StringVar(&order, "sort", "", "order of lists: newest (default), oldest, name; stages: pipeline (default)")
+	a.completeFlag(cmd, "stage", "stages")
+	a.completeFlag(cmd, "warehouse", "warehouses")
+	_ = cmd.RegisterFlagCompletionFunc("sort", cobra.FixedCompletions([]string{sortNewest, sortOldest, sortName, sortPipeline}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
+}
+
+// pipelineOrderRaw reorders listed stages in pipeline order.
+func pipelineOrderRaw(items []json.RawMessage) ([]json.RawMessage, error) {
+	ss, err := decodeAll[model.Stage](items)
+	if err != nil {
+		return nil, err
+	}
+	at := make(map[*model.Stage]json.RawMessage, len(ss))
+	for i, s := range ss {
+		at[s] = items[i]
+	}
+	pipelineOrder(ss)
+	out := make([]json.RawMessage, len(ss))
+	for i, s := range ss {
+		out[i] = at[s]
+	}
+	return out, nil
 }
 
 // decodeAll decodes every item into T.
@@ -207,7 +266,7 @@ func printWarehouses(_ context.Context, g *getter, items []json.RawMessage) erro
 	if err != nil {
 		return err
 	}
-	headers := []string{"NAME", "SUBSCRIPTIONS", "LAST FREIGHT", "READY", "AGE"}
+	headers := []string{"NAME", "SUBSCRIPTIONS", "LAST FREIGHT", "READY", "STATUS", "AGE"}
 	if g.wide {
 		headers = append(headers, "INTERVAL", "POLICY", "DISCOVERED")
 	}
@@ -228,7 +287,11 @@ func printWarehouses(_ context.Context, g *getter, items []json.RawMessage) erro
 		if !g.wide && len(last) > 12 {
 			last = last[:12]
 		}
-		row := []string{w.Name, strings.Join(subs, ","), last, conditionStatus(w.Status.Conditions, "Ready"), age(created(&w.ObjectMeta), g.now)}
+		ready, status := conditionStatus(w.Status.Conditions, "Ready")
+		if ready == "" {
+			ready, status = model.ConditionUnknown, "not discovered yet"
+		}
+		row := []string{w.Name, strings.Join(subs, ","), last, ready, g.clip(status), age(created(&w.ObjectMeta), g.now)}
 		if g.wide {
 			discovered := ""
 			if d := w.Status.DiscoveredArtifacts; d != nil && !d.DiscoveredAt.IsZero() {
@@ -241,13 +304,27 @@ func printWarehouses(_ context.Context, g *getter, items []json.RawMessage) erro
 	return t.flush()
 }
 
-func conditionStatus(cs []model.Condition, typ string) string {
+// conditionStatus is the status and message of the condition typ.
+func conditionStatus(cs []model.Condition, typ string) (status, message string) {
 	for _, c := range cs {
 		if c.Type == typ {
-			return c.Status
+			return c.Status, firstOf(c.Message, c.Reason)
 		}
 	}
-	return ""
+	return "", ""
+}
+
+// statusWidth bounds a STATUS or MESSAGE cell of a table (-o wide shows it
+// whole).
+const statusWidth = 80
+
+// clip shortens a one-line status for a table cell unless wide.
+func (g *getter) clip(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if g.wide || len(s) <= statusWidth {
+		return s
+	}
+	return s[:statusWidth-1] + "…"
 }
 
 // aliases maps freight names to aliases, read once per command.
@@ -272,11 +349,10 @@ func printStages(ctx context.Context, g *getter, items []json.RawMessage) error 
 	if err != nil {
 		return err
 	}
-	pipelineOrder(ss)
 	aliases := g.aliases(ctx)
-	headers := []string{"NAME", "FREIGHT", "HEALTH", "VERIFICATION", "LAST PROMOTION", "AGE"}
+	headers := []string{"NAME", "FREIGHT", "HEALTH", "READY", "STATUS", "HOLD", "AGE"}
 	if g.wide {
-		headers = append(headers, "SOURCES", "PROMOTION", "ANALYSIS")
+		headers = append(headers, "VERIFICATION", "LAST PROMOTION", "SOURCES", "ANALYSIS")
 	}
 	t := newTable(g.w, headers...)
 	for _, s := range ss {
@@ -294,18 +370,20 @@ func printStages(ctx context.Context, g *getter, items []json.RawMessage) error 
 		if s.Status.Health != nil {
 			health = string(s.Status.Health.Status)
 		}
-		last, promo := "", ""
-		if lp := s.Status.LastPromotion; lp != nil {
-			promo = lp.Name
-			if lp.Status != nil {
-				last = string(lp.Status.Phase)
-			}
+		st := stageState(s, aliases)
+		hold := ""
+		if len(s.Status.AutoPromotionHolds) > 0 {
+			hold = "held"
 		}
-		if cp := s.Status.CurrentPromotion; cp != nil {
-			last, promo = "Running", cp.Name
-		}
-		row := []string{s.Name, strings.Join(freight, ","), health, verification, last, age(created(&s.ObjectMeta), g.now)}
+		row := []string{s.Name, strings.Join(freight, ","), health, st.ready, g.clip(st.status), hold, age(created(&s.ObjectMeta), g.now)}
 		if g.wide {
+			promo := ""
+			if lp := s.Status.LastPromotion; lp != nil {
+				promo = lp.Name
+			}
+			if cp := s.Status.CurrentPromotion; cp != nil {
+				promo = cp.Name
+			}
 			var sources []string
 			for _, r := range s.Spec.RequestedFreight {
 				if r.Sources.Direct {
@@ -319,11 +397,56 @@ func printStages(ctx context.Context, g *getter, items []json.RawMessage) error 
 					templates = append(templates, at.Name)
 				}
 			}
-			row = append(row, strings.Join(sources, ","), promo, strings.Join(templates, ","))
+			row = append(row, verification, promo, strings.Join(sources, ","), strings.Join(templates, ","))
 		}
 		t.row(row...)
 	}
 	return t.flush()
+}
+
+// readiness is a stage's READY and STATUS, as Kargo's columns show them.
+type readiness struct {
+	ready  string
+	status string
+}
+
+// stageState says whether a stage is ready and, when it is not, why: the
+// promotion running, the last failure (promotion, verification or health)
+// with its message; a hold on auto-promotion is added to the status.
+func stageState(s *model.Stage, aliases map[string]string) readiness {
+	st := s.Status
+	var out readiness
+	var vh []model.VerificationInfo
+	if len(st.FreightHistory) > 0 {
+		vh = st.FreightHistory[0].VerificationHistory
+	}
+	lp := st.LastPromotion
+	switch {
+	case st.CurrentPromotion != nil:
+		out = readiness{model.ConditionFalse, "Promoting: promotion " + st.CurrentPromotion.Name + " is running"}
+	case lp != nil && lp.Status != nil && lp.Status.Phase != model.PromotionPhaseSucceeded && lp.Status.Phase.IsTerminal():
+		out = readiness{model.ConditionFalse, fmt.Sprintf("Promotion %s %s: %s", lp.Name, strings.ToLower(string(lp.Status.Phase)), firstOf(lp.Status.Message, "no message"))}
+	case len(st.FreightHistory) == 0:
+		out = readiness{model.ConditionUnknown, "No freight yet"}
+	case len(vh) > 0 && !vh[0].Phase.IsTerminal():
+		out = readiness{model.ConditionUnknown, "Verifying"}
+	case len(vh) > 0 && vh[0].Phase != model.VerificationPhaseSuccessful:
+		out = readiness{model.ConditionFalse, fmt.Sprintf("Verification %s: %s", strings.ToLower(string(vh[0].Phase)), firstOf(vh[0].Message, "no message"))}
+	case st.Health != nil && st.Health.Status == model.HealthStateUnhealthy:
+		out = readiness{model.ConditionFalse, "Unhealthy: " + firstOf(strings.Join(st.Health.Issues, "; "), "no issue reported")}
+	case st.Phase == model.StagePhaseVerifying:
+		out = readiness{model.ConditionUnknown, "Verifying"}
+	case len(vh) > 0:
+		out = readiness{model.ConditionTrue, "Verified"}
+	default:
+		out = readiness{model.ConditionTrue, "Promoted"}
+	}
+	for _, key := range slices.Sorted(maps.Keys(st.AutoPromotionHolds)) {
+		h := st.AutoPromotionHolds[key]
+		f := firstOf(aliases[h.FreightName], short(h.FreightName))
+		out.status += fmt.Sprintf("; auto-promotion from %s held since %s was promoted by hand (caravan resume stage %s)", h.Origin, f, s.Name)
+	}
+	return out
 }
 
 // pipelineOrder sorts stages in pipeline order: those taking freight from
@@ -431,10 +554,6 @@ func printFreight(_ context.Context, g *getter, items []json.RawMessage) error {
 	if err != nil {
 		return err
 	}
-	// Newest first, as Kargo lists freight.
-	sort.SliceStable(fs, func(i, j int) bool {
-		return created(&fs[i].ObjectMeta).After(created(&fs[j].ObjectMeta))
-	})
 	headers := []string{"NAME", "ALIAS", "ORIGIN", "ARTIFACTS", "CURRENTLY IN", "VERIFIED IN", "AGE"}
 	if g.wide {
 		headers = append(headers, "APPROVED FOR")
@@ -455,35 +574,54 @@ func printFreight(_ context.Context, g *getter, items []json.RawMessage) error {
 	return t.flush()
 }
 
-func printPromotions(_ context.Context, g *getter, items []json.RawMessage) error {
+func printPromotions(ctx context.Context, g *getter, items []json.RawMessage) error {
 	ps, err := decodeAll[model.Promotion](items)
 	if err != nil {
 		return err
 	}
-	sort.SliceStable(ps, func(i, j int) bool {
-		return created(&ps[i].ObjectMeta).After(created(&ps[j].ObjectMeta))
-	})
-	headers := []string{"NAME", "STAGE", "FREIGHT", "PHASE", "AGE"}
+	aliases := g.aliases(ctx)
+	headers := []string{"NAME", "STAGE", "FREIGHT", "PHASE", "STEP", "MESSAGE", "AGE"}
 	if g.wide {
-		headers = append(headers, "STEP", "MESSAGE")
+		headers = append(headers, "FREIGHT ID", "HOLD")
 	}
 	t := newTable(g.w, headers...)
 	for _, p := range ps {
-		freight := p.Spec.Freight
-		if !g.wide {
-			freight = short(freight)
+		msg := p.Status.Message
+		if h := p.Status.AutoPromotionHold; h != nil && msg == "" {
+			msg = "held auto-promotion of " + p.Spec.Stage + " (caravan resume stage " + p.Spec.Stage + ")"
 		}
-		row := []string{p.Name, p.Spec.Stage, freight, string(p.Status.Phase), age(created(&p.ObjectMeta), g.now)}
+		row := []string{p.Name, p.Spec.Stage, firstOf(aliases[p.Spec.Freight], short(p.Spec.Freight)), string(p.Status.Phase), stepCounter(p), g.clip(msg), age(created(&p.ObjectMeta), g.now)}
 		if g.wide {
-			step := ""
-			if n := len(p.Spec.Steps); n > 0 {
-				step = fmt.Sprintf("%d/%d", min(p.Status.CurrentStep+1, int64(n)), n)
+			hold := ""
+			if h := p.Status.AutoPromotionHold; h != nil {
+				hold = h.Reason
 			}
-			row = append(row, step, p.Status.Message)
+			row = append(row, p.Spec.Freight, hold)
 		}
 		t.row(row...)
 	}
 	return t.flush()
+}
+
+// stepCounter is "k/n": the step that failed (or runs) of the n steps with
+// tasks inflated, as the step lines of promote --wait and watch count them.
+func stepCounter(p *model.Promotion) string {
+	md := p.Status.StepExecutionMetadata
+	n := len(md)
+	if n == 0 {
+		if n = len(p.Spec.Steps); n == 0 {
+			return ""
+		}
+	}
+	for i, m := range md {
+		if isFailure(string(m.Status)) {
+			return fmt.Sprintf("%d/%d", i+1, n)
+		}
+	}
+	if p.Status.Phase == model.PromotionPhaseSucceeded {
+		return fmt.Sprintf("%d/%d", n, n)
+	}
+	return fmt.Sprintf("%d/%d", min(int(p.Status.CurrentStep)+1, n), n)
 }
 
 func printPromotionTasks(_ context.Context, g *getter, items []json.RawMessage) error {

@@ -24,7 +24,7 @@ Without --token, a local server's admin token is used (and not saved).`,
 			}
 			// Check what is about to be saved, resolving as later verbs will.
 			a.server = server
-			c, t, err := a.client()
+			c, t, err := a.anonymousClient()
 			if err != nil {
 				return err
 			}

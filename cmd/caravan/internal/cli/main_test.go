@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/caravan-cd/caravan/cmd/caravan/internal/server"
@@ -61,7 +60,6 @@ func runMain(m *testing.M) int {
 			MaxBodyBytes:    10 << 20,
 			ShutdownTimeout: 5 * time.Second,
 		},
-		EmbeddedNATSAddr: "127.0.0.1:-1",
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -106,7 +104,7 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	nc, err := nats.Connect(info.NATSURL)
+	nc, err := info.ConnectNATS()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

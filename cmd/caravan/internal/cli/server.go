@@ -4,6 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/kelseyhightower/envconfig"
@@ -21,13 +25,17 @@ func (a *app) newServer() *cobra.Command {
 		Long: `Run the discovery, promoter, verifier and gateway services in one process.
 
 With CARAVAN_NATS_URL empty, an embedded NATS server with JetStream keeps its
-data under CARAVAN_DATA_DIR/nats. Configuration comes from CARAVAN_*
-environment variables; see the README's configuration table.
+data under CARAVAN_DATA_DIR/nats. The services reach it in-process: it has no
+TCP listener unless CARAVAN_EMBEDDED_NATS_ADDR is set, and then every client
+must authenticate with the NKey seed in CARAVAN_DATA_DIR/nats-client.nk.
+Configuration comes from CARAVAN_* environment variables; see the README's
+configuration table.
 
 With CARAVAN_DEMO=true (make run sets it), the demo pipeline of
 examples/demo runs beside it: an OCI registry, a git repository under
 CARAVAN_DATA_DIR/demo, the project "demo", and a new image tag every
-CARAVAN_DEMO_PUSH_INTERVAL.`,
+CARAVAN_DEMO_PUSH_INTERVAL. The demo's two servers are added to the egress
+allow list (CARAVAN_EGRESS_ALLOW).`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var cfg server.Config
@@ -62,12 +70,17 @@ func (a *app) runWithDemo(cmd *cobra.Command, cfg server.Config, dcfg demo.Confi
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
+	// The demo's registry and git server listen on loopback, which the
+	// egress policy refuses: open those two addresses, and only those.
+	cfg.Egress.Allow = strings.Join(append(slices.DeleteFunc([]string{cfg.Egress.Allow}, func(s string) bool { return s == "" }), d.EgressAllow()...), ",")
+	logger.Info("demo: its servers are added to the egress allow list", "allow", d.EgressAllow())
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	return server.Run(ctx, cfg, server.Options{
 		Logger: logger,
 		Started: func(info server.Info) {
 			wg.Go(func() {
+				d.LoginURL = info.LoginURL
 				if err := d.Load(ctx, info.APIURL, info.AdminToken, cmd.ErrOrStderr()); err != nil {
 					if ctx.Err() == nil {
 						logger.Error("demo: load the pipeline", "err", err)
@@ -105,7 +118,7 @@ for a refresh of the demo warehouse so that the new freight shows at once.`,
 			if err != nil {
 				return err
 			}
-			if err := c.Refresh(cmd.Context(), demo.Project, demo.Warehouse); err != nil {
+			if err := c.Refresh(cmd.Context(), demo.Project, demo.Warehouse, "caravan demo push pushed "+image+":"+tag); err != nil {
 				fmt.Fprintf(a.errOut, "Warning: refresh warehouse %s: %v (discovery finds it on its interval)\n", demo.Warehouse, err)
 				return nil
 			}
@@ -113,5 +126,111 @@ for a refresh of the demo warehouse so that the new freight shows at once.`,
 			return nil
 		},
 	})
+	cmd.AddCommand(a.newDemoExample())
 	return cmd
+}
+
+func (a *app) newDemoExample() *cobra.Command {
+	var examplesDir string
+	var dryRun bool
+	cmd := &cobra.Command{
+		Use:   "example [NAME]",
+		Short: "Run an example of examples/ offline against the demo",
+		Long: `Run an example of examples/ (kustomize, helm, fan-out) offline against the
+demo of a running 'make run': push its images and charts to the demo
+registry, seed its deployment repository from the example's repo/ folder
+into the demo git server, rewrite every URL of its manifests (images,
+charts, git repositories, the health URLs its verification reads) to
+point there, apply them and ask its warehouses to discover. Without NAME,
+list the examples.
+
+The demo is found through $CARAVAN_DATA_DIR (default ./.caravan); run it
+from the repository root, or pass --examples. --dry-run prints the
+rewritten manifests instead.`,
+		Example: `  bin/caravan demo example fan-out
+  bin/caravan get stages -p fan-out-example`,
+		Args: args(cobra.MaximumNArgs(1)),
+		ValidArgsFunction: func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
+			names, _ := demo.Examples(examplesDir)
+			return names, cobra.ShellCompDirectiveNoFileComp
+		},
+		RunE: func(cmd *cobra.Command, argv []string) error {
+			out := cmd.OutOrStdout()
+			if len(argv) == 0 {
+				names, err := demo.Examples(examplesDir)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "Examples (caravan demo example NAME): %s\n", strings.Join(names, ", "))
+				return nil
+			}
+			return a.runExample(cmd, filepath.Join(examplesDir, argv[0]), dryRun)
+		},
+	}
+	cmd.Flags().StringVar(&examplesDir, "examples", "examples", "the examples folder")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print the rewritten manifests; push, seed and apply nothing")
+	return cmd
+}
+
+// runExample sets up and applies the example of dir against the demo.
+func (a *app) runExample(cmd *cobra.Command, dir string, dryRun bool) error {
+	ctx, out := cmd.Context(), cmd.OutOrStdout()
+	if _, err := os.Stat(dir); err != nil {
+		names, _ := demo.Examples(filepath.Dir(dir))
+		return usagef("no example %s (examples: %s)", dir, strings.Join(names, ", "))
+	}
+	demoDir := demo.Dir(firstOf(a.getenv("CARAVAN_DATA_DIR"), ".caravan"))
+	e, err := demo.ReadEndpoints(demoDir)
+	if err != nil {
+		return err
+	}
+	c, t, err := a.client()
+	if err != nil {
+		return err
+	}
+	if e.API == "" {
+		e.API = t.server
+	}
+	o, err := demo.PlanExample(dir, e)
+	if err != nil {
+		return err
+	}
+	if dryRun {
+		_, err := out.Write(o.Manifests)
+		return err
+	}
+	fmt.Fprintf(out, "Example %s (project %s), offline against the demo:\n", o.Name, o.Project)
+	for _, r := range o.Rewrites {
+		fmt.Fprintf(out, "  %-6s %s\n         → %s\n", r.What, r.From, r.To)
+	}
+	if err := o.Setup(ctx, demoDir, e.Registry); err != nil {
+		return err
+	}
+	var pushed []string
+	for _, art := range o.Artifacts {
+		pushed = append(pushed, art.Path+":"+strings.Join(art.Tags, ","))
+	}
+	fmt.Fprintf(out, "pushed %s\n", strings.Join(pushed, " "))
+	for _, s := range o.Seeds {
+		fmt.Fprintf(out, "seeded %s from %s\n", filepath.Join(demoDir, "git", s.Repo), firstOf(s.From, "nothing (an empty repository)"))
+	}
+	res, err := c.Apply(ctx, o.Manifests)
+	if err != nil {
+		return fmt.Errorf("apply example %s: %w", o.Name, err)
+	}
+	for _, r := range res.Results {
+		fmt.Fprintf(out, "%s/%s %s\n", strings.ToLower(r.Kind), r.Name, r.Action)
+	}
+	for _, w := range o.Warehouses {
+		if err := c.Refresh(ctx, o.Project, w, "caravan demo example "+o.Name+" pushed "+strings.Join(pushed, " ")); err != nil {
+			fmt.Fprintf(a.errOut, "Warning: refresh warehouse %s: %v (discovery finds it on its interval)\n", w, err)
+		}
+	}
+	fmt.Fprintf(out, `
+Next (see %s):
+  bin/caravan get freight -p %[2]s
+  bin/caravan get stages -p %[2]s
+  bin/caravan watch -p %[2]s
+`, filepath.Join(dir, "README.md"), o.Project)
+	return nil
 }

@@ -23,9 +23,12 @@ func (a *app) newWatch() *cobra.Command {
 		Use:   "watch",
 		Short: "Show the project's events as they happen",
 		Long: `Show the project's events as they happen: discovery, promotions and their
-steps, verification. -o json prints each event's envelope on one line.
-Reconnects (resuming where it stopped) if the connection drops; stop it with
-Ctrl-C.`,
+steps, verification, auto-promotion holds. Freight is shown by its alias.
+-o json prints each event's envelope on one line.
+
+It says on stderr when it is connected; if the connection drops or the
+server shuts down, it says so, reconnects and resumes where it stopped.
+Stop it with Ctrl-C.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if output != formatTable && output != formatJSON {
@@ -37,8 +40,10 @@ Ctrl-C.`,
 			}
 			ctx := cmd.Context()
 			out := cmd.OutOrStdout()
+			p := &eventPrinter{out: out, format: output, project: project, aliases: map[string]string{}}
 			lastID := ""
 			backoff := time.Second
+			connected := false
 			for {
 				s, err := c.Events(ctx, project, lastID)
 				if err != nil {
@@ -53,14 +58,26 @@ Ctrl-C.`,
 					backoff = min(2*backoff, 30*time.Second)
 					continue
 				}
+				p.loadAliases(ctx, c)
+				if !connected {
+					fmt.Fprintf(a.errOut, "Watching the events of project %s on %s (Ctrl-C to stop)\n", project, c.Server())
+				} else {
+					fmt.Fprintf(a.errOut, "watch: reconnected to %s%s\n", c.Server(), resumeNote(lastID))
+				}
+				connected = true
 				backoff = time.Second
-				readErr := a.printEvents(s, out, output)
+				readErr := p.print(s)
 				lastID = s.LastID()
 				_ = s.Close()
 				if ctx.Err() != nil {
 					return nil //nolint:nilerr // Ctrl-C: a normal end
 				}
-				if !errors.Is(readErr, io.EOF) {
+				switch {
+				case errors.Is(readErr, client.ErrShutdown):
+					fmt.Fprintf(a.errOut, "watch: the server is shutting down; reconnecting\n")
+				case errors.Is(readErr, io.EOF):
+					fmt.Fprintf(a.errOut, "watch: the server ended the stream; reconnecting\n")
+				default:
 					fmt.Fprintf(a.errOut, "watch: %v; reconnecting\n", readErr)
 				}
 				if !sleep(ctx, backoff) {
@@ -73,29 +90,84 @@ Ctrl-C.`,
 	return cmd
 }
 
-func (a *app) printEvents(s *client.Stream, out io.Writer, format string) error {
+func resumeNote(lastID string) string {
+	if lastID == "" {
+		return ""
+	}
+	return "; resuming after event " + lastID
+}
+
+// eventPrinter prints events, naming freight by alias.
+type eventPrinter struct {
+	out     io.Writer
+	format  string
+	project string
+	// aliases maps freight IDs to aliases: listed at each (re)connection,
+	// learnt from FreightDiscovered and FreightUpdated since.
+	aliases map[string]string
+}
+
+// loadAliases lists the project's freight; a failure leaves IDs shown
+// shortened.
+func (p *eventPrinter) loadAliases(ctx context.Context, c *client.Client) {
+	items, err := c.List(ctx, client.ProjectPath(p.project, "freight"), nil)
+	if err != nil {
+		return
+	}
+	fs, err := decodeAll[model.Freight](items)
+	if err != nil {
+		return
+	}
+	for _, f := range fs {
+		if f.Alias != "" {
+			p.aliases[f.Name] = f.Alias
+		}
+	}
+}
+
+func (p *eventPrinter) print(s *client.Stream) error {
 	for {
 		ev, err := s.Next()
 		if err != nil {
 			return err
 		}
-		if format == formatJSON {
+		p.learn(ev)
+		if p.format == formatJSON {
 			b, err := json.Marshal(ev.Envelope)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(out, "%s\n", b)
+			fmt.Fprintf(p.out, "%s\n", b)
 			continue
 		}
-		fmt.Fprintln(out, describeEvent(ev))
+		fmt.Fprintln(p.out, describeEvent(ev, p.aliases, p.project))
 	}
 }
 
-// describeEvent is one line: time, type, subject, then the payload's fields.
-func describeEvent(ev client.Event) string {
+// learn records the alias an event names.
+func (p *eventPrinter) learn(ev client.Event) {
+	var f struct {
+		Freight string `json:"freight"`
+		Alias   string `json:"alias"`
+	}
+	if ev.Type != string(events.TypeFreightDiscovered) && ev.Type != string(events.TypeFreightUpdated) {
+		return
+	}
+	if json.Unmarshal(ev.Envelope.Payload, &f) == nil && f.Freight != "" && f.Alias != "" {
+		p.aliases[f.Freight] = f.Alias
+	}
+}
+
+// describeEvent is one line: time, type, subject, then the payload's
+// fields, with freight named by alias (or a short ID).
+func describeEvent(ev client.Event, aliases map[string]string, project string) string {
 	env := ev.Envelope
 	when := env.Time.Local().Format("15:04:05")
-	subject := env.Subject.Kind + "/" + env.Subject.Name
+	name := env.Subject.Name
+	if env.Subject.Kind == "Freight" {
+		name = freightName(name, aliases)
+	}
+	subject := env.Subject.Kind + "/" + name
 	var fields map[string]any
 	_ = json.Unmarshal(env.Payload, &fields)
 	keys := make([]string, 0, len(fields))
@@ -105,6 +177,15 @@ func describeEvent(ev client.Event) string {
 		}
 		if k == "startedAt" || k == "finishedAt" {
 			continue
+		}
+		if k == "alias" && env.Subject.Kind == "Freight" && aliases[env.Subject.Name] == v {
+			continue // the subject shows it
+		}
+		if f, ok := v.(string); ok && k == "freight" {
+			fields[k] = freightName(f, aliases)
+		}
+		if o, ok := v.(map[string]any); ok && k == "origin" && o["kind"] != nil && o["name"] != nil {
+			fields[k] = fmt.Sprintf("%v/%v", o["kind"], o["name"])
 		}
 		keys = append(keys, k)
 	}
@@ -125,7 +206,18 @@ func describeEvent(ev client.Event) string {
 			fmt.Fprintf(&b, " %s=%s", k, j)
 		}
 	}
+	if ev.Type == string(events.TypeAutoPromotionHeld) {
+		fmt.Fprintf(&b, "  → auto-promotion of %s is held; lift it: caravan resume stage %s -p %s", env.Subject.Name, env.Subject.Name, project)
+	}
 	return b.String()
+}
+
+// freightName is a freight's alias when known, else its ID shortened.
+func freightName(id string, aliases map[string]string) string {
+	if a := aliases[id]; a != "" {
+		return a
+	}
+	return short(id)
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {
@@ -160,6 +252,8 @@ type waiter struct {
 	poll    time.Duration
 	printed map[int]bool
 	tty     bool
+	// total is the number of steps, tasks inflated (0: not known yet).
+	total int
 }
 
 func (a *app) newWaiter(ctx context.Context, c *client.Client, project string) *waiter {
@@ -199,7 +293,11 @@ func (w *waiter) close() {
 // step when the promotion did not succeed.
 func (w *waiter) wait(ctx context.Context, out io.Writer, p *model.Promotion) error {
 	name := p.Name
-	fmt.Fprintf(out, "Waiting for promotion %s of stage %s to freight %s …\n", name, p.Spec.Stage, short(p.Spec.Freight))
+	freight := short(p.Spec.Freight)
+	if f, err := w.c.Freight(ctx, w.project, p.Spec.Freight); err == nil && f.Alias != "" {
+		freight = f.Alias
+	}
+	fmt.Fprintf(out, "Waiting for promotion %s of stage %s to freight %s …\n", name, p.Spec.Stage, freight)
 	tick := time.NewTicker(w.poll)
 	defer tick.Stop()
 	var failedStep *events.PromotionStepFinished
@@ -222,13 +320,16 @@ func (w *waiter) wait(ctx context.Context, out io.Writer, p *model.Promotion) er
 			case string(events.TypePromotionStepFinished):
 				var sf events.PromotionStepFinished
 				if ev.Decode(&sf) == nil {
+					if w.total == 0 {
+						w.learnTotal(ctx, name)
+					}
 					w.printStep(out, sf)
 					if isFailure(sf.Status) {
 						failedStep = &sf
 					}
 				}
 			case string(events.TypePromotionSucceeded):
-				w.succeeded(out, name)
+				w.succeeded(ctx, out, name, nil)
 				return nil
 			case string(events.TypePromotionFailed):
 				var pf events.PromotionFailed
@@ -250,7 +351,7 @@ func (w *waiter) wait(ctx context.Context, out io.Writer, p *model.Promotion) er
 			// The stream may lag or be absent: report from the stored status.
 			w.printStored(out, cur)
 			if cur.Status.Phase == model.PromotionPhaseSucceeded {
-				w.succeeded(out, name)
+				w.succeeded(ctx, out, name, cur)
 				return nil
 			}
 			return w.failed(ctx, out, name, string(cur.Status.Phase), cur.Status.Message, failedStep)
@@ -276,6 +377,19 @@ func isFailure(status string) bool {
 	return false
 }
 
+// learnTotal reads how many steps the promotion runs (tasks inflated).
+func (w *waiter) learnTotal(ctx context.Context, name string) {
+	if p, err := w.c.Promotion(ctx, w.project, name); err == nil {
+		w.total = stepTotal(p)
+	}
+}
+
+// stepTotal is the number of steps of p with tasks inflated, once the
+// promoter started it (the spec's steps before).
+func stepTotal(p *model.Promotion) int {
+	return max(len(p.Status.StepExecutionMetadata), len(p.Spec.Steps))
+}
+
 func (w *waiter) printStep(out io.Writer, sf events.PromotionStepFinished) {
 	if w.printed[sf.Step] {
 		return
@@ -285,6 +399,10 @@ func (w *waiter) printStep(out io.Writer, sf events.PromotionStepFinished) {
 	uses := ""
 	if sf.Uses != "" && sf.Uses != name {
 		uses = " (" + sf.Uses + ")"
+	}
+	counter := fmt.Sprintf("[%d] ", sf.Step+1)
+	if w.total > 0 {
+		counter = fmt.Sprintf("[%d/%d] ", sf.Step+1, max(w.total, sf.Step+1))
 	}
 	dur := ""
 	if !sf.StartedAt.IsZero() && !sf.FinishedAt.IsZero() {
@@ -304,7 +422,7 @@ func (w *waiter) printStep(out io.Writer, sf events.PromotionStepFinished) {
 			mark = "- "
 		}
 	}
-	fmt.Fprintf(out, "  %s%s%s: %s%s\n", mark, name, uses, sf.Status, dur)
+	fmt.Fprintf(out, "  %s%s%s%s: %s%s\n", mark, counter, name, uses, sf.Status, dur)
 	if sf.Message != "" && isFailure(sf.Status) {
 		fmt.Fprintf(out, "      %s\n", sf.Message)
 	}
@@ -312,11 +430,9 @@ func (w *waiter) printStep(out io.Writer, sf events.PromotionStepFinished) {
 
 // printStored prints the steps of the stored status not printed yet.
 func (w *waiter) printStored(out io.Writer, p *model.Promotion) {
+	w.total = stepTotal(p)
 	for i, m := range p.Status.StepExecutionMetadata {
-		sf := events.PromotionStepFinished{Promotion: p.Name, Step: i, Alias: m.Alias, Status: string(m.Status), Message: m.Message}
-		if i < len(p.Spec.Steps) {
-			sf.Uses = p.Spec.Steps[i].Uses
-		}
+		sf := events.PromotionStepFinished{Promotion: p.Name, Step: i, Alias: m.Alias, Uses: m.Uses, Status: string(m.Status), Message: m.Message}
 		if m.StartedAt != nil {
 			sf.StartedAt = m.StartedAt.Time
 		}
@@ -330,8 +446,20 @@ func (w *waiter) printStored(out io.Writer, p *model.Promotion) {
 	}
 }
 
-func (w *waiter) succeeded(out io.Writer, name string) {
+// succeeded says so, and whether the promotion held the stage's
+// auto-promotion (p: the promotion as read, nil to read it).
+func (w *waiter) succeeded(ctx context.Context, out io.Writer, name string, p *model.Promotion) {
 	fmt.Fprintf(out, "Promotion %s succeeded\n", name)
+	if p == nil {
+		var err error
+		if p, err = w.c.Promotion(ctx, w.project, name); err != nil {
+			return
+		}
+	}
+	if h := p.Status.AutoPromotionHold; h != nil {
+		fmt.Fprintf(out, "Auto-promotion of stage %s from %s is now held: %s.\nLift the hold with: caravan resume stage %s -p %s\n",
+			p.Spec.Stage, h.Origin, h.Reason, p.Spec.Stage, w.project)
+	}
 }
 
 // failed builds the error of a failed promotion, naming the failing step
@@ -341,8 +469,8 @@ func (w *waiter) failed(ctx context.Context, out io.Writer, name, phase, message
 		if p, err := w.c.Promotion(ctx, w.project, name); err == nil {
 			w.printStored(out, p)
 			for i, m := range p.Status.StepExecutionMetadata {
-				if isFailure(string(m.Status)) {
-					step = &events.PromotionStepFinished{Step: i, Alias: m.Alias, Status: string(m.Status), Message: m.Message}
+				if isFailure(string(m.Status)) && step == nil {
+					step = &events.PromotionStepFinished{Step: i, Alias: m.Alias, Uses: m.Uses, Status: string(m.Status), Message: m.Message}
 				}
 			}
 			message = firstOf(message, p.Status.Message)
@@ -351,8 +479,14 @@ func (w *waiter) failed(ctx context.Context, out io.Writer, name, phase, message
 	}
 	phase = firstOf(phase, string(model.PromotionPhaseFailed))
 	if step != nil {
-		return fmt.Errorf("promotion %s %s at step %s: %s", name, strings.ToLower(phase),
-			firstOf(step.Alias, fmt.Sprintf("step-%d", step.Step)), firstOf(step.Message, message, step.Status))
+		where := firstOf(step.Alias, fmt.Sprintf("step-%d", step.Step))
+		if step.Uses != "" && step.Uses != where {
+			where += " (" + step.Uses + ")"
+		}
+		if w.total > 0 {
+			where = fmt.Sprintf("%d/%d %s", step.Step+1, max(w.total, step.Step+1), where)
+		}
+		return fmt.Errorf("promotion %s %s at step %s: %s", name, strings.ToLower(phase), where, firstOf(step.Message, message, step.Status))
 	}
 	return fmt.Errorf("promotion %s %s: %s", name, strings.ToLower(phase), firstOf(message, "no message"))
 }

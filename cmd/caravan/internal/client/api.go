@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 
+	"github.com/caravan-cd/caravan/pkg/buildinfo"
 	"github.com/caravan-cd/caravan/pkg/model"
 )
 
@@ -155,9 +156,31 @@ func (c *Client) Approve(ctx context.Context, project, freight, stage string) (*
 	return &f, nil
 }
 
-// Refresh asks discovery to discover a warehouse now.
-func (c *Client) Refresh(ctx context.Context, project, warehouse string) error {
-	return c.do(ctx, request{method: http.MethodPost, path: projectPath(project, "warehouses", warehouse, "refresh")}, nil)
+// Refresh asks discovery to discover a warehouse now; reason (optional)
+// says why in the event.
+func (c *Client) Refresh(ctx context.Context, project, warehouse, reason string) error {
+	r := request{method: http.MethodPost, path: projectPath(project, "warehouses", warehouse, "refresh")}
+	if reason != "" {
+		body, err := json.Marshal(map[string]string{"reason": reason})
+		if err != nil {
+			return err
+		}
+		r.contentType, r.body = "application/json", body
+	}
+	return c.do(ctx, r, nil)
+}
+
+// ResumeAutoPromotion lifts a stage's auto-promotion holds.
+func (c *Client) ResumeAutoPromotion(ctx context.Context, project, stage string) error {
+	return c.do(ctx, request{method: http.MethodPost, path: projectPath(project, "stages", stage, "auto-promotion", "resume")}, nil)
+}
+
+// Version reads the server's build information (GET /version, no token
+// needed).
+func (c *Client) Version(ctx context.Context) (buildinfo.Info, error) {
+	var v buildinfo.Info
+	err := c.do(ctx, request{method: http.MethodGet, path: "/version"}, &v)
+	return v, err
 }
 
 // Verify asks to re-verify a stage's current freight.

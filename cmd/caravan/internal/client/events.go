@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -20,6 +21,14 @@ type Event struct {
 	Type     string
 	Envelope events.Envelope
 }
+
+// ShutdownEvent is the type of the last event a shutting-down gateway
+// sends on each stream.
+const ShutdownEvent = "shutdown"
+
+// ErrShutdown is what Next returns when the server said it shuts down (the
+// stream ends; reconnect to resume).
+var ErrShutdown = errors.New("the server is shutting down")
 
 // Stream reads a project's event stream. Call Close when done; Next is not
 // safe for concurrent use.
@@ -84,6 +93,9 @@ func (s *Stream) Next() (Event, error) {
 			if !hasData {
 				ev = Event{ID: ev.ID}
 				continue
+			}
+			if ev.Type == ShutdownEvent {
+				return Event{}, ErrShutdown
 			}
 			if ev.ID != "" {
 				s.lastID = ev.ID

@@ -28,7 +28,8 @@ func TestStream(t *testing.T) {
 		_, _ = io.WriteString(w, ": heartbeat\n\n"+
 			"event: PromotionStarted\r\nid: 7\r\ndata: {\"id\":\"a\",\"type\":\"PromotionStarted\",\r\ndata: \"subject\":{\"kind\":\"Promotion\",\"name\":\"p\"},\"payload\":{\"promotion\":\"p\"}}\r\n\r\n"+
 			"id: 8\n\n"+
-			"data: {\"id\":\"b\",\"type\":\"FreightDiscovered\",\"subject\":{\"kind\":\"Freight\",\"name\":\"f\"},\"payload\":{}}\n\n")
+			"data: {\"id\":\"b\",\"type\":\"FreightDiscovered\",\"subject\":{\"kind\":\"Freight\",\"name\":\"f\"},\"payload\":{}}\n\n"+
+			"event: shutdown\nretry: 2000\ndata: {\"type\":\"shutdown\",\"message\":\"bye\"}\n\n")
 	}))
 	defer srv.Close()
 
@@ -61,6 +62,10 @@ func TestStream(t *testing.T) {
 	}
 	if ev.Type != "FreightDiscovered" || s.LastID() != "8" {
 		t.Errorf("event 2: %+v, last id %q", ev, s.LastID())
+	}
+	// The gateway's last event when it shuts down.
+	if _, err := s.Next(); !errors.Is(err, ErrShutdown) || s.LastID() != "8" {
+		t.Errorf("shutdown: %v, last id %q", err, s.LastID())
 	}
 	if _, err := s.Next(); !errors.Is(err, io.EOF) {
 		t.Errorf("end: %v", err)

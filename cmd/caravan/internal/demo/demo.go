@@ -46,13 +46,21 @@ type Config struct {
 
 // Demo is a started demo.
 type Demo struct {
+	// LoginURL, when set, is printed in the guide as the way into the web
+	// UI (caravan server's one-time admin link).
+	LoginURL string
+
 	cfg      Config
 	log      *slog.Logger
 	dir      string // <data dir>/demo
 	image    string // host:port/demo/app
 	gitURL   string
+	appURL   string // the demo application (its /healthz), on the git server
+	addrs    []string
 	bareRepo string
 	servers  []*http.Server
+	// endpoints are recorded for `caravan demo example`.
+	endpoints Endpoints
 }
 
 // Dir is the demo's folder in the data dir.
@@ -89,6 +97,7 @@ func Start(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) (_
 		return nil, err
 	}
 	d.servers = append(d.servers, reg)
+	d.addrs = append(d.addrs, regLn.Addr().String())
 	d.image = regLn.Addr().String() + "/" + Repository
 	warnMoved(log, "registry", cfg.RegistryAddr, regLn.Addr().String())
 
@@ -97,11 +106,13 @@ func Start(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) (_
 		return nil, err
 	}
 	d.servers = append(d.servers, gs)
-	d.gitURL = "http://" + gitLn.Addr().String() + "/" + RepoName
+	d.addrs = append(d.addrs, gitLn.Addr().String())
+	d.appURL = "http://" + gitLn.Addr().String()
+	d.gitURL = d.appURL + "/" + RepoName
 	warnMoved(log, "git server", cfg.GitAddr, gitLn.Addr().String())
 
 	g := git{path: gitPath, home: dir}
-	created, err := initRepo(ctx, g, d.bareRepo, filepath.Join(cfg.Dir, "repo"), d.replacer(""))
+	created, err := initRepo(ctx, g, d.bareRepo, filepath.Join(cfg.Dir, "repo"), d.replacer())
 	if err != nil {
 		return nil, err
 	}
@@ -121,6 +132,14 @@ func Start(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) (_
 	if err := writeLastTag(dir, last); err != nil {
 		return nil, err
 	}
+	// And what `caravan demo example` pushed.
+	if err := repushArtifacts(ctx, dir, regLn.Addr().String()); err != nil {
+		return nil, err
+	}
+	d.endpoints = Endpoints{Registry: regLn.Addr().String(), Git: "http://" + gitLn.Addr().String()}
+	if err := writeEndpoints(dir, d.endpoints); err != nil {
+		return nil, err
+	}
 	log.Info("demo: registry and git server started", "image", d.image, "newest", last, "git", d.gitURL)
 	return d, nil
 }
@@ -134,17 +153,24 @@ func (d *Demo) GitURL() string { return d.gitURL }
 // BareRepo is the deployment repository's directory.
 func (d *Demo) BareRepo() string { return d.bareRepo }
 
+// EgressAllow are the demo's servers (host:port), which the egress policy
+// refuses by default (they listen on loopback): caravan server adds them
+// to CARAVAN_EGRESS_ALLOW when it runs the demo.
+func (d *Demo) EgressAllow() []string { return slices.Clone(d.addrs) }
+
 // replacer fills the manifests' placeholders.
-func (d *Demo) replacer(apiURL string) *strings.Replacer {
-	return Replacer(d.image, d.gitURL, apiURL)
+func (d *Demo) replacer() *strings.Replacer {
+	return Replacer(d.image, d.gitURL, d.appURL)
 }
 
-// Replacer fills the ${DEMO_*} placeholders of the demo's files.
-func Replacer(image, gitURL, apiURL string) *strings.Replacer {
+// Replacer fills the ${DEMO_*} placeholders of the demo's files: the
+// image repository, the deployment repository and the demo application
+// whose /healthz the smoke test measures.
+func Replacer(image, gitURL, appURL string) *strings.Replacer {
 	return strings.NewReplacer(
 		"${DEMO_IMAGE}", image,
 		"${DEMO_GIT_URL}", gitURL,
-		"${DEMO_API_URL}", apiURL,
+		"${DEMO_APP_URL}", appURL,
 	)
 }
 
@@ -182,8 +208,12 @@ func (d *Demo) Load(ctx context.Context, apiURL, token string, guide io.Writer) 
 	if err := waitReady(ctx, c); err != nil {
 		return err
 	}
-	body, err := Manifests(d.cfg.Dir, d.replacer(apiURL))
+	body, err := Manifests(d.cfg.Dir, d.replacer())
 	if err != nil {
+		return err
+	}
+	d.endpoints.API = apiURL
+	if err := writeEndpoints(d.dir, d.endpoints); err != nil {
 		return err
 	}
 	out, err := c.Apply(ctx, body)
@@ -194,7 +224,7 @@ func (d *Demo) Load(ctx context.Context, apiURL, token string, guide io.Writer) 
 		d.log.Debug("demo: applied", "kind", r.Kind, "name", r.Name, "action", r.Action)
 	}
 	d.log.Info("demo: manifests applied", "project", Project, "objects", len(out.Results))
-	d.refresh(ctx, c)
+	d.refresh(ctx, c, "the demo started")
 	d.writeGuide(guide, apiURL)
 	return nil
 }
@@ -217,10 +247,11 @@ func waitReady(ctx context.Context, c *client.Client) error {
 	}
 }
 
-// refresh asks discovery to look at the warehouse now; the warehouse's own
-// interval catches up if the route or discovery is not there.
-func (d *Demo) refresh(ctx context.Context, c *client.Client) {
-	if err := c.Refresh(ctx, Project, Warehouse); err != nil && ctx.Err() == nil {
+// refresh asks discovery to look at the warehouse now, saying why; the
+// warehouse's own interval catches up if the route or discovery is not
+// there.
+func (d *Demo) refresh(ctx context.Context, c *client.Client, reason string) {
+	if err := c.Refresh(ctx, Project, Warehouse, reason); err != nil && ctx.Err() == nil {
 		d.log.Debug("demo: refresh the warehouse", "err", err)
 	}
 }
@@ -254,7 +285,7 @@ func (d *Demo) Run(ctx context.Context, apiURL, token string) error {
 			continue
 		}
 		d.log.Info("demo: pushed a new image tag", "image", d.image+":"+tag, "digest", digest)
-		d.refresh(ctx, c)
+		d.refresh(ctx, c, "the demo pushed "+d.image+":"+tag)
 	}
 }
 
@@ -316,9 +347,14 @@ func (d *Demo) writeGuide(w io.Writer, apiURL string) {
 	if dataDir := filepath.Dir(d.dir); relative(dataDir) != ".caravan" {
 		env += "   export CARAVAN_DATA_DIR=" + dataDir + "\n"
 	}
+	ui := apiURL + "/projects/" + Project
+	if d.LoginURL != "" {
+		ui = d.LoginURL + "  (one-time sign-in link; then " + apiURL + "/projects/" + Project + ")"
+	}
 	fmt.Fprintf(w, `
 ──────────────────────────────────────────────────────────────────────────
  Caravan demo: project %[1]q, pipeline dev → staging → prod
+   web UI   %[8]s
    api      %[6]s
    image    %[2]s  (a new tag %[3]s; 'make demo-push' pushes one now)
    git      %[4]s  (bare repository: %[5]s)
@@ -332,7 +368,7 @@ func (d *Demo) writeGuide(w io.Writer, apiURL string) {
    git --git-dir %[5]s log --oneline --stat
 ──────────────────────────────────────────────────────────────────────────
 
-`, Project, d.image, interval, d.gitURL, repo, apiURL, env)
+`, Project, d.image, interval, d.gitURL, repo, apiURL, env, ui)
 }
 
 // warnMoved warns when a demo server could not listen where it was asked

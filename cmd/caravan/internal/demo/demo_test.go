@@ -113,7 +113,7 @@ func TestImagesAreReproducible(t *testing.T) {
 func TestStart(t *testing.T) {
 	t.Parallel()
 	if _, err := exec.LookPath("git"); err != nil {
-		t.Skip("no git CLI")
+		t.Fatal("the demo needs the git CLI: install it (apt-get install git)")
 	}
 	ctx := context.Background()
 	dataDir := t.TempDir()
@@ -193,7 +193,7 @@ func mustRepo(t *testing.T, repo string) name.Repository {
 func TestLoadOnServer(t *testing.T) {
 	t.Parallel()
 	if _, err := exec.LookPath("git"); err != nil {
-		t.Skip("no git CLI")
+		t.Fatal("the demo needs the git CLI: install it (apt-get install git)")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -213,7 +213,6 @@ func TestLoadOnServer(t *testing.T) {
 			MaxBodyBytes:    10 << 20,
 			ShutdownTimeout: 5 * time.Second,
 		},
-		EmbeddedNATSAddr: "127.0.0.1:-1",
 	}
 	d, err := Start(ctx, testConfig(), dataDir, slog.New(slog.DiscardHandler))
 	if err != nil {

@@ -25,7 +25,8 @@ const RepoName = "deploy.git"
 const maxPushBody = 64 << 20
 
 // gitServer serves the bare repositories under root over smart HTTP with
-// git http-backend (the git CLI), open to pushes from the promoter.
+// git http-backend (the git CLI), open to pushes from the promoter, and
+// the demo application's /healthz.
 func gitServer(gitPath, root, addr string) (*http.Server, net.Listener, error) {
 	ln, err := listen(addr)
 	if err != nil {
@@ -46,6 +47,12 @@ func gitServer(gitPath, root, addr string) (*http.Server, net.Listener, error) {
 		Stderr: io.Discard,
 	}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The demo application's health, which the smoke test measures.
+		if r.URL.Path == "/healthz" {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, `{"status":"ok"}`)
+			return
+		}
 		// CGI cannot pass on a chunked body: buffer it.
 		if r.ContentLength < 0 {
 			body, err := io.ReadAll(io.LimitReader(r.Body, maxPushBody+1))

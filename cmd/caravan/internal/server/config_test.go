@@ -10,8 +10,11 @@ import (
 )
 
 // envVars lists the CARAVAN_* variables envconfig reads into a struct of
-// type t, embedded structs included.
-func envVars(t reflect.Type) []string {
+// type t, embedded structs and named struct fields (whose key prefixes
+// their fields') included.
+func envVars(t reflect.Type) []string { return envVarsPrefixed(t, "CARAVAN_") }
+
+func envVarsPrefixed(t reflect.Type, prefix string) []string {
 	var out []string
 	for i := range t.NumField() {
 		f := t.Field(i)
@@ -19,12 +22,18 @@ func envVars(t reflect.Type) []string {
 			continue
 		}
 		if f.Anonymous && f.Type.Kind() == reflect.Struct {
-			out = append(out, envVars(f.Type)...)
+			out = append(out, envVarsPrefixed(f.Type, prefix)...)
 			continue
 		}
-		if key := f.Tag.Get("envconfig"); key != "" {
-			out = append(out, "CARAVAN_"+key)
+		key := f.Tag.Get("envconfig")
+		if key == "" {
+			continue
 		}
+		if f.Type.Kind() == reflect.Struct && f.Type.PkgPath() != "time" {
+			out = append(out, envVarsPrefixed(f.Type, prefix+key+"_")...)
+			continue
+		}
+		out = append(out, prefix+key)
 	}
 	return out
 }

@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/kelseyhightower/envconfig"
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/caravan-cd/caravan/pkg/events"
@@ -38,9 +40,12 @@ import (
 // the other services' own settings, read from the same variables.
 type Config struct {
 	gateway.Config
-	// EmbeddedNATSAddr is where the embedded NATS server listens for
-	// clients (standalone services, the nats CLI). Port -1 picks a free one.
-	EmbeddedNATSAddr string `envconfig:"EMBEDDED_NATS_ADDR" default:"127.0.0.1:4222" desc:"listen address of the embedded NATS server (used only when CARAVAN_NATS_URL is empty)"`
+	// EmbeddedNATSAddr, when set, is where the embedded NATS server listens
+	// for clients (standalone services, the nats CLI), which must then
+	// authenticate with the NKey seed generated into <data dir>/nats-client.nk.
+	// Empty: no listener at all; the services talk to the server
+	// in-process. Port -1 picks a free one.
+	EmbeddedNATSAddr string `envconfig:"EMBEDDED_NATS_ADDR" default:"" desc:"listen address of the embedded NATS server, which then requires the NKey of <data dir>/nats-client.nk; empty: no TCP listener, in-process only (used only when CARAVAN_NATS_URL is empty)"`
 
 	// Discovery, Promoter and Verifier are those services' own settings,
 	// filled by LoadServices (Run does it when they were not). Their shared
@@ -75,7 +80,7 @@ func (c *Config) shareCommon() {
 func (c Config) Validate() error {
 	var errs []error
 	errs = append(errs, c.Common.Validate())
-	if c.URL == "" {
+	if c.URL == "" && c.EmbeddedNATSAddr != "" {
 		if _, _, err := net.SplitHostPort(c.EmbeddedNATSAddr); err != nil {
 			errs = append(errs, fmt.Errorf("CARAVAN_EMBEDDED_NATS_ADDR: %w", err))
 		}
@@ -104,7 +109,13 @@ type Options struct {
 
 // Info describes a started server.
 type Info struct {
+	// NATSURL is where NATS clients outside the process connect: the
+	// external server's URL, the embedded server's listen address, or ""
+	// when the embedded server does not listen (the default).
 	NATSURL string
+	// NATSNKeyFile holds the NKey seed clients of the listening embedded
+	// server authenticate with ("" when it does not listen).
+	NATSNKeyFile string
 	// AdminTokenFile is where the generated admin token is ("" when
 	// CARAVAN_ADMIN_TOKEN was set).
 	AdminTokenFile string
@@ -112,6 +123,21 @@ type Info struct {
 	AdminToken string
 	// APIURL is the gateway's base URL, e.g. http://127.0.0.1:8080.
 	APIURL string
+	// LoginURL is a one-time web UI sign-in link for the admin (valid 10
+	// minutes).
+	LoginURL string
+
+	connect func(opts ...nats.Option) (*nats.Conn, error)
+}
+
+// ConnectNATS connects a client in this process (a test, say) to the NATS
+// server the services use: in-process to the embedded server, whether or
+// not it listens.
+func (i Info) ConnectNATS(opts ...nats.Option) (*nats.Conn, error) {
+	if i.connect == nil {
+		return nil, errors.New("server not started")
+	}
+	return i.connect(opts...)
 }
 
 // Run runs Caravan until ctx ends, then stops every service, drains, and
@@ -162,20 +188,39 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 	}
 
 	info.AdminToken = cfg.AdminToken
+	// A one-time link signs the admin in to the web UI without copying
+	// the token (single use, 10 minutes, void after a restart).
+	links := gateway.NewLoginLinks()
+	if code, err := links.Issue(cfg.AdminToken, "admin", 10*time.Minute); err == nil {
+		info.LoginURL = info.APIURL + "/login/link/" + code
+		log.Info("web UI: sign in as admin with this link (works once, for 10 minutes)", "url", info.LoginURL)
+	}
 
 	var nc *nats.Conn
+	own := []string{ln.Addr().String(), cfg.HTTPAddr}
 	if cfg.URL == "" {
-		ns, err := startEmbedded(cfg)
+		emb, err := startEmbedded(cfg)
 		if err != nil {
 			return err
 		}
+		ns := emb.server
 		defer func() {
 			ns.Shutdown()
 			ns.WaitForShutdown()
 		}()
-		info.NATSURL = ns.ClientURL()
-		log.Info("embedded NATS started", "url", info.NATSURL, "store", filepath.Join(cfg.DataDir, "nats"))
-		nc, err = nats.Connect(ns.ClientURL(), nats.InProcessServer(ns), nats.Name("caravan"), nats.MaxReconnects(-1))
+		store := filepath.Join(cfg.DataDir, "nats")
+		info.connect = func(opts ...nats.Option) (*nats.Conn, error) {
+			return nats.Connect(ns.ClientURL(), slices.Concat([]nats.Option{nats.InProcessServer(ns)}, emb.auth, opts)...)
+		}
+		if addr := ns.Addr(); addr != nil {
+			info.NATSURL, info.NATSNKeyFile = ns.ClientURL(), emb.nkeyFile
+			own = append(own, addr.String())
+			log.Info("embedded NATS started, listening; clients must authenticate with its NKey", "url", info.NATSURL, "nkey_file", emb.nkeyFile, "store", store,
+				"connect", fmt.Sprintf("CARAVAN_NATS_URL=%s CARAVAN_NATS_NKEY=%s, or nats --server %s --nkey %s", info.NATSURL, emb.nkeyFile, info.NATSURL, emb.nkeyFile))
+		} else {
+			log.Info("embedded NATS started in-process, without a TCP listener (CARAVAN_EMBEDDED_NATS_ADDR opens one, with NKey authentication)", "store", store)
+		}
+		nc, err = info.ConnectNATS(nats.Name("caravan"), nats.MaxReconnects(-1))
 		if err != nil {
 			return fmt.Errorf("connect to embedded NATS: %w", err)
 		}
@@ -185,6 +230,10 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 		if err != nil {
 			return err
 		}
+		natsCfg := cfg.NATSConfig
+		info.connect = func(opts ...nats.Option) (*nats.Conn, error) {
+			return events.Connect(context.Background(), natsCfg, "caravan-client", opts...)
+		}
 	}
 	defer nc.Close()
 
@@ -193,6 +242,10 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 	if err != nil {
 		return err
 	}
+	// Outbound requests made for tenants never reach this process's own
+	// listeners (the API, the embedded NATS).
+	env.Egress = env.Egress.Protect(own...)
+	log.Info("egress policy", "allow", cfg.Egress.Allow, "deny", cfg.Egress.Deny, "timeout", env.Egress.Timeout(), "max_bytes", env.Egress.MaxBytes())
 	for _, dir := range []string{"discovery", "promoter", "verifier"} {
 		if err := os.MkdirAll(cfg.Dir(dir), 0o750); err != nil {
 			return fmt.Errorf("create data dir: %w", err)
@@ -231,7 +284,7 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 		return verifier.Run(ctx, verifier.Deps{Config: cfg.Verifier, Logger: log, Env: as("verifier")})
 	})
 	start("gateway", func(ctx context.Context) error {
-		return gateway.Run(ctx, gateway.Deps{Config: cfg.Config, Logger: log, Env: as("gateway"), Registry: reg, Listener: ln})
+		return gateway.Run(ctx, gateway.Deps{Config: cfg.Config, Logger: log, Env: as("gateway"), Registry: reg, Listener: ln, LoginLinks: links})
 	})
 	if opts.Started != nil {
 		opts.Started(info)
@@ -253,26 +306,56 @@ func apiURL(addr string) string {
 	return "http://" + net.JoinHostPort(host, port)
 }
 
-func startEmbedded(cfg Config) (*natsserver.Server, error) {
-	host, portStr, err := net.SplitHostPort(cfg.EmbeddedNATSAddr)
-	if err != nil {
-		return nil, fmt.Errorf("CARAVAN_EMBEDDED_NATS_ADDR: %w", err)
-	}
-	port := natsserver.RANDOM_PORT
-	if portStr != "-1" && portStr != "0" {
-		if _, err := fmt.Sscan(portStr, &port); err != nil {
-			return nil, fmt.Errorf("CARAVAN_EMBEDDED_NATS_ADDR: bad port %q", portStr)
-		}
-	}
-	ns, err := natsserver.NewServer(&natsserver.Options{
+// embedded is a started embedded NATS server and what clients need to
+// authenticate to it.
+type embedded struct {
+	server *natsserver.Server
+	// auth are the options of an authenticated client (none when the
+	// server does not listen).
+	auth     []nats.Option
+	nkeyFile string
+}
+
+// startEmbedded starts the embedded NATS server: without a listener when
+// CARAVAN_EMBEDDED_NATS_ADDR is empty, else listening there and requiring
+// the NKey of <data dir>/nats-client.nk (generated on first use, mode
+// 0600) from every client, in-process ones included.
+func startEmbedded(cfg Config) (*embedded, error) {
+	opts := &natsserver.Options{
 		ServerName: "caravan",
-		Host:       host,
-		Port:       port,
 		JetStream:  true,
 		StoreDir:   filepath.Join(cfg.DataDir, "nats"),
 		NoLog:      true,
 		NoSigs:     true,
-	})
+	}
+	emb := &embedded{}
+	if cfg.EmbeddedNATSAddr == "" {
+		opts.DontListen = true
+	} else {
+		host, portStr, err := net.SplitHostPort(cfg.EmbeddedNATSAddr)
+		if err != nil {
+			return nil, fmt.Errorf("CARAVAN_EMBEDDED_NATS_ADDR: %w", err)
+		}
+		port := natsserver.RANDOM_PORT
+		if portStr != "-1" && portStr != "0" {
+			if _, err := fmt.Sscan(portStr, &port); err != nil {
+				return nil, fmt.Errorf("CARAVAN_EMBEDDED_NATS_ADDR: bad port %q", portStr)
+			}
+		}
+		opts.Host, opts.Port = host, port
+		emb.nkeyFile = filepath.Join(cfg.DataDir, "nats-client.nk")
+		kp, err := loadOrCreateNKey(emb.nkeyFile)
+		if err != nil {
+			return nil, err
+		}
+		pub, err := kp.PublicKey()
+		if err != nil {
+			return nil, fmt.Errorf("embedded NATS: %w", err)
+		}
+		opts.Nkeys = []*natsserver.NkeyUser{{Nkey: pub}}
+		emb.auth = []nats.Option{nats.Nkey(pub, kp.Sign)}
+	}
+	ns, err := natsserver.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS: %w", err)
 	}
@@ -281,7 +364,44 @@ func startEmbedded(cfg Config) (*natsserver.Server, error) {
 		ns.Shutdown()
 		return nil, fmt.Errorf("embedded NATS did not start on %s (is the port taken? set CARAVAN_EMBEDDED_NATS_ADDR)", cfg.EmbeddedNATSAddr)
 	}
-	return ns, nil
+	emb.server = ns
+	return emb, nil
+}
+
+// loadOrCreateNKey reads the user NKey seed at path, or generates one
+// there (mode 0600).
+func loadOrCreateNKey(path string) (nkeys.KeyPair, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		kp, err := nkeys.ParseDecoratedNKey(b)
+		if err != nil {
+			return nil, fmt.Errorf("NATS NKey seed file %s: %w", path, err)
+		}
+		return kp, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("read NATS NKey seed: %w", err)
+	}
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		return nil, fmt.Errorf("generate NATS NKey: %w", err)
+	}
+	seed, err := kp.Seed()
+	if err != nil {
+		return nil, fmt.Errorf("generate NATS NKey: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return loadOrCreateNKey(path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create NATS NKey seed file: %w", err)
+	}
+	_, werr := f.Write(append(seed, '\n'))
+	if err := errors.Join(werr, f.Close()); err != nil {
+		return nil, fmt.Errorf("write NATS NKey seed file: %w", err)
+	}
+	return kp, nil
 }
 
 // loadOrCreateToken reads the admin token file, or creates it (mode 0600)

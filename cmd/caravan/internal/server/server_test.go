@@ -73,7 +73,6 @@ func start(t *testing.T, dataDir string) *running {
 			MaxBodyBytes:    10 << 20,
 			ShutdownTimeout: 5 * time.Second,
 		},
-		EmbeddedNATSAddr: "127.0.0.1:-1",
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ package charts
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -25,14 +26,24 @@ const maxIndexSize = 256 << 20
 
 // Client discovers chart versions. It is safe for concurrent use.
 type Client struct {
-	http   *http.Client
-	images *images.Client
+	http     *http.Client
+	insecure *http.Client
+	images   *images.Client
 }
 
-// New returns a Client reading HTTP repositories through transport and OCI
-// repositories through imgs.
-func New(transport http.RoundTripper, imgs *images.Client) *Client {
-	return &Client{http: &http.Client{Transport: transport}, images: imgs}
+// New returns a Client reading HTTP repositories through transport (and
+// insecure, for subscriptions with insecureSkipTLSVerify: a transport that
+// does not verify certificates) and OCI repositories through imgs.
+func New(transport, insecure http.RoundTripper, imgs *images.Client) *Client {
+	return &Client{http: &http.Client{Transport: transport}, insecure: &http.Client{Transport: insecure}, images: imgs}
+}
+
+// InsecureTransport returns a clone of the default transport that skips
+// certificate verification, for subscriptions with insecureSkipTLSVerify.
+func InsecureTransport() http.RoundTripper {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // only for subscriptions with insecureSkipTLSVerify
+	return t
 }
 
 // StatusError is an HTTP repository's unexpected answer.
@@ -59,7 +70,7 @@ func (c *Client) Discover(ctx context.Context, sub model.ChartSubscription, cr *
 	var raw []string
 	var err error
 	if strings.HasPrefix(sub.RepoURL, "oci://") {
-		raw, err = c.images.ListTags(ctx, strings.TrimPrefix(sub.RepoURL, "oci://"), cr)
+		raw, err = c.images.ListTags(ctx, strings.TrimPrefix(sub.RepoURL, "oci://"), cr, sub.InsecureSkipTLSVerify)
 		for i, t := range raw {
 			raw[i] = strings.ReplaceAll(t, "_", "+") // OCI tags cannot hold "+"
 		}
@@ -101,7 +112,11 @@ func (c *Client) index(ctx context.Context, sub model.ChartSubscription, cr *cre
 	if cr != nil {
 		req.SetBasicAuth(cr.Username, cr.Password)
 	}
-	resp, err := c.http.Do(req)
+	client := c.http
+	if sub.InsecureSkipTLSVerify {
+		client = c.insecure
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, err
 	}

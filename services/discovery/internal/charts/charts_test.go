@@ -44,7 +44,7 @@ func TestHTTPRepository(t *testing.T) {
 		_, _ = w.Write([]byte(index))
 	}))
 	t.Cleanup(srv.Close)
-	c := charts.New(http.DefaultTransport, images.New(images.Options{}))
+	c := charts.New(http.DefaultTransport, charts.InsecureTransport(), images.New(images.Options{}))
 	cr := &creds.Credentials{Username: "bot", Password: "pw"}
 	tests := []struct {
 		sub  model.ChartSubscription
@@ -81,7 +81,7 @@ func TestOCIRepository(t *testing.T) {
 	for _, v := range []string{"0.1.0", "0.2.0", "1.0.0_build.1", "latest"} {
 		reg.PushImage(t, "charts/app", v)
 	}
-	c := charts.New(http.DefaultTransport, images.New(images.Options{}))
+	c := charts.New(http.DefaultTransport, charts.InsecureTransport(), images.New(images.Options{}))
 	res, err := c.Discover(t.Context(), model.ChartSubscription{RepoURL: "oci://" + reg.Repo("charts/app"), SemverConstraint: "<1"}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -92,5 +92,25 @@ func TestOCIRepository(t *testing.T) {
 	res, err = c.Discover(t.Context(), model.ChartSubscription{RepoURL: "oci://" + reg.Repo("charts/app")}, nil)
 	if err != nil || res.Versions[0] != "1.0.0+build.1" {
 		t.Fatalf("versions %v, %v", res.Versions, err)
+	}
+}
+
+// A repository with a certificate no authority signed answers only a
+// subscription with insecureSkipTLSVerify.
+func TestInsecureSkipTLSVerify(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(index))
+	}))
+	t.Cleanup(srv.Close)
+	c := charts.New(http.DefaultTransport, charts.InsecureTransport(), images.New(images.Options{}))
+	sub := model.ChartSubscription{RepoURL: srv.URL, Name: "other"}
+	if _, err := c.Discover(t.Context(), sub, nil); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("verified TLS: %v, want a certificate error", err)
+	}
+	sub.InsecureSkipTLSVerify = true
+	res, err := c.Discover(t.Context(), sub, nil)
+	if err != nil || !slices.Equal(res.Versions, []string{"9.9.9"}) {
+		t.Fatalf("insecureSkipTLSVerify: %v %v", res.Versions, err)
 	}
 }

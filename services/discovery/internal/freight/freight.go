@@ -19,6 +19,7 @@ var ErrIncomplete = errors.New("not every subscription has a discovered artifact
 
 // Build assembles the Freight of the newest artifact of every subscription
 // of w from art (whose results are in subscription order, one per kind).
+// Each artifact carries the name of its subscription, when it has one.
 func Build(w *model.Warehouse, art *model.DiscoveredArtifacts) (*model.Freight, error) {
 	f := &model.Freight{
 		TypeMeta:   model.TypeMeta{APIVersion: model.KargoAPIVersion, Kind: model.KindFreight},
@@ -36,20 +37,20 @@ func Build(w *model.Warehouse, art *model.DiscoveredArtifacts) (*model.Freight, 
 				return nil, fmt.Errorf("%w: git %s", ErrIncomplete, sub.Git.RepoURL)
 			}
 			c := art.Git[gi].Commits[0]
-			f.Commits = append(f.Commits, model.GitCommit{RepoURL: sub.Git.RepoURL, ID: c.ID, Branch: c.Branch, Tag: c.Tag, Message: c.Subject, Author: c.Author, Committer: c.Committer})
+			f.Commits = append(f.Commits, model.GitCommit{SubscriptionName: sub.Name, RepoURL: sub.Git.RepoURL, ID: c.ID, Branch: c.Branch, Tag: c.Tag, Message: c.Subject, Author: c.Author, Committer: c.Committer})
 			gi++
 		case sub.Image != nil:
 			if ii >= len(art.Images) || len(art.Images[ii].References) == 0 {
 				return nil, fmt.Errorf("%w: image %s", ErrIncomplete, sub.Image.RepoURL)
 			}
 			r := art.Images[ii].References[0]
-			f.Images = append(f.Images, model.Image{RepoURL: sub.Image.RepoURL, Tag: r.Tag, Digest: r.Digest, Annotations: r.Annotations})
+			f.Images = append(f.Images, model.Image{SubscriptionName: sub.Name, RepoURL: sub.Image.RepoURL, Tag: r.Tag, Digest: r.Digest, Annotations: r.Annotations})
 			ii++
 		case sub.Chart != nil:
 			if ci >= len(art.Charts) || len(art.Charts[ci].Versions) == 0 {
 				return nil, fmt.Errorf("%w: chart %s %s", ErrIncomplete, sub.Chart.RepoURL, sub.Chart.Name)
 			}
-			f.Charts = append(f.Charts, model.Chart{RepoURL: sub.Chart.RepoURL, Name: sub.Chart.Name, Version: art.Charts[ci].Versions[0]})
+			f.Charts = append(f.Charts, model.Chart{SubscriptionName: sub.Name, RepoURL: sub.Chart.RepoURL, Name: sub.Chart.Name, Version: art.Charts[ci].Versions[0]})
 			ci++
 		}
 	}

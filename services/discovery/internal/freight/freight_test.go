@@ -47,6 +47,14 @@ func TestBuild(t *testing.T) {
 	if again.Name != f.Name || other.Name == f.Name {
 		t.Fatalf("same artifacts: %s vs %s; other warehouse %s", f.Name, again.Name, other.Name)
 	}
+	// A named subscription's artifact carries its name; the ID does not.
+	named := warehouse("w1")
+	named.Spec.Subscriptions[0].Name = "front"
+	named.Spec.Subscriptions[3].Name = "chart"
+	nf, _ := Build(named, artifacts("1.0", "1.0"))
+	if nf.Images[0].SubscriptionName != "front" || nf.Images[1].SubscriptionName != "" || nf.Charts[0].SubscriptionName != "chart" || nf.Name != f.Name {
+		t.Fatalf("subscription names: %+v %+v, name %s", nf.Images, nf.Charts, nf.Name)
+	}
 	art := artifacts("1.0", "1.0")
 	art.Charts[0].Versions = nil
 	if _, err := Build(warehouse("w1"), art); !errors.Is(err, ErrIncomplete) {

@@ -2,11 +2,13 @@
 // with Kargo's strategies (NewestFromBranch, SemVer, Lexical, NewestTag),
 // tag filters, expression filters and path filters.
 //
-// Each repository has one bare mirror below the client's directory
-// (<dir>/<hash of the normalized URL>). A discovery first lists the
-// remote's refs (ls-remote); when they equal the mirror's, nothing is
-// fetched and, when the subscription is unchanged too, the previous result
-// is returned as it is. Otherwise one incremental fetch brings only the
+// Each project has its own bare mirror of a repository for each set of
+// credentials it reaches it with (<dir>/<project>/<hash of the normalized
+// URL and the credentials>), so that one project's mirror, fetched with
+// its credentials, never answers another project's discovery. A discovery
+// first lists the remote's refs (ls-remote); when they equal the mirror's,
+// nothing is fetched and, when the subscription is unchanged too, the
+// previous result is returned as it is. Otherwise one incremental fetch brings only the
 // new objects, so the depth of the history does not slow discovery down.
 package gitrepo
 
@@ -62,18 +64,60 @@ type memoEntry struct {
 	result model.GitDiscoveryResult
 }
 
-// New returns a Client keeping its mirrors below dir.
+// New returns a Client keeping its mirrors below dir. Mirrors of the
+// layout before mirrors were kept per project (a bare repository right
+// below dir, shared by every project) are removed.
 func New(dir string) *Client {
+	removeSharedMirrors(dir)
 	return &Client{dir: dir, locks: map[string]*sync.Mutex{}, memo: map[string]memoEntry{}}
+}
+
+// removeSharedMirrors deletes bare repositories right below dir: project
+// folders hold no HEAD of their own.
+func removeSharedMirrors(dir string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(dir, e.Name(), "HEAD")); err == nil {
+			_ = os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 // Stats are the remote operations done so far.
 func (c *Client) Stats() (lsRemotes, fetches int64) { return c.lsRemotes.Load(), c.fetches.Load() }
 
-// MirrorPath is the directory of repoURL's mirror.
-func (c *Client) MirrorPath(repoURL string) string {
-	sum := sha256.Sum256([]byte(model.NormalizeGitURL(repoURL)))
-	return filepath.Join(c.dir, hex.EncodeToString(sum[:12]))
+// MirrorPath is the directory of project's mirror of repoURL reached with
+// cr (nil: anonymously).
+func (c *Client) MirrorPath(project, repoURL string, cr *creds.Credentials) string {
+	h := sha256.New()
+	h.Write([]byte(model.NormalizeGitURL(repoURL)))
+	if cr != nil {
+		// Length-prefixed, so that no two credentials hash alike.
+		fmt.Fprintf(h, "\x00%d:%s%d:%s", len(cr.Username), cr.Username, len(cr.Password), cr.Password)
+	}
+	return filepath.Join(c.dir, projectDir(project), hex.EncodeToString(h.Sum(nil)[:12]))
+}
+
+// projectDir is project's folder name: the name itself when it is a valid
+// project name (a DNS label), a hash otherwise.
+func projectDir(project string) string {
+	ok := project != "" && len(project) <= 63
+	for _, r := range project {
+		if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '-' {
+			ok = false
+		}
+	}
+	if ok {
+		return project
+	}
+	sum := sha256.Sum256([]byte(project))
+	return "_" + hex.EncodeToString(sum[:12])
 }
 
 func (c *Client) lock(path string) func() {
@@ -122,20 +166,24 @@ func (c *Client) open(path, repoURL string) (*git.Repository, error) {
 	return repo, nil
 }
 
-// Discover lists the subscription's commits, newest first.
-func (c *Client) Discover(ctx context.Context, sub model.GitSubscription, cr *creds.Credentials) (model.GitDiscoveryResult, error) {
-	return c.run(ctx, sub, cr, false)
+// Discover lists the subscription's commits, newest first, for project.
+func (c *Client) Discover(ctx context.Context, project string, sub model.GitSubscription, cr *creds.Credentials) (model.GitDiscoveryResult, error) {
+	return c.run(ctx, project, sub, cr, false)
 }
 
 // Refresh fetches once, without listing the remote's refs first (a hint
 // said something changed), and lists the commits again.
-func (c *Client) Refresh(ctx context.Context, sub model.GitSubscription, cr *creds.Credentials, _ []string) (model.GitDiscoveryResult, error) {
-	return c.run(ctx, sub, cr, true)
+func (c *Client) Refresh(ctx context.Context, project string, sub model.GitSubscription, cr *creds.Credentials, _ []string) (model.GitDiscoveryResult, error) {
+	return c.run(ctx, project, sub, cr, true)
 }
 
-func (c *Client) run(ctx context.Context, sub model.GitSubscription, cr *creds.Credentials, hinted bool) (model.GitDiscoveryResult, error) {
+func (c *Client) run(ctx context.Context, project string, sub model.GitSubscription, cr *creds.Credentials, hinted bool) (model.GitDiscoveryResult, error) {
 	empty := model.GitDiscoveryResult{RepoURL: sub.RepoURL, Commits: []model.DiscoveredCommit{}}
-	path := c.MirrorPath(sub.RepoURL)
+	// Checked at apply; checked again for Warehouses stored before.
+	if err := model.CheckRepoURL(model.RepoGit, sub.RepoURL); err != nil {
+		return empty, err
+	}
+	path := c.MirrorPath(project, sub.RepoURL, cr)
 	defer c.lock(path)()
 	repo, err := c.open(path, sub.RepoURL)
 	if err != nil {

@@ -2,7 +2,9 @@ package gitrepo_test
 
 import (
 	"errors"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -75,7 +77,7 @@ func TestStrategiesAndFilters(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			sub := tt.sub
 			sub.RepoURL = url
-			res, err := c.Discover(t.Context(), sub, cr)
+			res, err := c.Discover(t.Context(), "p", sub, cr)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -85,7 +87,7 @@ func TestStrategiesAndFilters(t *testing.T) {
 		})
 	}
 	// NewestTag orders by creation: the annotated tag was made last.
-	res, err := c.Discover(t.Context(), model.GitSubscription{RepoURL: url, CommitSelectionStrategy: model.CommitSelectionStrategyNewestTag, DiscoveryLimit: 1}, cr)
+	res, err := c.Discover(t.Context(), "p", model.GitSubscription{RepoURL: url, CommitSelectionStrategy: model.CommitSelectionStrategyNewestTag, DiscoveryLimit: 1}, cr)
 	if err != nil || len(res.Commits) != 1 || res.Commits[0].Tag != "v0.9.0" || res.Commits[0].ID != c2 {
 		t.Fatalf("newest tag: %+v, %v", res.Commits, err)
 	}
@@ -100,7 +102,7 @@ func TestMirrorFetchesOnlyOnChange(t *testing.T) {
 	g.Seed(t, "mirror", map[string]string{"a": "1"}, "one")
 	c := gitrepo.New(t.TempDir())
 	sub := model.GitSubscription{RepoURL: url}
-	if _, err := c.Discover(t.Context(), sub, nil); err != nil {
+	if _, err := c.Discover(t.Context(), "p", sub, nil); err != nil {
 		t.Fatal(err)
 	}
 	ls, fetches := c.Stats()
@@ -108,7 +110,7 @@ func TestMirrorFetchesOnlyOnChange(t *testing.T) {
 		t.Fatalf("first discovery: %d ls-remote, %d fetches", ls, fetches)
 	}
 	before := g.Requests()
-	if _, err := c.Discover(t.Context(), sub, nil); err != nil {
+	if _, err := c.Discover(t.Context(), "p", sub, nil); err != nil {
 		t.Fatal(err)
 	}
 	ls, fetches = c.Stats()
@@ -116,7 +118,7 @@ func TestMirrorFetchesOnlyOnChange(t *testing.T) {
 		t.Fatalf("unchanged: %d ls-remote, %d fetches, %d requests", ls, fetches, g.Requests()-before)
 	}
 	head := g.Seed(t, "mirror", map[string]string{"a": "2"}, "two")
-	res, err := c.Discover(t.Context(), sub, nil)
+	res, err := c.Discover(t.Context(), "p", sub, nil)
 	if err != nil || res.Commits[0].ID != head {
 		t.Fatalf("after a push: %+v, %v", res.Commits, err)
 	}
@@ -124,7 +126,7 @@ func TestMirrorFetchesOnlyOnChange(t *testing.T) {
 		t.Fatalf("%d fetches, want 2", fetches)
 	}
 	head = g.Seed(t, "mirror", map[string]string{"a": "3"}, "three")
-	res, err = c.Refresh(t.Context(), sub, nil, []string{head})
+	res, err = c.Refresh(t.Context(), "p", sub, nil, []string{head})
 	if err != nil || res.Commits[0].ID != head {
 		t.Fatalf("hinted: %+v, %v", res.Commits, err)
 	}
@@ -139,12 +141,79 @@ func TestAuthErrors(t *testing.T) {
 	url := g.CreateRepo(t, "secret")
 	g.Seed(t, "secret", map[string]string{"a": "1"}, "one")
 	c := gitrepo.New(t.TempDir())
-	_, err := c.Discover(t.Context(), model.GitSubscription{RepoURL: url}, nil)
+	_, err := c.Discover(t.Context(), "p", model.GitSubscription{RepoURL: url}, nil)
 	if !errors.Is(err, transport.ErrAuthenticationRequired) || !strings.Contains(gitrepo.Explain(err), "401") {
 		t.Fatalf("no credentials: %v", err)
 	}
-	_, err = c.Discover(t.Context(), model.GitSubscription{RepoURL: g.URL("nothing")}, &creds.Credentials{Username: "bot", Password: "pw"})
+	_, err = c.Discover(t.Context(), "p", model.GitSubscription{RepoURL: g.URL("nothing")}, &creds.Credentials{Username: "bot", Password: "pw"})
 	if err == nil {
 		t.Fatal("missing repository: no error")
+	}
+}
+
+// TestMirrorsPerProjectAndCredentials: project A's mirror of a private
+// repository, fetched with A's credentials, never answers project B: B
+// without credentials gets the server's 401 even right after A's
+// discovery, and the mirrors live apart. Local repository URLs are
+// refused before anything is read.
+func TestMirrorsPerProjectAndCredentials(t *testing.T) {
+	t.Parallel()
+	g := testenv.GitServer(t, testenv.WithBasicAuth("bot", "pw"))
+	url := g.CreateRepo(t, "private")
+	head := g.Seed(t, "private", map[string]string{"a": "1"}, "one")
+	dir := t.TempDir()
+	// A mirror of the old, shared layout (a bare repository right below
+	// dir) is removed when the client starts.
+	legacy := filepath.Join(dir, "0a1b2c3d4e5f60718293a4b5")
+	if err := os.MkdirAll(legacy, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(legacy, "HEAD"), []byte("ref: refs/heads/main\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := gitrepo.New(dir)
+	if _, err := os.Stat(legacy); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("shared mirror of the old layout kept: %v", err)
+	}
+	sub := model.GitSubscription{RepoURL: url}
+	a := &creds.Credentials{Username: "bot", Password: "pw"}
+
+	res, err := c.Discover(t.Context(), "team-a", sub, a)
+	if err != nil || len(res.Commits) == 0 || res.Commits[0].ID != head {
+		t.Fatalf("project A: %+v %v", res, err)
+	}
+	for _, refresh := range []bool{false, true} {
+		var err error
+		if refresh {
+			_, err = c.Refresh(t.Context(), "team-b", sub, nil, []string{head})
+		} else {
+			_, err = c.Discover(t.Context(), "team-b", sub, nil)
+		}
+		if !errors.Is(err, transport.ErrAuthenticationRequired) {
+			t.Fatalf("project B without credentials (refresh %v): %v", refresh, err)
+		}
+	}
+	paths := map[string]bool{
+		c.MirrorPath("team-a", url, a):   true,
+		c.MirrorPath("team-b", url, a):   true,
+		c.MirrorPath("team-a", url, nil): true,
+		c.MirrorPath("team-a", url, &creds.Credentials{Username: "bot", Password: "other"}): true,
+	}
+	if len(paths) != 4 {
+		t.Fatalf("mirrors shared between projects or credentials: %v", paths)
+	}
+	if !strings.HasPrefix(c.MirrorPath("team-a", url, a), filepath.Join(dir, "team-a")+string(filepath.Separator)) {
+		t.Fatalf("mirror %s is not below the project's folder", c.MirrorPath("team-a", url, a))
+	}
+	if p := c.MirrorPath("../../etc", url, nil); !strings.HasPrefix(p, dir+string(filepath.Separator)) || strings.Contains(p, "..") {
+		t.Fatalf("a bad project name escapes: %s", p)
+	}
+
+	mirror := c.MirrorPath("team-a", url, a)
+	for _, local := range []string{"file://" + mirror, mirror, "../team-a/" + filepath.Base(mirror)} {
+		_, err := c.Discover(t.Context(), "team-b", model.GitSubscription{RepoURL: local}, nil)
+		if !errors.Is(err, model.ErrRepoURL) {
+			t.Fatalf("local repository %q: %v", local, err)
+		}
 	}
 }

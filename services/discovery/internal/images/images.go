@@ -400,13 +400,14 @@ func configMeta(desc *remote.Descriptor, platform *v1.Platform) (metadata, error
 	return m, nil
 }
 
-// ListTags lists every tag of repoURL (an image or OCI chart repository).
-func (c *Client) ListTags(ctx context.Context, repoURL string, cr *creds.Credentials) ([]string, error) {
+// ListTags lists every tag of repoURL (an image or OCI chart repository);
+// skipTLS skips certificate verification.
+func (c *Client) ListTags(ctx context.Context, repoURL string, cr *creds.Credentials, skipTLS bool) ([]string, error) {
 	repo, err := Repository(repoURL)
 	if err != nil {
 		return nil, err
 	}
-	p, err := c.puller(repo, cr, false)
+	p, err := c.puller(repo, cr, skipTLS)
 	if err != nil {
 		return nil, err
 	}

@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -58,8 +57,12 @@ func conflict(w http.ResponseWriter, msg string) {
 	writeError(w, http.StatusConflict, codeConflict, msg)
 }
 
-// stage loads the path's {stage}, answering 404 or 500 itself.
+// stage loads the path's {stage}, answering 404 (naming the project when
+// it is the project that does not exist) or 500 itself.
 func (s *server) stage(w http.ResponseWriter, r *http.Request) (*model.Stage, bool) {
+	if _, ok := s.project(w, r); !ok {
+		return nil, false
+	}
 	project, name := r.PathValue("project"), r.PathValue("stage")
 	st, _, err := state.GetAs[*model.Stage](r.Context(), s.store, project, model.KindStage, name)
 	if !s.loaded(w, r, err, model.KindStage, name) {
@@ -77,16 +80,21 @@ func (s *server) publish(w http.ResponseWriter, r *http.Request, id string, ref 
 }
 
 // send publishes ev about ref in project, with id as its ID when id is not
-// "" (so JetStream drops a repeat), answering 500 itself (ok false).
+// "" (so JetStream drops a repeat), answering 500 itself (ok false). It
+// publishes under a context detached from the request: a client that goes
+// away does not leave what it stored without its event (the services'
+// reconcilers are the backstop if the publish fails all the same).
 func (s *server) send(w http.ResponseWriter, r *http.Request, id, project string, ref events.Ref, ev events.Event) (events.Envelope, bool) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 15*time.Second)
+	defer cancel()
 	var (
 		env events.Envelope
 		err error
 	)
 	if id != "" {
-		env, err = s.bus.PublishWithID(r.Context(), id, project, ref, ev)
+		env, err = s.bus.PublishWithID(ctx, id, project, ref, ev)
 	} else {
-		env, err = s.bus.Publish(r.Context(), project, ref, ev)
+		env, err = s.bus.Publish(ctx, project, ref, ev)
 	}
 	if err != nil {
 		s.internal(w, r, err)
@@ -100,14 +108,44 @@ func principalName(r *http.Request) string {
 	return p.Name
 }
 
+// actor is the caller as Kargo's create-actor annotation writes it.
+func actor(r *http.Request) string {
+	p, _ := auth.FromContext(r.Context())
+	return auth.Actor(p)
+}
+
+// refreshRequest is the optional body of POST …/warehouses/{name}/refresh.
+type refreshRequest struct {
+	// Reason says why, for people reading the event ("pushed app:1.2.3").
+	Reason string `json:"reason,omitempty"`
+}
+
+// maxReasonLen bounds a refresh reason.
+const maxReasonLen = 200
+
 func (s *server) refresh(w http.ResponseWriter, r *http.Request) {
+	var req refreshRequest
+	if r.ContentLength != 0 && !s.actionBody(w, r, &req) {
+		return
+	}
+	if len(req.Reason) > maxReasonLen || strings.ContainsAny(req.Reason, "\r\n") {
+		invalid(w, "reason", fmt.Sprintf("one line of at most %d bytes", maxReasonLen))
+		return
+	}
+	if _, ok := s.project(w, r); !ok {
+		return
+	}
 	project, name := r.PathValue("project"), r.PathValue("name")
 	_, _, err := s.store.GetObject(r.Context(), project, model.KindWarehouse, name)
 	if !s.loaded(w, r, err, model.KindWarehouse, name) {
 		return
 	}
-	s.publish(w, r, "", events.Ref{Kind: model.KindWarehouse, Name: name},
-		events.WarehouseRefreshRequested{Warehouse: name, Reason: "refresh requested by " + principalName(r)})
+	reason := "refresh requested by " + principalName(r)
+	if req.Reason != "" {
+		reason = req.Reason + " (" + reason + ")"
+	}
+	s.publish(w, r, idempotentEventID(r), events.Ref{Kind: model.KindWarehouse, Name: name},
+		events.WarehouseRefreshRequested{Warehouse: name, Reason: reason})
 }
 
 // freightRequest is the body of POST …/freight.
@@ -184,9 +222,19 @@ func (s *server) createFreight(w http.ResponseWriter, r *http.Request) {
 	f.Alias = alias
 	f.Labels = map[string]string{model.LabelAlias: alias}
 	f.CreationTimestamp = model.NewTime(s.now().UTC().Truncate(time.Second))
+	f.Default() // discoveredAt
+	f.Annotations = map[string]string{model.AnnotationCreateActor: actor(r)}
 	f.UID = events.NewID()
 	if _, err := s.store.PutObject(ctx, f, 0); err != nil {
 		if errors.Is(err, state.ErrExists) {
+			if idempotentEventID(r) != "" {
+				// A repeat of a request whose gateway died before it
+				// answered: answer with what the first one stored.
+				if stored, _, err := s.findFreight(ctx, project, f.Name); err == nil && stored.Alias == f.Alias {
+					writeJSON(w, http.StatusCreated, stored)
+					return
+				}
+			}
 			conflict(w, fmt.Sprintf("freight %s with these artifacts already exists", f.Name))
 			return
 		}
@@ -286,10 +334,13 @@ func resolveArtifacts(found *model.DiscoveredArtifacts, req *freightRequest, f *
 	return nil
 }
 
+// aliasRequest is the body of PATCH …/freight/{name}.
+type aliasRequest struct {
+	Alias string `json:"alias"`
+}
+
 func (s *server) patchFreight(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Alias string `json:"alias"`
-	}
+	var req aliasRequest
 	if !s.actionBody(w, r, &req) {
 		return
 	}
@@ -364,10 +415,13 @@ func (s *server) updateFreight(ctx context.Context, project, name string, fn fun
 	return out, nil
 }
 
+// approveRequest is the body of POST …/freight/{name}/approve.
+type approveRequest struct {
+	Stage string `json:"stage"`
+}
+
 func (s *server) approveFreight(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Stage string `json:"stage"`
-	}
+	var req approveRequest
 	if !s.actionBody(w, r, &req) {
 		return
 	}
@@ -418,11 +472,16 @@ func (s *server) approveFreight(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// promoteRequest is the body of POST …/stages/{stage}/promotions: the
+// freight by name, unique prefix or alias, or the warehouse whose newest
+// available freight to take.
+type promoteRequest struct {
+	Freight   string `json:"freight,omitempty"`
+	Warehouse string `json:"warehouse,omitempty"`
+}
+
 func (s *server) promote(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		Freight   string `json:"freight,omitempty"`
-		Warehouse string `json:"warehouse,omitempty"`
-	}
+	var req promoteRequest
 	if !s.actionBody(w, r, &req) {
 		return
 	}
@@ -432,6 +491,10 @@ func (s *server) promote(w http.ResponseWriter, r *http.Request) {
 	}
 	st, ok := s.stage(w, r)
 	if !ok {
+		return
+	}
+	if st.IsControlFlow() {
+		conflict(w, fmt.Sprintf("stage %q is a control-flow stage (it has no promotion steps): nothing is promoted into it; the freight available to it passes downstream on its own", st.Name))
 		return
 	}
 	ctx := r.Context()
@@ -449,22 +512,36 @@ func (s *server) promote(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	} else {
-		avail, err := s.available(ctx, st, now, 0)
+		avail, err := s.available(ctx, st, now)
 		if err != nil {
 			s.internal(w, r, err)
 			return
 		}
 		origin := model.FreightOrigin{Kind: model.FreightOriginKindWarehouse, Name: req.Warehouse}
-		i := slices.IndexFunc(avail, func(f *model.Freight) bool { return f.Origin == origin })
-		if i < 0 {
+		for _, a := range avail {
+			if a.Origin == origin && (f == nil || model.Newer(a, f)) {
+				f = a
+			}
+		}
+		if f == nil {
 			writeError(w, http.StatusConflict, codeNotAvailable, fmt.Sprintf("no freight from warehouse %q is available to stage %q", req.Warehouse, st.Name))
 			return
 		}
-		f = avail[i]
 	}
-	p := model.NewPromotion(st, f, events.NewID(), principalName(r), now)
+	// With an Idempotency-Key the promotion's name is derived from it, so
+	// a repeat of a request whose gateway died mid-way finds the promotion
+	// the first one stored instead of storing a second.
+	p := model.NewPromotion(st, f, idempotencyID(r, events.NewID), principalName(r), now)
+	p.Annotations[model.AnnotationCreateActor] = actor(r)
 	p.UID = events.NewID()
 	rev, err := s.store.PutObject(ctx, p, 0)
+	if errors.Is(err, state.ErrExists) {
+		var stored *model.Promotion
+		stored, rev, err = state.GetAs[*model.Promotion](ctx, s.store, project, model.KindPromotion, p.Name)
+		if err == nil {
+			p = stored
+		}
+	}
 	if err != nil {
 		s.internal(w, r, err)
 		return
@@ -476,24 +553,9 @@ func (s *server) promote(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// newestFirst orders freight by creation time, then name, newest first.
-func newestFirst(a, b *model.Freight) int {
-	var ta, tb time.Time
-	if a.CreationTimestamp != nil {
-		ta = a.CreationTimestamp.Time
-	}
-	if b.CreationTimestamp != nil {
-		tb = b.CreationTimestamp.Time
-	}
-	if c := tb.Compare(ta); c != 0 {
-		return c
-	}
-	return strings.Compare(b.Name, a.Name)
-}
-
-// available lists the freight that may be promoted into st at now, newest
-// first (by creation time, then name); n > 0 keeps only the n newest.
-func (s *server) available(ctx context.Context, st *model.Stage, now time.Time, n int) ([]*model.Freight, error) {
+// available lists the freight that may be promoted into st at now, in no
+// particular order.
+func (s *server) available(ctx context.Context, st *model.Stage, now time.Time) ([]*model.Freight, error) {
 	all, err := s.allFreight(ctx, st.Namespace)
 	if err != nil {
 		return nil, err
@@ -521,57 +583,19 @@ func (s *server) available(ctx context.Context, st *model.Stage, now time.Time, 
 			out = append(out, f)
 		}
 	}
-	return newest(out, n), nil
-}
-
-// newest returns the n newest of fs (all when n <= 0), newest first; fs
-// may be reordered.
-func newest(fs []*model.Freight, n int) []*model.Freight {
-	if n <= 0 || n*4 >= len(fs) {
-		slices.SortFunc(fs, newestFirst)
-		if n > 0 && len(fs) > n {
-			fs = fs[:n]
-		}
-		return fs
-	}
-	// Keep the n newest in order: O(len(fs) · log n) instead of a full sort.
-	top := make([]*model.Freight, 0, n+1)
-	for _, f := range fs {
-		if len(top) == n && newestFirst(f, top[n-1]) >= 0 {
-			continue
-		}
-		i, _ := slices.BinarySearchFunc(top, f, newestFirst)
-		top = slices.Insert(top, i, f)
-		if len(top) > n {
-			top = top[:n]
-		}
-	}
-	return top
+	return out, nil
 }
 
 // availableFreight answers GET …/freight?stage=S: the freight available to
-// promote into S, newest first, paged by position.
-func (s *server) availableFreight(w http.ResponseWriter, r *http.Request, limit int, after string) {
+// promote into S, in the list's order (newest first by default).
+func (s *server) availableFreight(w http.ResponseWriter, r *http.Request, order string, limit int, after string) {
 	q := r.URL.Query()
 	project, name := r.PathValue("project"), q.Get("stage")
 	st, _, err := state.GetAs[*model.Stage](r.Context(), s.store, project, model.KindStage, name)
 	if !s.loaded(w, r, err, model.KindStage, name) {
 		return
 	}
-	offset := 0
-	if after != "" {
-		n, err := strconv.Atoi(strings.TrimPrefix(after, "@"))
-		if err != nil || !strings.HasPrefix(after, "@") || n < 0 {
-			invalid(w, "continue", "not a token this server issued")
-			return
-		}
-		offset = n
-	}
-	keep := offset + limit + 1
-	if q.Get("warehouse") != "" || q.Get("verifiedIn") != "" || q.Get("currentlyIn") != "" {
-		keep = 0 // filters apply after ordering: keep everything
-	}
-	avail, err := s.available(r.Context(), st, s.now(), keep)
+	avail, err := s.available(r.Context(), st, s.now())
 	if err != nil {
 		s.internal(w, r, err)
 		return
@@ -582,13 +606,12 @@ func (s *server) availableFreight(w http.ResponseWriter, r *http.Request, limit 
 			objs = append(objs, f)
 		}
 	}
-	objs = objs[min(offset, len(objs)):]
-	next := ""
-	if len(objs) > limit {
-		objs = objs[:limit]
-		next = base64.RawURLEncoding.EncodeToString([]byte("@" + strconv.Itoa(offset+limit)))
+	page, next, ok := pageOrdered(objs, order, limit, after)
+	if !ok {
+		invalid(w, "continue", "not a token this server issued")
+		return
 	}
-	s.writeList(w, r, model.KindFreight, objs, next)
+	s.writeList(w, r, model.KindFreight, page, next)
 }
 
 func (s *server) abortPromotion(w http.ResponseWriter, r *http.Request) {
@@ -599,6 +622,22 @@ func (s *server) abortPromotion(w http.ResponseWriter, r *http.Request) {
 	}
 	if p.Status.Phase.IsTerminal() {
 		conflict(w, fmt.Sprintf("promotion %s already ended (%s)", name, p.Status.Phase))
+		return
+	}
+	// The request is kept on the promotion (Kargo's abort annotation), so
+	// the promoter aborts it even if the event is lost.
+	_, _, err = state.Update(r.Context(), s.store.KV(state.Promotions), state.Key(project, name), func(cur model.Promotion, exists bool) (model.Promotion, error) {
+		if !exists || cur.Status.Phase.IsTerminal() || cur.Annotations[model.AnnotationAbort] != "" {
+			return cur, state.ErrNoChange
+		}
+		if cur.Annotations == nil {
+			cur.Annotations = map[string]string{}
+		}
+		cur.Annotations[model.AnnotationAbort] = "aborted by " + principalName(r)
+		return cur, nil
+	})
+	if err != nil {
+		s.internal(w, r, err)
 		return
 	}
 	s.publish(w, r, "PromotionAbortRequested."+project+"."+name, events.Ref{Kind: model.KindPromotion, Name: name},
@@ -630,12 +669,27 @@ func (s *server) verify(w http.ResponseWriter, r *http.Request) {
 		conflict(w, fmt.Sprintf("stage %q has no freight to verify", st.Name))
 		return
 	}
-	s.publish(w, r, "", events.Ref{Kind: model.KindStage, Name: st.Name}, events.VerificationRequested{Stage: st.Name, Freight: freight})
+	s.publish(w, r, idempotentEventID(r), events.Ref{Kind: model.KindStage, Name: st.Name}, events.VerificationRequested{Stage: st.Name, Freight: freight})
 }
 
 func (s *server) abortVerification(w http.ResponseWriter, r *http.Request) {
 	st, ok := s.stage(w, r)
 	if !ok {
+		return
+	}
+	// As POST answers 409 for a stage without verification, DELETE answers
+	// 409 when there is nothing to abort.
+	if st.Spec.Verification == nil {
+		conflict(w, fmt.Sprintf("stage %q has no verification", st.Name))
+		return
+	}
+	status, _, err := state.Get[model.StageStatus](r.Context(), s.store.KV(state.Stages), state.Key(st.Namespace, st.Name))
+	if err != nil && !errors.Is(err, state.ErrNotFound) {
+		s.internal(w, r, err)
+		return
+	}
+	if !verifying(status) {
+		conflict(w, fmt.Sprintf("stage %q has no verification running", st.Name))
 		return
 	}
 	s.publish(w, r, "", events.Ref{Kind: model.KindStage, Name: st.Name}, events.VerificationAbortRequested{Stage: st.Name})
@@ -646,5 +700,18 @@ func (s *server) resumeAutoPromotion(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	s.publish(w, r, "", events.Ref{Kind: model.KindStage, Name: st.Name}, events.AutoPromotionResumeRequested{Stage: st.Name})
+	s.publish(w, r, idempotentEventID(r), events.Ref{Kind: model.KindStage, Name: st.Name}, events.AutoPromotionResumeRequested{Stage: st.Name})
+}
+
+// verifying reports whether the stage's current freight has a
+// verification that has not ended (or the stage waits for one).
+func verifying(st model.StageStatus) bool {
+	if st.Phase == model.StagePhaseVerifying {
+		return true
+	}
+	if len(st.FreightHistory) == 0 {
+		return false
+	}
+	vh := st.FreightHistory[0].VerificationHistory
+	return len(vh) > 0 && !vh[0].Phase.IsTerminal()
 }

@@ -17,12 +17,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/caravan-cd/caravan/pkg/buildinfo"
 	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/pkg/telemetry"
 	"github.com/caravan-cd/caravan/services/gateway/internal/apply"
 	"github.com/caravan-cd/caravan/services/gateway/internal/auth"
+	"github.com/caravan-cd/caravan/services/gateway/internal/gitdiff"
 )
 
 // Options configure the handler.
@@ -33,6 +35,9 @@ type Options struct {
 	// Bus's.
 	JetStream jetstream.JetStream
 	Auth      auth.Authenticator
+	// Sessions, when set, lets the web UI's session cookie stand in for
+	// the Authorization header (unsafe methods also need its CSRF token).
+	Sessions *auth.Sessions
 	// Tokens manages API tokens; nil: over the store's token bucket.
 	Tokens *auth.Tokens
 	// Logger receives one debug line per request and handled errors.
@@ -54,6 +59,12 @@ type Options struct {
 	Index *Index
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Stopping is closed when the gateway begins to shut down: event
+	// streams then send a final "shutdown" event and end, so that
+	// shutdown does not wait for their clients.
+	Stopping <-chan struct{}
+	// Version is what GET /version says of the server (build info).
+	Version buildinfo.Info
 }
 
 // WebhookLimits bound what one receiver accepts.
@@ -81,9 +92,14 @@ type server struct {
 	hooks     WebhookLimits
 	index     *Index
 	now       func() time.Time
+	stopping  <-chan struct{}
+	version   buildinfo.Info
+	git       *gitdiff.Reader
 
 	limitersMu sync.Mutex
 	limiters   map[string]*limiter
+	// known holds the webhook paths that matched a receiver, and when.
+	known map[string]time.Time
 
 	deadOnce sync.Once
 	dead     *events.DeadLetters
@@ -105,7 +121,7 @@ func New(o Options) (http.Handler, error) {
 		o.JetStream = o.Bus.JetStream()
 	}
 	if o.Tokens == nil {
-		o.Tokens = auth.NewTokens(o.Store.KV(state.Tokens))
+		o.Tokens = auth.NewTokens(o.Store.KV(state.Tokens), auth.ProjectUIDsOf(o.Store))
 	}
 	if o.Heartbeat <= 0 {
 		o.Heartbeat = 15 * time.Second
@@ -121,6 +137,9 @@ func New(o Options) (http.Handler, error) {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.Version.Version == "" {
+		o.Version = buildinfo.Read()
 	}
 	for _, c := range []prometheus.Collector{
 		collectors.NewGoCollector(),
@@ -149,13 +168,20 @@ func New(o Options) (http.Handler, error) {
 		hooks:     o.Webhooks,
 		index:     o.Index,
 		now:       o.Now,
+		stopping:  o.Stopping,
+		version:   o.Version,
 		limiters:  map[string]*limiter{},
+		known:     map[string]time.Time{},
+		git:       gitdiff.NewReader(256),
 	}
 	mux := http.NewServeMux()
 	for _, rt := range s.routes(o.Registry) {
 		var h http.Handler = rt.handler
+		if rt.idempotent {
+			h = s.idempotent(h)
+		}
 		if rt.access != public {
-			h = authenticate(s.authorize(rt.access, h), o.Auth, o.Logger)
+			h = authenticate(s.authorize(rt.access, h), o.Auth, o.Sessions, o.Logger)
 		}
 		if rt.method != http.MethodGet {
 			h = traced(rt.method+" "+rt.path, h)
@@ -189,7 +215,7 @@ type kind struct {
 var kinds = []kind{
 	{path: "warehouses", kind: model.KindWarehouse},
 	{path: "stages", kind: model.KindStage, match: matchStage, filters: []string{"warehouse"}},
-	{path: "freight", kind: model.KindFreight, match: matchFreight, filters: []string{"warehouse", "stage", "verifiedIn", "currentlyIn"}},
+	{path: "freight", kind: model.KindFreight, match: matchFreight, filters: []string{"warehouse", "stage", "verifiedIn", "currentlyIn", "inUse"}},
 	{path: "promotions", kind: model.KindPromotion, match: matchPromotion, filters: []string{"stage", "phase", "freight"}},
 	{path: "promotiontasks", kind: model.KindPromotionTask},
 	{path: "analysistemplates", kind: model.KindAnalysisTemplate},

@@ -134,10 +134,20 @@ func observe(next http.Handler, m *metrics, logger *slog.Logger) http.Handler {
 	})
 }
 
-// authenticate requires a bearer token the Authenticator accepts.
-func authenticate(next http.Handler, a auth.Authenticator, logger *slog.Logger) http.Handler {
+// authenticate requires a bearer token the Authenticator accepts: from the
+// Authorization header or, without one, from the web UI's session cookie
+// (sessions may be nil), whose unsafe requests must carry its CSRF token.
+func authenticate(next http.Handler, a auth.Authenticator, sessions *auth.Sessions, logger *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, err := a.Authenticate(r.Context(), auth.BearerToken(r))
+		token := auth.BearerToken(r)
+		if token == "" && r.Header.Get("Authorization") == "" && sessions != nil {
+			var err error
+			if token, err = sessions.Token(r); err != nil {
+				forbidden(w, "a request with the session cookie must carry the session's CSRF token (X-CSRF-Token) and come from this site")
+				return
+			}
+		}
+		p, err := a.Authenticate(r.Context(), token)
 		if errors.Is(err, auth.ErrUnauthenticated) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="caravan"`)
 			writeError(w, http.StatusUnauthorized, codeUnauthorized, "a valid bearer token is required (Authorization: Bearer <token>)")

@@ -1,32 +1,165 @@
 package api
 
 import (
+	"encoding"
+	"encoding/json"
+	"fmt"
 	"net/http"
+	"reflect"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3gen"
+
+	"github.com/caravan-cd/caravan/pkg/buildinfo"
+	"github.com/caravan-cd/caravan/pkg/events"
+	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/services/gateway/internal/apply"
+	"github.com/caravan-cd/caravan/services/gateway/internal/auth"
 )
 
 var (
 	openAPIOnce sync.Once
-	openAPIDoc  map[string]any
+	openAPIDoc  []byte
+	openAPIErr  error
 )
 
-// openAPI serves the OpenAPI 3 document, built from the route table, so a
-// route cannot exist without being documented.
-func (s *server) openAPI(w http.ResponseWriter, _ *http.Request) {
-	openAPIOnce.Do(func() { openAPIDoc = buildOpenAPI(s.routes(s.reg)) })
-	writeJSON(w, http.StatusOK, openAPIDoc)
+// openAPI serves the OpenAPI 3 document, built from the route table and
+// the Go types of every body, so a route cannot exist without being
+// documented and a body cannot drift from its schema unnoticed (the tests
+// check real answers against it).
+func (s *server) openAPI(w http.ResponseWriter, r *http.Request) {
+	openAPIOnce.Do(func() {
+		var doc *openapi3.T
+		if doc, openAPIErr = buildOpenAPI(s.routes(s.reg)); openAPIErr == nil {
+			openAPIDoc, openAPIErr = json.Marshal(doc)
+		}
+	})
+	if openAPIErr != nil {
+		s.internal(w, r, fmt.Errorf("build the OpenAPI document: %w", openAPIErr))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	_, _ = w.Write(openAPIDoc)
+}
+
+// Bodies documented only (the handlers answer the same shape with maps or
+// anonymous structs).
+type (
+	// statusAnswer is the body of /healthz and /readyz.
+	statusAnswer struct {
+		Status string `json:"status"`
+	}
+	// tokenRequest is the body of POST …/tokens.
+	tokenRequest struct {
+		Name string `json:"name"`
+		Role string `json:"role"`
+	}
+	// revokedToken is the answer to DELETE …/tokens/{name}.
+	revokedToken struct {
+		Name   string `json:"name"`
+		Status string `json:"status"`
+	}
+	// replayAnswer is the answer to POST /v1/deadletters/{id}/replay.
+	replayAnswer struct {
+		ID      string      `json:"id"`
+		Status  string      `json:"status"`
+		Type    events.Type `json:"type"`
+		Subject string      `json:"subject"`
+	}
+	// listOf is the list shape of kind T (the handlers' list).
+	listOf[T any] struct {
+		APIVersion string   `json:"apiVersion"`
+		Kind       string   `json:"kind"`
+		Items      []T      `json:"items"`
+		Metadata   listMeta `json:"metadata"`
+	}
+	// anyJSON is any JSON value.
+	anyJSON = json.RawMessage
+)
+
+// bodies are a route's request and answer types (nil: none, or not JSON).
+type bodies struct {
+	req  any
+	resp any
+}
+
+// kindTypes maps each kind path to its type as the API answers it.
+var kindTypes = map[string]any{
+	"warehouses":        model.Warehouse{},
+	"stages":            model.Stage{},
+	"freight":           model.Freight{},
+	"promotions":        model.Promotion{},
+	"promotiontasks":    model.PromotionTask{},
+	"analysistemplates": model.AnalysisTemplate{},
+	"secrets":           secretView{},
+}
+
+// listTypes are the list of each kind path.
+var listTypes = map[string]any{
+	"warehouses":        listOf[model.Warehouse]{},
+	"stages":            listOf[model.Stage]{},
+	"freight":           listOf[model.Freight]{},
+	"promotions":        listOf[model.Promotion]{},
+	"promotiontasks":    listOf[model.PromotionTask]{},
+	"analysistemplates": listOf[model.AnalysisTemplate]{},
+	"secrets":           listOf[secretView]{},
+}
+
+// routeBodies are the bodies of every JSON route, by "METHOD path".
+func routeBodies() map[string]bodies {
+	m := map[string]bodies{
+		"GET /healthz":                        {resp: statusAnswer{}},
+		"GET /readyz":                         {resp: statusAnswer{}},
+		"GET /openapi.json":                   {resp: anyJSON{}},
+		"GET /version":                        {resp: buildinfo.Info{}},
+		"POST /webhooks/{project}/{receiver}": {req: anyJSON{}, resp: hookAnswer{}},
+
+		"POST /v1/resources":                       {req: anyJSON{}, resp: apply.Outcome{}},
+		"DELETE /v1/resources":                     {req: anyJSON{}, resp: apply.Outcome{}},
+		"GET /v1/projects":                         {resp: listOf[model.Project]{}},
+		"GET /v1/projects/{project}":               {resp: model.Project{}},
+		"GET /v1/projects/{project}/projectconfig": {resp: model.ProjectConfig{}},
+
+		"POST /v1/projects/{project}/warehouses/{name}/refresh":            {req: refreshRequest{}, resp: events.Envelope{}},
+		"POST /v1/projects/{project}/freight":                              {req: freightRequest{}, resp: model.Freight{}},
+		"PATCH /v1/projects/{project}/freight/{name}":                      {req: aliasRequest{}, resp: model.Freight{}},
+		"POST /v1/projects/{project}/freight/{name}/approve":               {req: approveRequest{}, resp: model.Freight{}},
+		"POST /v1/projects/{project}/stages/{stage}/promotions":            {req: promoteRequest{}, resp: model.Promotion{}},
+		"POST /v1/projects/{project}/promotions/{name}/abort":              {resp: events.Envelope{}},
+		"POST /v1/projects/{project}/stages/{stage}/verification":          {resp: events.Envelope{}},
+		"DELETE /v1/projects/{project}/stages/{stage}/verification":        {resp: events.Envelope{}},
+		"POST /v1/projects/{project}/stages/{stage}/auto-promotion/resume": {resp: events.Envelope{}},
+		"POST /v1/projects/{project}/tokens":                               {req: tokenRequest{}, resp: createdToken{}},
+		"GET /v1/projects/{project}/tokens":                                {resp: tokenList{}},
+		"GET /v1/projects/{project}/tokens/{name}":                         {resp: auth.Token{}},
+		"DELETE /v1/projects/{project}/tokens/{name}":                      {resp: revokedToken{}},
+		"GET /v1/deadletters":                                              {resp: deadLetterList{}},
+		"POST /v1/deadletters/{id}/replay":                                 {resp: replayAnswer{}},
+		"GET /v1/whoami":                                                   {resp: whoami{}},
+		"GET /v1/projects/{project}/stages/{stage}/verifications":          {resp: listOf[verification]{}},
+		"GET /v1/projects/{project}/stages/{stage}/verifications/{id}":     {resp: verification{}},
+		"GET /v1/projects/{project}/promotions/{name}/diff":                {resp: promotionDiff{}},
+		"GET /v1/projects/{project}/freight/{name}/compare/{other}":        {resp: freightComparison{}},
+	}
+	for path, t := range kindTypes {
+		m["GET /v1/projects/{project}/"+path] = bodies{resp: listTypes[path]}
+		m["GET /v1/projects/{project}/"+path+"/{name}"] = bodies{resp: t}
+	}
+	return m
 }
 
 var pathParam = regexp.MustCompile(`\{([a-zA-Z]+)\}`)
 
 var queryDocs = map[string]string{
 	"limit":       "page size (default 100, at most 1000)",
-	"continue":    "the metadata.continue token of the previous page",
+	"continue":    "the metadata.continue token of the previous page (of the same sort order)",
+	"sort":        "order of the list: newest (default: by creation time, newest first, then by name), oldest, or name",
 	"warehouse":   "only objects of (freight) or requesting from (stages) this warehouse",
-	"stage":       "freight: only freight available to promote into this stage, newest first; promotions: only promotions of this stage",
+	"stage":       "freight: only freight available to promote into this stage; promotions: only promotions of this stage",
 	"phase":       "only promotions in this phase",
 	"freight":     "only promotions of this freight",
 	"verifiedIn":  "only freight verified in this stage",
@@ -34,98 +167,215 @@ var queryDocs = map[string]string{
 	"project":     "only dead letters of this project",
 }
 
-func buildOpenAPI(routes []route) map[string]any {
-	paths := map[string]map[string]any{}
-	errorResp := func(desc string) map[string]any {
-		return map[string]any{"description": desc, "content": map[string]any{"application/json": map[string]any{"schema": map[string]any{"$ref": "#/components/schemas/Error"}}}}
+// schemaGen generates component schemas from Go types, with one name per
+// type (prefixed by its package when two packages use the same name).
+type schemaGen struct {
+	gen     *openapi3gen.Generator
+	schemas openapi3.Schemas
+	names   map[reflect.Type]string
+	taken   map[string]reflect.Type
+}
+
+// Wire forms of types that marshal themselves, inlined where used.
+var (
+	timeType        = reflect.TypeFor[model.Time]()
+	durationType    = reflect.TypeFor[model.Duration]()
+	intOrStringType = reflect.TypeFor[model.IntOrString]()
+)
+
+func newSchemaGen() *schemaGen {
+	g := &schemaGen{schemas: openapi3.Schemas{}, names: map[reflect.Type]string{}, taken: map[string]reflect.Type{}}
+	g.gen = openapi3gen.NewGenerator(
+		openapi3gen.CreateComponentSchemas(openapi3gen.ExportComponentSchemasOptions{ExportComponentSchemas: true, ExportTopLevelSchema: true, ExportGenerics: true}),
+		openapi3gen.CreateTypeNameGenerator(g.name),
+		openapi3gen.SchemaCustomizer(customize),
+	)
+	return g
+}
+
+// name is a type's component name ("" inlines the type).
+func (g *schemaGen) name(t reflect.Type) string {
+	switch t {
+	case timeType, durationType, intOrStringType:
+		return ""
+	}
+	if n, ok := g.names[t]; ok {
+		return n
+	}
+	n := t.Name()
+	if i := strings.Index(n, "["); i >= 0 { // listOf[path.T]
+		elem := n[i+1 : len(n)-1]
+		elem = elem[strings.LastIndex(elem, ".")+1:]
+		n = exported(elem) + "List"
+	}
+	n = exported(n)
+	if other, ok := g.taken[n]; ok && other != t {
+		pkg := t.PkgPath()
+		n = exported(pkg[strings.LastIndex(pkg, "/")+1:]) + n
+	}
+	g.names[t], g.taken[n] = n, t
+	return n
+}
+
+func exported(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// customize gives types that marshal themselves their wire form, and
+// lets every list, map and pointer be null (Go writes nil ones as null).
+func customize(_ string, t reflect.Type, _ reflect.StructTag, s *openapi3.Schema) error {
+	switch t {
+	case timeType:
+		s.Type, s.Format, s.Nullable, s.Properties = &openapi3.Types{"string"}, "date-time", true, nil
+	case durationType:
+		s.Type, s.Properties = &openapi3.Types{"string"}, nil
+		s.Description = "a Go duration such as 5m0s"
+	case intOrStringType:
+		s.Type, s.Properties = nil, nil
+		s.OneOf = openapi3.SchemaRefs{openapi3.NewIntegerSchema().NewRef(), openapi3.NewStringSchema().NewRef()}
+	}
+	if t.Kind() != reflect.Struct && t.Implements(textMarshaler) {
+		s.Type, s.Format, s.Min, s.Max = &openapi3.Types{"string"}, "", nil, nil
+	}
+	switch t.Kind() {
+	case reflect.Slice, reflect.Map, reflect.Pointer, reflect.Interface:
+		s.Nullable = true
+	}
+	return nil
+}
+
+var textMarshaler = reflect.TypeFor[encoding.TextMarshaler]()
+
+// ref returns the schema of v's type.
+func (g *schemaGen) ref(v any) (*openapi3.SchemaRef, error) {
+	if _, ok := v.(anyJSON); ok {
+		return openapi3.NewSchemaRef("", &openapi3.Schema{}), nil
+	}
+	return g.gen.NewSchemaRefForValue(v, g.schemas)
+}
+
+func jsonContent(ref *openapi3.SchemaRef) openapi3.Content {
+	return openapi3.NewContentWithJSONSchemaRef(ref)
+}
+
+func buildOpenAPI(routes []route) (*openapi3.T, error) {
+	g := newSchemaGen()
+	g.names[reflect.TypeFor[apiError]()], g.taken["Error"] = "Error", reflect.TypeFor[apiError]()
+	errRef, err := g.ref(apiError{})
+	if err != nil {
+		return nil, err
+	}
+	errorResp := func(desc string) *openapi3.ResponseRef {
+		return &openapi3.ResponseRef{Value: openapi3.NewResponse().WithDescription(desc).WithContent(jsonContent(errRef))}
+	}
+	all := routeBodies()
+	doc := &openapi3.T{
+		OpenAPI: "3.0.3",
+		Info: &openapi3.Info{
+			Title:       "Caravan API",
+			Version:     "v1",
+			Description: "Caravan's REST API: Kargo's resources and actions over NATS JetStream. Errors are {code, message, details[]}. Lists are newest first unless ?sort= says otherwise.",
+		},
+		Servers:  openapi3.Servers{{URL: "/"}},
+		Paths:    openapi3.NewPaths(),
+		Security: openapi3.SecurityRequirements{{"bearer": []string{}}},
+		Components: &openapi3.Components{
+			SecuritySchemes: openapi3.SecuritySchemes{"bearer": &openapi3.SecuritySchemeRef{Value: &openapi3.SecurityScheme{Type: "http", Scheme: "bearer"}}},
+			Schemas:         g.schemas,
+		},
 	}
 	for _, rt := range routes {
-		item, ok := paths[rt.path]
-		if !ok {
-			item = map[string]any{}
-			paths[rt.path] = item
+		key := rt.method + " " + rt.path
+		b, typed := all[key]
+		if !typed && !rt.stream && rt.path != "/metrics" {
+			return nil, fmt.Errorf("route %s has no body types in routeBodies", key)
 		}
-		var params []any
+		op := openapi3.NewOperation()
+		op.OperationID = operationID(rt)
+		op.Summary = rt.summary
+		op.Description = "Access: " + accessNames[rt.access] + "."
+		op.Tags = []string{tagOf(rt.path)}
 		for _, m := range pathParam.FindAllStringSubmatch(rt.path, -1) {
-			params = append(params, map[string]any{"name": m[1], "in": "path", "required": true, "schema": map[string]any{"type": "string"}})
+			op.AddParameter(openapi3.NewPathParameter(m[1]).WithSchema(openapi3.NewStringSchema()))
 		}
 		for _, q := range rt.query {
-			params = append(params, map[string]any{"name": q, "in": "query", "required": false, "description": queryDocs[q], "schema": map[string]any{"type": "string"}})
+			p := openapi3.NewQueryParameter(q).WithDescription(queryDocs[q]).WithSchema(openapi3.NewStringSchema())
+			switch q {
+			case "limit":
+				p.Schema = openapi3.NewIntegerSchema().WithMin(1).WithMax(maxLimit).NewRef()
+			case "sort":
+				p.Schema = openapi3.NewStringSchema().WithEnum(anySlice(sortOrders)...).NewRef()
+			}
+			op.AddParameter(p)
+		}
+		if rt.idempotent {
+			op.AddParameter(openapi3.NewHeaderParameter(HeaderIdempotencyKey).
+				WithDescription("the same key (same caller, same route, same body) within 24h returns the first answer (Idempotent-Replayed: true) instead of acting again; 409 while the first runs, 422 with another body").
+				WithSchema(openapi3.NewStringSchema().WithMaxLength(255)))
 		}
 		if rt.stream {
-			params = append(params, map[string]any{"name": "Last-Event-ID", "in": "header", "required": false, "description": "resume after this event id", "schema": map[string]any{"type": "string"}})
+			op.AddParameter(openapi3.NewHeaderParameter("Last-Event-ID").WithDescription("resume after this event id").WithSchema(openapi3.NewStringSchema()))
 		}
 		status := rt.status
 		if status == 0 {
 			status = http.StatusOK
 		}
-		content := map[string]any{"application/json": map[string]any{"schema": map[string]any{"type": "object"}}}
-		if rt.stream {
-			content = map[string]any{"text/event-stream": map[string]any{"schema": map[string]any{"type": "string"}}}
+		success := openapi3.NewResponse().WithDescription("success")
+		switch {
+		case rt.stream:
+			success.WithContent(openapi3.Content{"text/event-stream": openapi3.NewMediaType().WithSchema(openapi3.NewStringSchema())})
+		case rt.path == "/metrics":
+			success.WithContent(openapi3.Content{"text/plain": openapi3.NewMediaType().WithSchema(openapi3.NewStringSchema())})
+		default:
+			ref, err := g.ref(b.resp)
+			if err != nil {
+				return nil, fmt.Errorf("%s: answer: %w", key, err)
+			}
+			success.WithContent(jsonContent(ref))
 		}
-		if rt.path == "/metrics" {
-			content = map[string]any{"text/plain": map[string]any{"schema": map[string]any{"type": "string"}}}
-		}
-		responses := map[string]any{
-			strconv.Itoa(status): map[string]any{"description": "success", "content": content},
-			"400":                errorResp("invalid input"),
-		}
+		op.AddResponse(status, success)
+		op.AddResponse(http.StatusBadRequest, errorResp("invalid input").Value)
 		if rt.access != public {
-			responses["401"] = errorResp("missing or invalid bearer token")
-			responses["403"] = errorResp("the caller's role does not allow this")
+			op.Responses.Set("401", errorResp("missing or invalid bearer token"))
+			op.Responses.Set("403", errorResp("the caller's role does not allow this"))
 		}
 		if strings.Contains(rt.path, "{") {
-			responses["404"] = errorResp("not found")
+			op.Responses.Set("404", errorResp("not found"))
 		}
-		op := map[string]any{
-			"operationId": operationID(rt),
-			"summary":     rt.summary,
-			"description": "Access: " + accessNames[rt.access] + ".",
-			"responses":   responses,
-			"tags":        []string{tagOf(rt.path)},
-		}
-		if params != nil {
-			op["parameters"] = params
-		}
+		op.Responses.Set("default", errorResp("any other error"))
 		if rt.access == public {
-			op["security"] = []any{}
+			op.Security = &openapi3.SecurityRequirements{}
 		}
 		if rt.body != "" {
-			ct := map[string]any{"application/json": map[string]any{"schema": map[string]any{"type": "object"}}}
-			if rt.path == "/v1/resources" {
-				ct["application/yaml"] = map[string]any{"schema": map[string]any{"type": "string"}}
+			ref, err := g.ref(b.req)
+			if err != nil {
+				return nil, fmt.Errorf("%s: request: %w", key, err)
 			}
-			op["requestBody"] = map[string]any{"description": rt.body, "required": rt.method != http.MethodDelete || rt.path == "/v1/resources", "content": ct}
+			content := jsonContent(ref)
+			if rt.path == "/v1/resources" {
+				content["application/yaml"] = openapi3.NewMediaType().WithSchema(openapi3.NewStringSchema())
+			}
+			rb := openapi3.NewRequestBody().WithDescription(rt.body).WithContent(content)
+			rb.Required = rt.method != http.MethodDelete || rt.path == "/v1/resources"
+			if rt.optionalBody {
+				rb.Required = false
+			}
+			op.RequestBody = &openapi3.RequestBodyRef{Value: rb}
 		}
-		item[strings.ToLower(rt.method)] = op
+		doc.AddOperation(rt.path, rt.method, op)
 	}
-	return map[string]any{
-		"openapi": "3.0.3",
-		"info": map[string]any{
-			"title":       "Caravan API",
-			"version":     "v1",
-			"description": "Caravan's REST API: Kargo's resources and actions over NATS JetStream. Errors are {code, message, details[]}.",
-		},
-		"paths":    paths,
-		"security": []any{map[string]any{"bearer": []any{}}},
-		"components": map[string]any{
-			"securitySchemes": map[string]any{"bearer": map[string]any{"type": "http", "scheme": "bearer"}},
-			"schemas": map[string]any{
-				"Error": map[string]any{
-					"type":     "object",
-					"required": []string{"code", "message"},
-					"properties": map[string]any{
-						"code":    map[string]any{"type": "string"},
-						"message": map[string]any{"type": "string"},
-						"details": map[string]any{"type": "array", "items": map[string]any{"type": "object", "properties": map[string]any{
-							"document": map[string]any{"type": "integer"}, "kind": map[string]any{"type": "string"},
-							"name": map[string]any{"type": "string"}, "field": map[string]any{"type": "string"}, "message": map[string]any{"type": "string"},
-						}}},
-					},
-				},
-			},
-		},
+	return doc, nil
+}
+
+func anySlice(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
 	}
+	return out
 }
 
 func operationID(rt route) string {

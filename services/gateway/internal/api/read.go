@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -112,9 +113,13 @@ func notFound(w http.ResponseWriter, kind, name string) {
 }
 
 // loaded reports whether loading kind/name succeeded (err is nil);
-// otherwise it answers 404 for state.ErrNotFound, or 500.
+// otherwise it answers 404 for state.ErrNotFound, 400 for an ambiguous
+// freight prefix, or 500.
 func (s *server) loaded(w http.ResponseWriter, r *http.Request, err error, kind, name string) bool {
 	switch {
+	case errors.Is(err, errAmbiguous):
+		writeError(w, http.StatusBadRequest, codeInvalid, err.Error()+": give more of its ID, or its alias")
+		return false
 	case errors.Is(err, state.ErrNotFound):
 		notFound(w, kind, name)
 		return false
@@ -142,12 +147,16 @@ func (s *server) listProjects(w http.ResponseWriter, r *http.Request) {
 			return ok
 		}
 	}
-	objs, next, err := s.collect(r.Context(), "", model.KindProject, limit, after, match)
-	if err == nil {
-		err = matchErr
+	order, ok := ordering(w, r)
+	if !ok {
+		return
 	}
-	if err != nil {
-		s.internal(w, r, err)
+	objs, next, ok := s.ordered(w, r, "", model.KindProject, order, limit, after, match)
+	if !ok {
+		return
+	}
+	if matchErr != nil {
+		s.internal(w, r, matchErr)
 		return
 	}
 	s.writeList(w, r, model.KindProject, objs, next)
@@ -180,9 +189,24 @@ func (s *server) getProjectConfig(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	pc := obj.(*model.ProjectConfig)
-	if pc.Status.WebhookReceivers, err = s.receiverDetails(r.Context(), pc); err != nil {
+	// A receiver's path is the only credential of some providers' senders
+	// (generic, Quay, Docker Hub): only project admins see paths and URLs.
+	p, _ := auth.FromContext(r.Context())
+	role, err := s.roleIn(r.Context(), p, project)
+	if err != nil {
 		s.internal(w, r, err)
 		return
+	}
+	if role >= auth.RoleAdmin {
+		if pc.Status.WebhookReceivers, err = s.receiverDetails(r.Context(), pc); err != nil {
+			s.internal(w, r, err)
+			return
+		}
+	} else {
+		pc.Status.WebhookReceivers = nil
+		for _, rc := range pc.Spec.WebhookReceivers {
+			pc.Status.WebhookReceivers = append(pc.Status.WebhookReceivers, model.WebhookReceiverDetails{Name: rc.Name})
+		}
 	}
 	writeJSON(w, http.StatusOK, pc)
 }
@@ -210,11 +234,15 @@ func (s *server) list(k kind) http.HandlerFunc {
 		if !ok {
 			return
 		}
+		order, ok := ordering(w, r)
+		if !ok {
+			return
+		}
 		if _, ok := s.project(w, r); !ok {
 			return
 		}
 		if k.kind == model.KindFreight && r.URL.Query().Get("stage") != "" {
-			s.availableFreight(w, r, limit, after)
+			s.availableFreight(w, r, order, limit, after)
 			return
 		}
 		var match func(model.Object) bool
@@ -222,9 +250,8 @@ func (s *server) list(k kind) http.HandlerFunc {
 			q := r.URL.Query()
 			match = func(o model.Object) bool { return k.match(q, o) }
 		}
-		objs, next, err := s.collect(r.Context(), r.PathValue("project"), k.kind, limit, after, match)
-		if err != nil {
-			s.internal(w, r, err)
+		objs, next, ok := s.ordered(w, r, r.PathValue("project"), k.kind, order, limit, after, match)
+		if !ok {
 			return
 		}
 		s.writeList(w, r, k.kind, objs, next)
@@ -253,9 +280,17 @@ func (s *server) getFreight(w http.ResponseWriter, r *http.Request, project, nam
 	}
 }
 
-// findFreight returns freight by name or, failing that, by alias.
-func (s *server) findFreight(ctx context.Context, project, nameOrAlias string) (*model.Freight, uint64, error) {
-	f, rev, err := state.GetAs[*model.Freight](ctx, s.store, project, model.KindFreight, nameOrAlias)
+// minFreightPrefix is the shortest prefix of a freight ID accepted in its
+// place (as git accepts short commit IDs).
+const minFreightPrefix = 7
+
+// errAmbiguous marks a freight prefix more than one freight starts with.
+var errAmbiguous = errors.New("ambiguous")
+
+// findFreight returns freight by name, by alias, or by a unique prefix of
+// its name of at least minFreightPrefix characters.
+func (s *server) findFreight(ctx context.Context, project, ref string) (*model.Freight, uint64, error) {
+	f, rev, err := state.GetAs[*model.Freight](ctx, s.store, project, model.KindFreight, ref)
 	if !errors.Is(err, state.ErrNotFound) {
 		return f, rev, err
 	}
@@ -263,12 +298,23 @@ func (s *server) findFreight(ctx context.Context, project, nameOrAlias string) (
 	if err != nil {
 		return nil, 0, err
 	}
+	var byPrefix []string
 	for _, f := range all {
-		if f.Alias == nameOrAlias {
+		if f.Alias == ref {
 			return state.GetAs[*model.Freight](ctx, s.store, project, model.KindFreight, f.Name)
 		}
+		if len(ref) >= minFreightPrefix && strings.HasPrefix(f.Name, ref) {
+			byPrefix = append(byPrefix, f.Name)
+		}
 	}
-	return nil, 0, fmt.Errorf("freight %q: %w", nameOrAlias, state.ErrNotFound)
+	switch len(byPrefix) {
+	case 0:
+		return nil, 0, fmt.Errorf("freight %q: %w", ref, state.ErrNotFound)
+	case 1:
+		return state.GetAs[*model.Freight](ctx, s.store, project, model.KindFreight, byPrefix[0])
+	}
+	slices.Sort(byPrefix)
+	return nil, 0, fmt.Errorf("freight %q is %w (%s start with it)", ref, errAmbiguous, strings.Join(byPrefix, ", "))
 }
 
 // allFreight lists every freight of the project.
@@ -287,7 +333,8 @@ func (s *server) allFreight(ctx context.Context, project string) ([]*model.Freig
 }
 
 // matchFreight filters freight by ?warehouse= (the origin's name),
-// ?verifiedIn= and ?currentlyIn= (stage names).
+// ?verifiedIn= and ?currentlyIn= (stage names), and ?inUse=true (in some
+// stage now).
 func matchFreight(q map[string][]string, obj model.Object) bool {
 	f, ok := obj.(*model.Freight)
 	if !ok {
@@ -300,6 +347,9 @@ func matchFreight(q map[string][]string, obj model.Object) bool {
 		return false
 	}
 	if st := first(q, "currentlyIn"); st != "" && !f.IsCurrentlyIn(st) {
+		return false
+	}
+	if first(q, "inUse") == "true" && len(f.Status.CurrentlyIn) == 0 {
 		return false
 	}
 	return true

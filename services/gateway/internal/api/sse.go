@@ -12,7 +12,17 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/caravan-cd/caravan/pkg/events"
+	"github.com/caravan-cd/caravan/pkg/model"
 )
+
+// ShutdownEvent is the SSE event type of the last event a stream sends
+// when the gateway shuts down; its data is {"type":"shutdown","message"}.
+const ShutdownEvent = "shutdown"
+
+// shutdownRetry is the reconnection delay a shutting-down stream suggests.
+const shutdownRetry = 2 * time.Second
+
+const shutdownData = `{"type":"shutdown","message":"the server is shutting down; reconnect and resume with Last-Event-ID"}`
 
 // events streams the project's events as Server-Sent Events: `id:` is the
 // event's stream sequence, `event:` its type, `data:` the envelope. A
@@ -88,6 +98,11 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-s.stopping:
+			// No id: the client resumes after the last event it had.
+			_, _ = fmt.Fprintf(w, "event: %s\nretry: %d\ndata: %s\n\n", ShutdownEvent, shutdownRetry.Milliseconds(), shutdownData)
+			_ = rc.Flush()
+			return
 		case <-tick.C:
 			if _, err := fmt.Fprint(w, ": heartbeat\n\n"); err != nil || rc.Flush() != nil {
 				return
@@ -109,6 +124,15 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 			if _, err := fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", meta.Sequence.Stream, head.Type, m.Data()); err != nil || rc.Flush() != nil {
 				return
 			}
+			if projectDeleted(m.Subject()) {
+				return // the stream ends with its project; one of the same name is another
+			}
 		}
 	}
+}
+
+// projectDeleted reports whether subject is that of the project's own
+// ResourceDeleted.
+func projectDeleted(subject string) bool {
+	return strings.Contains(subject, "."+string(events.TypeResourceDeleted)+"."+model.KindProject+".")
 }

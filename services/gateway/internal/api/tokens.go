@@ -47,6 +47,9 @@ func (s *server) createToken(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, auth.ErrTokenExists):
 		conflict(w, "a token named "+req.Name+" exists; revoke it first")
 		return
+	case errors.Is(err, auth.ErrNoProject):
+		writeError(w, http.StatusNotFound, codeNotFound, "project "+r.PathValue("project")+" not found")
+		return
 	case err != nil:
 		s.internal(w, r, err)
 		return

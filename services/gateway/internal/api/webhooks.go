@@ -146,25 +146,81 @@ type limiter struct {
 	used time.Time
 }
 
-// allow takes one delivery from the receiver's budget.
-func (s *server) allow(key string) bool {
+// unknownScale is how many times a receiver's budget all unknown paths
+// share across projects.
+const unknownScale = 50
+
+// knownFor is how long a path that matched a receiver keeps its own budget
+// without deliveries.
+const knownFor = 24 * time.Hour
+
+// admit decides, before anything is read from KV or decrypted, whether a
+// delivery to path is looked at. A path that matched a receiver before
+// spends that receiver's budget (Rate, Burst). Any other path spends the
+// budget of unknown paths of its project and a larger one of all unknown
+// paths, so made-up paths cost a bounded number of KV reads and decrypts,
+// and a flood of them in one project leaves the other projects' and the
+// known receivers' deliveries alone.
+func (s *server) admit(project, path string) bool {
 	s.limitersMu.Lock()
 	defer s.limitersMu.Unlock()
 	now := s.now()
+	if seen, ok := s.known[path]; ok && now.Sub(seen) < knownFor {
+		return s.take(path, 1, now)
+	}
+	return s.take(unknownAll, unknownScale, now) && s.take(unknownPrefix+project, 1, now)
+}
+
+// Keys of the unknown-path budgets.
+const (
+	unknownAll    = "\x00unknown"
+	unknownPrefix = "\x00unknown:"
+)
+
+// matched records that path is a receiver's and takes the delivery from
+// that receiver's budget when it was not known yet.
+func (s *server) matched(path string, wasKnown bool) bool {
+	s.limitersMu.Lock()
+	defer s.limitersMu.Unlock()
+	now := s.now()
+	if len(s.known) > 10000 {
+		for p, seen := range s.known {
+			if now.Sub(seen) > knownFor {
+				delete(s.known, p)
+			}
+		}
+	}
+	s.known[path] = now
+	if wasKnown {
+		return true
+	}
+	return s.take(path, 1, now)
+}
+
+// take takes one delivery from the budget key (scale times a receiver's).
+// The caller holds limitersMu.
+func (s *server) take(key string, scale int, now time.Time) bool {
 	l, ok := s.limiters[key]
 	if !ok {
-		if len(s.limiters) > 10000 { // forget idle receivers
+		if len(s.limiters) > 10000 { // forget idle budgets
 			for k, v := range s.limiters {
 				if now.Sub(v.used) > time.Hour {
 					delete(s.limiters, k)
 				}
 			}
 		}
-		l = &limiter{Limiter: rate.NewLimiter(rate.Limit(s.hooks.Rate), s.hooks.Burst)}
+		l = &limiter{Limiter: rate.NewLimiter(rate.Limit(s.hooks.Rate*float64(scale)), s.hooks.Burst*scale)}
 		s.limiters[key] = l
 	}
 	l.used = now
 	return l.AllowN(now, 1)
+}
+
+func (s *server) isKnown(path string) bool {
+	s.limitersMu.Lock()
+	defer s.limitersMu.Unlock()
+	seen, ok := s.known[path]
+	return ok && s.now().Sub(seen) < knownFor
 }
 
 // hookAnswer is the body of a webhook answer.
@@ -179,6 +235,15 @@ func (s *server) webhook(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	project := r.PathValue("project")
 	path := "/webhooks/" + project + "/" + r.PathValue("receiver")
+	limited := func() {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(1/s.hooks.Rate))))
+		writeError(w, http.StatusTooManyRequests, codeRateLimited, "too many deliveries to this receiver; retry later")
+	}
+	known := s.isKnown(path)
+	if !s.admit(project, path) {
+		limited()
+		return
+	}
 	rcv, ok, err := s.findReceiver(ctx, project, path)
 	if err != nil {
 		s.internal(w, r, err)
@@ -188,9 +253,8 @@ func (s *server) webhook(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, codeNotFound, "no webhook receiver at this path")
 		return
 	}
-	if !s.allow(path) {
-		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(1/s.hooks.Rate))))
-		writeError(w, http.StatusTooManyRequests, codeRateLimited, "too many deliveries to this receiver; retry later")
+	if !s.matched(path, known) {
+		limited()
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.hooks.MaxBodyBytes))

@@ -33,9 +33,11 @@ var ErrEmpty = errors.New("the body holds no documents")
 // maxAttempts bounds the read-modify-write retries of one document.
 const maxAttempts = 5
 
-// Publisher publishes events (events.Bus).
+// Publisher publishes events and purges a deleted project's (events.Bus).
 type Publisher interface {
 	Publish(ctx context.Context, project string, subject events.Ref, ev events.Event) (events.Envelope, error)
+	PurgeProject(ctx context.Context, project string) error
+	PublishWithID(ctx context.Context, id, project string, subject events.Ref, ev events.Event) (events.Envelope, error)
 }
 
 // Result is what happened to one document.
@@ -104,16 +106,29 @@ func (a *Applier) Apply(ctx context.Context, body []byte) (*Outcome, error) {
 	if err != nil {
 		return nil, err
 	}
-	if issues := model.Validate(dec.Documents, existing); len(issues) > 0 {
+	issues := model.Validate(dec.Documents, existing)
+	more, err := a.checkPromotions(ctx, dec.Documents, existing)
+	if err != nil {
+		return nil, err
+	}
+	if issues = append(issues, more...); len(issues) > 0 {
 		return nil, scrub(issues)
 	}
 	out := &Outcome{Results: make([]Result, 0, len(dec.Documents)), Warnings: dec.Warnings}
 	for _, d := range dec.Documents {
-		res, err := a.applyOne(ctx, d.Object)
+		res, prev, next, err := a.applyOne(ctx, d.Object)
 		if err != nil {
 			return nil, fmt.Errorf("document %d: %w", d.Index, err)
 		}
 		out.Results = append(out.Results, res)
+		if res.Action == Unchanged {
+			continue
+		}
+		warns, err := a.requests(ctx, d.Index, res.Project, prev, next)
+		if err != nil {
+			return nil, fmt.Errorf("document %d: %w", d.Index, err)
+		}
+		out.Warnings = append(out.Warnings, warns...)
 	}
 	return out, nil
 }
@@ -157,48 +172,58 @@ func storeProject(obj model.Object) string {
 	return obj.GetObjectMeta().Namespace
 }
 
-func (a *Applier) applyOne(ctx context.Context, want model.Object) (Result, error) {
+// applyOne writes one object and announces it; it returns the object as
+// it was (nil when created) and as written.
+func (a *Applier) applyOne(ctx context.Context, want model.Object) (Result, model.Object, model.Object, error) {
 	kind, meta := want.GetTypeMeta().Kind, want.GetObjectMeta()
 	res := Result{Kind: kind, Project: model.ProjectName(want), Name: meta.Name}
 	for attempt := 1; ; attempt++ {
 		cur, rev, err := a.store.GetObject(ctx, storeProject(want), kind, meta.Name)
 		if err != nil && !errors.Is(err, state.ErrNotFound) {
-			return res, fmt.Errorf("read %s %q: %w", kind, meta.Name, err)
+			return res, nil, nil, fmt.Errorf("read %s %q: %w", kind, meta.Name, err)
 		}
 		if err != nil {
 			cur = nil
 		}
-		next, action, err := a.merge(want, cur)
+		next, action, err := a.merge(ctx, want, cur)
 		if err != nil {
-			return res, err
+			return res, nil, nil, err
 		}
 		res.Action = action
 		if action == Unchanged {
-			return res, nil
+			return res, cur, cur, nil
 		}
 		_, err = a.store.PutObject(ctx, next, rev)
 		if (errors.Is(err, state.ErrConflict) || errors.Is(err, state.ErrExists)) && attempt < maxAttempts {
 			continue
 		}
 		if err != nil {
-			return res, fmt.Errorf("write %s %q: %w", kind, meta.Name, err)
+			return res, nil, nil, fmt.Errorf("write %s %q: %w", kind, meta.Name, err)
 		}
 		ev := events.ResourceApplied{Kind: kind, Name: meta.Name, Action: action, Generation: next.GetObjectMeta().Generation}
 		if _, err := a.bus.Publish(ctx, res.Project, events.Ref{Kind: kind, Name: meta.Name}, ev); err != nil {
-			return res, fmt.Errorf("announce %s %q: %w", kind, meta.Name, err)
+			return res, nil, nil, fmt.Errorf("announce %s %q: %w", kind, meta.Name, err)
 		}
-		return res, nil
+		return res, cur, next, nil
 	}
 }
 
 // merge returns the object to write for want given the stored cur (nil when
-// absent) and the action it amounts to. want is not modified.
-func (a *Applier) merge(want, cur model.Object) (model.Object, string, error) {
+// absent) and the action it amounts to. want is not modified. A new object
+// gets the caller as its kargo.akuity.io/create-actor; an existing one
+// keeps its own.
+func (a *Applier) merge(ctx context.Context, want, cur model.Object) (model.Object, string, error) {
 	next, err := clone(want)
 	if err != nil {
 		return nil, "", err
 	}
 	setStatus(next, cur)
+	setCreateActor(ctx, next, cur)
+	if f, ok := next.(*model.Freight); ok && f.DiscoveredAt == nil {
+		if c, ok := cur.(*model.Freight); ok {
+			f.DiscoveredAt = c.DiscoveredAt // defaulted at creation
+		}
+	}
 	meta := next.GetObjectMeta()
 	if cur == nil {
 		uid, err := newUID()
@@ -209,6 +234,9 @@ func (a *Applier) merge(want, cur model.Object) (model.Object, string, error) {
 		meta.CreationTimestamp = model.NewTime(a.now())
 		meta.Generation = 1
 		meta.ResourceVersion = ""
+		if f, ok := next.(*model.Freight); ok {
+			f.Default() // discoveredAt: the creation time
+		}
 		return next, Created, nil
 	}
 	same, err := specEqual(next, cur)
@@ -306,17 +334,31 @@ func newUID() (string, error) {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16]), nil
 }
 
-// Delete decodes body — nothing is deleted when any document is invalid —
-// and deletes each named object; an absent one is reported as NotFound.
+// Delete decodes body — nothing is deleted when any document is invalid
+// or repeated — and deletes each named object; an absent one is reported
+// as NotFound. Deleting a Project deletes everything of the project (see
+// deleteProject).
 func (a *Applier) Delete(ctx context.Context, body []byte) (*Outcome, error) {
 	dec, err := Decode(body)
 	if err != nil {
 		return nil, err
 	}
+	if issues := model.Duplicates(dec.Documents); len(issues) > 0 {
+		return nil, issues
+	}
 	out := &Outcome{Results: make([]Result, 0, len(dec.Documents)), Warnings: dec.Warnings}
 	for _, d := range dec.Documents {
 		kind, name := d.Object.GetTypeMeta().Kind, d.Object.GetObjectMeta().Name
 		res := Result{Kind: kind, Project: model.ProjectName(d.Object), Name: name, Action: Deleted}
+		if kind == model.KindProject {
+			action, err := a.deleteProject(ctx, name)
+			if err != nil {
+				return nil, fmt.Errorf("document %d: %w", d.Index, err)
+			}
+			res.Action = action
+			out.Results = append(out.Results, res)
+			continue
+		}
 		err := a.store.DeleteObject(ctx, storeProject(d.Object), kind, name)
 		switch {
 		case errors.Is(err, state.ErrNotFound):
@@ -332,4 +374,38 @@ func (a *Applier) Delete(ctx context.Context, body []byte) (*Outcome, error) {
 		out.Results = append(out.Results, res)
 	}
 	return out, nil
+}
+
+// deleteProject deletes a Project and everything of it, in this order:
+// the Project (from then on nothing is applied to it and its API tokens
+// are refused), its events and dead letters, every key of the project in
+// every bucket (resources, Secrets, tokens, status, freight, promotions,
+// queues, leases, verification records), then ResourceDeleted for the
+// Project, on which the services drop what they keep of it. Deleting a
+// project that is already gone runs the cascade again, so a deletion that
+// was cut short is finished by deleting once more.
+func (a *Applier) deleteProject(ctx context.Context, name string) (string, error) {
+	action := Deleted
+	err := a.store.DeleteObject(ctx, "", model.KindProject, name)
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		action = NotFound
+	case err != nil:
+		return "", fmt.Errorf("delete Project %q: %w", name, err)
+	}
+	if err := a.bus.PurgeProject(ctx, name); err != nil {
+		return "", err
+	}
+	n, err := a.store.DeleteProject(ctx, name)
+	if err != nil {
+		return "", err
+	}
+	if action == NotFound && n == 0 {
+		return NotFound, nil
+	}
+	ev := events.ResourceDeleted{Kind: model.KindProject, Name: name}
+	if _, err := a.bus.Publish(ctx, name, events.Ref{Kind: model.KindProject, Name: name}, ev); err != nil {
+		return "", fmt.Errorf("announce deletion of Project %q: %w", name, err)
+	}
+	return action, nil
 }

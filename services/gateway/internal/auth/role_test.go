@@ -2,8 +2,12 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -94,7 +98,23 @@ func TestTokensStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	toks := NewTokens(kv)
+	var mu sync.Mutex
+	live := map[string]LiveProject{"p.x": {UID: "uid-1", Created: time.Now().Add(-time.Hour)}}
+	toks := NewTokens(kv, func(_ context.Context, project string) (LiveProject, bool, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		p, ok := live[project]
+		return p, ok, nil
+	})
+	setProject := func(p *LiveProject) {
+		mu.Lock()
+		defer mu.Unlock()
+		if p == nil {
+			delete(live, "p.x")
+		} else {
+			live["p.x"] = *p
+		}
+	}
 	tok, secret, err := toks.Create(ctx, "p.x", "ci", RolePromoter, "admin", time.Now())
 	if err != nil || tok.SHA256 != "" || !strings.HasPrefix(secret, TokenPrefix) {
 		t.Fatalf("create: %+v %q %v", tok, secret, err)
@@ -115,6 +135,39 @@ func TestTokensStore(t *testing.T) {
 			t.Errorf("authenticate %q: %v", bad, err)
 		}
 	}
+	if tok.ProjectUID != "uid-1" {
+		t.Errorf("token project UID %q", tok.ProjectUID)
+	}
+	// The project deleted, then created again: the old token stays dead.
+	setProject(nil)
+	if _, err := toks.Authenticate(ctx, secret); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("project gone: %v", err)
+	}
+	setProject(&LiveProject{UID: "uid-2", Created: time.Now()})
+	if _, err := toks.Authenticate(ctx, secret); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("project created again: %v", err)
+	}
+	if _, _, err := toks.Create(ctx, "nope", "ci", RoleViewer, "admin", time.Now()); !errors.Is(err, ErrNoProject) {
+		t.Errorf("token in a missing project: %v", err)
+	}
+	// A token stored before tokens carried the UID is bound at first use,
+	// unless it is older than the project.
+	legacy := func(name string, created time.Time) string {
+		if _, err := state.Put(ctx, kv, state.Key("p.x", name), Token{Name: name, Project: "p.x", Role: RoleViewer, CreatedAt: created, SHA256: hex.EncodeToString(sha256.New().Sum(nil))}); err != nil {
+			t.Fatal(err)
+		}
+		return TokenPrefix + base64.RawURLEncoding.EncodeToString([]byte("p.x")) + "." + base64.RawURLEncoding.EncodeToString([]byte(name)) + "."
+	}
+	if _, err := toks.Authenticate(ctx, legacy("old", time.Now().Add(-time.Hour))); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("legacy token older than the project: %v", err)
+	}
+	if _, err := toks.Authenticate(ctx, legacy("new", time.Now().Add(time.Minute))); err != nil {
+		t.Errorf("legacy token: %v", err)
+	}
+	if bound, _, _ := state.Get[Token](ctx, kv, state.Key("p.x", "new")); bound.ProjectUID != "uid-2" {
+		t.Errorf("legacy token bound to %q", bound.ProjectUID)
+	}
+	setProject(&LiveProject{UID: "uid-1", Created: time.Now().Add(-time.Hour)})
 	if err := toks.Delete(ctx, "p.x", "ci"); err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
 )
 
@@ -34,18 +35,57 @@ type Token struct {
 	CreatedBy string    `json:"createdBy,omitempty"`
 	// SHA256 is the hex SHA-256 of the secret part; never shown.
 	SHA256 string `json:"sha256,omitempty"`
+	// ProjectUID is the metadata.uid of the project the token was made
+	// in. A token is accepted only while its project has that UID, so a
+	// project deleted and created again does not bring old tokens back.
+	ProjectUID string `json:"projectUID,omitempty"`
 }
+
+// LiveProject is what a token is checked against: the live project's
+// metadata.uid and creationTimestamp.
+type LiveProject struct {
+	UID     string
+	Created time.Time
+}
+
+// ProjectUIDs returns the live project; ok is false when the project does
+// not exist.
+type ProjectUIDs func(ctx context.Context, project string) (p LiveProject, ok bool, err error)
+
+// ProjectUIDsOf reads projects from the store.
+func ProjectUIDsOf(s *state.Store) ProjectUIDs {
+	return func(ctx context.Context, project string) (LiveProject, bool, error) {
+		obj, _, err := s.GetObject(ctx, "", model.KindProject, project)
+		if errors.Is(err, state.ErrNotFound) {
+			return LiveProject{}, false, nil
+		}
+		if err != nil {
+			return LiveProject{}, false, err
+		}
+		meta := obj.GetObjectMeta()
+		p := LiveProject{UID: meta.UID}
+		if meta.CreationTimestamp != nil {
+			p.Created = meta.CreationTimestamp.Time
+		}
+		return p, true, nil
+	}
+}
+
+// ErrNoProject means the token's project does not exist.
+var ErrNoProject = errors.New("project not found")
 
 // Tokens keeps API tokens in a KV bucket (state.Tokens), keyed by project
 // and name. It is safe for concurrent use.
 type Tokens struct {
-	kv state.KV
+	kv       state.KV
+	projects ProjectUIDs
 }
 
 var _ Authenticator = (*Tokens)(nil)
 
-// NewTokens returns the token store over kv.
-func NewTokens(kv state.KV) *Tokens { return &Tokens{kv: kv} }
+// NewTokens returns the token store over kv; projects tells the live
+// project's UID, which a token must carry to be accepted.
+func NewTokens(kv state.KV, projects ProjectUIDs) *Tokens { return &Tokens{kv: kv, projects: projects} }
 
 // Create stores a new token and returns it with its secret, which is
 // never shown again.
@@ -54,9 +94,16 @@ func (t *Tokens) Create(ctx context.Context, project, name string, role Role, cr
 	if _, err := rand.Read(raw[:]); err != nil {
 		return Token{}, "", fmt.Errorf("generate token: %w", err)
 	}
+	live, ok, err := t.projects(ctx, project)
+	if err != nil {
+		return Token{}, "", err
+	}
+	if !ok {
+		return Token{}, "", fmt.Errorf("project %q: %w", project, ErrNoProject)
+	}
 	secret := base64.RawURLEncoding.EncodeToString(raw[:])
 	sum := sha256.Sum256([]byte(secret))
-	tok := Token{Name: name, Project: project, Role: role, CreatedAt: now.UTC().Truncate(time.Second), CreatedBy: createdBy, SHA256: hex.EncodeToString(sum[:])}
+	tok := Token{Name: name, Project: project, Role: role, CreatedAt: now.UTC().Truncate(time.Second), CreatedBy: createdBy, SHA256: hex.EncodeToString(sum[:]), ProjectUID: live.UID}
 	if _, err := state.Create(ctx, t.kv, state.Key(project, name), tok); err != nil {
 		if errors.Is(err, state.ErrExists) {
 			return Token{}, "", fmt.Errorf("token %q: %w", name, ErrTokenExists)
@@ -123,5 +170,37 @@ func (t *Tokens) Authenticate(ctx context.Context, bearer string) (Principal, er
 	if err != nil || subtle.ConstantTimeCompare(sum[:], want) != 1 || tok.Project != string(project) {
 		return Principal{}, ErrUnauthenticated
 	}
+	if err := t.sameProject(ctx, tok); err != nil {
+		return Principal{}, err
+	}
 	return Principal{Name: "token:" + tok.Project + "/" + tok.Name, Project: tok.Project, Role: tok.Role}, nil
+}
+
+// sameProject checks that the token's project still exists and is the one
+// the token was made in. A token made before tokens carried the UID is
+// bound to the live project's UID at its first use, unless it is older
+// than the project (it was made in an earlier project of that name).
+func (t *Tokens) sameProject(ctx context.Context, tok Token) error {
+	live, ok, err := t.projects(ctx, tok.Project)
+	switch {
+	case err != nil:
+		return err
+	case !ok:
+		return ErrUnauthenticated
+	case tok.ProjectUID == "" && live.UID != "":
+		if tok.CreatedAt.Before(live.Created.Truncate(time.Second)) {
+			return ErrUnauthenticated
+		}
+		_, _, err := state.Update(ctx, t.kv, state.Key(tok.Project, tok.Name), func(cur Token, exists bool) (Token, error) {
+			if !exists || cur.SHA256 != tok.SHA256 || cur.ProjectUID != "" {
+				return cur, state.ErrNoChange
+			}
+			cur.ProjectUID = live.UID
+			return cur, nil
+		})
+		return err
+	case tok.ProjectUID != live.UID:
+		return ErrUnauthenticated
+	}
+	return nil
 }

@@ -4,13 +4,27 @@
 // policy picks (NewestFreight or MatchUpstream) unless a hand-made
 // promotion of older freight put a hold on the origin.
 //
+// Decisions are recorded before effects: an auto-promotion of freight to a
+// stage is decided once, by creating the record auto.<project>.<stage>.<freight>
+// in caravan-promoter, before the Promotion is stored and requested. A
+// stage that had a Promotion of the freight, made by hand or on its own,
+// has such a record (the dispatcher records every promotion it queues), so
+// as in Kargo a stage is never auto-promoted to freight that already had a
+// Promotion for it: a failed or aborted auto-promotion is not tried again
+// until a person asks (AutoPromotionResumeRequested turns the records of
+// the stage's failed and aborted promotions into a new attempt, a new
+// Promotion), however often the stage is evaluated.
+//
 // An evaluation is idempotent and may run on several replicas at once: the
-// promotion it creates is named deterministically from the stage, the
-// freight and the stage's last promotion, so only one is stored, and its
-// PromotionRequested carries a deterministic event ID. When freight will
-// become available only by soaking, the evaluation records a wake-up time
-// (key wake.<project>.<stage> in caravan-promoter); every replica keeps a
-// timer for each and evaluates the stage again when it fires.
+// decision record is created once; the promotion is named
+// deterministically from the stage, the freight and the attempt, and its
+// PromotionRequested carries a deterministic event ID. A decision whose
+// promotion was not requested yet (a crash in between) is completed by
+// the next evaluation. When freight will become available only by
+// soaking, the evaluation records a wake-up time (key
+// wake.<project>.<stage> in caravan-promoter); every replica keeps a timer
+// for each and evaluates the stage again when it fires. Pass evaluates
+// every stage, the backstop of the events that trigger evaluations.
 package autopromote
 
 import (
@@ -20,6 +34,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,6 +51,27 @@ import (
 const CreatedBy = "auto"
 
 const wakePrefix = "wake."
+
+// decisionPrefix starts the keys of decision records.
+const decisionPrefix = "auto."
+
+// decision records that a stage had, or was given, a promotion of a
+// freight.
+type decision struct {
+	Promotion string    `json:"promotion"`
+	By        string    `json:"by"`
+	At        time.Time `json:"at"`
+	// Requested: the promotion is stored and requested (an auto-promotion
+	// decided but not yet requested is completed by the next evaluation).
+	Requested bool `json:"requested,omitempty"`
+	// Attempt counts the times a person asked to try again: each attempt
+	// is its own Promotion.
+	Attempt int `json:"attempt,omitempty"`
+}
+
+func decisionKey(project, stage, freight string) string {
+	return decisionPrefix + state.Key(project, stage, freight)
+}
 
 type wake struct {
 	At time.Time `json:"at"`
@@ -123,8 +160,11 @@ func parseWake(key string) (project, stage string, ok bool) {
 	return queue.Parse(queue.KeyPrefix + key[len(wakePrefix):])
 }
 
-// Evaluate auto-promotes one stage if its policy allows and some origin
-// has a better candidate than what the stage has or has queued.
+// Evaluate brings the stage's derived status up to date (see SyncStatus)
+// and auto-promotes it if its policy allows and some origin has a better
+// candidate than what the stage has or has queued. A control-flow stage
+// is never promoted: it passes the freight available to it downstream
+// instead (see passControlFlow).
 func (a *AutoPromoter) Evaluate(ctx context.Context, project, stageName string) error {
 	stage, _, err := state.GetAs[*model.Stage](ctx, a.o.Store, project, model.KindStage, stageName)
 	if errors.Is(err, state.ErrNotFound) {
@@ -137,10 +177,17 @@ func (a *AutoPromoter) Evaluate(ctx context.Context, project, stageName string) 
 	if err != nil {
 		return err
 	}
-	if !model.AutoPromotionEnabled(policies, stage) {
-		return nil
+	enabled := model.AutoPromotionEnabled(policies, stage) && !stage.IsControlFlow()
+	if err := a.syncStatus(ctx, project, stage, enabled); err != nil {
+		return err
 	}
 	stage.Default()
+	if stage.IsControlFlow() {
+		return a.passControlFlow(ctx, project, stage)
+	}
+	if !enabled {
+		return nil
+	}
 	status, _, err := state.Get[model.StageStatus](ctx, a.o.Store.KV(state.Stages), state.Key(project, stageName))
 	if err != nil && !errors.Is(err, state.ErrNotFound) {
 		return err
@@ -173,7 +220,7 @@ func (a *AutoPromoter) Evaluate(ctx context.Context, project, stageName string) 
 		if rec.HasFreight(sel.Name) {
 			continue
 		}
-		if err := a.promote(ctx, project, stage, &status, sel, now); err != nil {
+		if err := a.promote(ctx, project, stage, sel, now); err != nil {
 			return err
 		}
 	}
@@ -215,9 +262,14 @@ func (a *AutoPromoter) policies(ctx context.Context, project string) ([]model.Pr
 }
 
 // Name returns the deterministic name of the auto-promotion of freight to
-// stage after the stage's last promotion (epoch).
-func Name(project, stage string, freight *model.Freight, epoch string) string {
-	sum := sha256.Sum256([]byte(project + "\x00" + stage + "\x00" + freight.Name + "\x00" + epoch))
+// stage: one per (stage, freight) and attempt (0 until a person asks to
+// try again).
+func Name(project, stage string, freight *model.Freight, attempt int) string {
+	seed := project + "\x00" + stage + "\x00" + freight.Name
+	if attempt > 0 {
+		seed += "\x00" + strconv.Itoa(attempt)
+	}
+	sum := sha256.Sum256([]byte(seed))
 	var ms uint64
 	if freight.CreationTimestamp != nil && freight.CreationTimestamp.Unix() > 0 {
 		ms = ulid.Timestamp(freight.CreationTimestamp.Time)
@@ -229,19 +281,40 @@ func Name(project, stage string, freight *model.Freight, epoch string) string {
 	return model.PromotionName(stage, id.String(), freight.Name)
 }
 
-func (a *AutoPromoter) promote(ctx context.Context, project string, stage *model.Stage, status *model.StageStatus, f *model.Freight, now time.Time) error {
-	epoch := ""
-	if status.LastPromotion != nil {
-		epoch = status.LastPromotion.Name
+// promote auto-promotes f to stage unless the stage had a promotion of f:
+// it records the decision, stores the Promotion and requests it.
+func (a *AutoPromoter) promote(ctx context.Context, project string, stage *model.Stage, f *model.Freight, now time.Time) error {
+	name := Name(project, stage.Name, f, 0)
+	key := decisionKey(project, stage.Name, f.Name)
+	dec, _, err := state.Get[decision](ctx, a.kv, key)
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		_, err = state.Create(ctx, a.kv, key, decision{Promotion: name, By: CreatedBy, At: now.UTC()})
+		if errors.Is(err, state.ErrExists) {
+			if dec, _, err = state.Get[decision](ctx, a.kv, key); err != nil {
+				return err
+			}
+			if dec.Requested || dec.By != CreatedBy {
+				return nil
+			}
+			name = Name(project, stage.Name, f, dec.Attempt)
+		} else if err != nil {
+			return fmt.Errorf("record auto-promotion of %s to %s: %w", f.Name, stage.Name, err)
+		}
+	case err != nil:
+		return err
+	case dec.Requested || dec.By != CreatedBy:
+		return nil // decided before: never again
+	default:
+		name = Name(project, stage.Name, f, dec.Attempt) // decided, not yet requested: go on
 	}
-	name := Name(project, stage.Name, f, epoch)
 	id := name[len(stage.Name)+1 : len(stage.Name)+1+ulid.EncodedSize]
 	p := model.NewPromotion(stage, f, id, CreatedBy, now)
 	p.Name = name
 	if p.Namespace == "" {
 		p.Namespace = project
 	}
-	_, err := a.o.Store.PutObject(ctx, p, 0)
+	_, err = a.o.Store.PutObject(ctx, p, 0)
 	switch {
 	case errors.Is(err, state.ErrExists):
 		// Created by another replica or an earlier attempt; make sure it
@@ -251,9 +324,39 @@ func (a *AutoPromoter) promote(ctx context.Context, project string, stage *model
 	default:
 		a.o.Logger.Info("auto-promotion", "project", project, "stage", stage.Name, "freight", f.Name, "promotion", name)
 	}
-	_, err = a.o.Bus.PublishWithID(ctx, "PromotionRequested."+project+"."+name, project,
+	if _, err = a.o.Bus.PublishWithID(ctx, "PromotionRequested."+project+"."+name, project,
 		events.Ref{Kind: model.KindPromotion, Name: name},
-		events.PromotionRequested{Promotion: name, Stage: stage.Name, Freight: f.Name})
+		events.PromotionRequested{Promotion: name, Stage: stage.Name, Freight: f.Name}); err != nil {
+		// Stored: the dispatcher's reconciler queues it anyway.
+		a.o.Logger.Warn("request auto-promotion", "project", project, "promotion", name, "err", err)
+	}
+	_, _, err = state.Update(ctx, a.kv, key, func(d decision, exists bool) (decision, error) {
+		if exists && d.Requested {
+			return d, state.ErrNoChange
+		}
+		d.Promotion, d.By, d.Requested = name, CreatedBy, true
+		if d.At.IsZero() {
+			d.At = now.UTC()
+		}
+		return d, nil
+	})
+	return err
+}
+
+// Record records that p was queued for its stage: the stage is never
+// auto-promoted to p's freight (as in Kargo, a stage is not auto-promoted
+// to freight that already has a Promotion for it). The dispatcher calls it
+// for every promotion it queues.
+func (a *AutoPromoter) Record(ctx context.Context, project string, p *model.Promotion) error {
+	by := p.Annotations[model.AnnotationPromotionCreatedBy]
+	if by == "" {
+		by = "unknown"
+	}
+	_, err := state.Create(ctx, a.kv, decisionKey(project, p.Spec.Stage, p.Spec.Freight),
+		decision{Promotion: p.Name, By: by, At: a.o.Now().UTC(), Requested: true})
+	if errors.Is(err, state.ErrExists) {
+		return nil
+	}
 	return err
 }
 
@@ -286,8 +389,13 @@ func (a *AutoPromoter) Stages(ctx context.Context, project string, match func(*m
 	return errors.Join(errs...)
 }
 
-// Resume lifts a stage's auto-promotion holds and evaluates it.
+// Resume lifts a stage's auto-promotion holds, lets the promotions of
+// the stage that failed, errored or were aborted be tried again (a person
+// asks), and evaluates it.
 func (a *AutoPromoter) Resume(ctx context.Context, project, stage string) error {
+	if err := a.forgetFailed(ctx, project, stage); err != nil {
+		return err
+	}
 	_, _, err := state.Update(ctx, a.o.Store.KV(state.Stages), state.Key(project, stage), func(s model.StageStatus, exists bool) (model.StageStatus, error) {
 		if !exists || len(s.AutoPromotionHolds) == 0 {
 			return s, state.ErrNoChange
@@ -299,4 +407,64 @@ func (a *AutoPromoter) Resume(ctx context.Context, project, stage string) error 
 		return err
 	}
 	return a.Evaluate(ctx, project, stage)
+}
+
+// forgetFailed turns the decisions of the stage's promotions that ended
+// other than Succeeded into decisions to try again.
+func (a *AutoPromoter) forgetFailed(ctx context.Context, project, stage string) error {
+	items, _, err := state.List[decision](ctx, a.kv, decisionPrefix+state.Prefix(project, stage), 0, "")
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, it := range items {
+		p, _, err := state.Get[model.Promotion](ctx, a.o.Store.KV(state.Promotions), state.Key(project, it.Value.Promotion))
+		switch {
+		case errors.Is(err, state.ErrNotFound):
+			continue // collected: keep the decision
+		case err != nil:
+			errs = append(errs, err)
+			continue
+		}
+		if !p.Status.Phase.IsTerminal() || p.Status.Phase == model.PromotionPhaseSucceeded {
+			continue
+		}
+		// Another attempt, as a new Promotion.
+		_, _, err = state.Update(ctx, a.kv, it.Key, func(d decision, exists bool) (decision, error) {
+			if !exists || d.Promotion != it.Value.Promotion {
+				return d, state.ErrNoChange
+			}
+			d.By, d.Requested, d.Attempt = CreatedBy, false, d.Attempt+1
+			return d, nil
+		})
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Pass evaluates every stage of every project whose policies enable its
+// auto-promotion: the backstop of the events that trigger evaluations
+// (FreightDiscovered, FreightApproved, StageVerified, a Stage or
+// ProjectConfig applied), any of which may be lost.
+func (a *AutoPromoter) Pass(ctx context.Context) error {
+	keys, err := state.Keys(ctx, a.o.Store.KV(state.Resources), "*."+model.KindStage+".*")
+	if err != nil {
+		return err
+	}
+	projects := map[string]bool{}
+	for _, k := range keys {
+		if p, _, ok := strings.Cut(k, "."); ok {
+			projects[state.Untoken(p)] = true
+		}
+	}
+	var errs []error
+	for project := range projects {
+		policies, err := a.policies(ctx, project)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		errs = append(errs, a.Stages(ctx, project, func(s *model.Stage) bool { return model.AutoPromotionEnabled(policies, s) }))
+	}
+	return errors.Join(errs...)
 }

@@ -6,6 +6,16 @@
 // watches the queue records, so a stage whose holder stops renewing its
 // lease (a crash) is taken over when the lease expires, and the running
 // promotion is resumed from its saved step.
+//
+// Every write the holder makes for a stage is fenced by its lease token
+// (pkg/lease): the queue record's own lease, the promotion's and the stage
+// status's Fence. A step runs only after the holder saved it as Running
+// under its token, so a replica whose lease passed on runs no step.
+//
+// Reconcile is the backstop of the events: it queues stored promotions
+// nobody queued (a Promotion applied as a manifest, a lost
+// PromotionRequested), ends aborted pending ones, publishes outcomes whose
+// event was lost and unblocks stages whose verification ended unseen.
 package dispatch
 
 import (
@@ -13,11 +23,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/caravan-cd/caravan/pkg/events"
+	"github.com/caravan-cd/caravan/pkg/lease"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/services/promoter/internal/queue"
@@ -48,6 +58,9 @@ type Options struct {
 	AbortCause error
 	// Succeeded is called after a promotion succeeded and was recorded.
 	Succeeded func(ctx context.Context, project string, stage *model.Stage, p *model.Promotion)
+	// Queued is called for every promotion queued (auto-promotion records
+	// that the stage had a promotion of the freight).
+	Queued func(ctx context.Context, project string, p *model.Promotion) error
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -64,6 +77,7 @@ type Dispatcher struct {
 	workers map[string]*worker                 // queue key → worker
 	timers  map[string]*time.Timer             // queue key → lease expiry timer
 	runs    map[string]context.CancelCauseFunc // project/promotion → cancel
+	queued  map[string]bool                    // project/promotion known queued (watch)
 	wg      sync.WaitGroup
 }
 
@@ -93,6 +107,7 @@ func New(o Options) *Dispatcher {
 		workers: map[string]*worker{},
 		timers:  map[string]*time.Timer{},
 		runs:    map[string]context.CancelCauseFunc{},
+		queued:  map[string]bool{},
 	}
 }
 
@@ -109,6 +124,8 @@ func (d *Dispatcher) Run(ctx context.Context, ready chan<- struct{}) error {
 	if err != nil {
 		return err
 	}
+	watched := make(chan error, 1)
+	go func() { watched <- d.watchPromotions(ctx) }()
 	go func() {
 		select {
 		case <-initial:
@@ -121,6 +138,7 @@ func (d *Dispatcher) Run(ctx context.Context, ready chan<- struct{}) error {
 	for c := range changes {
 		d.observe(c)
 	}
+	werr := <-watched
 	d.mu.Lock()
 	d.closing = true
 	for k, t := range d.timers {
@@ -129,7 +147,7 @@ func (d *Dispatcher) Run(ctx context.Context, ready chan<- struct{}) error {
 	}
 	d.mu.Unlock()
 	d.wg.Wait()
-	return nil
+	return werr
 }
 
 // observe reacts to a change of a queue record: it aborts local runs asked
@@ -156,7 +174,7 @@ func (d *Dispatcher) observe(c state.Change[queue.Record]) {
 	switch {
 	case c.Deleted, !r.Active(), r.Running == nil && r.Blocked != "":
 	case r.Holder == d.o.ID && local:
-	case r.Free(d.o.ID, d.o.Now()):
+	case r.Holder == d.o.ID, !r.Live(d.o.Now()):
 		d.kick(project, stage)
 	default:
 		wait := r.Expires.Sub(d.o.Now()) + 20*time.Millisecond
@@ -166,34 +184,6 @@ func (d *Dispatcher) observe(c state.Change[queue.Record]) {
 		}
 		d.mu.Unlock()
 	}
-}
-
-// Recover queues every Pending or Running promotion missing from its
-// stage's queue (its PromotionRequested was lost, say while no promoter
-// consumed). Every replica calls it at start; it is idempotent.
-func (d *Dispatcher) Recover(ctx context.Context) error {
-	items, _, err := state.List[model.Promotion](ctx, d.o.Store.KV(state.Promotions), ">", 0, "")
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, it := range items {
-		p := it.Value
-		if p.Status.Phase.IsTerminal() {
-			continue
-		}
-		project, _, _ := strings.Cut(it.Key, ".")
-		project = state.Untoken(project)
-		r, err := queue.Get(ctx, d.kv, project, p.Spec.Stage)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if !r.Has(p.Name) {
-			errs = append(errs, d.Enqueue(ctx, project, &p))
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // Enqueue queues a stored promotion on its stage and starts working the
@@ -210,6 +200,14 @@ func (d *Dispatcher) Enqueue(ctx context.Context, project string, p *model.Promo
 		return nil
 	}); err != nil {
 		return fmt.Errorf("queue promotion %s: %w", p.Name, err)
+	}
+	d.mu.Lock()
+	d.queued[project+"/"+p.Name] = true
+	d.mu.Unlock()
+	if d.o.Queued != nil {
+		if err := d.o.Queued(ctx, project, p); err != nil {
+			return fmt.Errorf("queue promotion %s: %w", p.Name, err)
+		}
 	}
 	d.kick(project, p.Spec.Stage)
 	return nil
@@ -278,30 +276,50 @@ var (
 	errRetry   = errors.New("record changed")
 )
 
+// holding is this replica's grant on a stage's lease while it works the
+// stage; renew keeps its expiry current.
+type holding struct {
+	mu    sync.Mutex
+	grant lease.Grant
+}
+
+func (h *holding) get() lease.Grant {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.grant
+}
+
+func (h *holding) set(g lease.Grant) {
+	h.mu.Lock()
+	h.grant = g
+	h.mu.Unlock()
+}
+
 // serve takes the stage's lease and runs its promotions one after the
 // other until its queue is empty or blocked, or the lease is lost.
 func (d *Dispatcher) serve(ctx context.Context, project, stage string) error {
-	_, err := queue.Update(ctx, d.kv, project, stage, func(r *queue.Record, _ bool) error {
+	var g lease.Grant
+	_, err := queue.UpdateRev(ctx, d.kv, project, stage, func(r *queue.Record, rev uint64) error {
 		switch {
 		case !r.Active(), r.Running == nil && r.Blocked != "":
 			return errNothing
-		case !r.Free(d.o.ID, d.o.Now()):
-			return queue.ErrNotHolder
 		}
-		r.Holder, r.Expires = d.o.ID, d.o.Now().Add(d.o.LeaseTTL)
-		return nil
+		var err error
+		g, err = r.Take(d.o.ID, rev, d.o.LeaseTTL, d.o.Now())
+		return err
 	})
-	if errors.Is(err, errNothing) || errors.Is(err, queue.ErrNotHolder) {
+	if errors.Is(err, errNothing) || errors.Is(err, lease.ErrHeld) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
+	hold := &holding{grant: g}
 	lctx, cancel := context.WithCancelCause(ctx)
 	renewed := make(chan struct{})
 	go func() {
 		defer close(renewed)
-		d.renew(lctx, cancel, project, stage)
+		d.renew(lctx, cancel, project, stage, hold)
 	}()
 	released := false
 	defer func() {
@@ -311,11 +329,11 @@ func (d *Dispatcher) serve(ctx context.Context, project, stage string) error {
 		// released: the next holder resumes a running promotion from its
 		// saved step.
 		if !released {
-			d.release(project, stage)
+			d.release(project, stage, hold.get())
 		}
 	}()
 	for {
-		e, st, err := d.next(lctx, project, stage)
+		e, st, err := d.next(lctx, project, stage, hold.get())
 		switch {
 		case errors.Is(err, queue.ErrNotHolder):
 			released = true
@@ -333,17 +351,19 @@ func (d *Dispatcher) serve(ctx context.Context, project, stage string) error {
 		case <-lctx.Done():
 			return nil
 		}
-		err = d.runOne(lctx, project, st, *e)
+		err = d.runOne(lctx, project, st, *e, hold)
 		<-d.sem
 		switch {
 		case lctx.Err() != nil:
 			return nil // interrupted: the promotion stays Running
 		case err != nil:
+			// The promotion stays in the running slot: the next try
+			// finishes it (records it, announces it).
 			return fmt.Errorf("promotion %s: %w", e.Name, err)
 		}
 		if _, err := queue.Update(lctx, d.kv, project, stage, func(r *queue.Record, _ bool) error {
-			if r.Holder != d.o.ID {
-				return queue.ErrNotHolder
+			if err := r.Check(hold.get()); err != nil {
+				return err
 			}
 			r.Remove(e.Name)
 			return nil
@@ -353,36 +373,42 @@ func (d *Dispatcher) serve(ctx context.Context, project, stage string) error {
 			}
 			return err
 		}
+		d.mu.Lock()
+		delete(d.queued, project+"/"+e.Name)
+		d.mu.Unlock()
 	}
 }
 
 // renew extends the stage lease every third of its TTL; it cancels the
 // worker's ctx with ErrNotHolder when the lease was lost or could not be
 // renewed in time.
-func (d *Dispatcher) renew(ctx context.Context, cancel context.CancelCauseFunc, project, stage string) {
+func (d *Dispatcher) renew(ctx context.Context, cancel context.CancelCauseFunc, project, stage string, hold *holding) {
 	t := time.NewTicker(d.o.LeaseTTL / 3)
 	defer t.Stop()
-	last := d.o.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		_, err := queue.Update(ctx, d.kv, project, stage, func(r *queue.Record, _ bool) error {
-			if r.Holder != d.o.ID {
-				return queue.ErrNotHolder
-			}
-			r.Expires = d.o.Now().Add(d.o.LeaseTTL)
-			return nil
+		// A renewal that cannot land before a third of the TTL is left
+		// gives up, and so does the work: another replica may take the
+		// stage soon.
+		var g lease.Grant
+		rctx, cancelRenew := context.WithDeadline(ctx, hold.get().Expires.Add(-d.o.LeaseTTL/3))
+		_, err := queue.Update(rctx, d.kv, project, stage, func(r *queue.Record, _ bool) error {
+			var err error
+			g, err = r.Renew(hold.get(), d.o.LeaseTTL, d.o.Now())
+			return err
 		})
+		cancelRenew()
 		switch {
 		case err == nil:
-			last = d.o.Now()
+			hold.set(g)
 		case errors.Is(err, queue.ErrNotHolder):
 			cancel(queue.ErrNotHolder)
 			return
-		case d.o.Now().Sub(last) > d.o.LeaseTTL*2/3:
+		case !hold.get().Valid(d.o.Now(), d.o.LeaseTTL/3):
 			cancel(fmt.Errorf("renew stage lease: %w", err))
 			return
 		}
@@ -391,14 +417,13 @@ func (d *Dispatcher) renew(ctx context.Context, cancel context.CancelCauseFunc, 
 
 // release gives the stage lease up (keeping any running promotion for the
 // next holder to resume).
-func (d *Dispatcher) release(project, stage string) {
+func (d *Dispatcher) release(project, stage string, g lease.Grant) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_, err := queue.Update(ctx, d.kv, project, stage, func(r *queue.Record, _ bool) error {
-		if r.Holder != d.o.ID {
+		if !r.Release(g) {
 			return state.ErrNoChange
 		}
-		r.Holder, r.Expires = "", time.Time{}
 		return nil
 	})
 	if err != nil {

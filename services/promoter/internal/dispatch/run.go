@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/caravan-cd/caravan/pkg/events"
+	"github.com/caravan-cd/caravan/pkg/lease"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/services/promoter/internal/queue"
@@ -18,14 +19,14 @@ import (
 // ended while queued and, on a superseding stage, pending promotions older
 // than the newest. It returns nil after releasing the lease when the queue
 // is empty or the stage is verifying.
-func (d *Dispatcher) next(ctx context.Context, project, stageName string) (*queue.Entry, *model.Stage, error) {
+func (d *Dispatcher) next(ctx context.Context, project, stageName string, g lease.Grant) (*queue.Entry, *model.Stage, error) {
 	for {
 		r, err := queue.Get(ctx, d.kv, project, stageName)
 		if err != nil {
 			return nil, nil, err
 		}
-		if r.Holder != d.o.ID {
-			return nil, nil, queue.ErrNotHolder
+		if err := r.Check(g); err != nil {
+			return nil, nil, err
 		}
 		stage, _, err := state.GetAs[*model.Stage](ctx, d.o.Store, project, model.KindStage, stageName)
 		if errors.Is(err, state.ErrNotFound) {
@@ -41,13 +42,13 @@ func (d *Dispatcher) next(ctx context.Context, project, stageName string) (*queu
 		}
 		if len(r.Pending) == 0 {
 			_, err := queue.Update(ctx, d.kv, project, stageName, func(r *queue.Record, _ bool) error {
-				switch {
-				case r.Holder != d.o.ID:
-					return queue.ErrNotHolder
-				case r.Active():
+				if err := r.Check(g); err != nil {
+					return err
+				}
+				if r.Active() {
 					return errRetry
 				}
-				r.Holder, r.Expires = "", time.Time{}
+				r.Release(g)
 				return nil
 			})
 			if errors.Is(err, errRetry) {
@@ -83,22 +84,31 @@ func (d *Dispatcher) next(ctx context.Context, project, stageName string) (*queu
 		if err != nil {
 			return nil, nil, err
 		}
+		if AbortRequested(&p) {
+			// Asked to abort while it waited (the request may have been
+			// lost on its way): it never starts.
+			if err := d.endPending(ctx, project, stageName, head.Name, model.PromotionPhaseAborted, "aborted by request"); err != nil {
+				return nil, nil, err
+			}
+			continue
+		}
 		status, _, err := state.Get[model.StageStatus](ctx, d.o.Store.KV(state.Stages), state.Key(project, stageName))
 		if err != nil && !errors.Is(err, state.ErrNotFound) {
 			return nil, nil, err
 		}
 		verifying := model.IsVerifying(stage, &status)
 		_, err = queue.Update(ctx, d.kv, project, stageName, func(cur *queue.Record, _ bool) error {
+			if err := cur.Check(g); err != nil {
+				return err
+			}
 			switch {
-			case cur.Holder != d.o.ID:
-				return queue.ErrNotHolder
 			case len(cur.Pending) == 0 || cur.Pending[0].Name != head.Name || cur.Running != nil:
 				return errRetry
 			case verifying && cur.Nudge != r.Nudge:
 				return errRetry // a verification ended while we looked
 			case verifying:
 				cur.Blocked = "stage is verifying its current freight"
-				cur.Holder, cur.Expires = "", time.Time{}
+				cur.Release(g)
 				return nil
 			}
 			cur.Running = &cur.Pending[0]
@@ -138,13 +148,16 @@ func (d *Dispatcher) endPending(ctx context.Context, project, stage, name string
 		return err
 	}
 	if ended {
-		d.publishFinished(ctx, project, p)
+		if err := d.publishFinished(ctx, project, p); err != nil {
+			return err
+		}
 	}
 	return d.dropEntry(ctx, project, stage, name)
 }
 
 // endIfPending sets a Pending promotion's terminal phase; ended is false
-// when it was not Pending.
+// when it was not Pending. A pending promotion ran no step: no lease
+// fences it (a holder starting it compares and sets Pending to Running).
 func (d *Dispatcher) endIfPending(ctx context.Context, project, name string, phase model.PromotionPhase, msg string) (*model.Promotion, bool, error) {
 	ended := false
 	p, _, err := state.Update(ctx, d.o.Store.KV(state.Promotions), state.Key(project, name), func(cur model.Promotion, exists bool) (model.Promotion, error) {
@@ -162,9 +175,22 @@ func (d *Dispatcher) endIfPending(ctx context.Context, project, name string, pha
 	return &p, ended, err
 }
 
+// AnnotationAbort on a Promotion asks to abort it (model.AnnotationAbort):
+// set by the abort route, read by the holder at every step boundary and by
+// Reconcile, so an abort whose event is lost still happens.
+const AnnotationAbort = model.AnnotationAbort
+
+// AnnotationAnnounced marks a finished Promotion whose outcome event was
+// published (model.AnnotationPromotionAnnounced).
+const AnnotationAnnounced = model.AnnotationPromotionAnnounced
+
+// AbortRequested reports whether someone asked to abort p.
+func AbortRequested(p *model.Promotion) bool { return p.Annotations[AnnotationAbort] != "" }
+
 // Abort aborts a promotion: a pending one at once; a running one by
-// flagging it in its stage's queue record, which makes the replica running
-// it cancel it with the abort cause.
+// marking it (AnnotationAbort) and flagging it in its stage's queue
+// record, which makes the replica running it cancel the running step's
+// context with the abort cause and stop at the next step boundary.
 func (d *Dispatcher) Abort(ctx context.Context, project, stage, name string) error {
 	p, ended, err := d.endIfPending(ctx, project, name, model.PromotionPhaseAborted, "aborted by request")
 	if errors.Is(err, state.ErrNotFound) {
@@ -177,11 +203,16 @@ func (d *Dispatcher) Abort(ctx context.Context, project, stage, name string) err
 		stage = p.Spec.Stage
 	}
 	if ended {
-		d.publishFinished(ctx, project, p)
+		if err := d.publishFinished(ctx, project, p); err != nil {
+			return err
+		}
 		return d.dropEntry(ctx, project, stage, name)
 	}
-	if p.Status.Phase != model.PromotionPhaseRunning {
+	if p.Status.Phase.IsTerminal() {
 		return nil
+	}
+	if err := MarkAbort(ctx, d.o.Store, project, name, "aborted by request"); err != nil {
+		return err
 	}
 	_, err = queue.Update(ctx, d.kv, project, stage, func(r *queue.Record, _ bool) error {
 		if r.Running == nil || r.Running.Name != name || r.AbortRequested(name) {
@@ -190,17 +221,45 @@ func (d *Dispatcher) Abort(ctx context.Context, project, stage, name string) err
 		r.Abort = append(r.Abort, name)
 		return nil
 	})
-	d.mu.Lock()
-	if cancel := d.runs[project+"/"+name]; cancel != nil {
-		cancel(d.o.AbortCause)
-	}
-	d.mu.Unlock()
+	d.cancelRun(project, name)
 	return err
 }
 
+// MarkAbort sets AnnotationAbort on a promotion that has not ended.
+func MarkAbort(ctx context.Context, store *state.Store, project, name, why string) error {
+	_, _, err := state.Update(ctx, store.KV(state.Promotions), state.Key(project, name), func(p model.Promotion, exists bool) (model.Promotion, error) {
+		if !exists || p.Status.Phase.IsTerminal() || AbortRequested(&p) {
+			return p, state.ErrNoChange
+		}
+		if p.Annotations == nil {
+			p.Annotations = map[string]string{}
+		}
+		p.Annotations[AnnotationAbort] = why
+		return p, nil
+	})
+	return err
+}
+
+// cancelRun cancels a promotion running on this replica with the abort
+// cause.
+func (d *Dispatcher) cancelRun(project, name string) {
+	d.mu.Lock()
+	cancel := d.runs[project+"/"+name]
+	d.mu.Unlock()
+	if cancel != nil {
+		cancel(d.o.AbortCause)
+	}
+}
+
 // publishFinished publishes PromotionSucceeded or PromotionFailed for a
-// promotion in a terminal phase, with a deterministic event ID.
-func (d *Dispatcher) publishFinished(ctx context.Context, project string, p *model.Promotion) {
+// promotion in a terminal phase, with a deterministic event ID, then marks
+// it announced. An error leaves it unmarked: the caller retries, and
+// Reconcile publishes what is left unmarked.
+func (d *Dispatcher) publishFinished(ctx context.Context, project string, p *model.Promotion) error {
+	// A finished promotion is announced even when the caller's ctx ends
+	// now: the stage's next step depends on it.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
 	ref := events.Ref{Kind: model.KindPromotion, Name: p.Name}
 	var err error
 	if p.Status.Phase == model.PromotionPhaseSucceeded {
@@ -211,8 +270,26 @@ func (d *Dispatcher) publishFinished(ctx context.Context, project string, p *mod
 			events.PromotionFailed{Promotion: p.Name, Stage: p.Spec.Stage, Freight: p.Spec.Freight, Phase: string(p.Status.Phase), Message: p.Status.Message})
 	}
 	if err != nil {
-		d.o.Logger.Warn("publish promotion outcome", "project", project, "promotion", p.Name, "err", err)
+		return fmt.Errorf("publish outcome of promotion %s: %w", p.Name, err)
 	}
+	_, _, err = state.Update(ctx, d.o.Store.KV(state.Promotions), state.Key(project, p.Name), func(cur model.Promotion, exists bool) (model.Promotion, error) {
+		if !exists || !cur.Status.Phase.IsTerminal() || cur.Annotations[AnnotationAnnounced] != "" {
+			return cur, state.ErrNoChange
+		}
+		if cur.Annotations == nil {
+			cur.Annotations = map[string]string{}
+		}
+		cur.Annotations[AnnotationAnnounced] = "true"
+		return cur, nil
+	})
+	if err != nil {
+		return fmt.Errorf("mark promotion %s announced: %w", p.Name, err)
+	}
+	if p.Annotations == nil {
+		p.Annotations = map[string]string{}
+	}
+	p.Annotations[AnnotationAnnounced] = "true"
+	return nil
 }
 
 func stepTerminal(s model.PromotionStepStatus) bool {
@@ -232,23 +309,58 @@ func stepStatuses(p *model.Promotion) []model.PromotionStepStatus {
 	return out
 }
 
-// saver returns the save function handed to the runner: it stores the
-// promotion and publishes PromotionStepFinished for each step that finished
-// since the last save.
-func (d *Dispatcher) saver(lease context.Context, project string, p *model.Promotion) func(context.Context, *model.Promotion) error {
+// errAbortSeen: the stored promotion asks to abort; the run is canceled.
+var errAbortSeen = errors.New("promotion asked to abort")
+
+// saver returns the save function handed to the runner. Each save is a
+// fenced write of the promotion's status: only under the current stage
+// lease (its token at least the stored Fence), and only while the grant
+// has not run out locally. The engine saves a step as Running before it
+// runs it, so a step's effects (a push, a pull request, an http call)
+// follow a successful fenced write of "about to run step N". A save that
+// finds the promotion asked to abort (AnnotationAbort) cancels the run and,
+// when it would start or continue a step, is refused: the engine stops at
+// that step boundary. It publishes PromotionStepFinished for each step
+// that finished since the last save.
+func (d *Dispatcher) saver(lctx context.Context, cancel context.CancelCauseFunc, project string, p *model.Promotion, hold *holding) func(context.Context, *model.Promotion) error {
 	prev := stepStatuses(p)
 	return func(ctx context.Context, p *model.Promotion) error {
-		if lease.Err() != nil {
-			return context.Cause(lease)
+		if lctx.Err() != nil {
+			return context.Cause(lctx)
 		}
-		// Fence: after a takeover the old holder must not write.
-		if r, err := queue.Get(ctx, d.kv, project, p.Spec.Stage); err == nil && r.Holder != d.o.ID {
+		g := hold.get()
+		if !g.Valid(d.o.Now(), 0) {
 			return queue.ErrNotHolder
 		}
-		if _, _, err := state.Update(ctx, d.o.Store.KV(state.Promotions), state.Key(project, p.Name), func(model.Promotion, bool) (model.Promotion, error) {
-			return *p, nil
-		}); err != nil {
+		running := slices.Contains(stepStatuses(p), model.PromotionStepStatusRunning)
+		aborted := false
+		stored, _, err := state.Update(ctx, d.o.Store.KV(state.Promotions), state.Key(project, p.Name), func(cur model.Promotion, exists bool) (model.Promotion, error) {
+			aborted = false
+			if !exists {
+				return cur, state.ErrNotFound
+			}
+			if AbortRequested(&cur) && running {
+				aborted = true
+				return cur, state.ErrNoChange
+			}
+			next := cur // keep metadata others write (the abort annotation)
+			next.Spec = p.Spec
+			next.Status = p.Status
+			next.Status.Fence = cur.Status.Fence
+			if err := lease.Admit(&next.Status.Fence, g); err != nil {
+				return cur, err
+			}
+			return next, nil
+		})
+		if err != nil {
 			return err
+		}
+		p.Status.Fence = stored.Status.Fence
+		if AbortRequested(&stored) {
+			cancel(d.o.AbortCause)
+		}
+		if aborted {
+			return errAbortSeen
 		}
 		cur := stepStatuses(p)
 		for i, s := range cur {
@@ -256,10 +368,7 @@ func (d *Dispatcher) saver(lease context.Context, project string, p *model.Promo
 				continue
 			}
 			m := p.Status.StepExecutionMetadata[i]
-			ev := events.PromotionStepFinished{Promotion: p.Name, Stage: p.Spec.Stage, Step: i, Alias: m.Alias, Status: string(s), Message: m.Message}
-			if i < len(p.Spec.Steps) {
-				ev.Uses = p.Spec.Steps[i].Uses
-			}
+			ev := events.PromotionStepFinished{Promotion: p.Name, Stage: p.Spec.Stage, Step: i, Alias: m.Alias, Uses: m.Uses, Status: string(s), Message: m.Message}
 			if m.StartedAt != nil {
 				ev.StartedAt = m.StartedAt.Time
 			}

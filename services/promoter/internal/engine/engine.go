@@ -9,16 +9,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"time"
 
+	"github.com/caravan-cd/caravan/pkg/egress"
 	"github.com/caravan-cd/caravan/pkg/expressions"
 	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/pkg/redact"
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/services/promoter/internal/gitmirror"
 	"github.com/caravan-cd/caravan/services/promoter/internal/steps"
@@ -47,8 +47,9 @@ type Options struct {
 	// Steps that wait for a pull request run again sooner when woken
 	// (Wake).
 	PollInterval time.Duration
-	// HTTPClient is used by the http steps; http.DefaultClient when nil.
-	HTTPClient *http.Client
+	// Egress is the policy of the steps' outbound requests (http,
+	// http-download, the pull request APIs); nil: the default policy.
+	Egress *egress.Policy
 	// Kube reaches the Argo CD Applications of argocd-update and
 	// argocd-wait; without it those steps error and their health checks
 	// are Unknown.
@@ -56,6 +57,13 @@ type Options struct {
 	// UIBaseURL is where users reach Caravan's UI (the gateway's external
 	// URL): ctx.uiBaseUrl in expressions.
 	UIBaseURL string
+	// GitMirrorMaxBytes is the disk budget of the git mirrors (least
+	// recently used idle mirrors are deleted beyond it);
+	// gitmirror.DefaultMaxBytes when 0.
+	GitMirrorMaxBytes int64
+	// GitCacheMaxBytes is the memory budget of decoded git objects, shared
+	// by all mirrors; gitmirror.DefaultCacheMaxBytes when 0.
+	GitCacheMaxBytes int64
 }
 
 // Result is how a promotion ended.
@@ -73,7 +81,7 @@ type Engine struct {
 	poll     time.Duration
 	git      *gitmirror.Manager
 	registry steps.Registry
-	http     *http.Client
+	egress   *egress.Policy
 	apps     steps.Applications
 	wakers   wakers
 	// uiBaseURL is ctx.uiBaseUrl.
@@ -98,7 +106,7 @@ func New(o Options) (*Engine, error) {
 	if o.PollInterval <= 0 {
 		o.PollInterval = defaultPollInterval
 	}
-	git, err := gitmirror.NewManager(filepath.Join(o.DataDir, "git"))
+	git, err := gitmirror.NewManager(filepath.Join(o.DataDir, "git"), gitmirror.Options{MaxBytes: o.GitMirrorMaxBytes, CacheMaxBytes: o.GitCacheMaxBytes})
 	if err != nil {
 		return nil, err
 	}
@@ -118,7 +126,7 @@ func New(o Options) (*Engine, error) {
 		poll:     o.PollInterval,
 		git:      git,
 		registry: steps.Builtins(),
-		http:     o.HTTPClient,
+		egress:   o.Egress,
 		apps:     apps,
 
 		uiBaseURL: strings.TrimSuffix(o.UIBaseURL, "/"),
@@ -151,7 +159,11 @@ type run struct {
 	// stageVars are the Stage's spec.vars, under the promotion's own.
 	stageVars []model.PromotionVariable
 	ws        *steps.Workspace
-	secrets   *redactor
+	// secrets knows every secret value the run resolved; what the run
+	// saves, returns or logs passes through it.
+	secrets *redact.Redactor
+	// log is the engine's logger behind secrets.
+	log *slog.Logger
 }
 
 // Run executes p.Spec.Steps (tasks inflated) starting at
@@ -163,22 +175,24 @@ type run struct {
 // Aborted; if ctx is cancelled otherwise Run returns ctx.Err() so another
 // replica can resume. Each promotion gets its own work dir under DataDir,
 // removed at the end.
-func (e *Engine) Run(ctx context.Context, p *model.Promotion, save func(context.Context, *model.Promotion) error) (Result, error) {
-	r := &run{e: e, p: p, save: save, secrets: &redactor{}}
+func (e *Engine) Run(ctx context.Context, p *model.Promotion, save func(context.Context, *model.Promotion) error) (_ Result, err error) {
+	rd := redact.New()
+	r := &run{e: e, p: p, save: save, secrets: rd, log: rd.Logger(e.log)}
+	defer func() { err = rd.Error(err) }()
 	project := p.Namespace
 	flat, err := e.inflate(ctx, project, p.Spec.Steps)
 	if err != nil {
 		if ctx.Err() != nil {
 			return r.cancelled(ctx)
 		}
-		return Result{Phase: model.PromotionPhaseErrored, Message: r.secrets.text(err.Error())}, nil
+		return Result{Phase: model.PromotionPhaseErrored, Message: r.secrets.String(err.Error())}, nil
 	}
 	r.steps = flat
 	if err := r.loadFreight(ctx); err != nil {
 		if ctx.Err() != nil {
 			return r.cancelled(ctx)
 		}
-		return Result{Phase: model.PromotionPhaseErrored, Message: r.secrets.text(err.Error())}, nil
+		return Result{Phase: model.PromotionPhaseErrored, Message: r.secrets.String(err.Error())}, nil
 	}
 	dir := filepath.Join(e.workRoot, safeName(project+"-"+p.Name))
 	if err := os.RemoveAll(dir); err != nil {
@@ -211,6 +225,8 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 	}
 	for i := range r.steps {
 		st.StepExecutionMetadata[i].Alias = r.steps[i].alias
+		st.StepExecutionMetadata[i].ContinueOnError = r.steps[i].ContinueOnError
+		st.StepExecutionMetadata[i].Uses = r.steps[i].Uses
 	}
 	start := int(st.CurrentStep)
 	if start > 0 && start < len(r.steps) {
@@ -218,7 +234,7 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 			if ctx.Err() != nil {
 				return r.cancelled(ctx)
 			}
-			return r.finish(model.PromotionPhaseErrored, "rebuild the work dir on resume: "+r.secrets.text(err.Error())), nil
+			return r.finish(model.PromotionPhaseErrored, "rebuild the work dir on resume: "+r.secrets.String(err.Error())), nil
 		}
 	}
 	for i := start; i < len(r.steps); i++ {
@@ -260,7 +276,7 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 }
 
 func (r *run) finish(phase model.PromotionPhase, msg string) Result {
-	return Result{Phase: phase, Message: r.secrets.text(msg)}
+	return Result{Phase: phase, Message: r.secrets.String(msg)}
 }
 
 // cancelled ends a run whose ctx was cancelled: Aborted when the cause is
@@ -378,12 +394,12 @@ func (r *run) step(ctx context.Context, i int) error {
 		elapsed := time.Since(md.StartedAt.Time)
 		if err != nil {
 			md.ErrorCount++
-			msg := r.secrets.text(err.Error())
+			msg := r.secrets.String(err.Error())
 			if steps.IsTerminal(err) || md.ErrorCount >= threshold || (timeout > 0 && elapsed >= timeout) {
 				return r.end(ctx, i, model.PromotionStepStatusErrored, msg, nil)
 			}
 			md.Message = msg
-			r.e.log.Info("step errored, retrying", "promotion", r.p.Name, "step", fs.alias, "errors", md.ErrorCount, "error", msg)
+			r.log.Info("step errored, retrying", "promotion", r.p.Name, "step", fs.alias, "errors", md.ErrorCount, "error", msg)
 			if err := r.save(ctx, r.p); err != nil {
 				return err
 			}
@@ -395,9 +411,9 @@ func (r *run) step(ctx context.Context, i int) error {
 		switch res.Status {
 		case steps.StatusRunning:
 			if elapsed >= runningTimeout {
-				return r.end(ctx, i, model.PromotionStepStatusErrored, fmt.Sprintf("timed out after %s: %s", runningTimeout, r.secrets.text(res.Message)), nil)
+				return r.end(ctx, i, model.PromotionStepStatusErrored, fmt.Sprintf("timed out after %s: %s", runningTimeout, r.secrets.String(res.Message)), nil)
 			}
-			md.Message = r.secrets.text(res.Message)
+			md.Message = r.secrets.String(res.Message)
 			if err := r.save(ctx, r.p); err != nil {
 				return err
 			}
@@ -441,19 +457,23 @@ func sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) error {
 func (r *run) end(ctx context.Context, i int, status model.PromotionStepStatus, msg string, output map[string]any) error {
 	md := &r.p.Status.StepExecutionMetadata[i]
 	md.Status = status
-	md.Message = r.secrets.text(msg)
+	md.Message = r.secrets.String(msg)
 	md.FinishedAt = now()
 	if md.StartedAt == nil {
 		md.StartedAt = md.FinishedAt
 	}
 	if output != nil {
-		r.p.Status.State[r.steps[i].alias] = r.secrets.value(output)
+		red, err := redact.JSON(r.secrets, output)
+		if err != nil {
+			red, _ = r.secrets.Value(output).(map[string]any)
+		}
+		r.p.Status.State[r.steps[i].alias] = red
 	}
 	lvl := slog.LevelInfo
 	if status == model.PromotionStepStatusErrored || status == model.PromotionStepStatusFailed {
 		lvl = slog.LevelWarn
 	}
-	r.e.log.Log(ctx, lvl, "step finished", "promotion", r.p.Name, "step", r.steps[i].alias, "uses", r.steps[i].Uses, "status", status, "message", md.Message)
+	r.log.Log(ctx, lvl, "step finished", "promotion", r.p.Name, "step", r.steps[i].alias, "uses", r.steps[i].Uses, "status", status, "message", md.Message)
 	return r.save(ctx, r.p)
 }
 
@@ -497,8 +517,8 @@ func (r *run) stepContext(ctx context.Context, i int, cfg map[string]any, env *e
 			Credentials:  r.credentials,
 			Metadata:     r.e,
 			Aliases:      r.e,
-			HTTP:         r.e.http,
-			Logger:       r.e.log,
+			Egress:       r.e.egress,
+			Logger:       r.log,
 			Applications: r.e.apps,
 		},
 		Workspace:     r.ws,
@@ -514,56 +534,6 @@ func (r *run) stepContext(ctx context.Context, i int, cfg map[string]any, env *e
 			return expressions.EvalWith(code, env, vars)
 		},
 	}
-}
-
-// redactor collects secret values and hides them from messages and
-// outputs.
-type redactor struct {
-	mu     sync.Mutex
-	values []string
-}
-
-func (rd *redactor) add(v string) {
-	if len(v) < 4 {
-		return // too short to redact without mangling ordinary text
-	}
-	rd.mu.Lock()
-	defer rd.mu.Unlock()
-	for _, have := range rd.values {
-		if have == v {
-			return
-		}
-	}
-	rd.values = append(rd.values, v)
-}
-
-func (rd *redactor) text(s string) string {
-	rd.mu.Lock()
-	defer rd.mu.Unlock()
-	for _, v := range rd.values {
-		s = strings.ReplaceAll(s, v, "***")
-	}
-	return s
-}
-
-func (rd *redactor) value(v any) any {
-	switch t := v.(type) {
-	case string:
-		return rd.text(t)
-	case map[string]any:
-		out := make(map[string]any, len(t))
-		for k, val := range t {
-			out[k] = rd.value(val)
-		}
-		return out
-	case []any:
-		out := make([]any, len(t))
-		for i, val := range t {
-			out[i] = rd.value(val)
-		}
-		return out
-	}
-	return v
 }
 
 // Health evaluates health checks registered by steps (argocd-update,

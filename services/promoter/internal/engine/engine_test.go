@@ -1,12 +1,16 @@
 package engine
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -227,13 +231,18 @@ func TestPromotionTaskWithVars(t *testing.T) {
 	if summary["commit"] != head || summary["viaTask"] != head {
 		t.Fatalf("summary %v, head %s", summary, head)
 	}
-	var aliases []string
+	var aliases, kinds []string
 	for _, md := range p.Status.StepExecutionMetadata {
 		aliases = append(aliases, md.Alias)
+		kinds = append(kinds, md.Uses)
 	}
 	want := []string{"deploy::clone", "deploy::update", "deploy::commit", "deploy::push", "summary"}
 	if !reflect.DeepEqual(aliases, want) {
 		t.Fatalf("aliases %v, want %v", aliases, want)
+	}
+	// Each step, of a task too, records its kind.
+	if want := []string{"git-clone", "kustomize-set-image", "git-commit", "git-push", "compose-output"}; !reflect.DeepEqual(kinds, want) {
+		t.Fatalf("kinds %v, want %v", kinds, want)
 	}
 	// A task variable without a default must be passed.
 	p2 := f.promotion("dev.07.f012345", nil, model.PromotionStep{Task: &model.PromotionTaskRef{Name: "update-image"}})
@@ -396,25 +405,66 @@ func steps0(fn func(context.Context, *steps.Context) (steps.Result, error)) step
 	return steps.Func(fn)
 }
 
+// TestSecretsStayOutOfOutputsAndMessages: a secret read by an expression
+// is hidden from outputs, step messages, the result and the log, also when
+// an expression changed its case or encoded it.
 func TestSecretsStayOutOfOutputsAndMessages(t *testing.T) {
 	t.Parallel()
+	const value = "tok-3f9a8b7c/Zq+"
 	f := newFixture(t)
+	var logs syncBuffer
+	eng, err := New(Options{DataDir: t.TempDir(), Store: f.store, PollInterval: 50 * time.Millisecond, Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
 	f.put(t, &model.Secret{
 		TypeMeta:   model.TypeMeta{APIVersion: model.CoreAPIVersion, Kind: model.KindSecret},
 		ObjectMeta: model.ObjectMeta{Name: "token", Namespace: project},
-		StringData: map[string]string{"value": "tok-3f9a8b7c"},
+		StringData: map[string]string{"value": value},
 	})
 	p := f.promotion("dev.15.f012345", nil,
-		step("compose-output", "leak", map[string]any{"t": "${{ secret('token').value }}"}),
-		step("fail", "say", map[string]any{"message": "token is ${{ secret('token').value }}"}),
+		step("compose-output", "leak", map[string]any{
+			"t":     "${{ secret('token').value }}",
+			"upper": "${{ upper(secret('token').value) }}",
+			"b64":   "${{ toBase64(secret('token').value) }}",
+			"list":  []any{"x ${{ lower(secret('token').value) }}"},
+		}),
+		step("fail", "say", map[string]any{"message": "token is ${{ upper(secret('token').value) }} (${{ toBase64(secret('token').value) }})"}),
 	)
-	res, rec := runPromotion(t, f.engine, p)
-	if strings.Contains(rec.all(), "tok-3f9a8b7c") || strings.Contains(res.Message, "tok-3f9a8b7c") {
-		t.Fatal("a secret value reached the saved promotion or the result")
+	res, rec := runPromotion(t, eng, p)
+	forms := []string{value, strings.ToUpper(value), strings.ToLower(value), base64.StdEncoding.EncodeToString([]byte(value))}
+	for _, form := range forms {
+		for where, text := range map[string]string{"saved promotion": rec.all(), "result": res.Message, "log": logs.String()} {
+			if strings.Contains(text, form) {
+				t.Errorf("%q reached the %s", form, where)
+			}
+		}
 	}
-	if got := p.Status.State["leak"].(map[string]any)["t"]; got != "***" {
-		t.Fatalf("output %v, want it redacted", got)
+	out := p.Status.State["leak"].(map[string]any)
+	if out["t"] != "***" || out["upper"] != "***" || out["b64"] != "***" {
+		t.Fatalf("outputs %v, want them redacted", out)
 	}
+	if !strings.Contains(res.Message, "token is *** (***)") || !strings.Contains(logs.String(), "token is *** (***)") {
+		t.Errorf("result %q / log: the redacted message is missing", res.Message)
+	}
+}
+
+// syncBuffer is a bytes.Buffer for a logger and a test reading it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func TestSetMetadataAndLookups(t *testing.T) {
@@ -487,7 +537,8 @@ func TestHealthWithoutChecks(t *testing.T) {
 type conflictStep struct{ f *fixture }
 
 func (c conflictStep) Run(_ context.Context, sc *steps.Context) (steps.Result, error) {
-	c.f.git.Seed(c.f.t, "app", map[string]string{"env/dev/kustomization.yaml": kustomization + "# edited by hand\n"}, "hand edit")
+	// The same line the promotion changes: a real conflict.
+	c.f.git.Seed(c.f.t, "app", map[string]string{"env/dev/kustomization.yaml": strings.Replace(kustomization, "newTag: 1.3.0", "newTag: 9.9.9", 1)}, "hand edit")
 	return steps.Result{}, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caravan-cd/caravan/pkg/egress"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/pkg/testenv"
@@ -56,7 +57,7 @@ type fixture struct {
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	f := &fixture{store: openStore(t), git: testenv.GitServer(t, testenv.WithBasicAuth(gitUser, gitPass))}
-	eng, err := New(Options{DataDir: t.TempDir(), Store: f.store, PollInterval: 50 * time.Millisecond})
+	eng, err := New(Options{DataDir: t.TempDir(), Store: f.store, PollInterval: 50 * time.Millisecond, Egress: loopback(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,6 +177,17 @@ func imagePipeline(repoURL string) []model.PromotionStep {
 		}),
 		step("git-push", "push", map[string]any{"path": "./src"}),
 	}
+}
+
+// loopback is an egress policy opening loopback, where the tests' servers
+// listen (the default policy refuses it).
+func loopback(t testing.TB) *egress.Policy {
+	t.Helper()
+	p, err := egress.New(egress.Config{Allow: "127.0.0.0/8"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 func httpServer(t testing.TB, respond func() (int, string)) string {

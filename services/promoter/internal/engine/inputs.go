@@ -214,7 +214,7 @@ func (r *run) env(ctx context.Context, i int) (*expressions.Env, error) {
 		Statuses: map[string]string{},
 		Lookup:   expressions.StoreLookup{Store: r.e.store},
 		Context:  ctx,
-		OnSecret: r.secrets.add,
+		OnSecret: func(v string) { r.secrets.Add(v) },
 	}
 	if len(r.freight) > 0 {
 		env.Ctx.TargetFreight = r.freight[0]
@@ -317,7 +317,7 @@ func (r *run) credentials(ctx context.Context, project, repoURL string) (*gitmir
 func (r *run) auth(s *model.Secret) *gitmirror.Auth {
 	user, _ := s.Value("username")
 	pass, _ := s.Value("password")
-	r.secrets.add(string(pass))
+	r.secrets.Add(string(pass))
 	return &gitmirror.Auth{Username: string(user), Password: string(pass)}
 }
 

@@ -60,7 +60,7 @@ func prHost(t testing.TB, merged *atomic.Bool) string {
 func TestWakeEndsPullRequestWait(t *testing.T) {
 	t.Parallel()
 	store := openStore(t)
-	e, err := New(Options{DataDir: t.TempDir(), Store: store, PollInterval: time.Hour})
+	e, err := New(Options{DataDir: t.TempDir(), Store: store, PollInterval: time.Hour, Egress: loopback(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

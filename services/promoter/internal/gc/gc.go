@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/caravan-cd/caravan/pkg/model"
@@ -72,6 +73,7 @@ func Collect(ctx context.Context, store *state.Store, policy Policy, now time.Ti
 		k := it.Value.Namespace + "/" + it.Value.Origin.String()
 		byOrigin[k] = append(byOrigin[k], it)
 	}
+	gone := map[string]bool{} // <project token>.<freight> deleted now
 	for _, items := range byOrigin {
 		slices.SortFunc(items, func(a, b state.Item[model.Freight]) int {
 			return newestFirst(a.Value.CreationTimestamp, b.Value.CreationTimestamp, a.Value.Name, b.Value.Name)
@@ -85,7 +87,23 @@ func Collect(ctx context.Context, store *state.Store, policy Policy, now time.Ti
 				errs = append(errs, err)
 				continue
 			}
+			gone[it.Key] = true
 			res.Freight++
+		}
+	}
+	// Auto-promotion decisions (auto.<project>.<stage>.<freight>) of freight
+	// collected now go with it.
+	if len(gone) > 0 {
+		akv := store.KV(state.Promoter)
+		keys, err := state.Keys(ctx, akv, "auto.>")
+		if err != nil {
+			errs = append(errs, err)
+		}
+		for _, k := range keys {
+			tokens := strings.Split(k, ".")
+			if len(tokens) == 4 && gone[tokens[1]+"."+tokens[3]] {
+				errs = append(errs, state.Delete(ctx, akv, k, 0))
+			}
 		}
 	}
 	return res, errors.Join(errs...)

@@ -16,26 +16,26 @@ func TestMirrorFetchesIncrementallyAndChecksOut(t *testing.T) {
 	url := g.CreateRepo(t, "app")
 	first := g.Seed(t, "app", map[string]string{"a.txt": "one"}, "first")
 	g.Tag(t, "app", "v1", first)
-	m, err := NewManager(t.TempDir())
+	m, err := NewManager(t.TempDir(), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	auth := &Auth{Username: "u", Password: "p4ssw0rd-xyz"}
 	ctx := context.Background()
-	mi, err := m.Sync(ctx, url, auth)
+	mi, err := m.Sync(ctx, "demo", url, auth)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Up to date: one ref advertisement, no pack.
 	before := g.Requests()
-	if _, err := m.Sync(ctx, url, auth); err != nil {
+	if _, err := m.Sync(ctx, "demo", url, auth); err != nil {
 		t.Fatal(err)
 	}
 	if n := g.Requests() - before; n != 1 {
 		t.Fatalf("an up-to-date fetch made %d requests, want 1", n)
 	}
 	second := g.Seed(t, "app", map[string]string{"a.txt": "two"}, "second")
-	if _, err := m.Sync(ctx, url, auth); err != nil {
+	if _, err := m.Sync(ctx, "demo", url, auth); err != nil {
 		t.Fatal(err)
 	}
 	for name, o := range map[string]CheckoutOptions{
@@ -44,7 +44,7 @@ func TestMirrorFetchesIncrementallyAndChecksOut(t *testing.T) {
 		"tag":    {Tag: "v1"},
 	} {
 		dir := filepath.Join(t.TempDir(), name)
-		r, err := mi.Checkout(dir, auth, o)
+		r, err := mi.Checkout(ctx, dir, o)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -57,10 +57,10 @@ func TestMirrorFetchesIncrementallyAndChecksOut(t *testing.T) {
 			t.Fatalf("%s: a.txt %q at %s, want %q at %s", name, got, r.Head(), want, head)
 		}
 	}
-	if _, err := mi.Checkout(t.TempDir(), auth, CheckoutOptions{Branch: "nope"}); err == nil {
+	if _, err := mi.Checkout(ctx, t.TempDir(), CheckoutOptions{Branch: "nope"}); err == nil {
 		t.Fatal("a missing branch checked out without create")
 	}
-	if _, err := m.Sync(ctx, url, &Auth{Username: "u", Password: "wrong-secret-456"}); err == nil {
+	if _, err := m.Sync(ctx, "demo", url, &Auth{Username: "u", Password: "wrong-secret-456"}); err == nil {
 		t.Fatal("wrong credentials fetched")
 	} else if s := err.Error(); strings.Contains(s, "wrong-secret-456") {
 		t.Fatalf("the password is in the error: %s", s)

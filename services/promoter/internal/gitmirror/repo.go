@@ -7,110 +7,141 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
-	"github.com/go-git/go-billy/v5/osfs"
-	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/storer"
 	"github.com/go-git/go-git/v5/storage/memory"
 )
 
-// ErrConflict: local commits could not be re-applied on the remote's new
-// tip because the same file changed on both sides.
-var ErrConflict = errors.New("conflicting changes")
-
-// overlay stores new objects in memory and reads the others from the
-// mirror.
+// overlay stores a work tree's new objects in memory and reads the others
+// from the mirror.
 type overlay struct {
-	*memory.Storage
+	*memory.ObjectStorage
 	mirror *Mirror
 }
 
+func newOverlay(mi *Mirror) *overlay {
+	return &overlay{ObjectStorage: &memory.NewStorage().ObjectStorage, mirror: mi}
+}
+
 func (o *overlay) EncodedObject(t plumbing.ObjectType, h plumbing.Hash) (plumbing.EncodedObject, error) {
-	obj, err := o.Storage.EncodedObject(t, h)
-	if errors.Is(err, plumbing.ErrObjectNotFound) {
-		return o.mirror.object(t, h)
+	obj, err := o.ObjectStorage.EncodedObject(t, h)
+	if !errors.Is(err, plumbing.ErrObjectNotFound) {
+		return obj, err
 	}
-	return obj, err
+	obj, err = o.mirror.store.get(h)
+	if err != nil {
+		return nil, err
+	}
+	if t != plumbing.AnyObject && obj.Type() != t {
+		return nil, plumbing.ErrObjectNotFound
+	}
+	return obj, nil
 }
 
 func (o *overlay) HasEncodedObject(h plumbing.Hash) error {
-	if err := o.Storage.HasEncodedObject(h); err == nil {
+	if err := o.ObjectStorage.HasEncodedObject(h); err == nil {
 		return nil
 	}
-	return o.mirror.has(h)
+	if o.mirror.store.has(h) {
+		return nil
+	}
+	return plumbing.ErrObjectNotFound
 }
 
 func (o *overlay) EncodedObjectSize(h plumbing.Hash) (int64, error) {
-	n, err := o.Storage.EncodedObjectSize(h)
-	if errors.Is(err, plumbing.ErrObjectNotFound) {
-		return o.mirror.size(h)
+	if n, err := o.ObjectStorage.EncodedObjectSize(h); err == nil {
+		return n, nil
 	}
-	return n, err
+	obj, err := o.mirror.store.get(h)
+	if err != nil {
+		return 0, err
+	}
+	return obj.Size(), nil
 }
 
-var _ storer.Storer = (*overlay)(nil)
+var _ storer.EncodedObjectStorer = (*overlay)(nil)
 
 // CheckoutOptions say what to check out: a branch (created empty when
-// Create is set and the remote has none), a commit or a tag.
+// Create is set and the remote has none), a commit or a tag. Sparse, when
+// set, limits the files written to these directories (slash paths relative
+// to the repository root); the rest of the tree is kept as it is in
+// commits.
 type CheckoutOptions struct {
 	Branch string
 	Create bool
 	Commit string
 	Tag    string
-	// Sparse, when set, checks out only these directories.
 	Sparse []string
-	// Submodules initialises and updates the submodules, recursively.
+	// Submodules checks the submodules (those the checkout writes) out too,
+	// recursively, each at the commit the tree records, from a mirror of
+	// its own in the same project.
 	Submodules bool
+	// SubmoduleAuth returns the credentials of a submodule's repository
+	// (its URL resolved against the repository's when relative), or an
+	// error when its URL may not be used; anonymous when nil.
+	SubmoduleAuth func(ctx context.Context, url string) (*Auth, error)
 }
 
-// Repo is a work tree checked out of a mirror.
+// maxSubmoduleDepth bounds nested submodules, as git's default does.
+const maxSubmoduleDepth = 10
+
+// Repo is a work tree checked out of a mirror. It is not safe for
+// concurrent use; Close releases it.
 type Repo struct {
 	URL    string
 	Dir    string
 	mirror *Mirror
-	auth   *Auth
-	repo   *git.Repository
+	store  *overlay
+	wt     *worktree
 	// branch is the local branch (empty when detached).
 	branch string
-	// base is the remote commit the local branch started from.
+	// head is the local branch's commit (zero on a new, empty branch).
+	head plumbing.Hash
+	// base is the remote commit the local commits start from.
 	base plumbing.Hash
+	// tags are the annotated tags made in this work tree, by name: tag
+	// objects in store, until PushTag pushes them.
+	tags map[string]plumbing.Hash
+	// subs are the submodules' work trees, closed with this one.
+	subs   []*Repo
+	closed bool
 }
 
-// Checkout checks o out of the mirror into dir.
-func (mi *Mirror) Checkout(dir string, auth *Auth, o CheckoutOptions) (*Repo, error) {
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, fmt.Errorf("create %s: %w", dir, err)
-	}
-	st := &overlay{Storage: memory.NewStorage(), mirror: mi}
-	// The work tree is written through a file system bound to dir: a
-	// symbolic link in the tree cannot lead a write out of it.
-	repo, err := git.Init(st, osfs.New(dir, osfs.WithBoundOS()))
+// Checkout checks o out of the mirror into dir (created if needed). The
+// Repo holds the mirror until Close.
+func (mi *Mirror) Checkout(ctx context.Context, dir string, o CheckoutOptions) (*Repo, error) {
+	return mi.checkout(ctx, dir, nil, o, 0)
+}
+
+// checkout checks o out into dir, through root when given (a submodule's
+// directory, opened below its parent's work tree).
+func (mi *Mirror) checkout(ctx context.Context, dir string, root *os.Root, o CheckoutOptions, depth int) (*Repo, error) {
+	sparse, err := cleanSparse(o.Sparse)
 	if err != nil {
-		return nil, fmt.Errorf("init work tree: %w", err)
+		return nil, err
 	}
-	if _, err := repo.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{mi.url}}); err != nil {
-		return nil, fmt.Errorf("init work tree: %w", err)
-	}
-	r := &Repo{URL: mi.url, Dir: dir, mirror: mi, auth: auth, repo: repo}
+	st := newOverlay(mi)
+	r := &Repo{URL: mi.url, Dir: dir, mirror: mi, store: st}
 	var target plumbing.Hash
 	switch {
 	case o.Commit != "":
 		target = plumbing.NewHash(o.Commit)
-		if _, err := object.GetCommit(st, target); err != nil {
+		if _, err := object.GetCommit(st, target); err != nil || target.String() != strings.ToLower(o.Commit) {
 			return nil, fmt.Errorf("commit %s not found in %s", o.Commit, mi.url)
 		}
-		if o.Branch != "" {
-			r.branch = o.Branch
-		}
+		r.branch = o.Branch
 	case o.Tag != "":
-		h, err := mi.Ref(plumbing.NewTagReferenceName(o.Tag))
-		if err != nil || h.IsZero() {
+		h := mi.Ref(plumbing.NewTagReferenceName(o.Tag))
+		if h.IsZero() {
 			return nil, fmt.Errorf("tag %s not found in %s", o.Tag, mi.url)
 		}
 		c, err := peel(st, h)
@@ -122,90 +153,171 @@ func (mi *Mirror) Checkout(dir string, auth *Auth, o CheckoutOptions) (*Repo, er
 		branch := o.Branch
 		if branch == "" {
 			branch = "main"
-			if h, _ := mi.Ref("refs/heads/main"); h.IsZero() {
-				if h, _ := mi.Ref("refs/heads/master"); !h.IsZero() {
-					branch = "master"
-				}
+			if mi.Ref("refs/heads/main").IsZero() && !mi.Ref("refs/heads/master").IsZero() {
+				branch = "master"
 			}
 		}
 		r.branch = branch
-		h, err := mi.Ref(plumbing.NewBranchReferenceName(branch))
-		if err != nil {
-			return nil, err
-		}
-		if h.IsZero() && !o.Create {
+		target = mi.Ref(plumbing.NewBranchReferenceName(branch))
+		if target.IsZero() && !o.Create {
 			return nil, fmt.Errorf("branch %s not found in %s (set create to start it)", branch, mi.url)
 		}
-		target = h
 	}
-	r.base = target
-	if r.branch != "" {
-		ref := plumbing.NewBranchReferenceName(r.branch)
-		if err := st.SetReference(plumbing.NewSymbolicReference(plumbing.HEAD, ref)); err != nil {
+	r.base, r.head = target, target
+	var wt *worktree
+	if root != nil {
+		wt = &worktree{dir: dir, root: root, scope: sparseScope(sparse), files: map[string]trackedFile{}}
+	} else if wt, err = newWorktree(dir, sparse); err != nil {
+		return nil, err
+	}
+	r.wt = wt
+	mi.acquire()
+	if target.IsZero() {
+		if err := wt.restamp(); err != nil {
+			r.Close()
 			return nil, err
 		}
-		if !target.IsZero() {
-			if err := st.SetReference(plumbing.NewHashReference(ref, target)); err != nil {
-				return nil, err
-			}
-			if err := st.SetReference(plumbing.NewHashReference(plumbing.NewRemoteReferenceName("origin", r.branch), target)); err != nil {
-				return nil, err
-			}
-		}
-	} else if err := st.SetReference(plumbing.NewHashReference(plumbing.HEAD, target)); err != nil {
-		return nil, err
-	}
-	if target.IsZero() {
 		return r, nil // a new, empty branch
 	}
-	wt, err := repo.Worktree()
-	if err != nil {
-		return nil, err
-	}
-	reset := &git.ResetOptions{Commit: target, Mode: git.HardReset}
-	if len(o.Sparse) > 0 {
-		err = wt.ResetSparsely(reset, o.Sparse)
-	} else {
-		err = wt.Reset(reset)
+	tree, err := commitTree(st, target)
+	if err == nil {
+		err = wt.checkout(ctx, st, tree)
 	}
 	if err != nil {
+		r.Close()
 		return nil, fmt.Errorf("check out %s: %w", target, err)
 	}
 	if o.Submodules {
-		if err := r.updateSubmodules(wt); err != nil {
+		if err := r.checkoutSubmodules(ctx, tree, o, depth); err != nil {
+			r.Close()
 			return nil, err
 		}
 	}
 	return r, nil
 }
 
-// updateSubmodules checks the work tree's submodules out, recursively,
-// with the repository's credentials. A submodule whose URL is relative is
-// found beside the repository.
-func (r *Repo) updateSubmodules(wt *git.Worktree) error {
-	subs, err := wt.Submodules()
-	if err != nil {
-		return fmt.Errorf("submodules: %w", err)
+// checkoutSubmodules checks out the submodules the work tree holds (the
+// gitlinks of tree it wrote, which .gitmodules names), each from the
+// project's mirror of its repository. A relative URL is resolved against
+// the repository's, as git does.
+func (r *Repo) checkoutSubmodules(ctx context.Context, tree plumbing.Hash, o CheckoutOptions, depth int) error {
+	e, err := entryAt(r.store, tree, ".gitmodules")
+	if err != nil || e == nil || e.Mode == filemode.Dir || e.Mode == filemode.Submodule {
+		return err
 	}
+	blob, err := object.GetBlob(r.store, e.Hash)
+	if err != nil {
+		return fmt.Errorf("read .gitmodules: %w", err)
+	}
+	rd, err := blob.Reader()
+	if err != nil {
+		return fmt.Errorf("read .gitmodules: %w", err)
+	}
+	content, err := io.ReadAll(rd)
+	_ = rd.Close()
+	if err != nil {
+		return fmt.Errorf("read .gitmodules: %w", err)
+	}
+	modules := config.NewModules()
+	if err := modules.Unmarshal(content); err != nil {
+		return fmt.Errorf("read .gitmodules: %w", err)
+	}
+	subs := make([]*config.Submodule, 0, len(modules.Submodules))
+	for _, s := range modules.Submodules {
+		subs = append(subs, s)
+	}
+	sort.Slice(subs, func(i, j int) bool { return subs[i].Path < subs[j].Path })
 	for _, s := range subs {
-		cfg := s.Config()
-		if strings.HasPrefix(cfg.URL, "./") || strings.HasPrefix(cfg.URL, "../") {
-			base, err := url.Parse(strings.TrimSuffix(r.URL, "/") + "/")
-			if err != nil {
-				return fmt.Errorf("submodule %s: %w", cfg.Name, err)
-			}
-			rel, err := url.Parse(cfg.URL)
-			if err != nil {
-				return fmt.Errorf("submodule %s: %w", cfg.Name, err)
-			}
-			cfg.URL = base.ResolveReference(rel).String()
+		p := path.Clean(s.Path)
+		tf, ok := r.wt.files[p]
+		if !ok || tf.mode != filemode.Submodule {
+			continue // not a gitlink of the tree, or outside a sparse checkout
 		}
-		err := s.Update(&git.SubmoduleUpdateOptions{Init: true, Auth: r.auth.method(), RecurseSubmodules: git.DefaultSubmoduleRecursionDepth})
-		if err != nil {
-			return fmt.Errorf("submodule %s: %w", cfg.Name, scrub(err, r.auth))
+		if depth+1 > maxSubmoduleDepth {
+			return fmt.Errorf("submodule %s: nested more than %d deep", s.Name, maxSubmoduleDepth)
+		}
+		if err := r.checkoutSubmodule(ctx, s, p, tf.hash, o, depth+1); err != nil {
+			return fmt.Errorf("submodule %s: %w", s.Name, err)
 		}
 	}
 	return nil
+}
+
+func (r *Repo) checkoutSubmodule(ctx context.Context, s *config.Submodule, p string, commit plumbing.Hash, o CheckoutOptions, depth int) error {
+	subURL, err := resolveSubmoduleURL(r.URL, s.URL)
+	if err != nil {
+		return err
+	}
+	var auth *Auth
+	if o.SubmoduleAuth != nil {
+		if auth, err = o.SubmoduleAuth(ctx, subURL); err != nil {
+			return err
+		}
+	}
+	mgr := r.mirror.manager
+	if mgr == nil {
+		return errors.New("no mirror manager to fetch it with")
+	}
+	mi, err := mgr.Sync(ctx, r.mirror.project, subURL, auth)
+	if err != nil {
+		return err
+	}
+	// The submodule's directory was written by the checkout below this
+	// work tree's root (no links on the way): its files go through a root
+	// opened from there.
+	root, err := r.wt.root.OpenRoot(filepath.FromSlash(p))
+	if err != nil {
+		return err
+	}
+	sub, err := mi.checkout(ctx, filepath.Join(r.Dir, filepath.FromSlash(p)), root,
+		CheckoutOptions{Commit: commit.String(), Submodules: true, SubmoduleAuth: o.SubmoduleAuth}, depth)
+	if err != nil {
+		_ = root.Close()
+		return err
+	}
+	r.subs = append(r.subs, sub)
+	return nil
+}
+
+// resolveSubmoduleURL resolves a submodule's URL ("./x" and "../x" are
+// relative to the repository's URL, as git resolves them).
+func resolveSubmoduleURL(repoURL, subURL string) (string, error) {
+	if !strings.HasPrefix(subURL, "./") && !strings.HasPrefix(subURL, "../") {
+		return subURL, nil
+	}
+	base, err := url.Parse(strings.TrimSuffix(repoURL, "/") + "/")
+	if err != nil {
+		return "", err
+	}
+	rel, err := url.Parse(subURL)
+	if err != nil {
+		return "", err
+	}
+	return base.ResolveReference(rel).String(), nil
+}
+
+// cleanSparse checks sparse checkout directories: relative slash paths
+// inside the repository, no patterns.
+func cleanSparse(dirs []string) ([]string, error) {
+	var out []string
+	for _, d := range dirs {
+		c := path.Clean(strings.TrimPrefix(d, "./"))
+		switch {
+		case d == "" || strings.HasPrefix(d, "/") || c == ".." || strings.HasPrefix(c, "../"):
+			return nil, fmt.Errorf("sparse: %q is not a directory inside the repository", d)
+		case strings.ContainsAny(d, "*?[\\"):
+			return nil, fmt.Errorf("sparse: %q: patterns are not supported", d)
+		case c == ".":
+			return nil, nil // the whole tree
+		}
+		for _, part := range strings.Split(c, "/") {
+			if !validName(part) {
+				return nil, fmt.Errorf("sparse: %q is not a directory inside the repository", d)
+			}
+		}
+		out = append(out, c)
+	}
+	return out, nil
 }
 
 func peel(s storer.EncodedObjectStorer, h plumbing.Hash) (plumbing.Hash, error) {
@@ -226,17 +338,24 @@ func peel(s storer.EncodedObjectStorer, h plumbing.Hash) (plumbing.Hash, error) 
 	return plumbing.ZeroHash, errors.New("tag chain too long")
 }
 
+// Close releases the mirror. The files stay.
+func (r *Repo) Close() {
+	if r.closed {
+		return
+	}
+	r.closed = true
+	for _, s := range r.subs {
+		s.Close()
+	}
+	r.wt.close()
+	r.mirror.release()
+}
+
 // Branch is the checked-out branch ("" when detached).
 func (r *Repo) Branch() string { return r.branch }
 
 // Head returns the commit HEAD points at (zero on a new, empty branch).
-func (r *Repo) Head() plumbing.Hash {
-	ref, err := r.repo.Head()
-	if err != nil {
-		return plumbing.ZeroHash
-	}
-	return ref.Hash()
-}
+func (r *Repo) Head() plumbing.Hash { return r.head }
 
 // Signature is a commit's author.
 type Signature struct {
@@ -245,42 +364,56 @@ type Signature struct {
 	When  time.Time
 }
 
-// Commit stages every change of the work tree and commits it. It returns
-// the zero hash and no error when there is nothing to commit.
+// Commit records every change of the work tree (files git would ignore
+// left out) as a commit on HEAD. It returns the zero hash and no error when
+// there is nothing to commit.
 func (r *Repo) Commit(message string, author Signature) (plumbing.Hash, error) {
-	wt, err := r.repo.Worktree()
+	edits, seen, err := r.wt.scan(r.store)
+	if err != nil {
+		return plumbing.ZeroHash, fmt.Errorf("read the work tree: %w", err)
+	}
+	if len(edits) == 0 {
+		return plumbing.ZeroHash, r.wt.track(seen)
+	}
+	baseTree, err := commitTree(r.store, r.head)
 	if err != nil {
 		return plumbing.ZeroHash, err
 	}
-	if err := wt.AddWithOptions(&git.AddOptions{All: true}); err != nil {
-		return plumbing.ZeroHash, fmt.Errorf("stage changes: %w", err)
-	}
-	status, err := wt.Status()
+	tree, err := editTree(r.store, baseTree, edits)
 	if err != nil {
-		return plumbing.ZeroHash, fmt.Errorf("status: %w", err)
+		return plumbing.ZeroHash, err
 	}
-	if status.IsClean() {
-		return plumbing.ZeroHash, nil
+	if tree == baseTree {
+		return plumbing.ZeroHash, r.wt.track(seen)
 	}
-	sig := &object.Signature{Name: author.Name, Email: author.Email, When: author.When}
-	h, err := wt.Commit(message, &git.CommitOptions{Author: sig, Committer: sig})
+	sig := object.Signature{Name: author.Name, Email: author.Email, When: author.When}
+	c := &object.Commit{Author: sig, Committer: sig, Message: message, TreeHash: tree}
+	if !r.head.IsZero() {
+		c.ParentHashes = []plumbing.Hash{r.head}
+	}
+	h, err := storeCommit(r.store, c)
 	if err != nil {
-		return plumbing.ZeroHash, fmt.Errorf("commit: %w", err)
+		return plumbing.ZeroHash, err
 	}
-	return h, nil
+	r.head = h
+	return h, r.wt.track(seen)
+}
+
+func storeCommit(s storer.EncodedObjectStorer, c *object.Commit) (plumbing.Hash, error) {
+	o := s.NewEncodedObject()
+	if err := c.Encode(o); err != nil {
+		return plumbing.ZeroHash, fmt.Errorf("encode commit: %w", err)
+	}
+	return s.SetEncodedObject(o)
 }
 
 // Clean reports whether the work tree has no changes.
 func (r *Repo) Clean() (bool, error) {
-	wt, err := r.repo.Worktree()
+	edits, _, err := r.wt.scan(r.store)
 	if err != nil {
 		return false, err
 	}
-	status, err := wt.Status()
-	if err != nil {
-		return false, err
-	}
-	return status.IsClean(), nil
+	return len(edits) == 0, nil
 }
 
 // ErrTagExists is a tag that exists already, in the work tree or on the
@@ -288,44 +421,78 @@ func (r *Repo) Clean() (bool, error) {
 var ErrTagExists = errors.New("tag exists")
 
 // Tag creates the annotated tag name at HEAD in the work tree, with
-// message and tagger. A tag the remote has already is an ErrTagExists
-// unless force, which replaces it in the work tree (pushing it is still
-// refused by the remote's tag, as git push refuses it).
+// message and tagger; PushTag pushes it. A tag the remote has already (as
+// the mirror last saw it) or the work tree has is an ErrTagExists unless
+// force, which replaces it in the work tree (pushing it is still refused
+// by the remote's tag, as git push refuses it).
 func (r *Repo) Tag(name, message string, tagger Signature, force bool) (plumbing.Hash, error) {
-	head := r.Head()
-	if head.IsZero() {
+	if r.head.IsZero() {
 		return plumbing.ZeroHash, errors.New("nothing to tag: the branch has no commit")
 	}
 	ref := plumbing.NewTagReferenceName(name)
+	if err := ref.Validate(); err != nil {
+		return plumbing.ZeroHash, fmt.Errorf("tag %q: %w", name, err)
+	}
+	if strings.TrimSpace(message) == "" {
+		return plumbing.ZeroHash, fmt.Errorf("tag %s: a message is required", name)
+	}
 	if !force {
-		if h, _ := r.mirror.Ref(ref); !h.IsZero() {
+		if h := r.mirror.Ref(ref); !h.IsZero() {
 			return plumbing.ZeroHash, fmt.Errorf("%w: %s on %s", ErrTagExists, name, r.URL)
 		}
-		if _, err := r.repo.Storer.Reference(ref); err == nil {
+		if _, ok := r.tags[name]; ok {
 			return plumbing.ZeroHash, fmt.Errorf("%w: %s", ErrTagExists, name)
 		}
 	}
-	_ = r.repo.Storer.RemoveReference(ref)
-	t, err := r.repo.CreateTag(name, head, &git.CreateTagOptions{
-		Tagger:  &object.Signature{Name: tagger.Name, Email: tagger.Email, When: tagger.When},
-		Message: message,
-	})
-	if err != nil {
-		return plumbing.ZeroHash, fmt.Errorf("create tag %s: %w", name, err)
+	t := &object.Tag{
+		Name:       name,
+		Tagger:     object.Signature{Name: tagger.Name, Email: tagger.Email, When: tagger.When},
+		Message:    strings.TrimSpace(message) + "\n",
+		TargetType: plumbing.CommitObject,
+		Target:     r.head,
 	}
-	return t.Hash(), nil
+	o := r.store.NewEncodedObject()
+	if err := t.Encode(o); err != nil {
+		return plumbing.ZeroHash, fmt.Errorf("encode tag %s: %w", name, err)
+	}
+	h, err := r.store.SetEncodedObject(o)
+	if err != nil {
+		return plumbing.ZeroHash, fmt.Errorf("store tag %s: %w", name, err)
+	}
+	if r.tags == nil {
+		r.tags = map[string]plumbing.Hash{}
+	}
+	r.tags[name] = h
+	return h, nil
 }
 
-// PushTag pushes the tag name of the work tree. A tag the remote holds
-// already is an ErrTagExists, unless it is this very tag (pushed before a
-// crash).
+// PushTag pushes the tag name made in the work tree, with the commits it
+// needs. A tag the remote holds already is an ErrTagExists, unless it is
+// this very tag (pushed before a crash).
 func (r *Repo) PushTag(ctx context.Context, name string) error {
-	ref := plumbing.NewTagReferenceName(name)
-	t, err := r.repo.Storer.Reference(ref)
-	if err != nil {
-		return fmt.Errorf("tag %s: not in the work tree: %w", name, err)
+	h, ok := r.tags[name]
+	if !ok {
+		return fmt.Errorf("tag %s: not in the work tree (create it with git-tag)", name)
 	}
-	err = r.sendPack(ctx, ref, t.Hash(), func(old plumbing.Hash) error {
+	t, err := object.GetTag(r.store, h)
+	if err != nil {
+		return fmt.Errorf("tag %s: %w", name, err)
+	}
+	objs := memory.NewStorage()
+	if err := r.mirror.copyMissing(r.store, &objs.ObjectStorage, t.Target); err != nil {
+		return err
+	}
+	if !r.mirror.store.has(h) {
+		o, err := r.store.EncodedObject(plumbing.TagObject, h)
+		if err != nil {
+			return fmt.Errorf("tag %s: %w", name, err)
+		}
+		if _, err := objs.SetEncodedObject(o); err != nil {
+			return err
+		}
+	}
+	ref := plumbing.NewTagReferenceName(name)
+	err = r.mirror.sendPack(ctx, ref, h, &objs.ObjectStorage, plumbing.ZeroHash, func(old plumbing.Hash) error {
 		if !old.IsZero() {
 			return fmt.Errorf("%w on the remote at %s: %s", ErrTagExists, old, name)
 		}
@@ -335,32 +502,21 @@ func (r *Repo) PushTag(ctx context.Context, name string) error {
 		err = nil
 	}
 	if err != nil {
-		return fmt.Errorf("push tag %s: %w", name, scrub(err, r.auth))
+		return fmt.Errorf("push tag %s: %w", name, scrub(err, r.mirror.auth))
 	}
 	return nil
 }
 
-// IsRace reports whether a push error means the remote branch moved on:
-// go-git reports it as plain text, "non-fast-forward update" from a full
-// history and "object not found" from a shallow one.
-func IsRace(err error) bool {
-	if err == nil {
-		return false
-	}
-	msg := err.Error()
-	for _, s := range []string{"non-fast-forward", "object not found", "fetch first", "stale info", "failed to update ref", "cannot lock ref"} {
-		if strings.Contains(msg, s) {
-			return true
-		}
-	}
-	return false
-}
-
-// Push pushes HEAD to target. When the remote branch moved on since the
-// checkout it re-fetches, re-applies the local commits on the new tip and
-// tries again, up to attempts times. A HEAD the remote already has (a push
-// that landed before a crash) is not pushed again. It returns the commit
-// the remote branch holds.
+// Push puts HEAD's commits on the remote branch target. Pushes to one
+// branch of one mirror queue up and go out together: each promotion's
+// commits are replayed onto the branch's tip as it is then (a three-way
+// merge, file by file), so promotions that change different lines never
+// fail for having run at once. When the remote branch moved for another
+// reason the queue fetches it, replays again and retries, up to attempts
+// times with a random pause. Commits the remote already holds (a push
+// that landed before a crash) are not pushed again, and a replay that
+// changes nothing adds no commit. A conflict wraps ErrConflict. Push
+// returns the commit holding the promotion's changes on the remote.
 func (r *Repo) Push(ctx context.Context, target string, force bool, attempts int) (plumbing.Hash, error) {
 	if target == "" {
 		target = r.branch
@@ -368,245 +524,37 @@ func (r *Repo) Push(ctx context.Context, target string, force bool, attempts int
 	if target == "" {
 		return plumbing.ZeroHash, errors.New("no branch to push: HEAD is detached and no targetBranch is set")
 	}
-	head := r.Head()
-	if head.IsZero() {
+	if r.head.IsZero() {
 		return plumbing.ZeroHash, errors.New("nothing to push: the branch has no commit")
 	}
-	for attempt := 1; ; attempt++ {
-		err := r.push(ctx, target, force)
-		if err == nil || errors.Is(err, git.NoErrAlreadyUpToDate) {
-			return r.Head(), nil
-		}
-		if !IsRace(err) || attempt >= attempts {
-			return plumbing.ZeroHash, fmt.Errorf("push to %s: %w", target, scrub(err, r.auth))
-		}
-		if err := r.mirror.Fetch(ctx, r.auth); err != nil {
-			return plumbing.ZeroHash, err
-		}
-		tip, err := r.mirror.Ref(plumbing.NewBranchReferenceName(target))
+	req := &pushRequest{ctx: ctx, store: r.store, base: r.base, head: r.head, force: force, attempts: max(attempts, 1), done: make(chan pushResult, 1)}
+	r.mirror.queue(target).submit(req)
+	var res pushResult
+	select {
+	case res = <-req.done:
+	case <-ctx.Done():
+		return plumbing.ZeroHash, ctx.Err()
+	}
+	if res.err != nil {
+		return plumbing.ZeroHash, fmt.Errorf("push to %s: %w", target, scrub(res.err, r.mirror.auth))
+	}
+	if target == r.branch && res.commit != r.head {
+		// The work tree follows the replayed commit.
+		from, err := commitTree(r.store, r.head)
 		if err != nil {
 			return plumbing.ZeroHash, err
 		}
-		if tip.IsZero() {
-			continue
-		}
-		landed, err := r.contains(tip, r.Head())
+		to, err := commitTree(r.store, res.commit)
 		if err != nil {
 			return plumbing.ZeroHash, err
 		}
-		if landed {
-			return tip, nil // pushed before, e.g. by this promotion before a crash
+		if err := r.wt.update(r.store, from, to); err != nil {
+			return plumbing.ZeroHash, fmt.Errorf("update the work tree: %w", err)
 		}
-		if err := r.rebase(tip); err != nil {
-			return plumbing.ZeroHash, err
-		}
-		select {
-		case <-ctx.Done():
-			return plumbing.ZeroHash, ctx.Err()
-		case <-time.After(time.Duration(attempt*attempt) * 20 * time.Millisecond):
-		}
-	}
-}
-
-func (r *Repo) push(ctx context.Context, target string, force bool) error {
-	dst := plumbing.NewBranchReferenceName(target)
-	head := r.Head()
-	err := r.sendPack(ctx, dst, head, func(old plumbing.Hash) error {
-		switch {
-		case force, old.IsZero():
-			return nil
-		case target == r.branch && old == r.base:
-			return nil
-		}
-		// The remote branch moved (or is another branch): only a commit
-		// that descends from it is a fast-forward.
-		if ok, err := r.contains(head, old); err == nil && ok {
-			return nil
-		}
-		return fmt.Errorf("non-fast-forward update: %s", dst)
-	})
-	if errors.Is(err, errUpToDate) {
-		return nil
-	}
-	if err != nil {
-		return err
+		r.head = res.commit
 	}
 	if target == r.branch {
-		r.base = head
+		r.base = r.head
 	}
-	return nil
+	return res.commit, nil
 }
-
-// contains reports whether commit is tip or one of its recent ancestors.
-func (r *Repo) contains(tip, commit plumbing.Hash) (bool, error) {
-	if tip == commit {
-		return true, nil
-	}
-	c, err := object.GetCommit(r.repo.Storer, tip)
-	if err != nil {
-		return false, err
-	}
-	const maxWalk = 1000
-	n := 0
-	found := false
-	err = object.NewCommitPreorderIter(c, nil, nil).ForEach(func(c *object.Commit) error {
-		n++
-		if c.Hash == commit {
-			found = true
-			return storer.ErrStop
-		}
-		if n >= maxWalk {
-			return storer.ErrStop
-		}
-		return nil
-	})
-	return found, err
-}
-
-// rebase re-applies the local commits (base..HEAD, first parents) on tip,
-// file by file: a file the remote changed as well is a conflict unless both
-// sides agree.
-func (r *Repo) rebase(tip plumbing.Hash) error {
-	st := r.repo.Storer
-	var local []*object.Commit
-	for h := r.Head(); !h.IsZero() && h != r.base; {
-		c, err := object.GetCommit(st, h)
-		if err != nil {
-			return err
-		}
-		local = append(local, c)
-		if c.NumParents() == 0 {
-			break
-		}
-		h = c.ParentHashes[0]
-	}
-	tipCommit, err := object.GetCommit(st, tip)
-	if err != nil {
-		return err
-	}
-	tipTree, err := tipCommit.Tree()
-	if err != nil {
-		return err
-	}
-	wt, err := r.repo.Worktree()
-	if err != nil {
-		return err
-	}
-	ref := plumbing.NewBranchReferenceName(r.branch)
-	if err := st.SetReference(plumbing.NewHashReference(ref, tip)); err != nil {
-		return err
-	}
-	if err := st.SetReference(plumbing.NewHashReference(plumbing.NewRemoteReferenceName("origin", r.branch), tip)); err != nil {
-		return err
-	}
-	if err := wt.Reset(&git.ResetOptions{Commit: tip, Mode: git.HardReset}); err != nil {
-		return err
-	}
-	r.base = tip
-	for i := len(local) - 1; i >= 0; i-- {
-		c := local[i]
-		if err := r.apply(c, tipTree); err != nil {
-			return err
-		}
-		sig := c.Author
-		committer := c.Committer
-		if _, err := wt.Commit(c.Message, &git.CommitOptions{Author: &sig, Committer: &committer, AllowEmptyCommits: true}); err != nil {
-			return fmt.Errorf("re-apply %s: %w", c.Hash, err)
-		}
-	}
-	return nil
-}
-
-// apply writes the changes c made to its parent into the work tree.
-func (r *Repo) apply(c *object.Commit, upstream *object.Tree) error {
-	tree, err := c.Tree()
-	if err != nil {
-		return err
-	}
-	var parentTree *object.Tree
-	if c.NumParents() > 0 {
-		p, err := c.Parent(0)
-		if err != nil {
-			return err
-		}
-		if parentTree, err = p.Tree(); err != nil {
-			return err
-		}
-	} else {
-		parentTree = &object.Tree{}
-	}
-	changes, err := object.DiffTree(parentTree, tree)
-	if err != nil {
-		return err
-	}
-	wt, err := r.repo.Worktree()
-	if err != nil {
-		return err
-	}
-	for _, ch := range changes {
-		path := ch.To.Name
-		if path == "" {
-			path = ch.From.Name
-		}
-		cur, err := upstream.FindEntry(path)
-		var curHash plumbing.Hash
-		if err == nil {
-			curHash = cur.Hash
-		}
-		if curHash != ch.From.TreeEntry.Hash && curHash != ch.To.TreeEntry.Hash {
-			return fmt.Errorf("%w: %s changed on the remote as well", ErrConflict, path)
-		}
-		full := filepath.Join(r.Dir, filepath.FromSlash(path))
-		if ch.To.Name == "" {
-			if err := os.Remove(full); err != nil && !os.IsNotExist(err) {
-				return err
-			}
-			if _, err := wt.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-				_ = err // already gone from the index
-			}
-			continue
-		}
-		f, err := tree.File(path)
-		if err != nil {
-			return err
-		}
-		rd, err := f.Reader()
-		if err != nil {
-			return err
-		}
-		if err := os.MkdirAll(filepath.Dir(full), 0o750); err != nil {
-			_ = rd.Close()
-			return err
-		}
-		mode, _ := f.Mode.ToOSFileMode()
-		out, err := os.OpenFile(full, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode.Perm())
-		if err != nil {
-			_ = rd.Close()
-			return err
-		}
-		_, err = io.Copy(out, rd)
-		_ = rd.Close()
-		if cerr := out.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return err
-		}
-		if _, err := wt.Add(path); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// redacted hides a secret in an error's text.
-type redacted struct {
-	err    error
-	secret string
-}
-
-func (e redacted) Error() string {
-	return strings.ReplaceAll(e.err.Error(), e.secret, "***")
-}
-
-func (e redacted) Unwrap() error { return e.err }

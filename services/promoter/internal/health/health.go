@@ -105,7 +105,10 @@ func (k *Keeper) assess(ctx context.Context, project, stage, promotion string, c
 		s.Health = &h
 		return s, nil
 	})
-	if err != nil || (!changed && !fresh) {
+	// The first verdict on a stage is announced by the assessment that
+	// follows its promotion (fresh), even when a periodic check got there
+	// first: one event, not two.
+	if err != nil || (!changed && !fresh) || (!fresh && prev == "") {
 		return err
 	}
 	ev := events.StageHealthChanged{Stage: stage, Health: string(h.Status), Previous: string(prev), Message: strings.Join(h.Issues, "; ")}

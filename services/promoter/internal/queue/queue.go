@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caravan-cd/caravan/pkg/lease"
 	"github.com/caravan-cd/caravan/pkg/state"
 )
 
@@ -52,9 +53,9 @@ type Record struct {
 	Pending []Entry `json:"pending,omitempty"`
 	// Running is the promotion being run (or to resume), if any.
 	Running *Entry `json:"running,omitempty"`
-	// Holder is the replica working the stage until Expires.
-	Holder  string    `json:"holder,omitempty"`
-	Expires time.Time `json:"expires,omitzero"`
+	// Lease is the replica working the stage: its token fences the
+	// writes of the promotions it runs.
+	lease.Lease
 	// Blocked says why the next promotion waits with no holder (the stage
 	// is verifying); StageVerified lifts it.
 	Blocked string `json:"blocked,omitempty"`
@@ -67,12 +68,6 @@ type Record struct {
 
 // Active reports whether the stage has work: a running or pending promotion.
 func (r *Record) Active() bool { return r.Running != nil || len(r.Pending) > 0 }
-
-// Free reports whether replica id may take the stage at now: nobody holds
-// it, the lease expired, or id holds it already.
-func (r *Record) Free(id string, now time.Time) bool {
-	return r.Holder == "" || r.Holder == id || !now.Before(r.Expires)
-}
 
 // Has reports whether the promotion is queued or running.
 func (r *Record) Has(name string) bool {
@@ -123,12 +118,18 @@ func (r *Record) Remove(name string) bool {
 // AbortRequested reports whether the running promotion name is to abort.
 func (r *Record) AbortRequested(name string) bool { return slices.Contains(r.Abort, name) }
 
-// ErrNotHolder: the replica no longer holds the stage.
-var ErrNotHolder = errors.New("stage lease lost")
+// ErrNotHolder: the replica no longer holds the stage (lease.ErrLost).
+var ErrNotHolder = lease.ErrLost
 
 // Update changes a stage's record with state.Update.
 func Update(ctx context.Context, kv state.KV, project, stage string, fn func(r *Record, exists bool) error) (Record, error) {
-	r, _, err := state.Update(ctx, kv, Key(project, stage), func(cur Record, exists bool) (Record, error) {
+	return UpdateRev(ctx, kv, project, stage, func(r *Record, rev uint64) error { return fn(r, rev > 0) })
+}
+
+// UpdateRev is Update with the record's revision (0: absent), to take its
+// lease (lease.Lease.Take).
+func UpdateRev(ctx context.Context, kv state.KV, project, stage string, fn func(r *Record, rev uint64) error) (Record, error) {
+	r, _, err := state.UpdateRev(ctx, kv, Key(project, stage), func(cur Record, rev uint64) (Record, error) {
 		next := cur
 		next.Pending = slices.Clone(cur.Pending)
 		next.Abort = slices.Clone(cur.Abort)
@@ -136,7 +137,7 @@ func Update(ctx context.Context, kv state.KV, project, stage string, fn func(r *
 			e := *cur.Running
 			next.Running = &e
 		}
-		if err := fn(&next, exists); err != nil {
+		if err := fn(&next, rev); err != nil {
 			return cur, err
 		}
 		return next, nil

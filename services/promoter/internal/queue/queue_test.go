@@ -31,13 +31,6 @@ func TestRecord(t *testing.T) {
 	if !r.AbortRequested("z") || !r.Remove("z") || r.Running != nil || len(r.Abort) != 0 || r.Remove("z") {
 		t.Fatalf("Remove: %+v", r)
 	}
-	if !r.Free("me", t0) {
-		t.Fatal("unheld record is not free")
-	}
-	r.Holder, r.Expires = "other", t0.Add(time.Second)
-	if r.Free("me", t0) || !r.Free("me", t0.Add(time.Second)) || !r.Free("other", t0) {
-		t.Fatal("Free ignores the lease")
-	}
 	p, s, ok := Parse(Key("proj", "stage.one"))
 	if !ok || p != "proj" || s != "stage.one" {
 		t.Fatalf("Parse = %q %q %v", p, s, ok)

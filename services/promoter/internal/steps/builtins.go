@@ -52,14 +52,14 @@ func builtins() []Definition {
 			Name: "git-open-pr", Step: Typed[openPRConfig](gitOpenPR), Outputs: []string{"pr"},
 			Differences: map[string]model.StepDifference{"insecureSkipTLSVerify": refused(noTLSSkip)},
 		},
-		{Name: "git-push", Step: Typed[pushConfig](gitPush), Outputs: []string{"branch", "commit", "commitURL"}},
+		{Name: "git-push", Step: Typed[pushConfig](gitPush), Outputs: []string{"branch", "commit", "commitURL", "repoURL"}},
 		{Name: "git-tag", Step: Typed[gitTagConfig](gitTag), Replay: true, Outputs: []string{"tag", "commit"}},
 		{
 			Name: "git-wait-for-pr", Step: Typed[waitPRConfig](gitWaitForPR), WaitsForPullRequest: true, Outputs: []string{"commit", "pr"},
 			Differences: map[string]model.StepDifference{"insecureSkipTLSVerify": refused(noTLSSkip)},
 		},
 		{
-			Name: "github-push", Step: Typed[githubPushConfig](githubPush), Outputs: []string{"branch", "commit", "commitURL"},
+			Name: "github-push", Step: Typed[githubPushConfig](githubPush), Outputs: []string{"branch", "commit", "commitURL", "repoURL"},
 			Differences: map[string]model.StepDifference{"insecureSkipTLSVerify": refused(noTLSSkip)},
 		},
 		{Name: "helm-template", Step: Typed[helmTemplateConfig](helmTemplate), Replay: true},
@@ -67,14 +67,10 @@ func builtins() []Definition {
 		{
 			Name: "http", Step: Typed[httpConfig](httpStep),
 			Differences: map[string]model.StepDifference{
-				"insecureSkipTLSVerify": refused(noTLSSkip),
-				"proxy":                 refused("requests leave through Caravan's egress policy; a proxy per step is not supported"),
+				"proxy": refused("requests leave through Caravan's egress policy; a proxy per step is not supported"),
 			},
 		},
-		{
-			Name: "http-download", Step: Typed[httpDownloadConfig](httpDownload),
-			Differences: map[string]model.StepDifference{"insecureSkipTLSVerify": refused(noTLSSkip)},
-		},
+		{Name: "http-download", Step: Typed[httpDownloadConfig](httpDownload)},
 		{Name: "json-parse", Step: Typed[parseConfig](jsonParse)},
 		{Name: "json-update", Step: Typed[updateConfig](jsonUpdate), Replay: true, Outputs: []string{"commitMessage"}},
 		{
@@ -85,14 +81,8 @@ func builtins() []Definition {
 			},
 		},
 		{Name: "kustomize-set-image", Step: Typed[kustomizeSetImageConfig](kustomizeSetImage), Replay: true, Outputs: []string{"commitMessage"}},
-		{
-			Name: "oci-download", Step: Typed[ociDownloadConfig](ociDownload),
-			Differences: map[string]model.StepDifference{"insecureSkipTLSVerify": refused(noTLSSkip)},
-		},
-		{
-			Name: "oci-push", Step: Typed[ociPushConfig](ociPush), Outputs: []string{"image", "digest", "tag"},
-			Differences: map[string]model.StepDifference{"insecureSkipTLSVerify": refused(noTLSSkip)},
-		},
+		{Name: "oci-download", Step: Typed[ociDownloadConfig](ociDownload)},
+		{Name: "oci-push", Step: Typed[ociPushConfig](ociPush), Outputs: []string{"image", "digest", "tag"}},
 		{Name: "set-freight-alias", Step: Typed[setFreightAliasConfig](setFreightAlias)},
 		{Name: "set-metadata", Step: Typed[setMetadataConfig](setMetadata)},
 		{Name: "tar", Step: Typed[tarConfig](tarStep), Replay: true},

@@ -25,12 +25,15 @@ type origin struct {
 type checkout struct {
 	// As is the key of the checkout's commit in the `commits` output; the
 	// path when empty.
-	As     string   `json:"as"`
-	Branch string   `json:"branch"`
-	Create bool     `json:"create"`
-	Commit string   `json:"commit"`
-	Tag    string   `json:"tag"`
-	Path   string   `json:"path" step:"required"`
+	As     string `json:"as"`
+	Branch string `json:"branch"`
+	Create bool   `json:"create"`
+	Commit string `json:"commit"`
+	Tag    string `json:"tag"`
+	Path   string `json:"path" step:"required"`
+	// Sparse limits the checkout to these directories (Kargo's sparse
+	// checkout): files elsewhere are not written and stay as they are in
+	// commits.
 	Sparse []string `json:"sparse"`
 	// FromFreight and FromOrigin (Caravan's, as Kargo's before it had
 	// expressions) check out the commit of repoURL the freight holds.
@@ -59,11 +62,14 @@ func gitClone(ctx context.Context, sc *Context, cfg *gitCloneConfig) (Result, er
 	if len(cfg.Checkout) == 0 {
 		return Result{}, Terminal(errors.New("checkout: at least one is required"))
 	}
+	if err := model.CheckRepoURL(model.RepoGit, cfg.RepoURL); err != nil {
+		return Result{}, Terminal(fmt.Errorf("repoURL: %w", err))
+	}
 	auth, err := sc.Credentials(ctx, sc.Project, cfg.RepoURL)
 	if err != nil {
 		return Result{}, err
 	}
-	mirror, err := sc.Git.Sync(ctx, cfg.RepoURL, auth)
+	mirror, err := sc.Git.Sync(ctx, sc.Project, cfg.RepoURL, auth)
 	if err != nil {
 		return Result{}, err
 	}
@@ -94,7 +100,7 @@ func gitClone(ctx context.Context, sc *Context, cfg *gitCloneConfig) (Result, er
 			return Result{}, fsError(fmt.Errorf("checkout[%d]: %w", i, err))
 		}
 		opts := gitmirror.CheckoutOptions{Branch: co.Branch, Create: co.Create, Commit: co.Commit, Tag: co.Tag,
-			Sparse: co.Sparse, Submodules: cfg.RecurseSubmodules}
+			Sparse: co.Sparse, Submodules: cfg.RecurseSubmodules, SubmoduleAuth: sc.submoduleAuth}
 		if co.FromFreight && opts.Commit == "" {
 			c, ok := commitFromFreight(sc.Freight, cfg.RepoURL, co)
 			if !ok {
@@ -112,15 +118,30 @@ func gitClone(ctx context.Context, sc *Context, cfg *gitCloneConfig) (Result, er
 			}
 		}
 		// rel has no symbolic links and the work tree is written through
-		// a file system bound to it.
-		repo, err := mirror.Checkout(filepath.Join(d.Path(), rel), auth, opts)
+		// an os.Root at it.
+		repo, err := mirror.Checkout(ctx, filepath.Join(d.Path(), rel), opts)
 		if err != nil {
+			if ctx.Err() != nil {
+				return Result{}, err
+			}
 			return Result{}, Terminal(fmt.Errorf("checkout[%d]: %w", i, err))
+		}
+		if old, ok := sc.Workspace.Repos[rel]; ok {
+			old.Close()
 		}
 		sc.Workspace.Repos[rel] = &WorkTree{Repo: repo, Author: cfg.Author}
 		done[co.key()] = repo.Head().String()
 	}
 	return Result{Output: map[string]any{"commits": done}}, nil
+}
+
+// submoduleAuth applies the repository URL policy to a submodule's URL
+// and returns the project's credentials for it.
+func (sc *Context) submoduleAuth(ctx context.Context, repoURL string) (*gitmirror.Auth, error) {
+	if err := model.CheckRepoURL(model.RepoGit, repoURL); err != nil {
+		return nil, err
+	}
+	return sc.Credentials(ctx, sc.Project, repoURL)
 }
 
 func commitFromFreight(freight []model.FreightReference, repoURL string, co checkout) (model.GitCommit, bool) {
@@ -290,6 +311,9 @@ func gitPush(ctx context.Context, sc *Context, cfg *pushConfig) (Result, error) 
 		return Result{}, err
 	}
 	out["branch"] = target
+	// repoURL (a Caravan addition) tells readers of the promotion which
+	// repository the commit went to: the gateway's diff route needs it.
+	out["repoURL"] = repo.URL
 	return Result{Output: withCommit(out, h.String(), repo.URL, cfg.Provider)}, nil
 }
 

@@ -18,7 +18,7 @@ import (
 func gitContext(t *testing.T) *Context {
 	t.Helper()
 	sc := newContext(t, nil)
-	m, err := gitmirror.NewManager(t.TempDir())
+	m, err := gitmirror.NewManager(t.TempDir(), gitmirror.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

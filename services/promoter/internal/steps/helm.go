@@ -417,6 +417,11 @@ func helmUpdateChart(_ context.Context, sc *Context, cfg *helmUpdateChartConfig)
 	}
 	var lines []string
 	for i, c := range cfg.Charts {
+		if model.IsLocalChartDependency(c.Repository) {
+			// A subchart in the work dir: checked with the chart's tree below.
+		} else if err := model.CheckRepoURL(model.RepoChart, c.Repository); err != nil {
+			return Result{}, Terminal(fmt.Errorf("charts[%d].repository: %w", i, err))
+		}
 		version := c.Version
 		if version == "" {
 			v, ok := chartFromFreight(sc.Freight, c.Repository, c.Name)
@@ -476,10 +481,13 @@ func (sc *Context) updateDependencies(path string, build bool) error {
 	m := &downloader.Manager{
 		Out:              io.Discard,
 		ChartPath:        dir,
-		Getters:          getter.All(settings),
+		Getters:          getter.All(settings, getter.WithTransport(sc.Egress.Transport(false))),
 		RepositoryConfig: settings.RepositoryConfig,
 		RepositoryCache:  settings.RepositoryCache,
-		SkipUpdate:       true,
+		// The repositories' indexes are fetched into the fresh cache above
+		// (through the egress policy): without them no http(s) dependency
+		// resolves.
+		SkipUpdate: false,
 	}
 	if build {
 		err = m.Build()

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caravan-cd/caravan/pkg/egress"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"go.yaml.in/yaml/v3"
 )
@@ -44,15 +45,23 @@ type httpConfig struct {
 		Name           string `json:"name" step:"required"`
 		FromExpression string `json:"fromExpression" step:"required"`
 	} `json:"outputs"`
+	InsecureSkipTLSVerify bool `json:"insecureSkipTLSVerify"`
 }
 
 // maxResponse bounds the response body the http step reads.
 const maxResponse = 2 << 20
 
+// defaultDownloadTimeout bounds an http-download without a timeout
+// (Kargo's default).
+const defaultDownloadTimeout = 5 * time.Minute
+
 func (c *httpConfig) request(ctx context.Context) (*http.Request, error) {
+	if err := model.CheckHTTPURL(c.URL); err != nil {
+		return nil, Terminal(fmt.Errorf("url: %w", err))
+	}
 	u, err := url.Parse(c.URL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
-		return nil, Terminal(fmt.Errorf("url %q is not an http(s) URL", c.URL))
+	if err != nil {
+		return nil, Terminal(fmt.Errorf("url %q: %w", c.URL, err))
 	}
 	q := u.Query()
 	for _, p := range c.QueryParams {
@@ -77,11 +86,24 @@ func (c *httpConfig) request(ctx context.Context) (*http.Request, error) {
 	return req, nil
 }
 
-func (sc *Context) client() *http.Client {
-	if sc.HTTP != nil {
-		return sc.HTTP
+// client is the egress policy's client (pull request APIs).
+func (sc *Context) client() *http.Client { return sc.Egress.Client(false) }
+
+// send sends req through the egress policy's client. A refused address
+// and a response over the size limit are terminal: retrying cannot help.
+func (sc *Context) send(req *http.Request, insecure bool) (*http.Response, error) {
+	resp, err := sc.Egress.Client(insecure).Do(req)
+	if err != nil {
+		return nil, egressError(err)
 	}
-	return http.DefaultClient
+	return resp, nil
+}
+
+func egressError(err error) error {
+	if errors.Is(err, egress.ErrRefused) || errors.Is(err, egress.ErrTooLarge) {
+		return Terminal(err)
+	}
+	return err
 }
 
 // httpStep sends a request and judges the response with
@@ -110,14 +132,17 @@ func httpStep(ctx context.Context, sc *Context, cfg *httpConfig) (Result, error)
 	}
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	resp, err := sc.client().Do(req.WithContext(rctx))
+	resp, err := sc.send(req.WithContext(rctx), cfg.InsecureSkipTLSVerify)
 	if err != nil {
 		return Result{}, fmt.Errorf("http %s: %w", req.URL.Redacted(), err)
 	}
 	defer func() { _ = resp.Body.Close() }()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
 	if err != nil {
-		return Result{}, fmt.Errorf("read response: %w", err)
+		return Result{}, fmt.Errorf("read response: %w", egressError(err))
+	}
+	if len(raw) > maxResponse {
+		return Result{}, Terminal(fmt.Errorf("http %s: response body larger than %d bytes, the most the http step reads", req.URL.Redacted(), maxResponse))
 	}
 	body, err := parseBody(raw, cfg.ResponseContentType, resp.Header.Get("Content-Type"))
 	if err != nil {
@@ -229,8 +254,10 @@ type httpDownloadConfig struct {
 	Headers        []nameValue `json:"headers"`
 	QueryParams    []nameValue `json:"queryParams"`
 	AllowOverwrite bool        `json:"allowOverwrite"`
-	// Timeout bounds the whole download; none when empty.
-	Timeout model.Duration `json:"timeout"`
+	// Timeout bounds the whole download; 5 minutes when empty, as
+	// Kargo's.
+	Timeout               model.Duration `json:"timeout"`
+	InsecureSkipTLSVerify bool           `json:"insecureSkipTLSVerify"`
 }
 
 // httpDownload writes a URL's content to outPath.
@@ -238,17 +265,20 @@ func httpDownload(ctx context.Context, sc *Context, cfg *httpDownloadConfig) (Re
 	if err := sc.newPath(cfg.OutPath, cfg.AllowOverwrite); err != nil {
 		return Result{}, err
 	}
-	if cfg.Timeout.Duration > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, cfg.Timeout.Duration)
-		defer cancel()
-	}
 	hc := httpConfig{URL: cfg.URL, Headers: cfg.Headers, QueryParams: cfg.QueryParams}
 	req, err := hc.request(ctx)
 	if err != nil {
 		return Result{}, err
 	}
-	resp, err := sc.client().Do(req)
+	// The egress policy bounds time and size too (CARAVAN_EGRESS_TIMEOUT,
+	// CARAVAN_EGRESS_MAX_BYTES); the step's timeout can only shorten it.
+	timeout := cfg.Timeout.Duration
+	if timeout <= 0 {
+		timeout = defaultDownloadTimeout
+	}
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	resp, err := sc.send(req.WithContext(rctx), cfg.InsecureSkipTLSVerify)
 	if err != nil {
 		return Result{}, fmt.Errorf("download %s: %w", req.URL.Redacted(), err)
 	}
@@ -262,7 +292,8 @@ func httpDownload(ctx context.Context, sc *Context, cfg *httpDownloadConfig) (Re
 	}
 	if _, err := io.Copy(f, resp.Body); err != nil {
 		_ = f.Close()
-		return Result{}, err
+		_ = sc.Workspace.Dir.RemoveAll(cfg.OutPath) // no partial file
+		return Result{}, fmt.Errorf("download %s: %w", req.URL.Redacted(), egressError(err))
 	}
 	return Result{}, f.Close()
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caravan-cd/caravan/pkg/egress"
 	"github.com/caravan-cd/caravan/pkg/model"
 )
 
@@ -115,6 +116,7 @@ func TestHTTPStep(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			sc := newContext(t, tt.config)
+			sc.Egress = allowLoopback(t, egress.Config{})
 			write(t, sc, "payload.json", "{\"app\": \"web\"}\n")
 			res, err := run(t, "http", sc)
 			if tt.wantErr != "" {
@@ -143,6 +145,7 @@ func TestHTTPDownload(t *testing.T) {
 	srv := httpService(t)
 	sc := newContext(t, map[string]any{"url": srv.URL + "/file", "outPath": "dl/artifact.txt",
 		"queryParams": []any{map[string]any{"name": "v", "value": "1.2"}}})
+	sc.Egress = allowLoopback(t, egress.Config{})
 	if _, err := run(t, "http-download", sc); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/caravan-cd/caravan/pkg/model"
 )
 
 type ociPushConfig struct {
@@ -17,19 +19,24 @@ type ociPushConfig struct {
 	DestRef string `json:"destRef" step:"required"`
 	// Annotations are set on the pushed manifest; a key prefixed
 	// "index:" goes on an index, "manifest:" (or no prefix) on an image.
-	Annotations map[string]string `json:"annotations"`
+	Annotations           map[string]string `json:"annotations"`
+	InsecureSkipTLSVerify bool              `json:"insecureSkipTLSVerify"`
 }
 
 type ociDownloadConfig struct {
-	ImageRef       string `json:"imageRef" step:"required"`
-	OutPath        string `json:"outPath" step:"required"`
-	MediaType      string `json:"mediaType"`
-	AllowOverwrite bool   `json:"allowOverwrite"`
+	ImageRef              string `json:"imageRef" step:"required"`
+	OutPath               string `json:"outPath" step:"required"`
+	MediaType             string `json:"mediaType"`
+	AllowOverwrite        bool   `json:"allowOverwrite"`
+	InsecureSkipTLSVerify bool   `json:"insecureSkipTLSVerify"`
 }
 
 // parseRef reads an image reference, with or without an oci:// prefix.
 // Plain http is used for loopback registries.
 func parseRef(ref string) (name.Reference, error) {
+	if err := model.CheckRepoURL(model.RepoImage, ref); err != nil {
+		return nil, Terminal(err)
+	}
 	ref = strings.TrimPrefix(ref, "oci://")
 	var opts []name.Option
 	host, _, _ := strings.Cut(ref, "/")
@@ -43,9 +50,14 @@ func parseRef(ref string) (name.Reference, error) {
 	return r, nil
 }
 
+// ociOptions send registry requests through the egress policy.
+func (sc *Context) ociOptions(ctx context.Context, insecure bool) []remote.Option {
+	return []remote.Option{remote.WithContext(ctx), remote.WithTransport(sc.Egress.Transport(insecure))}
+}
+
 // ociPush copies an image or index from srcRef to destRef, with
 // annotations added. Outputs: image (destRef@digest), digest, tag.
-func ociPush(ctx context.Context, _ *Context, cfg *ociPushConfig) (Result, error) {
+func ociPush(ctx context.Context, sc *Context, cfg *ociPushConfig) (Result, error) {
 	index, manifest := map[string]string{}, map[string]string{}
 	for k, v := range cfg.Annotations {
 		switch {
@@ -63,7 +75,8 @@ func ociPush(ctx context.Context, _ *Context, cfg *ociPushConfig) (Result, error
 	if err != nil {
 		return Result{}, err
 	}
-	desc, err := remote.Get(src, remote.WithContext(ctx))
+	opts := sc.ociOptions(ctx, cfg.InsecureSkipTLSVerify)
+	desc, err := remote.Get(src, opts...)
 	if err != nil {
 		return Result{}, fmt.Errorf("get %s: %w", src, err)
 	}
@@ -82,7 +95,7 @@ func ociPush(ctx context.Context, _ *Context, cfg *ociPushConfig) (Result, error
 		if digest, err = idx.Digest(); err != nil {
 			return Result{}, err
 		}
-		if err := remote.WriteIndex(dst, idx, remote.WithContext(ctx)); err != nil {
+		if err := remote.WriteIndex(dst, idx, opts...); err != nil {
 			return Result{}, fmt.Errorf("push %s: %w", dst, err)
 		}
 	} else {
@@ -96,7 +109,7 @@ func ociPush(ctx context.Context, _ *Context, cfg *ociPushConfig) (Result, error
 		if digest, err = img.Digest(); err != nil {
 			return Result{}, err
 		}
-		if err := remote.Write(dst, img, remote.WithContext(ctx)); err != nil {
+		if err := remote.Write(dst, img, opts...); err != nil {
 			return Result{}, fmt.Errorf("push %s: %w", dst, err)
 		}
 	}
@@ -120,7 +133,7 @@ func ociDownload(ctx context.Context, sc *Context, cfg *ociDownloadConfig) (Resu
 	if err != nil {
 		return Result{}, err
 	}
-	img, err := remote.Image(ref, remote.WithContext(ctx))
+	img, err := remote.Image(ref, sc.ociOptions(ctx, cfg.InsecureSkipTLSVerify)...)
 	if err != nil {
 		return Result{}, fmt.Errorf("get %s: %w", ref, err)
 	}
@@ -147,7 +160,8 @@ func ociDownload(ctx context.Context, sc *Context, cfg *ociDownloadConfig) (Resu
 		}
 		if _, err := io.Copy(f, rc); err != nil {
 			_ = f.Close()
-			return Result{}, err
+			_ = sc.Workspace.Dir.RemoveAll(cfg.OutPath) // no partial file
+			return Result{}, fmt.Errorf("download %s: %w", ref, egressError(err))
 		}
 		return Result{}, f.Close()
 	}

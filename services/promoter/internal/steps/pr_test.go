@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/caravan-cd/caravan/pkg/egress"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/services/promoter/internal/gitmirror"
 )
@@ -147,6 +148,7 @@ func TestPullRequestSteps(t *testing.T) {
 			t.Cleanup(srv.Close)
 			repoURL := srv.URL + "/acme/app.git"
 			sc := newContext(t, nil)
+			sc.Egress = allowLoopback(t, egress.Config{})
 			sc.Credentials = func(context.Context, string, string) (*gitmirror.Auth, error) {
 				return &gitmirror.Auth{Username: "x", Password: "tok-123"}, nil
 			}

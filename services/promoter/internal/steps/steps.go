@@ -11,12 +11,13 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"net/http"
+
 	"reflect"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/caravan-cd/caravan/pkg/egress"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/services/promoter/internal/gitmirror"
 	"github.com/caravan-cd/caravan/services/promoter/internal/workdir"
@@ -99,8 +100,15 @@ func NewWorkspace(dir string) (*Workspace, error) {
 	return &Workspace{Dir: d, Repos: map[string]*WorkTree{}}, nil
 }
 
-// Close releases the work dir.
-func (w *Workspace) Close() error { return w.Dir.Close() }
+// Close releases the work trees (their mirrors may then be evicted) and
+// the work dir.
+func (w *Workspace) Close() error {
+	for dir, r := range w.Repos {
+		r.Close()
+		delete(w.Repos, dir)
+	}
+	return w.Dir.Close()
+}
 
 // Services are the engine's shared parts steps use.
 type Services struct {
@@ -112,8 +120,10 @@ type Services struct {
 	Metadata MetadataWriter
 	// Aliases sets a freight's alias.
 	Aliases AliasWriter
-	HTTP    *http.Client
-	Logger  *slog.Logger
+	// Egress is the policy outbound requests pass (nil: the default
+	// policy).
+	Egress *egress.Policy
+	Logger *slog.Logger
 	// Applications reaches Argo CD Applications (nil: no Kubernetes API).
 	Applications Applications
 }

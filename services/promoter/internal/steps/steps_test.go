@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caravan-cd/caravan/pkg/egress"
 	"github.com/caravan-cd/caravan/pkg/expressions"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/testenv"
@@ -134,6 +135,7 @@ func TestOCIPushAndDownload(t *testing.T) {
 	reg := testenv.Registry(t)
 	digest := reg.PushImage(t, "team/app", "1.0.0")
 	sc := newContext(t, map[string]any{"srcRef": "oci://" + reg.Host() + "/team/app:1.0.0", "destRef": reg.Host() + "/team/app:prod"})
+	sc.Egress = allowLoopback(t, egress.Config{})
 	res, err := run(t, "oci-push", sc)
 	if err != nil {
 		t.Fatal(err)

@@ -37,6 +37,10 @@ type RunInfo struct {
 	Name      string
 	Namespace string
 	Labels    map[string]string
+	// Redact hides secret values in each measurement's value and message
+	// before anything (messages, summaries) is derived from them; nil
+	// hides nothing.
+	Redact func(string) string
 }
 
 // Value is what a provider measured.
@@ -75,7 +79,9 @@ type MetricResult struct {
 	ConsecutiveError   int           `json:"consecutiveError"`
 	ConsecutiveSuccess int           `json:"consecutiveSuccess"`
 	Measurements       []Measurement `json:"measurements,omitempty"`
-	taken              int
+	// Taken counts the measurements taken (errors included); a resumed
+	// run goes on with the next one.
+	Taken int `json:"taken,omitempty"`
 }
 
 // Result is the outcome of a run.
@@ -121,7 +127,9 @@ type Engine struct {
 // DefaultErrorRetryInterval is Argo Rollouts' wait after an error.
 const DefaultErrorRetryInterval = 10 * time.Second
 
-var errTerminated = errors.New("run terminating")
+// ErrTerminating is the cause a run cancels its other metrics' contexts
+// with once one metric decided the run (Argo's terminating run).
+var ErrTerminating = errors.New("run terminating")
 
 // Run runs spec until every metric is complete. Cancelling ctx with cause
 // ErrAborted aborts the run (phase Aborted); any other end of ctx returns
@@ -130,11 +138,49 @@ var errTerminated = errors.New("run terminating")
 // Inconclusive, the others stop and are assessed as Argo assesses a
 // terminating run.
 func (e *Engine) Run(ctx context.Context, run RunInfo, spec *Spec) (*Result, error) {
+	return e.Continue(ctx, run, spec, nil, nil)
+}
+
+// Continue is Run going on from prev, the progress of an interrupted run
+// of the same spec (nil: from the start): metrics already complete stay
+// as they are, the others keep their counters and measurements and take
+// their next measurement when it is due (at once when overdue). record,
+// when set, is called with a copy of the progress after every
+// measurement, so it can be saved as it is taken.
+func (e *Engine) Continue(ctx context.Context, run RunInfo, spec *Spec, prev *Result, record func(*Result)) (*Result, error) {
 	clock := e.Clock
 	if clock == nil {
 		clock = RealClock{}
 	}
 	res := &Result{StartedAt: clock.Now(), Metrics: make([]MetricResult, len(spec.Metrics))}
+	if prev != nil && !prev.StartedAt.IsZero() {
+		res.StartedAt = prev.StartedAt
+	}
+	var mu sync.Mutex // guards res.Metrics while metrics run
+	progress := func(i int, mr MetricResult) {
+		mu.Lock()
+		defer mu.Unlock()
+		res.Metrics[i] = mr
+		if record != nil {
+			snap := *res
+			snap.Metrics = make([]MetricResult, len(res.Metrics))
+			for j, m := range res.Metrics {
+				m.Measurements = append([]Measurement(nil), m.Measurements...)
+				snap.Metrics[j] = m
+			}
+			record(&snap)
+		}
+	}
+	for i := range spec.Metrics {
+		res.Metrics[i] = MetricResult{Name: spec.Metrics[i].Name, Template: spec.Metrics[i].Template, Phase: PhasePending, DryRun: spec.Metrics[i].DryRun}
+		if prev != nil {
+			for _, pm := range prev.Metrics {
+				if pm.Name == spec.Metrics[i].Name && pm.Template == spec.Metrics[i].Template {
+					res.Metrics[i] = pm
+				}
+			}
+		}
+	}
 	for i := range spec.Metrics {
 		m := &spec.Metrics[i]
 		if e.Providers[m.Provider] == nil {
@@ -149,13 +195,21 @@ func (e *Engine) Run(ctx context.Context, run RunInfo, spec *Spec) (*Result, err
 	var wg sync.WaitGroup
 	var once sync.Once
 	for i := range spec.Metrics {
+		mu.Lock()
+		from := res.Metrics[i]
+		mu.Unlock()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			mr := e.runMetric(mctx, clock, run, &spec.Metrics[i])
+			mr := from
+			if !from.Phase.Completed() {
+				mr = e.runMetric(mctx, clock, run, &spec.Metrics[i], from, func(mr MetricResult) { progress(i, mr) })
+			}
+			mu.Lock()
 			res.Metrics[i] = mr
+			mu.Unlock()
 			if !mr.DryRun && (mr.Phase == PhaseFailed || mr.Phase == PhaseError || mr.Phase == PhaseInconclusive) {
-				once.Do(func() { terminate(errTerminated) })
+				once.Do(func() { terminate(ErrTerminating) })
 			}
 		}()
 	}
@@ -205,23 +259,38 @@ func assessRun(metrics []MetricResult) (Phase, string) {
 	return phase, message
 }
 
-func (e *Engine) runMetric(ctx context.Context, clock Clock, run RunInfo, m *Metric) MetricResult {
-	r := MetricResult{Name: m.Name, Template: m.Template, Phase: PhasePending, DryRun: m.DryRun}
+// runMetric takes m's measurements from r's state on (a fresh MetricResult
+// or an interrupted run's), calling progress after each.
+func (e *Engine) runMetric(ctx context.Context, clock Clock, run RunInfo, m *Metric, r MetricResult, progress func(MetricResult)) MetricResult {
+	r.Name, r.Template, r.DryRun = m.Name, m.Template, m.DryRun
 	provider := e.Providers[m.Provider]
 	retry := e.ErrorRetryInterval
 	if retry <= 0 {
 		retry = DefaultErrorRetryInterval
 	}
 	next := clock.Now().Add(m.InitialDelay)
+	if n := len(r.Measurements); n > 0 {
+		// Resumed: the next measurement is due one interval after the
+		// last one (at once when that is past).
+		last := r.Measurements[n-1]
+		wait := m.Interval
+		if last.Phase == PhaseError && (wait == 0 || wait > retry) {
+			wait = retry
+		}
+		next = last.ScheduledAt.Add(wait)
+		if now := clock.Now(); next.Before(now) {
+			next = now
+		}
+	}
 	for {
 		if err := clock.Sleep(ctx, next.Sub(clock.Now())); err != nil {
 			break
 		}
-		r.taken++
+		r.Taken++
 		meas := Measurement{ScheduledAt: next, StartedAt: clock.Now()}
-		v, err := provider.Measure(ctx, Request{Metric: m, Index: r.taken, Run: run})
+		v, err := provider.Measure(ctx, Request{Metric: m, Index: r.Taken, Run: run})
 		if ctx.Err() != nil {
-			r.taken-- // cut short by the run ending: not a measurement
+			r.Taken-- // cut short by the run ending: not a measurement
 			break
 		}
 		meas.FinishedAt = clock.Now()
@@ -237,15 +306,20 @@ func (e *Engine) runMetric(ctx context.Context, clock Clock, run RunInfo, m *Met
 		}
 		if err != nil {
 			meas.Phase = PhaseError
-			meas.Message = fmt.Sprintf("template %q, metric %q, measurement %d: %v", m.Template, m.Name, r.taken, err)
+			meas.Message = fmt.Sprintf("template %q, metric %q, measurement %d: %v", m.Template, m.Name, r.Taken, err)
+		}
+		if run.Redact != nil {
+			meas.Value, meas.Message = run.Redact(meas.Value), run.Redact(meas.Message)
 		}
 		r.record(meas, m.Retention)
 		phase, reason := assessMetric(m, &r, false)
 		if phase.Completed() {
 			r.Phase, r.Message = phase, reason
+			progress(r)
 			return r
 		}
 		r.Phase = phase
+		progress(r)
 		wait := m.Interval
 		if meas.Phase == PhaseError && (wait == 0 || wait > retry) {
 			wait = retry
@@ -292,7 +366,7 @@ func (r *MetricResult) record(meas Measurement, retention int) {
 // consecutive successes, then the count; a terminating run ends a metric
 // still running as Successful.
 func assessMetric(m *Metric, r *MetricResult, terminating bool) (Phase, string) {
-	if r.taken == 0 {
+	if r.Taken == 0 {
 		if terminating {
 			return PhaseSuccessful, "the run ended before its first measurement"
 		}

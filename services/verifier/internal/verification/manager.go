@@ -5,13 +5,19 @@
 //
 // Every verification is a Record in the caravan-verifications bucket,
 // created already claimed by the replica that handled the event. The owner
-// renews its lease while it works; a replica that finds a lapsed lease
-// (its periodic scan, and a scan at start) claims the record by
-// compare-and-set and runs the verification again. Only the owner finishes
-// a record, so the outcome is written once; its effects (freight status,
-// stage verification history, StageVerified) are idempotent and marked
-// done in the record, so a crash between the two is repaired by the next
-// owner.
+// renews its lease (pkg/lease) while it works and saves the analysis's
+// progress in the record after every measurement; a replica that finds a
+// lapsed lease (its periodic scan, and a scan at start) claims the record
+// (a new fencing token: the old owner can no longer write it) and
+// continues the analysis from the saved progress, adopting a running
+// measurement Job. Only the owner finishes a record, so the outcome is
+// written once; its effects (freight status, stage verification history,
+// StageVerified) are idempotent and marked done in the record, so a crash
+// between the two is repaired by the next owner.
+//
+// Reconcile is the backstop of the events: it starts the verification of a
+// stage whose last promotion succeeded and was announced but that has
+// none (its PromotionSucceeded was lost).
 package verification
 
 import (
@@ -29,7 +35,10 @@ import (
 
 	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/expressions"
+	"github.com/caravan-cd/caravan/pkg/lease"
 	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/pkg/reconcile"
+	"github.com/caravan-cd/caravan/pkg/redact"
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/services/verifier/internal/analysis"
 )
@@ -52,6 +61,8 @@ type Options struct {
 	MaxConcurrent int
 	// Retain is how long finished records are kept.
 	Retain time.Duration
+	// ReconcileInterval is how often Reconcile runs (0: 30s).
+	ReconcileInterval time.Duration
 }
 
 // HistoryLimit is how many verifications per freight collection the stage
@@ -61,10 +72,8 @@ const HistoryLimit = 10
 // ActorAuto is the actor of verifications that follow a promotion.
 const ActorAuto = "caravan"
 
-var (
-	errLostLease = errors.New("lease lost to another replica")
-	errNotOwner  = errors.New("not the owner")
-)
+// errLostLease: the record's lease is no longer this replica's grant.
+var errLostLease = lease.ErrLost
 
 // Manager runs verifications. Create it with New, start Run, then feed it
 // events.
@@ -83,6 +92,7 @@ type Manager struct {
 	mu      sync.Mutex
 	running map[string]context.CancelCauseFunc
 	signals map[string]chan struct{}
+	grants  map[string]lease.Grant // record key → this replica's grant
 	// applied holds keys of records known to be applied (they never
 	// change again but for deletion), so scans and aborts skip them.
 	applied sync.Map
@@ -111,7 +121,25 @@ func New(store *state.Store, bus *events.Bus, engine *analysis.Engine, log *slog
 		sem:     make(chan struct{}, opts.MaxConcurrent),
 		running: map[string]context.CancelCauseFunc{},
 		signals: map[string]chan struct{}{},
+		grants:  map[string]lease.Grant{},
 	}
+}
+
+func (m *Manager) grant(key string) (lease.Grant, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	g, ok := m.grants[key]
+	return g, ok
+}
+
+func (m *Manager) setGrant(key string, g lease.Grant) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if g.Token == 0 {
+		delete(m.grants, key)
+		return
+	}
+	m.grants[key] = g
 }
 
 // Run starts the verifications handed to the Manager and, at start and
@@ -146,6 +174,11 @@ func (m *Manager) Run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		m.watchAborts(ctx)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		reconcile.New(m.opts.ReconcileInterval).Run(ctx, m.Reconcile, func(err error) { m.log.Warn("reconcile verifications", "err", err) })
 	}()
 	scan := time.NewTicker(m.opts.ScanInterval)
 	defer scan.Stop()
@@ -183,8 +216,9 @@ func (m *Manager) Begin(ctx context.Context, project, stageName, id, promotion, 
 	now := m.now()
 	rec := Record{
 		Project: project, Stage: stageName, ID: id, Promotion: promotion, Freight: names, Actor: actor, TraceParent: events.TraceParent(ctx),
-		Phase: analysis.PhasePending, CreatedAt: now, Owner: m.opts.ReplicaID, LeaseUntil: now.Add(m.opts.LeaseTTL), Attempts: 1,
+		Phase: analysis.PhasePending, CreatedAt: now, Attempts: 1,
 	}
+	g, _ := rec.Take(m.opts.ReplicaID, 0, m.opts.LeaseTTL, now)
 	key := Key(project, stageName, id)
 	if _, err := state.Create(ctx, m.kv, key, rec); err != nil {
 		if errors.Is(err, state.ErrExists) {
@@ -192,6 +226,7 @@ func (m *Manager) Begin(ctx context.Context, project, stageName, id, promotion, 
 		}
 		return err
 	}
+	m.setGrant(key, g)
 	// A verification of the stage's current freight becomes the stage's
 	// current one and supersedes the one before; one of freight already
 	// replaced (events handled out of order) does not, and ends Aborted
@@ -288,7 +323,7 @@ func (m *Manager) watchAborts(ctx context.Context) {
 				continue
 			}
 			var r Record
-			if json.Unmarshal(e.Value(), &r) == nil && r.AbortRequested && !r.done() && r.Owner == m.opts.ReplicaID {
+			if json.Unmarshal(e.Value(), &r) == nil && r.AbortRequested && !r.done() && r.Holder == m.opts.ReplicaID {
 				cancel(analysis.ErrAborted)
 			}
 		}
@@ -360,43 +395,69 @@ func (m *Manager) scan(ctx context.Context) []string {
 			}
 			continue
 		}
-		if r.Owner != m.opts.ReplicaID && now.Before(r.LeaseUntil) {
+		if r.Holder != m.opts.ReplicaID && r.Live(now) {
 			continue
 		}
 		if _, err := m.claim(ctx, key); err == nil {
 			claimed = append(claimed, key)
+		} else if !errors.Is(err, lease.ErrHeld) && !errors.Is(err, errApplied) && ctx.Err() == nil {
+			m.log.Warn("claim verification", "key", key, "err", err)
 		}
 	}
 	return claimed
 }
 
-// claim takes a record whose lease lapsed (or that this replica owns).
+// errApplied: the record is done and applied; nothing to claim.
+var errApplied = errors.New("verification applied")
+
+// claim takes a record whose lease lapsed (or that an earlier run of this
+// replica held) with a new token.
 func (m *Manager) claim(ctx context.Context, key string) (Record, error) {
-	r, _, err := state.Update(ctx, m.kv, key, func(r Record, exists bool) (Record, error) {
-		now := m.now()
-		if !exists || r.Applied {
-			return r, errNotOwner
+	var g lease.Grant
+	r, _, err := state.UpdateRev(ctx, m.kv, key, func(r Record, rev uint64) (Record, error) {
+		if rev == 0 || r.Applied {
+			return r, errApplied
 		}
-		if r.Owner != m.opts.ReplicaID && now.Before(r.LeaseUntil) {
-			return r, errNotOwner
-		}
-		if r.Owner != m.opts.ReplicaID {
+		if r.Holder != m.opts.ReplicaID {
 			r.Attempts++
 		}
-		r.Owner, r.LeaseUntil = m.opts.ReplicaID, now.Add(m.opts.LeaseTTL)
-		return r, nil
+		var err error
+		g, err = r.Take(m.opts.ReplicaID, rev, m.opts.LeaseTTL, m.now())
+		return r, err
 	})
+	if err == nil {
+		m.setGrant(key, g)
+	}
 	return r, err
 }
 
 // renew extends this replica's lease on key; it reports a lost lease and
 // whether an abort was asked for.
 func (m *Manager) renew(ctx context.Context, key string) (Record, error) {
+	mine, _ := m.grant(key)
+	var g lease.Grant
 	r, _, err := state.Update(ctx, m.kv, key, func(r Record, exists bool) (Record, error) {
-		if !exists || r.Owner != m.opts.ReplicaID {
-			return r, errLostLease
+		var err error
+		g, err = r.Renew(mine, m.opts.LeaseTTL, m.now())
+		return r, err
+	})
+	if err == nil {
+		m.setGrant(key, g)
+	}
+	return r, err
+}
+
+// update changes this replica's record under its grant (errLostLease when
+// the grant is no longer the record's).
+func (m *Manager) update(ctx context.Context, key string, fn func(r *Record) error) (Record, error) {
+	g, _ := m.grant(key)
+	r, _, err := state.Update(ctx, m.kv, key, func(r Record, exists bool) (Record, error) {
+		if err := r.Check(g); err != nil {
+			return r, err
 		}
-		r.LeaseUntil = m.now().Add(m.opts.LeaseTTL)
+		if err := fn(&r); err != nil {
+			return r, err
+		}
 		return r, nil
 	})
 	return r, err
@@ -431,10 +492,15 @@ func (m *Manager) keepLease(ctx context.Context, key string, cancel context.Canc
 // abort or a lost lease.
 func (m *Manager) run(base, work context.Context, key string) {
 	rec, _, err := state.Get[Record](base, m.kv, key)
-	if err != nil || rec.Owner != m.opts.ReplicaID {
+	g, held := m.grant(key)
+	if err != nil || !held || !rec.Held(g) {
 		return
 	}
-	log := m.log.With("project", rec.Project, "stage", rec.Stage, "verification", rec.ID)
+	// secrets learns every secret value the run resolves (AnalysisTemplate
+	// arguments from Secrets); the outcome and the log pass through it.
+	secrets := redact.New()
+	log := secrets.Logger(m.log).With("project", rec.Project, "stage", rec.Stage, "verification", rec.ID)
+	defer m.setGrant(key, lease.Grant{})
 	// The run continues the trace of the event that began it.
 	base, span := events.StartSpan(events.WithTraceParent(base, rec.TraceParent), "run verification")
 	defer span.End()
@@ -449,26 +515,27 @@ func (m *Manager) run(base, work context.Context, key string) {
 		}
 	})
 	if !rec.done() {
-		out := m.verify(base, work, &rec, log)
+		out := m.verify(base, work, &rec, log, secrets)
 		if out == nil {
 			if base.Err() == nil {
 				log.Info("verification left to another replica", "cause", context.Cause(work))
 			}
 			return
 		}
-		rec, _, err = state.Update(base, m.kv, key, func(r Record, exists bool) (Record, error) {
-			if !exists || r.Owner != m.opts.ReplicaID {
-				return r, errLostLease
-			}
+		out = out.redacted(secrets)
+		rec, err = m.update(base, key, func(r *Record) error {
 			if r.done() {
-				return r, state.ErrNoChange
+				return state.ErrNoChange
 			}
 			finished := m.now()
-			r.Phase, r.Message, r.Summary, r.Result, r.FinishedAt = out.Phase, out.Message, out.Summary, out.Result, &finished
+			r.Phase, r.Message, r.Summary, r.FinishedAt = out.Phase, out.Message, out.Summary, &finished
+			if out.Result != nil {
+				r.Result = out.Result
+			}
 			if r.StartedAt == nil {
 				r.StartedAt = &finished
 			}
-			return r, nil
+			return nil
 		})
 		if err != nil {
 			if base.Err() == nil {
@@ -491,9 +558,27 @@ type outcome struct {
 	Result  *analysis.Result
 }
 
+// redacted returns the outcome with the secrets hidden from its message,
+// summary and result (measurement values and messages: a web metric's URL
+// in an error, a response that echoes a token).
+func (o *outcome) redacted(secrets *redact.Redactor) *outcome {
+	out := *o
+	out.Message = secrets.String(o.Message)
+	out.Summary = secrets.String(o.Summary)
+	if o.Result != nil {
+		res, err := redact.JSON(secrets, *o.Result)
+		if err != nil {
+			res = analysis.Result{Phase: o.Result.Phase, Message: out.Message, StartedAt: o.Result.StartedAt, FinishedAt: o.Result.FinishedAt}
+		}
+		out.Result = &res
+		out.Summary = res.Summary()
+	}
+	return &out
+}
+
 // verify waits for health and runs the analysis. It returns nil when work
 // ended for another reason than an abort (shutdown, lost lease).
-func (m *Manager) verify(base, work context.Context, rec *Record, log *slog.Logger) *outcome {
+func (m *Manager) verify(base, work context.Context, rec *Record, log *slog.Logger, secrets *redact.Redactor) *outcome {
 	aborted := func() *outcome {
 		reason := rec.AbortReason
 		if r, _, err := state.Get[Record](base, m.kv, Key(rec.Project, rec.Stage, rec.ID)); err == nil && r.AbortReason != "" {
@@ -533,7 +618,7 @@ func (m *Manager) verify(base, work context.Context, rec *Record, log *slog.Logg
 		}
 		log.Warn("mark verification running", "err", err)
 	}
-	spec, err := m.buildSpec(work, rec, stage)
+	spec, err := m.buildSpec(work, rec, stage, secrets)
 	if err != nil {
 		if work.Err() != nil {
 			return m.ended(work, aborted)
@@ -550,7 +635,33 @@ func (m *Manager) verify(base, work context.Context, rec *Record, log *slog.Logg
 	if v.AnalysisRunMetadata != nil {
 		labels = v.AnalysisRunMetadata.Labels
 	}
-	res, err := m.engine.Run(work, analysis.RunInfo{Name: rec.ID, Namespace: rec.Project, Labels: labels}, spec)
+	// Go on from the progress saved by an earlier owner, saving every
+	// measurement as it is taken.
+	var prev *analysis.Result
+	if rec.Result != nil && rec.Phase == analysis.PhaseRunning {
+		prev = rec.Result
+		log.Info("continuing verification", "measurements", measurements(prev), "attempt", rec.Attempts)
+	}
+	key := Key(rec.Project, rec.Stage, rec.ID)
+	save := func(progress *analysis.Result) {
+		if _, err := m.update(base, key, func(r *Record) error {
+			if r.done() {
+				return state.ErrNoChange
+			}
+			// Measurements are redacted as they are taken (RunInfo.Redact);
+			// the whole progress is redacted again before it is stored.
+			if red, err := redact.JSON(secrets, *progress); err == nil {
+				progress = &red
+			} else {
+				return err
+			}
+			r.Result = progress
+			return nil
+		}); err != nil && base.Err() == nil {
+			log.Warn("save verification progress", "err", err)
+		}
+	}
+	res, err := m.engine.Continue(work, analysis.RunInfo{Name: rec.ID, Namespace: rec.Project, Labels: labels, Redact: secrets.String}, spec, prev, save)
 	if err != nil {
 		return nil
 	}
@@ -560,6 +671,15 @@ func (m *Manager) verify(base, work context.Context, rec *Record, log *slog.Logg
 		out.Message = a.Message
 	}
 	return out
+}
+
+// measurements counts the measurements of a run's progress.
+func measurements(r *analysis.Result) int {
+	n := 0
+	for _, m := range r.Metrics {
+		n += m.Taken
+	}
+	return n
 }
 
 func (m *Manager) ended(work context.Context, aborted func() *outcome) *outcome {
@@ -648,12 +768,12 @@ func collection(s *model.StageStatus, freight string) []string {
 
 func (m *Manager) markRunning(ctx context.Context, rec *Record) error {
 	now := m.now()
-	r, _, err := state.Update(ctx, m.kv, Key(rec.Project, rec.Stage, rec.ID), func(r Record, exists bool) (Record, error) {
-		if !exists || r.Owner != m.opts.ReplicaID {
-			return r, errLostLease
+	r, err := m.update(ctx, Key(rec.Project, rec.Stage, rec.ID), func(r *Record) error {
+		if r.Phase == analysis.PhaseRunning && r.StartedAt != nil {
+			return state.ErrNoChange // resumed: started before
 		}
 		r.Phase, r.StartedAt = analysis.PhaseRunning, &now
-		return r, nil
+		return nil
 	})
 	if err != nil {
 		return err
@@ -668,27 +788,27 @@ func (m *Manager) markRunning(ctx context.Context, rec *Record) error {
 	return err
 }
 
-// buildSpec loads the Stage's templates and resolves their arguments.
-func (m *Manager) buildSpec(ctx context.Context, rec *Record, stage *model.Stage) (*analysis.Spec, error) {
+// buildSpec loads the Stage's templates and resolves their arguments,
+// telling secrets every value read from a Secret.
+func (m *Manager) buildSpec(ctx context.Context, rec *Record, stage *model.Stage, secrets *redact.Redactor) (*analysis.Spec, error) {
 	v := stage.Spec.Verification
 	var templates []analysis.Template
 	for _, ref := range v.AnalysisTemplates {
 		switch ref.Kind {
-		case "", model.KindAnalysisTemplate:
-			t, _, err := state.GetAs[*model.AnalysisTemplate](ctx, m.store, rec.Project, model.KindAnalysisTemplate, ref.Name)
-			if err != nil {
-				return nil, fmt.Errorf("AnalysisTemplate %q: %w", ref.Name, err)
-			}
-			templates = append(templates, analysis.Template{Name: ref.Name, Spec: t.Spec})
-		case model.KindClusterAnalysisTemplate:
-			t, _, err := state.GetAs[*model.ClusterAnalysisTemplate](ctx, m.store, "", model.KindClusterAnalysisTemplate, ref.Name)
-			if err != nil {
-				return nil, fmt.Errorf("ClusterAnalysisTemplate %q: %w", ref.Name, err)
-			}
-			templates = append(templates, analysis.Template{Name: model.KindClusterAnalysisTemplate + "/" + ref.Name, Spec: t.Spec})
+		case "", model.KindAnalysisTemplate, model.KindClusterAnalysisTemplate:
 		default:
 			return nil, fmt.Errorf("analysis template kind %q is not AnalysisTemplate or ClusterAnalysisTemplate", ref.Kind)
 		}
+		cluster := ref.Kind == model.KindClusterAnalysisTemplate
+		spec, err := m.template(ctx, rec.Project, ref.Name, cluster, nil)
+		if err != nil {
+			return nil, err
+		}
+		name := ref.Name
+		if cluster {
+			name = model.KindClusterAnalysisTemplate + "/" + ref.Name
+		}
+		templates = append(templates, analysis.Template{Name: name, Spec: spec})
 	}
 	var freight []*model.Freight
 	for _, name := range rec.Freight {
@@ -704,7 +824,7 @@ func (m *Manager) buildSpec(ctx context.Context, rec *Record, stage *model.Stage
 	if err != nil {
 		return nil, err
 	}
-	secrets := func(ctx context.Context, name, key string) (string, error) {
+	lookup := func(ctx context.Context, name, key string) (string, error) {
 		s, _, err := state.GetAs[*model.Secret](ctx, m.store, rec.Project, model.KindSecret, name)
 		if err != nil {
 			return "", err
@@ -713,7 +833,53 @@ func (m *Manager) buildSpec(ctx context.Context, rec *Record, stage *model.Stage
 		if !ok {
 			return "", fmt.Errorf("secret %q has no key %q", name, key)
 		}
+		secrets.Add(string(v))
 		return string(v), nil
 	}
-	return analysis.Build(ctx, templates, args, secrets)
+	return analysis.Build(ctx, templates, args, lookup)
+}
+
+// maxTemplateDepth bounds how deep templates include templates.
+const maxTemplateDepth = 10
+
+// template loads an AnalysisTemplate (a ClusterAnalysisTemplate when
+// cluster) with the templates it includes (spec.templates) folded in, as
+// Argo Rollouts flattens them: their metrics, args, dry-run and retention
+// rules are added to its own. path is the chain of includes so far.
+func (m *Manager) template(ctx context.Context, project, name string, cluster bool, path []string) (model.AnalysisTemplateSpec, error) {
+	kind, where := model.KindAnalysisTemplate, project
+	if cluster {
+		kind, where = model.KindClusterAnalysisTemplate, ""
+	}
+	id := kind + "/" + name
+	if slices.Contains(path, id) || len(path) >= maxTemplateDepth {
+		return model.AnalysisTemplateSpec{}, fmt.Errorf("analysis templates include each other too deeply: %s", strings.Join(append(path, id), " -> "))
+	}
+	var spec model.AnalysisTemplateSpec
+	if cluster {
+		t, _, err := state.GetAs[*model.ClusterAnalysisTemplate](ctx, m.store, where, kind, name)
+		if err != nil {
+			return spec, fmt.Errorf("%s %q: %w", kind, name, err)
+		}
+		spec = t.Spec
+	} else {
+		t, _, err := state.GetAs[*model.AnalysisTemplate](ctx, m.store, where, kind, name)
+		if err != nil {
+			return spec, fmt.Errorf("%s %q: %w", kind, name, err)
+		}
+		spec = t.Spec
+	}
+	includes := spec.Templates
+	spec.Templates = nil
+	for _, inc := range includes {
+		sub, err := m.template(ctx, project, inc.TemplateName, inc.ClusterScope, append(path, id))
+		if err != nil {
+			return spec, err
+		}
+		spec.Metrics = append(spec.Metrics, sub.Metrics...)
+		spec.Args = append(spec.Args, sub.Args...)
+		spec.DryRun = append(spec.DryRun, sub.DryRun...)
+		spec.MeasurementRetention = append(spec.MeasurementRetention, sub.MeasurementRetention...)
+	}
+	return spec, nil
 }

@@ -3,6 +3,7 @@ package verification
 import (
 	"time"
 
+	"github.com/caravan-cd/caravan/pkg/lease"
 	"github.com/caravan-cd/caravan/pkg/state"
 
 	"github.com/caravan-cd/caravan/services/verifier/internal/analysis"
@@ -29,11 +30,12 @@ type current struct {
 }
 
 // Record is one verification as kept in the caravan-verifications bucket
-// under Key. Exactly one replica owns it at a time: the owner
-// renews LeaseUntil; when the lease lapses another replica claims it (by
-// compare-and-set) and runs it again from the start. Only the owner may
-// finish it, so its outcome is recorded once; Applied says the outcome's
-// effects (freight, stage history, StageVerified) are done.
+// under Key. Exactly one replica owns it at a time, under its Lease
+// (pkg/lease): the owner renews it; when it lapses another replica claims
+// it (a new token: the old owner's writes are refused) and continues the
+// analysis from Result, the progress saved after every measurement. Only
+// the owner may finish it, so its outcome is recorded once; Applied says
+// the outcome's effects (freight, stage history, StageVerified) are done.
 type Record struct {
 	Project   string `json:"project"`
 	Stage     string `json:"stage"`
@@ -54,15 +56,18 @@ type Record struct {
 	StartedAt  *time.Time     `json:"startedAt,omitempty"`
 	FinishedAt *time.Time     `json:"finishedAt,omitempty"`
 
-	Owner      string    `json:"owner,omitempty"`
-	LeaseUntil time.Time `json:"leaseUntil"`
-	Attempts   int       `json:"attempts"`
+	// Lease is the owner's: Holder is the owning replica.
+	lease.Lease
+	// Attempts counts the replicas that owned it.
+	Attempts int `json:"attempts"`
 
 	AbortRequested bool   `json:"abortRequested,omitempty"`
 	AbortReason    string `json:"abortReason,omitempty"`
 
-	Applied bool             `json:"applied,omitempty"`
-	Result  *analysis.Result `json:"result,omitempty"`
+	Applied bool `json:"applied,omitempty"`
+	// Result is the analysis: its progress, saved as measurements are
+	// taken, then its outcome.
+	Result *analysis.Result `json:"result,omitempty"`
 }
 
 // done reports whether the verification has its outcome.

@@ -2,6 +2,13 @@
 // Kubernetes batch/v1 Job from the metric's job spec, waits until it is
 // Complete (measurement Successful) or Failed (measurement Failed), and
 // deletes it, as Argo Rollouts' job provider does.
+//
+// A Job outlives the process that created it: a measurement cut short by
+// the process stopping (a rollout of the verifier, a crash, a lost lease)
+// leaves its Job running, and the replica that continues the verification
+// takes the same measurement again under the same Job name, so it adopts
+// the running Job instead of starting over. Only a measurement that ended,
+// or a run aborted or terminating, deletes its Job.
 package job
 
 import (
@@ -92,7 +99,9 @@ func (p *Provider) Measure(ctx context.Context, req analysis.Request) (analysis.
 		return analysis.Value{}, fmt.Errorf("create job %s/%s: %w", job.Namespace, job.Name, err)
 	}
 	defer func() {
-		// Clean up even when the run was cut short.
+		if ctx.Err() != nil && !ending(ctx) {
+			return // the process stops: the next owner adopts the Job
+		}
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
 		policy := metav1.DeletePropagationBackground
@@ -125,6 +134,14 @@ func (p *Provider) Measure(ctx context.Context, req analysis.Request) (analysis.
 		case <-t.C:
 		}
 	}
+}
+
+// ending reports whether ctx was cancelled because the run ends (aborted,
+// or terminating after another metric decided it) rather than because this
+// process stops working on it.
+func ending(ctx context.Context) bool {
+	cause := context.Cause(ctx)
+	return errors.Is(cause, analysis.ErrAborted) || errors.Is(cause, analysis.ErrTerminating)
 }
 
 var unsafe = regexp.MustCompile(`[^a-z0-9-]+`)

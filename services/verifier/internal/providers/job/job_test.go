@@ -164,3 +164,61 @@ func TestJobWithoutCluster(t *testing.T) {
 		t.Fatalf("err %v", err)
 	}
 }
+
+// A measurement cut short by the process stopping leaves its Job running;
+// the next owner, measuring the same index, adopts it (no second Job) and
+// deletes it once it ended. An aborted run deletes its Job.
+func TestJobOutlivesTheProcess(t *testing.T) {
+	t.Parallel()
+	client := fake.NewClientset()
+	p := New(func() (kubernetes.Interface, error) { return client, nil }, 5*time.Millisecond)
+	m := jobMetric("true")
+	req := analysis.Request{Metric: &analysis.Metric{Metric: m}, Index: 2, Run: analysis.RunInfo{Name: "qa.v1", Namespace: "demo"}}
+	jobs := func() []batchv1.Job {
+		list, err := client.BatchV1().Jobs("demo").List(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return list.Items
+	}
+	// The process stops mid-measurement.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { _, err := p.Measure(ctx, req); done <- err }()
+	for len(jobs()) == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err == nil {
+		t.Fatal("a measurement cut short returned no error")
+	}
+	if n := len(jobs()); n != 1 {
+		t.Fatalf("%d jobs after the process stopped, want the running one", n)
+	}
+	// The next owner adopts it; it completes.
+	go func() {
+		j := jobs()[0]
+		j.Status.Conditions = []batchv1.JobCondition{{Type: batchv1.JobComplete, Status: corev1.ConditionTrue}}
+		_, _ = client.BatchV1().Jobs("demo").UpdateStatus(context.Background(), &j, metav1.UpdateOptions{})
+	}()
+	v, err := p.Measure(context.Background(), req)
+	if err != nil || v.Phase != analysis.PhaseSuccessful {
+		t.Fatalf("%+v %v", v, err)
+	}
+	if n := len(jobs()); n != 0 {
+		t.Fatalf("%d jobs after the measurement ended", n)
+	}
+	// An aborted run deletes its Job.
+	actx, abort := context.WithCancelCause(context.Background())
+	go func() { _, err := p.Measure(actx, req); done <- err }()
+	for len(jobs()) == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	abort(analysis.ErrAborted)
+	if err := <-done; err == nil {
+		t.Fatal("an aborted measurement returned no error")
+	}
+	if n := len(jobs()); n != 0 {
+		t.Fatalf("%d jobs after an abort", n)
+	}
+}

@@ -6,7 +6,6 @@ package prometheus
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,11 +16,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caravan-cd/caravan/pkg/egress"
 	"github.com/caravan-cd/caravan/services/verifier/internal/analysis"
 )
 
 // DefaultTimeout bounds a query without a timeout (seconds) of its own.
 const DefaultTimeout = 30 * time.Second
+
+// maxBody bounds the response body read.
+const maxBody = 10 << 20
 
 // Provider measures prometheus metrics. It is safe for concurrent use.
 type Provider struct {
@@ -34,11 +37,13 @@ type Provider struct {
 var _ analysis.Provider = (*Provider)(nil)
 
 // New returns a Provider; defaultAddress serves metrics that name none.
-func New(defaultAddress string) *Provider {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	it := t.Clone()
-	it.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // the metric asks for it
-	return &Provider{Address: defaultAddress, client: &http.Client{Transport: t}, insecure: &http.Client{Transport: it}}
+// Queries pass the egress policy (nil: the default policy); defaultAddress,
+// the operator's choice, is allowed by it.
+func New(defaultAddress string, policy *egress.Policy) *Provider {
+	if defaultAddress != "" {
+		policy = policy.AllowURL(defaultAddress)
+	}
+	return &Provider{Address: defaultAddress, client: policy.Client(false), insecure: policy.Client(true)}
 }
 
 // apiResponse is the envelope of every Prometheus API answer.
@@ -109,9 +114,12 @@ func (p *Provider) Measure(ctx context.Context, req analysis.Request) (analysis.
 		return analysis.Value{}, fmt.Errorf("query %s: %w", u, err)
 	}
 	defer func() { _ = resp.Body.Close() }()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 10<<20))
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
 	if err != nil {
 		return analysis.Value{}, fmt.Errorf("query %s: read: %w", u, err)
+	}
+	if len(raw) > maxBody {
+		return analysis.Value{}, fmt.Errorf("query %s: response body larger than %d bytes", u, maxBody)
 	}
 	var ar apiResponse
 	if err := json.Unmarshal(raw, &ar); err != nil {

@@ -82,7 +82,7 @@ func TestPrometheusE2E(t *testing.T) {
 	}))
 	defer exporter.Close()
 	url := startPrometheus(t, exporter.URL)
-	p := New(url)
+	p := New(url, nil)
 	tests := []struct {
 		name, query, success string
 		want                 analysis.Phase

@@ -76,7 +76,9 @@ func TestPrometheus(t *testing.T) {
 		{name: "timeout is an error", query: "slow", timeout: &one, want: analysis.PhaseError, wantMsg: "timed out after 1s"},
 		{name: "headers are sent", query: "scalar(0.3)", headers: []model.WebMetricHeader{{Key: "X-Scope-OrgID", Value: "tenant"}}, want: analysis.PhaseSuccessful},
 	}
-	p := New("")
+	// The default address is the operator's: the policy allows it; a
+	// metric's own address passes the policy.
+	p := New(srv.URL, nil)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -102,5 +104,25 @@ func TestPrometheus(t *testing.T) {
 				t.Errorf("message %q does not name template, metric and measurement", res.Message)
 			}
 		})
+	}
+}
+
+// TestPrometheusEgress: an address a metric names passes the egress policy
+// (loopback refused by default); the operator's default address is
+// allowed.
+func TestPrometheusEgress(t *testing.T) {
+	t.Parallel()
+	srv := queryAPI(t)
+	measure := func(p *Provider, address string) error {
+		_, err := p.Measure(context.Background(), analysis.Request{Metric: &analysis.Metric{Metric: model.Metric{
+			Name: "rate", Provider: model.MetricProvider{Prometheus: &model.PrometheusMetric{Address: address, Query: "scalar(0.3)"}},
+		}}})
+		return err
+	}
+	if err := measure(New("", nil), srv.URL); err == nil || !strings.Contains(err.Error(), "egress policy refuses") {
+		t.Fatalf("a metric's loopback address: %v", err)
+	}
+	if err := measure(New(srv.URL, nil), ""); err != nil {
+		t.Fatalf("the default address: %v", err)
 	}
 }

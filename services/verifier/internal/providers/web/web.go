@@ -6,7 +6,6 @@ package web
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 
 	"k8s.io/client-go/util/jsonpath"
 
+	"github.com/caravan-cd/caravan/pkg/egress"
 	"github.com/caravan-cd/caravan/services/verifier/internal/analysis"
 )
 
@@ -34,17 +34,12 @@ type Provider struct {
 
 var _ analysis.Provider = (*Provider)(nil)
 
-// New returns a Provider sending requests through transport (nil: a clone
-// of http.DefaultTransport); metrics with insecure: true skip TLS
-// verification on a separate transport.
-func New(transport *http.Transport) *Provider {
-	if transport == nil {
-		transport = http.DefaultTransport.(*http.Transport).Clone()
-		transport.MaxIdleConnsPerHost = 100
-	}
-	insecure := transport.Clone()
-	insecure.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // the metric asks for it
-	return &Provider{client: &http.Client{Transport: transport}, insecure: &http.Client{Transport: insecure}}
+// New returns a Provider sending requests through the egress policy
+// (nil: the default policy), which bounds where they go, how long they
+// take and how large a response may be; metrics with insecure: true skip
+// TLS verification on a separate client.
+func New(policy *egress.Policy) *Provider {
+	return &Provider{client: policy.Client(false), insecure: policy.Client(true)}
 }
 
 // Measure sends the metric's request. A transport error, a timeout, a
@@ -116,9 +111,12 @@ func (p *Provider) Measure(ctx context.Context, req analysis.Request) (analysis.
 		return analysis.Value{}, fmt.Errorf("%s %s: %w", method, m.URL, err)
 	}
 	defer func() { _ = resp.Body.Close() }()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
 	if err != nil {
 		return analysis.Value{}, fmt.Errorf("%s %s: read body: %w", method, m.URL, err)
+	}
+	if len(raw) > maxBody {
+		return analysis.Value{}, fmt.Errorf("%s %s: response body larger than %d bytes", method, m.URL, maxBody)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode >= 300 {
 		return analysis.Value{}, fmt.Errorf("%s %s: received non-2xx response code %d", method, m.URL, resp.StatusCode)

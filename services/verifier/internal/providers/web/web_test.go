@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caravan-cd/caravan/pkg/egress"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/services/verifier/internal/analysis"
 )
@@ -58,10 +59,22 @@ func run(t *testing.T, p *Provider, web *model.WebMetric, success string) *analy
 	return res
 }
 
+// loopback is a policy opening loopback, where the test servers listen
+// (the default policy refuses it).
+func loopback(t *testing.T, cfg egress.Config) *egress.Policy {
+	t.Helper()
+	cfg.Allow = "127.0.0.0/8"
+	p, err := egress.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func TestWeb(t *testing.T) {
 	t.Parallel()
 	srv := server(t)
-	p := New(nil)
+	p := New(loopback(t, egress.Config{}))
 	tests := []struct {
 		name    string
 		web     model.WebMetric
@@ -115,11 +128,36 @@ func TestWebInsecure(t *testing.T) {
 	t.Parallel()
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, `{"ok":true}`) }))
 	t.Cleanup(srv.Close)
-	p := New(nil)
+	p := New(loopback(t, egress.Config{}))
 	if res := run(t, p, &model.WebMetric{URL: srv.URL, JSONPath: "{$.ok}"}, "result"); res.Phase != analysis.PhaseError || !strings.Contains(res.Message, "certificate") {
 		t.Fatalf("verified TLS against a self-signed server: %s %s", res.Phase, res.Message)
 	}
 	if res := run(t, p, &model.WebMetric{URL: srv.URL, JSONPath: "{$.ok}", Insecure: true}, "result"); res.Phase != analysis.PhaseSuccessful {
 		t.Fatalf("insecure: %s %s", res.Phase, res.Message)
+	}
+}
+
+// TestWebEgress: by default a web metric reaches neither loopback (the
+// server's own API, NATS monitoring) nor the metadata service; the allow
+// list opens loopback; a response over the size limit is an error.
+func TestWebEgress(t *testing.T) {
+	t.Parallel()
+	srv := server(t)
+	for _, tt := range []struct{ name, url, want string }{
+		{"loopback", srv.URL + "/ok", "loopback"},
+		{"localhost by name", strings.Replace(srv.URL, "127.0.0.1", "localhost", 1) + "/ok", "loopback"},
+		{"metadata", "http://169.254.169.254/latest/meta-data/iam/", "cloud metadata"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			res := run(t, New(nil), &model.WebMetric{URL: tt.url}, "true")
+			if res.Phase != analysis.PhaseError || !strings.Contains(res.Message, "egress policy refuses") || !strings.Contains(res.Message, tt.want) {
+				t.Fatalf("phase %s: %s", res.Phase, res.Message)
+			}
+		})
+	}
+	small := New(loopback(t, egress.Config{MaxBytes: 16}))
+	if res := run(t, small, &model.WebMetric{URL: srv.URL + "/ok"}, "true"); res.Phase != analysis.PhaseError || !strings.Contains(res.Message, "CARAVAN_EGRESS_MAX_BYTES") {
+		t.Fatalf("over the size limit: %s %s", res.Phase, res.Message)
 	}
 }

@@ -1,0 +1,39 @@
+package model
+
+// ClusterConfigName is the name of the one ClusterConfig.
+const ClusterConfigName = "cluster"
+
+// ClusterConfig is Kargo's cluster-level configuration (one object, named
+// "cluster"). Caravan keeps it as applied and acts on none of its fields:
+// its settings come from the services' configuration instead.
+type ClusterConfig struct {
+	TypeMeta   `json:",inline"`
+	ObjectMeta `json:"metadata,omitempty"`
+	Spec       ClusterConfigSpec   `json:"spec,omitzero"`
+	Status     ClusterConfigStatus `json:"status,omitzero"`
+}
+
+// ClusterConfigSpec holds the cluster's webhook receivers, Git client
+// identity, promotion windows and deep links.
+type ClusterConfigSpec struct {
+	WebhookReceivers []WebhookReceiverConfig `json:"webhookReceivers,omitempty" warn:"cluster-level webhook receivers are stored only: Caravan serves the receivers of ProjectConfigs"`
+	GitClient        *GitClientConfig        `json:"gitClient,omitempty" warn:"Caravan commits as the author a step's config names, else as its built-in default author"`
+	PromotionWindows []PromotionWindow       `json:"promotionWindows,omitempty" warn:"promotion windows are stored, not yet enforced"`
+	FreightLinks     []DeepLink              `json:"freightLinks,omitempty" warn:"deep links are stored for UIs; Caravan renders none"`
+	StageLinks       []DeepLink              `json:"stageLinks,omitempty" warn:"deep links are stored for UIs; Caravan renders none"`
+}
+
+// GitClientConfig is the identity Kargo's Git client commits as.
+type GitClientConfig struct {
+	Name             string                `json:"name,omitempty"`
+	Email            string                `json:"email,omitempty"`
+	SigningKeySecret *LocalObjectReference `json:"signingKeySecret,omitempty"`
+}
+
+// ClusterConfigStatus is a ClusterConfig's observed state.
+type ClusterConfigStatus struct {
+	Conditions         []Condition              `json:"conditions,omitempty"`
+	LastHandledRefresh string                   `json:"lastHandledRefresh,omitempty"`
+	ObservedGeneration int64                    `json:"observedGeneration,omitempty"`
+	WebhookReceivers   []WebhookReceiverDetails `json:"webhookReceivers,omitempty"`
+}

@@ -1,0 +1,207 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+
+	"github.com/caravan-cd/caravan/pkg/state"
+	"github.com/caravan-cd/caravan/services/gateway/internal/auth"
+)
+
+// HeaderIdempotencyKey makes a POST that creates something safe to retry:
+// the same key (from the same caller, on the same route) within
+// state.IdempotencyTTL returns the first answer instead of acting again.
+const HeaderIdempotencyKey = "Idempotency-Key"
+
+// headerReplayed marks an answer given again for a repeated key.
+const headerReplayed = "Idempotent-Replayed"
+
+// idempotencyPending is how long a first request with a key may run
+// before a repeat takes over (its gateway died mid-request).
+const idempotencyPending = time.Minute
+
+// idempotencyRecord is what the caravan-idempotency bucket keeps per key.
+type idempotencyRecord struct {
+	// Request is the SHA-256 of the body: a repeat with another body is
+	// refused.
+	Request string `json:"request"`
+	// Since is when the first attempt came: the IDs derive from it.
+	Since time.Time `json:"since"`
+	// Started is when the attempt that runs now started.
+	Started time.Time `json:"started"`
+	Done    bool      `json:"done,omitempty"`
+	Status  int       `json:"status,omitempty"`
+	Type    string    `json:"contentType,omitempty"`
+	Body    []byte    `json:"body,omitempty"`
+}
+
+type idempotencyKey struct{}
+
+// idempotent is the middleware of the routes that create something. A
+// request without Idempotency-Key passes through. With one, the first
+// request runs and its answer (any status below 500) is kept for 24 h; a
+// repeat gets that answer again (Idempotent-Replayed: true), 409 while the
+// first still runs, 422 when its body differs. A 5xx answer is not kept:
+// the client may try again. Handlers derive deterministic IDs from the key
+// (idempotencyID), so a repeat after a gateway died mid-request still
+// creates nothing twice.
+func (s *server) idempotent(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key := r.Header.Get(HeaderIdempotencyKey)
+		if key == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if len(key) > 255 {
+			invalid(w, HeaderIdempotencyKey, "must be at most 255 characters")
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+		var tooLarge *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooLarge):
+			writeError(w, http.StatusRequestEntityTooLarge, codeTooLarge, fmt.Sprintf("the body is larger than %d bytes", tooLarge.Limit))
+			return
+		case err != nil:
+			writeError(w, http.StatusBadRequest, codeInvalid, "cannot read the body")
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		p, _ := auth.FromContext(r.Context())
+		id := sha256.Sum256([]byte(p.Name + "\x00" + r.Method + " " + r.URL.Path + "\x00" + key))
+		k := hex.EncodeToString(id[:])
+		sum := sha256.Sum256(body)
+		digest := hex.EncodeToString(sum[:])
+		ctx := r.Context()
+		kv := s.store.KV(state.Idempotency)
+		now := s.now().UTC()
+		first := idempotencyRecord{Request: digest, Since: now, Started: now}
+		rec, _, err := state.Update(ctx, kv, k, func(cur idempotencyRecord, exists bool) (idempotencyRecord, error) {
+			switch {
+			case !exists:
+				return first, nil
+			case cur.Request != digest:
+				return cur, errKeyReused
+			case cur.Done:
+				return cur, errReplay
+			case now.Sub(cur.Started) < idempotencyPending:
+				return cur, errInProgress
+			}
+			// The first request's gateway went away: take over, keeping
+			// the time the IDs derive from.
+			cur.Started = now
+			return cur, nil
+		})
+		switch {
+		case errors.Is(err, errKeyReused):
+			writeError(w, http.StatusUnprocessableEntity, codeInvalid, "Idempotency-Key was used with another request body")
+			return
+		case errors.Is(err, errInProgress):
+			writeError(w, http.StatusConflict, codeConflict, "a request with this Idempotency-Key is still running; try again shortly")
+			return
+		case errors.Is(err, errReplay):
+			if rec.Type != "" {
+				w.Header().Set("Content-Type", rec.Type)
+			}
+			w.Header().Set(headerReplayed, "true")
+			w.WriteHeader(rec.Status)
+			_, _ = w.Write(rec.Body)
+			return
+		case err != nil:
+			s.internal(w, r, err)
+			return
+		}
+		seed := sha256.Sum256([]byte(k + "\x00" + rec.Since.Truncate(time.Millisecond).Format(time.RFC3339Nano)))
+		r = r.WithContext(context.WithValue(ctx, idempotencyKey{}, idempotency{key: k, since: rec.Since, seed: seed}))
+		cw := &capture{ResponseWriter: w}
+		next.ServeHTTP(cw, r)
+		// Keep the answer even when the client went away meanwhile.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if cw.status >= 500 || cw.status == 0 {
+			_ = state.Delete(sctx, kv, k, 0)
+			return
+		}
+		if _, _, err := state.Update(sctx, kv, k, func(cur idempotencyRecord, _ bool) (idempotencyRecord, error) {
+			cur.Request, cur.Done, cur.Status, cur.Type, cur.Body = digest, true, cw.status, cw.Header().Get("Content-Type"), cw.body.Bytes()
+			if cur.Since.IsZero() {
+				cur.Since = rec.Since
+			}
+			return cur, nil
+		}); err != nil {
+			s.logger.Warn("keep the answer of an Idempotency-Key", "route", r.Pattern, "err", err)
+		}
+	})
+}
+
+var (
+	errKeyReused  = errors.New("idempotency key reused with another body")
+	errInProgress = errors.New("idempotency key in progress")
+	errReplay     = errors.New("idempotency key answered")
+)
+
+// idempotency is what a handler may derive IDs from.
+type idempotency struct {
+	key   string
+	since time.Time
+	seed  [32]byte
+}
+
+// idempotencyID returns an ID for what the request creates: a new ULID
+// without Idempotency-Key; with one, the same ULID on every repeat of the
+// request (derived from the key and the time of its first attempt).
+func idempotencyID(r *http.Request, newID func() string) string {
+	v, ok := r.Context().Value(idempotencyKey{}).(idempotency)
+	if !ok {
+		return newID()
+	}
+	id, err := ulid.New(ulid.Timestamp(v.since), bytes.NewReader(v.seed[:]))
+	if err != nil {
+		return newID()
+	}
+	return id.String()
+}
+
+// idempotentEventID returns a deterministic event ID for the request's
+// event (JetStream drops a repeat; the verifier names a re-verification
+// after it), or "" without Idempotency-Key.
+func idempotentEventID(r *http.Request) string {
+	if _, ok := r.Context().Value(idempotencyKey{}).(idempotency); !ok {
+		return ""
+	}
+	return idempotencyID(r, func() string { return "" })
+}
+
+// capture keeps a copy of the answer it passes on.
+type capture struct {
+	http.ResponseWriter
+	status int
+	body   bytes.Buffer
+}
+
+func (c *capture) WriteHeader(status int) {
+	if c.status == 0 {
+		c.status = status
+	}
+	c.ResponseWriter.WriteHeader(status)
+}
+
+func (c *capture) Write(b []byte) (int, error) {
+	if c.status == 0 {
+		c.status = http.StatusOK
+	}
+	c.body.Write(b)
+	return c.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (c *capture) Unwrap() http.ResponseWriter { return c.ResponseWriter }

@@ -1,0 +1,97 @@
+package gitdiff
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/pkg/testenv"
+)
+
+func TestDiffAndLog(t *testing.T) {
+	t.Parallel()
+	g := testenv.GitServer(t, testenv.WithBasicAuth("git", "s3cret"))
+	url := g.CreateRepo(t, "deploy")
+	c1 := g.Seed(t, "deploy", map[string]string{"overlays/prod/kustomization.yaml": "images:\n- name: app\n  newTag: 1.0.0\n", "README.md": "hi\n"}, "first")
+	c2 := g.Seed(t, "deploy", map[string]string{"overlays/prod/kustomization.yaml": "images:\n- name: app\n  newTag: 1.0.1\n"}, "promote prod to 1.0.1")
+	c3 := g.Seed(t, "deploy", map[string]string{"README.md": "hello\n"}, "docs")
+	auth := &Auth{Username: "git", Password: "s3cret"}
+	r := NewReader(8)
+	ctx := context.Background()
+
+	d, err := r.Diff(ctx, url, c2, auth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Parent != c1 || !strings.Contains(d.Message, "promote prod") || len(d.Files) != 1 || d.Files[0].Path != "overlays/prod/kustomization.yaml" ||
+		d.Files[0].Additions != 1 || d.Files[0].Deletions != 1 {
+		t.Errorf("diff: %+v", d)
+	}
+	if !strings.Contains(d.Patch, "-  newTag: 1.0.0") || !strings.Contains(d.Patch, "+  newTag: 1.0.1") {
+		t.Errorf("patch:\n%s", d.Patch)
+	}
+	// Cached: a second read needs no request.
+	before := g.Requests()
+	if _, err := r.Diff(ctx, url, c2, auth); err != nil || g.Requests() != before {
+		t.Errorf("cached diff: %v, %d requests", err, g.Requests()-before)
+	}
+	// The first commit diffs against nothing.
+	if d, err := r.Diff(ctx, url, c1, auth); err != nil || d.Parent != "" || len(d.Files) != 2 {
+		t.Errorf("root commit: %+v %v", d, err)
+	}
+	cs, err := r.Log(ctx, url, c1, c3, auth, 10)
+	if err != nil || len(cs) != 2 || cs[0].ID != c3 || cs[1].ID != c2 || cs[1].Message != "promote prod to 1.0.1" {
+		t.Errorf("log: %+v %v", cs, err)
+	}
+	if cs, err := r.Log(ctx, url, c1, c3, auth, 1); err != nil || len(cs) != 1 {
+		t.Errorf("log limit: %+v %v", cs, err)
+	}
+	for _, bad := range []string{"0000000000000000000000000000000000000000", "not-a-sha"} {
+		if _, err := r.Diff(ctx, url, bad, auth); !errors.Is(err, ErrNotFound) {
+			t.Errorf("diff %s: %v", bad, err)
+		}
+	}
+	if _, err := r.Diff(ctx, url, c3, &Auth{Username: "git", Password: "wrong"}); err == nil || strings.Contains(err.Error(), "wrong") {
+		t.Errorf("wrong credentials: %v", err)
+	}
+}
+
+func TestCapped(t *testing.T) {
+	t.Parallel()
+	var b strings.Builder
+	w := &capped{w: &b, left: 5}
+	if _, err := w.Write([]byte("abc")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte("defg")); !errors.Is(err, errCapped) || b.String() != "abcde" || !w.cut {
+		t.Errorf("capped: %q %v", b.String(), err)
+	}
+}
+
+func TestCredentials(t *testing.T) {
+	t.Parallel()
+	secret := func(name, repo string, regex bool) *model.Secret {
+		s := &model.Secret{ObjectMeta: model.ObjectMeta{Name: name, Labels: map[string]string{model.LabelCredType: model.CredTypeGit}},
+			StringData: map[string]string{"repoURL": repo, "username": name, "password": "p"}}
+		if regex {
+			s.StringData["repoURLIsRegex"] = "true"
+		}
+		return s
+	}
+	other := secret("image", "https://git.example/a.git", false)
+	other.Labels[model.LabelCredType] = model.CredTypeImage
+	secrets := []*model.Secret{other, secret("any", `^https://git\.example/.*$`, true), secret("exact", "https://git.example/a", false)}
+	tests := []struct{ repo, want string }{
+		{"https://git.example/a.git", "exact"},
+		{"https://git.example/b.git", "any"},
+		{"https://elsewhere/a.git", ""},
+	}
+	for _, tt := range tests {
+		got := Credentials(secrets, tt.repo)
+		if (got == nil) != (tt.want == "") || (got != nil && got.Username != tt.want) {
+			t.Errorf("%s: %+v, want %s", tt.repo, got, tt.want)
+		}
+	}
+}

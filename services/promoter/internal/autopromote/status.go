@@ -1,0 +1,109 @@
+package autopromote
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+
+	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/pkg/state"
+)
+
+// SyncStatus brings the parts of a stage's status that follow from the
+// rest up to date: conditions, freightSummary, autoPromotionEnabled and
+// observedGeneration (model.SyncStageStatus). It writes only when
+// something changed.
+func (a *AutoPromoter) SyncStatus(ctx context.Context, project, stageName string) error {
+	stage, _, err := state.GetAs[*model.Stage](ctx, a.o.Store, project, model.KindStage, stageName)
+	if errors.Is(err, state.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	policies, err := a.policies(ctx, project)
+	if err != nil {
+		return err
+	}
+	return a.syncStatus(ctx, project, stage, model.AutoPromotionEnabled(policies, stage) && !stage.IsControlFlow())
+}
+
+func (a *AutoPromoter) syncStatus(ctx context.Context, project string, stage *model.Stage, autoPromotionEnabled bool) error {
+	_, _, err := state.Update(ctx, a.o.Store.KV(state.Stages), state.Key(project, stage.Name), func(s model.StageStatus, _ bool) (model.StageStatus, error) {
+		if !model.SyncStageStatus(stage, &s, autoPromotionEnabled, a.o.Now()) {
+			return s, state.ErrNoChange
+		}
+		return s, nil
+	})
+	return err
+}
+
+// WatchStatus syncs a stage's status (SyncStatus) every time another part
+// of it changes — a promotion, a verification, a health check — until ctx
+// ends. Every stage present at start is synced once.
+func (a *AutoPromoter) WatchStatus(ctx context.Context) error {
+	changes, _, err := state.Watch[json.RawMessage](ctx, a.o.Store.KV(state.Stages), ">", false)
+	if err != nil {
+		return err
+	}
+	for c := range changes {
+		if c.Deleted {
+			continue
+		}
+		project, stage, ok := strings.Cut(c.Key, ".")
+		if !ok {
+			continue
+		}
+		if err := a.SyncStatus(ctx, state.Untoken(project), state.Untoken(stage)); err != nil && ctx.Err() == nil {
+			a.o.Logger.Warn("sync stage status", "project", state.Untoken(project), "stage", state.Untoken(stage), "err", err)
+		}
+	}
+	return nil
+}
+
+// ControlFlow syncs the status of every stage of every project and
+// evaluates every control-flow stage and the stages just downstream of
+// them: the level-triggered pass behind the events that normally keep
+// stage status current and move freight through control-flow stages.
+func (a *AutoPromoter) ControlFlow(ctx context.Context) error {
+	projects, _, err := a.o.Store.ListObjects(ctx, "", model.KindProject, 0, "")
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, p := range projects {
+		objs, _, err := a.o.Store.ListObjects(ctx, p.GetObjectMeta().Name, model.KindStage, 0, "")
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		gates := map[string]bool{}
+		for _, o := range objs {
+			s, ok := o.(*model.Stage)
+			if !ok {
+				continue
+			}
+			if s.IsControlFlow() {
+				gates[s.Name] = true
+			} else if err := a.SyncStatus(ctx, p.GetObjectMeta().Name, s.Name); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if len(gates) == 0 {
+			continue
+		}
+		errs = append(errs, a.Stages(ctx, p.GetObjectMeta().Name, func(s *model.Stage) bool {
+			if gates[s.Name] {
+				return true
+			}
+			for _, up := range s.UpstreamStages() {
+				if gates[up] {
+					return true
+				}
+			}
+			return false
+		}))
+	}
+	return errors.Join(errs...)
+}

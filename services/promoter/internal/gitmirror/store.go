@@ -1,0 +1,250 @@
+package gitmirror
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/go-git/go-billy/v5/osfs"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/format/idxfile"
+	"github.com/go-git/go-git/v5/plumbing/format/objfile"
+	"github.com/go-git/go-git/v5/plumbing/format/packfile"
+)
+
+// objectStore reads a mirror's objects without a lock: go-git's filesystem
+// storage is not safe for concurrent use, so the mirror's packs are read
+// here instead, each read with its own pack reader over an immutable index.
+// The set of packs is a snapshot replaced after a fetch (under the fetch
+// lock); readers never wait for a fetch.
+type objectStore struct {
+	dir   string
+	cache mirrorCache
+	packs atomic.Pointer[[]*pack]
+
+	// recent holds objects this process pushed since the last fetch, so
+	// that the next push to the branch can build on them at once.
+	recentMu sync.RWMutex
+	recent   map[plumbing.Hash]plumbing.EncodedObject
+}
+
+// pack is one pack file and its index. Readers take a pack reader from
+// free (or open one) and give it back.
+type pack struct {
+	hash plumbing.Hash
+	path string
+	idx  *idxfile.MemoryIndex
+	free chan *packReader
+}
+
+type packReader struct {
+	p    *packfile.Packfile
+	uses int
+}
+
+// A pack reader remembers the type of every object it read; it is
+// dropped after this many reads so that memory stays bounded.
+const maxPackReaderUses = 512
+
+func newObjectStore(dir string, c mirrorCache) *objectStore {
+	s := &objectStore{dir: dir, cache: c, recent: map[plumbing.Hash]plumbing.EncodedObject{}}
+	s.packs.Store(&[]*pack{})
+	return s
+}
+
+// reload picks up the packs written since the last call. It must not run
+// concurrently with itself (the mirror calls it under its fetch lock).
+func (s *objectStore) reload() error {
+	dir := filepath.Join(s.dir, "objects", "pack")
+	entries, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("list packs: %w", err)
+	}
+	old := *s.packs.Load()
+	have := make(map[plumbing.Hash]*pack, len(old))
+	for _, p := range old {
+		have[p.hash] = p
+	}
+	next := make([]*pack, 0, len(entries))
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasPrefix(name, "pack-") || !strings.HasSuffix(name, ".idx") {
+			continue
+		}
+		h := plumbing.NewHash(strings.TrimSuffix(strings.TrimPrefix(name, "pack-"), ".idx"))
+		if h.IsZero() {
+			continue
+		}
+		if p, ok := have[h]; ok {
+			next = append(next, p)
+			continue
+		}
+		packPath := filepath.Join(dir, "pack-"+h.String()+".pack")
+		if _, err := os.Stat(packPath); err != nil {
+			continue // an index being written before its pack
+		}
+		idx, err := readIndex(filepath.Join(dir, name))
+		if err != nil {
+			return err
+		}
+		next = append(next, &pack{hash: h, path: packPath, idx: idx, free: make(chan *packReader, 4)})
+	}
+	s.packs.Store(&next)
+	// What a fetch brought in needs no copy in memory any more.
+	s.recentMu.Lock()
+	for h := range s.recent {
+		if s.inPacks(next, h) {
+			delete(s.recent, h)
+		}
+	}
+	s.recentMu.Unlock()
+	return nil
+}
+
+func readIndex(path string) (*idxfile.MemoryIndex, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open pack index: %w", err)
+	}
+	defer func() { _ = f.Close() }()
+	idx := idxfile.NewMemoryIndex()
+	if err := idxfile.NewDecoder(f).Decode(idx); err != nil {
+		return nil, fmt.Errorf("read pack index %s: %w", filepath.Base(path), err)
+	}
+	return idx, nil
+}
+
+func (s *objectStore) inPacks(packs []*pack, h plumbing.Hash) bool {
+	for _, p := range packs {
+		if ok, _ := p.idx.Contains(h); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// has reports whether the mirror (or what this process pushed to it)
+// holds h.
+func (s *objectStore) has(h plumbing.Hash) bool {
+	if s.inPacks(*s.packs.Load(), h) {
+		return true
+	}
+	s.recentMu.RLock()
+	_, ok := s.recent[h]
+	s.recentMu.RUnlock()
+	if ok {
+		return true
+	}
+	_, err := os.Stat(s.loosePath(h))
+	return err == nil
+}
+
+// get reads one object. It is safe for concurrent use.
+func (s *objectStore) get(h plumbing.Hash) (plumbing.EncodedObject, error) {
+	if o, ok := s.cache.Get(h); ok {
+		return o, nil
+	}
+	for _, p := range *s.packs.Load() {
+		off, err := p.idx.FindOffset(h)
+		if err != nil {
+			continue
+		}
+		return s.readPacked(p, off)
+	}
+	s.recentMu.RLock()
+	o, ok := s.recent[h]
+	s.recentMu.RUnlock()
+	if ok {
+		return o, nil
+	}
+	return s.readLoose(h)
+}
+
+func (s *objectStore) readPacked(p *pack, off int64) (plumbing.EncodedObject, error) {
+	var r *packReader
+	select {
+	case r = <-p.free:
+	default:
+		f, err := osfs.Default.Open(p.path)
+		if err != nil {
+			return nil, fmt.Errorf("open pack: %w", err)
+		}
+		// Without a filesystem the reader returns objects in memory.
+		r = &packReader{p: packfile.NewPackfileWithCache(p.idx, nil, f, s.cache, 0)}
+	}
+	o, err := r.p.GetByOffset(off)
+	r.uses++
+	if err != nil || r.uses >= maxPackReaderUses {
+		_ = r.p.Close()
+		return o, err
+	}
+	select {
+	case p.free <- r:
+	default:
+		_ = r.p.Close()
+	}
+	return o, nil
+}
+
+func (s *objectStore) loosePath(h plumbing.Hash) string {
+	hex := h.String()
+	return filepath.Join(s.dir, "objects", hex[:2], hex[2:])
+}
+
+func (s *objectStore) readLoose(h plumbing.Hash) (plumbing.EncodedObject, error) {
+	f, err := os.Open(s.loosePath(h))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, plumbing.ErrObjectNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = f.Close() }()
+	r, err := objfile.NewReader(f)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = r.Close() }()
+	t, size, err := r.Header()
+	if err != nil {
+		return nil, err
+	}
+	o := &plumbing.MemoryObject{}
+	o.SetType(t)
+	o.SetSize(size)
+	if _, err := io.Copy(o, r); err != nil {
+		return nil, err
+	}
+	s.cache.Put(o)
+	return o, nil
+}
+
+// remember keeps objects this process pushed until a fetch brings them.
+func (s *objectStore) remember(objs []plumbing.EncodedObject) {
+	s.recentMu.Lock()
+	defer s.recentMu.Unlock()
+	for _, o := range objs {
+		s.recent[o.Hash()] = o
+	}
+}
+
+// close releases the open pack readers.
+func (s *objectStore) close() {
+	for _, p := range *s.packs.Load() {
+	drain:
+		for {
+			select {
+			case r := <-p.free:
+				_ = r.p.Close()
+			default:
+				break drain
+			}
+		}
+	}
+	s.packs.Store(&[]*pack{})
+}
