@@ -251,3 +251,25 @@ func TestArgoCDWaitTimeout(t *testing.T) {
 		t.Fatalf("healthy: %+v %v", res, err)
 	}
 }
+
+// A Kustomize image's digest and newName reach the Application as Argo
+// CD writes them: "<name>=<newName>:<tag>", "<name>@<digest>".
+func TestArgoCDUpdateKustomizeDigestAndNewName(t *testing.T) {
+	t.Parallel()
+	apps := &fakeApps{apps: map[string]map[string]any{"argocd/guestbook-dev": application("demo:dev")}}
+	sc := newContext(t, map[string]any{"apps": []any{map[string]any{"name": "guestbook-dev", "sources": []any{
+		map[string]any{"repoURL": "https://github.com/acme/gitops", "kustomize": map[string]any{"images": []any{
+			map[string]any{"repoURL": "ghcr.io/acme/guestbook", "digest": "sha256:0123"},
+			map[string]any{"repoURL": "nginx", "newName": "mirror.example.com/nginx", "tag": "1.27"},
+		}}},
+	}}}})
+	sc.Project, sc.Stage, sc.Promotion, sc.Applications = "demo", "dev", "dev.01.abc", apps
+	if _, err := run(t, "argocd-update", sc); err != nil {
+		t.Fatal(err)
+	}
+	git := apps.apps["argocd/guestbook-dev"]["spec"].(map[string]any)["sources"].([]any)[0].(map[string]any)
+	want := []any{"ghcr.io/acme/guestbook@sha256:0123", "nginx=mirror.example.com/nginx:1.27"}
+	if got := git["kustomize"].(map[string]any)["images"]; !reflect.DeepEqual(got, want) {
+		t.Fatalf("images %v, want %v", got, want)
+	}
+}

@@ -223,3 +223,53 @@ func TestGitHubPushPushes(t *testing.T) {
 		t.Fatalf("insecureSkipTLSVerify: %v", err)
 	}
 }
+
+// maxAttempts bounds the pushes tried while the remote branch moves; force
+// replaces the remote branch; generateTargetBranch pushes to the
+// promotion's own branch. git-push and github-push alike.
+func TestGitPushAttemptsForceAndGeneratedBranch(t *testing.T) {
+	t.Parallel()
+	for _, uses := range []string{"git-push", "github-push"} {
+		t.Run(uses, func(t *testing.T) {
+			t.Parallel()
+			git := testenv.GitServer(t)
+			url := git.CreateRepo(t, "app")
+			git.Seed(t, "app", map[string]string{"a.txt": "a\n"}, "init")
+			sc := gitContext(t)
+			step(t, sc, "git-clone", map[string]any{"repoURL": url, "checkout": []any{map[string]any{"branch": "main", "path": "./out"}}})
+			write(t, sc, "out/a.txt", "local\n")
+			step(t, sc, "git-commit", map[string]any{"path": "./out", "message": "local"})
+
+			// The remote moves: one attempt sees it moved and gives up; two
+			// fetch it and replay the commit onto it.
+			git.Seed(t, "app", map[string]string{"b.txt": "remote\n"}, "remote")
+			sc.Config = map[string]any{"path": "./out", "maxAttempts": 1}
+			if _, err := run(t, uses, sc); err == nil || !gitmirror.IsRace(err) {
+				t.Fatalf("one attempt after the remote moved: %v", err)
+			}
+			step(t, sc, uses, map[string]any{"path": "./out", "maxAttempts": 2})
+			if a, b := git.Show(t, "app", "main", "a.txt"), git.Show(t, "app", "main", "b.txt"); a != "local" || b != "remote" {
+				t.Fatalf("after two attempts main holds a=%q b=%q", a, b)
+			}
+
+			// A conflicting change on the remote: refused, unless force.
+			write(t, sc, "out/a.txt", "mine\n")
+			step(t, sc, "git-commit", map[string]any{"path": "./out", "message": "mine"})
+			git.Seed(t, "app", map[string]string{"a.txt": "theirs\n"}, "theirs")
+			sc.Config = map[string]any{"path": "./out"}
+			if _, err := run(t, uses, sc); err == nil || !IsTerminal(err) {
+				t.Fatalf("a conflicting push: %v", err)
+			}
+			step(t, sc, uses, map[string]any{"path": "./out", "force": true})
+			if got := git.Show(t, "app", "main", "a.txt"); got != "mine" {
+				t.Fatalf("forced push left a.txt %q", got)
+			}
+
+			res := step(t, sc, uses, map[string]any{"path": "./out", "generateTargetBranch": true})
+			branch := "kargo/promotion/" + sc.Promotion
+			if res.Output["branch"] != branch || git.Show(t, "app", branch, "a.txt") != "mine" {
+				t.Fatalf("generated branch: output %v", res.Output)
+			}
+		})
+	}
+}

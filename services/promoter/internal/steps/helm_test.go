@@ -233,3 +233,38 @@ func TestHelmTemplateBuildsDependencies(t *testing.T) {
 		t.Fatalf("rendered:\n%s", got)
 	}
 }
+
+// includeCRDs renders the chart's crds/, kubeVersion and apiVersions are
+// the capabilities templates see.
+func TestHelmTemplateCapabilitiesAndCRDs(t *testing.T) {
+	t.Parallel()
+	sc := newContext(t, nil)
+	write(t, sc, "charts/app/Chart.yaml", "apiVersion: v2\nname: app\nversion: 0.1.0\n")
+	write(t, sc, "charts/app/crds/widget.yaml", "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.example.com\n")
+	write(t, sc, "charts/app/templates/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: caps\ndata:\n"+
+		"  kube: {{ .Capabilities.KubeVersion.Version | quote }}\n"+
+		"  monitoring: {{ .Capabilities.APIVersions.Has \"monitoring.coreos.com/v1\" | quote }}\n")
+	sc.Config = map[string]any{"path": "charts/app", "releaseName": "web", "outPath": "plain.yaml"}
+	if _, err := run(t, "helm-template", sc); err != nil {
+		t.Fatal(err)
+	}
+	plain := files(t, sc, ".")["plain.yaml"]
+	if strings.Contains(plain, "CustomResourceDefinition") || !strings.Contains(plain, `monitoring: "false"`) {
+		t.Fatalf("rendered without includeCRDs and apiVersions:\n%s", plain)
+	}
+	sc.Config = map[string]any{"path": "charts/app", "releaseName": "web", "outPath": "full.yaml", "includeCRDs": true,
+		"kubeVersion": "1.29.3", "apiVersions": []any{"monitoring.coreos.com/v1"}}
+	if _, err := run(t, "helm-template", sc); err != nil {
+		t.Fatal(err)
+	}
+	full := files(t, sc, ".")["full.yaml"]
+	for _, want := range []string{"name: widgets.example.com", `kube: "v1.29.3"`, `monitoring: "true"`} {
+		if !strings.Contains(full, want) {
+			t.Errorf("rendered manifests lack %q:\n%s", want, full)
+		}
+	}
+	sc.Config = map[string]any{"path": "charts/app", "outPath": "bad.yaml", "kubeVersion": "not-a-version"}
+	if _, err := run(t, "helm-template", sc); err == nil || !IsTerminal(err) || !strings.Contains(err.Error(), "kubeVersion") {
+		t.Fatalf("a bad kubeVersion: %v", err)
+	}
+}

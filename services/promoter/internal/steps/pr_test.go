@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/caravan-cd/caravan/pkg/egress"
 	"github.com/caravan-cd/caravan/pkg/model"
@@ -28,6 +29,10 @@ type fakeHost struct {
 	labeled map[int]bool
 	// merges holds the body of each merge request.
 	merges []map[string]any
+	// opened holds the body of each request that opened one.
+	opened []map[string]any
+	// blockMerges answers merges 405, as a host does while checks run.
+	blockMerges bool
 }
 
 type fakePR struct {
@@ -112,6 +117,7 @@ func (f *fakeHost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		reply(out)
 	case m[1] == "" && r.Method == http.MethodPost:
+		f.opened = append(f.opened, in)
 		if strings.Contains(path, "/api/v4/") {
 			reply(render(create(in["source_branch"].(string), in["target_branch"].(string))))
 		} else {
@@ -124,6 +130,8 @@ func (f *fakeHost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		reply(render(p))
+	case m[2] == "/merge" && f.blockMerges:
+		http.Error(w, "not mergeable yet", http.StatusMethodNotAllowed)
 	case m[2] == "/merge":
 		f.merges = append(f.merges, in)
 		p := find(m[1])
@@ -198,6 +206,59 @@ func TestPullRequestSteps(t *testing.T) {
 			}
 			if provider == "github" && !host.labeled[1] {
 				t.Fatal("labels were not set")
+			}
+		})
+	}
+}
+
+// description is the pull request's body; createTargetBranch is taken and
+// does nothing, as in Kargo; pollInterval spaces the checks of a waiting
+// step; git-merge-pr with wait waits while the host cannot merge yet, and
+// fails without it.
+func TestPullRequestOptions(t *testing.T) {
+	t.Parallel()
+	for _, provider := range []string{"github", "gitlab", "gitea"} {
+		t.Run(provider, func(t *testing.T) {
+			t.Parallel()
+			host := &fakeHost{labeled: map[int]bool{}}
+			srv := httptest.NewServer(host)
+			t.Cleanup(srv.Close)
+			sc := newContext(t, nil)
+			sc.Egress = allowLoopback(t, egress.Config{})
+			sc.Credentials = func(context.Context, string, string) (*gitmirror.Auth, error) { return nil, nil }
+			cfg := func(m map[string]any) *Context {
+				m["repoURL"], m["provider"] = srv.URL+"/acme/app.git", provider
+				sc.Config = m
+				return sc
+			}
+			if _, err := run(t, "git-open-pr", cfg(map[string]any{"sourceBranch": "kargo/promotion/p1", "targetBranch": "main", "title": "promote",
+				"description": "Promotes freight abc.", "createTargetBranch": true})); err != nil {
+				t.Fatal(err)
+			}
+			key := map[string]string{"github": "body", "gitlab": "description", "gitea": "body"}[provider]
+			if got := host.opened[0][key]; got != "Promotes freight abc." {
+				t.Fatalf("opened with %s %v (request %v)", key, got, host.opened[0])
+			}
+			res, err := run(t, "git-wait-for-pr", cfg(map[string]any{"prNumber": 1.0, "pollInterval": "42s"}))
+			if err != nil || res.Status != StatusRunning || res.PollAfter != 42*time.Second {
+				t.Fatalf("wait on an open PR: %+v %v", res, err)
+			}
+			host.mu.Lock()
+			host.blockMerges = true
+			host.mu.Unlock()
+			if _, err := run(t, "git-merge-pr", cfg(map[string]any{"prNumber": 1.0})); err == nil {
+				t.Fatal("a merge the host refuses succeeded without wait")
+			}
+			res, err = run(t, "git-merge-pr", cfg(map[string]any{"prNumber": 1.0, "wait": true, "pollInterval": "7s"}))
+			if err != nil || res.Status != StatusRunning || res.PollAfter != 7*time.Second {
+				t.Fatalf("merge with wait while the host refuses: %+v %v", res, err)
+			}
+			host.mu.Lock()
+			host.blockMerges = false
+			host.mu.Unlock()
+			res, err = run(t, "git-merge-pr", cfg(map[string]any{"prNumber": 1.0, "wait": true, "pollInterval": "7s"}))
+			if err != nil || res.Output["commit"] != "merged-sha-1" {
+				t.Fatalf("merge once the host can: %+v %v", res, err)
 			}
 		})
 	}
