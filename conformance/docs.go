@@ -63,6 +63,12 @@ func Render(kinds, steps []Group) []byte {
 	}
 
 	p("## Steps\n\n")
+	p("Every property of every step schema is checked against the promoter's step registry ")
+	p("(`services/promoter/internal/steps/builtins.go`, see [steps.md](steps.md)): the step's config takes it, ")
+	p("and a test that runs the step with it set is named, or the registry declares it a difference with its reason ")
+	p("(*refused when set*, or *accepted* when the outcome is the same). ")
+	p("The fullest config Kargo's schema allows passes the registry's config check but for the refused differences, ")
+	p("and the properties Caravan adds are named in [steps.md](steps.md).\n\n")
 	p("| Step | Passing | To fix |\n|---|---|---|\n")
 	for _, g := range steps {
 		pass, fix := 0, 0

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	_ "embed"
 	"fmt"
+	"sort"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/caravan-cd/caravan/pkg/model"
 )
 
 // Field statuses of kinds.yaml.
@@ -71,8 +74,58 @@ var stepsYAML []byte
 // Kinds returns the kinds table.
 func Kinds() ([]Group, error) { return parseTable("kinds.yaml", kindsYAML) }
 
-// Steps returns the steps table.
-func Steps() ([]Group, error) { return parseTable("steps.yaml", stepsYAML) }
+// Steps returns the steps table with the differences the promoter's step
+// registry declares (model.StepCatalog) added as Difference entries, the
+// registry's reason as their note: a difference is declared once, beside
+// the step. A step the registry has and steps.yaml does not gets a group.
+func Steps() ([]Group, error) {
+	groups, err := stepsTable()
+	if err != nil {
+		return nil, err
+	}
+	return withRegistry(groups, model.StepCatalog), nil
+}
+
+// stepsTable returns steps.yaml as written.
+func stepsTable() ([]Group, error) { return parseTable("steps.yaml", stepsYAML) }
+
+// withRegistry adds the differences of the registry's steps to groups.
+func withRegistry(groups []Group, catalog map[string]model.StepSchema) []Group {
+	out := make([]Group, 0, len(groups))
+	seen := map[string]bool{}
+	for _, g := range groups {
+		seen[g.Name] = true
+		out = append(out, g)
+	}
+	for _, name := range model.StepNames() {
+		if !seen[name] {
+			out = append(out, Group{Name: name})
+		}
+	}
+	for i := range out {
+		schema, ok := catalog[out[i].Name]
+		if !ok || len(schema.Differences) == 0 {
+			continue
+		}
+		entries := append([]Entry(nil), out[i].Entries...)
+		for path, d := range schema.Differences {
+			entries = append(entries, Entry{Path: path, Status: Difference, Note: differenceNote(d)})
+		}
+		sort.SliceStable(entries, func(a, b int) bool { return entries[a].Path < entries[b].Path })
+		out[i].Entries = entries
+	}
+	sort.SliceStable(out, func(a, b int) bool { return out[a].Name < out[b].Name })
+	return out
+}
+
+// differenceNote is a registry difference as a table note.
+func differenceNote(d model.StepDifference) string {
+	kind := "refused when set"
+	if d.Accepted {
+		kind = "accepted"
+	}
+	return kind + ": " + d.Reason
+}
 
 var validStatus = map[string]bool{
 	Acted: true, StatusField: true, Unused: true, Warned: true, Refused: true,
