@@ -11,8 +11,8 @@ require (
 	github.com/nats-io/nats.go v1.55.0
 	github.com/oklog/ulid/v2 v2.1.2
 	github.com/pelletier/go-toml/v2 v2.4.3
-	github.com/tidwall/sjson v1.2.10
 	github.com/sergi/go-diff v1.4.0
+	github.com/tidwall/sjson v1.2.10
 	go.yaml.in/yaml/v3 v3.0.6
 	helm.sh/helm/v3 v3.22.0
 	k8s.io/apimachinery v0.37.2
