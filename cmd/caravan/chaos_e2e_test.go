@@ -89,6 +89,9 @@ func TestE2EChaos(t *testing.T) {
 	common := []string{
 		"CARAVAN_SECRET_KEY=" + secretKey,
 		"CARAVAN_RECONCILE_INTERVAL=5s",
+		// The web metric and the git server listen on loopback, which the
+		// egress policy refuses by default.
+		"CARAVAN_EGRESS_ALLOW=127.0.0.0/8",
 		"CARAVAN_LOG_LEVEL=info",
 		"CARAVAN_LOG_FORMAT=text",
 	}
