@@ -264,12 +264,11 @@ func Run(ctx context.Context, d Deps) error {
 	for _, ready := range []chan struct{}{dispReady, autoReady} {
 		select {
 		case <-ready:
-		case err := <-errc:
+		case <-errc:
+			// fail has recorded why a part stopped while ctx lived; a
+			// part that stopped because ctx ended is a clean stop.
 			cancel()
 			wg.Wait()
-			if failed == nil && err != nil {
-				failed = fmt.Errorf("promoter: %w", err)
-			}
 			return failed
 		case <-ctx.Done():
 		}
