@@ -120,6 +120,10 @@ func (u *UI) load(ctx context.Context, c apiClient, project string, n need) (*pr
 	}
 	d := newProjectData(project, who.Role)
 	d.policies, d.stages, d.warehouses = pols, stages, whs
+	// By name, whatever order the API lists in: the layout's input is
+	// canonical, and a snapshot finds its stages by binary search.
+	slices.SortFunc(d.stages, func(a, b model.Stage) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(d.warehouses, func(a, b model.Warehouse) int { return strings.Compare(a.Name, b.Name) })
 	for i := range d.stages {
 		d.byName[d.stages[i].Name] = &d.stages[i]
 	}
@@ -374,6 +378,10 @@ type graphView struct {
 	Nodes         []nodeView
 	Edges         []edgeView
 	Crossings     int
+	// HTML and EdgesHTML are the nodes and the edges' paths, written by
+	// graphHTML (a template ranging over 1,000 nodes is most of a page's
+	// render time).
+	HTML, EdgesHTML template.HTML
 }
 
 type nodeView struct {
@@ -419,8 +427,9 @@ func warehouseCardOf(project string, w *model.Warehouse, canRefresh bool) *wareh
 	return c
 }
 
-// graph lays out warehouses and stages. Cards are rendered by renderCard.
-func (u *UI) graph(d *projectData, cards func(*model.Stage) cardView) (graphView, error) {
+// graph lays out warehouses and stages. Cards are rendered by renderCard,
+// or taken from the snapshot's cache when there is one.
+func (u *UI) graph(d *projectData, cards func(*model.Stage) cardView, sn *snapshot, now time.Time) (graphView, error) {
 	nodes := make([]layout.Node, 0, len(d.warehouses)+len(d.stages))
 	var edges []layout.Edge
 	for _, w := range d.warehouses {
@@ -444,6 +453,16 @@ func (u *UI) graph(d *projectData, cards func(*model.Stage) cardView) (graphView
 	}
 	lay := u.layouts.get(nodes, edges, layout.Options{LayerGap: 72, NodeGap: 20})
 	g := graphView{Width: lay.Width, Height: lay.Height, Crossings: lay.Crossings, Nodes: make([]nodeView, 0, len(lay.Nodes))}
+	render := func(st *model.Stage) (template.HTML, string, error) { return u.renderCard(cards(st)) }
+	if sn != nil {
+		canPromote := d.canPromote()
+		render = func(st *model.Stage) (template.HTML, string, error) {
+			if html, hash, ok := sn.cached(st.Name, canPromote, now); ok {
+				return html, hash, nil
+			}
+			return sn.card(u, cards(st), now)
+		}
+	}
 	for i, n := range lay.Nodes {
 		nv := nodeView{ID: n.ID, X: n.X, Y: n.Y, W: n.Width, H: n.Height}
 		if i < len(d.warehouses) {
@@ -455,7 +474,7 @@ func (u *UI) graph(d *projectData, cards func(*model.Stage) cardView) (graphView
 			if st.IsControlFlow() {
 				nv.Kind = "gate"
 			}
-			html, hash, err := u.renderCard(cards(st))
+			html, hash, err := render(st)
 			if err != nil {
 				return g, err
 			}
@@ -474,7 +493,57 @@ func (u *UI) graph(d *projectData, cards func(*model.Stage) cardView) (graphView
 	for _, r := range lay.Routes {
 		g.Edges = append(g.Edges, edgeView{From: r.From, To: r.To, Path: r.Path()})
 	}
-	return g, nil
+	return g, u.graphHTML(&g)
+}
+
+// graphHTML writes the graph's nodes (each positioned, holding its card)
+// and edges, as the "graph" template would.
+func (u *UI) graphHTML(g *graphView) error {
+	var b bytes.Buffer
+	px := func(f float64) {
+		b.WriteString(strconv.FormatFloat(f, 'f', 0, 64))
+		b.WriteString("px")
+	}
+	for _, n := range g.Nodes {
+		b.WriteString(`<div class="node k-`)
+		b.WriteString(template.HTMLEscapeString(n.Kind))
+		b.WriteString(`" data-node="`)
+		b.WriteString(template.HTMLEscapeString(n.ID))
+		if n.Hash != "" {
+			b.WriteString(`" data-hash="`)
+			b.WriteString(template.HTMLEscapeString(n.Hash))
+		}
+		b.WriteString(`" style="left:`)
+		px(n.X)
+		b.WriteString(";top:")
+		px(n.Y)
+		b.WriteString(";width:")
+		px(n.W)
+		b.WriteString(";height:")
+		px(n.H)
+		b.WriteString("\">\n      ")
+		if n.Warehouse != nil {
+			if err := u.pages["pipeline"].ExecuteTemplate(&b, "warehouse-card", n.Warehouse); err != nil {
+				return err
+			}
+		} else {
+			b.WriteString(string(n.Card))
+		}
+		b.WriteString("\n    </div>")
+	}
+	g.HTML = template.HTML(b.String()) //nolint:gosec // escaped above; cards by html/template
+	b.Reset()
+	for _, e := range g.Edges {
+		b.WriteString(`<path d="`)
+		b.WriteString(template.HTMLEscapeString(e.Path))
+		b.WriteString(`" data-from="`)
+		b.WriteString(template.HTMLEscapeString(e.From))
+		b.WriteString(`" data-to="`)
+		b.WriteString(template.HTMLEscapeString(e.To))
+		b.WriteString(`" marker-end="url(#arrow)"/>`)
+	}
+	g.EdgesHTML = template.HTML(b.String()) //nolint:gosec // escaped above
+	return nil
 }
 
 // renderCard renders a stage card and its digest.
@@ -492,9 +561,13 @@ func (u *UI) writeCard(req *request, c cardView) error {
 	if err != nil {
 		return err
 	}
+	return u.writeHTML(req, html)
+}
+
+func (u *UI) writeHTML(req *request, html template.HTML) error {
 	securityHeaders(req.w.Header())
 	req.w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	_, err = req.w.Write([]byte(html))
+	_, err := req.w.Write([]byte(html))
 	return err
 }
 
@@ -526,25 +599,39 @@ func (u *UI) pipeline(req *request) error {
 		}
 		at = &t
 	}
-	if req.fragment == "card" && at == nil {
-		d, err := u.loadStage(req.ctx, req.api, project, q.Get("stage"))
-		if err != nil {
+	wantTimeline := req.fragment == "" || req.fragment == "timeline"
+	var (
+		d   *projectData
+		sn  *snapshot
+		pre func() ([]model.Freight, string, error)
+		err error
+	)
+	switch {
+	case u.snaps != nil && at == nil:
+		// The project's snapshot, brought up to date by the feed.
+		if d, sn, err = u.current(req.ctx, req.api, project); err != nil {
+			return err
+		}
+		if wantTimeline {
+			pre = sn.timelineFreight(req, project)
+		}
+	case req.fragment == "card" && at == nil:
+		if d, err = u.loadStage(req.ctx, req.api, project, q.Get("stage")); err != nil {
 			return err
 		}
 		return u.writeCard(req, d.card(&d.stages[0], now))
-	}
-	n := needAll
-	var pre func() ([]model.Freight, string, error)
-	switch req.fragment {
-	case "timeline", "eligible":
-		n = need{warehouses: true}
-	}
-	if req.fragment == "" || req.fragment == "timeline" {
-		pre = timelineFreight(req, project)
-	}
-	d, err := u.load(req.ctx, req.api, project, n)
-	if err != nil {
-		return err
+	default:
+		n := needAll
+		switch req.fragment {
+		case "timeline", "eligible":
+			n = need{warehouses: true}
+		}
+		if wantTimeline {
+			pre = timelineFreight(req, project)
+		}
+		if d, err = u.load(req.ctx, req.api, project, n); err != nil {
+			return err
+		}
 	}
 	cards := func(st *model.Stage) cardView { return d.card(st, now) }
 	if at != nil {
@@ -567,9 +654,16 @@ func (u *UI) pipeline(req *request) error {
 		if !ok {
 			return &apiError{Status: http.StatusNotFound, Message: "stage not found"}
 		}
+		if sn != nil {
+			html, _, err := sn.card(u, cards(st), now)
+			if err != nil {
+				return err
+			}
+			return u.writeHTML(req, html)
+		}
 		return u.writeCard(req, cards(st))
 	case "digest":
-		g, err := u.graph(d, cards)
+		g, err := u.graph(d, cards, sn, now)
 		if err != nil {
 			return err
 		}
@@ -602,7 +696,13 @@ func (u *UI) pipeline(req *request) error {
 			return err
 		}
 	}
-	g, err := u.graph(d, cards)
+	build := func() (graphView, error) { return u.graph(d, cards, sn, now) }
+	var g graphView
+	if sn != nil {
+		g, err = sn.graph(d.canPromote(), now, build)
+	} else {
+		g, err = build()
+	}
 	if err != nil {
 		return err
 	}
