@@ -28,6 +28,14 @@ const (
 	gateW, gateH           = 184, 92
 	warehouseW, warehouseH = 224, 136
 	timelinePage           = 25
+	// Above lazyAbove stages, only the cards in the first view (lazyX by
+	// lazyY pixels of the graph, from its sources) come with the page; the
+	// others are placeholders the script fills in as they scroll into
+	// view (?fragment=cards).
+	lazyAbove    = 300
+	lazyX, lazyY = 2600, 1900
+	// maxCards is how many cards one ?fragment=cards request may ask for.
+	maxCards = 200
 )
 
 // projectData is what a project's pages share: who the user is there and
@@ -390,6 +398,10 @@ type nodeView struct {
 	Card       template.HTML
 	Hash       string
 	Warehouse  *warehouseCard
+	// Lazy nodes are sent as a placeholder (Stage, Project) filled in by
+	// the script.
+	Lazy           bool
+	Stage, Project string
 }
 
 type edgeView struct {
@@ -479,6 +491,8 @@ func (u *UI) graph(d *projectData, cards func(*model.Stage) cardView, sn *snapsh
 				return g, err
 			}
 			nv.Card, nv.Hash = html, hash
+			nv.Stage, nv.Project = st.Name, d.project
+			nv.Lazy = len(d.stages) > lazyAbove && (n.X > lazyX || n.Y > lazyY)
 		}
 		g.Nodes = append(g.Nodes, nv)
 	}
@@ -509,6 +523,9 @@ func (u *UI) graphHTML(g *graphView) error {
 		b.WriteString(template.HTMLEscapeString(n.Kind))
 		b.WriteString(`" data-node="`)
 		b.WriteString(template.HTMLEscapeString(n.ID))
+		if n.Lazy {
+			b.WriteString(`" data-lazy="`)
+		}
 		if n.Hash != "" {
 			b.WriteString(`" data-hash="`)
 			b.WriteString(template.HTMLEscapeString(n.Hash))
@@ -522,11 +539,33 @@ func (u *UI) graphHTML(g *graphView) error {
 		b.WriteString(";height:")
 		px(n.H)
 		b.WriteString("\">\n      ")
-		if n.Warehouse != nil {
+		switch {
+		case n.Warehouse != nil:
 			if err := u.pages["pipeline"].ExecuteTemplate(&b, "warehouse-card", n.Warehouse); err != nil {
 				return err
 			}
-		} else {
+		case n.Lazy:
+			// The card's name and link, so that the page reads and tabs
+			// the same before the script fills it in.
+			name := template.HTMLEscapeString(n.Stage)
+			b.WriteString(`<article class="card lazy`)
+			if n.Kind == "gate" {
+				b.WriteString(" gate")
+			}
+			b.WriteString(`" id="card-`)
+			b.WriteString(name)
+			b.WriteString(`" data-stage="`)
+			b.WriteString(name)
+			b.WriteString(`" data-live="stage:`)
+			b.WriteString(name)
+			b.WriteString(`" aria-busy="true"><header><h3><a href="/projects/`)
+			b.WriteString(template.HTMLEscapeString(url.PathEscape(n.Project)))
+			b.WriteString("/stages/")
+			b.WriteString(template.HTMLEscapeString(url.PathEscape(n.Stage)))
+			b.WriteString(`">`)
+			b.WriteString(name)
+			b.WriteString(`</a></h3></header><p class="muted small">Loading…</p></article>`)
+		default:
 			b.WriteString(string(n.Card))
 		}
 		b.WriteString("\n    </div>")
@@ -607,8 +646,10 @@ func (u *UI) pipeline(req *request) error {
 		err error
 	)
 	switch {
-	case u.snaps != nil && at == nil:
-		// The project's snapshot, brought up to date by the feed.
+	case u.snaps != nil && at == nil && (req.fragment != "card" || u.snaps.has(project)):
+		// The project's snapshot, brought up to date by the feed (a
+		// single card reads its stage alone until a page has read the
+		// whole project).
 		if d, sn, err = u.current(req.ctx, req.api, project); err != nil {
 			return err
 		}
@@ -662,6 +703,32 @@ func (u *UI) pipeline(req *request) error {
 			return u.writeHTML(req, html)
 		}
 		return u.writeCard(req, cards(st))
+	case "cards":
+		names := q["stage"]
+		if len(names) > maxCards {
+			return badRequest("stage: at most %d at a time", maxCards)
+		}
+		var out bytes.Buffer
+		for _, name := range names {
+			st, ok := d.byName[name]
+			if !ok {
+				continue // deleted meanwhile: the graph is re-laid out
+			}
+			var (
+				html template.HTML
+				err  error
+			)
+			if sn != nil {
+				html, _, err = sn.card(u, cards(st), now)
+			} else {
+				html, _, err = u.renderCard(cards(st))
+			}
+			if err != nil {
+				return err
+			}
+			out.WriteString(string(html))
+		}
+		return u.writeHTML(req, template.HTML(out.String())) //nolint:gosec // cards by html/template
 	case "digest":
 		g, err := u.graph(d, cards, sn, now)
 		if err != nil {

@@ -81,6 +81,26 @@ func newSnapshots(f *Feed) *snapshots {
 	return &snapshots{feed: f, m: map[string]*snapshot{}}
 }
 
+// has reports whether the project has a snapshot with data.
+func (s *snapshots) has(project string) bool {
+	s.mu.Lock()
+	sn := s.m[project]
+	s.mu.Unlock()
+	if sn == nil {
+		return false
+	}
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	return sn.data != nil
+}
+
+// drop forgets a project's snapshot (the project is gone).
+func (s *snapshots) drop(project string) {
+	s.mu.Lock()
+	delete(s.m, project)
+	s.mu.Unlock()
+}
+
 func (s *snapshots) get(project string) *snapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -108,6 +128,9 @@ func (u *UI) current(ctx context.Context, c apiClient, project string) (*project
 	sn := u.snaps.get(project)
 	data, err := u.refresh(ctx, c, project, sn)
 	wg.Wait()
+	if notFound(errs[1]) {
+		u.snaps.drop(project)
+	}
 	if err := errors.Join(errs[0], errs[1]); err != nil {
 		var ae *apiError
 		for _, e := range errs {
