@@ -117,6 +117,7 @@ func BenchmarkUIChromiumE2E(b *testing.B) {
 		}
 		return n
 	}
+	page()
 	before := lazy()
 	if before == 0 || before >= 1000 {
 		b.Fatalf("%d of 1,000 cards are placeholders at first", before)

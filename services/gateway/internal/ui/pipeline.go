@@ -606,8 +606,9 @@ func (u *UI) writeCard(req *request, c cardView) error {
 func (u *UI) writeHTML(req *request, html template.HTML) error {
 	securityHeaders(req.w.Header())
 	req.w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	_, err := req.w.Write([]byte(html))
-	return err
+	// A write error means the client went away: nothing to answer.
+	_, _ = req.w.Write([]byte(html))
+	return nil
 }
 
 type pipelineData struct {

@@ -244,8 +244,9 @@ func (u *UI) render(w http.ResponseWriter, status int, page, tmpl string, data a
 	securityHeaders(w.Header())
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
-	_, err := w.Write(buf.Bytes())
-	return err
+	// A write error means the client went away: nothing to answer.
+	_, _ = w.Write(buf.Bytes())
+	return nil
 }
 
 func securityHeaders(h http.Header) {
