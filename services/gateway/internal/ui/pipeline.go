@@ -646,14 +646,22 @@ func (u *UI) pipeline(req *request) error {
 		pre func() ([]model.Freight, string, error)
 		err error
 	)
-	switch {
-	case u.snaps != nil && at == nil && (req.fragment != "card" || u.snaps.has(project)):
+	useSnapshot := u.snaps != nil && at == nil && (req.fragment != "card" || u.snaps.has(project))
+	if useSnapshot {
 		// The project's snapshot, brought up to date by the feed (a
 		// single card reads its stage alone until a page has read the
 		// whole project).
-		if d, sn, err = u.current(req.ctx, req.api, project); err != nil {
+		d, sn, err = u.current(req.ctx, req.api, project)
+		switch {
+		case errors.Is(err, errFeed) && req.ctx.Err() == nil:
+			u.log.Warn("ui: reading the project anew", "project", project, "err", err)
+			useSnapshot = false
+		case err != nil:
 			return err
 		}
+	}
+	switch {
+	case useSnapshot:
 		if wantTimeline {
 			pre = sn.timelineFreight(req, project)
 		}

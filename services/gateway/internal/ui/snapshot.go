@@ -3,6 +3,7 @@ package ui
 import (
 	"context"
 	"errors"
+	"fmt"
 	"html/template"
 	"maps"
 	"net/http"
@@ -31,6 +32,10 @@ const cardTTL = time.Minute
 // not change. Who may see the project is still asked of the API on every
 // request (whoami and the project itself); what the snapshot holds is
 // what the API shows anyone who may read the project.
+// errFeed marks a feed that cannot say what changed (a watch ended, or it
+// lags): the page reads the project anew.
+var errFeed = errors.New("ui feed")
+
 type snapshots struct {
 	feed *Feed
 	mu   sync.Mutex
@@ -154,7 +159,7 @@ func (u *UI) refresh(ctx context.Context, c apiClient, project string, sn *snaps
 	defer sn.mu.Unlock()
 	pos, err := u.snaps.feed.sync(ctx)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", errFeed, err)
 	}
 	changes, ok := u.snaps.feed.since(project, sn.pos)
 	switch {
