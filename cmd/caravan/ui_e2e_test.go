@@ -52,6 +52,9 @@ func startUIServer(t *testing.T, extraEnv ...string) *uiServer {
 		"CARAVAN_DEMO_GIT_ADDR="+freePort(t),
 		"CARAVAN_HTTP_ADDR="+httpAddr,
 		"CARAVAN_EMBEDDED_NATS_ADDR=127.0.0.1:-1",
+		// The extra stages' step and metric call this server's own
+		// /healthz, which the egress policy refuses unless opened.
+		"CARAVAN_EGRESS_ALLOW="+httpAddr,
 	)
 	s.env = append(s.env, extraEnv...)
 	t.Cleanup(func() {

@@ -119,6 +119,10 @@ type Deps struct {
 	// LoginLinks are one-time web UI sign-in links the caller issues
 	// (caravan server prints one for the admin); nil: none.
 	LoginLinks *LoginLinks
+	// UIReadsAnew makes the web UI read a project anew through the API on
+	// every request instead of keeping it current with a feed of KV
+	// changes (the UI benchmark's baseline).
+	UIReadsAnew bool
 }
 
 // LoginLinks are one-time sign-in links for the web UI: NewLoginLinks,
@@ -192,6 +196,11 @@ func NewHandler(ctx context.Context, d Deps) (http.Handler, error) {
 		return nil, err
 	}
 	uo := ui.Options{API: apiHandler, Sessions: sessions, Links: d.LoginLinks, Logger: d.Logger}
+	if !d.UIReadsAnew {
+		if uo.Feed, err = ui.NewFeed(ctx, env.Store); err != nil {
+			return nil, err
+		}
+	}
 	if c.OIDCIssuer != "" {
 		uo.OIDC = &ui.OIDCConfig{Issuer: c.OIDCIssuer, ClientID: c.OIDCAudience, ClientSecret: c.OIDCClientSecret,
 			Scopes: c.OIDCScopes, RedirectURL: external + "/auth/oidc/callback", HTTPClient: d.HTTPClient}

@@ -134,6 +134,7 @@ func TestUISignInAndPages(t *testing.T) {
 		{"/projects", []string{`href="/projects/demo"`, "3 stages"}},
 		{"/projects/demo", []string{`id="card-dev"`, `id="card-staging"`, `id="card-prod"`, `data-node="wh/app"`, "brave-fox", `data-action="promote-menu"`, `<svg class="edges"`, `id="live"`}},
 		{"/projects/demo?fragment=card&stage=prod", []string{`<article class="card"`, `id="card-prod"`}},
+		{"/projects/demo?fragment=cards&stage=dev&stage=prod&stage=gone", []string{`id="card-dev"`, `id="card-prod"`}},
 		{"/projects/demo?fragment=timeline&q=brave", []string{`id="timeline"`, "brave-fox", `data-eligible="dev"`}},
 		{"/projects/demo?fragment=graph", []string{`id="graph"`, `id="card-dev"`}},
 		{"/projects/demo?at=2020-01-01T00:00", []string{"Showing what ran where", "No freight yet"}},

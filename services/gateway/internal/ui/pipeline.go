@@ -28,6 +28,14 @@ const (
 	gateW, gateH           = 184, 92
 	warehouseW, warehouseH = 224, 136
 	timelinePage           = 25
+	// Above lazyAbove stages, only the cards in the first view (lazyX by
+	// lazyY pixels of the graph, from its sources) come with the page; the
+	// others are placeholders the script fills in as they scroll into
+	// view (?fragment=cards).
+	lazyAbove    = 300
+	lazyX, lazyY = 2600, 1900
+	// maxCards is how many cards one ?fragment=cards request may ask for.
+	maxCards = 200
 )
 
 // projectData is what a project's pages share: who the user is there and
@@ -120,6 +128,10 @@ func (u *UI) load(ctx context.Context, c apiClient, project string, n need) (*pr
 	}
 	d := newProjectData(project, who.Role)
 	d.policies, d.stages, d.warehouses = pols, stages, whs
+	// By name, whatever order the API lists in: the layout's input is
+	// canonical, and a snapshot finds its stages by binary search.
+	slices.SortFunc(d.stages, func(a, b model.Stage) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(d.warehouses, func(a, b model.Warehouse) int { return strings.Compare(a.Name, b.Name) })
 	for i := range d.stages {
 		d.byName[d.stages[i].Name] = &d.stages[i]
 	}
@@ -374,6 +386,10 @@ type graphView struct {
 	Nodes         []nodeView
 	Edges         []edgeView
 	Crossings     int
+	// HTML and EdgesHTML are the nodes and the edges' paths, written by
+	// graphHTML (a template ranging over 1,000 nodes is most of a page's
+	// render time).
+	HTML, EdgesHTML template.HTML
 }
 
 type nodeView struct {
@@ -382,6 +398,10 @@ type nodeView struct {
 	Card       template.HTML
 	Hash       string
 	Warehouse  *warehouseCard
+	// Lazy nodes are sent as a placeholder (Stage, Project) filled in by
+	// the script.
+	Lazy           bool
+	Stage, Project string
 }
 
 type edgeView struct {
@@ -419,8 +439,9 @@ func warehouseCardOf(project string, w *model.Warehouse, canRefresh bool) *wareh
 	return c
 }
 
-// graph lays out warehouses and stages. Cards are rendered by renderCard.
-func (u *UI) graph(d *projectData, cards func(*model.Stage) cardView) (graphView, error) {
+// graph lays out warehouses and stages. Cards are rendered by renderCard,
+// or taken from the snapshot's cache when there is one.
+func (u *UI) graph(d *projectData, cards func(*model.Stage) cardView, sn *snapshot, now time.Time) (graphView, error) {
 	nodes := make([]layout.Node, 0, len(d.warehouses)+len(d.stages))
 	var edges []layout.Edge
 	for _, w := range d.warehouses {
@@ -444,6 +465,16 @@ func (u *UI) graph(d *projectData, cards func(*model.Stage) cardView) (graphView
 	}
 	lay := u.layouts.get(nodes, edges, layout.Options{LayerGap: 72, NodeGap: 20})
 	g := graphView{Width: lay.Width, Height: lay.Height, Crossings: lay.Crossings, Nodes: make([]nodeView, 0, len(lay.Nodes))}
+	render := func(st *model.Stage) (template.HTML, string, error) { return u.renderCard(cards(st)) }
+	if sn != nil {
+		canPromote := d.canPromote()
+		render = func(st *model.Stage) (template.HTML, string, error) {
+			if html, hash, ok := sn.cached(st.Name, canPromote, now); ok {
+				return html, hash, nil
+			}
+			return sn.card(u, cards(st), now)
+		}
+	}
 	for i, n := range lay.Nodes {
 		nv := nodeView{ID: n.ID, X: n.X, Y: n.Y, W: n.Width, H: n.Height}
 		if i < len(d.warehouses) {
@@ -455,11 +486,13 @@ func (u *UI) graph(d *projectData, cards func(*model.Stage) cardView) (graphView
 			if st.IsControlFlow() {
 				nv.Kind = "gate"
 			}
-			html, hash, err := u.renderCard(cards(st))
+			html, hash, err := render(st)
 			if err != nil {
 				return g, err
 			}
 			nv.Card, nv.Hash = html, hash
+			nv.Stage, nv.Project = st.Name, d.project
+			nv.Lazy = len(d.stages) > lazyAbove && (n.X > lazyX || n.Y > lazyY)
 		}
 		g.Nodes = append(g.Nodes, nv)
 	}
@@ -474,7 +507,82 @@ func (u *UI) graph(d *projectData, cards func(*model.Stage) cardView) (graphView
 	for _, r := range lay.Routes {
 		g.Edges = append(g.Edges, edgeView{From: r.From, To: r.To, Path: r.Path()})
 	}
-	return g, nil
+	return g, u.graphHTML(&g)
+}
+
+// graphHTML writes the graph's nodes (each positioned, holding its card)
+// and edges, as the "graph" template would.
+func (u *UI) graphHTML(g *graphView) error {
+	var b bytes.Buffer
+	px := func(f float64) {
+		b.WriteString(strconv.FormatFloat(f, 'f', 0, 64))
+		b.WriteString("px")
+	}
+	for _, n := range g.Nodes {
+		b.WriteString(`<div class="node k-`)
+		b.WriteString(template.HTMLEscapeString(n.Kind))
+		b.WriteString(`" data-node="`)
+		b.WriteString(template.HTMLEscapeString(n.ID))
+		if n.Lazy {
+			b.WriteString(`" data-lazy="`)
+		}
+		if n.Hash != "" {
+			b.WriteString(`" data-hash="`)
+			b.WriteString(template.HTMLEscapeString(n.Hash))
+		}
+		b.WriteString(`" style="left:`)
+		px(n.X)
+		b.WriteString(";top:")
+		px(n.Y)
+		b.WriteString(";width:")
+		px(n.W)
+		b.WriteString(";height:")
+		px(n.H)
+		b.WriteString("\">\n      ")
+		switch {
+		case n.Warehouse != nil:
+			if err := u.pages["pipeline"].ExecuteTemplate(&b, "warehouse-card", n.Warehouse); err != nil {
+				return err
+			}
+		case n.Lazy:
+			// The card's name and link, so that the page reads and tabs
+			// the same before the script fills it in.
+			name := template.HTMLEscapeString(n.Stage)
+			b.WriteString(`<article class="card lazy`)
+			if n.Kind == "gate" {
+				b.WriteString(" gate")
+			}
+			b.WriteString(`" id="card-`)
+			b.WriteString(name)
+			b.WriteString(`" data-stage="`)
+			b.WriteString(name)
+			b.WriteString(`" data-live="stage:`)
+			b.WriteString(name)
+			b.WriteString(`" aria-busy="true"><header><h3><a href="/projects/`)
+			b.WriteString(template.HTMLEscapeString(url.PathEscape(n.Project)))
+			b.WriteString("/stages/")
+			b.WriteString(template.HTMLEscapeString(url.PathEscape(n.Stage)))
+			b.WriteString(`">`)
+			b.WriteString(name)
+			b.WriteString(`</a></h3></header><p class="muted small">Loading…</p></article>`)
+		default:
+			b.WriteString(string(n.Card))
+		}
+		b.WriteString("\n    </div>")
+	}
+	g.HTML = template.HTML(b.String()) //nolint:gosec // escaped above; cards by html/template
+	b.Reset()
+	for _, e := range g.Edges {
+		b.WriteString(`<path d="`)
+		b.WriteString(template.HTMLEscapeString(e.Path))
+		b.WriteString(`" data-from="`)
+		b.WriteString(template.HTMLEscapeString(e.From))
+		b.WriteString(`" data-to="`)
+		b.WriteString(template.HTMLEscapeString(e.To))
+		b.WriteString(`" marker-end="url(#arrow)"/>`)
+	}
+	g.EdgesHTML = template.HTML(b.String()) //nolint:gosec // escaped above
+	return nil
 }
 
 // renderCard renders a stage card and its digest.
@@ -492,10 +600,15 @@ func (u *UI) writeCard(req *request, c cardView) error {
 	if err != nil {
 		return err
 	}
+	return u.writeHTML(req, html)
+}
+
+func (u *UI) writeHTML(req *request, html template.HTML) error {
 	securityHeaders(req.w.Header())
 	req.w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	_, err = req.w.Write([]byte(html))
-	return err
+	// A write error means the client went away: nothing to answer.
+	_, _ = req.w.Write([]byte(html))
+	return nil
 }
 
 type pipelineData struct {
@@ -526,25 +639,49 @@ func (u *UI) pipeline(req *request) error {
 		}
 		at = &t
 	}
-	if req.fragment == "card" && at == nil {
-		d, err := u.loadStage(req.ctx, req.api, project, q.Get("stage"))
-		if err != nil {
+	wantTimeline := req.fragment == "" || req.fragment == "timeline"
+	var (
+		d   *projectData
+		sn  *snapshot
+		pre func() ([]model.Freight, string, error)
+		err error
+	)
+	useSnapshot := u.snaps != nil && at == nil && (req.fragment != "card" || u.snaps.has(project))
+	if useSnapshot {
+		// The project's snapshot, brought up to date by the feed (a
+		// single card reads its stage alone until a page has read the
+		// whole project).
+		d, sn, err = u.current(req.ctx, req.api, project)
+		switch {
+		case errors.Is(err, errFeed) && req.ctx.Err() == nil:
+			u.log.Warn("ui: reading the project anew", "project", project, "err", err)
+			useSnapshot = false
+		case err != nil:
+			return err
+		}
+	}
+	switch {
+	case useSnapshot:
+		if wantTimeline {
+			pre = sn.timelineFreight(req, project)
+		}
+	case req.fragment == "card" && at == nil:
+		if d, err = u.loadStage(req.ctx, req.api, project, q.Get("stage")); err != nil {
 			return err
 		}
 		return u.writeCard(req, d.card(&d.stages[0], now))
-	}
-	n := needAll
-	var pre func() ([]model.Freight, string, error)
-	switch req.fragment {
-	case "timeline", "eligible":
-		n = need{warehouses: true}
-	}
-	if req.fragment == "" || req.fragment == "timeline" {
-		pre = timelineFreight(req, project)
-	}
-	d, err := u.load(req.ctx, req.api, project, n)
-	if err != nil {
-		return err
+	default:
+		n := needAll
+		switch req.fragment {
+		case "timeline", "eligible":
+			n = need{warehouses: true}
+		}
+		if wantTimeline {
+			pre = timelineFreight(req, project)
+		}
+		if d, err = u.load(req.ctx, req.api, project, n); err != nil {
+			return err
+		}
 	}
 	cards := func(st *model.Stage) cardView { return d.card(st, now) }
 	if at != nil {
@@ -567,9 +704,42 @@ func (u *UI) pipeline(req *request) error {
 		if !ok {
 			return &apiError{Status: http.StatusNotFound, Message: "stage not found"}
 		}
+		if sn != nil {
+			html, _, err := sn.card(u, cards(st), now)
+			if err != nil {
+				return err
+			}
+			return u.writeHTML(req, html)
+		}
 		return u.writeCard(req, cards(st))
+	case "cards":
+		names := q["stage"]
+		if len(names) > maxCards {
+			return badRequest("stage: at most %d at a time", maxCards)
+		}
+		var out bytes.Buffer
+		for _, name := range names {
+			st, ok := d.byName[name]
+			if !ok {
+				continue // deleted meanwhile: the graph is re-laid out
+			}
+			var (
+				html template.HTML
+				err  error
+			)
+			if sn != nil {
+				html, _, err = sn.card(u, cards(st), now)
+			} else {
+				html, _, err = u.renderCard(cards(st))
+			}
+			if err != nil {
+				return err
+			}
+			out.WriteString(string(html))
+		}
+		return u.writeHTML(req, template.HTML(out.String())) //nolint:gosec // cards by html/template
 	case "digest":
-		g, err := u.graph(d, cards)
+		g, err := u.graph(d, cards, sn, now)
 		if err != nil {
 			return err
 		}
@@ -602,7 +772,13 @@ func (u *UI) pipeline(req *request) error {
 			return err
 		}
 	}
-	g, err := u.graph(d, cards)
+	build := func() (graphView, error) { return u.graph(d, cards, sn, now) }
+	var g graphView
+	if sn != nil {
+		g, err = sn.graph(d.canPromote(), now, build)
+	} else {
+		g, err = build()
+	}
 	if err != nil {
 		return err
 	}

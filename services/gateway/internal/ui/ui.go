@@ -55,6 +55,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
+	// Feed keeps each project's pipeline in memory, re-reading only
+	// what changed (nil: every request reads the project anew).
+	Feed *Feed
 }
 
 // UI serves the web UI.
@@ -71,6 +74,9 @@ type UI struct {
 	// soaks keeps each project's soak requirements from its last full
 	// read, for single-card renders.
 	soaks sync.Map
+	// snaps are the projects' pipelines kept current by the feed (nil
+	// without one).
+	snaps *snapshots
 }
 
 type asset struct {
@@ -93,6 +99,9 @@ func New(o Options) (http.Handler, error) {
 	u := &UI{api: o.API, sessions: o.Sessions, links: o.Links, log: o.Logger, now: o.Now, layouts: newLayoutCache(64)}
 	if o.OIDC != nil {
 		u.oidc = newOIDCClient(*o.OIDC)
+	}
+	if o.Feed != nil {
+		u.snaps = newSnapshots(o.Feed)
 	}
 	var err error
 	if u.static, err = loadStatic(); err != nil {
@@ -235,8 +244,9 @@ func (u *UI) render(w http.ResponseWriter, status int, page, tmpl string, data a
 	securityHeaders(w.Header())
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
-	_, err := w.Write(buf.Bytes())
-	return err
+	// A write error means the client went away: nothing to answer.
+	_, _ = w.Write(buf.Bytes())
+	return nil
 }
 
 func securityHeaders(h http.Header) {

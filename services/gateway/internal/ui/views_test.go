@@ -120,3 +120,46 @@ func TestTemplatesParse(t *testing.T) {
 		t.Error("a card without the promoter role shows actions")
 	}
 }
+
+// TestGraphHTML writes a graph's nodes as the template did: positioned,
+// each with its card, escaped; a lazy node with a placeholder that keeps
+// the card's id, name and link; and the edges' paths.
+func TestGraphHTML(t *testing.T) {
+	t.Parallel()
+	u := &UI{now: time.Now}
+	var err error
+	if u.pages, err = u.parseTemplates(); err != nil {
+		t.Fatal(err)
+	}
+	g := graphView{
+		Nodes: []nodeView{
+			{ID: "wh/app", Kind: "warehouse", X: 0, Y: 8, W: 224, H: 136, Warehouse: &warehouseCard{Project: "p", Name: "app", CanRefresh: true}},
+			{ID: "st/dev", Kind: "stage", X: 296, Y: 8, W: 264, H: 184, Card: `<article id="card-dev"></article>`, Hash: "h1", Stage: "dev", Project: "p"},
+			{ID: "st/a<b", Kind: "gate", X: 3000.4, Y: 20, W: 184, H: 92, Card: "<article>full</article>", Hash: "h2", Lazy: true, Stage: "a<b", Project: "p"},
+		},
+		Edges: []edgeView{{From: "wh/app", To: "st/dev", Path: "M 224 76 C 260 76 260 100 296 100"}},
+	}
+	if err := u.graphHTML(&g); err != nil {
+		t.Fatal(err)
+	}
+	html := string(g.HTML)
+	for _, want := range []string{
+		`<div class="node k-warehouse" data-node="wh/app" style="left:0px;top:8px;width:224px;height:136px">`,
+		`data-action="refresh" data-warehouse="app"`,
+		`<div class="node k-stage" data-node="st/dev" data-hash="h1" style="left:296px;top:8px;width:264px;height:184px">`,
+		`<article id="card-dev"></article>`,
+		`<div class="node k-gate" data-node="st/a&lt;b" data-lazy="" data-hash="h2" style="left:3000px;`,
+		`<article class="card lazy gate" id="card-a&lt;b" data-stage="a&lt;b" data-live="stage:a&lt;b" aria-busy="true">`,
+		`<a href="/projects/p/stages/a%3Cb">a&lt;b</a>`,
+	} {
+		if !strings.Contains(html, want) {
+			t.Errorf("graph lacks %s:\n%s", want, html)
+		}
+	}
+	if strings.Contains(html, "full") {
+		t.Error("a lazy node carries its card")
+	}
+	if want := `<path d="M 224 76 C 260 76 260 100 296 100" data-from="wh/app" data-to="st/dev" marker-end="url(#arrow)"/>`; string(g.EdgesHTML) != want {
+		t.Errorf("edges: %s", g.EdgesHTML)
+	}
+}

@@ -217,9 +217,58 @@
     promote(n.dataset.node.slice(3), d.dataset.freight, d.dataset.alias);
   });
 
+  // ---- lazy cards ----------------------------------------------------
+  // A big pipeline comes with the cards of its first view only; the others
+  // are placeholders (their name and link) filled in as they come into
+  // view or get focus.
+  let lazyObserver = null;
+  function setupLazyCards() {
+    lazyObserver?.disconnect();
+    const nodes = $$('.node[data-lazy]');
+    if (!nodes.length || !project) return;
+    const want = new Set();
+    let timer = null;
+    const load = async () => {
+      timer = null;
+      const names = [...want].slice(0, 100);
+      names.forEach((n) => want.delete(n));
+      if (!names.length) return;
+      try {
+        const r = await fetch(`/projects/${enc(project)}?fragment=cards&` + names.map((n) => 'stage=' + enc(n)).join('&'), { credentials: 'same-origin' });
+        if (r.status === 401) { setLive('lost', 'Signed out'); return; }
+        if (r.ok) {
+          const t = document.createElement('template');
+          t.innerHTML = await r.text();
+          [...t.content.querySelectorAll('article.card')].forEach((c) => {
+            const old = document.getElementById(c.id);
+            if (!old || !old.classList.contains('lazy')) return;
+            const hadFocus = old.contains(document.activeElement);
+            old.replaceWith(c);
+            c.closest('.node')?.removeAttribute('data-lazy');
+            if (hadFocus) $('h3 a', c)?.focus();
+          });
+        }
+      } catch { /* scrolled again, or the next sync, tries again */ }
+      if (want.size) timer = setTimeout(load, 0);
+    };
+    const ask = (n) => {
+      lazyObserver.unobserve(n);
+      if (!$('.card.lazy', n)) return;
+      want.add(n.dataset.node.slice(3));
+      if (!timer) timer = setTimeout(load, 30);
+    };
+    lazyObserver = new IntersectionObserver((es) => es.forEach((e) => { if (e.isIntersecting) ask(e.target); }), { rootMargin: '50%' });
+    nodes.forEach((n) => lazyObserver.observe(n));
+    $('.canvas')?.addEventListener('focusin', (e) => {
+      const n = e.target.closest?.('.node[data-lazy]');
+      if (n) ask(n);
+    });
+  }
+
   // ---- zoom and pan -------------------------------------------------
   const narrow = window.matchMedia('(max-width: 720px)');
   function setupGraph() {
+    setupLazyCards();
     const vp = $('.viewport');
     const canvas = $('.canvas', vp || document);
     if (!vp || !canvas) return;
