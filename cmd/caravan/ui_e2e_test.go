@@ -109,7 +109,7 @@ func (s *uiServer) kill() {
 		return
 	}
 	_ = s.proc.Process.Kill()
-	<-s.done
+	_ = <-s.done // killed: the exit error is expected
 	s.proc = nil
 }
 
