@@ -267,19 +267,19 @@ func (s *scanner) skip() bool {
 	depth := 0
 	for {
 		c := s.peek()
-		switch {
-		case c == 0:
+		switch c {
+		case 0:
 			return false
-		case c == '{' || c == '[':
+		case '{', '[':
 			depth++
 			s.i++
-		case c == '}' || c == ']':
+		case '}', ']':
 			depth--
 			s.i++
 			if depth < 0 {
 				return false
 			}
-		case c == '"':
+		case '"':
 			s.i++
 			for {
 				if s.i >= len(s.data) {
@@ -293,7 +293,7 @@ func (s *scanner) skip() bool {
 					break
 				}
 			}
-		case c == ',' || c == ':':
+		case ',', ':':
 			if depth == 0 {
 				return false
 			}
