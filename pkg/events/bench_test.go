@@ -6,25 +6,42 @@ import (
 	"testing"
 	"time"
 
+	"runtime/metrics"
+
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	nooptrace "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/caravan-cd/caravan/pkg/events"
 )
 
 // BenchmarkEventHop measures one event hop, publish → handler, through
-// pkg/events with tracing on, beside a raw JetStream publish → consume hop
-// on the same server in the same run, interleaved so that both see the same
-// machine. The raw hop does what any JetStream user does at the least: it
-// encodes the event with encoding/json, publishes it with a message ID,
-// and its consumer decodes it and acks. The difference is what pkg/events
-// adds: the envelope, subjects, tracing, the handler adapter. It reports
-// both latencies and their ratio (target ≤ 1.3).
+// pkg/events beside a raw JetStream publish → consume hop on the same
+// server in the same run, interleaved so that both see the same machine.
+// The raw hop does what any JetStream user does at the least: it encodes
+// the event with encoding/json, publishes it with a message ID, and its
+// consumer decodes it and acks. The difference is what pkg/events adds: the
+// envelope, subjects, tracing, the handler adapter. It reports both
+// latencies, their ratio (target ≤ 1.2) and the heap allocations per hop of
+// each (the whole process: client, server and handler).
+//
+// "default" is a server without an OTLP endpoint (otel's no-op tracer, the
+// W3C propagators); "traced" records every span, the worst case.
 func BenchmarkEventHop(b *testing.B) {
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
-	defer func() { _ = tp.Shutdown(context.Background()) }()
-	bus, js := setup(b, events.WithTracerProvider(tp), events.WithPropagator(propagation.TraceContext{}))
+	b.Run("default", func(b *testing.B) {
+		benchmarkHop(b, events.WithTracerProvider(nooptrace.NewTracerProvider()),
+			events.WithPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})))
+	})
+	b.Run("traced", func(b *testing.B) {
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
+		defer func() { _ = tp.Shutdown(context.Background()) }()
+		benchmarkHop(b, events.WithTracerProvider(tp), events.WithPropagator(propagation.TraceContext{}))
+	})
+}
+
+func benchmarkHop(b *testing.B, opts ...events.Option) {
+	bus, js := setup(b, opts...)
 	ctx := b.Context()
 
 	// Raw JetStream: its own stream, a durable pull consumer, Ack.
@@ -66,8 +83,15 @@ func BenchmarkEventHop(b *testing.B) {
 	ref := events.Ref{Kind: "Freight", Name: ev.Freight}
 
 	var rawTotal, evTotal time.Duration
+	var rawAllocs, evAllocs uint64
+	allocs := []metrics.Sample{{Name: "/gc/heap/allocs:objects"}}
+	allocated := func() uint64 {
+		metrics.Read(allocs)
+		return allocs[0].Value.Uint64()
+	}
 	b.ResetTimer()
 	rawHop := func() {
+		a := allocated()
 		start := time.Now()
 		raw, err := json.Marshal(ev)
 		if err != nil {
@@ -78,14 +102,17 @@ func BenchmarkEventHop(b *testing.B) {
 		}
 		<-rawDone
 		rawTotal += time.Since(start)
+		rawAllocs += allocated() - a
 	}
 	eventHop := func() {
+		a := allocated()
 		start := time.Now()
 		if _, err := bus.Publish(ctx, "demo", ref, ev); err != nil {
 			b.Fatal(err)
 		}
 		<-evDone
 		evTotal += time.Since(start)
+		evAllocs += allocated() - a
 	}
 	for i := 0; b.Loop(); i++ {
 		// Alternate which goes first: the second hop of a pair pays for
@@ -102,4 +129,6 @@ func BenchmarkEventHop(b *testing.B) {
 	b.ReportMetric(float64(rawTotal.Nanoseconds())/n, "raw-ns/hop")
 	b.ReportMetric(float64(evTotal.Nanoseconds())/n, "events-ns/hop")
 	b.ReportMetric(float64(evTotal)/float64(rawTotal), "ratio")
+	b.ReportMetric(float64(rawAllocs)/n, "raw-allocs/hop")
+	b.ReportMetric(float64(evAllocs)/n, "events-allocs/hop")
 }

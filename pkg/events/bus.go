@@ -122,15 +122,16 @@ func (b *Bus) PublishWithID(ctx context.Context, id, project string, subject Ref
 // until the attempts are spent or ctx ends.
 func (b *Bus) PublishEnvelope(ctx context.Context, env Envelope) error {
 	subject := Subject(env.Project, env.Type, env.Subject)
-	ctx, span := b.tracer.Start(ctx, "publish "+string(env.Type),
-		trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(
+	ctx, span := b.tracer.Start(ctx, "publish "+string(env.Type), producer)
+	defer span.End()
+	if span.IsRecording() { // no attributes built for a span nobody keeps
+		span.SetAttributes(
 			attribute.String("messaging.system", "nats"),
 			attribute.String("messaging.destination.name", subject),
 			attribute.String("messaging.message.id", env.ID),
 			attribute.String("caravan.project", env.Project),
-		))
-	defer span.End()
+		)
+	}
 
 	data, err := env.MarshalJSON()
 	if err != nil {
@@ -170,6 +171,11 @@ func (b *Bus) PublishEnvelope(ctx context.Context, env Envelope) error {
 	b.metrics.published(env.Type, time.Since(start), err)
 	return err
 }
+
+var (
+	producer = trace.WithSpanKind(trace.SpanKindProducer)
+	consumer = trace.WithSpanKind(trace.SpanKindConsumer)
+)
 
 // backoff returns an exponential delay for the given attempt (1-based),
 // capped at max.

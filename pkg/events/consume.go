@@ -15,7 +15,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/trace"
 )
 
 // Handler handles one typed event. It must be idempotent. Its result decides
@@ -49,11 +48,8 @@ func Consume[T Event](ctx context.Context, b *Bus, spec ConsumerSpec, h Handler[
 	// handler through FromContext has no Payload (the event is the
 	// handler's argument).
 	return consume(ctx, b, spec, func(data []byte) (Envelope, func(context.Context) error, error) {
-		var w struct {
-			envelopeHead
-			Payload T `json:"payload"`
-		}
-		if err := json.Unmarshal(data, &w); err != nil {
+		w, err := decodeTyped[T](data)
+		if err != nil {
 			return Envelope{}, nil, Permanentf("decode %s envelope: %w", want, err)
 		}
 		env := Envelope{ID: w.ID, Type: w.Type, Version: w.Version, Time: w.Time, Source: w.Source, Project: w.Project, Subject: w.Subject}
@@ -62,6 +58,30 @@ func Consume[T Event](ctx context.Context, b *Bus, spec ConsumerSpec, h Handler[
 		}
 		return env, func(ctx context.Context) error { return h(ctx, w.Payload) }, nil
 	})
+}
+
+// typed is an envelope decoded with its payload.
+type typed[T Event] struct {
+	envelopeHead
+	Payload T `json:"payload"`
+}
+
+// decodeTyped decodes an envelope and its payload in one pass, as
+// encoding/json would.
+func decodeTyped[T Event](data []byte) (typed[T], error) {
+	var w typed[T]
+	if payload, ok := scanEnvelope(data, &w.envelopeHead); ok {
+		if payload == nil {
+			return w, nil
+		}
+		if err := json.Unmarshal(payload, &w.Payload); err != nil {
+			return typed[T]{}, err
+		}
+		return w, nil
+	}
+	w = typed[T]{}
+	err := json.Unmarshal(data, &w)
+	return w, err
 }
 
 // ConsumeEnvelopes is Consume for handlers that take several event types.
@@ -281,16 +301,17 @@ func (a *adapter) handle(msg jetstream.Msg) {
 	}
 	ctx := extract(a.ctx, a.bus.propagator, msg.Headers())
 	typ := typeOf(msg.Subject())
-	ctx, span := a.bus.tracer.Start(ctx, "process "+typ,
-		trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(
+	ctx, span := a.bus.tracer.Start(ctx, "process "+typ, consumer)
+	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(
 			attribute.String("messaging.system", "nats"),
 			attribute.String("messaging.destination.name", msg.Subject()),
 			attribute.String("messaging.consumer.group.name", a.spec.Durable),
 			attribute.String("messaging.message.id", msg.Headers().Get(jetstream.MsgIDHeader)),
 			attribute.Int64("messaging.nats.delivered", int64(meta.NumDelivered)),
-		))
-	defer span.End()
+		)
+	}
 	if meta.NumDelivered > 1 {
 		a.bus.metrics.redelivered(a.spec.Durable)
 	}
@@ -307,7 +328,10 @@ func (a *adapter) handle(msg jetstream.Msg) {
 	}
 
 	result := "ack"
-	log := a.log.With("type", env.Type, "subject", msg.Subject(), "event", env.ID, "delivery", meta.NumDelivered)
+	log := a.log // with the event's fields only when there is something to say
+	if err != nil {
+		log = a.log.With("type", env.Type, "subject", msg.Subject(), "event", env.ID, "delivery", meta.NumDelivered)
+	}
 	switch {
 	case err == nil:
 		_ = msg.Ack()

@@ -30,21 +30,36 @@ type Envelope struct {
 }
 
 // MarshalJSON writes the envelope with its payload as it is: the payload
-// was produced by json.Marshal, so it is not scanned again.
+// was produced by json.Marshal, so it is not scanned again. The bytes are
+// those encoding/json would write.
 func (e Envelope) MarshalJSON() ([]byte, error) {
-	head, err := json.Marshal(envelopeHead{e.ID, e.Type, e.Version, e.Time, e.Source, e.Project, e.Subject})
-	if err != nil {
-		return nil, err
-	}
 	payload := e.Payload
 	if len(payload) == 0 {
 		payload = json.RawMessage("null")
 	}
-	out := make([]byte, 0, len(head)+len(payload)+12)
-	out = append(out, head[:len(head)-1]...)
+	out := make([]byte, 0, 160+len(e.ID)+len(e.Source)+len(e.Project)+len(e.Subject.Kind)+len(e.Subject.Name)+len(payload))
+	out, err := appendHead(out, envelopeHead{e.ID, e.Type, e.Version, e.Time, e.Source, e.Project, e.Subject})
+	if err != nil {
+		return nil, err
+	}
 	out = append(out, `,"payload":`...)
 	out = append(out, payload...)
 	return append(out, '}'), nil
+}
+
+// UnmarshalJSON reads an envelope as encoding/json would, directly when
+// its fields have the usual shape.
+func (e *Envelope) UnmarshalJSON(data []byte) error {
+	h := envelopeHead{e.ID, e.Type, e.Version, e.Time, e.Source, e.Project, e.Subject}
+	if payload, ok := scanEnvelope(data, &h); ok && (payload == nil || json.Valid(payload)) {
+		e.ID, e.Type, e.Version, e.Time, e.Source, e.Project, e.Subject = h.ID, h.Type, h.Version, h.Time, h.Source, h.Project, h.Subject
+		if payload != nil {
+			e.Payload = append(e.Payload[:0], payload...)
+		}
+		return nil
+	}
+	type plain Envelope // without this method
+	return json.Unmarshal(data, (*plain)(e))
 }
 
 type envelopeHead struct {

@@ -110,7 +110,7 @@ func TestDecodeValid(t *testing.T) {
 		{
 			file:     "valid/task.yaml",
 			docs:     4,
-			warnings: []string{"spec.subscriptions[0].image.cacheByTag", "spec.shard"},
+			warnings: []string{"spec.shard"},
 			check: func(t *testing.T, dec *Decoded) {
 				uat := find[*Stage](t, dec, "uat")
 				step := uat.Spec.PromotionTemplate.Spec.Steps[0]

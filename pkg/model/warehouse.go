@@ -212,10 +212,10 @@ type ImageSubscription struct {
 	Platform               string                 `json:"platform,omitempty"`
 	InsecureSkipTLSVerify  bool                   `json:"insecureSkipTLSVerify,omitempty"`
 	DiscoveryLimit         int32                  `json:"discoveryLimit,omitempty"`
-	// CacheByTag lets image metadata be cached by tag (immutable tags).
-	// Caravan caches by digest always, which is as cheap after the first
-	// HEAD.
-	CacheByTag bool `json:"cacheByTag,omitempty" warn:"Caravan caches image metadata by digest, always; a tag costs one HEAD request"`
+	// CacheByTag declares the repository's tags immutable: a tag already
+	// resolved is not asked again (but for a hint naming it). Metadata is
+	// cached by digest either way.
+	CacheByTag bool `json:"cacheByTag,omitempty"`
 }
 
 // UnmarshalJSON applies strictSemvers' default (true) when it is absent.

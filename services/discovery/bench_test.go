@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -164,3 +166,70 @@ func percentile(ds []time.Duration, p int) time.Duration {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// BenchmarkRefreshCacheByTag measures an explicit refresh without a hint
+// (list the tags, resolve the candidates) of a repository holding 30 or
+// 5,000 tags, right after one new tag was pushed, with cacheByTag (tags
+// immutable) beside the same refresh without it, interleaved in one run.
+// The baseline resolves every candidate again, as discovery did before it
+// acted on cacheByTag (targets with cacheByTag: ≤ 40 ms, 2 requests).
+func BenchmarkRefreshCacheByTag(b *testing.B) {
+	for _, n := range []int{30, 5000} {
+		b.Run(fmt.Sprintf("tags=%d", n), func(b *testing.B) {
+			reg := testenv.Registry(b)
+			base := reg.PushImage(b, "bench/tags", "v0.0.0")
+			ref, err := name.NewDigest(reg.Repo("bench/tags")+"@"+base.String(), name.Insecure)
+			if err != nil {
+				b.Fatal(err)
+			}
+			desc, err := remote.Get(ref)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for i := 1; i < n; i++ {
+				tag, _ := name.NewTag(fmt.Sprintf("%s:v0.%d.%d", reg.Repo("bench/tags"), i/100, i%100), name.Insecure)
+				if err := remote.Tag(tag, desc); err != nil {
+					b.Fatal(err)
+				}
+			}
+			cached := model.ImageSubscription{RepoURL: reg.Repo("bench/tags"), CacheByTag: true}
+			plain := model.ImageSubscription{RepoURL: reg.Repo("bench/tags")}
+			// A client each: one's tag cache must not learn from the other.
+			clients := map[bool]*images.Client{true: images.New(images.Options{}), false: images.New(images.Options{})}
+			var with, without time.Duration
+			var withReqs, withoutReqs int
+			refresh := func(sub model.ImageSubscription, d *time.Duration, reqs *int, want string) {
+				reg.ResetRequests()
+				start := time.Now()
+				res, err := clients[sub.CacheByTag].Discover(b.Context(), sub, nil)
+				*d += time.Since(start)
+				*reqs += len(reg.Requests())
+				if err != nil || want != "" && res.References[0].Tag != want {
+					b.Fatalf("refresh: %v, newest %+v, want %s", err, res.References, want)
+				}
+			}
+			refresh(cached, new(time.Duration), new(int), "") // what a running
+			refresh(plain, new(time.Duration), new(int), "")  // discovery knows
+			for i := 0; b.Loop(); i++ {
+				b.StopTimer()
+				tag := fmt.Sprintf("v1.%d.0", i)
+				reg.PushImage(b, "bench/tags", tag)
+				b.StartTimer()
+				if i%2 == 0 {
+					refresh(cached, &with, &withReqs, tag)
+					refresh(plain, &without, &withoutReqs, tag)
+				} else {
+					refresh(plain, &without, &withoutReqs, tag)
+					refresh(cached, &with, &withReqs, tag)
+				}
+			}
+			k := float64(b.N)
+			b.ReportMetric(float64(with.Microseconds())/1000/k, "cacheByTag-ms")
+			b.ReportMetric(float64(without.Microseconds())/1000/k, "without-ms")
+			b.ReportMetric(float64(with)/float64(without), "x-time")
+			b.ReportMetric(float64(withReqs)/k, "cacheByTag-reqs")
+			b.ReportMetric(float64(withoutReqs)/k, "without-reqs")
+			b.ReportMetric(float64(withReqs)/float64(withoutReqs), "x-reqs")
+		})
+	}
+}

@@ -16,26 +16,27 @@ type metadata struct {
 	hasCreated bool
 }
 
-// cache maps "<digest>|<platform>" to metadata, holding at most size
-// entries (random eviction beyond that).
-type cache struct {
+// cache maps keys to values, holding at most size entries (random
+// eviction beyond that): "<digest>|<platform>" to metadata, and
+// "<repository>:<tag>" to the digest last seen for a tag.
+type cache[V any] struct {
 	mu      sync.Mutex
 	size    int
-	entries map[string]metadata
+	entries map[string]V
 }
 
-func newCache(size int) *cache {
-	return &cache{size: max(size, 1), entries: map[string]metadata{}}
+func newCache[V any](size int) *cache[V] {
+	return &cache[V]{size: max(size, 1), entries: map[string]V{}}
 }
 
-func (c *cache) get(key string) (metadata, bool) {
+func (c *cache[V]) get(key string) (V, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	m, ok := c.entries[key]
 	return m, ok
 }
 
-func (c *cache) put(key string, m metadata) {
+func (c *cache[V]) put(key string, m V) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.entries[key]; !ok && len(c.entries) >= c.size {
@@ -48,7 +49,7 @@ func (c *cache) put(key string, m metadata) {
 }
 
 // Len is the number of cached entries.
-func (c *cache) Len() int {
+func (c *cache[V]) Len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.entries)

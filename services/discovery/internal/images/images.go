@@ -6,7 +6,9 @@
 // Requests are rate limited per registry host, authenticated transports are
 // reused across discoveries (no token exchange or ping per call), and what
 // is learnt from immutable manifests (build date, platform) is cached by
-// digest, so re-discovering unchanged tags fetches no config blobs.
+// digest, so re-discovering unchanged tags fetches no config blobs. A
+// subscription with cacheByTag declares its tags immutable: a tag already
+// resolved costs no request at all.
 package images
 
 import (
@@ -35,7 +37,8 @@ import (
 type Options struct {
 	// Hosts limits the request rate per registry host (nil: unlimited).
 	Hosts *ratelimit.Hosts
-	// CacheSize bounds the metadata cache (entries).
+	// CacheSize bounds the metadata cache and the tag cache (entries
+	// each).
 	CacheSize int
 	// Transport is the base HTTP transport (nil: a clone of
 	// http.DefaultTransport).
@@ -49,7 +52,8 @@ type Client struct {
 	hosts       *ratelimit.Hosts
 	base        http.RoundTripper
 	insecure    http.RoundTripper
-	cache       *cache
+	cache       *cache[metadata]
+	tags        *cache[string] // "<repository>:<tag>" → digest
 	parallelism int
 
 	mu      sync.Mutex
@@ -74,7 +78,8 @@ func New(o Options) *Client {
 		hosts:       o.Hosts,
 		base:        base,
 		insecure:    insecure,
-		cache:       newCache(max(o.CacheSize, 1000)),
+		cache:       newCache[metadata](max(o.CacheSize, 1000)),
+		tags:        newCache[string](max(o.CacheSize, 1000)),
 		parallelism: max(o.Parallelism, 1),
 		pullers:     map[string]*remote.Puller{},
 	}
@@ -257,7 +262,7 @@ func (c *Client) resolveAll(ctx context.Context, s *subscription, cands []Candid
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			ref, ok, err := c.resolve(ctx, s, cand.Tag, "")
+			ref, ok, err := c.resolve(ctx, s, cand.Tag, c.knownDigest(s, cand.Tag))
 			out[i] = res{ref, ok, err}
 		}()
 	}
@@ -283,6 +288,14 @@ func (c *Client) resolveAll(ctx context.Context, s *subscription, cands []Candid
 // the digest is cached, the config blob (for an index with a platform and
 // NewestBuild, the platform's manifest and its config blob).
 func (c *Client) resolve(ctx context.Context, s *subscription, tag, digest string) (model.DiscoveredImageReference, bool, error) {
+	ref, ok, err := c.resolveTag(ctx, s, tag, digest)
+	if err == nil && ref.Digest != "" {
+		c.tags.put(s.repo.String()+":"+tag, ref.Digest)
+	}
+	return ref, ok, err
+}
+
+func (c *Client) resolveTag(ctx context.Context, s *subscription, tag, digest string) (model.DiscoveredImageReference, bool, error) {
 	ref := model.DiscoveredImageReference{Tag: tag, Digest: digest}
 	if !s.needsMetadata() {
 		if digest == "" {
@@ -321,6 +334,17 @@ func (c *Client) resolve(ctx context.Context, s *subscription, tag, digest strin
 	}
 	c.cache.put(key, m)
 	return withMeta(ref, m), m.match, nil
+}
+
+// knownDigest is the digest tag had when it was last resolved, if the
+// subscription declares its tags immutable (cacheByTag); "" otherwise.
+// The Digest strategy follows a tag that moves: it always asks.
+func (c *Client) knownDigest(s *subscription, tag string) string {
+	if !s.sub.CacheByTag || s.sub.ImageSelectionStrategy == model.ImageSelectionStrategyDigest {
+		return ""
+	}
+	d, _ := c.tags.get(s.repo.String() + ":" + tag)
+	return d
 }
 
 func (s *subscription) needsCreated() bool {

@@ -1,6 +1,7 @@
 package images_test
 
 import (
+	"fmt"
 	"io"
 	"log"
 	"net/http"
@@ -272,4 +273,67 @@ func explain(err error) string {
 		return ""
 	}
 	return images.Explain(err)
+}
+
+// cacheByTag declares tags immutable: a refresh without a hint lists the
+// tags and resolves only the new one; without it every candidate is asked
+// again, since any tag may have moved. A hint still asks, and updates
+// what the cache remembers.
+func TestCacheByTag(t *testing.T) {
+	t.Parallel()
+	reg := testenv.Registry(t)
+	for i := range 30 {
+		reg.PushImage(t, "team/immutable", fmt.Sprintf("v1.%d.0", i))
+	}
+	c := images.New(images.Options{})
+	cached := model.ImageSubscription{RepoURL: reg.Repo("team/immutable"), CacheByTag: true}
+	plain := model.ImageSubscription{RepoURL: reg.Repo("team/immutable")}
+	for _, sub := range []model.ImageSubscription{cached, plain} {
+		if _, err := c.Discover(t.Context(), sub, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := reg.PushImage(t, "team/immutable", "v1.30.0")
+	tests := []struct {
+		name string
+		sub  model.ImageSubscription
+		reqs int
+	}{
+		{"cacheByTag", cached, 2},                           // the list, the new tag's HEAD
+		{"without", plain, 1 + model.DefaultDiscoveryLimit}, // the list, a HEAD per candidate
+	}
+	for _, tt := range tests {
+		reg.ResetRequests()
+		res, err := c.Discover(t.Context(), tt.sub, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(reg.Requests()); n != tt.reqs {
+			t.Errorf("%s: %d requests %v, want %d", tt.name, n, reg.Requests(), tt.reqs)
+		}
+		if res.References[0].Tag != "v1.30.0" || res.References[0].Digest != d.String() {
+			t.Errorf("%s: newest %+v, want v1.30.0 at %s", tt.name, res.References[0], d)
+		}
+	}
+
+	// A tag that moves anyway keeps its old digest under cacheByTag (the
+	// subscription said it would not move) until it is resolved again: by
+	// a hint, or by a subscription of the repository without cacheByTag.
+	moved := reg.PushImage(t, "team/immutable", "v1.30.0")
+	res, err := c.Discover(t.Context(), cached, nil)
+	if err != nil || res.References[0].Digest != d.String() {
+		t.Fatalf("cacheByTag after a retag: %+v, %v; want the cached %s", res.References[0], err, d)
+	}
+	res, err = c.Discover(t.Context(), plain, nil)
+	if err != nil || res.References[0].Digest != moved.String() {
+		t.Fatalf("without cacheByTag after a retag: %+v, %v; want %s", res.References[0], err, moved)
+	}
+	next, _, err := c.Evaluate(t.Context(), cached, nil, res.References, "v1.30.0", "")
+	if err != nil || next[0].Digest != moved.String() {
+		t.Fatalf("hint: %+v, %v; want %s", next[0], err, moved)
+	}
+	res, err = c.Discover(t.Context(), cached, nil)
+	if err != nil || res.References[0].Digest != moved.String() {
+		t.Fatalf("cacheByTag after the hint: %+v, %v; want %s", res.References[0], err, moved)
+	}
 }

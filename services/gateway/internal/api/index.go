@@ -182,11 +182,50 @@ func (ix *Index) SyncBucket(ctx context.Context, b state.Bucket) error {
 // ListObjects is state.Store.ListObjects over the index. Freight and
 // promotions are shared with the index and must not be modified; other
 // kinds are fresh copies.
-func (ix *Index) ListObjects(_ context.Context, project, kind string, limit int, after string) ([]model.Object, string, error) {
+func (ix *Index) ListObjects(ctx context.Context, project, kind string, limit int, after string) ([]model.Object, string, error) {
+	return ix.list(project, kind, limit, after, state.BucketOf(kind) == state.Resources)
+}
+
+// ListShared is ListObjects returning the index's own objects of every
+// kind, which must not be modified: to order or filter a whole list
+// without decoding it, then take Fresh copies of the page.
+func (ix *Index) ListShared(_ context.Context, project, kind string, limit int, after string) ([]model.Object, string, error) {
+	return ix.list(project, kind, limit, after, false)
+}
+
+// Fresh replaces the objects of objs that ListShared returned and
+// ListObjects would have copied by copies of their own.
+func (ix *Index) Fresh(objs []model.Object) {
+	bi := ix.buckets[state.Resources]
+	bi.mu.RLock()
+	defer bi.mu.RUnlock()
+	for i, o := range objs {
+		if state.BucketOf(o.GetTypeMeta().Kind) != state.Resources {
+			continue
+		}
+		e, ok := bi.entries[state.KeyOf(o)]
+		if !ok || e.obj != o {
+			continue // not the index's
+		}
+		if c, err := bi.fresh(e); err == nil {
+			objs[i] = c
+		}
+	}
+}
+
+func (bi *bucketIndex) fresh(e entry) (model.Object, error) {
+	obj, err := model.DecodeJSONObject(json.RawMessage(e.raw))
+	if err != nil {
+		return nil, err
+	}
+	obj.GetObjectMeta().ResourceVersion = strconv.FormatUint(e.rev, 10)
+	return obj, nil
+}
+
+func (ix *Index) list(project, kind string, limit int, after string, fresh bool) ([]model.Object, string, error) {
 	bi := ix.buckets[state.BucketOf(kind)]
 	filter := state.KindFilter(project, kind)
 	prefix := strings.TrimSuffix(filter, ">")
-	fresh := state.BucketOf(kind) == state.Resources
 	bi.mu.RLock()
 	defer bi.mu.RUnlock()
 	start := max(after, prefix)
@@ -205,11 +244,10 @@ func (ix *Index) ListObjects(_ context.Context, project, kind string, limit int,
 		}
 		e := bi.entries[k]
 		if fresh {
-			obj, err := model.DecodeJSONObject(json.RawMessage(e.raw))
+			obj, err := bi.fresh(e)
 			if err != nil {
 				continue
 			}
-			obj.GetObjectMeta().ResourceVersion = strconv.FormatUint(e.rev, 10)
 			out = append(out, obj)
 			continue
 		}

@@ -165,7 +165,8 @@ func (s *server) ordered(w http.ResponseWriter, r *http.Request, project, kind, 
 		}
 		return objs, next, true
 	}
-	all, _, err := s.collect(r.Context(), project, kind, 0, "", match)
+	// The whole list is ordered, but only the page is copied.
+	all, _, err := s.collectFrom(r.Context(), true, project, kind, 0, "", match)
 	if err != nil {
 		s.internal(w, r, err)
 		return nil, "", false
@@ -174,6 +175,9 @@ func (s *server) ordered(w http.ResponseWriter, r *http.Request, project, kind, 
 	if !ok {
 		invalid(w, "continue", "a token of another sort order")
 		return nil, "", false
+	}
+	if s.index != nil {
+		s.index.Fresh(page)
 	}
 	return page, next, true
 }

@@ -63,6 +63,12 @@ func paging(w http.ResponseWriter, r *http.Request) (limit int, after string, ok
 // collect lists up to limit objects of kind in project after the key
 // `after` that match, and the token of the next page ("" when none).
 func (s *server) collect(ctx context.Context, project, kind string, limit int, after string, match func(model.Object) bool) ([]model.Object, string, error) {
+	return s.collectFrom(ctx, false, project, kind, limit, after, match)
+}
+
+// collectFrom is collect; shared takes the index's own objects, which the
+// caller must not modify (see Index.ListShared).
+func (s *server) collectFrom(ctx context.Context, shared bool, project, kind string, limit int, after string, match func(model.Object) bool) ([]model.Object, string, error) {
 	var out []model.Object
 	list := s.store.ListObjects
 	if s.index != nil && s.index.Serves(kind) {
@@ -70,6 +76,9 @@ func (s *server) collect(ctx context.Context, project, kind string, limit int, a
 			return nil, "", err
 		}
 		list = s.index.ListObjects
+		if shared {
+			list = s.index.ListShared
+		}
 	}
 	for {
 		objs, next, err := list(ctx, project, kind, limit-len(out), after)
