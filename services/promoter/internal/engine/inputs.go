@@ -194,7 +194,7 @@ func (r *run) env(ctx context.Context, i int) (*expressions.Env, error) {
 			Project:   r.p.Namespace,
 			Stage:     r.p.Spec.Stage,
 			Promotion: r.p.Name,
-			Meta:      map[string]any{"promotion": map[string]any{"actor": r.p.Annotations[model.AnnotationPromotionCreatedBy]}},
+			Meta:      map[string]any{"promotion": map[string]any{"actor": r.p.Annotations[model.AnnotationPromotionCreatedBy], "rollback": r.p.Annotations[model.AnnotationRollback] != ""}},
 		},
 		Outputs:  outputs(st.State),
 		Failed:   r.failed(i),
