@@ -255,7 +255,7 @@ func (VerificationAbortRequested) EventType() Type   { return TypeVerificationAb
 func (AutoPromotionResumeRequested) EventType() Type { return TypeAutoPromotionResumeRequested }
 
 // EventType implements Event.
-func (PromotionApproved) EventType() Type { return TypePromotionApproved }
-func (AutoPromotionHeld) EventType() Type            { return TypeAutoPromotionHeld }
-func (StageHealthChanged) EventType() Type           { return TypeStageHealthChanged }
-func (PullRequestClosed) EventType() Type            { return TypePullRequestClosed }
+func (PromotionApproved) EventType() Type  { return TypePromotionApproved }
+func (AutoPromotionHeld) EventType() Type  { return TypeAutoPromotionHeld }
+func (StageHealthChanged) EventType() Type { return TypeStageHealthChanged }
+func (PullRequestClosed) EventType() Type  { return TypePullRequestClosed }
