@@ -41,7 +41,7 @@ func (h *harness) auditRecords(action string) []audit.Record {
 func TestPromotionWindowHoldsUntilOpening(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	opening := time.Now().UTC().Add(4 * time.Second).Truncate(time.Second)
+	opening := time.Now().UTC().Add(10 * time.Second).Truncate(time.Second)
 	h.projectConfig(model.ProjectConfigSpec{
 		PromotionPolicies: []model.PromotionPolicy{{Stage: "dev", AutoPromotionEnabled: true}},
 		PromotionWindows: []model.PromotionWindow{{Name: "office", Kind: model.PromotionWindowAllow,
@@ -59,10 +59,13 @@ func TestPromotionWindowHoldsUntilOpening(t *testing.T) {
 	h.put(over)
 	h.request(over)
 
+	eventually(t, 30*time.Second, func() bool {
+		p := h.promotion(waiting.Name)
+		return strings.Contains(p.Status.Message, "waiting for a promotion window") || p.Status.StartedAt != nil
+	}, func() string {
+		return "manual promotion waits with a message: " + h.promotion(waiting.Name).Status.Message
+	})
 	h.waitPhase(over.Name, model.PromotionPhaseSucceeded)
-	eventually(t, 10*time.Second, func() bool {
-		return strings.Contains(h.promotion(waiting.Name).Status.Message, "waiting for a promotion window")
-	}, func() string { return "manual promotion waits with a message: " + h.promotion(waiting.Name).Status.Message })
 	st := h.stageStatus(dev.Name)
 	if ws := st.PromotionWindowStatus; ws == nil || !ws.Closed || ws.NextOpen == nil || !ws.NextOpen.Equal(opening) {
 		t.Fatalf("window status %+v, want closed until %v", ws, opening)
