@@ -173,6 +173,7 @@ func (s *server) approvePromotion(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	noteAudit(r, "", "Promotion/"+p.Name, req.Reason)
 	if pol == nil {
 		conflict(w, fmt.Sprintf("no approval policy gates stage %q: promotion %s needs no approval", p.Spec.Stage, p.Name))
 		return
