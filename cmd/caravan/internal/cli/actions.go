@@ -27,7 +27,7 @@ A stage an approval policy gates keeps the promotion Pending until enough
 people approved it ('caravan approve promotion P').`,
 		Example: `  caravan promote -p demo --stage prod --freight-alias wonky-wombat --wait
   caravan promote -p demo --stage prod --freight-alias wonky-wombat --override-window "hotfix INC-42"`,
-		Args:    args(cobra.NoArgs),
+		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			n := 0
 			for _, v := range []string{freight, alias, warehouse} {
