@@ -4,8 +4,8 @@ package model
 const ClusterConfigName = "cluster"
 
 // ClusterConfig is Kargo's cluster-level configuration (one object, named
-// "cluster"). Caravan keeps it as applied and acts on none of its fields:
-// its settings come from the services' configuration instead.
+// "cluster"). Caravan keeps it as applied and enforces its promotion
+// windows; its other settings come from the services' configuration.
 type ClusterConfig struct {
 	TypeMeta   `json:",inline"`
 	ObjectMeta `json:"metadata,omitempty"`
