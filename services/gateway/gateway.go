@@ -221,6 +221,9 @@ func Run(ctx context.Context, d Deps) error {
 	}
 	h, err := NewHandler(ctx, d)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
 		return err
 	}
 	ln := d.Listener

@@ -186,6 +186,9 @@ func Run(ctx context.Context, d Deps) error {
 	keeper := health.New(store, bus, d.Runner, log)
 	auditLog, err := audit.Open(ctx, d.Env.JS)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
 		return fmt.Errorf("promoter: %w", err)
 	}
 	auto := autopromote.New(autopromote.Options{Store: store, Bus: bus, Logger: log, Audit: auditLog})

@@ -17,7 +17,7 @@ import (
 func createToken(t *testing.T, project, name, role string) string {
 	t.Helper()
 	body, _ := json.Marshal(map[string]string{"name": name, "role": role})
-	req, _ := http.NewRequest("POST", srv.url+"/v1/projects/"+project+"/tokens", bytes.NewReader(body))
+	req, _ := http.NewRequest(http.MethodPost, srv.url+"/v1/projects/"+project+"/tokens", bytes.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+srv.token)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
