@@ -36,12 +36,13 @@ var (
 	// stage's queue once its verification ends).
 	PromoterAutoPromotion = ConsumerSpec{
 		Durable:     "promoter-auto-promotion",
-		Description: "promoter: FreightDiscovered, FreightApproved, StageVerified, AutoPromotionResumeRequested, Stage and ProjectConfig applied",
+		Description: "promoter: FreightDiscovered, FreightApproved, StageVerified, AutoPromotionResumeRequested, PromotionApproved, Stage and ProjectConfig applied",
 		Filters: []string{
 			Filter(Any, TypeFreightDiscovered, Any),
 			Filter(Any, TypeFreightApproved, Any),
 			Filter(Any, TypeStageVerified, Any),
 			Filter(Any, TypeAutoPromotionResumeRequested, Any),
+			Filter(Any, TypePromotionApproved, Any),
 			Filter(Any, TypeResourceApplied, "Stage"),
 			Filter(Any, TypeResourceApplied, "ProjectConfig"),
 		},

@@ -26,6 +26,7 @@ const (
 	TypeAutoPromotionHeld            Type = "AutoPromotionHeld"
 	TypeStageHealthChanged           Type = "StageHealthChanged"
 	TypePullRequestClosed            Type = "PullRequestClosed"
+	TypePromotionApproved            Type = "PromotionApproved"
 )
 
 // versions holds the current payload version of each type. Bump a version
@@ -180,6 +181,16 @@ type VerificationAbortRequested struct {
 	Stage string `json:"stage"`
 }
 
+// PromotionApproved says a person approved a promotion that an approval
+// policy holds; the promoter checks the stage's queue again.
+type PromotionApproved struct {
+	Promotion string `json:"promotion"`
+	Stage     string `json:"stage"`
+	Approver  string `json:"approver"`
+	// Missing is how many approvals the promotion still needs.
+	Missing int `json:"missing"`
+}
+
 // AutoPromotionResumeRequested lifts a stage's auto-promotion hold.
 type AutoPromotionResumeRequested struct {
 	Stage string `json:"stage"`
@@ -242,6 +253,9 @@ func (PromotionAbortRequested) EventType() Type      { return TypePromotionAbort
 func (VerificationRequested) EventType() Type        { return TypeVerificationRequested }
 func (VerificationAbortRequested) EventType() Type   { return TypeVerificationAbortRequested }
 func (AutoPromotionResumeRequested) EventType() Type { return TypeAutoPromotionResumeRequested }
-func (AutoPromotionHeld) EventType() Type            { return TypeAutoPromotionHeld }
-func (StageHealthChanged) EventType() Type           { return TypeStageHealthChanged }
-func (PullRequestClosed) EventType() Type            { return TypePullRequestClosed }
+
+// EventType implements Event.
+func (PromotionApproved) EventType() Type  { return TypePromotionApproved }
+func (AutoPromotionHeld) EventType() Type  { return TypeAutoPromotionHeld }
+func (StageHealthChanged) EventType() Type { return TypeStageHealthChanged }
+func (PullRequestClosed) EventType() Type  { return TypePullRequestClosed }

@@ -71,3 +71,14 @@ func PromotionIntent(p *Promotion) (hold, resume *FreightOrigin) {
 	}
 	return hold, resume
 }
+
+// Caravan's annotations on Promotions for its promotion policies.
+const (
+	// AnnotationWindowOverride on a Promotion ("<actor>: <reason>"): a
+	// project admin let it run while promotion windows are closed.
+	AnnotationWindowOverride = "caravan.dev/window-override"
+	// AnnotationRollback on a Promotion (why): auto-rollback made it, to
+	// the Freight the Stage last held and verified; steps see
+	// ctx.meta.promotion.rollback true.
+	AnnotationRollback = "caravan.dev/rollback"
+)

@@ -4,8 +4,8 @@ package model
 const ClusterConfigName = "cluster"
 
 // ClusterConfig is Kargo's cluster-level configuration (one object, named
-// "cluster"). Caravan keeps it as applied and acts on none of its fields:
-// its settings come from the services' configuration instead.
+// "cluster"). Caravan keeps it as applied and enforces its promotion
+// windows; its other settings come from the services' configuration.
 type ClusterConfig struct {
 	TypeMeta   `json:",inline"`
 	ObjectMeta `json:"metadata,omitempty"`
@@ -18,7 +18,7 @@ type ClusterConfig struct {
 type ClusterConfigSpec struct {
 	WebhookReceivers []WebhookReceiverConfig `json:"webhookReceivers,omitempty" warn:"cluster-level webhook receivers are stored only: Caravan serves the receivers of ProjectConfigs"`
 	GitClient        *GitClientConfig        `json:"gitClient,omitempty" warn:"Caravan commits as the author a step's config names, else as its built-in default author"`
-	PromotionWindows []PromotionWindow       `json:"promotionWindows,omitempty" warn:"promotion windows are stored, not yet enforced"`
+	PromotionWindows []PromotionWindow       `json:"promotionWindows,omitempty"`
 	FreightLinks     []DeepLink              `json:"freightLinks,omitempty" warn:"deep links are stored for UIs; Caravan renders none"`
 	StageLinks       []DeepLink              `json:"stageLinks,omitempty" warn:"deep links are stored for UIs; Caravan renders none"`
 }

@@ -152,7 +152,7 @@ spec:
   - title: Dashboard
     url: "${{ 'https://grafana.example.com/d/' + stage.name }}"
     if: "${{ stage.name != 'dev' }}"`,
-			warnings: []string{"spec.promotionPolicies[0].autoRollback", "spec.promotionWindows", "spec.freightLinks", "spec.stageLinks"},
+			warnings: []string{"spec.freightLinks", "spec.stageLinks"},
 			check: func(t *testing.T, obj Object) {
 				pc := obj.(*ProjectConfig)
 				w := pc.Spec.PromotionWindows[0]

@@ -42,10 +42,13 @@ type ProjectConfigSpec struct {
 	PromotionPolicies []PromotionPolicy       `json:"promotionPolicies,omitempty"`
 	WebhookReceivers  []WebhookReceiverConfig `json:"webhookReceivers,omitempty"`
 	// PromotionWindows gate promotions in time (Kargo Enterprise).
-	PromotionWindows []PromotionWindow `json:"promotionWindows,omitempty" warn:"promotion windows are stored, not yet enforced"`
+	PromotionWindows []PromotionWindow `json:"promotionWindows,omitempty"`
 	// FreightLinks and StageLinks are deep links a UI shows.
 	FreightLinks []DeepLink `json:"freightLinks,omitempty" warn:"deep links are stored for UIs; Caravan renders none"`
 	StageLinks   []DeepLink `json:"stageLinks,omitempty" warn:"deep links are stored for UIs; Caravan renders none"`
+	// ApprovalPolicies make promotions into the Stages they select wait
+	// for people to approve them (Caravan addition).
+	ApprovalPolicies []ApprovalPolicy `json:"approvalPolicies,omitempty"`
 }
 
 // PromotionPolicy turns auto-promotion on or off for a Stage, named or
@@ -56,7 +59,7 @@ type PromotionPolicy struct {
 	AutoPromotionEnabled bool                     `json:"autoPromotionEnabled,omitempty"`
 	// AutoRollback rolls a Stage back to its last verified Freight
 	// (Kargo Enterprise).
-	AutoRollback *AutoRollback `json:"autoRollback,omitempty" warn:"auto-rollback is stored, not yet enforced"`
+	AutoRollback *AutoRollback `json:"autoRollback,omitempty"`
 }
 
 // AutoRollback lists the outcomes that roll a Stage back.

@@ -113,6 +113,9 @@ type PromotionStatus struct {
 	// auto-promotion (a manual promotion of freight older than the newest
 	// available), until `caravan resume stage` lifts it (Caravan addition).
 	AutoPromotionHold *AutoPromotionHold `json:"autoPromotionHold,omitempty"`
+	// Approvals are the people who approved the promotion, for a Stage
+	// an approval policy gates (Caravan addition).
+	Approvals []PromotionApproval `json:"approvals,omitempty"`
 }
 
 // StepExecutionMetadata records how one step ran.

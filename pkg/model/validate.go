@@ -85,6 +85,9 @@ func (v *validator) object(obj Object) {
 		if meta.Name != ClusterConfigName {
 			v.add("metadata.name", "must be %q: a cluster has one ClusterConfig", ClusterConfigName)
 		}
+		for _, is := range ValidateWindows(o.Spec.PromotionWindows, true) {
+			v.add("spec.promotionWindows"+is.Field, "%s", is.Message)
+		}
 	case *PromotionRequest:
 		if o.Spec.Stage == "" {
 			v.add("spec.stage", "must not be empty")
@@ -139,6 +142,11 @@ func (v *validator) projectConfig(pc *ProjectConfig) {
 		if p.StageSelector != nil {
 			v.pattern(f+".stageSelector.name", p.StageSelector.Name, true)
 		}
+		v.autoRollback(f+".autoRollback", p.AutoRollback)
+	}
+	v.approvalPolicies(pc.Spec.ApprovalPolicies)
+	for _, is := range ValidateWindows(pc.Spec.PromotionWindows, false) {
+		v.add("spec.promotionWindows"+is.Field, "%s", is.Message)
 	}
 	names := map[string]bool{}
 	for i, r := range pc.Spec.WebhookReceivers {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/caravan-cd/caravan/pkg/audit"
 	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/service"
 	"github.com/caravan-cd/caravan/pkg/state"
@@ -67,6 +68,8 @@ type Config struct {
 	OIDCClientSecret string `envconfig:"OIDC_CLIENT_SECRET" desc:"client secret of the web UI's OIDC client (CARAVAN_OIDC_AUDIENCE is its client ID); empty for a public client, which PKCE protects"`
 	// OIDCScopes are the scopes the web UI asks the issuer for.
 	OIDCScopes []string `envconfig:"OIDC_SCOPES" default:"openid,profile,email" desc:"scopes the web UI's OIDC sign-in asks for, comma-separated (add groups where the issuer needs it for a groups claim)"`
+	// AuditMaxAge is how long the audit log keeps its records.
+	AuditMaxAge time.Duration `envconfig:"AUDIT_MAX_AGE" default:"2160h" desc:"how long the audit log keeps its records (append-only: nothing is deleted sooner)"`
 }
 
 // Validate checks the configuration.
@@ -95,6 +98,9 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("CARAVAN_SHUTDOWN_TIMEOUT: %s is negative", c.ShutdownTimeout))
+	}
+	if c.AuditMaxAge < 0 {
+		errs = append(errs, fmt.Errorf("CARAVAN_AUDIT_MAX_AGE: %s is negative", c.AuditMaxAge))
 	}
 	return errors.Join(errs...)
 }
@@ -156,6 +162,10 @@ func NewHandler(ctx context.Context, d Deps) (http.Handler, error) {
 		}
 		chain.OIDC = auth.NewOIDC(c.OIDCIssuer, c.OIDCAudience, hc)
 	}
+	auditLog, err := audit.Setup(ctx, env.JS, c.AuditMaxAge, c.Replicas)
+	if err != nil {
+		return nil, err
+	}
 	var index *api.Index
 	if c.ListIndex {
 		var err error
@@ -181,6 +191,7 @@ func NewHandler(ctx context.Context, d Deps) (http.Handler, error) {
 		Heartbeat:    c.SSEHeartbeat,
 		Webhooks:     api.WebhookLimits{MaxBodyBytes: c.WebhookMaxBodyBytes, Rate: c.WebhookRate, Burst: c.WebhookBurst},
 		Index:        index,
+		Audit:        auditLog,
 		Stopping:     ctx.Done(),
 		Ready: func(ctx context.Context) error {
 			if err := env.Ready(ctx); err != nil {
@@ -219,6 +230,9 @@ func Run(ctx context.Context, d Deps) error {
 	}
 	h, err := NewHandler(ctx, d)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
 		return err
 	}
 	ln := d.Listener

@@ -24,6 +24,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/caravan-cd/caravan/pkg/audit"
 	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/lease"
 	"github.com/caravan-cd/caravan/pkg/model"
@@ -35,6 +36,7 @@ import (
 	"github.com/caravan-cd/caravan/services/promoter/internal/engine"
 	"github.com/caravan-cd/caravan/services/promoter/internal/gc"
 	"github.com/caravan-cd/caravan/services/promoter/internal/health"
+	"github.com/caravan-cd/caravan/services/promoter/internal/policy"
 )
 
 // Config of the promoter service (prefix CARAVAN_).
@@ -185,14 +187,32 @@ func Run(ctx context.Context, d Deps) error {
 	defer claim.Close()
 	store, bus := d.Env.Store, d.Env.Bus.With(events.WithLogger(log))
 	keeper := health.New(store, bus, d.Runner, log)
-	auto := autopromote.New(autopromote.Options{Store: store, Bus: bus, Logger: log})
+	auditLog, err := audit.Open(ctx, d.Env.JS)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
+		return fmt.Errorf("promoter: %w", err)
+	}
+	auto := autopromote.New(autopromote.Options{Store: store, Bus: bus, Logger: log, Audit: auditLog})
 	disp := dispatch.New(dispatch.Options{
 		Store: store, Bus: bus, Runner: runnerAdapter{d.Runner}, Logger: log,
 		ID: cfg.ReplicaID, LeaseTTL: cfg.LeaseTTL, MaxConcurrent: cfg.MaxConcurrent, AbortCause: d.AbortCause,
 		Succeeded: func(ctx context.Context, project string, stage *model.Stage, p *model.Promotion) {
 			keeper.Promoted(ctx, project, stage.Name, p)
 		},
+		// A failed promotion may roll its stage back (the reconcile
+		// pass is the backstop).
+		Finished: func(ctx context.Context, project string, stage *model.Stage, p *model.Promotion) {
+			if p.Status.Phase == model.PromotionPhaseSucceeded {
+				return
+			}
+			if err := auto.Evaluate(ctx, project, stage.Name); err != nil {
+				log.Warn("evaluate stage after a failed promotion", "project", project, "stage", stage.Name, "err", err)
+			}
+		},
 		Queued: auto.Record,
+		Gate:   policy.New(store, nil),
 	})
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -389,6 +409,12 @@ func (h handlers) autoPromotion(ctx context.Context, env events.Envelope) error 
 		if err := h.disp.Unblock(ctx, project, ev.Stage); err != nil {
 			return err
 		}
+		if ph := model.VerificationPhase(ev.Phase); ph == model.VerificationPhaseFailed || ph == model.VerificationPhaseError {
+			// Auto-rollback may act on the failure.
+			if err := h.auto.Evaluate(ctx, project, ev.Stage); err != nil {
+				return err
+			}
+		}
 		return h.auto.Stages(ctx, project, func(s *model.Stage) bool {
 			for _, up := range s.UpstreamStages() {
 				if up == ev.Stage {
@@ -397,6 +423,12 @@ func (h handlers) autoPromotion(ctx context.Context, env events.Envelope) error 
 			}
 			return false
 		})
+	case events.TypePromotionApproved:
+		var ev events.PromotionApproved
+		if err := env.Decode(&ev); err != nil {
+			return events.Permanent(err)
+		}
+		return h.disp.Unblock(ctx, project, ev.Stage)
 	case events.TypeAutoPromotionResumeRequested:
 		var ev events.AutoPromotionResumeRequested
 		if err := env.Decode(&ev); err != nil {

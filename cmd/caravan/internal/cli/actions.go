@@ -9,7 +9,7 @@ import (
 )
 
 func (a *app) newPromote() *cobra.Command {
-	var stage, freight, alias, warehouse string
+	var stage, freight, alias, warehouse, override string
 	var wait bool
 	cmd := &cobra.Command{
 		Use:   "promote --stage S (--freight F | --freight-alias A | --warehouse W) [--wait]",
@@ -18,9 +18,16 @@ func (a *app) newPromote() *cobra.Command {
 alias (--freight-alias), or the newest freight of a warehouse available to the
 stage (--warehouse).
 
-With --wait, follow the promotion's steps as they run and exit 1 if it fails.`,
-		Example: `  caravan promote -p demo --stage prod --freight-alias wonky-wombat --wait`,
-		Args:    args(cobra.NoArgs),
+With --wait, follow the promotion's steps as they run and exit 1 if it fails.
+
+While promotion windows keep the stage closed the server refuses the
+promotion and names the next opening; a project admin may override them with
+--override-window "<reason>" (recorded on the promotion and in the audit log).
+A stage an approval policy gates keeps the promotion Pending until enough
+people approved it ('caravan approve promotion P').`,
+		Example: `  caravan promote -p demo --stage prod --freight-alias wonky-wombat --wait
+  caravan promote -p demo --stage prod --freight-alias wonky-wombat --override-window "hotfix INC-42"`,
+		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			n := 0
 			for _, v := range []string{freight, alias, warehouse} {
@@ -42,7 +49,11 @@ With --wait, follow the promotion's steps as they run and exit 1 if it fails.`,
 				w = a.newWaiter(ctx, c, project)
 				defer w.close()
 			}
-			p, err := c.Promote(ctx, project, stage, client.PromoteRequest{Freight: firstOf(freight, alias), Warehouse: warehouse})
+			pr := client.PromoteRequest{Freight: firstOf(freight, alias), Warehouse: warehouse}
+			if cmd.Flags().Changed("override-window") {
+				pr.WindowOverride = &client.WindowOverride{Reason: override}
+			}
+			p, err := c.Promote(ctx, project, stage, pr)
 			if err != nil {
 				return err
 			}
@@ -59,6 +70,7 @@ With --wait, follow the promotion's steps as they run and exit 1 if it fails.`,
 	f.StringVar(&alias, "freight-alias", "", "freight alias")
 	f.StringVar(&warehouse, "warehouse", "", "promote the newest freight from this warehouse available to the stage")
 	f.BoolVar(&wait, "wait", false, "follow the promotion until it ends; exit 1 if it fails")
+	f.StringVar(&override, "override-window", "", "promote even while promotion windows are closed, saying why (project admins)")
 	_ = cmd.MarkFlagRequired("stage")
 	a.completeFlag(cmd, "stage", "stages")
 	a.completeFlag(cmd, "freight", "freight")
@@ -68,14 +80,43 @@ With --wait, follow the promotion's steps as they run and exit 1 if it fails.`,
 }
 
 func (a *app) newApprove() *cobra.Command {
-	var freight, stage string
+	var freight, stage, reason string
+	var show bool
 	cmd := &cobra.Command{
-		Use:   "approve --freight F --stage S",
-		Short: "Approve a piece of freight for a stage",
+		Use:   "approve (--freight F --stage S | promotion P --reason R | promotion P --show)",
+		Short: "Approve a piece of freight for a stage, or a promotion",
 		Long: `Approve a piece of freight (by ID or alias) for a stage, making it
-available there without passing through the upstream stages.`,
-		Args: args(cobra.NoArgs),
-		RunE: func(cmd *cobra.Command, _ []string) error {
+available there without passing through the upstream stages.
+
+Or approve a pending promotion that an approval policy (ProjectConfig
+approvalPolicies) holds, saying why: the person who asked for it may not, and
+each person counts once. It prints who approved and who still has to;
+--show prints that without approving.`,
+		Example: `  caravan approve -p demo --freight wonky-wombat --stage prod
+  caravan approve -p demo promotion prod.01j…6897ce3 --reason "CHG-7 approved"
+  caravan approve -p demo promotion prod.01j…6897ce3 --show`,
+		Args: args(func(cmd *cobra.Command, argv []string) error {
+			switch len(argv) {
+			case 0:
+				if freight == "" || stage == "" {
+					return fmt.Errorf("give --freight and --stage, or promotion P")
+				}
+				return nil
+			case 2:
+				if r, ok := findResource(argv[0]); !ok || r.name != "promotions" {
+					return fmt.Errorf("approve: only freight (flags) and promotions can be approved, not %q", argv[0])
+				}
+				if reason == "" && !show {
+					return fmt.Errorf("approve promotion: --reason is required (or --show)")
+				}
+				return nil
+			}
+			return fmt.Errorf("approve takes no arguments or promotion P")
+		}),
+		RunE: func(cmd *cobra.Command, argv []string) error {
+			if len(argv) == 2 {
+				return a.approvePromotion(cmd, argv[1], reason, show)
+			}
 			c, project, err := a.projectClient()
 			if err != nil {
 				return err
@@ -93,10 +134,10 @@ available there without passing through the upstream stages.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&freight, "freight", "", "freight name or alias (required)")
-	cmd.Flags().StringVar(&stage, "stage", "", "stage (required)")
-	_ = cmd.MarkFlagRequired("freight")
-	_ = cmd.MarkFlagRequired("stage")
+	cmd.Flags().StringVar(&freight, "freight", "", "freight name or alias")
+	cmd.Flags().StringVar(&stage, "stage", "", "stage the freight is approved for")
+	cmd.Flags().StringVar(&reason, "reason", "", "why the promotion may go (approve promotion)")
+	cmd.Flags().BoolVar(&show, "show", false, "show who approved the promotion and who still has to, without approving")
 	a.completeFlag(cmd, "freight", "freight")
 	a.completeFlag(cmd, "stage", "stages")
 	return cmd

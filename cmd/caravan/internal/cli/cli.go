@@ -127,7 +127,7 @@ by itself.`,
 		}
 	}
 	add("basic", a.newApply(), a.newDelete(), a.newGet())
-	add("actions", a.newPromote(), a.newApprove(), a.newRefresh(), a.newVerify(), a.newResume(), a.newAbort(), a.newWatch())
+	add("actions", a.newPromote(), a.newApprove(), a.newRefresh(), a.newVerify(), a.newResume(), a.newAbort(), a.newWatch(), a.newAudit())
 	add("other", a.newServer(), a.newDemo(), a.newLogin(), a.newVersion(), a.newCompletion())
 	return root
 }

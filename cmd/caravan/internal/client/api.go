@@ -125,6 +125,14 @@ func (c *Client) Promotion(ctx context.Context, project, name string) (*model.Pr
 type PromoteRequest struct {
 	Freight   string `json:"freight,omitempty"`
 	Warehouse string `json:"warehouse,omitempty"`
+	// WindowOverride, when set, lets the promotion run while promotion
+	// windows are closed (project admins; the reason is recorded).
+	WindowOverride *WindowOverride `json:"windowOverride,omitempty"`
+}
+
+// WindowOverride says why a promotion may not wait for its windows.
+type WindowOverride struct {
+	Reason string `json:"reason"`
 }
 
 // Promote asks to promote a stage (POST …/stages/{stage}/promotions) and

@@ -478,6 +478,9 @@ func (s *server) approveFreight(w http.ResponseWriter, r *http.Request) {
 type promoteRequest struct {
 	Freight   string `json:"freight,omitempty"`
 	Warehouse string `json:"warehouse,omitempty"`
+	// WindowOverride lets the promotion run while promotion windows are
+	// closed (project admins only; the reason is recorded).
+	WindowOverride *windowOverride `json:"windowOverride,omitempty"`
 }
 
 func (s *server) promote(w http.ResponseWriter, r *http.Request) {
@@ -495,6 +498,10 @@ func (s *server) promote(w http.ResponseWriter, r *http.Request) {
 	}
 	if st.IsControlFlow() {
 		conflict(w, fmt.Sprintf("stage %q is a control-flow stage (it has no promotion steps): nothing is promoted into it; the freight available to it passes downstream on its own", st.Name))
+		return
+	}
+	override, ok := s.checkWindows(w, r, st, req.WindowOverride)
+	if !ok {
 		return
 	}
 	ctx := r.Context()
@@ -533,6 +540,9 @@ func (s *server) promote(w http.ResponseWriter, r *http.Request) {
 	// the first one stored instead of storing a second.
 	p := model.NewPromotion(st, f, idempotencyID(r, events.NewID), principalName(r), now)
 	p.Annotations[model.AnnotationCreateActor] = actor(r)
+	if override != "" {
+		p.Annotations[model.AnnotationWindowOverride] = override
+	}
 	p.UID = events.NewID()
 	rev, err := s.store.PutObject(ctx, p, 0)
 	if errors.Is(err, state.ErrExists) {
@@ -547,6 +557,11 @@ func (s *server) promote(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.ResourceVersion = strconv.FormatUint(rev, 10)
+	if override != "" {
+		noteAudit(r, "override", "Promotion/"+p.Name, "promotion windows overridden: "+req.WindowOverride.Reason)
+	} else {
+		noteAudit(r, "", "Promotion/"+p.Name, "")
+	}
 	ev := events.PromotionRequested{Promotion: p.Name, Stage: st.Name, Freight: f.Name}
 	if _, ok := s.send(w, r, "PromotionRequested."+project+"."+p.Name, project, events.Ref{Kind: model.KindPromotion, Name: p.Name}, ev); ok {
 		writeJSON(w, http.StatusCreated, p)

@@ -8,6 +8,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/caravan-cd/caravan/pkg/audit"
 	"github.com/caravan-cd/caravan/pkg/buildinfo"
 	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/model"
@@ -65,6 +67,10 @@ type Options struct {
 	Stopping <-chan struct{}
 	// Version is what GET /version says of the server (build info).
 	Version buildinfo.Info
+	// Audit is the audit log every change is appended to; nil: the
+	// JetStream's audit stream, declared with the default retention when
+	// absent.
+	Audit *audit.Log
 }
 
 // WebhookLimits bound what one receiver accepts.
@@ -95,6 +101,7 @@ type server struct {
 	stopping  <-chan struct{}
 	version   buildinfo.Info
 	git       *gitdiff.Reader
+	audit     *audit.Log
 
 	limitersMu sync.Mutex
 	limiters   map[string]*limiter
@@ -141,6 +148,15 @@ func New(o Options) (http.Handler, error) {
 	if o.Version.Version == "" {
 		o.Version = buildinfo.Read()
 	}
+	if o.Audit == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		log, err := audit.Open(ctx, o.JetStream)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("api: %w", err)
+		}
+		o.Audit = log
+	}
 	for _, c := range []prometheus.Collector{
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -173,6 +189,7 @@ func New(o Options) (http.Handler, error) {
 		limiters:  map[string]*limiter{},
 		known:     map[string]time.Time{},
 		git:       gitdiff.NewReader(256),
+		audit:     o.Audit,
 	}
 	mux := http.NewServeMux()
 	for _, rt := range s.routes(o.Registry) {
@@ -181,7 +198,15 @@ func New(o Options) (http.Handler, error) {
 			h = s.idempotent(h)
 		}
 		if rt.access != public {
-			h = authenticate(s.authorize(rt.access, h), o.Auth, o.Sessions, o.Logger)
+			h = s.authorize(rt.access, h)
+		}
+		// Inside authentication (the record names the caller), outside
+		// authorization (refused attempts are recorded too).
+		if rt.mutating() {
+			h = s.audited(rt, h)
+		}
+		if rt.access != public {
+			h = authenticate(h, o.Auth, o.Sessions, o.Logger)
 		}
 		if rt.method != http.MethodGet {
 			h = traced(rt.method+" "+rt.path, h)

@@ -134,6 +134,9 @@ func routeBodies() map[string]bodies {
 		"DELETE /v1/projects/{project}/stages/{stage}/verification":        {resp: events.Envelope{}},
 		"POST /v1/projects/{project}/stages/{stage}/auto-promotion/resume": {resp: events.Envelope{}},
 		"POST /v1/projects/{project}/tokens":                               {req: tokenRequest{}, resp: createdToken{}},
+		"POST /v1/projects/{project}/promotions/{name}/approve":            {req: approvalRequest{}, resp: approvalAnswer{}},
+		"GET /v1/projects/{project}/promotions/{name}/approval":            {resp: approvalAnswer{}},
+		"GET /v1/projects/{project}/audit":                                 {resp: auditList{}},
 		"GET /v1/projects/{project}/tokens":                                {resp: tokenList{}},
 		"GET /v1/projects/{project}/tokens/{name}":                         {resp: auth.Token{}},
 		"DELETE /v1/projects/{project}/tokens/{name}":                      {resp: revokedToken{}},
@@ -165,6 +168,12 @@ var queryDocs = map[string]string{
 	"verifiedIn":  "only freight verified in this stage",
 	"currentlyIn": "only freight this stage uses now",
 	"project":     "only dead letters of this project",
+	"actor":       "audit: only records of this actor",
+	"action":      "audit: only records of this action (apply, promote, approve, override, rollback, window-wait, …)",
+	"object":      "audit: only records whose object starts with this",
+	"since":       "audit: only records at or after this RFC 3339 time",
+	"until":       "audit: only records at or before this RFC 3339 time",
+	"before":      "audit: only records older than this sequence (the before of the previous page)",
 }
 
 // schemaGen generates component schemas from Go types, with one name per

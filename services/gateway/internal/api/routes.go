@@ -57,6 +57,9 @@ type route struct {
 	stream bool
 	// idempotent routes take an Idempotency-Key (see idempotent).
 	idempotent bool
+	// action names what a route that changes something does, in its
+	// audit records.
+	action string
 }
 
 // routes lists every route the gateway serves.
@@ -72,10 +75,10 @@ func (s *server) routes(reg *prometheus.Registry) []route {
 		{method: "GET", path: "/version", access: public, summary: "the server's build: version, VCS revision and time, Go version", handler: func(w http.ResponseWriter, _ *http.Request) {
 			writeJSON(w, http.StatusOK, s.version)
 		}},
-		{method: "POST", path: "/webhooks/{project}/{receiver}", access: public, summary: "a webhook delivery to a ProjectConfig receiver (authenticated by the receiver's own scheme)", handler: s.webhook, body: "the provider's payload", status: http.StatusAccepted},
+		{method: "POST", path: "/webhooks/{project}/{receiver}", access: public, summary: "a webhook delivery to a ProjectConfig receiver (authenticated by the receiver's own scheme)", handler: s.webhook, body: "the provider's payload", status: http.StatusAccepted, action: "webhook"},
 
-		{method: "POST", path: "/v1/resources", access: anyone, summary: "apply multi-document YAML or JSON (admin of every project touched; system admin for cluster-scoped kinds)", handler: s.apply, body: "YAML or JSON documents", idempotent: true},
-		{method: "DELETE", path: "/v1/resources", access: anyone, summary: "delete the documents in the body (same roles as apply)", handler: s.delete, body: "YAML or JSON documents"},
+		{method: "POST", path: "/v1/resources", access: anyone, summary: "apply multi-document YAML or JSON (admin of every project touched; system admin for cluster-scoped kinds)", handler: s.apply, body: "YAML or JSON documents", idempotent: true, action: "apply"},
+		{method: "DELETE", path: "/v1/resources", access: anyone, summary: "delete the documents in the body (same roles as apply)", handler: s.delete, body: "YAML or JSON documents", action: "delete"},
 		{method: "GET", path: "/v1/whoami", access: anyone, summary: "the caller's name and, with ?project=, its role there (none, viewer, promoter or admin)", handler: s.whoami, query: []string{"project"}},
 		{method: "GET", path: "/v1/projects", access: anyone, summary: "the projects the caller may view", handler: s.listProjects, query: []string{"limit", "continue", "sort"}},
 		{method: "GET", path: "/v1/projects/{project}", access: viewer, summary: "one project", handler: s.getProject},
@@ -92,22 +95,25 @@ func (s *server) routes(reg *prometheus.Registry) []route {
 		{method: "GET", path: "/v1/projects/{project}/stages/{stage}/verifications/{id}", access: viewer, summary: "one verification with each metric's measurements", handler: s.getVerification},
 		{method: "GET", path: "/v1/projects/{project}/promotions/{name}/diff", access: viewer, summary: "the git diff of every commit the promotion pushed (read from the repository)", handler: s.promotionDiff},
 		{method: "GET", path: "/v1/projects/{project}/freight/{name}/compare/{other}", access: viewer, summary: "the artifacts that differ between two freight and the git commits between them", handler: s.compareFreight},
-		{method: "POST", path: "/v1/projects/{project}/warehouses/{name}/refresh", access: promoter, summary: "discover now (WarehouseRefreshRequested)", handler: s.refresh, body: `{"reason":"…"}, optional: why, for the event`, optionalBody: true, status: http.StatusAccepted, idempotent: true},
-		{method: "POST", path: "/v1/projects/{project}/freight", access: promoter, summary: "assemble freight by hand from discovered artifacts", handler: s.createFreight, body: `{"origin":{"kind":"Warehouse","name":"…"},"images":[…],"commits":[…],"charts":[…],"alias":"…"}`, status: http.StatusCreated, idempotent: true},
-		{method: "PATCH", path: "/v1/projects/{project}/freight/{name}", access: promoter, summary: "change the freight's alias", handler: s.patchFreight, body: `{"alias":"…"}`},
-		{method: "POST", path: "/v1/projects/{project}/freight/{name}/approve", access: promoter, summary: "approve the freight for a stage", handler: s.approveFreight, body: `{"stage":"…"}`, idempotent: true},
-		{method: "POST", path: "/v1/projects/{project}/stages/{stage}/promotions", access: promoter, summary: "promote freight (by name or alias, or the newest available from a warehouse) into the stage", handler: s.promote, body: `{"freight":"…"} or {"warehouse":"…"}`, status: http.StatusCreated, idempotent: true},
-		{method: "POST", path: "/v1/projects/{project}/promotions/{name}/abort", access: promoter, summary: "abort a promotion", handler: s.abortPromotion, status: http.StatusAccepted, idempotent: true},
-		{method: "POST", path: "/v1/projects/{project}/stages/{stage}/verification", access: promoter, summary: "re-verify the stage's current freight", handler: s.verify, status: http.StatusAccepted, idempotent: true},
-		{method: "DELETE", path: "/v1/projects/{project}/stages/{stage}/verification", access: promoter, summary: "abort the stage's running verification", handler: s.abortVerification, status: http.StatusAccepted},
-		{method: "POST", path: "/v1/projects/{project}/stages/{stage}/auto-promotion/resume", access: promoter, summary: "lift the stage's auto-promotion hold", handler: s.resumeAutoPromotion, status: http.StatusAccepted, idempotent: true},
-		{method: "POST", path: "/v1/projects/{project}/tokens", access: projectAdmin, summary: "create an API token (its secret is shown once)", handler: s.createToken, body: `{"name":"…","role":"viewer|promoter|admin"}`, status: http.StatusCreated},
+		{method: "POST", path: "/v1/projects/{project}/warehouses/{name}/refresh", access: promoter, summary: "discover now (WarehouseRefreshRequested)", handler: s.refresh, body: `{"reason":"…"}, optional: why, for the event`, optionalBody: true, status: http.StatusAccepted, idempotent: true, action: "refresh"},
+		{method: "POST", path: "/v1/projects/{project}/freight", access: promoter, summary: "assemble freight by hand from discovered artifacts", handler: s.createFreight, body: `{"origin":{"kind":"Warehouse","name":"…"},"images":[…],"commits":[…],"charts":[…],"alias":"…"}`, status: http.StatusCreated, idempotent: true, action: "create-freight"},
+		{method: "PATCH", path: "/v1/projects/{project}/freight/{name}", access: promoter, summary: "change the freight's alias", handler: s.patchFreight, body: `{"alias":"…"}`, action: "alias-freight"},
+		{method: "POST", path: "/v1/projects/{project}/freight/{name}/approve", access: promoter, summary: "approve the freight for a stage", handler: s.approveFreight, body: `{"stage":"…"}`, idempotent: true, action: "approve-freight"},
+		{method: "POST", path: "/v1/projects/{project}/stages/{stage}/promotions", access: promoter, summary: "promote freight (by name or alias, or the newest available from a warehouse) into the stage; 409 window_closed while promotion windows are closed, unless a project admin overrides them", handler: s.promote, body: `{"freight":"…"} or {"warehouse":"…"}, optional "windowOverride":{"reason":"…"}`, status: http.StatusCreated, idempotent: true, action: "promote"},
+		{method: "POST", path: "/v1/projects/{project}/promotions/{name}/abort", access: promoter, summary: "abort a promotion", handler: s.abortPromotion, status: http.StatusAccepted, idempotent: true, action: "abort"},
+		{method: "POST", path: "/v1/projects/{project}/stages/{stage}/verification", access: promoter, summary: "re-verify the stage's current freight", handler: s.verify, status: http.StatusAccepted, idempotent: true, action: "verify"},
+		{method: "DELETE", path: "/v1/projects/{project}/stages/{stage}/verification", access: promoter, summary: "abort the stage's running verification", handler: s.abortVerification, status: http.StatusAccepted, action: "abort-verification"},
+		{method: "POST", path: "/v1/projects/{project}/stages/{stage}/auto-promotion/resume", access: promoter, summary: "lift the stage's auto-promotion hold", handler: s.resumeAutoPromotion, status: http.StatusAccepted, idempotent: true, action: "resume"},
+		{method: "POST", path: "/v1/projects/{project}/promotions/{name}/approve", access: promoter, summary: "approve a pending promotion that an approval policy holds (not the person who asked for it; one approval per person)", handler: s.approvePromotion, body: `{"reason":"…"}`, action: "approve"},
+		{method: "GET", path: "/v1/projects/{project}/promotions/{name}/approval", access: viewer, summary: "where the promotion stands with its stage's approval policy: who approved, how many more are needed, from which groups", handler: s.getApproval},
+		{method: "GET", path: "/v1/projects/{project}/audit", access: viewer, summary: "the project's audit log, newest first: every change made through the API and every automatic decision (read-only)", handler: s.listAudit, query: []string{"actor", "action", "object", "since", "until", "before", "limit"}},
+		{method: "POST", path: "/v1/projects/{project}/tokens", access: projectAdmin, summary: "create an API token (its secret is shown once)", handler: s.createToken, body: `{"name":"…","role":"viewer|promoter|admin"}`, status: http.StatusCreated, action: "token-create"},
 		{method: "GET", path: "/v1/projects/{project}/tokens", access: projectAdmin, summary: "list the project's API tokens (never their secrets)", handler: s.listTokens},
 		{method: "GET", path: "/v1/projects/{project}/tokens/{name}", access: projectAdmin, summary: "one API token (never its secret)", handler: s.getToken},
-		{method: "DELETE", path: "/v1/projects/{project}/tokens/{name}", access: projectAdmin, summary: "revoke an API token", handler: s.deleteToken},
+		{method: "DELETE", path: "/v1/projects/{project}/tokens/{name}", access: projectAdmin, summary: "revoke an API token", handler: s.deleteToken, action: "token-revoke"},
 		{method: "GET", path: "/v1/projects/{project}/events", access: viewer, summary: "Server-Sent Events of the project (Last-Event-ID resumes)", handler: s.events, stream: true},
 		{method: "GET", path: "/v1/deadletters", access: systemAdmin, summary: "events no handler could take", handler: s.listDeadLetters, query: []string{"limit", "continue", "sort", "project"}},
-		{method: "POST", path: "/v1/deadletters/{id}/replay", access: systemAdmin, summary: "publish a dead letter's event again", handler: s.replayDeadLetter, status: http.StatusAccepted},
+		{method: "POST", path: "/v1/deadletters/{id}/replay", access: systemAdmin, summary: "publish a dead letter's event again", handler: s.replayDeadLetter, status: http.StatusAccepted, action: "replay"},
 	}...)
 	return rs
 }

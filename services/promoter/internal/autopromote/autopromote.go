@@ -41,6 +41,7 @@ import (
 
 	"github.com/oklog/ulid/v2"
 
+	"github.com/caravan-cd/caravan/pkg/audit"
 	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
@@ -82,8 +83,16 @@ type Options struct {
 	Store  *state.Store
 	Bus    *events.Bus
 	Logger *slog.Logger
+	// Audit, when set, records the decisions made: auto-promotions,
+	// rollbacks, waits for a promotion window.
+	Audit Auditor
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+}
+
+// Auditor appends to the audit log.
+type Auditor interface {
+	Append(ctx context.Context, r audit.Record) error
 }
 
 // AutoPromoter evaluates auto-promotion of stages.
@@ -173,20 +182,28 @@ func (a *AutoPromoter) Evaluate(ctx context.Context, project, stageName string) 
 	if err != nil {
 		return err
 	}
-	policies, err := a.policies(ctx, project)
+	pol, err := state.LoadPolicies(ctx, a.o.Store, project)
 	if err != nil {
 		return err
 	}
+	policies := pol.PromotionPolicies()
 	enabled := model.AutoPromotionEnabled(policies, stage) && !stage.IsControlFlow()
-	if err := a.syncStatus(ctx, project, stage, enabled); err != nil {
+	windows := model.WindowStatus(pol.Windows(stage), a.o.Now())
+	if err := a.syncStatus(ctx, project, stage, enabled, windows); err != nil {
 		return err
 	}
 	stage.Default()
 	if stage.IsControlFlow() {
 		return a.passControlFlow(ctx, project, stage)
 	}
+	if err := a.rollback(ctx, project, stage, model.AutoRollbackFor(policies, stage)); err != nil {
+		return fmt.Errorf("auto-rollback: %w", err)
+	}
 	if !enabled {
 		return nil
+	}
+	if windows != nil && windows.Closed {
+		return a.windowWait(ctx, project, stage, windows)
 	}
 	status, _, err := state.Get[model.StageStatus](ctx, a.o.Store.KV(state.Stages), state.Key(project, stageName))
 	if err != nil && !errors.Is(err, state.ErrNotFound) {
@@ -323,6 +340,8 @@ func (a *AutoPromoter) promote(ctx context.Context, project string, stage *model
 		return fmt.Errorf("create auto-promotion %s: %w", name, err)
 	default:
 		a.o.Logger.Info("auto-promotion", "project", project, "stage", stage.Name, "freight", f.Name, "promotion", name)
+		a.audit(ctx, audit.Record{ID: "auto." + name, Project: project, Action: audit.ActionAutoPromotion, Object: "Promotion/" + name,
+			Reason: fmt.Sprintf("freight %s to stage %s", f.Name, stage.Name)})
 	}
 	if _, err = a.o.Bus.PublishWithID(ctx, "PromotionRequested."+project+"."+name, project,
 		events.Ref{Kind: model.KindPromotion, Name: name},
@@ -464,7 +483,9 @@ func (a *AutoPromoter) Pass(ctx context.Context) error {
 			errs = append(errs, err)
 			continue
 		}
-		errs = append(errs, a.Stages(ctx, project, func(s *model.Stage) bool { return model.AutoPromotionEnabled(policies, s) }))
+		errs = append(errs, a.Stages(ctx, project, func(s *model.Stage) bool {
+			return model.AutoPromotionEnabled(policies, s) || model.AutoRollbackFor(policies, s) != nil
+		}))
 	}
 	return errors.Join(errs...)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 
 	"github.com/caravan-cd/caravan/pkg/model"
@@ -22,16 +23,23 @@ func (a *AutoPromoter) SyncStatus(ctx context.Context, project, stageName string
 	if err != nil {
 		return err
 	}
-	policies, err := a.policies(ctx, project)
+	pol, err := state.LoadPolicies(ctx, a.o.Store, project)
 	if err != nil {
 		return err
 	}
-	return a.syncStatus(ctx, project, stage, model.AutoPromotionEnabled(policies, stage) && !stage.IsControlFlow())
+	enabled := model.AutoPromotionEnabled(pol.PromotionPolicies(), stage) && !stage.IsControlFlow()
+	return a.syncStatus(ctx, project, stage, enabled, model.WindowStatus(pol.Windows(stage), a.o.Now()))
 }
 
-func (a *AutoPromoter) syncStatus(ctx context.Context, project string, stage *model.Stage, autoPromotionEnabled bool) error {
+// syncStatus also sets the stage's promotionWindowStatus to windows (nil:
+// no window gates it).
+func (a *AutoPromoter) syncStatus(ctx context.Context, project string, stage *model.Stage, autoPromotionEnabled bool, windows *model.PromotionWindowStatus) error {
 	_, _, err := state.Update(ctx, a.o.Store.KV(state.Stages), state.Key(project, stage.Name), func(s model.StageStatus, _ bool) (model.StageStatus, error) {
-		if !model.SyncStageStatus(stage, &s, autoPromotionEnabled, a.o.Now()) {
+		changed := model.SyncStageStatus(stage, &s, autoPromotionEnabled, a.o.Now())
+		if !reflect.DeepEqual(s.PromotionWindowStatus, windows) {
+			s.PromotionWindowStatus, changed = windows, true
+		}
+		if !changed {
 			return s, state.ErrNoChange
 		}
 		return s, nil

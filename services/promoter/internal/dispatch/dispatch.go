@@ -61,8 +61,19 @@ type Options struct {
 	// Queued is called for every promotion queued (auto-promotion records
 	// that the stage had a promotion of the freight).
 	Queued func(ctx context.Context, project string, p *model.Promotion) error
+	// Gate, when set, is asked before each promotion starts; a promotion
+	// it blocks waits at the head of its stage's queue.
+	Gate Gate
+	// Finished is called after a promotion ended and was recorded.
+	Finished func(ctx context.Context, project string, stage *model.Stage, p *model.Promotion)
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+}
+
+// Gate decides whether a promotion may start now. Blocked says why not;
+// retry, when not zero, is when to ask again without being woken.
+type Gate interface {
+	Admit(ctx context.Context, project string, stage *model.Stage, p *model.Promotion) (blocked string, retry time.Time, err error)
 }
 
 // Dispatcher runs the promotion queues of every stage.
@@ -76,6 +87,7 @@ type Dispatcher struct {
 	closing bool
 	workers map[string]*worker                 // queue key → worker
 	timers  map[string]*time.Timer             // queue key → lease expiry timer
+	gates   map[string]*time.Timer             // queue key → when a gate may open
 	runs    map[string]context.CancelCauseFunc // project/promotion → cancel
 	queued  map[string]bool                    // project/promotion known queued (watch)
 	wg      sync.WaitGroup
@@ -106,6 +118,7 @@ func New(o Options) *Dispatcher {
 		sem:     make(chan struct{}, o.MaxConcurrent),
 		workers: map[string]*worker{},
 		timers:  map[string]*time.Timer{},
+		gates:   map[string]*time.Timer{},
 		runs:    map[string]context.CancelCauseFunc{},
 		queued:  map[string]bool{},
 	}
@@ -141,9 +154,11 @@ func (d *Dispatcher) Run(ctx context.Context, ready chan<- struct{}) error {
 	werr := <-watched
 	d.mu.Lock()
 	d.closing = true
-	for k, t := range d.timers {
-		t.Stop()
-		delete(d.timers, k)
+	for _, timers := range []map[string]*time.Timer{d.timers, d.gates} {
+		for k, t := range timers {
+			t.Stop()
+			delete(timers, k)
+		}
 	}
 	d.mu.Unlock()
 	d.wg.Wait()

@@ -256,6 +256,9 @@ func (d *Dispatcher) announce(ctx context.Context, project string, stage *model.
 	if p.Status.Phase == model.PromotionPhaseSucceeded && d.o.Succeeded != nil {
 		d.o.Succeeded(ctx, project, stage, p)
 	}
+	if d.o.Finished != nil {
+		d.o.Finished(ctx, project, stage, p)
+	}
 	return d.publishFinished(ctx, project, p)
 }
 

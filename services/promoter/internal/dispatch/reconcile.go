@@ -103,7 +103,9 @@ func (d *Dispatcher) reconcileQueue(ctx context.Context, project, stageName stri
 			return err
 		}
 		if stage == nil || !model.IsVerifying(stage, &status) {
-			d.o.Logger.Info("unblocking a stage whose verification ended", "project", project, "stage", stageName)
+			// A verification that ended unseen, or a gate (window,
+			// approvals) to ask again: next() blocks again if it must.
+			d.o.Logger.Debug("re-checking a blocked stage", "project", project, "stage", stageName, "blocked", r.Blocked)
 			return d.Unblock(ctx, project, stageName)
 		}
 		return nil

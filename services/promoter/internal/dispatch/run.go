@@ -97,6 +97,14 @@ func (d *Dispatcher) next(ctx context.Context, project, stageName string, g leas
 			return nil, nil, err
 		}
 		verifying := model.IsVerifying(stage, &status)
+		blocked := ""
+		if !verifying && d.o.Gate != nil {
+			var retry time.Time
+			if blocked, retry, err = d.o.Gate.Admit(ctx, project, stage, &p); err != nil {
+				return nil, nil, err
+			}
+			d.gateTimer(project, stageName, retry)
+		}
 		_, err = queue.Update(ctx, d.kv, project, stageName, func(cur *queue.Record, _ bool) error {
 			if err := cur.Check(g); err != nil {
 				return err
@@ -108,6 +116,12 @@ func (d *Dispatcher) next(ctx context.Context, project, stageName string, g leas
 				return errRetry // a verification ended while we looked
 			case verifying:
 				cur.Blocked = "stage is verifying its current freight"
+				cur.Release(g)
+				return nil
+			case blocked != "" && cur.Nudge != r.Nudge:
+				return errRetry
+			case blocked != "":
+				cur.Blocked = blocked
 				cur.Release(g)
 				return nil
 			}
@@ -124,9 +138,33 @@ func (d *Dispatcher) next(ctx context.Context, project, stageName string, g leas
 		case verifying:
 			d.o.Logger.Debug("stage verifying, promotion waits", "project", project, "stage", stageName, "promotion", head.Name)
 			return nil, nil, nil
+		case blocked != "":
+			d.o.Logger.Debug("promotion waits", "project", project, "stage", stageName, "promotion", head.Name, "reason", blocked)
+			return nil, nil, nil
 		}
 		return &head, stage, nil
 	}
+}
+
+// gateTimer unblocks the stage at retry (none when zero), replacing the
+// stage's earlier timer.
+func (d *Dispatcher) gateTimer(project, stage string, retry time.Time) {
+	key := queue.Key(project, stage)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if t := d.gates[key]; t != nil {
+		t.Stop()
+		delete(d.gates, key)
+	}
+	if retry.IsZero() || d.closing || d.life == nil {
+		return
+	}
+	life := d.life
+	d.gates[key] = time.AfterFunc(time.Until(retry), func() {
+		if err := d.Unblock(life, project, stage); err != nil && life.Err() == nil {
+			d.o.Logger.Warn("unblock stage at its window's opening", "project", project, "stage", stage, "err", err)
+		}
+	})
 }
 
 // dropEntry removes a promotion from the queue record.

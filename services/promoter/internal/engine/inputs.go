@@ -200,14 +200,13 @@ func (r *run) env(ctx context.Context, i int) (*expressions.Env, error) {
 			Promotion: r.p.Name,
 			Meta: map[string]any{
 				"promotion": map[string]any{
-					"actor": r.p.Annotations[model.AnnotationPromotionCreatedBy],
-					// rollback is set by a promotion that rolls a stage
-					// back; none does yet.
-					"rollback": false,
+					"actor":    r.p.Annotations[model.AnnotationPromotionCreatedBy],
+					"rollback": r.p.Annotations[model.AnnotationRollback] != "",
 				},
 				"step": map[string]any{"alias": fs.alias},
 			},
 			UIBaseURL: r.e.uiBaseURL,
+
 		},
 		Outputs:  outputs(st.State),
 		Failed:   r.failed(i),
