@@ -206,7 +206,6 @@ func (r *run) env(ctx context.Context, i int) (*expressions.Env, error) {
 				"step": map[string]any{"alias": fs.alias},
 			},
 			UIBaseURL: r.e.uiBaseURL,
-
 		},
 		Outputs:  outputs(st.State),
 		Failed:   r.failed(i),
