@@ -19,10 +19,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"k8s.io/client-go/dynamic"
 
 	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/lease"
@@ -74,6 +76,11 @@ type Config struct {
 	// without promotion steps) is evaluated again, on one replica, besides
 	// the events that move freight through it at once.
 	ControlFlowInterval time.Duration `envconfig:"CONTROL_FLOW_INTERVAL" default:"1m" desc:"how often control-flow stages are evaluated again besides events"`
+	// KubeConfig is the kubeconfig of the cluster whose Argo CD
+	// Applications argocd-update and argocd-wait (and their health checks)
+	// reach; default: $KUBECONFIG, then the in-cluster configuration, else
+	// none (those steps then fail saying so).
+	KubeConfig string `envconfig:"KUBECONFIG" desc:"kubeconfig of the cluster with the Argo CD Applications of argocd-update and argocd-wait; default: $KUBECONFIG, then in-cluster, else none"`
 }
 
 // orphanGrace is how old the keys of a project that does not exist must
@@ -144,6 +151,9 @@ type Deps struct {
 	// AbortCause cancels a running promotion's ctx to abort it (default:
 	// the step engine's ErrAborted).
 	AbortCause error
+	// Kube reaches Argo CD Applications (default: built from
+	// Config.KubeConfig, $KUBECONFIG or the in-cluster configuration).
+	Kube dynamic.Interface
 }
 
 // runnerAdapter turns a Runner into the dispatcher's runner.
@@ -163,7 +173,17 @@ func Run(ctx context.Context, d Deps) error {
 	cfg := d.Config.withDefaults()
 	log := d.Logger.With("service", "promoter", "replica", cfg.ReplicaID)
 	if d.Runner == nil {
-		e, err := newEngine(cfg, d.Env, log)
+		kube := d.Kube
+		if kube == nil {
+			var err error
+			if kube, err = kubeClient(cfg.KubeConfig, os.Getenv("KUBECONFIG")); err != nil {
+				return fmt.Errorf("promoter: %w", err)
+			}
+			if kube == nil {
+				log.Info("no Kubernetes API configured: argocd-update and argocd-wait will fail (set CARAVAN_KUBECONFIG)")
+			}
+		}
+		e, err := newEngine(cfg, d.Env, log, kube)
 		if err != nil {
 			return fmt.Errorf("promoter: %w", err)
 		}
