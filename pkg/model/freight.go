@@ -13,6 +13,10 @@ import (
 const (
 	LabelAlias    = "kargo.akuity.io/alias"
 	LabelCredType = "kargo.akuity.io/cred-type"
+	// SharedResourcesProject holds Secrets every project may use: the
+	// credentials looked up when a project has none of its own for a
+	// repository, as Kargo's shared resources namespace.
+	SharedResourcesProject = "kargo-shared-resources"
 	LabelProject  = "kargo.akuity.io/project"
 )
 
