@@ -288,7 +288,7 @@ func evalTemplate(s string, env map[string]any) (any, error) {
 			return nil, err
 		}
 		b.WriteString(rest[:i])
-		b.WriteString(fmt.Sprint(v))
+		fmt.Fprint(&b, v)
 		rest = rest[i+j+2:]
 	}
 }
