@@ -17,7 +17,7 @@ const (
 	// credentials looked up when a project has none of its own for a
 	// repository, as Kargo's shared resources namespace.
 	SharedResourcesProject = "kargo-shared-resources"
-	LabelProject  = "kargo.akuity.io/project"
+	LabelProject           = "kargo.akuity.io/project"
 )
 
 // Freight is a set of artifact versions moving through Stages together.
