@@ -85,21 +85,23 @@ type Metric struct {
 }
 
 // MetricProvider is where a metric is measured. Caravan acts on web,
-// prometheus and job; the other Argo providers are accepted and kept but
-// not acted on.
+// prometheus, job, datadog, newRelic, wavefront, kayenta, graphite,
+// influxdb and skywalking (their settings are decoded, strictly, by the
+// verifier); cloudWatch and plugin are kept but a measurement with them
+// ends in Error.
 type MetricProvider struct {
 	Web        *WebMetric        `json:"web,omitempty"`
 	Prometheus *PrometheusMetric `json:"prometheus,omitempty"`
 	Job        *JobMetric        `json:"job,omitempty"`
 
-	Datadog    map[string]any `json:"datadog,omitempty" caravan:"ignored"`
-	NewRelic   map[string]any `json:"newRelic,omitempty" caravan:"ignored"`
-	Wavefront  map[string]any `json:"wavefront,omitempty" caravan:"ignored"`
-	Kayenta    map[string]any `json:"kayenta,omitempty" caravan:"ignored"`
+	Datadog    map[string]any `json:"datadog,omitempty"`
+	NewRelic   map[string]any `json:"newRelic,omitempty"`
+	Wavefront  map[string]any `json:"wavefront,omitempty"`
+	Kayenta    map[string]any `json:"kayenta,omitempty"`
 	CloudWatch map[string]any `json:"cloudWatch,omitempty" caravan:"ignored"`
-	Graphite   map[string]any `json:"graphite,omitempty" caravan:"ignored"`
-	Influxdb   map[string]any `json:"influxdb,omitempty" caravan:"ignored"`
-	SkyWalking map[string]any `json:"skywalking,omitempty" caravan:"ignored"`
+	Graphite   map[string]any `json:"graphite,omitempty"`
+	Influxdb   map[string]any `json:"influxdb,omitempty"`
+	SkyWalking map[string]any `json:"skywalking,omitempty"`
 	Plugin     map[string]any `json:"plugin,omitempty" caravan:"ignored"`
 }
 

@@ -13,7 +13,11 @@ import (
 const (
 	LabelAlias    = "kargo.akuity.io/alias"
 	LabelCredType = "kargo.akuity.io/cred-type"
-	LabelProject  = "kargo.akuity.io/project"
+	// SharedResourcesProject holds Secrets every project may use: the
+	// credentials looked up when a project has none of its own for a
+	// repository, as Kargo's shared resources namespace.
+	SharedResourcesProject = "kargo-shared-resources"
+	LabelProject           = "kargo.akuity.io/project"
 )
 
 // Freight is a set of artifact versions moving through Stages together.

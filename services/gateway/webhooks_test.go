@@ -76,7 +76,7 @@ func TestWebhookReceiverPaths(t *testing.T) {
 	if _, b, _ := h.do("GET", "/v1/projects/demo/projectconfig", token, "", nil); strings.Contains(string(b), hookSecret) {
 		t.Errorf("the receiver secret shows in the ProjectConfig: %s", b)
 	}
-	if len(paths) != 11 || paths["missing"] != "" {
+	if len(paths) != 13 || paths["missing"] != "" {
 		t.Fatalf("receivers: %v", paths)
 	}
 	if want := webhook.Path("demo", "gh", hookSecret); paths["gh"] != want {
@@ -222,6 +222,15 @@ func TestWebhooks(t *testing.T) {
 		{name: "registry unknown repo", receiver: "reg", body: unknownRepo([]byte(strings.ReplaceAll(string(fixture("registry.json")), "320678d8", "aaaaaaaa"))), headers: func([]byte) map[string]string { return map[string]string{"Authorization": "Bearer " + hookSecret} }, status: 202},
 
 		{name: "generic matching", receiver: "gen", body: fixture("generic.json"), headers: func([]byte) map[string]string { return map[string]string{"X-Event": "deploy"} }, status: 202, refresh: []string{"reg", "src"}},
+		{name: "acr push", receiver: "azure", body: fixture("acr-push.json"), headers: func([]byte) map[string]string { return map[string]string{"User-Agent": "AzureContainerRegistry/1.0"} }, status: 202, refresh: []string{"acr"},
+			hint: events.ArtifactHint{RepoURL: "myregistry.azurecr.io/hello-world", Tag: "v1", Digest: "sha256:80f0d5c8786bb9e621a45ece0db56d11cdc624ad20da9fe62e9d25490f331d7d"}},
+		{name: "acr ping", receiver: "azure", body: []byte(`{"id":"p1","action":"ping"}`), headers: func([]byte) map[string]string { return map[string]string{"User-Agent": "AzureContainerRegistry/1.0"} }, status: 200},
+		{name: "azure devops push", receiver: "azure", body: fixture("azure-devops-push.json"), headers: func([]byte) map[string]string { return map[string]string{"User-Agent": "VSServices/16.255.0"} }, status: 202, refresh: []string{"ado"},
+			hint: events.ArtifactHint{RepoURL: "https://dev.azure.com/fabrikam/proj/_git/app", Branch: "main", Commit: "33b55f7cb7e7e245323987634f960cf4a6e6bc74"}},
+		{name: "azure from elsewhere", receiver: "azure", body: fixture("acr-push.json"), headers: func([]byte) map[string]string { return map[string]string{"User-Agent": "curl/8"} }, status: 400},
+		{name: "generic index and label expressions", receiver: "gen2", body: []byte(`{"event":"push","repository":"https://github.com/example/app.git","team":"api"}`), headers: func([]byte) map[string]string { return nil }, status: 202, refresh: []string{"reg", "src"}},
+		{name: "generic index only", receiver: "gen2", body: []byte(`{"event":"push","repository":"git@gitlab.com:example/app.git","team":"none"}`), headers: func([]byte) map[string]string { return nil }, status: 202, refresh: []string{"gl"}},
+		{name: "generic when false", receiver: "gen2", body: []byte(`{"event":"tag","repository":"https://github.com/example/app.git","team":"api"}`), headers: func([]byte) map[string]string { return nil }, status: 200},
 		{name: "generic not matching", receiver: "gen", body: []byte(`{"ref":"dev"}`), headers: func([]byte) map[string]string { return map[string]string{"X-Event": "deploy"} }, status: 200},
 	}
 	for _, tt := range tests {

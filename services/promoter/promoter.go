@@ -19,10 +19,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"k8s.io/client-go/dynamic"
 
 	"github.com/caravan-cd/caravan/pkg/audit"
 	"github.com/caravan-cd/caravan/pkg/events"
@@ -79,6 +81,11 @@ type Config struct {
 	// ExternalURL is where users reach the gateway and its UI (the
 	// gateway's own setting): ctx.uiBaseUrl in promotion expressions.
 	ExternalURL string `envconfig:"EXTERNAL_URL" default:"http://127.0.0.1:8080" desc:"URL users reach the gateway and its UI at; ctx.uiBaseUrl in promotion step expressions"`
+	// KubeConfig is the kubeconfig of the cluster whose Argo CD
+	// Applications argocd-update and argocd-wait (and their health checks)
+	// reach; default: $KUBECONFIG, then the in-cluster configuration, else
+	// none (those steps then fail saying so).
+	KubeConfig string `envconfig:"KUBECONFIG" desc:"kubeconfig of the cluster with the Argo CD Applications of argocd-update and argocd-wait; default: $KUBECONFIG, then in-cluster, else none"`
 }
 
 // orphanGrace is how old the keys of a project that does not exist must
@@ -149,6 +156,9 @@ type Deps struct {
 	// AbortCause cancels a running promotion's ctx to abort it (default:
 	// the step engine's ErrAborted).
 	AbortCause error
+	// Kube reaches Argo CD Applications (default: built from
+	// Config.KubeConfig, $KUBECONFIG or the in-cluster configuration).
+	Kube dynamic.Interface
 }
 
 // runnerAdapter turns a Runner into the dispatcher's runner.
@@ -168,7 +178,17 @@ func Run(ctx context.Context, d Deps) error {
 	cfg := d.Config.withDefaults()
 	log := d.Logger.With("service", "promoter", "replica", cfg.ReplicaID)
 	if d.Runner == nil {
-		e, err := newEngine(cfg, d.Env, log)
+		kube := d.Kube
+		if kube == nil {
+			var err error
+			if kube, err = kubeClient(cfg.KubeConfig, os.Getenv("KUBECONFIG")); err != nil {
+				return fmt.Errorf("promoter: %w", err)
+			}
+			if kube == nil {
+				log.Info("no Kubernetes API configured: argocd-update and argocd-wait will fail (set CARAVAN_KUBECONFIG)")
+			}
+		}
+		e, err := newEngine(cfg, d.Env, log, kube)
 		if err != nil {
 			return fmt.Errorf("promoter: %w", err)
 		}

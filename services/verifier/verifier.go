@@ -1,6 +1,7 @@
 // Package verifier is Caravan's verifier service: after a promotion it
 // waits for the stage to be healthy, runs the Stage's AnalysisTemplates
-// (Argo Rollouts' semantics, run natively: web, prometheus and job
+// (Argo Rollouts' semantics, run natively: web, prometheus, job,
+// datadog, newRelic, wavefront, graphite, influxdb, skywalking and kayenta
 // providers), records the outcome in the stage's verification history,
 // qualifies the freight for downstream stages (status.verifiedIn) and
 // publishes StageVerified.
@@ -30,6 +31,7 @@ import (
 	"github.com/caravan-cd/caravan/pkg/service"
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/services/verifier/internal/analysis"
+	"github.com/caravan-cd/caravan/services/verifier/internal/providers/hosted"
 	"github.com/caravan-cd/caravan/services/verifier/internal/providers/job"
 	"github.com/caravan-cd/caravan/services/verifier/internal/providers/prometheus"
 	"github.com/caravan-cd/caravan/services/verifier/internal/providers/web"
@@ -142,6 +144,7 @@ func Run(ctx context.Context, d Deps) error {
 		"web":        web.New(d.Env.Egress),
 		"prometheus": prometheus.New(cfg.PrometheusAddress, d.Env.Egress),
 	}
+	hosted.Register(providers, d.Env.Egress)
 	kube := kubeClient(d.Kube, cfg.KubeConfig)
 	providers["job"] = job.New(job.Client(kube), cfg.JobPollInterval)
 	providers["plugin"] = workload.Provider{Client: workload.Client(kube)}

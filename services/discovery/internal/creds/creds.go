@@ -1,7 +1,8 @@
 // Package creds finds the credentials a Warehouse subscription uses: a
 // project Secret labelled kargo.akuity.io/cred-type with the subscription's
 // type, whose repoURL matches the repository exactly or, failing that, as a
-// regular expression when repoURLIsRegex is "true" (Kargo's rules).
+// regular expression when repoURLIsRegex is "true"; when the project has
+// none, the same search in the shared-resources project (Kargo's rules).
 package creds
 
 import (
@@ -33,11 +34,19 @@ func Find(ctx context.Context, l Lister, project, credType, repoURL string, norm
 	if l == nil {
 		return nil, nil
 	}
-	secrets, err := l.Secrets(ctx, project)
-	if err != nil {
-		return nil, fmt.Errorf("list secrets of project %q: %w", project, err)
+	for _, p := range []string{project, model.SharedResourcesProject} {
+		secrets, err := l.Secrets(ctx, p)
+		if err != nil {
+			return nil, fmt.Errorf("list secrets of project %q: %w", p, err)
+		}
+		if c := Match(secrets, credType, repoURL, normalize); c != nil {
+			return c, nil
+		}
+		if p == model.SharedResourcesProject {
+			break
+		}
 	}
-	return Match(secrets, credType, repoURL, normalize), nil
+	return nil, nil
 }
 
 // Match picks the credentials for repoURL among secrets: the first Secret of

@@ -1,6 +1,7 @@
 package creds
 
 import (
+	"context"
 	"testing"
 
 	"github.com/caravan-cd/caravan/pkg/model"
@@ -33,6 +34,43 @@ func TestMatch(t *testing.T) {
 		}
 		if got != tt.want {
 			t.Errorf("Match(%s, %s) = %q, want %q", tt.typ, tt.repo, got, tt.want)
+		}
+	}
+}
+
+// lister is the Secrets of each project.
+type lister map[string][]*model.Secret
+
+func (l lister) Secrets(_ context.Context, project string) ([]*model.Secret, error) {
+	return l[project], nil
+}
+
+func TestFindSharedResources(t *testing.T) {
+	t.Parallel()
+	mk := func(name, repoURL, user string) *model.Secret {
+		return &model.Secret{ObjectMeta: model.ObjectMeta{Name: name, Labels: map[string]string{model.LabelCredType: model.CredTypeGit}},
+			StringData: map[string]string{"repoURL": repoURL, "username": user, "password": "p"}}
+	}
+	l := lister{
+		"demo":                       {mk("own", "https://github.com/example/app.git", "own")},
+		model.SharedResourcesProject: {mk("shared", "https://github.com/example/app.git", "shared"), mk("other", "https://github.com/example/other.git", "shared-other")},
+		"elsewhere":                  {mk("x", "https://github.com/example/other.git", "not-yours")},
+	}
+	for _, tc := range []struct{ project, repo, want string }{
+		{"demo", "https://github.com/example/app.git", "own"},
+		{"demo", "https://github.com/example/other.git", "shared-other"},
+		{"demo", "https://github.com/example/none.git", ""},
+	} {
+		c, err := Find(context.Background(), l, tc.project, model.CredTypeGit, tc.repo, model.NormalizeGitURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := ""
+		if c != nil {
+			got = c.Username
+		}
+		if got != tc.want {
+			t.Errorf("%s %s: %q, want %q", tc.project, tc.repo, got, tc.want)
 		}
 	}
 }

@@ -36,7 +36,7 @@ func providerOf(rc *model.WebhookReceiverConfig) (provider, secretName string) {
 	}{
 		{webhook.GitHub, rc.GitHub}, {webhook.GitLab, rc.GitLab}, {webhook.Gitea, rc.Gitea},
 		{webhook.Bitbucket, rc.Bitbucket}, {webhook.Quay, rc.Quay}, {webhook.DockerHub, rc.DockerHub},
-		{webhook.Harbor, rc.Harbor}, {webhook.Registry, rc.Registry},
+		{webhook.Harbor, rc.Harbor}, {webhook.Registry, rc.Registry}, {webhook.Azure, rc.Azure},
 	}
 	for _, p := range set {
 		if p.ref != nil {
@@ -278,6 +278,7 @@ func (s *server) webhook(w http.ResponseWriter, r *http.Request) {
 		artifacts []webhook.Artifact
 		targets   []webhook.Target
 		ignored   string
+		problems  []string
 		ping      bool
 	)
 	switch rcv.provider {
@@ -287,7 +288,7 @@ func (s *server) webhook(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, codeInvalid, err.Error())
 			return
 		}
-		id, targets, ignored = res.ID, res.Targets, res.Ignored
+		id, targets, ignored, problems = res.ID, res.Targets, res.Ignored, res.Problems
 	default:
 		var d webhook.Delivery
 		if rcv.provider == webhook.Artifactory {
@@ -337,7 +338,7 @@ func (s *server) webhook(w http.ResponseWriter, r *http.Request) {
 		s.internal(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusAccepted, hookAnswer{Status: "accepted", Delivery: id, Refreshed: refreshed})
+	writeJSON(w, http.StatusAccepted, hookAnswer{Status: "accepted", Reason: strings.Join(problems, "; "), Delivery: id, Refreshed: refreshed})
 }
 
 // refreshMatching publishes WarehouseRefreshRequested for every Warehouse
@@ -411,15 +412,21 @@ func subscribed(wh *model.Warehouse, a webhook.Artifact) bool {
 	return false
 }
 
-// selects reports whether a generic receiver's target selects wh.
+// selects reports whether a generic receiver's target selects wh; its
+// subscribedURLs index is the normalized URL of each subscription.
 func selects(t webhook.Target, wh *model.Warehouse) bool {
-	if t.Name != "" && t.Name != wh.Name {
-		return false
-	}
-	for k, v := range t.Labels {
-		if wh.Labels[k] != v {
-			return false
+	var urls []string
+	if len(t.Indices) > 0 {
+		for _, sub := range wh.Spec.Subscriptions {
+			switch {
+			case sub.Git != nil:
+				urls = append(urls, model.NormalizeGitURL(sub.Git.RepoURL))
+			case sub.Image != nil:
+				urls = append(urls, model.NormalizeImageURL(sub.Image.RepoURL))
+			case sub.Chart != nil:
+				urls = append(urls, model.NormalizeChartURL(sub.Chart.RepoURL))
+			}
 		}
 	}
-	return true
+	return t.Selects(wh.Name, wh.Labels, urls)
 }

@@ -85,6 +85,8 @@ func Parse(provider string, h http.Header, body []byte) (Delivery, error) {
 		d, err = parseArtifactory(body, "")
 	case Registry:
 		d, err = parseRegistry(body)
+	case Azure:
+		d, err = parseAzure(h, body)
 	default:
 		return Delivery{}, ErrUnknownProvider
 	}
@@ -708,4 +710,89 @@ func parseRegistry(body []byte) (Delivery, error) {
 		d.ID = strings.Join(ids, ",")
 	}
 	return d, nil
+}
+
+// parseAzure reads Azure Container Registry and Azure DevOps deliveries,
+// told apart by their User-Agent as Kargo does (AzureContainerRegistry/…
+// and VSServices/…). ACR: "push" (the registry's login server and the
+// repository; references by digest only are ignored) and "ping"; payload
+// as in Microsoft's "Azure Container Registry webhook reference". Azure
+// DevOps: "git.push" (refUpdates) and "git.pullrequest.merged"; payload as
+// in "Webhooks with Azure DevOps" (resource details to send: All).
+func parseAzure(h http.Header, body []byte) (Delivery, error) {
+	agent := h.Get("User-Agent")
+	switch {
+	case strings.HasPrefix(agent, "AzureContainerRegistry"):
+		var ev struct {
+			ID     string `json:"id"`
+			Action string `json:"action"`
+			Target struct {
+				MediaType  string `json:"mediaType"`
+				Repository string `json:"repository"`
+				Tag        string `json:"tag"`
+				Digest     string `json:"digest"`
+			} `json:"target"`
+			Request struct {
+				Host string `json:"host"`
+			} `json:"request"`
+		}
+		if err := decode(body, &ev); err != nil {
+			return Delivery{}, err
+		}
+		d := Delivery{ID: ev.ID, Event: ev.Action}
+		switch ev.Action {
+		case "ping":
+			d.Ping = true
+		case "push":
+			if ev.Request.Host == "" || ev.Target.Repository == "" {
+				return Delivery{}, fmt.Errorf("%w: an ACR push names no request.host or target.repository", ErrBadPayload)
+			}
+			d.Artifacts = []Artifact{imageArtifact(ev.Request.Host+"/"+ev.Target.Repository, ev.Target.Tag, ev.Target.Digest)}
+		default:
+			d.Ignored = fmt.Sprintf("ACR event %q is not acted on", ev.Action)
+		}
+		return d, nil
+	case strings.HasPrefix(agent, "VSServices"):
+		var ev struct {
+			ID        string `json:"id"`
+			EventType string `json:"eventType"`
+			Resource  struct {
+				PullRequestID   int64 `json:"pullRequestId"`
+				Status          string
+				SourceRefName   string                    `json:"sourceRefName"`
+				LastMergeCommit struct{ CommitID string } `json:"lastMergeCommit"`
+				RefUpdates      []struct {
+					Name        string `json:"name"`
+					NewObjectID string `json:"newObjectId"`
+				} `json:"refUpdates"`
+				Repository struct {
+					RemoteURL string `json:"remoteUrl"`
+					SSHURL    string `json:"sshUrl"`
+					WebURL    string `json:"webUrl"`
+				} `json:"repository"`
+			} `json:"resource"`
+		}
+		if err := decode(body, &ev); err != nil {
+			return Delivery{}, err
+		}
+		repo := ev.Resource.Repository
+		urls := compact([]string{repo.RemoteURL, repo.SSHURL, repo.WebURL})
+		if len(urls) == 0 {
+			return Delivery{}, fmt.Errorf("%w: an Azure DevOps event names no resource.repository.remoteUrl", ErrBadPayload)
+		}
+		d := Delivery{ID: ev.ID, Event: ev.EventType}
+		switch ev.EventType {
+		case "git.push":
+			for _, ru := range ev.Resource.RefUpdates {
+				d.Artifacts = append(d.Artifacts, gitArtifact(urls, ru.Name, ru.NewObjectID, nil))
+			}
+		case "git.pullrequest.merged":
+			d.PullRequest = &PullRequest{RepoURL: urls[0], Number: ev.Resource.PullRequestID, Merged: true,
+				MergeCommit: ev.Resource.LastMergeCommit.CommitID, Branch: strings.TrimPrefix(ev.Resource.SourceRefName, "refs/heads/")}
+		default:
+			d.Ignored = fmt.Sprintf("Azure DevOps event %q is not acted on", ev.EventType)
+		}
+		return d, nil
+	}
+	return Delivery{}, fmt.Errorf("%w: the request comes from neither Azure Container Registry nor Azure DevOps (User-Agent %q)", ErrBadPayload, agent)
 }

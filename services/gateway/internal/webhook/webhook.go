@@ -29,6 +29,7 @@ const (
 	Artifactory = "artifactory"
 	Generic     = "generic"
 	Registry    = "registry"
+	Azure       = "azure"
 )
 
 // Sentinel errors.
@@ -54,6 +55,7 @@ var SecretKeys = map[string][]string{
 	Artifactory: {"secret-token", "secret"},
 	Generic:     {"secret"},
 	Registry:    {"secret"},
+	Azure:       {"secret"},
 }
 
 // Path is the receiver's URL path: it holds the SHA-256 of project,
@@ -103,7 +105,7 @@ func Verify(provider, secret string, h http.Header, body []byte) error {
 			return ErrUnauthorized
 		}
 		return checkToken(secret, strings.TrimSpace(tok))
-	case Quay, DockerHub, Generic:
+	case Quay, DockerHub, Generic, Azure:
 		return nil
 	}
 	return ErrUnknownProvider

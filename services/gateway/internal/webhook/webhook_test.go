@@ -157,3 +157,59 @@ func TestParseGeneric(t *testing.T) {
 		t.Errorf("non-JSON body: %+v", res)
 	}
 }
+
+func TestTargetSelects(t *testing.T) {
+	t.Parallel()
+	labels := map[string]string{"team": "api", "tier": "web"}
+	urls := []string{"https://github.com/example/app"}
+	for _, tc := range []struct {
+		name string
+		t    Target
+		want bool
+	}{
+		{"name", Target{Name: "w"}, true},
+		{"other name", Target{Name: "x"}, false},
+		{"In", Target{Requirements: []Requirement{{Key: "team", Operator: "In", Values: []string{"ops", "api"}}}}, true},
+		{"NotIn", Target{Requirements: []Requirement{{Key: "team", Operator: "NotIn", Values: []string{"api"}}}}, false},
+		{"Exists", Target{Requirements: []Requirement{{Key: "tier", Operator: "Exists"}}}, true},
+		{"DoesNotExist", Target{Requirements: []Requirement{{Key: "tier", Operator: "DoesNotExist"}}}, false},
+		{"index Equal", Target{Indices: []Index{{Key: "subscribedURLs", Operator: "Equal", Value: urls[0]}}}, true},
+		{"index NotEqual", Target{Indices: []Index{{Key: "subscribedURLs", Operator: "NotEqual", Value: urls[0]}}}, false},
+		{"all ANDed", Target{Name: "w", Labels: map[string]string{"team": "api"}, Indices: []Index{{Key: "subscribedURLs", Operator: "Equal", Value: "https://other"}}}, false},
+	} {
+		if got := tc.t.Selects("w", labels, urls); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestParseGenericProblems(t *testing.T) {
+	t.Parallel()
+	actions := []map[string]any{
+		{"action": "Refresh", "parameters": map[string]any{"who": "${{ request.body.team }}-team"},
+			"targetSelectionCriteria": []any{map[string]any{"kind": "Warehouse", "labelSelector": map[string]any{"matchExpressions": []any{map[string]any{"key": "team", "operator": "In", "values": []any{"${{ params.who }}"}}}}}}},
+		{"action": "Refresh", "targetSelectionCriteria": []any{map[string]any{"kind": "Warehouse", "indexSelector": map[string]any{"matchIndices": []any{map[string]any{"key": "receiverPaths", "operator": "Equal", "value": "x"}}}}}},
+		{"action": "Promote", "targetSelectionCriteria": []any{map[string]any{"kind": "Warehouse", "name": "w"}}},
+	}
+	res, err := ParseGeneric(actions, "POST", "/x", hdr(), []byte(`{"team":"api"}`))
+	if err != nil || len(res.Targets) != 1 || res.Targets[0].Requirements[0].Values[0] != "api-team" {
+		t.Fatalf("%+v %v", res, err)
+	}
+	if len(res.Problems) != 2 || !strings.Contains(res.Problems[0], "receiverPaths") || !strings.Contains(res.Problems[1], `"Promote" is not supported`) {
+		t.Fatalf("problems %q", res.Problems)
+	}
+}
+
+// Azure DevOps' "Pull request merge attempted" event as its service hooks
+// reference documents it (eventType git.pullrequest.merged).
+func TestParseAzurePullRequest(t *testing.T) {
+	t.Parallel()
+	body := []byte(`{"id":"e1","eventType":"git.pullrequest.merged","resource":{"pullRequestId":42,"status":"completed","sourceRefName":"refs/heads/kargo/promo","lastMergeCommit":{"commitId":"abc123"},"repository":{"remoteUrl":"https://dev.azure.com/org/proj/_git/app"}}}`)
+	d, err := Parse(Azure, hdr("User-Agent", "VSServices/16.0"), body)
+	if err != nil || d.PullRequest == nil || d.PullRequest.Number != 42 || !d.PullRequest.Merged || d.PullRequest.MergeCommit != "abc123" || d.PullRequest.Branch != "kargo/promo" {
+		t.Fatalf("%+v %v", d.PullRequest, err)
+	}
+	if _, err := Parse(Azure, hdr("User-Agent", "curl"), body); !errors.Is(err, ErrBadPayload) {
+		t.Fatalf("unknown sender: %v", err)
+	}
+}

@@ -41,6 +41,11 @@ type RunInfo struct {
 	// before anything (messages, summaries) is derived from them; nil
 	// hides nothing.
 	Redact func(string) string
+	// Secret returns the value of key in the run's project Secret name,
+	// for providers whose credentials live in a Secret (datadog,
+	// newRelic, influxdb, wavefront); the value is redacted from
+	// measurements. nil: no Secrets are available.
+	Secret SecretLookup
 }
 
 // Value is what a provider measured.

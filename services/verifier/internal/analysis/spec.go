@@ -3,6 +3,7 @@ package analysis
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -21,8 +22,12 @@ type Template struct {
 	Spec model.AnalysisTemplateSpec
 }
 
-// SecretLookup returns the value of key in the project's Secret name.
+// SecretLookup returns the value of key in the project's Secret name; an
+// error wrapping ErrNoSecret when the Secret or the key does not exist.
 type SecretLookup func(ctx context.Context, name, key string) (string, error)
+
+// ErrNoSecret: the Secret or its key does not exist.
+var ErrNoSecret = errors.New("no such secret")
 
 // Spec is a run ready to go: the templates' metrics merged, their
 // arguments resolved and substituted.
@@ -59,6 +64,17 @@ const (
 // arguments declared nowhere are ignored. Every declared argument must end
 // with a value, from args, its template's value or a Secret.
 func Build(ctx context.Context, templates []Template, args map[string]string, secrets SecretLookup) (*Spec, error) {
+	return BuildFor(ctx, templates, args, secrets, nil)
+}
+
+// FieldLookup returns the value of a field of the object a run belongs to
+// (valueFrom.fieldRef.fieldPath, e.g. "metadata.labels['app']"); false
+// when the object has no such field.
+type FieldLookup func(path string) (string, bool)
+
+// BuildFor is Build for a run whose object answers fieldRef arguments
+// through fields (nil: fieldRef arguments are an error).
+func BuildFor(ctx context.Context, templates []Template, args map[string]string, secrets SecretLookup, fields FieldLookup) (*Spec, error) {
 	type declared struct {
 		arg      model.Argument
 		template string
@@ -102,7 +118,15 @@ func Build(ctx context.Context, templates []Template, args map[string]string, se
 			}
 			values[name] = v
 		case d.arg.ValueFrom != nil && d.arg.ValueFrom.FieldRef != nil:
-			return nil, fmt.Errorf("template %q: argument %q: valueFrom.fieldRef is not supported (no owning object)", d.template, name)
+			path := d.arg.ValueFrom.FieldRef.FieldPath
+			if fields == nil {
+				return nil, fmt.Errorf("template %q: argument %q: valueFrom.fieldRef %q: the run has no object to read", d.template, name, path)
+			}
+			v, ok := fields(path)
+			if !ok {
+				return nil, fmt.Errorf("template %q: argument %q: valueFrom.fieldRef %q: no such field (metadata.name, metadata.namespace, metadata.labels['KEY'] and metadata.annotations['KEY'] are known)", d.template, name, path)
+			}
+			values[name] = v
 		default:
 			return nil, fmt.Errorf("template %q: argument %q has no value", d.template, name)
 		}
@@ -148,6 +172,35 @@ func Build(ctx context.Context, templates []Template, args map[string]string, se
 		}
 	}
 	return spec, nil
+}
+
+// MetaFields answers fieldRef paths from an object's metadata, as
+// Kubernetes' downward API spells them: metadata.name, metadata.namespace,
+// metadata.labels['KEY'] and metadata.annotations['KEY'].
+func MetaFields(name, namespace string, labels, annotations map[string]string) FieldLookup {
+	return func(path string) (string, bool) {
+		switch path {
+		case "metadata.name":
+			return name, true
+		case "metadata.namespace":
+			return namespace, true
+		}
+		for prefix, m := range map[string]map[string]string{"metadata.labels": labels, "metadata.annotations": annotations} {
+			rest, ok := strings.CutPrefix(path, prefix+"[")
+			if !ok || !strings.HasSuffix(rest, "]") || len(rest) < 3 {
+				continue
+			}
+			key := rest[:len(rest)-1]
+			if q := key[0]; (q == '\'' || q == '"') && key[len(key)-1] == q {
+				key = key[1 : len(key)-1]
+			} else {
+				return "", false
+			}
+			v, ok := m[key]
+			return v, ok
+		}
+		return "", false
+	}
 }
 
 // matchNames returns the metrics matched by rules whose names are regular

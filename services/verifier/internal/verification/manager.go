@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -661,7 +662,7 @@ func (m *Manager) verify(base, work context.Context, rec *Record, log *slog.Logg
 			log.Warn("save verification progress", "err", err)
 		}
 	}
-	res, err := m.engine.Continue(work, analysis.RunInfo{Name: rec.ID, Namespace: rec.Project, Labels: labels, Redact: secrets.String}, spec, prev, save)
+	res, err := m.engine.Continue(work, analysis.RunInfo{Name: rec.ID, Namespace: rec.Project, Labels: labels, Redact: secrets.String, Secret: m.secretLookup(rec.Project, secrets)}, spec, prev, save)
 	if err != nil {
 		return nil
 	}
@@ -824,19 +825,47 @@ func (m *Manager) buildSpec(ctx context.Context, rec *Record, stage *model.Stage
 	if err != nil {
 		return nil, err
 	}
-	lookup := func(ctx context.Context, name, key string) (string, error) {
-		s, _, err := state.GetAs[*model.Secret](ctx, m.store, rec.Project, model.KindSecret, name)
+	labels, annotations := runMetadata(rec, v)
+	return analysis.BuildFor(ctx, templates, args, m.secretLookup(rec.Project, secrets), analysis.MetaFields(rec.ID, rec.Project, labels, annotations))
+}
+
+// runMetadata is the labels and annotations of a verification's run (the
+// AnalysisRun Kargo would create): the Stage's analysisRunMetadata and
+// Kargo's labels naming the stage, promotion and freight.
+func runMetadata(rec *Record, v *model.Verification) (labels, annotations map[string]string) {
+	labels, annotations = map[string]string{}, map[string]string{}
+	if v.AnalysisRunMetadata != nil {
+		maps.Copy(labels, v.AnalysisRunMetadata.Labels)
+		maps.Copy(annotations, v.AnalysisRunMetadata.Annotations)
+	}
+	labels["kargo.akuity.io/stage"] = rec.Stage
+	if rec.Promotion != "" {
+		labels["kargo.akuity.io/promotion"] = rec.Promotion
+	}
+	if len(rec.Freight) > 0 {
+		labels["kargo.akuity.io/freight"] = rec.Freight[0]
+	}
+	return labels, annotations
+}
+
+// secretLookup reads keys of the project's Secrets, telling secrets every
+// value read.
+func (m *Manager) secretLookup(project string, secrets *redact.Redactor) analysis.SecretLookup {
+	return func(ctx context.Context, name, key string) (string, error) {
+		s, _, err := state.GetAs[*model.Secret](ctx, m.store, project, model.KindSecret, name)
+		if errors.Is(err, state.ErrNotFound) {
+			return "", fmt.Errorf("secret %q not found: %w", name, analysis.ErrNoSecret)
+		}
 		if err != nil {
-			return "", err
+			return "", fmt.Errorf("secret %q: %w", name, err)
 		}
 		v, ok := s.Value(key)
 		if !ok {
-			return "", fmt.Errorf("secret %q has no key %q", name, key)
+			return "", fmt.Errorf("secret %q has no key %q: %w", name, key, analysis.ErrNoSecret)
 		}
 		secrets.Add(string(v))
 		return string(v), nil
 	}
-	return analysis.Build(ctx, templates, args, lookup)
 }
 
 // maxTemplateDepth bounds how deep templates include templates.

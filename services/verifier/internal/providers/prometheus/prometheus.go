@@ -16,8 +16,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/expr-lang/expr"
+
 	"github.com/caravan-cd/caravan/pkg/egress"
 	"github.com/caravan-cd/caravan/services/verifier/internal/analysis"
+	"github.com/caravan-cd/caravan/services/verifier/internal/providers/auth"
+	"github.com/caravan-cd/caravan/services/verifier/internal/providers/remote"
 )
 
 // DefaultTimeout bounds a query without a timeout (seconds) of its own.
@@ -29,7 +34,11 @@ const maxBody = 10 << 20
 // Provider measures prometheus metrics. It is safe for concurrent use.
 type Provider struct {
 	// Address is used by metrics without an address of their own.
-	Address  string
+	Address string
+	// AWS replaces the default AWS credential chain of sigv4 (tests).
+	AWS aws.CredentialsProvider
+	// Now replaces the clock of rangeQuery and sigv4 (tests).
+	Now      func() time.Time
 	client   *http.Client
 	insecure *http.Client
 }
@@ -70,11 +79,13 @@ func (p *Provider) Measure(ctx context.Context, req analysis.Request) (analysis.
 	if m == nil {
 		return analysis.Value{}, errors.New("not a prometheus metric")
 	}
-	if len(m.Authentication) > 0 {
-		return analysis.Value{}, errors.New("authentication (oauth2, sigv4) is not supported; pass credentials in headers from a Secret argument")
+	authn, err := auth.Decode(m.Authentication)
+	if err != nil {
+		return analysis.Value{}, err
 	}
-	if len(m.RangeQuery) > 0 {
-		return analysis.Value{}, errors.New("rangeQuery is not supported")
+	rng, err := rangeOf(m.RangeQuery, p.now())
+	if err != nil {
+		return analysis.Value{}, err
 	}
 	if m.Query == "" {
 		return analysis.Value{}, errors.New("query is empty")
@@ -94,6 +105,12 @@ func (p *Provider) Measure(ctx context.Context, req analysis.Request) (analysis.
 	defer cancel()
 	u := strings.TrimRight(address, "/") + "/api/v1/query"
 	form := url.Values{"query": {m.Query}, "timeout": {timeout.String()}}
+	if rng != nil {
+		u += "_range"
+		form.Set("start", strconv.FormatFloat(float64(rng.start.UnixMilli())/1000, 'f', -1, 64))
+		form.Set("end", strconv.FormatFloat(float64(rng.end.UnixMilli())/1000, 'f', -1, 64))
+		form.Set("step", rng.step)
+	}
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(form.Encode()))
 	if err != nil {
 		return analysis.Value{}, fmt.Errorf("query %s: %w", u, err)
@@ -105,6 +122,9 @@ func (p *Provider) Measure(ctx context.Context, req analysis.Request) (analysis.
 	client := p.client
 	if m.Insecure {
 		client = p.insecure
+	}
+	if client, err = authn.Client(ctx, client, auth.Options{Service: "aps", AWS: p.AWS, Now: p.Now}); err != nil {
+		return analysis.Value{}, err
 	}
 	resp, err := client.Do(hreq)
 	if err != nil {
@@ -163,6 +183,28 @@ func parse(data json.RawMessage) (analysis.Value, error) {
 			return analysis.Value{}, err
 		}
 		return analysis.Value{Result: f, Text: txt}, nil
+	case "matrix":
+		// A range query: every sample of every series, in order (Argo
+		// Rollouts), so conditions read all(result, # < 1000).
+		var series []struct {
+			Values [][2]any `json:"values"`
+		}
+		if err := json.Unmarshal(qd.Result, &series); err != nil {
+			return analysis.Value{}, fmt.Errorf("decode matrix: %w", err)
+		}
+		values := []float64{}
+		var texts []string
+		for _, s := range series {
+			for _, v := range s.Values {
+				f, txt, err := number(v)
+				if err != nil {
+					return analysis.Value{}, err
+				}
+				values = append(values, f)
+				texts = append(texts, txt)
+			}
+		}
+		return analysis.Value{Result: values, Text: "[" + strings.Join(texts, ",") + "]"}, nil
 	case "string":
 		var v [2]any
 		if err := json.Unmarshal(qd.Result, &v); err != nil {
@@ -171,7 +213,72 @@ func parse(data json.RawMessage) (analysis.Value, error) {
 		s, _ := v[1].(string)
 		return analysis.Value{Result: s, Text: s}, nil
 	}
-	return analysis.Value{}, fmt.Errorf("result type %q is not supported (use an instant vector or scalar query)", qd.ResultType)
+	return analysis.Value{}, fmt.Errorf("result type %q is not supported", qd.ResultType)
+}
+
+func (p *Provider) now() time.Time {
+	if p.Now != nil {
+		return p.Now()
+	}
+	return time.Now()
+}
+
+// queryRange is a rangeQuery evaluated.
+type queryRange struct {
+	start, end time.Time
+	step       string
+}
+
+// rangeOf evaluates rangeQuery: start and end are expressions
+// (expr-lang, with now() and duration()), step a duration or seconds.
+func rangeOf(settings map[string]any, now time.Time) (*queryRange, error) {
+	if len(settings) == 0 {
+		return nil, nil
+	}
+	var rq struct {
+		Start string `json:"start"`
+		End   string `json:"end"`
+		Step  string `json:"step"`
+	}
+	if err := remote.Decode(settings, &rq); err != nil {
+		return nil, fmt.Errorf("rangeQuery: %w", err)
+	}
+	if rq.Start == "" || rq.End == "" || rq.Step == "" {
+		return nil, errors.New("rangeQuery: start, end and step must be set")
+	}
+	env := map[string]any{"now": func() time.Time { return now }}
+	at := func(field, code string) (time.Time, error) {
+		prog, err := expr.Compile(code, expr.Env(env), expr.DisableBuiltin("now"))
+		if err != nil {
+			return time.Time{}, fmt.Errorf("rangeQuery.%s %q: %w", field, code, err)
+		}
+		v, err := expr.Run(prog, env)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("rangeQuery.%s %q: %w", field, code, err)
+		}
+		t, ok := v.(time.Time)
+		if !ok {
+			return time.Time{}, fmt.Errorf("rangeQuery.%s %q: is %T, not a time", field, code, v)
+		}
+		return t, nil
+	}
+	r := &queryRange{step: rq.Step}
+	var err error
+	if r.start, err = at("start", rq.Start); err != nil {
+		return nil, err
+	}
+	if r.end, err = at("end", rq.End); err != nil {
+		return nil, err
+	}
+	if r.end.Before(r.start) {
+		return nil, fmt.Errorf("rangeQuery: end %s is before start %s", r.end.Format(time.RFC3339), r.start.Format(time.RFC3339))
+	}
+	if _, err := time.ParseDuration(rq.Step); err != nil {
+		if _, err := strconv.ParseFloat(rq.Step, 64); err != nil {
+			return nil, fmt.Errorf("rangeQuery.step %q is not a duration", rq.Step)
+		}
+	}
+	return r, nil
 }
 
 // number reads a sample's [time, "value"] pair; "NaN" and "+Inf" parse.

@@ -85,8 +85,11 @@ func TestPrometheusE2E(t *testing.T) {
 	p := New(url, nil)
 	tests := []struct {
 		name, query, success string
+		rangeQuery           map[string]any
 		want                 analysis.Phase
 	}{
+		{name: "range query", query: `demo_success_ratio{service="api"}`, success: "len(result) > 0 && all(result, # >= 0.95)",
+			rangeQuery: map[string]any{"start": `now() - duration("1m")`, "end": "now()", "step": "5s"}, want: analysis.PhaseSuccessful},
 		{name: "passing", query: `sum(demo_success_ratio{service="api"})`, success: "result[0] >= 0.95", want: analysis.PhaseSuccessful},
 		{name: "failing", query: `sum(demo_errors_total{service="api"})`, success: "result[0] < 10", want: analysis.PhaseFailed},
 		{name: "scalar", query: `scalar(demo_success_ratio)`, success: "result > 0.9", want: analysis.PhaseSuccessful},
@@ -95,7 +98,7 @@ func TestPrometheusE2E(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m := model.Metric{Name: "rate", SuccessCondition: tt.success, ConsecutiveErrorLimit: &model.IntOrString{},
-				Provider: model.MetricProvider{Prometheus: &model.PrometheusMetric{Query: tt.query}}}
+				Provider: model.MetricProvider{Prometheus: &model.PrometheusMetric{Query: tt.query, RangeQuery: tt.rangeQuery}}}
 			spec, err := analysis.Build(context.Background(), []analysis.Template{{Name: "t", Spec: model.AnalysisTemplateSpec{Metrics: []model.Metric{m}}}}, nil, nil)
 			if err != nil {
 				t.Fatal(err)

@@ -72,7 +72,7 @@ func TestPrometheus(t *testing.T) {
 		{name: "empty vector with a guard", query: "empty", success: "len(result) == 0 || result[0] < 1", want: analysis.PhaseSuccessful},
 		{name: "empty vector indexed is an error", query: "empty", success: "result[0] < 1", want: analysis.PhaseError, wantMsg: "measurement 1"},
 		{name: "bad query is an error", query: "sum(", want: analysis.PhaseError, wantMsg: "bad_data: parse error"},
-		{name: "matrix is an error", query: "matrix", want: analysis.PhaseError, wantMsg: `result type "matrix" is not supported`},
+		{name: "matrix is a list of every sample", query: "matrix", success: "len(result) == 0", want: analysis.PhaseSuccessful},
 		{name: "timeout is an error", query: "slow", timeout: &one, want: analysis.PhaseError, wantMsg: "timed out after 1s"},
 		{name: "headers are sent", query: "scalar(0.3)", headers: []model.WebMetricHeader{{Key: "X-Scope-OrgID", Value: "tenant"}}, want: analysis.PhaseSuccessful},
 	}
@@ -124,5 +124,64 @@ func TestPrometheusEgress(t *testing.T) {
 	}
 	if err := measure(New(srv.URL, nil), ""); err != nil {
 		t.Fatalf("the default address: %v", err)
+	}
+}
+
+// A range query goes to /api/v1/query_range with start and end evaluated
+// from their expressions; every sample of the matrix is in result. The
+// request is authenticated as the metric says (basicAuth here; oauth2 and
+// sigv4 are tested in package auth). The real Prometheus answers a range
+// query in the e2e test.
+func TestRangeQuery(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 3, 1, 0, 0, 0, time.UTC)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		user, pass, _ := r.BasicAuth()
+		if r.URL.Path != "/api/v1/query_range" || user != "grafana" || pass != "cloud" {
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = w.Write([]byte(`{"status":"error","errorType":"unauthorized","error":"no"}`))
+			return
+		}
+		if r.FormValue("start") != "1796259300" || r.FormValue("end") != "1796259600" || r.FormValue("step") != "1m" {
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = w.Write([]byte(`{"status":"error","errorType":"bad_data","error":"bad range ` + r.FormValue("start") + `"}`))
+			return
+		}
+		_, _ = w.Write([]byte(`{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"pod":"a"},"values":[[1796259300,"120"],[1796259360,"900"]]},{"metric":{"pod":"b"},"values":[[1796259300,"80"]]}]}}`))
+	}))
+	t.Cleanup(srv.Close)
+	p := New(srv.URL, nil)
+	p.Now = func() time.Time { return now }
+	for _, tc := range []struct {
+		name    string
+		rq      map[string]any
+		user    string
+		success string
+		want    analysis.Phase
+		msg     string
+	}{
+		{"all under", map[string]any{"start": `now() - duration("5m")`, "end": "now()", "step": "1m"}, "grafana", "all(result, # < 1000)", analysis.PhaseSuccessful, ""},
+		{"one over", map[string]any{"start": `now() - duration("5m")`, "end": "now()", "step": "1m"}, "grafana", "all(result, # < 500)", analysis.PhaseFailed, ""},
+		{"wrong user", map[string]any{"start": `now() - duration("5m")`, "end": "now()", "step": "1m"}, "other", "true", analysis.PhaseError, "unauthorized"},
+		{"start not a time", map[string]any{"start": `"yesterday"`, "end": "now()", "step": "1m"}, "grafana", "true", analysis.PhaseError, "rangeQuery.start"},
+		{"end before start", map[string]any{"start": `now()`, "end": `now() - duration("1h")`, "step": "1m"}, "grafana", "true", analysis.PhaseError, "before start"},
+		{"no step", map[string]any{"start": `now()`, "end": "now()"}, "grafana", "true", analysis.PhaseError, "step"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := model.Metric{Name: "latency", SuccessCondition: tc.success, ConsecutiveErrorLimit: &model.IntOrString{},
+				Provider: model.MetricProvider{Prometheus: &model.PrometheusMetric{Query: "http_latency_ms", RangeQuery: tc.rq,
+					Authentication: map[string]any{"basicAuth": map[string]any{"username": tc.user, "password": "cloud"}}}}}
+			spec, err := analysis.Build(context.Background(), []analysis.Template{{Name: "t", Spec: model.AnalysisTemplateSpec{Metrics: []model.Metric{m}}}}, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := (&analysis.Engine{Providers: map[string]analysis.Provider{"prometheus": p}}).Run(context.Background(), analysis.RunInfo{}, spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Phase != tc.want || !strings.Contains(res.Message, tc.msg) {
+				t.Fatalf("%s %q, want %s %q", res.Phase, res.Message, tc.want, tc.msg)
+			}
+		})
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/caravan-cd/caravan/pkg/egress"
 	"github.com/caravan-cd/caravan/services/verifier/internal/analysis"
+	"github.com/caravan-cd/caravan/services/verifier/internal/providers/auth"
 )
 
 // DefaultTimeout bounds a request without timeoutSeconds (Argo: 10s).
@@ -50,8 +51,12 @@ func (p *Provider) Measure(ctx context.Context, req analysis.Request) (analysis.
 	if m == nil {
 		return analysis.Value{}, errors.New("not a web metric")
 	}
-	if len(m.Authentication) > 0 {
-		return analysis.Value{}, errors.New("authentication (oauth2, sigv4) is not supported; pass credentials in headers from a Secret argument")
+	authn, err := auth.Decode(m.Authentication)
+	if err != nil {
+		return analysis.Value{}, err
+	}
+	if authn != nil && authn.Sigv4 != nil {
+		return analysis.Value{}, errors.New("authentication.sigv4 is supported by the prometheus provider only; use oauth2 or basicAuth")
 	}
 	method := strings.ToUpper(m.Method)
 	if method == "" {
@@ -102,6 +107,9 @@ func (p *Provider) Measure(ctx context.Context, req analysis.Request) (analysis.
 	client := p.client
 	if m.Insecure {
 		client = p.insecure
+	}
+	if client, err = authn.Client(ctx, client, auth.Options{}); err != nil {
+		return analysis.Value{}, err
 	}
 	resp, err := client.Do(hreq)
 	if err != nil {

@@ -106,7 +106,10 @@ func TestWeb(t *testing.T) {
 			success: `result.method == "PUT" && result.body == '{"n":1}' && result.type == "application/json"`,
 			want:    analysis.PhaseSuccessful,
 		},
-		{name: "authentication is not supported", web: model.WebMetric{URL: srv.URL + "/ok", Authentication: map[string]any{"oauth2": map[string]any{}}}, want: analysis.PhaseError, wantMsg: "authentication"},
+		{name: "oauth2 without tokenUrl", web: model.WebMetric{URL: srv.URL + "/ok", Authentication: map[string]any{"oauth2": map[string]any{}}}, want: analysis.PhaseError, wantMsg: "authentication.oauth2.tokenUrl"},
+		{name: "sigv4 is for prometheus", web: model.WebMetric{URL: srv.URL + "/ok", Authentication: map[string]any{"sigv4": map[string]any{"region": "eu-west-1"}}}, want: analysis.PhaseError, wantMsg: "sigv4"},
+		{name: "basicAuth", web: model.WebMetric{URL: srv.URL + "/echo", Authentication: map[string]any{"basicAuth": map[string]any{"username": "u", "password": "p"}}},
+			success: `result.auth == "Basic dTpw"`, want: analysis.PhaseSuccessful},
 		{name: "refused connection is an error", web: model.WebMetric{URL: "http://127.0.0.1:1/x"}, want: analysis.PhaseError, wantMsg: "measurement 1"},
 	}
 	for _, tt := range tests {
