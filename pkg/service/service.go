@@ -95,10 +95,7 @@ func Connect(ctx context.Context, nc *nats.Conn, service string, c Common, reg *
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	if err := events.Setup(ctx, js, c.StreamConfig); err != nil {
-		return nil, err
-	}
-	if err := state.Setup(ctx, js, c.Replicas); err != nil {
+	if err := Setup(ctx, js, c); err != nil {
 		return nil, err
 	}
 	key, _, err := state.LoadKey(c.SecretKey, filepath.Join(c.DataDir, "secret.key"))
@@ -131,6 +128,17 @@ func Connect(ctx context.Context, nc *nats.Conn, service string, c Common, reg *
 		Metrics:  metrics,
 		Registry: reg,
 	}, nil
+}
+
+// Setup declares the event stream and every KV bucket with c's replica
+// count and limits; idempotent (an unchanged stream or bucket is left
+// alone). caravan setup runs it once for a cluster; every service runs it at
+// start too.
+func Setup(ctx context.Context, js jetstream.JetStream, c Common) error {
+	if err := events.Setup(ctx, js, c.StreamConfig); err != nil {
+		return err
+	}
+	return state.Setup(ctx, js, c.Replicas)
 }
 
 // natsAddrs are the host:port pairs of comma-separated NATS URLs.
