@@ -48,7 +48,12 @@ peers) it retries until --timeout.`,
 			}
 			wait := 250 * time.Millisecond
 			for {
-				err := service.Setup(ctx, js, c)
+				// Each attempt has its own deadline: a request sent before
+				// the cluster elected its leader gets no answer, and would
+				// otherwise wait for the whole --timeout.
+				actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				err := service.Setup(actx, js, c)
+				cancel()
 				if err == nil {
 					break
 				}
