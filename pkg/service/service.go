@@ -274,11 +274,17 @@ func serve(ctx context.Context, name string, c Common, admin AdminConfig, logger
 	health.Starting("connecting to NATS")
 	logger.Info("connecting to NATS", "service", name)
 	nc, err := events.Connect(ctx, c.NATSConfig, "caravan-"+name)
+	if ctx.Err() != nil {
+		return nil // stopped before it started: a clean stop
+	}
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
 	env, err := connectRetry(ctx, nc, name, c, reg, health, logger)
+	if ctx.Err() != nil {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
