@@ -65,15 +65,33 @@ docs: ## regenerate docs/kargo-compatibility.md from conformance/kinds.yaml and 
 	cd conformance && $(GO) run ./cmd/compatdoc ../docs/kargo-compatibility.md
 
 .PHONY: tools
-tools: ## build the pinned tools (golangci-lint, kube-apiserver, jaeger) into $HOME/.cache/caravan-tools once
+tools: ## build the pinned tools (golangci-lint, kube-apiserver, jaeger, helm, nats-server) into $HOME/.cache/caravan-tools once
 	scripts/tool.sh golangci-lint >/dev/null
 	scripts/tool.sh kube-apiserver >/dev/null
 	scripts/tool.sh jaeger >/dev/null
+	scripts/tool.sh helm >/dev/null
+	scripts/tool.sh nats-server >/dev/null
+
+# Images: IMAGE_REPO/caravan[-<service>]:IMAGE_TAG from deploy/Dockerfile.
+IMAGE_REPO ?= ghcr.io/caravan-cd
+IMAGE_TAG  ?= dev
+CONTAINER  ?= $(shell command -v docker || command -v podman)
+
+.PHONY: images
+images: ## build the images of deploy/Dockerfile (caravan and caravan-<service>) with docker or podman
+	@[[ -n "$(CONTAINER)" ]] || { echo "images: neither docker nor podman is installed" >&2; exit 1; }
+	@for t in caravan $(SERVICES); do \
+		name=caravan-$$t; [[ $$t == caravan ]] && name=caravan; \
+		echo "$(CONTAINER) build -f deploy/Dockerfile --target $$t -t $(IMAGE_REPO)/$$name:$(IMAGE_TAG) ."; \
+		$(CONTAINER) build -f deploy/Dockerfile --target $$t --build-arg VERSION=$(IMAGE_TAG) -t $(IMAGE_REPO)/$$name:$(IMAGE_TAG) .; \
+	done
 
 .PHONY: e2e
 e2e: ## run the slow, process-level and real-server suites (build tag e2e; needs etcd, prometheus, docker-registry, chromium), then scripts/newcomer.sh
 	scripts/tool.sh kube-apiserver >/dev/null
 	scripts/tool.sh jaeger >/dev/null
+	scripts/tool.sh helm >/dev/null
+	scripts/tool.sh nats-server >/dev/null
 	@for m in $(MODULES); do \
 		echo "== go test -tags e2e $$m"; \
 		(cd $$m && $(GO) test -tags e2e $(TEST_FLAGS) -run 'E2E' ./...); \

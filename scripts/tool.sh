@@ -27,6 +27,17 @@ jaeger)
 	# Jaeger v2, a real OpenTelemetry backend for the e2e tracing test; ~4.5 min cold, 2.4 GB.
 	pkg=github.com/jaegertracing/jaeger/cmd/jaeger
 	;;
+helm)
+	# helm lint --strict and helm template of deploy/helm/caravan; ~70 s cold.
+	pkg=helm.sh/helm/v4/cmd/helm
+	ldflags="-s -w"
+	;;
+nats-server)
+	# A 3-node JetStream cluster as OS processes in the distributed e2e suite; ~1 min cold.
+	pkg=github.com/nats-io/nats-server/v2
+	binname=nats-server
+	ldflags="-s -w"
+	;;
 *)
 	echo "tool.sh: unknown tool $name" >&2
 	exit 2
@@ -40,7 +51,7 @@ fi
 
 sum=$(sha256sum "$dir/go.sum" | cut -c1-12)
 out=${HOME}/.cache/caravan-tools/$name-$sum
-bin=$out/$(basename "$pkg")
+bin=$out/${binname:-$(basename "$pkg")}
 
 if [[ ! -x $bin ]]; then
 	mkdir -p "$out"

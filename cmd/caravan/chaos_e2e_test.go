@@ -528,6 +528,7 @@ func (a *chaosAPI) promote(stage, freight string) {
 // chaosProc is one service process, killed and started again.
 type chaosProc struct {
 	name, bin string
+	args      []string
 	env       []string
 	proxy     *testenv.FaultProxy
 	log       *chaosLog
@@ -543,7 +544,7 @@ func (p *chaosProc) start(t *testing.T) {
 	if p.cmd != nil {
 		return
 	}
-	cmd := exec.Command(p.bin)
+	cmd := exec.Command(p.bin, p.args...)
 	cmd.Env, cmd.Stdout, cmd.Stderr = p.env, p.log, p.log
 	if err := cmd.Start(); err != nil {
 		t.Errorf("start %s: %v", p.name, err)
@@ -572,20 +573,26 @@ func (p *chaosProc) kill() {
 	fmt.Fprintf(p.log, "=== SIGKILL\n")
 }
 
-func (p *chaosProc) stop() {
+func (p *chaosProc) stop() { p.term() }
+
+// term stops the process with SIGTERM (SIGKILL after 15 s) and reports its
+// exit code and whether it stopped on its own; -1 when it was not running.
+func (p *chaosProc) term() (code int, graceful bool) {
 	p.mu.Lock()
 	cmd, done := p.cmd, p.done
 	p.cmd = nil
 	p.mu.Unlock()
 	if cmd == nil {
-		return
+		return -1, false
 	}
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-done:
+		return cmd.ProcessState.ExitCode(), true
 	case <-time.After(15 * time.Second):
 		_ = cmd.Process.Kill()
 		<-done
+		return cmd.ProcessState.ExitCode(), false
 	}
 }
 

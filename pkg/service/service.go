@@ -18,8 +18,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/kelseyhightower/envconfig"
-
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -79,6 +77,9 @@ type Env struct {
 	Metrics *events.Metrics
 	// Registry holds the process's Prometheus metrics (nil: none).
 	Registry *prometheus.Registry
+	// Health is the readiness the admin listener reports (nil: none, as in
+	// caravan server); services add their checks with Health.Add.
+	Health *Health
 	// Egress is the policy outbound requests made for tenants pass (nil:
 	// the default policy). Connect protects the NATS servers of
 	// CARAVAN_NATS_URL; caravan server adds its own listen addresses.
@@ -94,10 +95,7 @@ func Connect(ctx context.Context, nc *nats.Conn, service string, c Common, reg *
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	if err := events.Setup(ctx, js, c.StreamConfig); err != nil {
-		return nil, err
-	}
-	if err := state.Setup(ctx, js, c.Replicas); err != nil {
+	if err := Setup(ctx, js, c); err != nil {
 		return nil, err
 	}
 	key, _, err := state.LoadKey(c.SecretKey, filepath.Join(c.DataDir, "secret.key"))
@@ -112,13 +110,14 @@ func Connect(ctx context.Context, nc *nats.Conn, service string, c Common, reg *
 	if err != nil {
 		return nil, err
 	}
-	var metrics *events.Metrics
-	if reg != nil {
-		metrics = events.NewMetrics(reg)
-	}
 	policy, err := egress.New(c.Egress)
 	if err != nil {
 		return nil, err
+	}
+	// Last: registering twice panics, and a failed Connect is retried.
+	var metrics *events.Metrics
+	if reg != nil {
+		metrics = events.NewMetrics(reg)
 	}
 	return &Env{
 		Egress:   policy.Protect(natsAddrs(c.URL)...),
@@ -129,6 +128,17 @@ func Connect(ctx context.Context, nc *nats.Conn, service string, c Common, reg *
 		Metrics:  metrics,
 		Registry: reg,
 	}, nil
+}
+
+// Setup declares the event stream and every KV bucket with c's replica
+// count and limits; idempotent (an unchanged stream or bucket is left
+// alone). caravan setup runs it once for a cluster; every service runs it at
+// start too.
+func Setup(ctx context.Context, js jetstream.JetStream, c Common) error {
+	if err := events.Setup(ctx, js, c.StreamConfig); err != nil {
+		return err
+	}
+	return state.Setup(ctx, js, c.Replicas)
 }
 
 // natsAddrs are the host:port pairs of comma-separated NATS URLs.
@@ -183,31 +193,53 @@ type Config interface {
 func (c Common) Shared() Common { return c }
 
 // Main is the whole of a standalone service binary's main: it stops on
-// SIGINT or SIGTERM, loads cfg from CARAVAN_* variables and validates it,
-// builds the logger and tracing, connects to the external NATS, builds the
-// Env and calls run until the context ends. It returns the process exit
-// code: 2 for a configuration error, 1 when the service failed.
+// SIGINT or SIGTERM, loads cfg and the admin listener's configuration from
+// CARAVAN_* variables (full names only, see Load) and validates them,
+// builds the logger and tracing, serves the admin listener, connects to the
+// external NATS, builds the Env (waiting for a cluster that is still
+// forming) and calls run until the context ends. It returns the process
+// exit code: 2 for a configuration error, 1 when the service failed.
 func Main(name string, cfg Config, run func(context.Context, *Env, *slog.Logger) error) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := envconfig.Process("CARAVAN", cfg); err != nil {
-		fmt.Fprintf(os.Stderr, "caravan-%s: %v\n", name, err)
-		return 2
+	var admin AdminConfig
+	for _, err := range []error{Load(cfg), Load(&admin)} {
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "caravan-%s: %v\n", name, err)
+			return 2
+		}
 	}
-	if err := cfg.Validate(); err != nil {
+	if err := errors.Join(cfg.Validate(), admin.Validate(), RequireKey(cfg.Shared())); err != nil {
 		fmt.Fprintf(os.Stderr, "caravan-%s: %v\n", name, err)
 		return 2
 	}
 	c := cfg.Shared()
 	logger := telemetry.NewLogger(os.Stderr, c.LogConfig)
-	if err := serve(ctx, name, c, logger, run); err != nil {
+	if err := serve(ctx, name, c, admin, logger, run); err != nil {
 		logger.Error("service stopped", "service", name, "err", err)
 		return 1
 	}
+	logger.Info("service stopped", "service", name)
 	return 0
 }
 
-func serve(ctx context.Context, name string, c Common, logger *slog.Logger, run func(context.Context, *Env, *slog.Logger) error) error {
+// RequireKey refuses a standalone service without a shared secret key:
+// a key generated per process would leave replicas unable to open each
+// other's Secrets. CARAVAN_SECRET_KEY or an existing <data dir>/secret.key
+// will do.
+func RequireKey(c Common) error {
+	path := filepath.Join(c.DataDir, "secret.key")
+	if c.SecretKey == "" {
+		if _, err := os.Stat(path); err != nil {
+			return fmt.Errorf("CARAVAN_SECRET_KEY: required for a standalone service, the same for every replica "+
+				"(base64 of 32 bytes, e.g. openssl rand -base64 32), or a key file at %s", path)
+		}
+	}
+	_, _, err := state.LoadKey(c.SecretKey, path)
+	return err
+}
+
+func serve(ctx context.Context, name string, c Common, admin AdminConfig, logger *slog.Logger, run func(context.Context, *Env, *slog.Logger) error) error {
 	shutdown, err := telemetry.SetupTracing(ctx, "caravan-"+name)
 	if err != nil {
 		return err
@@ -216,20 +248,77 @@ func serve(ctx context.Context, name string, c Common, logger *slog.Logger, run 
 	if c.URL == "" {
 		return errors.New("CARAVAN_NATS_URL: required for a standalone service (caravan server embeds NATS)")
 	}
+	if _, err := egress.New(c.Egress); err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	health := NewHealth()
+	if admin.Addr != "" {
+		actx, cancel := context.WithCancel(ctx)
+		addr, wait, err := ServeAdmin(actx, admin, health, reg)
+		if err != nil {
+			cancel()
+			return err
+		}
+		defer wait()
+		defer cancel()
+		logger.Info("admin listener", "service", name, "addr", addr, "pprof", admin.Pprof)
+	}
+	// Not ready from the moment a stop is asked: load balancers and
+	// Kubernetes stop sending work while the service drains.
+	go func() {
+		<-ctx.Done()
+		health.Starting("shutting down")
+	}()
+	health.Starting("connecting to NATS")
 	logger.Info("connecting to NATS", "service", name)
 	nc, err := events.Connect(ctx, c.NATSConfig, "caravan-"+name)
+	if ctx.Err() != nil {
+		return nil // stopped before it started: a clean stop
+	}
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	env, err := Connect(ctx, nc, name, c, reg)
+	env, err := connectRetry(ctx, nc, name, c, reg, health, logger)
+	if ctx.Err() != nil {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
 	if err := os.MkdirAll(c.Dir(name), 0o750); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
+	health.Add("nats", env.Ready)
+	if ctx.Err() == nil {
+		health.Started()
+	}
 	return run(ctx, env, logger)
+}
+
+// connectRetry builds the Env, retrying with backoff while the streams and
+// buckets do not answer (a cluster still forming, a leader election): a
+// service waits for its backbone rather than exiting.
+func connectRetry(ctx context.Context, nc *nats.Conn, name string, c Common, reg *prometheus.Registry, health *Health, logger *slog.Logger) (*Env, error) {
+	wait := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		env, err := Connect(ctx, nc, name, c, reg)
+		if err == nil {
+			env.Health = health
+			return env, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("connect %s: %w", name, err)
+		}
+		health.Starting("waiting for JetStream: " + err.Error())
+		logger.Warn("JetStream not answering yet; retrying", "service", name, "attempt", attempt, "in", wait, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("connect %s: %w", name, err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
 }

@@ -18,6 +18,10 @@ import (
 	"github.com/caravan-cd/caravan/pkg/testenv"
 )
 
+// e2eSecretKey is the secret key the standalone promoters of these tests
+// share (a standalone service refuses to start without one).
+const e2eSecretKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+
 // A promoter process killed with SIGKILL in the middle of a promotion:
 // another promoter process takes the stage over when the lease expires and
 // resumes at the step that was running; the step before it is not run
@@ -65,6 +69,8 @@ func TestE2EPromoterSIGKILLResume(t *testing.T) {
 			"CARAVAN_NATS_URL="+h.srv.URL(),
 			"CARAVAN_DATA_DIR="+t.TempDir(),
 			"CARAVAN_PROMOTER_ID="+id,
+			// Standalone replicas share one secret key.
+			"CARAVAN_SECRET_KEY="+e2eSecretKey,
 			// The test's http server listens on loopback, which the
 			// egress policy refuses by default.
 			"CARAVAN_EGRESS_ALLOW=127.0.0.0/8",
@@ -157,6 +163,7 @@ func TestE2EPromoterRelativeDataDir(t *testing.T) {
 		"CARAVAN_NATS_URL="+h.srv.URL(),
 		"CARAVAN_DATA_DIR=./.caravan",
 		"CARAVAN_PROMOTER_ID=relative",
+		"CARAVAN_SECRET_KEY="+e2eSecretKey,
 	)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {

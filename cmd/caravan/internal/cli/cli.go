@@ -128,7 +128,8 @@ by itself.`,
 	}
 	add("basic", a.newApply(), a.newDelete(), a.newGet())
 	add("actions", a.newPromote(), a.newApprove(), a.newRefresh(), a.newVerify(), a.newResume(), a.newAbort(), a.newWatch(), a.newAudit())
-	add("other", a.newServer(), a.newDemo(), a.newLogin(), a.newVersion(), a.newCompletion())
+	add("other", a.newServer(), a.newSetup(), a.newDemo(), a.newLogin(), a.newVersion(), a.newCompletion())
+
 	return root
 }
 
