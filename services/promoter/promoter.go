@@ -254,20 +254,20 @@ func Run(ctx context.Context, d Deps) error {
 			cancel()
 		})
 	}
-	errc := make(chan error, 2)
+	// partStopped hears of the dispatcher or the timers stopping before
+	// they were ready; fail has recorded why.
+	partStopped := make(chan struct{}, 2)
 	dispReady, autoReady := make(chan struct{}), make(chan struct{})
 	wg.Add(6)
 	go func() {
 		defer wg.Done()
-		err := disp.Run(ctx, dispReady)
-		fail("dispatcher", err)
-		errc <- err
+		fail("dispatcher", disp.Run(ctx, dispReady))
+		partStopped <- struct{}{}
 	}()
 	go func() {
 		defer wg.Done()
-		err := auto.Run(ctx, autoReady)
-		fail("auto-promotion timers", err)
-		errc <- err
+		fail("auto-promotion timers", auto.Run(ctx, autoReady))
+		partStopped <- struct{}{}
 	}()
 	go func() {
 		defer wg.Done()
@@ -304,9 +304,8 @@ func Run(ctx context.Context, d Deps) error {
 	for _, ready := range []chan struct{}{dispReady, autoReady} {
 		select {
 		case <-ready:
-		case <-errc:
-			// fail has recorded why a part stopped while ctx lived; a
-			// part that stopped because ctx ended is a clean stop.
+		case <-partStopped:
+			// A part that stopped because ctx ended is a clean stop.
 			cancel()
 			wg.Wait()
 			return failed
