@@ -36,8 +36,11 @@ func TestPromotionsRunOneAtATimePerStage(t *testing.T) {
 			}
 		}
 	}
-	h.start("a", runner, nil)
-	h.start("b", runner, nil)
+	// A long lease: the held promotion must not be taken over because a
+	// loaded test machine missed a renewal (takeovers are tested apart).
+	longLease := func(c *Config) { c.LeaseTTL = 30 * time.Second }
+	h.start("a", runner, longLease)
+	h.start("b", runner, longLease)
 	h.put(p0)
 	h.request(p0)
 
