@@ -80,7 +80,8 @@ func TestDryRunOverNATS(t *testing.T) {
 		t.Fatalf("promotion %s: %s", got.Status.Phase, got.Status.Message)
 	}
 	pushed := g.Run(t, g.Path("app"), "diff", base, "main")
-	if !strings.Contains(dry.Diffs[0].Patch, pushed[strings.Index(pushed, "@@"):]) {
+	_, hunks, ok := strings.Cut(pushed, "@@")
+	if !ok || !strings.Contains(dry.Diffs[0].Patch, "@@"+hunks) {
 		t.Fatalf("pushed:\n%s\ndry run:\n%s", pushed, dry.Diffs[0].Patch)
 	}
 }
