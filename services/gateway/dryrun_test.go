@@ -88,7 +88,7 @@ func TestPromoteDryRun(t *testing.T) {
 	// Bad input names the field; nothing reaches the promoter.
 	for _, c := range []struct {
 		path   string
-		body   map[string]string
+		body   any
 		status int
 		field  string
 	}{
@@ -97,6 +97,7 @@ func TestPromoteDryRun(t *testing.T) {
 		{path, map[string]string{}, http.StatusBadRequest, "freight"},
 		{"/v1/projects/demo/stages/dev/promotions?dryRun=maybe", map[string]string{"freight": "first"}, http.StatusBadRequest, "dryRun"},
 		{"/v1/projects/demo/stages/prod/promotions?dryRun=true", map[string]string{"freight": "first"}, http.StatusConflict, "freight"},
+		{path, map[string]any{"freight": "first", "windowOverride": map[string]string{"reason": "why"}}, http.StatusBadRequest, "windowOverride"},
 	} {
 		st, e := h.call("POST", c.path, c.body, nil)
 		if st != c.status || !strings.Contains(strings.ToLower(e.Message), strings.ToLower(c.field)) {

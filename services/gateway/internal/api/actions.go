@@ -506,6 +506,10 @@ func (s *server) promote(w http.ResponseWriter, r *http.Request) {
 	}
 	// A dry run changes nothing: promotion windows do not hold it.
 	var override string
+	if dryRun && req.WindowOverride != nil {
+		invalid(w, "windowOverride", "a dry run changes nothing, so promotion windows do not hold it: leave windowOverride out")
+		return
+	}
 	if !dryRun {
 		if override, ok = s.checkWindows(w, r, st, req.WindowOverride); !ok {
 			return
