@@ -332,6 +332,15 @@ func Run(ctx context.Context, d Deps) error {
 		}
 		defer func() { _ = sub.Unsubscribe() }()
 	}
+	if dr, ok := d.Runner.(dryRunner); ok {
+		stop, err := serveDryRuns(ctx, d.Env.Conn, dr, log)
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return fmt.Errorf("promoter: %w", err)
+		}
+		defer stop()
+	}
 	h := handlers{disp: disp, auto: auto, store: store, nc: d.Env.Conn, log: log}
 	var consumers []*events.Consumer
 	for _, c := range []struct {

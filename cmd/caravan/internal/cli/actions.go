@@ -9,10 +9,10 @@ import (
 )
 
 func (a *app) newPromote() *cobra.Command {
-	var stage, freight, alias, warehouse, override string
-	var wait bool
+	var stage, freight, alias, warehouse, override, output string
+	var wait, dryRun bool
 	cmd := &cobra.Command{
-		Use:   "promote --stage S (--freight F | --freight-alias A | --warehouse W) [--wait]",
+		Use:   "promote --stage S (--freight F | --freight-alias A | --warehouse W) [--wait | --dry-run]",
 		Short: "Promote a stage to a piece of freight",
 		Long: `Promote a stage to a piece of freight, named by its ID (--freight), its
 alias (--freight-alias), or the newest freight of a warehouse available to the
@@ -24,9 +24,19 @@ While promotion windows keep the stage closed the server refuses the
 promotion and names the next opening; a project admin may override them with
 --override-window "<reason>" (recorded on the promotion and in the audit log).
 A stage an approval policy gates keeps the promotion Pending until enough
-people approved it ('caravan approve promotion P').`,
+people approved it ('caravan approve promotion P').
+
+With --dry-run nothing is promoted: a promoter runs the stage's steps in a
+scratch work tree up to, not including, the first step with effects outside
+it (git-push, github-push, git-open-pr, git-wait-for-pr, git-merge-pr, http,
+argocd-update, argocd-wait, oci-push, set-metadata, set-freight-alias), and
+prints each step's status, their outputs and the unified diff each git
+repository would receive. No commit is pushed, no promotion stored, no event
+sent; promotion windows do not apply. Secret values show as ***.`,
 		Example: `  caravan promote -p demo --stage prod --freight-alias wonky-wombat --wait
-  caravan promote -p demo --stage prod --freight-alias wonky-wombat --override-window "hotfix INC-42"`,
+  caravan promote -p demo --stage prod --freight-alias wonky-wombat --override-window "hotfix INC-42"
+  caravan promote -p demo --stage prod --freight-alias wonky-wombat --dry-run
+  caravan promote -p demo --stage prod --warehouse app --dry-run -o json`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			n := 0
@@ -38,11 +48,27 @@ people approved it ('caravan approve promotion P').`,
 			if n != 1 {
 				return usagef("give exactly one of --freight, --freight-alias and --warehouse")
 			}
+			if dryRun && (wait || cmd.Flags().Changed("override-window")) {
+				return usagef("--dry-run goes with neither --wait nor --override-window")
+			}
+			if output != "" && (!dryRun || (output != formatJSON && output != formatYAML)) {
+				return usagef("--output takes json or yaml, with --dry-run")
+			}
 			c, project, err := a.projectClient()
 			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
+			if dryRun {
+				d, err := c.PromoteDryRun(ctx, project, stage, client.PromoteRequest{Freight: firstOf(freight, alias), Warehouse: warehouse})
+				if err != nil {
+					return err
+				}
+				if output != "" {
+					return printValue(cmd.OutOrStdout(), output, d)
+				}
+				return printDryRun(cmd.OutOrStdout(), d)
+			}
 			var w *waiter
 			if wait {
 				// Listen before asking, so no event is missed.
@@ -71,6 +97,8 @@ people approved it ('caravan approve promotion P').`,
 	f.StringVar(&warehouse, "warehouse", "", "promote the newest freight from this warehouse available to the stage")
 	f.BoolVar(&wait, "wait", false, "follow the promotion until it ends; exit 1 if it fails")
 	f.StringVar(&override, "override-window", "", "promote even while promotion windows are closed, saying why (project admins)")
+	f.BoolVar(&dryRun, "dry-run", false, "promote nothing: show each git repository's diff and the step outputs, up to the first step with effects")
+	f.StringVarP(&output, "output", "o", "", "with --dry-run: json or yaml instead of text")
 	_ = cmd.MarkFlagRequired("stage")
 	a.completeFlag(cmd, "stage", "stages")
 	a.completeFlag(cmd, "freight", "freight")

@@ -150,6 +150,22 @@ func (c *Client) Promote(ctx context.Context, project, stage string, pr PromoteR
 	return &p, nil
 }
 
+// PromoteDryRun asks what promoting the stage would do (POST
+// …/promotions?dryRun=true): the steps run up to the first with effects
+// outside the work tree and each git repository's diff; nothing is stored.
+func (c *Client) PromoteDryRun(ctx context.Context, project, stage string, pr PromoteRequest) (*model.PromotionDryRun, error) {
+	body, err := json.Marshal(pr)
+	if err != nil {
+		return nil, err
+	}
+	var d model.PromotionDryRun
+	err = c.do(ctx, request{method: http.MethodPost, path: projectPath(project, "stages", stage, "promotions"), query: url.Values{"dryRun": {"true"}}, contentType: "application/json", body: body}, &d)
+	if err != nil {
+		return nil, err
+	}
+	return &d, nil
+}
+
 // Approve approves a piece of freight (by name) for a stage.
 func (c *Client) Approve(ctx context.Context, project, freight, stage string) (*model.Freight, error) {
 	body, err := json.Marshal(map[string]string{"stage": stage})

@@ -492,6 +492,10 @@ func (s *server) promote(w http.ResponseWriter, r *http.Request) {
 		invalid(w, "freight", `name either "freight" (name or alias) or "warehouse"`)
 		return
 	}
+	dryRun, ok := dryRunParam(w, r)
+	if !ok {
+		return
+	}
 	st, ok := s.stage(w, r)
 	if !ok {
 		return
@@ -500,9 +504,16 @@ func (s *server) promote(w http.ResponseWriter, r *http.Request) {
 		conflict(w, fmt.Sprintf("stage %q is a control-flow stage (it has no promotion steps): nothing is promoted into it; the freight available to it passes downstream on its own", st.Name))
 		return
 	}
-	override, ok := s.checkWindows(w, r, st, req.WindowOverride)
-	if !ok {
+	// A dry run changes nothing: promotion windows do not hold it.
+	var override string
+	if dryRun && req.WindowOverride != nil {
+		invalid(w, "windowOverride", "a dry run changes nothing, so promotion windows do not hold it: leave windowOverride out")
 		return
+	}
+	if !dryRun {
+		if override, ok = s.checkWindows(w, r, st, req.WindowOverride); !ok {
+			return
+		}
 	}
 	ctx := r.Context()
 	project := st.Namespace
@@ -534,6 +545,10 @@ func (s *server) promote(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusConflict, codeNotAvailable, fmt.Sprintf("no freight from warehouse %q is available to stage %q", req.Warehouse, st.Name))
 			return
 		}
+	}
+	if dryRun {
+		s.dryRun(w, r, model.NewPromotion(st, f, events.NewID(), principalName(r), now))
+		return
 	}
 	// With an Idempotency-Key the promotion's name is derived from it, so
 	// a repeat of a request whose gateway died mid-way finds the promotion

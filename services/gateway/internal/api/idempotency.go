@@ -77,7 +77,13 @@ func (s *server) idempotent(next http.Handler) http.Handler {
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		p, _ := auth.FromContext(r.Context())
-		id := sha256.Sum256([]byte(p.Name + "\x00" + r.Method + " " + r.URL.Path + "\x00" + key))
+		// The query is part of the request (?dryRun=true must never
+		// answer for the real promotion, nor the other way round).
+		target := r.URL.Path
+		if r.URL.RawQuery != "" {
+			target += "?" + r.URL.RawQuery
+		}
+		id := sha256.Sum256([]byte(p.Name + "\x00" + r.Method + " " + target + "\x00" + key))
 		k := hex.EncodeToString(id[:])
 		sum := sha256.Sum256(body)
 		digest := hex.EncodeToString(sum[:])

@@ -85,6 +85,9 @@ type (
 type bodies struct {
 	req  any
 	resp any
+	// alt is a second answer, with status 200, when the route's own
+	// status is another (a query such as ?dryRun=true asks for it).
+	alt any
 }
 
 // kindTypes maps each kind path to its type as the API answers it.
@@ -128,7 +131,7 @@ func routeBodies() map[string]bodies {
 		"POST /v1/projects/{project}/freight":                              {req: freightRequest{}, resp: model.Freight{}},
 		"PATCH /v1/projects/{project}/freight/{name}":                      {req: aliasRequest{}, resp: model.Freight{}},
 		"POST /v1/projects/{project}/freight/{name}/approve":               {req: approveRequest{}, resp: model.Freight{}},
-		"POST /v1/projects/{project}/stages/{stage}/promotions":            {req: promoteRequest{}, resp: model.Promotion{}},
+		"POST /v1/projects/{project}/stages/{stage}/promotions":            {req: promoteRequest{}, resp: model.Promotion{}, alt: model.PromotionDryRun{}},
 		"POST /v1/projects/{project}/promotions/{name}/abort":              {resp: events.Envelope{}},
 		"POST /v1/projects/{project}/stages/{stage}/verification":          {resp: events.Envelope{}},
 		"DELETE /v1/projects/{project}/stages/{stage}/verification":        {resp: events.Envelope{}},
@@ -174,6 +177,7 @@ var queryDocs = map[string]string{
 	"since":       "audit: only records at or after this RFC 3339 time",
 	"until":       "audit: only records at or before this RFC 3339 time",
 	"before":      "audit: only records older than this sequence (the before of the previous page)",
+	"dryRun":      "true: run the steps in a scratch work tree up to the first with effects outside it, and answer 200 with a PromotionDryRun (stage, freight, phase, steps, outputs, stoppedAt, diffs[]{repoURL, path, branch, base, files, patch}); nothing is stored, pushed or published",
 }
 
 // schemaGen generates component schemas from Go types, with one name per
@@ -346,6 +350,13 @@ func buildOpenAPI(routes []route) (*openapi3.T, error) {
 			success.WithContent(jsonContent(ref))
 		}
 		op.AddResponse(status, success)
+		if b.alt != nil && status != http.StatusOK {
+			ref, err := g.ref(b.alt)
+			if err != nil {
+				return nil, fmt.Errorf("%s: answer: %w", key, err)
+			}
+			op.AddResponse(http.StatusOK, openapi3.NewResponse().WithDescription("success (dry run)").WithContent(jsonContent(ref)))
+		}
 		op.AddResponse(http.StatusBadRequest, errorResp("invalid input").Value)
 		if rt.access != public {
 			op.Responses.Set("401", errorResp("missing or invalid bearer token"))

@@ -164,6 +164,10 @@ type run struct {
 	secrets *redact.Redactor
 	// log is the engine's logger behind secrets.
 	log *slog.Logger
+	// dryRun stops the run before the first step with effects (see
+	// DryRun), recording it in stop.
+	dryRun bool
+	stop   *model.DryRunStop
 }
 
 // Run executes p.Spec.Steps (tasks inflated) starting at
@@ -243,6 +247,9 @@ func (r *run) loop(ctx context.Context) (Result, error) {
 		}
 		st.CurrentStep = int64(i)
 		if err := r.step(ctx, i); err != nil {
+			if errors.Is(err, errDryRunStop) {
+				break
+			}
 			if ctx.Err() != nil {
 				return r.cancelled(ctx)
 			}
@@ -345,6 +352,11 @@ func (r *run) step(ctx context.Context, i int) error {
 	def, ok := r.e.registry[fs.Uses]
 	if !ok {
 		return r.end(ctx, i, model.PromotionStepStatusErrored, fmt.Sprintf("unknown step %q", fs.Uses), nil)
+	}
+	if r.dryRun && def.Effects {
+		r.stop = &model.DryRunStop{Index: i, Alias: fs.alias, Uses: fs.Uses,
+			Reason: fmt.Sprintf("step %q (%s) has effects outside the work dir: a dry run stops before it", fs.alias, fs.Uses)}
+		return errDryRunStop
 	}
 	if md.StartedAt == nil {
 		md.StartedAt = now()

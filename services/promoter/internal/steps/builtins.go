@@ -13,13 +13,13 @@ const (
 func builtins() []Definition {
 	return []Definition{
 		{
-			Name: "argocd-update", Step: Typed[argoConfig](argocdUpdate),
+			Name: "argocd-update", Step: Typed[argoConfig](argocdUpdate), Effects: true,
 			Differences: map[string]model.StepDifference{
 				"apps[].selector": refused("Caravan updates Applications by name; label selectors are not supported yet"),
 			},
 		},
 		{
-			Name: "argocd-wait", Step: Typed[argoWaitConfig](argocdWait),
+			Name: "argocd-wait", Step: Typed[argoWaitConfig](argocdWait), Effects: true,
 			Differences: map[string]model.StepDifference{
 				"apps[].selector": refused("Caravan waits for Applications by name; label selectors are not supported yet"),
 				"apps[].waitFor":  refused("Caravan waits for health, sync and operation together, Kargo's default; other sets are not supported yet"),
@@ -45,27 +45,27 @@ func builtins() []Definition {
 			Differences: map[string]model.StepDifference{"author.signingKey": refused(noSigning)},
 		},
 		{
-			Name: "git-merge-pr", Step: Typed[mergePRConfig](gitMergePR), WaitsForPullRequest: true, Outputs: []string{"commit", "pr"},
+			Name: "git-merge-pr", Step: Typed[mergePRConfig](gitMergePR), Effects: true, WaitsForPullRequest: true, Outputs: []string{"commit", "pr"},
 			Differences: map[string]model.StepDifference{"insecureSkipTLSVerify": refused(noTLSSkip)},
 		},
 		{
-			Name: "git-open-pr", Step: Typed[openPRConfig](gitOpenPR), Outputs: []string{"pr"},
+			Name: "git-open-pr", Step: Typed[openPRConfig](gitOpenPR), Effects: true, Outputs: []string{"pr"},
 			Differences: map[string]model.StepDifference{"insecureSkipTLSVerify": refused(noTLSSkip)},
 		},
-		{Name: "git-push", Step: Typed[pushConfig](gitPush), Outputs: []string{"branch", "commit", "commitURL", "repoURL"}},
+		{Name: "git-push", Step: Typed[pushConfig](gitPush), Effects: true, Outputs: []string{"branch", "commit", "commitURL", "repoURL"}},
 		{Name: "git-tag", Step: Typed[gitTagConfig](gitTag), Replay: true, Outputs: []string{"tag", "commit"}},
 		{
-			Name: "git-wait-for-pr", Step: Typed[waitPRConfig](gitWaitForPR), WaitsForPullRequest: true, Outputs: []string{"commit", "pr"},
+			Name: "git-wait-for-pr", Step: Typed[waitPRConfig](gitWaitForPR), Effects: true, WaitsForPullRequest: true, Outputs: []string{"commit", "pr"},
 			Differences: map[string]model.StepDifference{"insecureSkipTLSVerify": refused(noTLSSkip)},
 		},
 		{
-			Name: "github-push", Step: Typed[githubPushConfig](githubPush), Outputs: []string{"branch", "commit", "commitURL", "repoURL"},
+			Name: "github-push", Step: Typed[githubPushConfig](githubPush), Effects: true, Outputs: []string{"branch", "commit", "commitURL", "repoURL"},
 			Differences: map[string]model.StepDifference{"insecureSkipTLSVerify": refused(noTLSSkip)},
 		},
 		{Name: "helm-template", Step: Typed[helmTemplateConfig](helmTemplate), Replay: true},
 		{Name: "helm-update-chart", Step: Typed[helmUpdateChartConfig](helmUpdateChart), Replay: true, Outputs: []string{"commitMessage"}},
 		{
-			Name: "http", Step: Typed[httpConfig](httpStep),
+			Name: "http", Step: Typed[httpConfig](httpStep), Effects: true,
 			Differences: map[string]model.StepDifference{
 				"proxy": refused("requests leave through Caravan's egress policy; a proxy per step is not supported"),
 			},
@@ -82,9 +82,9 @@ func builtins() []Definition {
 		},
 		{Name: "kustomize-set-image", Step: Typed[kustomizeSetImageConfig](kustomizeSetImage), Replay: true, Outputs: []string{"commitMessage"}},
 		{Name: "oci-download", Step: Typed[ociDownloadConfig](ociDownload)},
-		{Name: "oci-push", Step: Typed[ociPushConfig](ociPush), Outputs: []string{"image", "digest", "tag"}},
-		{Name: "set-freight-alias", Step: Typed[setFreightAliasConfig](setFreightAlias)},
-		{Name: "set-metadata", Step: Typed[setMetadataConfig](setMetadata)},
+		{Name: "oci-push", Step: Typed[ociPushConfig](ociPush), Effects: true, Outputs: []string{"image", "digest", "tag"}},
+		{Name: "set-freight-alias", Step: Typed[setFreightAliasConfig](setFreightAlias), Effects: true},
+		{Name: "set-metadata", Step: Typed[setMetadataConfig](setMetadata), Effects: true},
 		{Name: "tar", Step: Typed[tarConfig](tarStep), Replay: true},
 		{Name: "toml-parse", Step: Typed[parseConfig](tomlParse)},
 		{Name: "toml-update", Step: Typed[updateConfig](tomlUpdate), Replay: true, Outputs: []string{"commitMessage"}},

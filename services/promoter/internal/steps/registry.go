@@ -32,6 +32,11 @@ type Definition struct {
 	// pull request to be merged or closed: the engine runs it again at
 	// once, instead of at the next poll, when woken for its repoURL.
 	WaitsForPullRequest bool
+	// Effects marks a step that acts outside the promotion's work dir
+	// and the engine's git mirrors: it pushes, opens or waits for a pull
+	// request, calls an HTTP endpoint, updates Argo CD, pushes an artifact
+	// or writes Caravan's own state. A dry run stops before the first one.
+	Effects bool
 	// Outputs names the outputs the step sets, under Kargo's names.
 	Outputs []string
 	// Differences maps each property of Kargo's schema for the step that

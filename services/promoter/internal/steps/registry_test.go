@@ -124,3 +124,27 @@ func TestDocsNameEveryStep(t *testing.T) {
 		}
 	}
 }
+
+// TestEffectsAreDeclared: every step is either replayable (it only shapes
+// the work dir), marked Effects (a dry run stops before it), or known to
+// only read; a new step must be put in one of these.
+func TestEffectsAreDeclared(t *testing.T) {
+	t.Parallel()
+	readOnly := map[string]bool{
+		"compose-output": true, "fail": true, "http-download": true, "oci-download": true,
+		"json-parse": true, "toml-parse": true, "yaml-parse": true,
+	}
+	for name, d := range Builtins() {
+		switch {
+		case d.Replay && d.Effects:
+			t.Errorf("%s: replayed steps only shape the work dir; it cannot have effects", name)
+		case !d.Replay && !d.Effects && !readOnly[name]:
+			t.Errorf("%s: declare whether it has effects outside the work dir (Definition.Effects) or add it to the read-only steps here", name)
+		}
+	}
+	for _, name := range []string{"git-push", "github-push", "git-open-pr", "git-wait-for-pr", "git-merge-pr", "http", "argocd-update", "oci-push"} {
+		if !Builtins()[name].Effects {
+			t.Errorf("%s must be marked Effects", name)
+		}
+	}
+}
