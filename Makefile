@@ -10,6 +10,10 @@ GO       ?= go
 # Generous: CI has two shared cores. Speed targets live in benchmarks.
 TEST_TIMEOUT ?= 10m
 TEST_FLAGS   ?= -race -count=1 -timeout $(TEST_TIMEOUT)
+# The e2e suites run real processes one after another (cmd/caravan's chaos
+# and cluster-fault runs take minutes each): a package may need longer.
+E2E_TIMEOUT  ?= 40m
+E2E_FLAGS    ?= -race -count=1 -timeout $(E2E_TIMEOUT)
 FUZZTIME     ?= 60s
 # Kargo's published CRDs and step schemas, outside the repository.
 KARGO_SPEC   ?= ../shared/kargo-spec
@@ -94,7 +98,7 @@ e2e: ## run the slow, process-level and real-server suites (build tag e2e; needs
 	scripts/tool.sh nats-server >/dev/null
 	@for m in $(MODULES); do \
 		echo "== go test -tags e2e $$m"; \
-		(cd $$m && $(GO) test -tags e2e $(TEST_FLAGS) -run 'E2E' ./...); \
+		(cd $$m && $(GO) test -tags e2e $(E2E_FLAGS) -run 'E2E' ./...); \
 	done
 	scripts/newcomer.sh
 
