@@ -73,4 +73,3 @@ func render(sub *model.NotificationSubscription, m Message) (string, error) {
 	}
 	return b.String(), nil
 }
-
