@@ -21,10 +21,11 @@ const (
 	NotifyFreightDiscovered  NotificationEvent = "FreightDiscovered"
 	NotifyVerificationFailed NotificationEvent = "VerificationFailed"
 	NotifyRollback           NotificationEvent = "Rollback"
+	NotifyWindowOpened       NotificationEvent = "WindowOpened"
 )
 
 // NotificationEvents lists every event a subscription may name.
-var NotificationEvents = []NotificationEvent{NotifyPromotionSucceeded, NotifyPromotionFailed, NotifyFreightDiscovered, NotifyVerificationFailed, NotifyRollback}
+var NotificationEvents = []NotificationEvent{NotifyPromotionSucceeded, NotifyPromotionFailed, NotifyFreightDiscovered, NotifyVerificationFailed, NotifyRollback, NotifyWindowOpened}
 
 // DefaultNotificationAttempts is how many times a notification is tried
 // before it is dead-lettered, unless a subscription says otherwise.

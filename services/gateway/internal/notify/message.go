@@ -35,6 +35,7 @@ var defaults = map[model.NotificationEvent]string{
 	model.NotifyPromotionFailed:    `[{{.Project}}] promotion {{.Promotion}} into {{.Stage}} ended {{.Phase}}{{with .Message}}: {{.}}{{end}}`,
 	model.NotifyVerificationFailed: `[{{.Project}}] verification of {{.Stage}} (freight {{.Freight}}) ended {{.Phase}}{{with .Message}}: {{.}}{{end}}`,
 	model.NotifyFreightDiscovered:  `[{{.Project}}] new freight {{.Freight}}{{with .Alias}} ({{.}}){{end}} from {{.Origin}}`,
+	model.NotifyWindowOpened:       `[{{.Project}}] promotion windows of {{.Stage}} opened{{with .Reason}} (was closed: {{.}}){{end}}`,
 	model.NotifyRollback:           `[{{.Project}}] rolling {{.Stage}} back to freight {{.Freight}} ({{.Promotion}}){{with .Reason}}: {{.}}{{end}}`,
 }
 
@@ -49,6 +50,9 @@ func newMessage(ev model.NotificationEvent, env events.Envelope, reason string) 
 	m.Stage, m.Freight, m.Promotion, m.Alias, m.Phase, m.Message = str("stage"), str("freight"), str("promotion"), str("alias"), str("phase"), str("message")
 	if o, ok := m.Payload["origin"].(map[string]any); ok {
 		m.Origin = fmt.Sprintf("%v/%v", o["kind"], o["name"])
+	}
+	if m.Reason == "" {
+		m.Reason = str("reason")
 	}
 	if ev == model.NotifyVerificationFailed && m.Message == "" {
 		m.Message = str("summary")

@@ -149,6 +149,12 @@ func (n *Notifier) handle(ctx context.Context, env events.Envelope) error {
 	if err != nil {
 		return fmt.Errorf("load project config %q: %w", env.Project, err)
 	}
+	return n.record(ctx, pc, ev, env, reason)
+}
+
+// record creates a pending delivery of env for each subscription of pc
+// that wants ev (none when one was sent or dead-lettered already).
+func (n *Notifier) record(ctx context.Context, pc *model.ProjectConfig, ev model.NotificationEvent, env events.Envelope, reason string) error {
 	created := false
 	for _, sub := range pc.Spec.Notifications {
 		if !sub.Wants(ev) {
@@ -238,6 +244,9 @@ func (n *Notifier) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			if err := n.windows(ctx); err != nil && ctx.Err() == nil {
+				n.o.Logger.Warn("promotion windows of notifications", "err", err)
+			}
 		case <-n.wake:
 		}
 	}
@@ -299,12 +308,12 @@ func (n *Notifier) attempt(ctx context.Context, k string) error {
 	if ctx.Err() != nil {
 		return nil // stopping: the claim expires and another pass sends it
 	}
-	return n.record(ctx, k, d, res)
+	return n.finish(ctx, k, d, res)
 }
 
-// record stores the outcome of an attempt: sent, dead, or pending again
+// finish stores the outcome of an attempt: sent, dead, or pending again
 // after a backoff.
-func (n *Notifier) record(ctx context.Context, k string, d Delivery, res result) error {
+func (n *Notifier) finish(ctx context.Context, k string, d Delivery, res result) error {
 	now := n.o.Now().UTC()
 	d.Attempts++
 	d.LastStatus, d.LastError, d.UpdatedAt = res.status, res.errText, now
