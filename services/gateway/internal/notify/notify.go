@@ -231,7 +231,7 @@ func (n *Notifier) poke() {
 }
 
 func key(status string, d Delivery) string {
-	return status + "." + events.Token(d.Project) + "." + d.ID
+	return status + "." + state.Token(d.Project) + "." + d.ID
 }
 
 // run sends pending deliveries until ctx ends.
@@ -364,7 +364,7 @@ func (n *Notifier) List(ctx context.Context, project, status string) ([]Delivery
 	}
 	var out []Delivery
 	for _, st := range statuses {
-		items, _, err := state.List[Delivery](ctx, n.kv, st+"."+events.Token(project)+".>", 0, "")
+		items, _, err := state.List[Delivery](ctx, n.kv, st+"."+state.Token(project)+".>", 0, "")
 		if err != nil {
 			return nil, err
 		}

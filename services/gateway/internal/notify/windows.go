@@ -78,7 +78,7 @@ func (n *Notifier) projectWindows(ctx context.Context, project string) error {
 		}
 		var prev windowState
 		var seen bool
-		k := "window." + events.Token(project) + "." + events.Token(st.Name)
+		k := "window." + state.Token(project) + "." + state.Token(st.Name)
 		if _, _, err := state.Update(ctx, n.kv, k, func(old windowState, exists bool) (windowState, error) {
 			prev, seen = old, exists
 			if exists && old.Closed == cur.Closed {
@@ -100,7 +100,7 @@ func (n *Notifier) projectWindows(ctx context.Context, project string) error {
 			return err
 		}
 		env := events.Envelope{
-			ID: fmt.Sprintf("window-%s-%d", events.Token(st.Name), now.Unix()), Type: TypeWindowOpened, Version: 1, Time: now,
+			ID: fmt.Sprintf("window-%s-%d", state.Token(st.Name), now.Unix()), Type: TypeWindowOpened, Version: 1, Time: now,
 			Source: "gateway", Project: project, Subject: events.Ref{Kind: model.KindStage, Name: st.Name}, Payload: payload,
 		}
 		if err := n.record(ctx, pol.Config, model.NotifyWindowOpened, env, ""); err != nil {
