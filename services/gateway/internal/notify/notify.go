@@ -138,16 +138,19 @@ func (n *Notifier) Start(ctx context.Context) error {
 
 // handle records the deliveries an event gives rise to.
 func (n *Notifier) handle(ctx context.Context, env events.Envelope) error {
-	ev, reason, ok, err := n.classify(ctx, env)
-	if err != nil || !ok {
-		return err
-	}
 	pc, _, err := state.GetAs[*model.ProjectConfig](ctx, n.o.Store, env.Project, model.KindProjectConfig, env.Project)
 	if errors.Is(err, state.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("load project config %q: %w", env.Project, err)
+	}
+	if len(pc.Spec.Notifications) == 0 {
+		return nil
+	}
+	ev, reason, ok, err := n.classify(ctx, env)
+	if err != nil || !ok {
+		return err
 	}
 	return n.record(ctx, pc, ev, env, reason)
 }
