@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caravan-cd/caravan/pkg/egress"
@@ -264,15 +265,26 @@ func (n *Notifier) pass(ctx context.Context) {
 		}
 		return
 	}
+	// A few at once, so that one slow receiver does not hold up the others.
+	sem := make(chan struct{}, senders)
+	var wg sync.WaitGroup
 	for _, k := range keys {
 		if ctx.Err() != nil {
-			return
+			break
 		}
-		if err := n.attempt(ctx, k); err != nil && ctx.Err() == nil {
-			n.o.Logger.Warn("notification", "key", k, "err", err)
-		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := n.attempt(ctx, k); err != nil && ctx.Err() == nil {
+				n.o.Logger.Warn("notification", "key", k, "err", err)
+			}
+		})
 	}
+	wg.Wait()
 }
+
+// senders is how many deliveries one replica sends at once.
+const senders = 4
 
 func newClaim() string {
 	b := make([]byte, 8)
