@@ -320,10 +320,12 @@ func (n *Notifier) attempt(ctx context.Context, k string) error {
 		return nil
 	}
 	res := n.send(ctx, d)
-	if ctx.Err() != nil {
+	select {
+	case <-ctx.Done():
 		return nil // stopping: the claim expires and another pass sends it
+	default:
+		return n.finish(ctx, k, d, res)
 	}
-	return n.finish(ctx, k, d, res)
 }
 
 // finish stores the outcome of an attempt: sent, dead, or pending again
