@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -186,4 +187,74 @@ func TestRestart(t *testing.T) {
 	if err != nil || len(sent) != 1 || sent[0].Status != StatusDelivered || sent[0].Attempts != 1 {
 		t.Fatalf("deliveries %+v (%v)", sent, err)
 	}
+}
+
+func TestCloudEventModes(t *testing.T) {
+	t.Parallel()
+	n := &Notifier{o: Options{Source: "caravan"}}
+	env, err := events.Seal("01JTEST", "promoter", "shop", events.Ref{Kind: "Promotion", Name: "prod.p1"}, events.PromotionSucceeded{Promotion: "prod.p1", Stage: "prod", Freight: "f1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := Delivery{ID: "ce.01JTEST", Event: model.NotifyPromotionSucceeded, Envelope: &env}
+	for _, mode := range []string{"", "binary"} {
+		sub := &model.NotificationSubscription{Name: "ce", CloudEvents: &model.CloudEventsTarget{URL: "http://x.example/ce", Mode: mode}}
+		req, err := n.request(t.Context(), sub, target{url: "http://x.example/ce", secret: "k3y-k3y-k3y"}, d, "hello")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(req.Body)
+		if req.Header.Get(HeaderSignature) != Sign([]byte("k3y-k3y-k3y"), body) || req.Header.Get(HeaderDelivery) != "ce.01JTEST" {
+			t.Errorf("mode %q: headers %v", mode, req.Header)
+		}
+		var data struct{ ID, Message, Project string }
+		if mode == "binary" {
+			for h, want := range map[string]string{"Ce-Specversion": "1.0", "Ce-Id": "ce.01JTEST", "Ce-Type": "dev.caravan.PromotionSucceeded", "Ce-Source": "caravan/projects/shop", "Ce-Subject": "Promotion/prod.p1", "Content-Type": "application/json"} {
+				if got := req.Header.Get(h); got != want {
+					t.Errorf("binary %s: %q, want %q", h, got, want)
+				}
+			}
+			_ = json.Unmarshal(body, &data)
+		} else {
+			var ce struct {
+				SpecVersion, ID, Type, DataContentType string
+				Data                                   json.RawMessage
+			}
+			_ = json.Unmarshal(body, &ce)
+			if ce.SpecVersion != "1.0" || ce.ID != "ce.01JTEST" || ce.Type != "dev.caravan.PromotionSucceeded" || ce.DataContentType != "application/json" || req.Header.Get("Content-Type") != "application/cloudevents+json; charset=utf-8" {
+				t.Errorf("structured: %s", body)
+			}
+			_ = json.Unmarshal(ce.Data, &data)
+		}
+		if data.ID != "01JTEST" || data.Message != "hello" || data.Project != "shop" {
+			t.Errorf("mode %q: data %s", mode, body)
+		}
+	}
+}
+
+// TestSlackURLRedacted: a Slack webhook URL is a credential; an attempt's
+// error (stored, logged, shown by the API) never holds it.
+func TestSlackURLRedacted(t *testing.T) {
+	t.Parallel()
+	env, _, newNotifier := setup(t, "http://127.0.0.1:1/ce")
+	ctx := t.Context()
+	const hook = "http://127.0.0.1:1/services/T000/B000/sekrit-slack-token"
+	pc, rev, err := state.GetAs[*model.ProjectConfig](ctx, env.Store, "shop", model.KindProjectConfig, "shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc.Spec.Notifications = append(pc.Spec.Notifications, model.NotificationSubscription{Name: "chat",
+		Events: []model.NotificationEvent{model.NotifyPromotionSucceeded}, Slack: &model.SlackTarget{URL: hook}})
+	if _, err := env.Store.PutObject(ctx, pc, rev); err != nil {
+		t.Fatal(err)
+	}
+	ev, err := events.Seal("", "test", "shop", events.Ref{Kind: "Promotion", Name: "prod.p1"}, events.PromotionSucceeded{Promotion: "prod.p1", Stage: "prod", Freight: "f1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := newNotifier().send(ctx, Delivery{ID: "chat." + ev.ID, Project: "shop", Subscription: "chat", Event: model.NotifyPromotionSucceeded, Envelope: &ev})
+	if res.errText == "" || strings.Contains(res.errText, "sekrit") || strings.Contains(res.errText, "T000/B000") {
+		t.Fatalf("error %q", res.errText)
+	}
+	t.Logf("error: %s", res.errText)
 }
