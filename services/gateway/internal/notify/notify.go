@@ -234,8 +234,10 @@ func (n *Notifier) poke() {
 	}
 }
 
+// key is where d is kept in status: the event id is one token (the
+// promoter's deterministic ids hold dots).
 func key(status string, d Delivery) string {
-	return status + "." + state.Token(d.Project) + "." + d.ID
+	return status + "." + state.Token(d.Project) + "." + state.Token(d.Subscription) + "." + state.Token(d.EventID)
 }
 
 // run sends pending deliveries until ctx ends.

@@ -151,7 +151,8 @@ func TestRestart(t *testing.T) {
 	_, clk, newNotifier := setup(t, srv.URL)
 	ctx := t.Context()
 	clk.Set(time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC))
-	ev, err := events.Seal("", "test", "shop", events.Ref{Kind: "Promotion", Name: "prod.p1"}, events.PromotionSucceeded{Promotion: "prod.p1", Stage: "prod", Freight: "f1"})
+	// An id as the promoter makes them, dots and all.
+	ev, err := events.Seal("PromotionSucceeded.shop.prod.01J", "test", "shop", events.Ref{Kind: "Promotion", Name: "prod.p1"}, events.PromotionSucceeded{Promotion: "prod.p1", Stage: "prod", Freight: "f1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +161,7 @@ func TestRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The first replica claims it and stops before it answers.
-	k := StatusPending + ".shop.ce." + ev.ID
+	k := key(StatusPending, Delivery{Project: "shop", Subscription: "ce", EventID: ev.ID})
 	if _, _, err := state.Update(ctx, first.kv, k, func(d Delivery, _ bool) (Delivery, error) {
 		until := clk.Now().Add(time.Minute)
 		d.Claim, d.ClaimedUntil = "stopped-replica", &until
