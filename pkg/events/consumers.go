@@ -57,6 +57,21 @@ var (
 		Description: "promoter: PullRequestClosed",
 		Filters:     []string{Filter(Any, TypePullRequestClosed, Any)},
 	}
+	// GatewayNotifications records a notification for each subscription of
+	// the event's project that wants it (ProjectConfig spec.notifications);
+	// the gateway's sender delivers them from the record.
+	GatewayNotifications = ConsumerSpec{
+		Durable:     "gateway-notifications",
+		Description: "gateway: notifications (FreightDiscovered, PromotionRequested, PromotionSucceeded, PromotionFailed, StageVerified)",
+		Filters: []string{
+			Filter(Any, TypeFreightDiscovered, Any),
+			Filter(Any, TypePromotionRequested, Any),
+			Filter(Any, TypePromotionSucceeded, Any),
+			Filter(Any, TypePromotionFailed, Any),
+			Filter(Any, TypeStageVerified, Any),
+		},
+		Concurrency: 4,
+	}
 	// VerifierPromotionSucceeded verifies a stage after a promotion.
 	VerifierPromotionSucceeded = ConsumerSpec{
 		Durable:     "verifier-promotion-succeeded",
@@ -95,6 +110,7 @@ var Consumers = []ConsumerSpec{
 	PromoterPromotionAbort,
 	PromoterAutoPromotion,
 	PromoterPullRequestClosed,
+	GatewayNotifications,
 	VerifierPromotionSucceeded,
 	VerifierVerificationRequested,
 	VerifierVerificationAbort,

@@ -49,6 +49,9 @@ type ProjectConfigSpec struct {
 	// ApprovalPolicies make promotions into the Stages they select wait
 	// for people to approve them (Caravan addition).
 	ApprovalPolicies []ApprovalPolicy `json:"approvalPolicies,omitempty"`
+	// Notifications send the project's events to receivers: CloudEvents,
+	// Slack-compatible and signed generic webhooks (Caravan addition).
+	Notifications []NotificationSubscription `json:"notifications,omitempty"`
 }
 
 // PromotionPolicy turns auto-promotion on or off for a Stage, named or

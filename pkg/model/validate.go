@@ -145,6 +145,7 @@ func (v *validator) projectConfig(pc *ProjectConfig) {
 		v.autoRollback(f+".autoRollback", p.AutoRollback)
 	}
 	v.approvalPolicies(pc.Spec.ApprovalPolicies)
+	v.notifications(pc.Spec.Notifications)
 	for _, is := range ValidateWindows(pc.Spec.PromotionWindows, false) {
 		v.add("spec.promotionWindows"+is.Field, "%s", is.Message)
 	}

@@ -40,7 +40,14 @@ const (
 	// carried an Idempotency-Key (with a TTL), so the same key returns the
 	// first answer.
 	Idempotency Bucket = "caravan-idempotency"
+	// Notifications holds the gateway's notification deliveries (pending,
+	// sent and dead), one per event and subscription (with a TTL).
+	Notifications Bucket = "caravan-notifications"
 )
+
+// NotificationTTL is how long a notification delivery record is kept
+// after its last change.
+const NotificationTTL = 7 * 24 * time.Hour
 
 // WebhookDeliveryTTL is how long a webhook delivery ID is remembered.
 const WebhookDeliveryTTL = 24 * time.Hour
@@ -50,10 +57,10 @@ const WebhookDeliveryTTL = 24 * time.Hour
 const IdempotencyTTL = 24 * time.Hour
 
 // ttls are the buckets whose entries expire.
-var ttls = map[Bucket]time.Duration{WebhookDeliveries: WebhookDeliveryTTL, Idempotency: IdempotencyTTL}
+var ttls = map[Bucket]time.Duration{WebhookDeliveries: WebhookDeliveryTTL, Idempotency: IdempotencyTTL, Notifications: NotificationTTL}
 
 // Buckets lists every bucket Setup declares.
-var Buckets = []Bucket{Resources, Secrets, Stages, Warehouses, Freight, Promotions, Tokens, WebhookDeliveries, Promoter, DiscoveryLeases, Verifications, Idempotency}
+var Buckets = []Bucket{Resources, Secrets, Stages, Warehouses, Freight, Promotions, Tokens, WebhookDeliveries, Promoter, DiscoveryLeases, Verifications, Idempotency, Notifications}
 
 // ClusterProject is the project token of cluster-scoped resources.
 const ClusterProject = "_"

@@ -24,4 +24,6 @@
 //	caravan-verifications run.<project>.<stage>.<verification>  verifier: a verification's claim, lease and outcome
 //	                    stage.<project>.<stage>   verifier: the stage's current verification
 //	caravan-idempotency <sha256 hex>              gateway: answers to Idempotency-Keys (24h TTL)
+//	caravan-notifications pending|sent|dead.<project>.<subscription>.<event id>  gateway: notification deliveries (7 days TTL)
+//	                    window.<project>.<stage>  gateway: a stage's promotion windows as last seen
 package state

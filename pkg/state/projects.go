@@ -19,6 +19,7 @@ import (
 var recordTypes = map[Bucket][]string{
 	Promoter:      {"queue", "wake"},
 	Verifications: {"run", "stage"},
+	Notifications: {"pending", "sent", "dead", "window"},
 }
 
 // projectOrder is the order DeleteProject empties the buckets in: specs
@@ -26,7 +27,7 @@ var recordTypes = map[Bucket][]string{
 // Stages), then the coordination records (a running promotion can no
 // longer save, a running verification loses its lease, a discovery its
 // lease), then the rest.
-var projectOrder = []Bucket{Resources, Promoter, Verifications, DiscoveryLeases, Tokens, Secrets, Stages, Warehouses, Freight, Promotions}
+var projectOrder = []Bucket{Resources, Promoter, Verifications, DiscoveryLeases, Tokens, Secrets, Stages, Warehouses, Freight, Promotions, Notifications}
 
 // ProjectFilters returns the key filters that match every key of project
 // in b; none for WebhookDeliveries, whose keys are hashes that expire.

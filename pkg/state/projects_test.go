@@ -31,6 +31,9 @@ func TestProjectOfKey(t *testing.T) {
 		{state.Promoter, "job.gc", ""},
 		{state.Verifications, "run.demo.dev.p1", "demo"},
 		{state.Verifications, "stage.demo.dev", "demo"},
+		{state.Notifications, "pending.demo.chat.01J", "demo"},
+		{state.Notifications, "dead.demo.chat.01J", "demo"},
+		{state.Notifications, "window.demo.dev", "demo"},
 		{state.WebhookDeliveries, "0a1b2c", ""},
 		{state.Stages, "demo", ""},
 	}
@@ -67,6 +70,7 @@ func seedProject(t *testing.T, s *state.Store, project string) {
 		state.Stages: state.Key(project, "dev"), state.Warehouses: state.Key(project, "app"),
 		state.Tokens: state.Key(project, "ci"), state.DiscoveryLeases: state.Key(project, "app"),
 		state.Promoter: "queue." + state.Key(project, "dev"), state.Verifications: "run." + state.Key(project, "dev", "p1"),
+		state.Notifications: "sent." + state.Key(project, "chat", "01J"),
 	} {
 		if _, err := state.Put(ctx, s.KV(b), key, map[string]string{"x": "y"}); err != nil {
 			t.Fatal(err)
@@ -98,17 +102,17 @@ func TestDeleteProject(t *testing.T) {
 	ctx := context.Background()
 	seedProject(t, s, "a.b")
 	seedProject(t, s, "other")
-	if n := len(keysOf(t, s, "a.b")); n != 10 {
+	if n := len(keysOf(t, s, "a.b")); n != 11 {
 		t.Fatalf("seeded %d keys: %v", n, keysOf(t, s, "a.b"))
 	}
 	n, err := s.DeleteProject(ctx, "a.b")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != 10 || len(keysOf(t, s, "a.b")) != 0 {
+	if n != 11 || len(keysOf(t, s, "a.b")) != 0 {
 		t.Errorf("purged %d, left %v", n, keysOf(t, s, "a.b"))
 	}
-	if got := len(keysOf(t, s, "other")); got != 10 {
+	if got := len(keysOf(t, s, "other")); got != 11 {
 		t.Errorf("the other project lost keys: %d left", got)
 	}
 	// The Project object is the caller's.
@@ -144,7 +148,7 @@ func TestSweepOrphans(t *testing.T) {
 	if !slices.Equal(swept, []string{"gone"}) || len(keysOf(t, s, "gone")) != 0 {
 		t.Errorf("swept %v, left %v", swept, keysOf(t, s, "gone"))
 	}
-	if got := len(keysOf(t, s, "live")); got != 10 {
+	if got := len(keysOf(t, s, "live")); got != 11 {
 		t.Errorf("the live project lost keys: %d left", got)
 	}
 	// Keys of no project stay.

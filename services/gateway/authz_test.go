@@ -31,6 +31,7 @@ var routeAccess = map[string]string{
 	"GET /v1/projects/{project}/promotions/{name}/approval":            "viewer",
 	"POST /v1/projects/{project}/promotions/{name}/approve":            "promoter",
 	"GET /v1/projects/{project}/audit":                                 "viewer",
+	"GET /v1/projects/{project}/notifications":                         "viewer",
 	"GET /v1/projects/{project}/stages/{stage}/verifications":          "viewer",
 	"GET /v1/projects/{project}/stages/{stage}/verifications/{id}":     "viewer",
 	"GET /v1/projects/{project}":                                       "viewer",

@@ -24,6 +24,7 @@ import (
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/services/gateway/internal/api"
 	"github.com/caravan-cd/caravan/services/gateway/internal/auth"
+	"github.com/caravan-cd/caravan/services/gateway/internal/notify"
 	"github.com/caravan-cd/caravan/services/gateway/internal/ui"
 )
 
@@ -70,6 +71,11 @@ type Config struct {
 	OIDCScopes []string `envconfig:"OIDC_SCOPES" default:"openid,profile,email" desc:"scopes the web UI's OIDC sign-in asks for, comma-separated (add groups where the issuer needs it for a groups claim)"`
 	// AuditMaxAge is how long the audit log keeps its records.
 	AuditMaxAge time.Duration `envconfig:"AUDIT_MAX_AGE" default:"2160h" desc:"how long the audit log keeps its records (append-only: nothing is deleted sooner)"`
+	// NotifyBackoff is the delay before a failed notification is tried
+	// again, doubled after each failure (at most 10m); zero means 5s.
+	NotifyBackoff time.Duration `envconfig:"NOTIFY_BACKOFF" default:"5s" desc:"delay before a failed notification is sent again, doubled after each failure up to 10m"`
+	// NotifyTimeout bounds one notification request; zero means 30s.
+	NotifyTimeout time.Duration `envconfig:"NOTIFY_TIMEOUT" default:"30s" desc:"longest time one notification request may take"`
 }
 
 // Validate checks the configuration.
@@ -98,6 +104,9 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("CARAVAN_SHUTDOWN_TIMEOUT: %s is negative", c.ShutdownTimeout))
+	}
+	if c.NotifyBackoff < 0 || c.NotifyTimeout < 0 {
+		errs = append(errs, errors.New("CARAVAN_NOTIFY_BACKOFF, CARAVAN_NOTIFY_TIMEOUT: must not be negative"))
 	}
 	if c.AuditMaxAge < 0 {
 		errs = append(errs, fmt.Errorf("CARAVAN_AUDIT_MAX_AGE: %s is negative", c.AuditMaxAge))
@@ -173,26 +182,32 @@ func NewHandler(ctx context.Context, d Deps) (http.Handler, error) {
 			return nil, err
 		}
 	}
+	notifier := notify.New(notify.Options{Store: env.Store, Bus: env.Bus.With(events.WithLogger(d.Logger)), Egress: env.Egress,
+		Logger: d.Logger, Backoff: c.NotifyBackoff, Timeout: c.NotifyTimeout, Source: "caravan"})
+	if err := notifier.Start(ctx); err != nil {
+		return nil, err
+	}
 	external := strings.TrimSuffix(c.ExternalURL, "/")
 	sessions, err := auth.NewSessions(c.AdminToken, c.SessionTTL, strings.HasPrefix(external, "https://"))
 	if err != nil {
 		return nil, err
 	}
 	apiHandler, err := api.New(api.Options{
-		Store:        env.Store,
-		Sessions:     sessions,
-		Bus:          env.Bus.With(events.WithLogger(d.Logger)),
-		Auth:         chain,
-		Tokens:       tokens,
-		Logger:       d.Logger,
-		Registry:     reg,
-		MaxBodyBytes: c.MaxBodyBytes,
-		ExternalURL:  external,
-		Heartbeat:    c.SSEHeartbeat,
-		Webhooks:     api.WebhookLimits{MaxBodyBytes: c.WebhookMaxBodyBytes, Rate: c.WebhookRate, Burst: c.WebhookBurst},
-		Index:        index,
-		Audit:        auditLog,
-		Stopping:     ctx.Done(),
+		Store:         env.Store,
+		Sessions:      sessions,
+		Bus:           env.Bus.With(events.WithLogger(d.Logger)),
+		Auth:          chain,
+		Tokens:        tokens,
+		Logger:        d.Logger,
+		Registry:      reg,
+		MaxBodyBytes:  c.MaxBodyBytes,
+		ExternalURL:   external,
+		Heartbeat:     c.SSEHeartbeat,
+		Webhooks:      api.WebhookLimits{MaxBodyBytes: c.WebhookMaxBodyBytes, Rate: c.WebhookRate, Burst: c.WebhookBurst},
+		Index:         index,
+		Audit:         auditLog,
+		Notifications: notifier,
+		Stopping:      ctx.Done(),
 		Ready: func(ctx context.Context) error {
 			if err := env.Ready(ctx); err != nil {
 				return err

@@ -56,7 +56,7 @@ type running struct {
 	done   chan error
 }
 
-func start(t *testing.T, dataDir string) *running {
+func start(t *testing.T, dataDir string, mutate ...func(*server.Config)) *running {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -73,6 +73,9 @@ func start(t *testing.T, dataDir string) *running {
 			MaxBodyBytes:    10 << 20,
 			ShutdownTimeout: 5 * time.Second,
 		},
+	}
+	for _, m := range mutate {
+		m(&cfg)
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

@@ -27,6 +27,7 @@ import (
 	"github.com/caravan-cd/caravan/services/gateway/internal/apply"
 	"github.com/caravan-cd/caravan/services/gateway/internal/auth"
 	"github.com/caravan-cd/caravan/services/gateway/internal/gitdiff"
+	"github.com/caravan-cd/caravan/services/gateway/internal/notify"
 )
 
 // Options configure the handler.
@@ -71,6 +72,14 @@ type Options struct {
 	// JetStream's audit stream, declared with the default retention when
 	// absent.
 	Audit *audit.Log
+	// Notifications serves the project's notification deliveries; nil:
+	// the route answers an empty list.
+	Notifications Notifications
+}
+
+// Notifications lists a project's notification deliveries.
+type Notifications interface {
+	List(ctx context.Context, project, status string) ([]notify.Delivery, error)
 }
 
 // WebhookLimits bound what one receiver accepts.
@@ -102,6 +111,7 @@ type server struct {
 	version   buildinfo.Info
 	git       *gitdiff.Reader
 	audit     *audit.Log
+	notes     Notifications
 
 	limitersMu sync.Mutex
 	limiters   map[string]*limiter
@@ -190,6 +200,7 @@ func New(o Options) (http.Handler, error) {
 		known:     map[string]time.Time{},
 		git:       gitdiff.NewReader(256),
 		audit:     o.Audit,
+		notes:     o.Notifications,
 	}
 	mux := http.NewServeMux()
 	for _, rt := range s.routes(o.Registry) {

@@ -14,6 +14,7 @@ import (
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/services/gateway/internal/auth"
+	"github.com/caravan-cd/caravan/services/gateway/internal/notify"
 )
 
 // codeWindowClosed answers a promotion that promotion windows refuse.
@@ -283,6 +284,38 @@ func (s *server) listAudit(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(recs) == f.Limit {
 		out.Before = strconv.FormatUint(recs[len(recs)-1].Seq, 10)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+type notificationList struct {
+	APIVersion string            `json:"apiVersion"`
+	Kind       string            `json:"kind"`
+	Items      []notify.Delivery `json:"items"`
+}
+
+func (s *server) listNotifications(w http.ResponseWriter, r *http.Request) {
+	if _, ok := s.project(w, r); !ok {
+		return
+	}
+	project := r.PathValue("project")
+	q := r.URL.Query()
+	status := q.Get("status")
+	if status != "" && !slices.Contains(notify.Statuses, status) {
+		invalid(w, "status", "one of "+strings.Join(notify.Statuses, ", "))
+		return
+	}
+	out := notificationList{APIVersion: "v1", Kind: "NotificationDeliveryList", Items: []notify.Delivery{}}
+	if s.notes != nil {
+		items, err := s.notes.List(r.Context(), project, status)
+		if err != nil {
+			s.internal(w, r, err)
+			return
+		}
+		if sub := q.Get("subscription"); sub != "" {
+			items = slices.DeleteFunc(items, func(d notify.Delivery) bool { return d.Subscription != sub })
+		}
+		out.Items = append(out.Items, items...)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
