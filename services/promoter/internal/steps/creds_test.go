@@ -1,0 +1,113 @@
+package steps
+
+import (
+	"context"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/caravan-cd/caravan/pkg/creds"
+	"github.com/caravan-cd/caravan/pkg/egress"
+	"github.com/caravan-cd/caravan/pkg/model"
+)
+
+// basicAuth puts HTTP basic authentication in front of h, as a registry or
+// chart repository with a robot account does: a request without the
+// user's password is answered 401 with a Basic challenge.
+func basicAuth(h http.Handler, user, password string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); !ok || u != user || p != password {
+			w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// credSecret is a Secret as a project holds repository credentials.
+func credSecret(name, credType, repoURL, user, password string) *model.Secret {
+	return &model.Secret{
+		ObjectMeta: model.ObjectMeta{Name: name, Labels: map[string]string{model.LabelCredType: credType}},
+		StringData: map[string]string{"repoURL": repoURL, "username": user, "password": password},
+	}
+}
+
+// lookups records the credential lookups of a step and answers them from
+// secrets with pkg/creds' matching, as the engine does.
+type lookups struct {
+	mu      sync.Mutex
+	secrets []*model.Secret
+	asked   []string // "<type> <repoURL>"
+}
+
+func (l *lookups) find(_ context.Context, _, credType, repoURL string) (*creds.Credentials, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.asked = append(l.asked, credType+" "+repoURL)
+	normalize := map[string]func(string) string{model.CredTypeImage: model.NormalizeImageURL, model.CredTypeHelm: model.NormalizeChartURL}[credType]
+	return creds.Match(l.secrets, credType, repoURL, normalize), nil
+}
+
+// oci-push and oci-download authenticate with the project's credentials:
+// of type image for a plain reference, helm for an oci:// one (Kargo's
+// rule), each registry of a push with its own.
+func TestOCICredentials(t *testing.T) {
+	t.Parallel()
+	newRegistry := func(user, password string) string {
+		srv := httptest.NewServer(basicAuth(registry.New(registry.Logger(log.New(io.Discard, "", 0))), user, password))
+		t.Cleanup(srv.Close)
+		return strings.TrimPrefix(srv.URL, "http://")
+	}
+	src, dst := newRegistry("puller", "s3cret-src"), newRegistry("pusher", "s3cret-dst")
+	img, err := random.Image(256, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := name.ParseReference(src+"/team/app:1.0.0", name.Insecure)
+	if err := remote.Write(ref, img, remote.WithAuth(&authn.Basic{Username: "puller", Password: "s3cret-src"})); err != nil {
+		t.Fatal(err)
+	}
+	l := &lookups{secrets: []*model.Secret{
+		credSecret("src", model.CredTypeImage, src+"/team/app", "puller", "s3cret-src"),
+		credSecret("dst", model.CredTypeHelm, `^oci://`+strings.ReplaceAll(dst, ".", `\.`)+`/.*$`, "pusher", "s3cret-dst"),
+	}}
+	l.secrets[1].StringData["repoURLIsRegex"] = "true"
+	sc := newContext(t, map[string]any{"srcRef": src + "/team/app:1.0.0", "destRef": "oci://" + dst + "/charts/app:prod"})
+	sc.Egress = allowLoopback(t, egress.Config{})
+
+	// Without credentials both registries refuse.
+	if _, err := run(t, "oci-push", sc); err == nil || !strings.Contains(err.Error(), "401") && !strings.Contains(strings.ToLower(err.Error()), "unauthorized") {
+		t.Fatalf("without credentials: %v", err)
+	}
+	sc.RepoCredentials = l.find
+	res, err := run(t, "oci-push", sc)
+	if err != nil || res.Output["tag"] != "prod" {
+		t.Fatalf("with credentials: %+v %v", res, err)
+	}
+	want := []string{"image " + src + "/team/app", "helm oci://" + dst + "/charts/app"}
+	if strings.Join(l.asked, "|") != strings.Join(want, "|") {
+		t.Fatalf("lookups %q, want %q", l.asked, want)
+	}
+	sc.Config = map[string]any{"imageRef": "oci://" + dst + "/charts/app:prod", "outPath": "chart.tgz"}
+	if _, err := run(t, "oci-download", sc); err != nil {
+		t.Fatalf("oci-download: %v", err)
+	}
+
+	// A wrong password fails, and the error does not carry it.
+	l.secrets[0].StringData["password"] = "wrong-password"
+	sc.Config = map[string]any{"srcRef": src + "/team/app:1.0.0", "destRef": "oci://" + dst + "/charts/app:again"}
+	if _, err := run(t, "oci-push", sc); err == nil || strings.Contains(err.Error(), "wrong-password") {
+		t.Fatalf("a wrong password: %v", err)
+	}
+}
