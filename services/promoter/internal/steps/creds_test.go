@@ -6,6 +6,8 @@ import (
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -108,6 +110,54 @@ func TestOCICredentials(t *testing.T) {
 	l.secrets[0].StringData["password"] = "wrong-password"
 	sc.Config = map[string]any{"srcRef": src + "/team/app:1.0.0", "destRef": "oci://" + dst + "/charts/app:again"}
 	if _, err := run(t, "oci-push", sc); err == nil || strings.Contains(err.Error(), "wrong-password") {
+		t.Fatalf("a wrong password: %v", err)
+	}
+}
+
+// helm-update-chart and helm-template's dependency build reach a private
+// chart repository with the project's helm credentials for it.
+func TestHelmCredentials(t *testing.T) {
+	t.Parallel()
+	dep := t.TempDir()
+	for name, content := range map[string]string{
+		"Chart.yaml":        "apiVersion: v2\nname: dep\nversion: 0.2.0\n",
+		"templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dep\n",
+	} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dep, name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dep, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	repoURL := chartRepoWith(t, dep, func(h http.Handler) http.Handler { return basicAuth(h, "robot", "chart-s3cret") })
+	sc := newContext(t, map[string]any{"path": "charts/app", "charts": []any{map[string]any{"repository": repoURL, "name": "dep", "version": "0.2.0"}}})
+	sc.Egress = allowLoopback(t, egress.Config{})
+	write(t, sc, "charts/app/Chart.yaml", "apiVersion: v2\nname: app\nversion: 0.1.0\ndependencies:\n  - name: dep\n    version: 0.1.0\n    repository: "+repoURL+"\n")
+	if _, err := run(t, "helm-update-chart", sc); err == nil {
+		t.Fatal("without credentials: fetched")
+	}
+	l := &lookups{secrets: []*model.Secret{credSecret("charts", model.CredTypeHelm, repoURL, "robot", "chart-s3cret")}}
+	sc.RepoCredentials = l.find
+	if _, err := run(t, "helm-update-chart", sc); err != nil {
+		t.Fatalf("with credentials: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(sc.Workspace.Dir.Path(), "charts/app/charts/dep-0.2.0.tgz")); err != nil {
+		t.Fatalf("dependency not fetched: %v", err)
+	}
+	if len(l.asked) != 1 || l.asked[0] != "helm "+repoURL {
+		t.Fatalf("lookups %q", l.asked)
+	}
+	if err := os.RemoveAll(filepath.Join(sc.Workspace.Dir.Path(), "charts/app/charts")); err != nil {
+		t.Fatal(err)
+	}
+	sc.Config = map[string]any{"path": "charts/app", "outPath": "out.yaml", "buildDependencies": true}
+	if _, err := run(t, "helm-template", sc); err != nil {
+		t.Fatalf("helm-template building dependencies: %v", err)
+	}
+	l.secrets[0].StringData["password"] = "wrong-password"
+	sc.Config = map[string]any{"path": "charts/app", "charts": []any{map[string]any{"repository": repoURL, "name": "dep", "version": "0.2.0"}}}
+	if _, err := run(t, "helm-update-chart", sc); err == nil || strings.Contains(err.Error(), "wrong-password") {
 		t.Fatalf("a wrong password: %v", err)
 	}
 }
