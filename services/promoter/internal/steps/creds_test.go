@@ -2,6 +2,7 @@ package steps
 
 import (
 	"context"
+	"encoding/base64"
 	"io"
 	"log"
 	"net/http"
@@ -17,6 +18,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	helmregistry "helm.sh/helm/v3/pkg/registry"
 
 	"github.com/caravan-cd/caravan/pkg/creds"
 	"github.com/caravan-cd/caravan/pkg/egress"
@@ -159,5 +163,57 @@ func TestHelmCredentials(t *testing.T) {
 	sc.Config = map[string]any{"path": "charts/app", "charts": []any{map[string]any{"repository": repoURL, "name": "dep", "version": "0.2.0"}}}
 	if _, err := run(t, "helm-update-chart", sc); err == nil || strings.Contains(err.Error(), "wrong-password") {
 		t.Fatalf("a wrong password: %v", err)
+	}
+}
+
+// An OCI chart dependency is fetched with the project's helm credentials
+// for the chart's repository (oci://<registry>/<path>/<name>).
+func TestHelmOCICredentials(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(basicAuth(registry.New(registry.Logger(log.New(io.Discard, "", 0))), "robot", "oci-s3cret"))
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	dep := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dep, "Chart.yaml"), []byte("apiVersion: v2\nname: dep\nversion: 0.2.0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := loader.Load(dep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tgz, err := chartutil.Save(ch, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(tgz)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(auth, []byte(`{"auths":{"`+host+`":{"auth":"`+base64.StdEncoding.EncodeToString([]byte("robot:oci-s3cret"))+`"}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pusher, err := helmregistry.NewClient(helmregistry.ClientOptCredentialsFile(auth), helmregistry.ClientOptPlainHTTP())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pusher.Push(data, host+"/charts/dep:0.2.0"); err != nil {
+		t.Fatal(err)
+	}
+
+	repoURL := "oci://" + host + "/charts"
+	sc := newContext(t, map[string]any{"path": "charts/app", "charts": []any{map[string]any{"repository": repoURL, "name": "dep", "version": "0.2.0"}}})
+	sc.Egress = allowLoopback(t, egress.Config{})
+	write(t, sc, "charts/app/Chart.yaml", "apiVersion: v2\nname: app\nversion: 0.1.0\ndependencies:\n  - name: dep\n    version: 0.1.0\n    repository: "+repoURL+"\n")
+	if _, err := run(t, "helm-update-chart", sc); err == nil {
+		t.Fatal("without credentials: fetched")
+	}
+	l := &lookups{secrets: []*model.Secret{credSecret("charts", model.CredTypeHelm, repoURL+"/dep", "robot", "oci-s3cret")}}
+	sc.RepoCredentials = l.find
+	if _, err := run(t, "helm-update-chart", sc); err != nil {
+		t.Fatalf("with credentials: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(sc.Workspace.Dir.Path(), "charts/app/charts/dep-0.2.0.tgz")); err != nil {
+		t.Fatalf("dependency not fetched: %v", err)
 	}
 }
