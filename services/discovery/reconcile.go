@@ -9,12 +9,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caravan-cd/caravan/pkg/creds"
 	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/lease"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/services/discovery/internal/charts"
-	"github.com/caravan-cd/caravan/services/discovery/internal/creds"
 	"github.com/caravan-cd/caravan/services/discovery/internal/freight"
 	"github.com/caravan-cd/caravan/services/discovery/internal/gitrepo"
 	"github.com/caravan-cd/caravan/services/discovery/internal/images"
@@ -218,7 +218,7 @@ func (d *discoverer) artifacts(ctx context.Context, w *model.Warehouse, prev *mo
 					continue
 				}
 			}
-			cr, err := creds.Find(ctx, secretLister{d.store}, w.Namespace, model.CredTypeImage, s.RepoURL, model.NormalizeImageURL)
+			cr, err := creds.Find(ctx, creds.Store{Store: d.store}, w.Namespace, model.CredTypeImage, s.RepoURL, model.NormalizeImageURL)
 			if err != nil {
 				errs = append(errs, err)
 				continue
@@ -256,7 +256,7 @@ func (d *discoverer) artifacts(ctx context.Context, w *model.Warehouse, prev *mo
 					continue
 				}
 			}
-			cr, err := creds.Find(ctx, secretLister{d.store}, w.Namespace, model.CredTypeGit, s.RepoURL, model.NormalizeGitURL)
+			cr, err := creds.Find(ctx, creds.Store{Store: d.store}, w.Namespace, model.CredTypeGit, s.RepoURL, model.NormalizeGitURL)
 			if err != nil {
 				errs = append(errs, err)
 				continue
@@ -290,7 +290,7 @@ func (d *discoverer) artifacts(ctx context.Context, w *model.Warehouse, prev *mo
 					continue
 				}
 			}
-			cr, err := creds.Find(ctx, secretLister{d.store}, w.Namespace, model.CredTypeHelm, s.RepoURL, model.NormalizeChartURL)
+			cr, err := creds.Find(ctx, creds.Store{Store: d.store}, w.Namespace, model.CredTypeHelm, s.RepoURL, model.NormalizeChartURL)
 			if err != nil {
 				errs = append(errs, err)
 				continue
@@ -500,8 +500,3 @@ func summary(art *model.DiscoveredArtifacts) string {
 }
 
 // secretLister reads a project's Secrets from the store.
-type secretLister struct{ store *state.Store }
-
-func (l secretLister) Secrets(ctx context.Context, project string) ([]*model.Secret, error) {
-	return state.ListAll[*model.Secret](ctx, l.store, project, model.KindSecret)
-}

@@ -7,10 +7,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caravan-cd/caravan/pkg/creds"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/testenv"
 	"github.com/caravan-cd/caravan/services/discovery/internal/charts"
-	"github.com/caravan-cd/caravan/services/discovery/internal/creds"
 	"github.com/caravan-cd/caravan/services/discovery/internal/images"
 )
 

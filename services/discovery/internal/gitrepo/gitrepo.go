@@ -36,8 +36,8 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 
+	"github.com/caravan-cd/caravan/pkg/creds"
 	"github.com/caravan-cd/caravan/pkg/model"
-	"github.com/caravan-cd/caravan/services/discovery/internal/creds"
 	"github.com/caravan-cd/caravan/services/discovery/internal/images"
 )
 

@@ -11,9 +11,9 @@ import (
 
 	"github.com/go-git/go-git/v5/plumbing/transport"
 
+	"github.com/caravan-cd/caravan/pkg/creds"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/testenv"
-	"github.com/caravan-cd/caravan/services/discovery/internal/creds"
 	"github.com/caravan-cd/caravan/services/discovery/internal/gitrepo"
 )
 

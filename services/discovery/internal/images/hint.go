@@ -11,8 +11,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
+	"github.com/caravan-cd/caravan/pkg/creds"
 	"github.com/caravan-cd/caravan/pkg/model"
-	"github.com/caravan-cd/caravan/services/discovery/internal/creds"
 )
 
 // Evaluate folds one pushed image (tag, digest optional) into the

@@ -28,8 +28,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/caravan-cd/caravan/pkg/creds"
 	"github.com/caravan-cd/caravan/pkg/model"
-	"github.com/caravan-cd/caravan/services/discovery/internal/creds"
 	"github.com/caravan-cd/caravan/services/discovery/internal/ratelimit"
 )
 

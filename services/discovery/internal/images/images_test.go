@@ -17,9 +17,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/caravan-cd/caravan/pkg/creds"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/testenv"
-	"github.com/caravan-cd/caravan/services/discovery/internal/creds"
 	"github.com/caravan-cd/caravan/services/discovery/internal/images"
 )
 

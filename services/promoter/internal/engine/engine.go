@@ -525,13 +525,14 @@ func (r *run) stepContext(ctx context.Context, i int, cfg map[string]any, env *e
 	}
 	return &steps.Context{
 		Services: &steps.Services{
-			Git:          r.e.git,
-			Credentials:  r.credentials,
-			Metadata:     r.e,
-			Aliases:      r.e,
-			Egress:       r.e.egress,
-			Logger:       r.log,
-			Applications: r.e.apps,
+			Git:             r.e.git,
+			Credentials:     r.credentials,
+			RepoCredentials: r.repoCredentials,
+			Metadata:        r.e,
+			Aliases:         r.e,
+			Egress:          r.e.egress,
+			Logger:          r.log,
+			Applications:    r.e.apps,
 		},
 		Workspace:     r.ws,
 		Project:       r.p.Namespace,

@@ -5,7 +5,11 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"io"
+	"log"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -14,6 +18,12 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
@@ -649,5 +659,51 @@ func TestDefaultAliasesAndStepContext(t *testing.T) {
 	}
 	if got := p.Status.State["step-3"].(map[string]any)["first"]; got != "step-1" {
 		t.Fatalf("step-3 saw %v", got)
+	}
+}
+
+// oci-push run by the engine authenticates with image credentials the
+// kargo-shared-resources project holds (the project has none), and a
+// wrong password stays out of the promotion's record.
+func TestOCIPushWithSharedCredentials(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	backend := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); !ok || u != "robot" || p != "registry-s3cret" {
+			w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		backend.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	img, err := random.Image(128, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := name.ParseReference(host+"/team/app:1.0.0", name.Insecure)
+	if err := remote.Write(ref, img, remote.WithAuth(&authn.Basic{Username: "robot", Password: "registry-s3cret"})); err != nil {
+		t.Fatal(err)
+	}
+	secret := &model.Secret{
+		TypeMeta:   model.TypeMeta{APIVersion: model.CoreAPIVersion, Kind: model.KindSecret},
+		ObjectMeta: model.ObjectMeta{Name: "registry", Namespace: model.SharedResourcesProject, Labels: map[string]string{model.LabelCredType: model.CredTypeImage}},
+		StringData: map[string]string{"repoURL": host + "/team/app", "username": "robot", "password": "registry-s3cret"},
+	}
+	f.put(t, secret)
+	push := step("oci-push", "", map[string]any{"srcRef": host + "/team/app:1.0.0", "destRef": host + "/team/app:prod"})
+	if res, _ := runPromotion(t, f.engine, f.promotion("dev.31.a012345", nil, push)); res.Phase != model.PromotionPhaseSucceeded {
+		t.Fatalf("phase %s: %s", res.Phase, res.Message)
+	}
+	secret.StringData["password"] = "wrong-password-456"
+	f.put(t, secret)
+	res, rec := runPromotion(t, f.engine, f.promotion("dev.32.b012345", nil, push))
+	if res.Phase != model.PromotionPhaseErrored {
+		t.Fatalf("phase %s with a wrong password", res.Phase)
+	}
+	if strings.Contains(rec.all()+res.Message, "wrong-password-456") {
+		t.Fatal("the password reached the saved promotion or the message")
 	}
 }

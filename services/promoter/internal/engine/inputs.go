@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 
+	"github.com/caravan-cd/caravan/pkg/creds"
 	"github.com/caravan-cd/caravan/pkg/expressions"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
@@ -274,49 +274,34 @@ func outputs(state map[string]any) map[string]any {
 	return out
 }
 
-// credentials finds the git credentials for repoURL among the project's
-// Secrets labelled kargo.akuity.io/cred-type=git: an exact repoURL match
-// first, then repoURLIsRegex ones.
+// credentials finds the git credentials for repoURL: a Secret labelled
+// kargo.akuity.io/cred-type=git of the project, then of the shared-resources
+// project (pkg/creds, as discovery finds them).
 func (r *run) credentials(ctx context.Context, project, repoURL string) (*gitmirror.Auth, error) {
+	c, err := r.repoCredentials(ctx, project, model.CredTypeGit, repoURL)
+	if c == nil || err != nil {
+		return nil, err
+	}
+	return &gitmirror.Auth{Username: c.Username, Password: c.Password}, nil
+}
+
+// repoCredentials finds the credentials of credType (git, image or helm)
+// for repoURL; their password joins the run's redacted values.
+func (r *run) repoCredentials(ctx context.Context, project, credType, repoURL string) (*creds.Credentials, error) {
 	if r.e.store == nil {
 		return nil, nil
 	}
-	objs, _, err := r.e.store.ListObjects(ctx, project, model.KindSecret, 0, "")
+	normalize := map[string]func(string) string{
+		model.CredTypeGit: model.NormalizeGitURL, model.CredTypeImage: model.NormalizeImageURL, model.CredTypeHelm: model.NormalizeChartURL,
+	}[credType]
+	c, err := creds.Find(ctx, creds.Store{Store: r.e.store}, project, credType, repoURL, normalize)
 	if err != nil {
-		return nil, fmt.Errorf("list credentials: %w", err)
+		return nil, fmt.Errorf("find %s credentials: %w", credType, err)
 	}
-	want := model.NormalizeGitURL(repoURL)
-	var regexMatch *model.Secret
-	for _, o := range objs {
-		s, ok := o.(*model.Secret)
-		if !ok || s.Labels[model.LabelCredType] != model.CredTypeGit {
-			continue
-		}
-		u, _ := s.Value("repoURL")
-		isRegex, _ := s.Value("repoURLIsRegex")
-		if string(isRegex) == "true" {
-			if regexMatch == nil {
-				if re, err := regexp.Compile(string(u)); err == nil && re.MatchString(repoURL) {
-					regexMatch = s
-				}
-			}
-			continue
-		}
-		if model.NormalizeGitURL(string(u)) == want {
-			return r.auth(s), nil
-		}
+	if c != nil {
+		r.secrets.Add(c.Password)
 	}
-	if regexMatch != nil {
-		return r.auth(regexMatch), nil
-	}
-	return nil, nil
-}
-
-func (r *run) auth(s *model.Secret) *gitmirror.Auth {
-	user, _ := s.Value("username")
-	pass, _ := s.Value("password")
-	r.secrets.Add(string(pass))
-	return &gitmirror.Auth{Username: string(user), Password: string(pass)}
+	return c, nil
 }
 
 // SetStageMetadata implements steps.MetadataWriter.

@@ -4,20 +4,28 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
+
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
 
 	"github.com/caravan-cd/caravan/pkg/model"
 )
 
-// AnnotationAuthorizedStage on an Argo CD Application names the stage
-// ("<project>:<stage>") allowed to change it, as in Kargo.
+// AnnotationAuthorizedStage on an Argo CD Application lists the stages
+// ("<project>:<stage>", comma-separated) allowed to change it, as in Kargo.
+// Kargo dropped glob patterns ("demo:*"): an entry holding one is refused.
 const AnnotationAuthorizedStage = "kargo.akuity.io/authorized-stage"
 
 // Applications reads and writes Argo CD Applications (argoproj.io/v1alpha1)
 // as unstructured objects.
 type Applications interface {
 	Get(ctx context.Context, namespace, name string) (map[string]any, error)
+	// List returns the Applications of namespace whose labels match
+	// selector (Kubernetes label selector syntax).
+	List(ctx context.Context, namespace, selector string) ([]map[string]any, error)
 	Update(ctx context.Context, namespace string, app map[string]any) error
 }
 
@@ -50,8 +58,24 @@ type argoSource struct {
 	} `json:"helm"`
 }
 
+// appSelector selects Applications by label, as a Kubernetes
+// LabelSelector does (requirements ANDed).
+type appSelector struct {
+	MatchLabels      map[string]string `json:"matchLabels"`
+	MatchExpressions []struct {
+		Key string `json:"key" step:"required"`
+		// Operator is In, NotIn, Exists or DoesNotExist.
+		Operator string   `json:"operator" step:"required"`
+		Values   []string `json:"values"`
+	} `json:"matchExpressions"`
+}
+
 type argoApp struct {
-	Name string `json:"name" step:"required"`
+	// Name and Selector are exclusive: one Application by name, or every
+	// Application of Namespace the selector matches and the stage is
+	// authorized for.
+	Name     string       `json:"name"`
+	Selector *appSelector `json:"selector"`
 	// Namespace is argocd when empty.
 	Namespace string       `json:"namespace"`
 	Sources   []argoSource `json:"sources"`
@@ -61,78 +85,233 @@ type argoConfig struct {
 	Apps []argoApp `json:"apps" step:"required"`
 }
 
+type argoWaitApp struct {
+	argoApp
+	// WaitFor is what the Application must show: health, sync, operation
+	// (Kargo's default, all three), suspended, degraded. Health
+	// conditions (health, suspended, degraded) are ORed, the rest ANDed.
+	WaitFor []string `json:"waitFor"`
+}
+
 type argoWaitConfig struct {
-	Apps []argoApp `json:"apps" step:"required"`
+	Apps []argoWaitApp `json:"apps" step:"required"`
 	// Timeout (Caravan's) fails the step when the Applications are not
-	// healthy and synced that long after it started.
+	// ready that long after it started.
 	Timeout model.Duration `json:"timeout"`
+}
+
+// resolved is one Application a config entry names or selects.
+type resolved struct {
+	namespace, name string
+	app             map[string]any
+	sources         []argoSource
+}
+
+func (r resolved) String() string { return r.namespace + "/" + r.name }
+
+// resolveApps reads the Applications config entry a (field names it in
+// errors) names or selects, the ones the stage is not authorized for left
+// out: by name, such an Application is a terminal error naming the
+// annotation; by selector, it is skipped, and an error only when none is
+// left.
+func resolveApps(ctx context.Context, sc *Context, field string, a argoApp) ([]resolved, error) {
+	ns := a.Namespace
+	if ns == "" {
+		ns = "argocd"
+	}
+	switch {
+	case a.Name != "" && a.Selector != nil:
+		return nil, Terminal(fmt.Errorf("%s: set name or selector, not both", field))
+	case a.Name == "" && a.Selector == nil:
+		return nil, Terminal(fmt.Errorf("%s: set name or selector", field))
+	case a.Name != "":
+		app, err := sc.Applications.Get(ctx, ns, a.Name)
+		if err != nil {
+			return nil, fmt.Errorf("get Application %s/%s: %w", ns, a.Name, err)
+		}
+		if err := authorized(app, sc.Project, sc.Stage); err != nil {
+			return nil, Terminal(fmt.Errorf("application %s/%s: %w", ns, a.Name, err))
+		}
+		return []resolved{{namespace: ns, name: a.Name, app: app, sources: a.Sources}}, nil
+	}
+	sel, err := labelSelector(a.Selector)
+	if err != nil {
+		return nil, Terminal(fmt.Errorf("%s.selector: %w", field, err))
+	}
+	apps, err := sc.Applications.List(ctx, ns, sel)
+	if err != nil {
+		return nil, fmt.Errorf("list Applications of %s matching %q: %w", ns, sel, err)
+	}
+	var out []resolved
+	var refused []string
+	for _, app := range apps {
+		name := nestedString(app, "metadata", "name")
+		if err := authorized(app, sc.Project, sc.Stage); err != nil {
+			refused = append(refused, name)
+			continue
+		}
+		out = append(out, resolved{namespace: ns, name: name, app: app, sources: a.Sources})
+	}
+	switch {
+	case len(apps) == 0:
+		// An ApplicationSet may not have made them yet: retried.
+		return nil, fmt.Errorf("%s.selector: no Application of namespace %s matches %q", field, ns, sel)
+	case len(out) == 0:
+		return nil, Terminal(fmt.Errorf("%s.selector: the Applications of %s matching %q (%s) are not authorized for stage %s: annotation %s does not list %q",
+			field, ns, sel, strings.Join(refused, ", "), sc.Stage, AnnotationAuthorizedStage, sc.Project+":"+sc.Stage))
+	}
+	return out, nil
+}
+
+// labelSelector is s in Kubernetes label selector syntax.
+func labelSelector(s *appSelector) (string, error) {
+	if len(s.MatchLabels) == 0 && len(s.MatchExpressions) == 0 {
+		return "", errors.New("needs matchLabels or matchExpressions")
+	}
+	sel := labels.NewSelector()
+	for k, v := range s.MatchLabels {
+		req, err := labels.NewRequirement(k, selection.Equals, []string{v})
+		if err != nil {
+			return "", fmt.Errorf("matchLabels %s: %w", k, err)
+		}
+		sel = sel.Add(*req)
+	}
+	ops := map[string]selection.Operator{"In": selection.In, "NotIn": selection.NotIn, "Exists": selection.Exists, "DoesNotExist": selection.DoesNotExist}
+	for i, e := range s.MatchExpressions {
+		op, ok := ops[e.Operator]
+		if !ok {
+			return "", fmt.Errorf("matchExpressions[%d].operator: %q is not In, NotIn, Exists or DoesNotExist", i, e.Operator)
+		}
+		req, err := labels.NewRequirement(e.Key, op, e.Values)
+		if err != nil {
+			return "", fmt.Errorf("matchExpressions[%d]: %w", i, err)
+		}
+		sel = sel.Add(*req)
+	}
+	return sel.String(), nil
 }
 
 // argocdUpdate points Argo CD Applications at the promoted revisions and
 // images, asks for a sync, and is Running until the sync finished. It
 // registers a health check so the stage's health follows the
-// Applications'.
+// Applications'. Every Application is checked before any is written: a
+// source one of them lacks changes none.
 func argocdUpdate(ctx context.Context, sc *Context, cfg *argoConfig) (Result, error) {
 	if sc.Applications == nil {
-		return Result{}, Terminal(errors.New("argocd-update: no Kubernetes API is configured"))
+		return Result{}, Terminal(errors.New("argocd-update: no Kubernetes API is configured (set CARAVAN_KUBECONFIG)"))
 	}
-	pending := []string{}
+	type target struct {
+		resolved
+		changed bool
+	}
+	var targets []target
+	var problems []error
 	for i := range cfg.Apps {
 		a := &cfg.Apps[i]
-		if a.Namespace == "" {
-			a.Namespace = "argocd"
-		}
-		app, err := sc.Applications.Get(ctx, a.Namespace, a.Name)
-		if err != nil {
-			return Result{}, fmt.Errorf("get Application %s/%s: %w", a.Namespace, a.Name, err)
-		}
-		if err := authorized(app, sc.Project, sc.Stage); err != nil {
-			return Result{}, Terminal(fmt.Errorf("application %s/%s: %w", a.Namespace, a.Name, err))
-		}
 		for j := range a.Sources {
 			if err := fillImages(sc.Freight, &a.Sources[j]); err != nil {
 				return Result{}, err
 			}
 		}
-		changed, err := UpdateApplication(app, a.Sources)
+		apps, err := resolveApps(ctx, sc, fmt.Sprintf("apps[%d]", i), *a)
 		if err != nil {
-			return Result{}, Terminal(fmt.Errorf("application %s/%s: %w", a.Namespace, a.Name, err))
+			return Result{}, err
 		}
+		for _, r := range apps {
+			changed, err := UpdateApplication(r.app, a.Sources)
+			if err != nil {
+				problems = append(problems, fmt.Errorf("application %s: %w", r, err))
+				continue
+			}
+			targets = append(targets, target{resolved: r, changed: changed})
+		}
+	}
+	if len(problems) > 0 {
+		return Result{}, Terminal(fmt.Errorf("no Application was changed: %w", errors.Join(problems...)))
+	}
+	pending := []string{}
+	checked := make([]resolved, 0, len(targets))
+	for _, t := range targets {
+		app := t.app
+		checked = append(checked, t.resolved)
 		phase := nestedString(app, "status", "operationState", "phase")
 		_, operating := app["operation"]
 		failed := phase == "Failed" || phase == "Error"
 		switch {
 		// A failed sync another promotion (or someone else) asked for is
 		// no verdict on this one: sync again.
-		case changed || (!operating && (phase == "" || (failed && !syncedFor(app, sc.Promotion)))):
+		case t.changed || (!operating && (phase == "" || (failed && !syncedFor(app, sc.Promotion)))):
 			RequestSync(app, sc.Promotion)
-			if err := sc.Applications.Update(ctx, a.Namespace, app); err != nil {
-				return Result{}, fmt.Errorf("update Application %s/%s: %w", a.Namespace, a.Name, err)
+			if err := sc.Applications.Update(ctx, t.namespace, app); err != nil {
+				return Result{}, fmt.Errorf("update Application %s: %w", t, err)
 			}
-			pending = append(pending, a.Name)
+			pending = append(pending, t.name)
 		case operating || phase == "Running" || phase == "Terminating":
-			pending = append(pending, a.Name)
+			pending = append(pending, t.name)
 		case failed:
 			msg := nestedString(app, "status", "operationState", "message")
-			return Result{Status: model.PromotionStepStatusFailed, Message: fmt.Sprintf("sync of Application %s/%s %s: %s", a.Namespace, a.Name, strings.ToLower(phase), msg)}, nil
+			return Result{Status: model.PromotionStepStatusFailed, Message: fmt.Sprintf("sync of Application %s %s: %s", t, strings.ToLower(phase), msg)}, nil
 		}
 	}
-	check := &model.HealthCheckStep{Uses: "argocd-update", Config: sc.Config}
+	check := healthCheck("argocd-update", checked)
 	if len(pending) > 0 {
 		return Result{Status: StatusRunning, Message: "waiting for the sync of " + strings.Join(pending, ", "), HealthCheck: check}, nil
 	}
 	return Result{HealthCheck: check}, nil
 }
 
+// healthCheck is the check of the Applications a step resolved: by name,
+// so one a selector matched keeps being checked, with the revisions they
+// must be synced at.
+func healthCheck(uses string, apps []resolved) *model.HealthCheckStep {
+	list := make([]any, 0, len(apps))
+	for _, r := range apps {
+		sources := make([]any, 0, len(r.sources))
+		for _, s := range r.sources {
+			src := map[string]any{"repoURL": s.RepoURL}
+			if s.Chart != "" {
+				src["chart"] = s.Chart
+			}
+			if s.DesiredRevision != "" {
+				src["desiredRevision"] = s.DesiredRevision
+			}
+			sources = append(sources, src)
+		}
+		app := map[string]any{"name": r.name, "namespace": r.namespace}
+		if len(sources) > 0 {
+			app["sources"] = sources
+		}
+		list = append(list, app)
+	}
+	return &model.HealthCheckStep{Uses: uses, Config: map[string]any{"apps": list}}
+}
+
+// authorized checks that the Application's authorized-stage annotation
+// lists project:stage.
 func authorized(app map[string]any, project, stage string) error {
 	md, _ := app["metadata"].(map[string]any)
 	ann, _ := md["annotations"].(map[string]any)
 	got, _ := ann[AnnotationAuthorizedStage].(string)
 	want := project + ":" + stage
-	if got != want {
-		return fmt.Errorf("not authorized for stage %s: annotation %s is %q, want %q", stage, AnnotationAuthorizedStage, got, want)
+	found := false
+	for _, e := range strings.Split(got, ",") {
+		e = strings.TrimSpace(e)
+		if e == "" {
+			continue
+		}
+		p, s, ok := strings.Cut(e, ":")
+		if !ok || p == "" || s == "" {
+			return fmt.Errorf("annotation %s is %q: entry %q is not <project>:<stage>", AnnotationAuthorizedStage, got, e)
+		}
+		if strings.Contains(e, "*") {
+			return fmt.Errorf("annotation %s is %q: entry %q is a glob pattern, which Kargo no longer accepts: list the stages", AnnotationAuthorizedStage, got, e)
+		}
+		found = found || (strings.TrimSpace(p) == project && strings.TrimSpace(s) == stage)
 	}
-	return nil
+	if found {
+		return nil
+	}
+	return fmt.Errorf("not authorized for stage %s: annotation %s is %q, want %q among its comma-separated entries", stage, AnnotationAuthorizedStage, got, want)
 }
 
 // fillImages gives the kustomize images of u that have neither tag nor
@@ -287,13 +466,26 @@ func setKustomizeImage(images []any, img argoImage, changed bool) ([]any, bool) 
 }
 
 // RequestSync sets an Application's operation to a sync, as the Argo CD
-// UI does, noting the promotion that asked.
+// UI does, noting the promotion that asked; like Kargo, it copies the
+// Application's syncPolicy retry and syncOptions into the operation, which
+// Argo CD otherwise applies only to automated syncs.
 func RequestSync(app map[string]any, promotion string) {
-	app["operation"] = map[string]any{
+	sync := map[string]any{}
+	op := map[string]any{
 		"initiatedBy": map[string]any{"username": "caravan", "automated": false},
 		"info":        []any{map[string]any{"name": "Reason", "value": syncReason(promotion)}},
-		"sync":        map[string]any{},
+		"sync":        sync,
 	}
+	spec, _ := app["spec"].(map[string]any)
+	if policy, ok := spec["syncPolicy"].(map[string]any); ok {
+		if retry, ok := policy["retry"]; ok && retry != nil {
+			op["retry"] = retry
+		}
+		if opts, ok := policy["syncOptions"].([]any); ok && len(opts) > 0 {
+			sync["syncOptions"] = opts
+		}
+	}
+	app["operation"] = op
 }
 
 func syncReason(promotion string) string {
@@ -362,6 +554,12 @@ func appHealth(app map[string]any, want []argoSource) (model.HealthState, string
 	if phase := nestedString(app, "status", "operationState", "phase"); phase == "Running" || phase == "Terminating" {
 		return model.HealthStateProgressing, "its sync is " + strings.ToLower(phase)
 	}
+	return syncedAt(app, want)
+}
+
+// syncedAt checks that every source of want with a desiredRevision is
+// synced at it.
+func syncedAt(app map[string]any, want []argoSource) (model.HealthState, string) {
 	// Argo CD uses spec.sources when it has any, and status.sync.revisions
 	// in the same order; otherwise spec.source and status.sync.revision.
 	spec, _ := app["spec"].(map[string]any)
@@ -396,31 +594,110 @@ func appHealth(app map[string]any, want []argoSource) (model.HealthState, string
 	return model.HealthStateHealthy, ""
 }
 
-// argocdWait is Running until the Applications are healthy and synced at
-// their desired revisions; it registers the same health check as
-// argocd-update.
+// waitConditions are the values of argocd-wait's waitFor, and whether
+// each is a health condition.
+var waitConditions = map[string]bool{"health": true, "suspended": true, "degraded": true, "sync": false, "operation": false}
+
+// argocdWait is Running until the Applications show what waitFor asks
+// (healthy, synced at their desired revisions, no operation running, by
+// default); it registers the same health check as argocd-update. An
+// Application with a ComparisonError or InvalidSpecError condition fails
+// it.
 func argocdWait(ctx context.Context, sc *Context, cfg *argoWaitConfig) (Result, error) {
 	if sc.Applications == nil {
-		return Result{}, Terminal(errors.New("argocd-wait: no Kubernetes API is configured"))
+		return Result{}, Terminal(errors.New("argocd-wait: no Kubernetes API is configured (set CARAVAN_KUBECONFIG)"))
 	}
-	check := &model.HealthCheckStep{Uses: "argocd-wait", Config: sc.Config}
-	for _, a := range cfg.Apps {
-		if a.Namespace == "" {
-			a.Namespace = "argocd"
+	var checked []resolved
+	var waiting []string
+	for i, a := range cfg.Apps {
+		field := fmt.Sprintf("apps[%d]", i)
+		waitFor := a.WaitFor
+		if len(waitFor) == 0 {
+			waitFor = []string{"health", "sync", "operation"}
 		}
-		app, err := sc.Applications.Get(ctx, a.Namespace, a.Name)
-		if err != nil {
-			return Result{}, fmt.Errorf("get Application %s/%s: %w", a.Namespace, a.Name, err)
-		}
-		if state, why := appHealth(app, a.Sources); state != model.HealthStateHealthy {
-			msg := fmt.Sprintf("%s/%s: %s", a.Namespace, a.Name, why)
-			if t := cfg.Timeout.Duration; t > 0 && !sc.StartedAt.IsZero() && time.Since(sc.StartedAt) >= t {
-				return Result{Status: model.PromotionStepStatusFailed, Message: fmt.Sprintf("not healthy after %s: %s", t, msg)}, nil
+		for j, w := range waitFor {
+			if _, ok := waitConditions[w]; !ok {
+				return Result{}, Terminal(fmt.Errorf("%s.waitFor[%d]: %q is not health, sync, operation, suspended or degraded", field, j, w))
 			}
-			return Result{Status: StatusRunning, Message: msg, HealthCheck: check}, nil
+		}
+		apps, err := resolveApps(ctx, sc, field, a.argoApp)
+		if err != nil {
+			return Result{}, err
+		}
+		for _, r := range apps {
+			checked = append(checked, r)
+			if bad := errorConditions(r.app); bad != "" {
+				return Result{Status: model.PromotionStepStatusFailed, Message: fmt.Sprintf("application %s: %s", r, bad)}, nil
+			}
+			if why := notReady(r.app, waitFor, a.Sources); why != "" {
+				waiting = append(waiting, fmt.Sprintf("%s: %s", r, why))
+			}
 		}
 	}
-	return Result{HealthCheck: check}, nil
+	check := healthCheck("argocd-wait", checked)
+	if len(waiting) == 0 {
+		return Result{HealthCheck: check}, nil
+	}
+	msg := strings.Join(waiting, "; ")
+	if t := cfg.Timeout.Duration; t > 0 && !sc.StartedAt.IsZero() && time.Since(sc.StartedAt) >= t {
+		return Result{Status: model.PromotionStepStatusFailed, Message: fmt.Sprintf("not ready after %s: %s", t, msg)}, nil
+	}
+	return Result{Status: StatusRunning, Message: msg, HealthCheck: check}, nil
+}
+
+// errorConditions describes the Application's conditions that say its
+// spec cannot be rendered or compared, which waiting does not fix.
+func errorConditions(app map[string]any) string {
+	status, _ := app["status"].(map[string]any)
+	conds, _ := status["conditions"].([]any)
+	var bad []string
+	for _, c := range conds {
+		m, _ := c.(map[string]any)
+		if t, _ := m["type"].(string); t == "ComparisonError" || t == "InvalidSpecError" {
+			msg, _ := m["message"].(string)
+			bad = append(bad, t+": "+msg)
+		}
+	}
+	return strings.Join(bad, "; ")
+}
+
+// notReady says why the Application does not show what waitFor asks, or
+// is empty.
+func notReady(app map[string]any, waitFor []string, want []argoSource) string {
+	has := func(c string) bool { return slices.Contains(waitFor, c) }
+	if has("operation") {
+		if _, ok := app["operation"]; ok {
+			return "a sync is pending"
+		}
+		if phase := nestedString(app, "status", "operationState", "phase"); phase == "Running" || phase == "Terminating" {
+			return "its sync is " + strings.ToLower(phase)
+		}
+	}
+	health := nestedString(app, "status", "health", "status")
+	var healthy []string
+	for _, c := range waitFor {
+		if waitConditions[c] {
+			healthy = append(healthy, map[string]string{"health": "Healthy", "suspended": "Suspended", "degraded": "Degraded"}[c])
+		}
+	}
+	if len(healthy) > 0 && !slices.Contains(healthy, health) {
+		if health == "" {
+			health = "of unknown health"
+		}
+		return fmt.Sprintf("it is %s, not %s", health, strings.Join(healthy, " or "))
+	}
+	if has("sync") {
+		if sync := nestedString(app, "status", "sync", "status"); sync != "Synced" {
+			if sync == "" {
+				sync = "of unknown sync status"
+			}
+			return "it is " + sync
+		}
+		if _, why := syncedAt(app, want); why != "" {
+			return why
+		}
+	}
+	return ""
 }
 
 // CheckHealth evaluates a health check argocd-update or argocd-wait

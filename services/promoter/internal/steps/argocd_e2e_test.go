@@ -218,6 +218,55 @@ func TestArgoCDE2E(t *testing.T) {
 		}
 	})
 
+	// A label selector reaches the Applications the API server lists for
+	// it, and of those only the ones whose annotation lists the stage; the
+	// sync carries each one's syncPolicy retry and syncOptions.
+	t.Run("selector", func(t *testing.T) {
+		retry := map[string]any{"limit": int64(3), "backoff": map[string]any{"duration": "5s", "factor": int64(2), "maxDuration": "3m"}}
+		for name, ann := range map[string]string{"web-a": "demo:test, demo:dev", "web-b": "demo:prod"} {
+			a := application(ann)
+			a["metadata"].(map[string]any)["name"] = name
+			a["metadata"].(map[string]any)["labels"] = map[string]any{"app.kubernetes.io/name": "web"}
+			a["spec"].(map[string]any)["syncPolicy"] = map[string]any{"retry": retry, "syncOptions": []any{"CreateNamespace=true"}}
+			create(ctx, t, dc, applicationsGVR, "argocd", a)
+		}
+		before := get("web-b")
+		selector := map[string]any{"matchExpressions": []any{map[string]any{"key": "app.kubernetes.io/name", "operator": "In", "values": []any{"web", "api"}}}}
+		sources := []any{map[string]any{"repoURL": "https://github.com/acme/gitops", "desiredRevision": "fed987", "updateTargetRevision": true}}
+		res, err := run("argocd-update", map[string]any{"apps": []any{map[string]any{"selector": selector, "sources": sources}}})
+		if err != nil || res.Status != StatusRunning || !strings.Contains(res.Message, "web-a") || strings.Contains(res.Message, "web-b") {
+			t.Fatalf("update: %+v %v", res, err)
+		}
+		app := get("web-a")
+		if rev := app["spec"].(map[string]any)["sources"].([]any)[0].(map[string]any)["targetRevision"]; rev != "fed987" {
+			t.Fatalf("web-a targetRevision %v", rev)
+		}
+		op := app["operation"].(map[string]any)
+		if !reflect.DeepEqual(op["retry"], retry) || !reflect.DeepEqual(op["sync"].(map[string]any)["syncOptions"], []any{"CreateNamespace=true"}) {
+			t.Fatalf("web-a operation %v", op)
+		}
+		if after := get("web-b"); !reflect.DeepEqual(after, before) {
+			t.Fatalf("web-b, not authorized, was changed:\n%v\n%v", before, after)
+		}
+
+		wait := map[string]any{"apps": []any{map[string]any{"selector": selector, "waitFor": []any{"operation", "sync"}}}}
+		if res, err := run("argocd-wait", wait); err != nil || res.Status != StatusRunning || !strings.Contains(res.Message, "argocd/web-a: a sync is pending") {
+			t.Fatalf("wait while the sync is pending: %+v %v", res, err)
+		}
+		setStatus(ctx, t, dc, "web-a", func(app map[string]any) {
+			finishSync(app, "Succeeded", "successfully synced (all tasks run)", "fed987", "0.1.0")
+			app["status"].(map[string]any)["sync"] = map[string]any{"status": "Synced", "revisions": []any{"fed987", "0.1.0"}}
+		})
+		// Health is not waited for: web-a has none yet.
+		if res, err := run("argocd-wait", wait); err != nil || res.Status != "" {
+			t.Fatalf("wait after the sync: %+v %v", res, err)
+		}
+		h := health(res.HealthCheck, model.HealthStateUnknown)
+		if len(h.Issues) != 1 || !strings.Contains(h.Issues[0], "argocd/web-a") {
+			t.Fatalf("health issues %q", h.Issues)
+		}
+	})
+
 	t.Run("missing", func(t *testing.T) {
 		cfg := map[string]any{"apps": []any{map[string]any{"name": "nope"}}}
 		_, err := run("argocd-update", cfg)

@@ -26,6 +26,18 @@ func (k kubeApps) Get(ctx context.Context, namespace, name string) (map[string]a
 	return u.Object, nil
 }
 
+func (k kubeApps) List(ctx context.Context, namespace, selector string) ([]map[string]any, error) {
+	list, err := k.c.Resource(applicationsGVR).Namespace(namespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		return nil, err
+	}
+	apps := make([]map[string]any, 0, len(list.Items))
+	for _, u := range list.Items {
+		apps = append(apps, u.Object)
+	}
+	return apps, nil
+}
+
 func (k kubeApps) Update(ctx context.Context, namespace string, app map[string]any) error {
 	_, err := k.c.Resource(applicationsGVR).Namespace(namespace).Update(ctx, &unstructured.Unstructured{Object: app}, metav1.UpdateOptions{})
 	return err

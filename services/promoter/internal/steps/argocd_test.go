@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/caravan-cd/caravan/pkg/model"
 )
@@ -28,6 +31,28 @@ func (f *fakeApps) Get(_ context.Context, ns, name string) (map[string]any, erro
 		return nil, errors.New("not found")
 	}
 	return deepCopy(a), nil
+}
+
+func (f *fakeApps) List(_ context.Context, ns, selector string) ([]map[string]any, error) {
+	sel, err := labels.Parse(selector)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []map[string]any
+	for key, a := range f.apps {
+		md, _ := a["metadata"].(map[string]any)
+		set := labels.Set{}
+		l, _ := md["labels"].(map[string]any)
+		for k, v := range l {
+			set[k], _ = v.(string)
+		}
+		if strings.HasPrefix(key, ns+"/") && sel.Matches(set) {
+			out = append(out, deepCopy(a))
+		}
+	}
+	return out, nil
 }
 
 func (f *fakeApps) Update(_ context.Context, ns string, app map[string]any) error {
@@ -224,10 +249,6 @@ func TestArgoCDUpdateTargetRevisionAndFreightImages(t *testing.T) {
 	if _, err := run(t, "argocd-update", sc); err == nil || !IsTerminal(err) {
 		t.Errorf("updateTargetRevision without desiredRevision: %v", err)
 	}
-	sc.Config = map[string]any{"apps": []any{map[string]any{"selector": map[string]any{"matchLabels": map[string]any{"app": "web"}}}}}
-	if _, err := run(t, "argocd-update", sc); err == nil || !strings.Contains(err.Error(), "selector: not supported by Caravan") {
-		t.Errorf("a selector: %v", err)
-	}
 }
 
 // argocd-wait is Running until the Applications are healthy, and fails
@@ -238,12 +259,12 @@ func TestArgoCDWaitTimeout(t *testing.T) {
 	app["status"] = map[string]any{"health": map[string]any{"status": "Progressing"}}
 	apps := &fakeApps{apps: map[string]map[string]any{"argocd/guestbook-dev": app}}
 	sc := newContext(t, map[string]any{"apps": []any{map[string]any{"name": "guestbook-dev"}}, "timeout": "10m"})
-	sc.Applications, sc.StartedAt = apps, time.Now()
+	sc.Project, sc.Stage, sc.Applications, sc.StartedAt = "demo", "dev", apps, time.Now()
 	if res, err := run(t, "argocd-wait", sc); err != nil || res.Status != StatusRunning {
 		t.Fatalf("within the timeout: %+v %v", res, err)
 	}
 	sc.StartedAt = time.Now().Add(-11 * time.Minute)
-	if res, err := run(t, "argocd-wait", sc); err != nil || res.Status != model.PromotionStepStatusFailed || !strings.Contains(res.Message, "not healthy after 10m0s") {
+	if res, err := run(t, "argocd-wait", sc); err != nil || res.Status != model.PromotionStepStatusFailed || !strings.Contains(res.Message, "not ready after 10m0s") {
 		t.Fatalf("past the timeout: %+v %v", res, err)
 	}
 	app["status"] = map[string]any{"health": map[string]any{"status": "Healthy"}, "sync": map[string]any{"status": "Synced"}}
@@ -271,5 +292,230 @@ func TestArgoCDUpdateKustomizeDigestAndNewName(t *testing.T) {
 	want := []any{"ghcr.io/acme/guestbook@sha256:0123", "nginx=mirror.example.com/nginx:1.27"}
 	if got := git["kustomize"].(map[string]any)["images"]; !reflect.DeepEqual(got, want) {
 		t.Fatalf("images %v, want %v", got, want)
+	}
+}
+
+// The authorized-stage annotation lists stages, comma-separated, as Kargo
+// reads it; glob patterns, which Kargo dropped, and malformed entries are
+// refused with an error naming the annotation.
+func TestAuthorizedStages(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		annotation string
+		ok         bool
+		says       string
+	}{
+		{"demo:dev", true, ""},
+		{"demo:test,demo:dev", true, ""},
+		{" demo:test , demo:dev ,", true, ""},
+		{"demo:prod", false, "not authorized for stage dev"},
+		{"", false, "not authorized for stage dev"},
+		{"other:dev,demo:test", false, "not authorized for stage dev"},
+		{"demo:*", false, "glob pattern"},
+		{"*:*,demo:dev", false, "glob pattern"},
+		{"demo", false, "is not <project>:<stage>"},
+		{"demo:dev,:dev", false, "is not <project>:<stage>"},
+	} {
+		err := authorized(application(tc.annotation), "demo", "dev")
+		if (err == nil) != tc.ok || (err != nil && (!strings.Contains(err.Error(), tc.says) || !strings.Contains(err.Error(), AnnotationAuthorizedStage))) {
+			t.Errorf("%q: %v", tc.annotation, err)
+		}
+	}
+}
+
+func labelled(name, stage string, l map[string]any) map[string]any {
+	app := application(stage)
+	app["metadata"].(map[string]any)["name"] = name
+	app["metadata"].(map[string]any)["labels"] = l
+	return app
+}
+
+// A selector updates every Application of the namespace it matches that
+// the stage is authorized for, and registers a health check of each by
+// name; unauthorized ones are left alone.
+func TestArgoCDUpdateSelector(t *testing.T) {
+	t.Parallel()
+	apps := &fakeApps{apps: map[string]map[string]any{
+		"argocd/web-a":      labelled("web-a", "demo:dev", map[string]any{"app": "web", "tier": "front"}),
+		"argocd/web-b":      labelled("web-b", "demo:test, demo:dev", map[string]any{"app": "web"}),
+		"argocd/web-prod":   labelled("web-prod", "demo:prod", map[string]any{"app": "web"}),
+		"argocd/api":        labelled("api", "demo:dev", map[string]any{"app": "api"}),
+		"elsewhere/web-dev": labelled("web-dev", "demo:dev", map[string]any{"app": "web"}),
+	}}
+	sources := []any{map[string]any{"repoURL": "https://github.com/acme/gitops", "desiredRevision": "abc123", "updateTargetRevision": true}}
+	sc := newContext(t, map[string]any{"apps": []any{map[string]any{
+		"selector": map[string]any{"matchLabels": map[string]any{"app": "web"}, "matchExpressions": []any{
+			map[string]any{"key": "tier", "operator": "NotIn", "values": []any{"back"}}}},
+		"sources": sources,
+	}}})
+	sc.Project, sc.Stage, sc.Promotion, sc.Applications = "demo", "dev", "dev.01.abc", apps
+	res, err := run(t, "argocd-update", sc)
+	if err != nil || res.Status != StatusRunning {
+		t.Fatalf("%+v %v", res, err)
+	}
+	rev := func(key string) any {
+		return apps.apps[key]["spec"].(map[string]any)["sources"].([]any)[0].(map[string]any)["targetRevision"]
+	}
+	for key, want := range map[string]string{"argocd/web-a": "abc123", "argocd/web-b": "abc123", "argocd/web-prod": "main", "argocd/api": "main", "elsewhere/web-dev": "main"} {
+		if got := rev(key); got != want {
+			t.Errorf("%s: targetRevision %v, want %s", key, got, want)
+		}
+	}
+	var names []string
+	for _, a := range res.HealthCheck.Config["apps"].([]any) {
+		names = append(names, a.(map[string]any)["name"].(string))
+	}
+	slices.Sort(names)
+	if !reflect.DeepEqual(names, []string{"web-a", "web-b"}) {
+		t.Fatalf("health check of %v", names)
+	}
+	if h := CheckHealth(context.Background(), apps, *res.HealthCheck); h.Status != model.HealthStateUnknown || len(h.Issues) != 2 {
+		t.Fatalf("health %+v", h)
+	}
+
+	for _, tc := range []struct {
+		name      string
+		selector  map[string]any
+		terminal  bool
+		says      string
+		namespace string
+	}{
+		{"nothing matches", map[string]any{"matchLabels": map[string]any{"app": "nope"}}, false, "no Application of namespace argocd matches", ""},
+		{"none authorized", map[string]any{"matchLabels": map[string]any{"app": "web"}}, true, AnnotationAuthorizedStage, ""},
+		{"bad operator", map[string]any{"matchExpressions": []any{map[string]any{"key": "app", "operator": "Like"}}}, true, "apps[0].selector: matchExpressions[0].operator", ""},
+		{"empty", map[string]any{}, true, "apps[0].selector: needs matchLabels or matchExpressions", ""},
+	} {
+		sc := newContext(t, map[string]any{"apps": []any{map[string]any{"selector": tc.selector, "sources": sources}}})
+		sc.Project, sc.Stage, sc.Applications = "demo", "dev", apps
+		if tc.name == "none authorized" {
+			sc.Stage = "qa"
+		}
+		_, err := run(t, "argocd-update", sc)
+		if err == nil || IsTerminal(err) != tc.terminal || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+	sc = newContext(t, map[string]any{"apps": []any{map[string]any{"name": "api", "selector": map[string]any{"matchLabels": map[string]any{"app": "web"}}}}})
+	sc.Project, sc.Stage, sc.Applications = "demo", "dev", apps
+	if _, err := run(t, "argocd-update", sc); err == nil || !IsTerminal(err) || !strings.Contains(err.Error(), "name or selector, not both") {
+		t.Errorf("name and selector: %v", err)
+	}
+}
+
+// When one of the selected Applications lacks a source to update, none
+// is changed.
+func TestArgoCDUpdateSelectorChecksAllFirst(t *testing.T) {
+	t.Parallel()
+	other := labelled("web-b", "demo:dev", map[string]any{"app": "web"})
+	other["spec"].(map[string]any)["sources"] = []any{map[string]any{"repoURL": "https://github.com/acme/other.git", "targetRevision": "main"}}
+	apps := &fakeApps{apps: map[string]map[string]any{
+		"argocd/web-a": labelled("web-a", "demo:dev", map[string]any{"app": "web"}),
+		"argocd/web-b": other,
+	}}
+	sc := newContext(t, map[string]any{"apps": []any{map[string]any{
+		"selector": map[string]any{"matchLabels": map[string]any{"app": "web"}},
+		"sources":  []any{map[string]any{"repoURL": "https://github.com/acme/gitops", "desiredRevision": "abc123", "updateTargetRevision": true}},
+	}}})
+	sc.Project, sc.Stage, sc.Applications = "demo", "dev", apps
+	_, err := run(t, "argocd-update", sc)
+	if err == nil || !IsTerminal(err) || !strings.Contains(err.Error(), "argocd/web-b") || apps.updates != 0 {
+		t.Fatalf("err %v, %d updates", err, apps.updates)
+	}
+}
+
+// Like Kargo, the sync argocd-update asks for carries the Application's
+// syncPolicy retry and syncOptions.
+func TestArgoCDUpdateSyncOptions(t *testing.T) {
+	t.Parallel()
+	app := application("demo:dev")
+	retry := map[string]any{"limit": float64(5), "backoff": map[string]any{"duration": "5s", "factor": float64(2)}}
+	app["spec"].(map[string]any)["syncPolicy"] = map[string]any{"retry": retry, "syncOptions": []any{"CreateNamespace=true", "ServerSideApply=true"}}
+	apps := &fakeApps{apps: map[string]map[string]any{"argocd/guestbook-dev": app}}
+	sc := newContext(t, argoConfigUnderTest)
+	sc.Project, sc.Stage, sc.Promotion, sc.Applications = "demo", "dev", "dev.01.abc", apps
+	if _, err := run(t, "argocd-update", sc); err != nil {
+		t.Fatal(err)
+	}
+	op := apps.apps["argocd/guestbook-dev"]["operation"].(map[string]any)
+	if !reflect.DeepEqual(op["retry"], retry) || !reflect.DeepEqual(op["sync"].(map[string]any)["syncOptions"], []any{"CreateNamespace=true", "ServerSideApply=true"}) {
+		t.Fatalf("operation %v", op)
+	}
+	// Without a syncPolicy, the sync has no options.
+	apps.apps["argocd/guestbook-dev"] = application("demo:dev")
+	if _, err := run(t, "argocd-update", sc); err != nil {
+		t.Fatal(err)
+	}
+	op = apps.apps["argocd/guestbook-dev"]["operation"].(map[string]any)
+	if _, ok := op["retry"]; ok || len(op["sync"].(map[string]any)) != 0 {
+		t.Fatalf("operation %v", op)
+	}
+}
+
+// argocd-wait's waitFor as Kargo documents it: health conditions ORed,
+// the others ANDed, health, sync and operation by default.
+func TestArgoCDWaitFor(t *testing.T) {
+	t.Parallel()
+	status := func(health, sync string, running bool) map[string]any {
+		st := map[string]any{"health": map[string]any{"status": health}, "sync": map[string]any{"status": sync}}
+		if running {
+			st["operationState"] = map[string]any{"phase": "Running"}
+		}
+		return st
+	}
+	for _, tc := range []struct {
+		name    string
+		waitFor []any
+		status  map[string]any
+		ready   bool
+		says    string
+	}{
+		{"default ready", nil, status("Healthy", "Synced", false), true, ""},
+		{"default out of sync", nil, status("Healthy", "OutOfSync", false), false, "it is OutOfSync"},
+		{"default degraded", nil, status("Degraded", "Synced", false), false, "it is Degraded, not Healthy"},
+		{"default running", nil, status("Healthy", "Synced", true), false, "its sync is running"},
+		{"health only", []any{"health"}, status("Healthy", "OutOfSync", true), true, ""},
+		{"sync only", []any{"sync"}, status("Degraded", "Synced", false), true, ""},
+		{"operation only", []any{"operation"}, status("Degraded", "OutOfSync", false), true, ""},
+		{"suspended", []any{"suspended"}, status("Suspended", "Synced", false), true, ""},
+		{"health or suspended", []any{"health", "suspended"}, status("Suspended", "Synced", false), true, ""},
+		{"health or degraded, progressing", []any{"health", "degraded"}, status("Progressing", "Synced", false), false, "not Healthy or Degraded"},
+		{"degraded and sync", []any{"degraded", "sync"}, status("Degraded", "OutOfSync", false), false, "it is OutOfSync"},
+	} {
+		app := application("demo:dev")
+		app["status"] = tc.status
+		apps := &fakeApps{apps: map[string]map[string]any{"argocd/guestbook-dev": app}}
+		entry := map[string]any{"name": "guestbook-dev"}
+		if tc.waitFor != nil {
+			entry["waitFor"] = tc.waitFor
+		}
+		sc := newContext(t, map[string]any{"apps": []any{entry}})
+		sc.Project, sc.Stage, sc.Applications = "demo", "dev", apps
+		res, err := run(t, "argocd-wait", sc)
+		if err != nil || (res.Status == "") != tc.ready || !strings.Contains(res.Message, tc.says) {
+			t.Errorf("%s: %+v %v", tc.name, res, err)
+		}
+	}
+	app := application("demo:dev")
+	app["status"] = status("Healthy", "Synced", false)
+	app["status"].(map[string]any)["conditions"] = []any{map[string]any{"type": "ComparisonError", "message": "repository not found"}}
+	apps := &fakeApps{apps: map[string]map[string]any{"argocd/guestbook-dev": app}}
+	sc := newContext(t, map[string]any{"apps": []any{map[string]any{"name": "guestbook-dev", "waitFor": []any{"sync"}}}})
+	sc.Project, sc.Stage, sc.Applications = "demo", "dev", apps
+	if res, err := run(t, "argocd-wait", sc); err != nil || res.Status != model.PromotionStepStatusFailed || !strings.Contains(res.Message, "ComparisonError: repository not found") {
+		t.Errorf("comparison error: %+v %v", res, err)
+	}
+	sc.Config = map[string]any{"apps": []any{map[string]any{"name": "guestbook-dev", "waitFor": []any{"ready"}}}}
+	if _, err := run(t, "argocd-wait", sc); err == nil || !IsTerminal(err) || !strings.Contains(err.Error(), "apps[0].waitFor[0]") {
+		t.Errorf("unknown waitFor: %v", err)
+	}
+	// A selector waits for each authorized Application it matches.
+	sc.Config = map[string]any{"apps": []any{map[string]any{"selector": map[string]any{"matchLabels": map[string]any{"app": "web"}}}}}
+	apps.apps = map[string]map[string]any{
+		"argocd/web-a": labelled("web-a", "demo:dev", map[string]any{"app": "web"}),
+		"argocd/web-b": labelled("web-b", "demo:prod", map[string]any{"app": "web"}),
+	}
+	apps.apps["argocd/web-a"]["status"] = status("Progressing", "Synced", false)
+	if res, err := run(t, "argocd-wait", sc); err != nil || res.Status != StatusRunning || !strings.Contains(res.Message, "argocd/web-a") || strings.Contains(res.Message, "web-b") {
+		t.Errorf("selector: %+v %v", res, err)
 	}
 }

@@ -12,19 +12,9 @@ const (
 // config, runner, replay rule, outputs and differences from Kargo live.
 func builtins() []Definition {
 	return []Definition{
-		{
-			Name: "argocd-update", Step: Typed[argoConfig](argocdUpdate), Effects: true,
-			Differences: map[string]model.StepDifference{
-				"apps[].selector": refused("Caravan updates Applications by name; label selectors are not supported yet"),
-			},
-		},
-		{
-			Name: "argocd-wait", Step: Typed[argoWaitConfig](argocdWait), Effects: true,
-			Differences: map[string]model.StepDifference{
-				"apps[].selector": refused("Caravan waits for Applications by name; label selectors are not supported yet"),
-				"apps[].waitFor":  refused("Caravan waits for health, sync and operation together, Kargo's default; other sets are not supported yet"),
-			},
-		},
+		{Name: "argocd-update", Step: Typed[argoConfig](argocdUpdate), Effects: true},
+		{Name: "argocd-wait", Step: Typed[argoWaitConfig](argocdWait), Effects: true},
+
 		{Name: "compose-output", Step: Func(composeOutput)},
 		{Name: "copy", Step: Typed[copyConfig](copyStep), Replay: true},
 		{Name: "delete", Step: Typed[deleteConfig](deleteStep), Replay: true},

@@ -3,14 +3,18 @@ package steps
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/caravan-cd/caravan/pkg/creds"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/services/promoter/internal/workdir"
 	"go.yaml.in/yaml/v3"
@@ -22,7 +26,9 @@ import (
 	"helm.sh/helm/v3/pkg/downloader"
 	"helm.sh/helm/v3/pkg/getter"
 	"helm.sh/helm/v3/pkg/ignore"
+	"helm.sh/helm/v3/pkg/registry"
 	"helm.sh/helm/v3/pkg/release"
+	"helm.sh/helm/v3/pkg/repo"
 	"helm.sh/helm/v3/pkg/strvals"
 )
 
@@ -97,7 +103,7 @@ func helmTemplate(ctx context.Context, sc *Context, cfg *helmTemplateConfig) (Re
 		}
 	}
 	if cfg.BuildDependencies {
-		if err := sc.updateDependencies(cfg.Path, true); err != nil {
+		if err := sc.updateDependencies(ctx, cfg.Path, true); err != nil {
 			return Result{}, err
 		}
 	}
@@ -398,7 +404,7 @@ type helmUpdateChartConfig struct {
 // helmUpdateChart sets dependency versions in a chart's Chart.yaml, in
 // place, and updates its dependencies (charts/ and Chart.lock), as `helm
 // dependency update`. Output: commitMessage.
-func helmUpdateChart(_ context.Context, sc *Context, cfg *helmUpdateChartConfig) (Result, error) {
+func helmUpdateChart(ctx context.Context, sc *Context, cfg *helmUpdateChartConfig) (Result, error) {
 	file := filepath.Join(cfg.Path, "Chart.yaml")
 	b, err := sc.readFile(file)
 	if err != nil {
@@ -454,7 +460,7 @@ func helmUpdateChart(_ context.Context, sc *Context, cfg *helmUpdateChartConfig)
 	if err := sc.writeFile(file, b); err != nil {
 		return Result{}, err
 	}
-	if err := sc.updateDependencies(cfg.Path, false); err != nil {
+	if err := sc.updateDependencies(ctx, cfg.Path, false); err != nil {
 		return Result{}, err
 	}
 	msg := fmt.Sprintf("Updated chart dependencies for %s\n\n- %s", cfg.Path, strings.Join(lines, "\n- "))
@@ -464,9 +470,15 @@ func helmUpdateChart(_ context.Context, sc *Context, cfg *helmUpdateChartConfig)
 // updateDependencies fetches the dependencies of the chart at path into
 // its charts/ directory: from Chart.lock when build and the chart has one
 // (`helm dependency build`), otherwise resolving Chart.yaml's and writing
-// Chart.lock (`helm dependency update`).
-func (sc *Context) updateDependencies(path string, build bool) error {
+// Chart.lock (`helm dependency update`). Each repository is reached with
+// the project's helm credentials for it, if any, and nothing of the
+// server's own Helm or Docker configuration.
+func (sc *Context) updateDependencies(ctx context.Context, path string, build bool) error {
 	dir, err := chartOnDisk(sc.Workspace.Dir, path)
+	if err != nil {
+		return fsError(fmt.Errorf("chart %s: %w", path, err))
+	}
+	ch, err := loadChart(sc.Workspace.Dir, path)
 	if err != nil {
 		return fsError(fmt.Errorf("chart %s: %w", path, err))
 	}
@@ -478,10 +490,27 @@ func (sc *Context) updateDependencies(path string, build bool) error {
 	settings := cli.New()
 	settings.RepositoryConfig = filepath.Join(home, "repositories.yaml")
 	settings.RepositoryCache = filepath.Join(home, "cache")
+	registryConfig := filepath.Join(home, "registry.json")
+	plainHTTP, err := sc.helmCredentials(ctx, ch.Metadata.Dependencies, settings.RepositoryConfig, registryConfig)
+	if err != nil {
+		return err
+	}
+	opts := []registry.ClientOption{
+		registry.ClientOptHTTPClient(&http.Client{Transport: sc.Egress.Transport(false)}),
+		registry.ClientOptCredentialsFile(registryConfig),
+	}
+	if plainHTTP {
+		opts = append(opts, registry.ClientOptPlainHTTP())
+	}
+	rc, err := registry.NewClient(opts...)
+	if err != nil {
+		return fmt.Errorf("registry client: %w", err)
+	}
 	m := &downloader.Manager{
 		Out:              io.Discard,
 		ChartPath:        dir,
 		Getters:          getter.All(settings, getter.WithTransport(sc.Egress.Transport(false))),
+		RegistryClient:   rc,
 		RepositoryConfig: settings.RepositoryConfig,
 		RepositoryCache:  settings.RepositoryCache,
 		// The repositories' indexes are fetched into the fresh cache above
@@ -498,6 +527,63 @@ func (sc *Context) updateDependencies(path string, build bool) error {
 		return fmt.Errorf("dependencies of %s: %w", path, err)
 	}
 	return nil
+}
+
+// helmCredentials writes, for Helm, the project's helm credentials of the
+// dependencies' repositories: an http(s) repository's into the
+// repositories file (Helm sends them to that host only), an OCI
+// registry's into the registry credentials file, which is written always,
+// so that Helm never reads the server's own. It reports whether the OCI
+// registries are on loopback, reached over plain HTTP like the oci steps'.
+func (sc *Context) helmCredentials(ctx context.Context, deps []*chart.Dependency, repoFile, registryFile string) (bool, error) {
+	repos := repo.NewFile()
+	auths := map[string]any{}
+	plainHTTP := false
+	for i, d := range deps {
+		r := strings.TrimSuffix(d.Repository, "/")
+		if r == "" || model.IsLocalChartDependency(r) || strings.HasPrefix(r, "@") || strings.HasPrefix(r, "alias:") {
+			continue
+		}
+		oci := registry.IsOCI(r)
+		candidates := []string{r}
+		if oci {
+			// A Warehouse names an OCI chart by its own repository.
+			candidates = []string{r + "/" + d.Name, r}
+		}
+		var c *creds.Credentials
+		for _, u := range candidates {
+			if sc.RepoCredentials == nil {
+				break
+			}
+			var err error
+			if c, err = sc.RepoCredentials(ctx, sc.Project, model.CredTypeHelm, u); err != nil {
+				return false, fmt.Errorf("credentials for %s: %w", u, err)
+			}
+			if c != nil {
+				break
+			}
+		}
+		if oci {
+			host, _, _ := strings.Cut(strings.TrimPrefix(r, "oci://"), "/")
+			h := strings.Split(host, ":")[0]
+			plainHTTP = plainHTTP || h == "localhost" || h == "127.0.0.1"
+			if c != nil {
+				auths[host] = map[string]any{"auth": base64.StdEncoding.EncodeToString([]byte(c.Username + ":" + c.Password))}
+			}
+			continue
+		}
+		if c != nil {
+			repos.Update(&repo.Entry{Name: fmt.Sprintf("dependency-%d", i), URL: r, Username: c.Username, Password: c.Password})
+		}
+	}
+	if err := repos.WriteFile(repoFile, 0o600); err != nil {
+		return false, err
+	}
+	b, err := json.Marshal(map[string]any{"auths": auths})
+	if err != nil {
+		return false, err
+	}
+	return plainHTTP, os.WriteFile(registryFile, b, 0o600)
 }
 
 func chartFromFreight(freight []model.FreightReference, repo, name string) (string, bool) {

@@ -19,6 +19,12 @@ import (
 // loopback and returns its URL.
 func chartRepo(t *testing.T, dir string) string {
 	t.Helper()
+	return chartRepoWith(t, dir, func(h http.Handler) http.Handler { return h })
+}
+
+// chartRepoWith is chartRepo with the repository's handler wrapped.
+func chartRepoWith(t *testing.T, dir string, wrap func(http.Handler) http.Handler) string {
+	t.Helper()
 	ch, err := loader.Load(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -28,7 +34,7 @@ func chartRepo(t *testing.T, dir string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(http.FileServer(http.Dir(root)))
+	srv := httptest.NewServer(wrap(http.FileServer(http.Dir(root))))
 	t.Cleanup(srv.Close)
 	idx := repo.NewIndexFile()
 	if err := idx.MustAdd(ch.Metadata, filepath.Base(tgz), srv.URL, ""); err != nil {

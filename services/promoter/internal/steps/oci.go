@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -50,9 +51,26 @@ func parseRef(ref string) (name.Reference, error) {
 	return r, nil
 }
 
-// ociOptions send registry requests through the egress policy.
-func (sc *Context) ociOptions(ctx context.Context, insecure bool) []remote.Option {
-	return []remote.Option{remote.WithContext(ctx), remote.WithTransport(sc.Egress.Transport(insecure))}
+// ociOptions send registry requests for ref (raw, as configured) through
+// the egress policy, with the project's credentials for its repository:
+// of type helm for an oci:// reference, image otherwise, as Kargo.
+func (sc *Context) ociOptions(ctx context.Context, raw string, ref name.Reference, insecure bool) ([]remote.Option, error) {
+	opts := []remote.Option{remote.WithContext(ctx), remote.WithTransport(sc.Egress.Transport(insecure))}
+	if sc.RepoCredentials == nil {
+		return opts, nil
+	}
+	credType, repoURL := model.CredTypeImage, ref.Context().String()
+	if strings.HasPrefix(raw, "oci://") {
+		credType, repoURL = model.CredTypeHelm, "oci://"+repoURL
+	}
+	c, err := sc.RepoCredentials(ctx, sc.Project, credType, repoURL)
+	if err != nil {
+		return nil, fmt.Errorf("credentials for %s: %w", repoURL, err)
+	}
+	if c != nil && (c.Username != "" || c.Password != "") {
+		opts = append(opts, remote.WithAuth(&authn.Basic{Username: c.Username, Password: c.Password}))
+	}
+	return opts, nil
 }
 
 // ociPush copies an image or index from srcRef to destRef, with
@@ -75,7 +93,14 @@ func ociPush(ctx context.Context, sc *Context, cfg *ociPushConfig) (Result, erro
 	if err != nil {
 		return Result{}, err
 	}
-	opts := sc.ociOptions(ctx, cfg.InsecureSkipTLSVerify)
+	opts, err := sc.ociOptions(ctx, cfg.SrcRef, src, cfg.InsecureSkipTLSVerify)
+	if err != nil {
+		return Result{}, err
+	}
+	dstOpts, err := sc.ociOptions(ctx, cfg.DestRef, dst, cfg.InsecureSkipTLSVerify)
+	if err != nil {
+		return Result{}, err
+	}
 	desc, err := remote.Get(src, opts...)
 	if err != nil {
 		return Result{}, fmt.Errorf("get %s: %w", src, err)
@@ -95,7 +120,7 @@ func ociPush(ctx context.Context, sc *Context, cfg *ociPushConfig) (Result, erro
 		if digest, err = idx.Digest(); err != nil {
 			return Result{}, err
 		}
-		if err := remote.WriteIndex(dst, idx, opts...); err != nil {
+		if err := remote.WriteIndex(dst, idx, dstOpts...); err != nil {
 			return Result{}, fmt.Errorf("push %s: %w", dst, err)
 		}
 	} else {
@@ -109,7 +134,7 @@ func ociPush(ctx context.Context, sc *Context, cfg *ociPushConfig) (Result, erro
 		if digest, err = img.Digest(); err != nil {
 			return Result{}, err
 		}
-		if err := remote.Write(dst, img, opts...); err != nil {
+		if err := remote.Write(dst, img, dstOpts...); err != nil {
 			return Result{}, fmt.Errorf("push %s: %w", dst, err)
 		}
 	}
@@ -133,7 +158,11 @@ func ociDownload(ctx context.Context, sc *Context, cfg *ociDownloadConfig) (Resu
 	if err != nil {
 		return Result{}, err
 	}
-	img, err := remote.Image(ref, sc.ociOptions(ctx, cfg.InsecureSkipTLSVerify)...)
+	opts, err := sc.ociOptions(ctx, cfg.ImageRef, ref, cfg.InsecureSkipTLSVerify)
+	if err != nil {
+		return Result{}, err
+	}
+	img, err := remote.Image(ref, opts...)
 	if err != nil {
 		return Result{}, fmt.Errorf("get %s: %w", ref, err)
 	}

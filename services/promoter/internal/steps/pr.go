@@ -8,7 +8,10 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caravan-cd/caravan/pkg/model"
 )
@@ -41,18 +44,53 @@ type apiClient struct {
 	token  string
 }
 
+// Retries of one API call: a GET answered 429, 502, 503, 504 or a
+// rate-limited 403 is sent again up to apiAttempts times, after the
+// Retry-After the host asks for (at most maxRetryWait; longer, the error
+// goes to the engine, which retries the step later).
+const (
+	apiAttempts  = 3
+	maxRetryWait = 10 * time.Second
+	// maxPages bounds how many pages of a list are read.
+	maxPages = 50
+)
+
 func (c *apiClient) do(ctx context.Context, method, path string, in, out any) (int, error) {
+	status, _, err := c.send(ctx, method, c.base+path, in, out)
+	return status, err
+}
+
+// send sends one call to url, retrying as above, and returns its status
+// and headers.
+func (c *apiClient) send(ctx context.Context, method, u string, in, out any) (int, http.Header, error) {
+	for attempt := 1; ; attempt++ {
+		status, h, wait, err := c.once(ctx, method, u, in, out)
+		if err == nil || IsTerminal(err) || wait < 0 || method != http.MethodGet || attempt == apiAttempts || wait > maxRetryWait {
+			return status, h, err
+		}
+		select {
+		case <-ctx.Done():
+			return status, h, err
+		case <-time.After(wait):
+		}
+	}
+}
+
+// once sends one request. wait is how long to wait before retrying a
+// retryable answer (-1: not one to retry within the call).
+func (c *apiClient) once(ctx context.Context, method, u string, in, out any) (status int, h http.Header, wait time.Duration, err error) {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
-			return 0, err
+			return 0, nil, -1, err
 		}
 		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	path := strings.TrimPrefix(u, c.base)
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
-		return 0, Terminal(err)
+		return 0, nil, -1, Terminal(err)
 	}
 	req.Header.Set("Accept", "application/json")
 	if in != nil {
@@ -63,26 +101,94 @@ func (c *apiClient) do(ctx context.Context, method, path string, in, out any) (i
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return 0, fmt.Errorf("%s %s: %w", method, path, err)
+		return 0, nil, time.Second, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
 	if err != nil {
-		return resp.StatusCode, err
+		return resp.StatusCode, resp.Header, time.Second, err
 	}
 	if resp.StatusCode >= 300 {
 		err := fmt.Errorf("%s %s: HTTP %d", method, path, resp.StatusCode)
-		if resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusTooManyRequests && resp.StatusCode != http.StatusConflict && resp.StatusCode != http.StatusMethodNotAllowed {
-			return resp.StatusCode, Terminal(err)
+		limited := resp.StatusCode == http.StatusTooManyRequests ||
+			(resp.StatusCode == http.StatusForbidden && (resp.Header.Get("X-RateLimit-Remaining") == "0" || resp.Header.Get("Retry-After") != ""))
+		switch {
+		case limited:
+			return resp.StatusCode, resp.Header, retryAfter(resp.Header), fmt.Errorf("%w: rate limited", err)
+		case resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusGatewayTimeout:
+			return resp.StatusCode, resp.Header, retryAfter(resp.Header), err
+		case resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusConflict && resp.StatusCode != http.StatusMethodNotAllowed:
+			return resp.StatusCode, resp.Header, -1, Terminal(err)
 		}
-		return resp.StatusCode, err
+		return resp.StatusCode, resp.Header, -1, err
 	}
 	if out != nil && len(bytes.TrimSpace(b)) > 0 {
 		if err := json.Unmarshal(b, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("%s %s: decode: %w", method, path, err)
+			return resp.StatusCode, resp.Header, -1, fmt.Errorf("%s %s: decode: %w", method, path, err)
 		}
 	}
-	return resp.StatusCode, nil
+	return resp.StatusCode, resp.Header, 0, nil
+}
+
+// retryAfter reads Retry-After (seconds) or GitHub's X-RateLimit-Reset
+// (Unix time); one second when neither says.
+func retryAfter(h http.Header) time.Duration {
+	if s, err := strconv.Atoi(strings.TrimSpace(h.Get("Retry-After"))); err == nil && s >= 0 {
+		return time.Duration(s) * time.Second
+	}
+	if t, err := strconv.ParseInt(strings.TrimSpace(h.Get("X-RateLimit-Reset")), 10, 64); err == nil {
+		if d := time.Until(time.Unix(t, 0)); d > 0 {
+			return d
+		}
+		return 0
+	}
+	return time.Second
+}
+
+// list reads the list at path and the pages its Link headers' rel="next"
+// point at (GitHub, GitLab and Gitea all send them), at most maxPages,
+// calling visit with each page until it returns true. A next page on
+// another host than the API's is not followed: the token stays with it.
+func list[T any](ctx context.Context, c *apiClient, path string, visit func([]T) bool) error {
+	u := c.base + path
+	for range maxPages {
+		var page []T
+		_, h, err := c.send(ctx, http.MethodGet, u, nil, &page)
+		if err != nil {
+			return err
+		}
+		if visit(page) {
+			return nil
+		}
+		next := nextLink(h.Values("Link"))
+		if next == "" {
+			return nil
+		}
+		if !strings.HasPrefix(next, c.base+"/") {
+			return fmt.Errorf("GET %s: the next page %s is not on the API's host", path, next)
+		}
+		u = next
+	}
+	return fmt.Errorf("GET %s: more than %d pages", path, maxPages)
+}
+
+// nextLink is the URL of rel="next" in Link header values.
+func nextLink(values []string) string {
+	for _, v := range values {
+		for _, part := range strings.Split(v, ",") {
+			target, params, ok := strings.Cut(part, ";")
+			if !ok {
+				continue
+			}
+			for _, p := range strings.Split(params, ";") {
+				k, val, _ := strings.Cut(strings.TrimSpace(p), "=")
+				if k == "rel" && slices.Contains(strings.Fields(strings.Trim(val, `"`)), "next") {
+					return strings.Trim(strings.TrimSpace(target), "<>")
+				}
+			}
+		}
+	}
+	return ""
 }
 
 // repoPath splits a repository URL into its API base (scheme://host) and
@@ -194,14 +300,17 @@ func (g *github) merge(ctx context.Context, n int64, method string) (*pullReques
 // listed with query, or creates one (created is then true), on an API
 // shaped like GitHub's (GitHub, Gitea).
 func openPull(ctx context.Context, c *apiClient, repo, query, source, target, title, body string) (pr githubPR, created bool, err error) {
-	var existing []githubPR
-	if _, err := c.do(ctx, http.MethodGet, "/repos/"+repo+"/pulls?"+query, nil, &existing); err != nil {
-		return githubPR{}, false, err
-	}
-	for _, e := range existing {
-		if e.Head.Ref == source && e.Base.Ref == target {
-			return e, false, nil
+	found := false
+	err = list(ctx, c, "/repos/"+repo+"/pulls?"+query, func(page []githubPR) bool {
+		for _, e := range page {
+			if e.Head.Ref == source && e.Base.Ref == target {
+				pr, found = e, true
+			}
 		}
+		return found
+	})
+	if err != nil || found {
+		return pr, false, err
 	}
 	if _, err := c.do(ctx, http.MethodPost, "/repos/"+repo+"/pulls", map[string]any{"title": title, "head": source, "base": target, "body": body}, &pr); err != nil {
 		return githubPR{}, false, err
@@ -237,15 +346,18 @@ func (m gitlabMR) pr() *pullRequest {
 }
 
 func (g *gitlab) open(ctx context.Context, source, target, title, body string, labels []string) (*pullRequest, error) {
-	var existing []gitlabMR
-	q := url.Values{"state": {"opened"}, "source_branch": {source}, "target_branch": {target}}
-	if _, err := g.c.do(ctx, http.MethodGet, "/projects/"+g.project+"/merge_requests?"+q.Encode(), nil, &existing); err != nil {
-		return nil, err
-	}
-	for _, e := range existing {
-		if e.SourceBranch == source && e.TargetBranch == target {
-			return e.pr(), nil
+	var found *pullRequest
+	q := url.Values{"state": {"opened"}, "source_branch": {source}, "target_branch": {target}, "per_page": {"100"}}
+	err := list(ctx, g.c, "/projects/"+g.project+"/merge_requests?"+q.Encode(), func(page []gitlabMR) bool {
+		for _, e := range page {
+			if e.SourceBranch == source && e.TargetBranch == target {
+				found = e.pr()
+			}
 		}
+		return found != nil
+	})
+	if err != nil || found != nil {
+		return found, err
 	}
 	var created gitlabMR
 	in := map[string]any{"source_branch": source, "target_branch": target, "title": title, "description": body}
@@ -288,7 +400,7 @@ type gitea struct {
 }
 
 func (g *gitea) open(ctx context.Context, source, target, title, body string, _ []string) (*pullRequest, error) {
-	pr, _, err := openPull(ctx, g.c, g.repo, "state=open", source, target, title, body)
+	pr, _, err := openPull(ctx, g.c, g.repo, "state=open&limit=50", source, target, title, body)
 	if err != nil {
 		return nil, err
 	}

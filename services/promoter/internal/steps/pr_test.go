@@ -263,3 +263,83 @@ func TestPullRequestOptions(t *testing.T) {
 		})
 	}
 }
+
+// git-open-pr reads every page of a host's open pull requests, following
+// the Link headers as Gitea's API documents them (GET
+// /repos/{owner}/{repo}/pulls with page and limit, Link rel="next"), and
+// retries a GET answered 503 or rate limited (429, GitHub's 403 with
+// X-RateLimit-Remaining: 0) after the Retry-After the host asks for. A next
+// link to another host is not followed.
+func TestPullRequestPagesAndRetries(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var gets, creates int
+	var elsewhere string
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		if r.URL.Path != "/api/v1/repos/acme/app/pulls" {
+			http.NotFound(w, r)
+			return
+		}
+		if r.Method == http.MethodPost {
+			creates++
+			_ = json.NewEncoder(w).Encode(map[string]any{"number": 99, "state": "open", "head": map[string]any{"ref": "x"}, "base": map[string]any{"ref": "main"}})
+			return
+		}
+		gets++
+		switch gets {
+		case 1:
+			w.Header().Set("Retry-After", "0")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		case 3:
+			w.Header().Set("X-RateLimit-Remaining", "0")
+			w.Header().Set("Retry-After", "0")
+			w.WriteHeader(http.StatusForbidden)
+			return
+		}
+		page, _ := strconv.Atoi(r.URL.Query().Get("page"))
+		if page == 0 {
+			page = 1
+		}
+		if page < 3 {
+			next := fmt.Sprintf("%s%s?state=open&limit=2&page=%d", srv.URL, r.URL.Path, page+1)
+			if r.URL.Query().Get("source") == "elsewhere" {
+				next = "http://other.invalid/api/v1/repos/acme/app/pulls?page=2"
+				elsewhere = next
+			}
+			w.Header().Set("Link", fmt.Sprintf(`<%s>; rel="next", <%s?page=3>; rel="last"`, next, srv.URL+r.URL.Path))
+		}
+		var prs []any
+		for i := range 2 {
+			n := (page-1)*2 + i + 1
+			source := fmt.Sprintf("feature-%d", n)
+			if n == 6 {
+				source = "kargo/promotion/p1"
+			}
+			prs = append(prs, map[string]any{"number": n, "state": "open", "html_url": fmt.Sprintf("http://host/pr/%d", n),
+				"head": map[string]any{"ref": source}, "base": map[string]any{"ref": "main"}})
+		}
+		_ = json.NewEncoder(w).Encode(prs)
+	}))
+	t.Cleanup(srv.Close)
+	sc := newContext(t, map[string]any{"repoURL": srv.URL + "/acme/app.git", "provider": "gitea", "sourceBranch": "kargo/promotion/p1", "targetBranch": "main"})
+	sc.Egress = allowLoopback(t, egress.Config{})
+	res, err := run(t, "git-open-pr", sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pr := res.Output["pr"].(map[string]any); pr["id"] != 6.0 || creates != 0 || gets != 5 {
+		t.Fatalf("pr %v, %d creates, %d gets (want the existing 6 of page 3, found after a 503 and a rate limit)", pr, creates, gets)
+	}
+	if next := nextLink([]string{`<https://x/a?page=2>; rel="next", <https://x/a?page=9>; rel="last"`}); next != "https://x/a?page=2" {
+		t.Fatalf("nextLink %q", next)
+	}
+	c := &apiClient{http: sc.client(), base: srv.URL + "/api/v1"}
+	err = list(context.Background(), c, "/repos/acme/app/pulls?source=elsewhere", func([]githubPR) bool { return false })
+	if err == nil || !strings.Contains(err.Error(), "not on the API's host") || elsewhere == "" {
+		t.Fatalf("a next page elsewhere: %v", err)
+	}
+}

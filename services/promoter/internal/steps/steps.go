@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caravan-cd/caravan/pkg/creds"
 	"github.com/caravan-cd/caravan/pkg/egress"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/services/promoter/internal/gitmirror"
@@ -116,6 +117,10 @@ type Services struct {
 	// Credentials returns the credentials for a repository of the project
 	// (nil when there are none).
 	Credentials func(ctx context.Context, project, repoURL string) (*gitmirror.Auth, error)
+	// RepoCredentials returns the credentials of a type (model.CredTypeImage,
+	// model.CredTypeHelm) for a repository of the project (nil when there
+	// are none, or RepoCredentials is nil).
+	RepoCredentials func(ctx context.Context, project, credType, repoURL string) (*creds.Credentials, error)
 	// Metadata writes stage and freight metadata.
 	Metadata MetadataWriter
 	// Aliases sets a freight's alias.

@@ -1,8 +1,9 @@
-// Package creds finds the credentials a Warehouse subscription uses: a
-// project Secret labelled kargo.akuity.io/cred-type with the subscription's
-// type, whose repoURL matches the repository exactly or, failing that, as a
-// regular expression when repoURLIsRegex is "true"; when the project has
-// none, the same search in the shared-resources project (Kargo's rules).
+// Package creds finds the credentials for a repository, for discovery (a
+// Warehouse subscription) and promotion steps alike: a project Secret
+// labelled kargo.akuity.io/cred-type with the repository's type, whose
+// repoURL matches the repository exactly or, failing that, as a regular
+// expression when repoURLIsRegex is "true"; when the project has none, the
+// same search in the shared-resources project (Kargo's rules).
 package creds
 
 import (
@@ -13,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/pkg/state"
 )
 
 // Credentials are a user name and password (or token) for a repository.
@@ -21,10 +23,17 @@ type Credentials struct {
 	Password string
 }
 
-// Lister lists a project's Secrets; *state.Store implements it through
-// ListSecrets below.
+// Lister lists a project's Secrets.
 type Lister interface {
 	Secrets(ctx context.Context, project string) ([]*model.Secret, error)
+}
+
+// Store lists Secrets from the state store.
+type Store struct{ *state.Store }
+
+// Secrets implements Lister.
+func (s Store) Secrets(ctx context.Context, project string) ([]*model.Secret, error) {
+	return state.ListAll[*model.Secret](ctx, s.Store, project, model.KindSecret)
 }
 
 // Find returns the credentials of type credType for repoURL in project, or
