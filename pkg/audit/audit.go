@@ -7,6 +7,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -63,10 +64,67 @@ type Record struct {
 	// Automatic marks decisions no person made.
 	Automatic bool   `json:"automatic,omitempty"`
 	Reason    string `json:"reason,omitempty"`
-	// Before and After are SHA-256 hashes of the object (or request body)
-	// before and after the change, when known.
+	// Hashes says what Before and After hash: HashesObject (the changed
+	// object's canonical JSON, see CanonicalHash) or HashesCall (the
+	// request body and the answer, for calls that change nothing stored
+	// themselves).
+	Hashes string `json:"hashes,omitempty"`
+	// Before and After are hex SHA-256 hashes before and after the change
+	// ("" where the object did not exist, or no longer does). A record of
+	// several objects leaves them empty and holds each in Objects.
 	Before string `json:"before,omitempty"`
 	After  string `json:"after,omitempty"`
+	// Objects holds the hashes of each object an apply or delete touched
+	// in the record's project.
+	Objects []ObjectHashes `json:"objects,omitempty"`
+}
+
+// What a record's Before and After hash.
+const (
+	HashesObject = "object"
+	HashesCall   = "call"
+)
+
+// ObjectHashes are one object's hashes before and after a change.
+type ObjectHashes struct {
+	Object string `json:"object"`
+	Before string `json:"before,omitempty"`
+	After  string `json:"after,omitempty"`
+}
+
+// CanonicalHash returns the hex SHA-256 of v's canonical JSON: v encoded
+// as JSON, then re-encoded compact with object keys sorted, numbers as
+// written and no HTML escaping (what `jq -cjS .` prints), so a reader can
+// check a hash against the object the API returns.
+func CanonicalHash(v any) (string, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "", fmt.Errorf("encode object: %w", err)
+	}
+	c, err := Canonical(b)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(c)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// Canonical re-encodes JSON compact, with object keys sorted, numbers as
+// written and no HTML escaping.
+func Canonical(b []byte) ([]byte, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, fmt.Errorf("decode object: %w", err)
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, fmt.Errorf("encode object: %w", err)
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // Hash returns the hex SHA-256 of b ("" for no bytes).

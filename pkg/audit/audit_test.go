@@ -88,3 +88,24 @@ func TestAppendListImmutable(t *testing.T) {
 		t.Errorf("empty project: %v", got)
 	}
 }
+
+func TestCanonical(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ in, want string }{
+		{`{"b":1,"a":{"d":[1,2],"c":"x"}}`, `{"a":{"c":"x","d":[1,2]},"b":1}`},
+		{"{\n  \"a\": \"<&>\"\n}\n", `{"a":"<&>"}`},
+		{`{"n":12345678901234567890,"f":1.50}`, `{"f":1.50,"n":12345678901234567890}`},
+	} {
+		got, err := Canonical([]byte(c.in))
+		if err != nil || string(got) != c.want {
+			t.Errorf("Canonical(%s) = %s, %v; want %s", c.in, got, err, c.want)
+		}
+	}
+	if _, err := Canonical([]byte(`{`)); err == nil {
+		t.Error("Canonical of broken JSON: no error")
+	}
+	h, err := CanonicalHash(map[string]int{"b": 2, "a": 1})
+	if err != nil || h != Hash([]byte(`{"a":1,"b":2}`)) {
+		t.Errorf("CanonicalHash: %s %v", h, err)
+	}
+}

@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -85,7 +86,7 @@ func TestAuditEveryMutatingRoute(t *testing.T) {
 		t.Fatalf("apply records: %+v", recs)
 	}
 	r := recs[0] // newest first: the ConfigMap
-	if r.Actor != "admin" || r.Object != "ConfigMap/matrix" || r.Status != http.StatusOK || len(r.Before) != 64 || len(r.After) != 64 || r.Seq == 0 {
+	if r.Actor != "admin" || r.Object != "ConfigMap/matrix" || r.Status != http.StatusOK || r.Hashes != audit.HashesObject || r.Before != "" || len(r.After) != 64 || r.Seq == 0 {
 		t.Errorf("apply record: %+v", r)
 	}
 	var page struct {
@@ -215,5 +216,115 @@ func TestWindowsAndApprovalsThroughAPI(t *testing.T) {
 	}
 	if st, e := h.call("POST", "/v1/projects/demo/promotions/"+p.Name+"/approve", map[string]string{"reason": "x"}, nil); st != http.StatusConflict {
 		t.Errorf("approve where no policy gates: %d %+v", st, e)
+	}
+}
+
+const auditedStage = `apiVersion: kargo.akuity.io/v1alpha1
+kind: Stage
+metadata: {name: audited, namespace: demo}
+spec:
+  requestedFreight:
+  - origin: {kind: Warehouse, name: app}
+    sources: {direct: true}
+  promotionTemplate:
+    spec:
+      steps:
+      - uses: git-clone
+        config:
+          repoURL: https://github.com/example/gitops.git
+          checkout: [{branch: main, path: ./src}]
+      - uses: git-commit
+        config: {path: ./src, message: %s}
+`
+
+// Audit records of calls that change stored objects hash the objects
+// (their canonical JSON as GET answers, status aside) before and after
+// the call: applying a Stage twice chains the hashes and the last one is
+// the stored Stage's; deleting it leaves no after hash; a promotion's
+// record starts from nothing; calls that only ask a service to act hash
+// the call.
+func TestAuditObjectHashes(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.mustApply(readFile(t, "testdata/pipeline.yaml"))
+	stageHash := func() string {
+		t.Helper()
+		st, b, _ := h.do("GET", "/v1/projects/demo/stages/audited", token, "", nil)
+		if st != http.StatusOK {
+			t.Fatalf("get stage: %d %s", st, b)
+		}
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		delete(m, "status")
+		sum, err := audit.CanonicalHash(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sum
+	}
+	stageRecord := func(action string) audit.Record {
+		t.Helper()
+		for _, r := range h.auditOf(action) { // newest first
+			if r.Object == "Stage/audited" {
+				return r
+			}
+		}
+		t.Fatalf("no %s record of Stage/audited", action)
+		return audit.Record{}
+	}
+
+	h.mustApply(fmt.Appendf(nil, auditedStage, "first"))
+	first := stageRecord("apply")
+	if first.Hashes != audit.HashesObject || first.Before != "" || first.After != stageHash() || len(first.Objects) != 1 {
+		t.Fatalf("first apply: %+v", first)
+	}
+	h.mustApply(fmt.Appendf(nil, auditedStage, "second"))
+	second := stageRecord("apply")
+	if second.Before != first.After || second.After == first.After || second.After != stageHash() {
+		t.Fatalf("second apply: %+v after %+v", second, first)
+	}
+	if o := second.Objects[0]; o.Object != "Stage/audited" || o.Before != second.Before || o.After != second.After {
+		t.Errorf("second apply's objects: %+v", second.Objects)
+	}
+	// Several objects in a project: each object's hashes.
+	recs := h.auditOf("apply")
+	var multi audit.Record
+	for _, r := range recs {
+		if len(r.Objects) > 1 {
+			multi = r
+		}
+	}
+	if multi.Before != "" || multi.After != "" || len(multi.Objects) < 3 || multi.Objects[0].After == "" {
+		t.Errorf("pipeline apply: %+v", multi)
+	}
+	if st, _, _ := h.do("DELETE", "/v1/resources", token, "application/yaml", fmt.Appendf(nil, auditedStage, "second")); st != http.StatusOK {
+		t.Fatalf("delete: %d", st)
+	}
+	del := stageRecord("delete")
+	if del.Hashes != audit.HashesObject || del.Before != second.After || del.After != "" {
+		t.Errorf("delete: %+v", del)
+	}
+
+	// A created object starts from nothing; a token's hash is of its
+	// listing (never its secret).
+	h.createToken("demo", "hashme", "viewer")
+	tok := h.auditOf("token-create")[0]
+	if tok.Hashes != audit.HashesObject || tok.Object != "Token/hashme" || tok.Before != "" || len(tok.After) != 64 {
+		t.Errorf("token-create: %+v", tok)
+	}
+	if st, _ := h.call("DELETE", "/v1/projects/demo/tokens/hashme", nil, nil); st != http.StatusOK {
+		t.Fatalf("revoke: %d", st)
+	}
+	if rev := h.auditOf("token-revoke")[0]; rev.Before != tok.After || rev.After != "" {
+		t.Errorf("token-revoke: %+v", rev)
+	}
+	// A call that changes nothing stored hashes the call.
+	if st, _ := h.call("POST", "/v1/projects/demo/warehouses/app/refresh", map[string]string{"reason": "x"}, nil); st != http.StatusAccepted {
+		t.Fatalf("refresh: %d", st)
+	}
+	if r := h.auditOf("refresh")[0]; r.Hashes != audit.HashesCall || len(r.Before) != 64 || len(r.After) != 64 {
+		t.Errorf("refresh: %+v", r)
 	}
 }

@@ -225,6 +225,7 @@ func (s *server) createFreight(w http.ResponseWriter, r *http.Request) {
 	f.Default() // discoveredAt
 	f.Annotations = map[string]string{model.AnnotationCreateActor: actor(r)}
 	f.UID = events.NewID()
+	s.auditTarget(r, project, model.KindFreight, f.Name)
 	if _, err := s.store.PutObject(ctx, f, 0); err != nil {
 		if errors.Is(err, state.ErrExists) {
 			if idempotentEventID(r) != "" {
@@ -365,6 +366,7 @@ func (s *server) patchFreight(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	s.auditTarget(r, project, model.KindFreight, f.Name)
 	updated, err := s.updateFreight(ctx, project, f.Name, func(f *model.Freight) error {
 		if f.Alias == req.Alias {
 			return state.ErrNoChange
@@ -449,6 +451,7 @@ func (s *server) approveFreight(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := model.NewTime(s.now().UTC().Truncate(time.Second))
+	s.auditTarget(r, project, model.KindFreight, f.Name)
 	updated, err := s.updateFreight(ctx, project, f.Name, func(f *model.Freight) error {
 		if f.IsApprovedFor(req.Stage) {
 			return state.ErrNoChange
@@ -559,6 +562,7 @@ func (s *server) promote(w http.ResponseWriter, r *http.Request) {
 		p.Annotations[model.AnnotationWindowOverride] = override
 	}
 	p.UID = events.NewID()
+	s.auditTarget(r, project, model.KindPromotion, p.Name)
 	rev, err := s.store.PutObject(ctx, p, 0)
 	if errors.Is(err, state.ErrExists) {
 		var stored *model.Promotion
@@ -656,6 +660,7 @@ func (s *server) abortPromotion(w http.ResponseWriter, r *http.Request) {
 	}
 	// The request is kept on the promotion (Kargo's abort annotation), so
 	// the promoter aborts it even if the event is lost.
+	s.auditTarget(r, project, model.KindPromotion, name)
 	_, _, err = state.Update(r.Context(), s.store.KV(state.Promotions), state.Key(project, name), func(cur model.Promotion, exists bool) (model.Promotion, error) {
 		if !exists || cur.Status.Phase.IsTerminal() || cur.Annotations[model.AnnotationAbort] != "" {
 			return cur, state.ErrNoChange

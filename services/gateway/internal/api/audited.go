@@ -1,9 +1,11 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"hash"
 	"io"
 	"net/http"
@@ -43,23 +45,93 @@ func (a *auditRecorder) Unwrap() http.ResponseWriter { return a.ResponseWriter }
 // hashingBody hashes what the handler reads of the request body.
 type hashingBody struct {
 	io.ReadCloser
-	sum  hash.Hash
-	read []byte
-	keep int64
+	sum hash.Hash
 }
 
 func (b *hashingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.sum.Write(p[:n])
-	if room := b.keep - int64(len(b.read)); room > 0 {
-		b.read = append(b.read, p[:min(int64(n), room)]...)
-	}
 	return n, err
 }
 
 // auditNote lets a handler refine its call's audit record.
 type auditNote struct {
 	action, object, reason string
+	// target is the stored object the call changes, and before its hash
+	// when the handler named it (auditTarget).
+	target *objectRef
+	before string
+}
+
+// objectRef names a stored object: a kind of the model, or "Token".
+type objectRef struct {
+	project, kind, name string
+}
+
+func (o objectRef) String() string { return o.kind + "/" + o.name }
+
+// kindToken names API tokens among the objects an audit record hashes.
+const kindToken = "Token"
+
+// auditTarget names the stored object the call is about to change and
+// hashes it as it is now; after the call, the audit record holds that hash
+// (before) and the object's hash then (after). Call it before the change.
+func (s *server) auditTarget(r *http.Request, project, kind, name string) {
+	n, ok := r.Context().Value(auditNoteKey{}).(*auditNote)
+	if !ok {
+		return
+	}
+	ref := objectRef{project: project, kind: kind, name: name}
+	n.target, n.before = &ref, s.objectHash(r.Context(), ref)
+}
+
+// objectHash returns the hex SHA-256 (audit.CanonicalHash) of the stored
+// object as GET answers for it — Secrets redacted, Stages and Warehouses
+// without their status (the services' to change) — or "" when it does not
+// exist or cannot be read.
+func (s *server) objectHash(ctx context.Context, o objectRef) string {
+	var v any
+	switch o.kind {
+	case kindToken:
+		toks, err := s.tokens.List(ctx, o.project)
+		if err != nil {
+			return ""
+		}
+		for _, t := range toks {
+			if t.Name == o.name {
+				v = t
+			}
+		}
+	default:
+		obj, _, err := s.store.GetObject(ctx, o.project, o.kind, o.name)
+		if err != nil {
+			return ""
+		}
+		v = obj
+		switch o := obj.(type) {
+		case *model.Secret:
+			v = redact(o)
+		case *model.Stage, *model.Warehouse:
+			b, err := json.Marshal(obj)
+			if err != nil {
+				return ""
+			}
+			var m map[string]json.RawMessage
+			if err := json.Unmarshal(b, &m); err != nil {
+				return ""
+			}
+			delete(m, "status")
+			v = m
+		}
+	}
+	if v == nil {
+		return ""
+	}
+	h, err := audit.CanonicalHash(v)
+	if err != nil {
+		return ""
+	}
+	return h
 }
 
 type auditNoteKey struct{}
@@ -74,14 +146,36 @@ func noteAudit(r *http.Request, action, object, reason string) {
 
 // audited appends one record to the audit log for every call of a route
 // that changes something, after it answered: who, what (the route's action
-// and object), the answer's status, and SHA-256 hashes of the request
-// body (before) and of the answer (after). Apply and delete record one
-// entry per project their documents touch.
+// and object), the answer's status, and hashes. Calls that change a stored
+// object record the SHA-256 of the object's canonical JSON before and
+// after the call ("" where it did not exist); apply and delete record one
+// entry per project their documents touch, with each object's hashes.
+// Calls that change nothing stored themselves (they ask a service to act)
+// record the SHA-256 of the request body (before) and of the answer
+// (after).
 func (s *server) audited(rt route, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body := &hashingBody{ReadCloser: r.Body, sum: sha256.New()}
-		if rt.action == "apply" || rt.action == "delete" {
-			body.keep = s.maxBody
+		resources := rt.action == "apply" || rt.action == "delete"
+		var docs map[string][]objectRef
+		var before map[objectRef]string
+		if resources {
+			// Read the body here, to hash the objects before the call,
+			// and hand the handler what was read.
+			var src io.Reader = r.Body
+			if s.maxBody > 0 {
+				src = io.LimitReader(r.Body, s.maxBody+1)
+			}
+			raw, _ := io.ReadAll(src)
+			_ = r.Body.Close()
+			docs = auditObjects(raw)
+			before = map[objectRef]string{}
+			for _, refs := range docs {
+				for _, o := range refs {
+					before[o] = s.objectHash(r.Context(), o)
+				}
+			}
+			body.ReadCloser = io.NopCloser(bytes.NewReader(raw))
 		}
 		r.Body = body
 		rec := &auditRecorder{ResponseWriter: w, sum: sha256.New()}
@@ -108,10 +202,20 @@ func (s *server) audited(rt route, next http.Handler) http.Handler {
 			base.Action = note.action
 		}
 		var recs []audit.Record
-		if objs := auditObjects(rt, body.read); objs != nil {
-			for _, project := range sortedKeys(objs) {
+		if docs != nil {
+			for _, project := range sortedKeys(docs) {
 				rc := base
-				rc.Project, rc.Object = project, strings.Join(objs[project], ",")
+				rc.Hashes = audit.HashesObject
+				var names []string
+				for _, o := range docs[project] {
+					names = append(names, o.String())
+					rc.Objects = append(rc.Objects, audit.ObjectHashes{Object: o.String(), Before: before[o], After: s.objectHash(r.Context(), o)})
+				}
+				rc.Project, rc.Object = project, strings.Join(names, ",")
+				rc.Before, rc.After = "", ""
+				if len(rc.Objects) == 1 {
+					rc.Before, rc.After = rc.Objects[0].Before, rc.Objects[0].After
+				}
 				recs = append(recs, rc)
 			}
 		} else {
@@ -119,6 +223,13 @@ func (s *server) audited(rt route, next http.Handler) http.Handler {
 			base.Object = auditObject(rt.path, r)
 			if note.object != "" {
 				base.Object = note.object
+			}
+			if note.target != nil {
+				base.Hashes = audit.HashesObject
+				base.Object = note.target.String()
+				base.Before, base.After = note.before, s.objectHash(r.Context(), *note.target)
+			} else {
+				base.Hashes = audit.HashesCall
 			}
 			recs = append(recs, base)
 		}
@@ -133,23 +244,20 @@ func (s *server) audited(rt route, next http.Handler) http.Handler {
 }
 
 // auditObjects returns the objects of an apply or delete body by project
-// ("" for cluster-scoped kinds), or nil for other routes and bodies that do
-// not decode.
-func auditObjects(rt route, body []byte) map[string][]string {
-	if rt.action != "apply" && rt.action != "delete" {
-		return nil
-	}
+// ("" for cluster-scoped kinds), or nil for bodies that do not decode.
+func auditObjects(body []byte) map[string][]objectRef {
 	dec, err := decodeForAuth(body)
 	if err != nil || len(dec.Documents) == 0 {
 		return nil
 	}
-	out := map[string][]string{}
+	out := map[string][]objectRef{}
 	for _, d := range dec.Documents {
+		kind := d.Object.GetTypeMeta().Kind
 		project := ""
-		if !model.ClusterScoped(d.Object.GetTypeMeta().Kind) {
+		if !model.ClusterScoped(kind) {
 			project = model.ProjectName(d.Object)
 		}
-		out[project] = append(out[project], d.Object.GetTypeMeta().Kind+"/"+d.Object.GetObjectMeta().Name)
+		out[project] = append(out[project], objectRef{project: project, kind: kind, name: d.Object.GetObjectMeta().Name})
 	}
 	return out
 }
@@ -168,7 +276,7 @@ func auditObject(pattern string, r *http.Request) string {
 	return strings.Join(parts, "/")
 }
 
-func sortedKeys(m map[string][]string) []string {
+func sortedKeys[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {
 		out = append(out, k)

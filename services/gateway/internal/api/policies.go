@@ -175,6 +175,7 @@ func (s *server) approvePromotion(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	noteAudit(r, "", "Promotion/"+p.Name, req.Reason)
+	s.auditTarget(r, r.PathValue("project"), model.KindPromotion, p.Name)
 	if pol == nil {
 		conflict(w, fmt.Sprintf("no approval policy gates stage %q: promotion %s needs no approval", p.Spec.Stage, p.Name))
 		return

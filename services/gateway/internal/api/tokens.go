@@ -42,6 +42,7 @@ func (s *server) createToken(w http.ResponseWriter, r *http.Request) {
 	if _, ok := s.project(w, r); !ok {
 		return
 	}
+	s.auditTarget(r, r.PathValue("project"), kindToken, req.Name)
 	tok, secret, err := s.tokens.Create(r.Context(), r.PathValue("project"), req.Name, role, principalName(r), s.now())
 	switch {
 	case errors.Is(err, auth.ErrTokenExists):
@@ -85,6 +86,7 @@ func (s *server) getToken(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) deleteToken(w http.ResponseWriter, r *http.Request) {
+	s.auditTarget(r, r.PathValue("project"), kindToken, r.PathValue("name"))
 	err := s.tokens.Delete(r.Context(), r.PathValue("project"), r.PathValue("name"))
 	switch {
 	case errors.Is(err, auth.ErrTokenNotFound), errors.Is(err, state.ErrNotFound):
