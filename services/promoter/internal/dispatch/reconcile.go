@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
@@ -155,16 +156,47 @@ func (d *Dispatcher) watchPromotions(ctx context.Context) error {
 		if known && !AbortRequested(&p) {
 			continue
 		}
-		r, err := queue.Get(ctx, d.kv, project, p.Spec.Stage)
-		if err != nil {
-			if ctx.Err() == nil {
-				d.o.Logger.Warn("watch promotions: read queue", "project", project, "stage", p.Spec.Stage, "err", err)
-			}
-			continue // the next pass repairs
+		// A promotion requested through the API has its PromotionRequested
+		// on the way, which queues it in the request's trace: the watch
+		// gives it a moment and queues only what is still not queued.
+		if wait := d.requestGrace(&p); wait > 0 && !AbortRequested(&p) {
+			time.AfterFunc(wait, func() {
+				d.mu.Lock()
+				known := d.queued[key]
+				d.mu.Unlock()
+				if !known && ctx.Err() == nil {
+					d.watched(ctx, project, &p)
+				}
+			})
+			continue
 		}
-		if err := d.reconcilePromotion(ctx, project, &p, r, false); err != nil && ctx.Err() == nil {
-			d.o.Logger.Warn("watch promotions", "project", project, "promotion", p.Name, "err", err)
-		}
+		d.watched(ctx, project, &p)
 	}
 	return nil
+}
+
+// newPromotionGrace is how long the watch leaves a new promotion to its
+// PromotionRequested before it queues it itself.
+const newPromotionGrace = time.Second
+
+// requestGrace is how much longer the watch leaves p to its event.
+func (d *Dispatcher) requestGrace(p *model.Promotion) time.Duration {
+	if p.CreationTimestamp == nil {
+		return 0
+	}
+	return min(newPromotionGrace-d.o.Now().Sub(p.CreationTimestamp.Time), newPromotionGrace)
+}
+
+// watched drives a promotion the watch saw.
+func (d *Dispatcher) watched(ctx context.Context, project string, p *model.Promotion) {
+	r, err := queue.Get(ctx, d.kv, project, p.Spec.Stage)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.o.Logger.Warn("watch promotions: read queue", "project", project, "stage", p.Spec.Stage, "err", err)
+		}
+		return // the next pass repairs
+	}
+	if err := d.reconcilePromotion(ctx, project, p, r, false); err != nil && ctx.Err() == nil {
+		d.o.Logger.Warn("watch promotions", "project", project, "promotion", p.Name, "err", err)
+	}
 }
