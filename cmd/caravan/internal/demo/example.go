@@ -216,14 +216,14 @@ func PlanExample(dir string, e Endpoints) (*Offline, error) {
 			if v := obj.Spec.Verification; v != nil {
 				for _, a := range v.Args {
 					if isHTTP(a.Value) && !gitURL.MatchString(a.Value) {
-						rewrite("health", a.Value, e.API+"/healthz")
+						rewrite("health", a.Value, e.Git+"/healthz")
 					}
 				}
 			}
 		case *model.AnalysisTemplate:
 			for _, m := range obj.Spec.Metrics {
 				if w := m.Provider.Web; w != nil && isHTTP(w.URL) && !strings.Contains(w.URL, "{{") {
-					rewrite("health", w.URL, e.API+"/healthz")
+					rewrite("health", w.URL, e.Git+"/healthz")
 				}
 			}
 		}
