@@ -101,6 +101,35 @@ func TestE2EClusterFaults(t *testing.T) {
 		procs = append(procs, nodes[i])
 		nodes[i].start(t)
 	}
+	// Each node must take client connections before the services come. A
+	// nats-server that hangs while it starts (seen once on a loaded 2-core
+	// machine: 2.15.2 stopped after "Creating JetStream metadata
+	// controller", never listened, ignored SIGTERM) is killed and started
+	// again, and the test says so: that is the server's start, not what
+	// this test checks.
+	for i, node := range nodes {
+		for attempt := 1; ; attempt++ {
+			nc, err := nats.Connect(clients[i], nats.Timeout(time.Second), nats.RetryOnFailedConnect(true),
+				nats.MaxReconnects(-1), nats.ReconnectWait(200*time.Millisecond))
+			if err == nil {
+				deadline := time.Now().Add(30 * time.Second)
+				for !nc.IsConnected() && time.Now().Before(deadline) {
+					time.Sleep(100 * time.Millisecond)
+				}
+				up := nc.IsConnected()
+				nc.Close()
+				if up {
+					break
+				}
+			}
+			if attempt == 3 {
+				t.Fatalf("nats-server %s took no client connection after %d starts (last error %v)", node.name, attempt, err)
+			}
+			t.Logf("nats-server %s took no client connection within 30 s: killed and started again", node.name)
+			node.kill()
+			node.start(t)
+		}
+	}
 	natsURL := strings.Join(clients, ",")
 	secretKey := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))
 	const adminToken = "cluster-admin-token"
