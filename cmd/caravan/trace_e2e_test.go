@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/caravan-cd/caravan/cmd/caravan/internal/server"
 	"github.com/caravan-cd/caravan/pkg/events"
@@ -325,6 +326,7 @@ func (c *tracedCaravan) verifiedThenTrace(chain []string) {
 	if _, err := c.verified.NextMsg(60 * time.Second); err != nil {
 		t.Fatalf("no StageVerified: %v", err)
 	}
+	c.drained()
 	c.stop()
 	var last string
 	deadline := time.Now().Add(30 * time.Second)
@@ -343,6 +345,45 @@ func (c *tracedCaravan) verifiedThenTrace(chain []string) {
 			t.Fatalf("no trace holds the chain: %s", last)
 		}
 		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// drained waits until every durable consumer of the events stream has
+// processed and acknowledged what was published: the last hop's span
+// ("process StageVerified") exists only once a consumer took the event.
+func (c *tracedCaravan) drained() {
+	t := c.t
+	t.Helper()
+	nc, err := c.info.ConnectNATS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	for {
+		stream, err := js.Stream(ctx, events.StreamEvents)
+		if err != nil {
+			t.Fatalf("events stream: %v", err)
+		}
+		busy := ""
+		for info := range stream.ListConsumers(ctx).Info() {
+			if info.NumPending > 0 || info.NumAckPending > 0 {
+				busy = info.Name
+			}
+		}
+		if busy == "" {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("consumer %s still has events to process after 60 s", busy)
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }
 
