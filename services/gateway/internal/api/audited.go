@@ -18,30 +18,6 @@ import (
 	"github.com/caravan-cd/caravan/services/gateway/internal/auth"
 )
 
-// auditRecorder captures the status and a hash of the answer.
-type auditRecorder struct {
-	http.ResponseWriter
-	status int
-	sum    hash.Hash
-}
-
-func (a *auditRecorder) WriteHeader(code int) {
-	if a.status == 0 {
-		a.status = code
-	}
-	a.ResponseWriter.WriteHeader(code)
-}
-
-func (a *auditRecorder) Write(b []byte) (int, error) {
-	if a.status == 0 {
-		a.status = http.StatusOK
-	}
-	a.sum.Write(b)
-	return a.ResponseWriter.Write(b)
-}
-
-func (a *auditRecorder) Unwrap() http.ResponseWriter { return a.ResponseWriter }
-
 // hashingBody hashes what the handler reads of the request body.
 type hashingBody struct {
 	io.ReadCloser
@@ -178,7 +154,8 @@ func (s *server) audited(rt route, next http.Handler) http.Handler {
 			body.ReadCloser = io.NopCloser(bytes.NewReader(raw))
 		}
 		r.Body = body
-		rec := &auditRecorder{ResponseWriter: w, sum: sha256.New()}
+		answer := sha256.New()
+		rec := &capture{ResponseWriter: w, copy: answer}
 		note := &auditNote{}
 		r = r.WithContext(context.WithValue(r.Context(), auditNoteKey{}, note))
 		next.ServeHTTP(rec, r)
@@ -195,7 +172,7 @@ func (s *server) audited(rt route, next http.Handler) http.Handler {
 			Route:  rt.path,
 			Status: rec.status,
 			Before: hex.EncodeToString(body.sum.Sum(nil)),
-			After:  hex.EncodeToString(rec.sum.Sum(nil)),
+			After:  hex.EncodeToString(answer.Sum(nil)),
 			Reason: note.reason,
 		}
 		if note.action != "" {

@@ -128,7 +128,8 @@ func (s *server) idempotent(next http.Handler) http.Handler {
 		}
 		seed := sha256.Sum256([]byte(k + "\x00" + rec.Since.Truncate(time.Millisecond).Format(time.RFC3339Nano)))
 		r = r.WithContext(context.WithValue(ctx, idempotencyKey{}, idempotency{key: k, since: rec.Since, seed: seed}))
-		cw := &capture{ResponseWriter: w}
+		var answer bytes.Buffer
+		cw := &capture{ResponseWriter: w, copy: &answer}
 		next.ServeHTTP(cw, r)
 		// Keep the answer even when the client went away meanwhile.
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -138,7 +139,7 @@ func (s *server) idempotent(next http.Handler) http.Handler {
 			return
 		}
 		if _, _, err := state.Update(sctx, kv, k, func(cur idempotencyRecord, _ bool) (idempotencyRecord, error) {
-			cur.Request, cur.Done, cur.Status, cur.Type, cur.Body = digest, true, cw.status, cw.Header().Get("Content-Type"), cw.body.Bytes()
+			cur.Request, cur.Done, cur.Status, cur.Type, cur.Body = digest, true, cw.status, cw.Header().Get("Content-Type"), answer.Bytes()
 			if cur.Since.IsZero() {
 				cur.Since = rec.Since
 			}
@@ -187,11 +188,13 @@ func idempotentEventID(r *http.Request) string {
 	return idempotencyID(r, func() string { return "" })
 }
 
-// capture keeps a copy of the answer it passes on.
+// capture remembers the status of the answer it passes on and copies its
+// body to copy: the stored answer of an idempotent call, the hash of an
+// audited one.
 type capture struct {
 	http.ResponseWriter
 	status int
-	body   bytes.Buffer
+	copy   io.Writer
 }
 
 func (c *capture) WriteHeader(status int) {
@@ -205,7 +208,7 @@ func (c *capture) Write(b []byte) (int, error) {
 	if c.status == 0 {
 		c.status = http.StatusOK
 	}
-	c.body.Write(b)
+	_, _ = c.copy.Write(b)
 	return c.ResponseWriter.Write(b)
 }
 
