@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -122,7 +124,7 @@ func (b *Bus) PublishWithID(ctx context.Context, id, project string, subject Ref
 // until the attempts are spent or ctx ends.
 func (b *Bus) PublishEnvelope(ctx context.Context, env Envelope) error {
 	subject := Subject(env.Project, env.Type, env.Subject)
-	ctx, span := b.tracer.Start(ctx, "publish "+string(env.Type), producer)
+	ctx, span := b.tracer.Start(ctx, publishNames.name(string(env.Type)), producer)
 	defer span.End()
 	if span.IsRecording() { // no attributes built for a span nobody keeps
 		span.SetAttributes(
@@ -170,6 +172,47 @@ func (b *Bus) PublishEnvelope(ctx context.Context, env Envelope) error {
 	span.SetStatus(codes.Error, "publish failed")
 	b.metrics.published(env.Type, time.Since(start), err)
 	return err
+}
+
+// spanNamer builds the span names of one verb ("publish <type>"), each
+// once: a hop builds none. Types are a fixed set, but a subject from the
+// wire may carry any: past maxSpanNames names they are built every time
+// rather than kept.
+type spanNamer struct {
+	verb  string
+	mu    sync.Mutex
+	names atomic.Pointer[map[string]string] // copied on write
+}
+
+const maxSpanNames = 256
+
+var (
+	publishNames = &spanNamer{verb: "publish "}
+	processNames = &spanNamer{verb: "process "}
+)
+
+func (n *spanNamer) name(typ string) string {
+	if m := n.names.Load(); m != nil {
+		if s, ok := (*m)[typ]; ok {
+			return s
+		}
+	}
+	s := n.verb + typ
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	old := n.names.Load()
+	if old != nil && len(*old) >= maxSpanNames {
+		return s
+	}
+	m := make(map[string]string, 1)
+	if old != nil {
+		for k, v := range *old {
+			m[k] = v
+		}
+	}
+	m[typ] = s
+	n.names.Store(&m)
+	return s
 }
 
 var (

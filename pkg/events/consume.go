@@ -301,7 +301,7 @@ func (a *adapter) handle(msg jetstream.Msg) {
 	}
 	ctx := extract(a.ctx, a.bus.propagator, msg.Headers())
 	typ := typeOf(msg.Subject())
-	ctx, span := a.bus.tracer.Start(ctx, "process "+typ, consumer)
+	ctx, span := a.bus.tracer.Start(ctx, processNames.name(typ), consumer)
 	defer span.End()
 	if span.IsRecording() {
 		span.SetAttributes(
