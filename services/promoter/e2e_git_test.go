@@ -16,17 +16,24 @@ import (
 	"github.com/caravan-cd/caravan/pkg/testenv"
 )
 
-// Twenty stages of one project, each changing its own overlay on main of
-// one repository, promoted at once by the caravan-promoter binary: every
-// promotion succeeds, one commit each.
+// Twenty, then a hundred stages of one project, each changing its own
+// overlay on main of one repository, promoted at once by the
+// caravan-promoter binary: every promotion succeeds, one commit each.
 func TestE2EConcurrentPromotionsOneRepository(t *testing.T) {
-	const n = 20
 	bin := filepath.Join(t.TempDir(), "caravan-promoter")
 	build := exec.Command("go", "build", "-o", bin, "./cmd/caravan-promoter")
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
 		t.Fatalf("build promoter: %v", err)
 	}
+	for _, n := range []int{20, 100} {
+		t.Run(fmt.Sprintf("stages=%d", n), func(t *testing.T) {
+			concurrentPromotionsOneRepository(t, bin, n)
+		})
+	}
+}
+
+func concurrentPromotionsOneRepository(t *testing.T, bin string, n int) {
 	g := testenv.GitServer(t, testenv.WithBasicAuth("bot", "git-pw-4711"))
 	url := g.CreateRepo(t, "mono")
 	files := map[string]string{}
@@ -91,6 +98,19 @@ func TestE2EConcurrentPromotionsOneRepository(t *testing.T) {
 	}
 	if got := g.Run(t, g.Path("mono"), "rev-list", "--count", "main"); got != fmt.Sprint(n+1) {
 		t.Fatalf("main has %s commits, want %d", got, n+1)
+	}
+	// One commit per promotion: each commit after the first changes one
+	// stage's file, and no two change the same.
+	changed := strings.Fields(g.Run(t, g.Path("mono"), "log", "--format=", "--name-only", "main~"+fmt.Sprint(n)+"..main"))
+	seen := map[string]bool{}
+	for _, f := range changed {
+		if seen[f] {
+			t.Errorf("%s changed by two commits", f)
+		}
+		seen[f] = true
+	}
+	if len(changed) != n {
+		t.Errorf("the %d promotion commits change %d files, want %d: %v", n, len(changed), n, changed)
 	}
 	for i := range n {
 		if got := g.Show(t, "mono", "main", fmt.Sprintf("env/s%02d/kustomization.yaml", i)); !strings.Contains(got, "newTag: 2.0.0") {
