@@ -52,11 +52,12 @@ spec:
 type running struct {
 	url    string
 	token  string
+	info   server.Info
 	cancel context.CancelFunc
 	done   chan error
 }
 
-func start(t *testing.T, dataDir string, mutate ...func(*server.Config)) *running {
+func start(t testing.TB, dataDir string, mutate ...func(*server.Config)) *running {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -92,6 +93,7 @@ func start(t *testing.T, dataDir string, mutate ...func(*server.Config)) *runnin
 	}()
 	select {
 	case info := <-started:
+		r.info = info
 		b, err := os.ReadFile(info.AdminTokenFile)
 		if err != nil {
 			t.Fatal(err)
@@ -106,7 +108,7 @@ func start(t *testing.T, dataDir string, mutate ...func(*server.Config)) *runnin
 	return r
 }
 
-func (r *running) stop(t *testing.T) {
+func (r *running) stop(t testing.TB) {
 	t.Helper()
 	r.cancel()
 	select {
@@ -119,7 +121,7 @@ func (r *running) stop(t *testing.T) {
 	}
 }
 
-func waitReady(t *testing.T, url string) {
+func waitReady(t testing.TB, url string) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -137,7 +139,7 @@ func waitReady(t *testing.T, url string) {
 	}
 }
 
-func (r *running) do(t *testing.T, method, path, body string) (int, map[string]any) {
+func (r *running) do(t testing.TB, method, path, body string) (int, map[string]any) {
 	t.Helper()
 	req, err := http.NewRequest(method, r.url+path, strings.NewReader(body))
 	if err != nil {
