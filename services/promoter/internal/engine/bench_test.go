@@ -126,13 +126,27 @@ func BenchmarkPromotionVsGitCLI(b *testing.B) {
 	promoteOnce(b, f, url, "warm.0.f012345", "0.0.1") // the mirror's first fetch is not what we time
 	warm := newCLIWarm(b, f.git, "bench")
 	var engine, cliWarm, cliFresh time.Duration
+	var engineReqs, warmReqs, freshReqs int
+	counted := func(reqs *int, promote func() time.Duration) time.Duration {
+		before := f.git.Requests()
+		d := promote()
+		*reqs += f.git.Requests() - before
+		return d
+	}
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
-		engine += promoteOnce(b, f, url, fmt.Sprintf("dev.%d.f012345", i), fmt.Sprintf("1.0.%d", i))
-		cliWarm += warm.promote(b, fmt.Sprintf("2.0.%d", i))
-		cliFresh += cliPromote(b, f.git, "bench", fmt.Sprintf("3.0.%d", i))
+		engine += counted(&engineReqs, func() time.Duration {
+			return promoteOnce(b, f, url, fmt.Sprintf("dev.%d.f012345", i), fmt.Sprintf("1.0.%d", i))
+		})
+		cliWarm += counted(&warmReqs, func() time.Duration { return warm.promote(b, fmt.Sprintf("2.0.%d", i)) })
+		cliFresh += counted(&freshReqs, func() time.Duration { return cliPromote(b, f.git, "bench", fmt.Sprintf("3.0.%d", i)) })
 	}
 	n := float64(b.N)
+	// Requests to the git server per promotion: each is a git process
+	// (or two) started by the server, most of the time of every column.
+	b.ReportMetric(float64(engineReqs)/n, "engine-reqs/op")
+	b.ReportMetric(float64(warmReqs)/n, "gitcli-warm-reqs/op")
+	b.ReportMetric(float64(freshReqs)/n, "gitcli-fresh-reqs/op")
 	b.ReportMetric(float64(engine.Milliseconds())/n, "engine-ms/op")
 	b.ReportMetric(float64(cliWarm.Milliseconds())/n, "gitcli-warm-ms/op")
 	b.ReportMetric(float64(cliFresh.Milliseconds())/n, "gitcli-fresh-ms/op")
