@@ -229,7 +229,8 @@ func TestAutoRollbackOnFailedWebMetric(t *testing.T) {
 		if strings.Contains(deployed(), "newTag: 2.0.0") && f2Commit == "" {
 			f2Commit = g.Head(t, "gitops")
 		}
-		return len(rollbacks()) == 1 && rollbacks()[0].Status.Phase == model.PromotionPhaseSucceeded
+		rbs := rollbacks() // once: the list may change between two reads
+		return len(rbs) == 1 && rbs[0].Status.Phase == model.PromotionPhaseSucceeded
 	}, func() string { return "one successful rollback: " + describe() })
 	if f2Commit == "" {
 		t.Fatalf("2.0.0 never reached the remote: %s", deployed())
