@@ -92,8 +92,8 @@ func TestArgoCDE2E(t *testing.T) {
 		"metadata": map[string]any{"name": "guestbook", "namespace": "argocd",
 			"annotations": map[string]any{"kargo.akuity.io/authorized-stage": "argo:dev"}},
 		"spec": map[string]any{
-			"project": "default",
-			"source":  map[string]any{"repoURL": gitURL, "targetRevision": "main", "path": "overlays/dev"},
+			"project":     "default",
+			"source":      map[string]any{"repoURL": gitURL, "targetRevision": "main", "path": "overlays/dev"},
 			"destination": map[string]any{"server": "https://kubernetes.default.svc", "namespace": "guestbook"},
 			"syncPolicy":  map[string]any{"syncOptions": []any{"CreateNamespace=true"}},
 		},
