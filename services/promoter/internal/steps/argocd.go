@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
 
@@ -244,7 +245,14 @@ func argocdUpdate(ctx context.Context, sc *Context, cfg *argoConfig) (Result, er
 		switch action {
 		case syncNow:
 			RequestSync(t.app, sc.Promotion, sc.Actor)
-			if err := sc.Applications.Update(ctx, t.namespace, t.app); err != nil {
+			err := sc.Applications.Update(ctx, t.namespace, t.app)
+			switch {
+			case apierrors.IsConflict(err):
+				// Changed since it was read (Argo CD writes its status
+				// often): decided again on the next run, from a fresh read.
+				waiting = append(waiting, t.String()+": changed while being updated, trying again")
+				continue
+			case err != nil:
 				return Result{}, fmt.Errorf("update Application %s: %w", t, err)
 			}
 			waiting = append(waiting, t.String()+": sync requested")

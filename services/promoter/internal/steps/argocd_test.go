@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/caravan-cd/caravan/pkg/model"
 )
@@ -21,6 +23,8 @@ type fakeApps struct {
 	mu      sync.Mutex
 	apps    map[string]map[string]any
 	updates int
+	// conflicts is how many updates fail with a conflict first.
+	conflicts int
 }
 
 func (f *fakeApps) Get(_ context.Context, ns, name string) (map[string]any, error) {
@@ -59,6 +63,10 @@ func (f *fakeApps) Update(_ context.Context, ns string, app map[string]any) erro
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	name := app["metadata"].(map[string]any)["name"].(string)
+	if f.conflicts > 0 {
+		f.conflicts--
+		return apierrors.NewConflict(schema.GroupResource{Group: "argoproj.io", Resource: "applications"}, name, errors.New("the object has been modified"))
+	}
 	f.apps[ns+"/"+name] = deepCopy(app)
 	f.updates++
 	return nil
@@ -691,5 +699,20 @@ func TestArgoCDWaitSettleAndDegraded(t *testing.T) {
 	sc.Config = map[string]any{"apps": []any{map[string]any{"name": "guestbook-dev", "waitFor": []any{"health", "degraded"}}}}
 	if res, err := run(t, "argocd-wait", sc); err != nil || res.Status != "" {
 		t.Fatalf("waiting for degraded: %+v %v", res, err)
+	}
+}
+
+// An update that lost a race with another writer (Argo CD writes status
+// often) leaves the step Running, to decide again from a fresh read.
+func TestArgoCDUpdateConflict(t *testing.T) {
+	t.Parallel()
+	apps := &fakeApps{apps: map[string]map[string]any{"argocd/guestbook-dev": application("demo:dev")}, conflicts: 1}
+	sc := newContext(t, argoConfigUnderTest)
+	sc.Project, sc.Stage, sc.Promotion, sc.Applications = "demo", "dev", "dev.01.abc", apps
+	if res, err := run(t, "argocd-update", sc); err != nil || res.Status != StatusRunning || apps.updates != 0 || !strings.Contains(res.Message, "trying again") {
+		t.Fatalf("on a conflict: %+v %v, %d updates", res, err, apps.updates)
+	}
+	if res, err := run(t, "argocd-update", sc); err != nil || res.Status != StatusRunning || apps.updates != 1 {
+		t.Fatalf("after it: %+v %v, %d updates", res, err, apps.updates)
 	}
 }
