@@ -704,7 +704,7 @@ const (
 func RequestSync(app map[string]any, promotion, actor string) {
 	sync := map[string]any{}
 	initiatedBy := map[string]any{"username": OperationInitiator, "automated": true}
-	if manualActor(actor) {
+	if model.CreatedByPerson(actor) {
 		initiatedBy = map[string]any{"username": actor, "automated": false}
 	}
 	op := map[string]any{
@@ -739,12 +739,6 @@ func RequestSync(app map[string]any, promotion, actor string) {
 	if status, ok := app["status"].(map[string]any); ok {
 		delete(status, "operationState")
 	}
-}
-
-// manualActor reports whether a promotion's creator is a person, not
-// Caravan's auto-promotion or rollback.
-func manualActor(actor string) bool {
-	return actor != "" && actor != "auto" && actor != "auto-rollback"
 }
 
 func nestedString(m map[string]any, path ...string) string {
