@@ -18,6 +18,20 @@ const (
 	AnnotationPromotionAnnounced = "caravan.dev/announced"
 )
 
+// Created-by values of the promotions Caravan creates itself.
+const (
+	// CreatedByAutoPromotion is the created-by of auto-promotions.
+	CreatedByAutoPromotion = "auto"
+	// CreatedByAutoRollback is the created-by of rollback promotions.
+	CreatedByAutoRollback = "auto-rollback"
+)
+
+// CreatedByPerson reports whether a promotion's created-by names a person
+// (or a client's principal), not Caravan itself.
+func CreatedByPerson(createdBy string) bool {
+	return createdBy != "" && createdBy != CreatedByAutoPromotion && createdBy != CreatedByAutoRollback
+}
+
 // PromotionName returns Kargo's promotion name `<stage>.<ulid>.<short
 // freight id>`, with the ULID lower-cased (RFC 1123 names are lower case)
 // and the freight ID cut to 7 characters.

@@ -32,3 +32,12 @@ func TestNewPromotion(t *testing.T) {
 		t.Errorf("%q is not a valid name", p.Name)
 	}
 }
+
+func TestCreatedByPerson(t *testing.T) {
+	t.Parallel()
+	for createdBy, want := range map[string]bool{"alice": true, "admin": true, "": false, CreatedByAutoPromotion: false, CreatedByAutoRollback: false} {
+		if got := CreatedByPerson(createdBy); got != want {
+			t.Errorf("CreatedByPerson(%q) = %v, want %v", createdBy, got, want)
+		}
+	}
+}

@@ -20,7 +20,7 @@ func TestConfigFromEnvironment(t *testing.T) {
 	}
 	want := Config{Common: c.Common, LeaseTTL: 15 * time.Second, MaxConcurrent: 16, HealthInterval: 10 * time.Second,
 		GCKeepPromotions: 20, GCKeepFreight: 5, GCMinAge: 14 * 24 * time.Hour, GCInterval: time.Hour, ControlFlowInterval: time.Minute,
-		GitMirrorMaxBytes: 10 << 30, GitCacheMaxBytes: 32 << 20, ExternalURL: "http://127.0.0.1:8080"}
+		GitMirrorMaxBytes: 10 << 30, GitCacheMaxBytes: 32 << 20, ExternalURL: "http://127.0.0.1:8080", ArgoCDHealthSettle: 10 * time.Second}
 	if c != want {
 		t.Fatalf("config\n got %+v\nwant %+v", c, want)
 	}

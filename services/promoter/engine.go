@@ -30,6 +30,7 @@ func newEngine(cfg Config, env *service.Env, log *slog.Logger, kube dynamic.Inte
 		GitCacheMaxBytes:  cfg.GitCacheMaxBytes,
 		UIBaseURL:         cfg.ExternalURL,
 		Kube:              kube,
+		ArgoCDSettle:      cfg.ArgoCDHealthSettle,
 	})
 }
 

@@ -86,6 +86,11 @@ type Config struct {
 	// reach; default: $KUBECONFIG, then the in-cluster configuration, else
 	// none (those steps then fail saying so).
 	KubeConfig string `envconfig:"KUBECONFIG" desc:"kubeconfig of the cluster with the Argo CD Applications of argocd-update and argocd-wait; default: $KUBECONFIG, then in-cluster, else none"`
+	// ArgoCDHealthSettle is how long after an Argo CD Application's sync
+	// finished its health is not trusted (argocd-wait waits, the stage
+	// health check says Progressing): Argo CD assesses health in another
+	// loop than it syncs in. Kargo's cool-down is 10 s.
+	ArgoCDHealthSettle time.Duration `envconfig:"ARGOCD_HEALTH_SETTLE" default:"10s" desc:"how long after an Argo CD Application's sync its health is not trusted by argocd-wait and stage health"`
 }
 
 // orphanGrace is how old the keys of a project that does not exist must
@@ -99,6 +104,9 @@ func (c Config) Validate() error {
 	errs = append(errs, c.Common.Validate())
 	if c.LeaseTTL < 0 || c.HealthInterval < 0 || c.GCInterval < 0 || c.GCMinAge < 0 || c.ControlFlowInterval < 0 {
 		errs = append(errs, errors.New("CARAVAN_PROMOTION_LEASE_TTL, CARAVAN_HEALTH_INTERVAL, CARAVAN_GC_INTERVAL, CARAVAN_GC_MIN_AGE, CARAVAN_CONTROL_FLOW_INTERVAL: must not be negative"))
+	}
+	if c.ArgoCDHealthSettle < 0 {
+		errs = append(errs, errors.New("CARAVAN_ARGOCD_HEALTH_SETTLE: must not be negative"))
 	}
 	if c.MaxConcurrent < 0 || c.GCKeepPromotions < 0 || c.GCKeepFreight < 0 {
 		errs = append(errs, errors.New("CARAVAN_PROMOTION_CONCURRENCY, CARAVAN_GC_KEEP_PROMOTIONS, CARAVAN_GC_KEEP_FREIGHT: must not be negative"))

@@ -49,7 +49,7 @@ import (
 )
 
 // CreatedBy is the created-by annotation of auto-promotions.
-const CreatedBy = "auto"
+const CreatedBy = model.CreatedByAutoPromotion
 
 const wakePrefix = "wake."
 

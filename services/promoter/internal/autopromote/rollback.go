@@ -17,7 +17,7 @@ import (
 )
 
 // RolledBackBy is the created-by annotation of rollback promotions.
-const RolledBackBy = "auto-rollback"
+const RolledBackBy = model.CreatedByAutoRollback
 
 const rollbackPrefix = "rollback."
 

@@ -54,6 +54,9 @@ type Options struct {
 	// argocd-wait; without it those steps error and their health checks
 	// are Unknown.
 	Kube dynamic.Interface
+	// ArgoCDSettle is how long after an Application's sync argocd-wait and
+	// the Argo CD health checks do not trust its health; none when 0.
+	ArgoCDSettle time.Duration
 	// UIBaseURL is where users reach Caravan's UI (the gateway's external
 	// URL): ctx.uiBaseUrl in expressions.
 	UIBaseURL string
@@ -83,6 +86,7 @@ type Engine struct {
 	registry steps.Registry
 	egress   *egress.Policy
 	apps     steps.Applications
+	settle   time.Duration
 	wakers   wakers
 	// uiBaseURL is ctx.uiBaseUrl.
 	uiBaseURL string
@@ -128,6 +132,7 @@ func New(o Options) (*Engine, error) {
 		registry: steps.Builtins(),
 		egress:   o.Egress,
 		apps:     apps,
+		settle:   o.ArgoCDSettle,
 
 		uiBaseURL: strings.TrimSuffix(o.UIBaseURL, "/"),
 	}, nil
@@ -533,11 +538,13 @@ func (r *run) stepContext(ctx context.Context, i int, cfg map[string]any, env *e
 			Egress:          r.e.egress,
 			Logger:          r.log,
 			Applications:    r.e.apps,
+			ArgoCDSettle:    r.e.settle,
 		},
 		Workspace:     r.ws,
 		Project:       r.p.Namespace,
 		Stage:         r.p.Spec.Stage,
 		Promotion:     r.p.Name,
+		Actor:         r.p.Annotations[model.AnnotationPromotionCreatedBy],
 		Alias:         fs.alias,
 		Freight:       r.freight,
 		TargetFreight: r.p.Spec.Freight,
@@ -565,7 +572,7 @@ func (e *Engine) Health(ctx context.Context, _ string, checks []model.HealthChec
 		case e.apps == nil:
 			ch = model.Health{Status: model.HealthStateUnknown, Issues: []string{"no Kubernetes API is configured to check Argo CD Applications"}}
 		default:
-			ch = steps.CheckHealth(ctx, e.apps, c)
+			ch = steps.CheckHealth(ctx, e.apps, c, e.settle)
 		}
 		h.Issues = append(h.Issues, ch.Issues...)
 		if rank[ch.Status] > rank[h.Status] {

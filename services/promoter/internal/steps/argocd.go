@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
 
@@ -192,8 +193,11 @@ func labelSelector(s *appSelector) (string, error) {
 }
 
 // argocdUpdate points Argo CD Applications at the promoted revisions and
-// images, asks for a sync, and is Running until the sync finished. It
-// registers a health check so the stage's health follows the
+// images, asks for a sync, and is Running until the sync finished, as
+// Kargo's: a sync someone else (or another promotion) started is waited
+// for, then this promotion's own is requested; its failure fails the step,
+// a sync that ended at other revisions than the desired ones is requested
+// again. It registers a health check so the stage's health follows the
 // Applications'. Every Application is checked before any is written: a
 // source one of them lacks changes none.
 func argocdUpdate(ctx context.Context, sc *Context, cfg *argoConfig) (Result, error) {
@@ -218,7 +222,8 @@ func argocdUpdate(ctx context.Context, sc *Context, cfg *argoConfig) (Result, er
 			return Result{}, err
 		}
 		for _, r := range apps {
-			changed, err := UpdateApplication(r.app, a.Sources)
+			r.sources = desiredSources(r.app, a.Sources, sc.Freight)
+			changed, err := UpdateApplication(r.app, r.sources)
 			if err != nil {
 				problems = append(problems, fmt.Errorf("application %s: %w", r, err))
 				continue
@@ -229,35 +234,244 @@ func argocdUpdate(ctx context.Context, sc *Context, cfg *argoConfig) (Result, er
 	if len(problems) > 0 {
 		return Result{}, Terminal(fmt.Errorf("no Application was changed: %w", errors.Join(problems...)))
 	}
-	pending := []string{}
+	var waiting []string
 	checked := make([]resolved, 0, len(targets))
 	for _, t := range targets {
-		app := t.app
 		checked = append(checked, t.resolved)
-		phase := nestedString(app, "status", "operationState", "phase")
-		_, operating := app["operation"]
-		failed := phase == "Failed" || phase == "Error"
-		switch {
-		// A failed sync another promotion (or someone else) asked for is
-		// no verdict on this one: sync again.
-		case t.changed || (!operating && (phase == "" || (failed && !syncedFor(app, sc.Promotion)))):
-			RequestSync(app, sc.Promotion)
-			if err := sc.Applications.Update(ctx, t.namespace, app); err != nil {
+		action, why := syncState(t.app, sc.Promotion, t.sources)
+		if action == syncDone && t.changed {
+			action, why = syncNow, "its spec changed"
+		}
+		switch action {
+		case syncNow:
+			RequestSync(t.app, sc.Promotion, sc.Actor)
+			err := sc.Applications.Update(ctx, t.namespace, t.app)
+			switch {
+			case apierrors.IsConflict(err):
+				// Changed since it was read (Argo CD writes its status
+				// often): decided again on the next run, from a fresh read.
+				waiting = append(waiting, t.String()+": changed while being updated, trying again")
+				continue
+			case err != nil:
 				return Result{}, fmt.Errorf("update Application %s: %w", t, err)
 			}
-			pending = append(pending, t.name)
-		case operating || phase == "Running" || phase == "Terminating":
-			pending = append(pending, t.name)
-		case failed:
-			msg := nestedString(app, "status", "operationState", "message")
-			return Result{Status: model.PromotionStepStatusFailed, Message: fmt.Sprintf("sync of Application %s %s: %s", t, strings.ToLower(phase), msg)}, nil
+			waiting = append(waiting, t.String()+": sync requested")
+		case syncWait:
+			waiting = append(waiting, t.String()+": "+why)
+		case syncFailed:
+			return Result{Status: model.PromotionStepStatusFailed, Message: fmt.Sprintf("application %s: %s", t, why)}, nil
 		}
 	}
 	check := healthCheck("argocd-update", checked)
-	if len(pending) > 0 {
-		return Result{Status: StatusRunning, Message: "waiting for the sync of " + strings.Join(pending, ", "), HealthCheck: check}, nil
+	if len(waiting) > 0 {
+		return Result{Status: StatusRunning, Message: "waiting for the sync of " + strings.Join(waiting, "; "), HealthCheck: check}, nil
 	}
 	return Result{HealthCheck: check}, nil
+}
+
+// syncAction is what argocd-update does about one Application.
+type syncAction int
+
+const (
+	syncNow syncAction = iota
+	syncWait
+	syncDone
+	syncFailed
+)
+
+// syncState decides, from the Application's pending operation and last
+// operation state, whether promotion must request a sync, wait for one,
+// is done, or failed (why says which and why).
+func syncState(app map[string]any, promotion string, want []argoSource) (syncAction, string) {
+	if op, ok := app["operation"].(map[string]any); ok {
+		if promotionOf(op) == promotion {
+			return syncWait, "its sync is pending"
+		}
+		return syncWait, "a sync requested by " + initiator(op) + " is pending"
+	}
+	status, _ := app["status"].(map[string]any)
+	state, _ := status["operationState"].(map[string]any)
+	if state == nil {
+		return syncNow, "it has no operation"
+	}
+	phase, _ := state["phase"].(string)
+	completed := phase == "Succeeded" || phase == "Failed" || phase == "Error"
+	op, _ := state["operation"].(map[string]any)
+	if promotionOf(op) != promotion {
+		if !completed {
+			return syncWait, fmt.Sprintf("a sync started by %s is %s", initiator(op), strings.ToLower(firstOf(phase, "running")))
+		}
+		return syncNow, "its last sync is not this promotion's"
+	}
+	if !completed {
+		return syncWait, "its sync is " + strings.ToLower(firstOf(phase, "running"))
+	}
+	if phase != "Succeeded" {
+		msg, _ := state["message"].(string)
+		return syncFailed, fmt.Sprintf("sync %s: %s", strings.ToLower(phase), msg)
+	}
+	result, ok := state["syncResult"].(map[string]any)
+	if !ok {
+		return syncNow, "its sync completed without a sync result"
+	}
+	if why := revisionsDiffer(app, want, syncResultRevisions(result)); why != "" {
+		return syncNow, why
+	}
+	return syncDone, ""
+}
+
+func firstOf(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// promotionOf is the promotion an operation records in its info, as
+// Kargo's (InfoPromotion), or empty.
+func promotionOf(op map[string]any) string {
+	info, _ := op["info"].([]any)
+	for _, i := range info {
+		if m, _ := i.(map[string]any); m["name"] == InfoPromotion {
+			s, _ := m["value"].(string)
+			return s
+		}
+	}
+	return ""
+}
+
+func initiator(op map[string]any) string {
+	if u := nestedString(op, "initiatedBy", "username"); u != "" {
+		return u
+	}
+	if auto, _ := nestedAny(op, "initiatedBy", "automated").(bool); auto {
+		return "Argo CD (automated)"
+	}
+	return "someone else"
+}
+
+func nestedAny(m map[string]any, path ...string) any {
+	var cur any = m
+	for _, p := range path {
+		mm, ok := cur.(map[string]any)
+		if !ok {
+			return nil
+		}
+		cur = mm[p]
+	}
+	return cur
+}
+
+// syncResultRevisions are the revisions a sync ended at, one per source
+// (Argo CD fills revisions for a multi-source Application, revision for
+// one with a single source).
+func syncResultRevisions(result map[string]any) []string {
+	var out []string
+	if list, ok := result["revisions"].([]any); ok && len(list) > 0 {
+		for _, r := range list {
+			s, _ := r.(string)
+			out = append(out, s)
+		}
+		return out
+	}
+	s, _ := result["revision"].(string)
+	return []string{s}
+}
+
+// appSources are the Application's sources in Argo CD's order:
+// spec.sources when it has any, else spec.source.
+func appSources(app map[string]any) []map[string]any {
+	spec, _ := app["spec"].(map[string]any)
+	if sources := specSources(spec); len(sources) > 0 {
+		return sources
+	}
+	if s, ok := spec["source"].(map[string]any); ok {
+		return []map[string]any{s}
+	}
+	return nil
+}
+
+// revisionsDiffer says how observed (one revision per source, in the
+// Application's order) differs from the desired revisions of want, or is
+// empty.
+func revisionsDiffer(app map[string]any, want []argoSource, observed []string) string {
+	sources := appSources(app)
+	for _, u := range want {
+		if u.DesiredRevision == "" {
+			continue
+		}
+		i := findSource(sources, u)
+		if i < 0 {
+			return "it has no source from " + u.RepoURL
+		}
+		var got string
+		if i < len(observed) {
+			got = observed[i]
+		}
+		if got != u.DesiredRevision {
+			if got == "" {
+				return fmt.Sprintf("its source %s is not synced at %s", u.RepoURL, u.DesiredRevision)
+			}
+			return fmt.Sprintf("its source %s is synced at %s, not %s", u.RepoURL, got, u.DesiredRevision)
+		}
+	}
+	return ""
+}
+
+// desiredSources are the source updates of one Application with their
+// desired revisions: the configured desiredRevision, else, as Kargo
+// derives it, the freight's commit of a git source's repoURL or its
+// version of a chart source's chart. Sources of the Application the config
+// does not name are added (with no update) when the freight has a revision
+// for them, so the health check watches them too.
+func desiredSources(app map[string]any, updates []argoSource, freight []model.FreightReference) []argoSource {
+	out := slices.Clone(updates)
+	used := map[int]bool{}
+	sources := appSources(app)
+	for i := range out {
+		j := findSource(sources, out[i])
+		if j < 0 {
+			continue // UpdateApplication says so
+		}
+		used[j] = true
+		if out[i].DesiredRevision == "" {
+			out[i].DesiredRevision = freightRevision(sources[j], freight)
+		}
+	}
+	for j, s := range sources {
+		if used[j] {
+			continue
+		}
+		if rev := freightRevision(s, freight); rev != "" {
+			repo, _ := s["repoURL"].(string)
+			chart, _ := s["chart"].(string)
+			out = append(out, argoSource{RepoURL: repo, Chart: chart, DesiredRevision: rev})
+		}
+	}
+	return out
+}
+
+// freightRevision is the revision the freight holds for an Application
+// source: its chart's version (an OCI chart source's repoURL has no
+// scheme: its chart is oci://<repoURL>/<chart> in freight), else its git
+// repository's commit; empty when the freight has none. The target
+// freight comes first.
+func freightRevision(src map[string]any, freight []model.FreightReference) string {
+	repo, _ := src["repoURL"].(string)
+	chart, _ := src["chart"].(string)
+	if repo == "" {
+		return ""
+	}
+	if chart != "" {
+		name := chart
+		if !strings.Contains(repo, "://") {
+			repo, name = "oci://"+strings.TrimSuffix(repo, "/")+"/"+chart, ""
+		}
+		v, _ := chartFromFreight(freight, repo, name)
+		return v
+	}
+	c, _ := commitFromFreight(freight, repo, checkout{})
+	return c.ID
 }
 
 // healthCheck is the check of the Applications a step resolved: by name,
@@ -465,16 +679,41 @@ func setKustomizeImage(images []any, img argoImage, changed bool) ([]any, bool) 
 	return append(images, value), true
 }
 
-// RequestSync sets an Application's operation to a sync, as the Argo CD
-// UI does, noting the promotion that asked; like Kargo, it copies the
-// Application's syncPolicy retry and syncOptions into the operation, which
-// Argo CD otherwise applies only to automated syncs.
-func RequestSync(app map[string]any, promotion string) {
+// Kargo's names for what argocd-update writes on an Application.
+const (
+	// InfoPromotion is the operation info entry naming the promotion that
+	// asked for the sync.
+	InfoPromotion = "kargo.akuity.io/promotion"
+	// AnnotationRefresh asks Argo CD to refresh the Application; "hard"
+	// also drops its manifest cache.
+	AnnotationRefresh = "argocd.argoproj.io/refresh"
+	// OperationInitiator is who an automatic promotion's sync is initiated
+	// by (Kargo's is "kargo-controller").
+	OperationInitiator = "caravan"
+)
+
+// RequestSync sets an Application's operation to a sync, as Kargo does:
+// initiated by the person who asked for the promotion (automated: false,
+// so that Argo CD's sync windows for manual syncs apply), or by
+// OperationInitiator (automated: true) for an automatic one; info records
+// the promotion; a hard refresh is annotated; the Application's syncPolicy
+// retry and syncOptions are copied into the operation, which Argo CD
+// otherwise applies only to automated syncs. The previous operation state
+// is dropped (Argo CD's API server does so when it starts an operation;
+// writing the Application directly bypasses it).
+func RequestSync(app map[string]any, promotion, actor string) {
 	sync := map[string]any{}
+	initiatedBy := map[string]any{"username": OperationInitiator, "automated": true}
+	if model.CreatedByPerson(actor) {
+		initiatedBy = map[string]any{"username": actor, "automated": false}
+	}
 	op := map[string]any{
-		"initiatedBy": map[string]any{"username": "caravan", "automated": false},
-		"info":        []any{map[string]any{"name": "Reason", "value": syncReason(promotion)}},
-		"sync":        sync,
+		"initiatedBy": initiatedBy,
+		"info": []any{
+			map[string]any{"name": "Reason", "value": "Promotion triggered a sync of this Application resource."},
+			map[string]any{"name": InfoPromotion, "value": promotion},
+		},
+		"sync": sync,
 	}
 	spec, _ := app["spec"].(map[string]any)
 	if policy, ok := spec["syncPolicy"].(map[string]any); ok {
@@ -486,25 +725,20 @@ func RequestSync(app map[string]any, promotion string) {
 		}
 	}
 	app["operation"] = op
-}
-
-func syncReason(promotion string) string {
-	return "Promotion " + promotion + " triggered a sync of this Application resource."
-}
-
-// syncedFor reports whether the Application's last sync is one promotion
-// asked for (Argo CD copies the operation into status.operationState).
-func syncedFor(app map[string]any, promotion string) bool {
-	status, _ := app["status"].(map[string]any)
-	state, _ := status["operationState"].(map[string]any)
-	op, _ := state["operation"].(map[string]any)
-	info, _ := op["info"].([]any)
-	for _, i := range info {
-		if m, _ := i.(map[string]any); m["name"] == "Reason" && m["value"] == syncReason(promotion) {
-			return true
-		}
+	md, _ := app["metadata"].(map[string]any)
+	if md == nil {
+		md = map[string]any{}
+		app["metadata"] = md
 	}
-	return false
+	ann, _ := md["annotations"].(map[string]any)
+	if ann == nil {
+		ann = map[string]any{}
+		md["annotations"] = ann
+	}
+	ann[AnnotationRefresh] = "hard"
+	if status, ok := app["status"].(map[string]any); ok {
+		delete(status, "operationState")
+	}
 }
 
 func nestedString(m map[string]any, path ...string) string {
@@ -520,76 +754,131 @@ func nestedString(m map[string]any, path ...string) string {
 	return s
 }
 
+// operationTimes are when the Application's last operation finished and
+// when Argo CD last reconciled it (zero when it does not say).
+func operationTimes(app map[string]any) (finished, reconciled time.Time) {
+	finished, _ = time.Parse(time.RFC3339, nestedString(app, "status", "operationState", "finishedAt"))
+	reconciled, _ = time.Parse(time.RFC3339, nestedString(app, "status", "reconciledAt"))
+	return finished, reconciled
+}
+
+// syncRunning says whether a sync is pending or running on the
+// Application, and which.
+func syncRunning(app map[string]any) string {
+	if _, ok := app["operation"]; ok {
+		return "a sync is pending"
+	}
+	status, _ := app["status"].(map[string]any)
+	state, ok := status["operationState"].(map[string]any)
+	if !ok {
+		return ""
+	}
+	phase, _ := state["phase"].(string)
+	if phase == "Succeeded" || phase == "Failed" || phase == "Error" {
+		return ""
+	}
+	if finished, _ := operationTimes(app); !finished.IsZero() {
+		return ""
+	}
+	return "its sync is " + strings.ToLower(firstOf(phase, "running"))
+}
+
+// settling says why the Application's health cannot be trusted yet after
+// its last sync, or is empty: Argo CD assesses health in another loop than
+// it syncs in, so right after a sync (within settle, Kargo's 10 s
+// cool-down) or before Argo CD reconciled the Application again, its
+// health may describe what ran before.
+func settling(app map[string]any, settle time.Duration, now time.Time) (state model.HealthState, why string) {
+	finished, reconciled := operationTimes(app)
+	if finished.IsZero() {
+		return "", ""
+	}
+	if reconciled.IsZero() || reconciled.Before(finished) {
+		return model.HealthStateUnknown, "it was not reconciled since its last sync finished: its health is not trusted yet"
+	}
+	if since := now.Sub(finished); since < settle {
+		return model.HealthStateProgressing, fmt.Sprintf("its sync finished %s ago: its health is trusted %s after a sync", since.Round(time.Second), settle)
+	}
+	return "", ""
+}
+
 // ApplicationHealth maps an Application's status.health.status to a
-// stage health state.
+// stage health state, as Kargo does: Suspended counts as Progressing until
+// the suspension is lifted; Degraded, Missing and Unknown are Unhealthy.
 func ApplicationHealth(app map[string]any) (model.HealthState, string) {
 	status := nestedString(app, "status", "health", "status")
-	sync := nestedString(app, "status", "sync", "status")
-	switch {
-	case status == "Healthy" && (sync == "" || sync == "Synced"):
+	switch status {
+	case "Healthy":
 		return model.HealthStateHealthy, ""
-	case status == "Healthy":
-		return model.HealthStateProgressing, "the Application is " + sync
-	case status == "Progressing" || status == "Suspended":
-		return model.HealthStateProgressing, "the Application is " + status
-	case status == "Degraded" || status == "Missing":
-		return model.HealthStateUnhealthy, "the Application is " + status
+	case "Progressing", "":
+		return model.HealthStateProgressing, "the Application is progressing"
+	case "Suspended":
+		return model.HealthStateProgressing, "the Application is suspended"
 	}
-	return model.HealthStateUnknown, "the Application's health is unknown"
+	msg := "the Application is " + status
+	if m := nestedString(app, "status", "health", "message"); m != "" {
+		msg += ": " + m
+	}
+	return model.HealthStateUnhealthy, msg
 }
 
-// appHealth is ApplicationHealth, except that a healthy Application is
-// still Progressing while a sync is pending or running, or while a source
-// is synced at another revision than its desiredRevision: until Argo CD
-// acts on a sync argocd-update asked for, status.sync and status.health
-// describe the previous revisions, and read Synced and Healthy.
-func appHealth(app map[string]any, want []argoSource) (model.HealthState, string) {
-	state, why := ApplicationHealth(app)
-	if state != model.HealthStateHealthy {
+// appHealth is the health of an Application a step registered a check
+// for, as Kargo's Argo CD health check assesses it, in order: a condition
+// saying its spec cannot be rendered or compared is Unhealthy; a pending
+// or running sync is Progressing (Kargo: Unknown); health right after a
+// sync is not trusted (see settling); a source whose last sync ended at
+// another revision than its desired one is Unhealthy; then its health
+// (ApplicationHealth).
+func appHealth(app map[string]any, want []argoSource, settle time.Duration, now time.Time) (model.HealthState, string) {
+	if bad := errorConditions(app); bad != "" {
+		return model.HealthStateUnhealthy, bad
+	}
+	if why := syncRunning(app); why != "" {
+		return model.HealthStateProgressing, why
+	}
+	if state, why := settling(app, settle, now); why != "" {
 		return state, why
 	}
-	if _, ok := app["operation"]; ok {
-		return model.HealthStateProgressing, "a sync is pending"
+	if state, why := syncedAt(app, want); state != model.HealthStateHealthy {
+		return state, why
 	}
-	if phase := nestedString(app, "status", "operationState", "phase"); phase == "Running" || phase == "Terminating" {
-		return model.HealthStateProgressing, "its sync is " + strings.ToLower(phase)
-	}
-	return syncedAt(app, want)
+	return ApplicationHealth(app)
 }
 
-// syncedAt checks that every source of want with a desiredRevision is
-// synced at it.
+// syncedAt checks that every source of want with a desiredRevision was
+// synced at it: by the last sync's result (what Argo CD applied), or, for
+// an Application never synced by an operation, by status.sync.
 func syncedAt(app map[string]any, want []argoSource) (model.HealthState, string) {
-	// Argo CD uses spec.sources when it has any, and status.sync.revisions
-	// in the same order; otherwise spec.source and status.sync.revision.
-	spec, _ := app["spec"].(map[string]any)
-	status, _ := app["status"].(map[string]any)
-	sync, _ := status["sync"].(map[string]any)
-	sources := specSources(spec)
-	var revisions []any
-	if len(sources) > 0 {
-		revisions, _ = sync["revisions"].([]any)
-	} else if s, ok := spec["source"].(map[string]any); ok {
-		sources, revisions = []map[string]any{s}, []any{sync["revision"]}
+	if !slices.ContainsFunc(want, func(u argoSource) bool { return u.DesiredRevision != "" }) {
+		return model.HealthStateHealthy, ""
 	}
+	sources := appSources(app)
 	for _, u := range want {
-		if u.DesiredRevision == "" {
-			continue
-		}
-		i := findSource(sources, u)
-		if i < 0 {
+		if u.DesiredRevision != "" && findSource(sources, u) < 0 {
 			return model.HealthStateUnknown, "it has no source from " + u.RepoURL
 		}
-		var got string
-		if i < len(revisions) {
-			got, _ = revisions[i].(string)
+	}
+	status, _ := app["status"].(map[string]any)
+	state, _ := status["operationState"].(map[string]any)
+	if result, ok := state["syncResult"].(map[string]any); ok {
+		if why := revisionsDiffer(app, want, syncResultRevisions(result)); why != "" {
+			return model.HealthStateUnhealthy, why
 		}
-		if got != u.DesiredRevision {
-			if got == "" {
-				return model.HealthStateProgressing, fmt.Sprintf("its source %s is not synced at %s yet", u.RepoURL, u.DesiredRevision)
-			}
-			return model.HealthStateProgressing, fmt.Sprintf("its source %s is synced at %s, not %s", u.RepoURL, got, u.DesiredRevision)
+		return model.HealthStateHealthy, ""
+	}
+	sync, _ := status["sync"].(map[string]any)
+	var observed []string
+	if list, ok := sync["revisions"].([]any); ok && len(list) > 0 {
+		for _, r := range list {
+			s, _ := r.(string)
+			observed = append(observed, s)
 		}
+	} else {
+		s, _ := sync["revision"].(string)
+		observed = []string{s}
+	}
+	if why := revisionsDiffer(app, want, observed); why != "" {
+		return model.HealthStateProgressing, why
 	}
 	return model.HealthStateHealthy, ""
 }
@@ -599,16 +888,18 @@ func syncedAt(app map[string]any, want []argoSource) (model.HealthState, string)
 var waitConditions = map[string]bool{"health": true, "suspended": true, "degraded": true, "sync": false, "operation": false}
 
 // argocdWait is Running until the Applications show what waitFor asks
-// (healthy, synced at their desired revisions, no operation running, by
-// default); it registers the same health check as argocd-update. An
-// Application with a ComparisonError or InvalidSpecError condition fails
-// it.
+// (healthy, synced, no operation running, by default), as Kargo's; it
+// registers the same health check as argocd-update. An Application with a
+// ComparisonError or InvalidSpecError condition fails it, and so does one
+// that is Degraded once its last sync finished and settled, when health
+// is waited for (not degraded).
 func argocdWait(ctx context.Context, sc *Context, cfg *argoWaitConfig) (Result, error) {
 	if sc.Applications == nil {
 		return Result{}, Terminal(errors.New("argocd-wait: no Kubernetes API is configured (set CARAVAN_KUBECONFIG)"))
 	}
 	var checked []resolved
 	var waiting []string
+	now := time.Now()
 	for i, a := range cfg.Apps {
 		field := fmt.Sprintf("apps[%d]", i)
 		waitFor := a.WaitFor
@@ -629,7 +920,11 @@ func argocdWait(ctx context.Context, sc *Context, cfg *argoWaitConfig) (Result, 
 			if bad := errorConditions(r.app); bad != "" {
 				return Result{Status: model.PromotionStepStatusFailed, Message: fmt.Sprintf("application %s: %s", r, bad)}, nil
 			}
-			if why := notReady(r.app, waitFor, a.Sources); why != "" {
+			why, failed := notReady(r.app, waitFor, a.Sources, sc.ArgoCDSettle, now)
+			if failed {
+				return Result{Status: model.PromotionStepStatusFailed, Message: fmt.Sprintf("application %s: %s", r, why)}, nil
+			}
+			if why != "" {
 				waiting = append(waiting, fmt.Sprintf("%s: %s", r, why))
 			}
 		}
@@ -661,16 +956,13 @@ func errorConditions(app map[string]any) string {
 	return strings.Join(bad, "; ")
 }
 
-// notReady says why the Application does not show what waitFor asks, or
-// is empty.
-func notReady(app map[string]any, waitFor []string, want []argoSource) string {
+// notReady says why the Application does not show what waitFor asks (empty
+// when it does), and whether that fails the wait.
+func notReady(app map[string]any, waitFor []string, want []argoSource, settle time.Duration, now time.Time) (string, bool) {
 	has := func(c string) bool { return slices.Contains(waitFor, c) }
 	if has("operation") {
-		if _, ok := app["operation"]; ok {
-			return "a sync is pending"
-		}
-		if phase := nestedString(app, "status", "operationState", "phase"); phase == "Running" || phase == "Terminating" {
-			return "its sync is " + strings.ToLower(phase)
+		if why := syncRunning(app); why != "" {
+			return why, false
 		}
 	}
 	health := nestedString(app, "status", "health", "status")
@@ -680,29 +972,45 @@ func notReady(app map[string]any, waitFor []string, want []argoSource) string {
 			healthy = append(healthy, map[string]string{"health": "Healthy", "suspended": "Suspended", "degraded": "Degraded"}[c])
 		}
 	}
-	if len(healthy) > 0 && !slices.Contains(healthy, health) {
-		if health == "" {
-			health = "of unknown health"
+	if len(healthy) > 0 {
+		if _, why := settling(app, settle, now); why != "" {
+			return why, false
 		}
-		return fmt.Sprintf("it is %s, not %s", health, strings.Join(healthy, " or "))
+		finished, _ := operationTimes(app)
+		// Degraded once a sync finished and settled is the sync's outcome,
+		// not a step on the way: waiting does not fix it.
+		if health == "Degraded" && has("health") && !has("degraded") && !finished.IsZero() && syncRunning(app) == "" {
+			msg := "it is Degraded after its sync"
+			if m := nestedString(app, "status", "health", "message"); m != "" {
+				msg += ": " + m
+			}
+			return msg, true
+		}
+		if !slices.Contains(healthy, health) {
+			if health == "" {
+				health = "of unknown health"
+			}
+			return fmt.Sprintf("it is %s, not %s", health, strings.Join(healthy, " or ")), false
+		}
 	}
 	if has("sync") {
 		if sync := nestedString(app, "status", "sync", "status"); sync != "Synced" {
 			if sync == "" {
 				sync = "of unknown sync status"
 			}
-			return "it is " + sync
+			return "it is " + sync, false
 		}
-		if _, why := syncedAt(app, want); why != "" {
-			return why
+		if state, why := syncedAt(app, want); state != model.HealthStateHealthy {
+			return why, false
 		}
 	}
-	return ""
+	return "", false
 }
 
 // CheckHealth evaluates a health check argocd-update or argocd-wait
-// registered: the worst health of its Applications.
-func CheckHealth(ctx context.Context, apps Applications, check model.HealthCheckStep) model.Health {
+// registered: the worst health of its Applications (appHealth), their
+// health not trusted within settle of their last sync.
+func CheckHealth(ctx context.Context, apps Applications, check model.HealthCheckStep, settle time.Duration) model.Health {
 	var cfg argoConfig
 	sc := &Context{Config: check.Config}
 	if err := sc.Decode(&cfg); err != nil {
@@ -710,6 +1018,7 @@ func CheckHealth(ctx context.Context, apps Applications, check model.HealthCheck
 	}
 	rank := map[model.HealthState]int{model.HealthStateHealthy: 0, model.HealthStateProgressing: 1, model.HealthStateUnknown: 2, model.HealthStateUnhealthy: 3}
 	h := model.Health{Status: model.HealthStateHealthy}
+	now := time.Now()
 	for _, a := range cfg.Apps {
 		if a.Namespace == "" {
 			a.Namespace = "argocd"
@@ -720,7 +1029,7 @@ func CheckHealth(ctx context.Context, apps Applications, check model.HealthCheck
 		if err != nil {
 			state, why = model.HealthStateUnknown, err.Error()
 		} else {
-			state, why = appHealth(app, a.Sources)
+			state, why = appHealth(app, a.Sources, settle, now)
 		}
 		if why != "" {
 			h.Issues = append(h.Issues, fmt.Sprintf("%s/%s: %s", a.Namespace, a.Name, why))

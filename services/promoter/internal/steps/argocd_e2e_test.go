@@ -78,7 +78,7 @@ func TestArgoCDE2E(t *testing.T) {
 	}
 	health := func(check *model.HealthCheckStep, want model.HealthState) model.Health {
 		t.Helper()
-		h := CheckHealth(ctx, apps, *check)
+		h := CheckHealth(ctx, apps, *check, 0)
 		if h.Status != want {
 			t.Fatalf("health of %s: %+v, want %s", check.Uses, h, want)
 		}
@@ -115,9 +115,8 @@ func TestArgoCDE2E(t *testing.T) {
 		if nestedString(op, "initiatedBy", "username") != "caravan" || !strings.Contains(nestedString(app, "status", "sync", "status"), "Synced") {
 			t.Fatalf("operation %v, status %v", op, app["status"])
 		}
-		info, _ := op["info"].([]any)
-		if len(info) != 1 || !strings.Contains(info[0].(map[string]any)["value"].(string), "dev.01.abc") {
-			t.Fatalf("operation info %v", info)
+		if promotionOf(op) != "dev.01.abc" || nestedString(app, "metadata", "annotations", AnnotationRefresh) != "hard" {
+			t.Fatalf("operation info %v, annotations %v", op["info"], app["metadata"])
 		}
 
 		// While the sync is pending nothing is written again, and neither
@@ -136,8 +135,8 @@ func TestArgoCDE2E(t *testing.T) {
 		health(res.HealthCheck, model.HealthStateProgressing)
 
 		// Argo CD (here the test) runs the sync: it clears the operation
-		// and records its result, then, on its next refresh, the sync and
-		// health status.
+		// and records its result, then, on its next reconciliation, the
+		// sync and health status: until then health is not trusted.
 		setStatus(ctx, t, dc, "guestbook-dev", func(app map[string]any) {
 			finishSync(app, "Succeeded", "successfully synced (all tasks run)", "abc123", "0.2.0")
 		})
@@ -145,13 +144,12 @@ func TestArgoCDE2E(t *testing.T) {
 		if err != nil || res.Status != "" || res.HealthCheck == nil {
 			t.Fatalf("after the sync: %+v %v", res, err)
 		}
-		if res, err := run("argocd-wait", argoConfigUnderTest); err != nil || res.Status != StatusRunning || !strings.Contains(res.Message, "old000") {
+		if res, err := run("argocd-wait", argoConfigUnderTest); err != nil || res.Status != StatusRunning || !strings.Contains(res.Message, "not reconciled") {
 			t.Fatalf("wait before the refresh: %+v %v", res, err)
 		}
-		health(res.HealthCheck, model.HealthStateProgressing)
+		health(res.HealthCheck, model.HealthStateUnknown)
 		setStatus(ctx, t, dc, "guestbook-dev", func(app map[string]any) {
-			st := app["status"].(map[string]any)
-			st["sync"], st["health"] = argoStatus("Healthy", "abc123", "0.2.0")["sync"], map[string]any{"status": "Healthy"}
+			refresh(app, "Healthy", "abc123", "0.2.0")
 		})
 		health(res.HealthCheck, model.HealthStateHealthy)
 		waited, err := run("argocd-wait", argoConfigUnderTest)
@@ -169,7 +167,8 @@ func TestArgoCDE2E(t *testing.T) {
 				t.Fatalf("issues %q", h.Issues)
 			}
 		}
-		if res, err := run("argocd-wait", argoConfigUnderTest); err != nil || res.Status != StatusRunning {
+		// Degraded after its sync settled: the wait fails at once.
+		if res, err := run("argocd-wait", argoConfigUnderTest); err != nil || res.Status != model.PromotionStepStatusFailed || !strings.Contains(res.Message, "Degraded after its sync") {
 			t.Fatalf("wait while degraded: %+v %v", res, err)
 		}
 	})
@@ -187,7 +186,7 @@ func TestArgoCDE2E(t *testing.T) {
 			t.Fatalf("after an earlier failure: %+v %v", res, err)
 		}
 		app := get("guestbook-dev")
-		if !syncedFor(map[string]any{"status": map[string]any{"operationState": map[string]any{"operation": app["operation"]}}}, "dev.02.def") {
+		if op, _ := app["operation"].(map[string]any); promotionOf(op) != "dev.02.def" {
 			t.Fatalf("no sync for dev.02.def was requested: operation %v", app["operation"])
 		}
 		setStatus(ctx, t, dc, "guestbook-dev", func(app map[string]any) {
@@ -287,22 +286,6 @@ func argoStatus(health, gitRevision, chartVersion string) map[string]any {
 		"sync":   map[string]any{"status": "Synced", "revisions": []any{gitRevision, chartVersion}},
 		"health": map[string]any{"status": health},
 	}
-}
-
-// finishSync ends the sync an Application's operation asks for, as the Argo
-// CD controller does: it moves the operation into status.operationState
-// with the result. Sync and health status change on a later refresh.
-func finishSync(app map[string]any, phase, message string, revisions ...any) {
-	status, _ := app["status"].(map[string]any)
-	if status == nil {
-		status = map[string]any{}
-		app["status"] = status
-	}
-	status["operationState"] = map[string]any{
-		"operation": app["operation"], "phase": phase, "message": message,
-		"syncResult": map[string]any{"revisions": revisions},
-	}
-	delete(app, "operation")
 }
 
 // installApplicationCRD installs a minimal Application CRD shaped like Argo

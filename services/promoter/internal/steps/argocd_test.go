@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/caravan-cd/caravan/pkg/model"
 )
@@ -21,6 +23,8 @@ type fakeApps struct {
 	mu      sync.Mutex
 	apps    map[string]map[string]any
 	updates int
+	// conflicts is how many updates fail with a conflict first.
+	conflicts int
 }
 
 func (f *fakeApps) Get(_ context.Context, ns, name string) (map[string]any, error) {
@@ -59,6 +63,10 @@ func (f *fakeApps) Update(_ context.Context, ns string, app map[string]any) erro
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	name := app["metadata"].(map[string]any)["name"].(string)
+	if f.conflicts > 0 {
+		f.conflicts--
+		return apierrors.NewConflict(schema.GroupResource{Group: "argoproj.io", Resource: "applications"}, name, errors.New("the object has been modified"))
+	}
 	f.apps[ns+"/"+name] = deepCopy(app)
 	f.updates++
 	return nil
@@ -127,26 +135,55 @@ func TestArgoCDUpdate(t *testing.T) {
 	if res, _ := run(t, "argocd-update", sc); res.Status != StatusRunning || apps.updates != 1 {
 		t.Fatalf("second run: %+v, %d updates", res, apps.updates)
 	}
-	// Argo CD (here the test) finishes the sync.
-	delete(app, "operation")
-	sync := map[string]any{"status": "Synced", "revisions": []any{"old000", "0.1.0"}}
-	app["status"] = map[string]any{"operationState": map[string]any{"phase": "Succeeded"},
-		"health": map[string]any{"status": "Healthy"}, "sync": sync}
-	if res, err := run(t, "argocd-update", sc); err != nil || res.Status != "" {
-		t.Fatalf("after the sync: %+v %v", res, err)
+	// Argo CD (here the test) runs the sync; until it reconciled the
+	// Application again, its health is not trusted.
+	finishSync(app, "Succeeded", "successfully synced", "abc123", "0.2.0")
+	if res, err := run(t, "argocd-update", sc); err != nil || res.Status != "" || apps.updates != 1 {
+		t.Fatalf("after the sync: %+v %v, %d updates", res, err, apps.updates)
 	}
-	// Until Argo CD refreshed the status, it still reads the old revisions.
-	if h := CheckHealth(context.Background(), apps, *res.HealthCheck); h.Status != model.HealthStateProgressing || len(h.Issues) != 1 {
-		t.Fatalf("health at the old revisions %+v", h)
+	if h := CheckHealth(context.Background(), apps, *res.HealthCheck, 0); h.Status != model.HealthStateUnknown || len(h.Issues) != 1 || !strings.Contains(h.Issues[0], "not reconciled") {
+		t.Fatalf("health before the refresh %+v", h)
 	}
-	sync["revisions"] = []any{"abc123", "0.2.0"}
-	if h := CheckHealth(context.Background(), apps, *res.HealthCheck); h.Status != model.HealthStateHealthy {
+	refresh(app, "Healthy", "abc123", "0.2.0")
+	if h := CheckHealth(context.Background(), apps, *res.HealthCheck, 0); h.Status != model.HealthStateHealthy {
 		t.Fatalf("health %+v", h)
 	}
-	app["status"].(map[string]any)["health"] = map[string]any{"status": "Degraded"}
-	if h := CheckHealth(context.Background(), apps, *res.HealthCheck); h.Status != model.HealthStateUnhealthy || len(h.Issues) != 1 {
+	// Within the settling window after a sync, health is not trusted yet.
+	if h := CheckHealth(context.Background(), apps, *res.HealthCheck, time.Hour); h.Status != model.HealthStateProgressing || !strings.Contains(h.Issues[0], "trusted 1h0m0s after a sync") {
+		t.Fatalf("health while settling %+v", h)
+	}
+	app["status"].(map[string]any)["health"] = map[string]any{"status": "Degraded", "message": "back-off"}
+	if h := CheckHealth(context.Background(), apps, *res.HealthCheck, 0); h.Status != model.HealthStateUnhealthy || len(h.Issues) != 1 || !strings.Contains(h.Issues[0], "Degraded: back-off") {
 		t.Fatalf("degraded health %+v", h)
 	}
+}
+
+// finishSync ends the sync an Application's operation asks for, as the Argo
+// CD controller does: it moves the operation into status.operationState
+// with its result and finish time. Sync and health status change on its
+// next reconciliation (refresh).
+func finishSync(app map[string]any, phase, message string, revisions ...any) {
+	status, _ := app["status"].(map[string]any)
+	if status == nil {
+		status = map[string]any{}
+		app["status"] = status
+	}
+	now := time.Now().UTC().Format(time.RFC3339)
+	status["operationState"] = map[string]any{
+		"operation": app["operation"], "phase": phase, "message": message,
+		"startedAt": now, "finishedAt": now,
+		"syncResult": map[string]any{"revisions": revisions},
+	}
+	delete(app, "operation")
+}
+
+// refresh is Argo CD's reconciliation after a sync: health and sync status
+// of the revisions synced, reconciledAt.
+func refresh(app map[string]any, health string, revisions ...any) {
+	status := app["status"].(map[string]any)
+	status["reconciledAt"] = time.Now().UTC().Format(time.RFC3339)
+	status["health"] = map[string]any{"status": health}
+	status["sync"] = map[string]any{"status": "Synced", "revisions": revisions}
 }
 
 func TestArgoCDUpdateNeedsAuthorizedStage(t *testing.T) {
@@ -174,7 +211,7 @@ func TestArgoCDUpdateSyncsAgainAfterAnotherPromotionsFailure(t *testing.T) {
 	if _, err := UpdateApplication(app, cfg.Apps[0].Sources); err != nil {
 		t.Fatal(err)
 	}
-	RequestSync(app, "dev.00.old")
+	RequestSync(app, "dev.00.old", "")
 	app["status"] = map[string]any{"operationState": map[string]any{"operation": app["operation"], "phase": "Failed", "message": "boom"}}
 	delete(app, "operation")
 	apps := &fakeApps{apps: map[string]map[string]any{"argocd/guestbook-dev": app}}
@@ -193,7 +230,9 @@ func TestArgoCDUpdateSyncsAgainAfterAnotherPromotionsFailure(t *testing.T) {
 func TestAppHealthSingleSource(t *testing.T) {
 	t.Parallel()
 	want := []argoSource{{RepoURL: "https://github.com/acme/gitops", DesiredRevision: "abc123"}}
-	app := func(health, revision string, operation bool) map[string]any {
+	now := time.Now()
+	at := func(d time.Duration) string { return now.Add(d).UTC().Format(time.RFC3339) }
+	app := func(health, revision string, operation bool, change ...func(status map[string]any)) map[string]any {
 		a := map[string]any{
 			"spec":   map[string]any{"source": map[string]any{"repoURL": "https://github.com/acme/gitops.git", "targetRevision": "abc123"}},
 			"status": map[string]any{"health": map[string]any{"status": health}, "sync": map[string]any{"status": "Synced", "revision": revision}},
@@ -201,7 +240,16 @@ func TestAppHealthSingleSource(t *testing.T) {
 		if operation {
 			a["operation"] = map[string]any{"sync": map[string]any{}}
 		}
+		for _, c := range change {
+			c(a["status"].(map[string]any))
+		}
 		return a
+	}
+	synced := func(revision, finished, reconciled string) func(map[string]any) {
+		return func(st map[string]any) {
+			st["operationState"] = map[string]any{"phase": "Succeeded", "finishedAt": finished, "syncResult": map[string]any{"revision": revision}}
+			st["reconciledAt"] = reconciled
+		}
 	}
 	for _, tc := range []struct {
 		name string
@@ -209,14 +257,24 @@ func TestAppHealthSingleSource(t *testing.T) {
 		want model.HealthState
 	}{
 		{"synced", app("Healthy", "abc123", false), model.HealthStateHealthy},
-		{"old revision", app("Healthy", "old000", false), model.HealthStateProgressing},
+		{"old revision, no sync yet", app("Healthy", "old000", false), model.HealthStateProgressing},
 		{"sync pending", app("Healthy", "abc123", true), model.HealthStateProgressing},
+		{"sync running", app("Healthy", "abc123", false, func(st map[string]any) { st["operationState"] = map[string]any{"phase": "Running"} }), model.HealthStateProgressing},
 		{"degraded", app("Degraded", "abc123", false), model.HealthStateUnhealthy},
+		{"unknown health", app("Unknown", "abc123", false), model.HealthStateUnhealthy},
+		{"suspended", app("Suspended", "abc123", false), model.HealthStateProgressing},
+		{"comparison error", app("Healthy", "abc123", false, func(st map[string]any) {
+			st["conditions"] = []any{map[string]any{"type": "ComparisonError", "message": "no repo"}}
+		}), model.HealthStateUnhealthy},
+		{"synced by a sync", app("Healthy", "abc123", false, synced("abc123", at(-time.Minute), at(-time.Minute))), model.HealthStateHealthy},
+		{"synced at another revision", app("Healthy", "abc123", false, synced("fff999", at(-time.Minute), at(0))), model.HealthStateUnhealthy},
+		{"not reconciled since the sync", app("Healthy", "abc123", false, synced("abc123", at(-time.Minute), at(-2*time.Minute))), model.HealthStateUnknown},
+		{"settling", app("Healthy", "abc123", false, synced("abc123", at(-2*time.Second), at(0))), model.HealthStateProgressing},
 		{"no status", map[string]any{"spec": map[string]any{}}, model.HealthStateUnknown},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			if got, why := appHealth(tc.app, want); got != tc.want {
+			if got, why := appHealth(tc.app, want, 10*time.Second, now); got != tc.want {
 				t.Fatalf("%s (%s), want %s", got, why, tc.want)
 			}
 		})
@@ -369,7 +427,7 @@ func TestArgoCDUpdateSelector(t *testing.T) {
 	if !reflect.DeepEqual(names, []string{"web-a", "web-b"}) {
 		t.Fatalf("health check of %v", names)
 	}
-	if h := CheckHealth(context.Background(), apps, *res.HealthCheck); h.Status != model.HealthStateUnknown || len(h.Issues) != 2 {
+	if h := CheckHealth(context.Background(), apps, *res.HealthCheck, 0); h.Status != model.HealthStateProgressing || len(h.Issues) != 2 {
 		t.Fatalf("health %+v", h)
 	}
 
@@ -517,5 +575,144 @@ func TestArgoCDWaitFor(t *testing.T) {
 	apps.apps["argocd/web-a"]["status"] = status("Progressing", "Synced", false)
 	if res, err := run(t, "argocd-wait", sc); err != nil || res.Status != StatusRunning || !strings.Contains(res.Message, "argocd/web-a") || strings.Contains(res.Message, "web-b") {
 		t.Errorf("selector: %+v %v", res, err)
+	}
+}
+
+// Without desiredRevision, a source's desired revision is the freight's
+// commit of its git repository or version of its chart, as Kargo derives
+// it; the Application's sources the config does not name are checked at
+// the freight's revisions too. The sync records the promotion and who
+// asked for it as Kargo does.
+func TestArgoCDUpdateDesiredRevisionFromFreight(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		actor, username string
+		automated       bool
+	}{
+		{"alice", "alice", false},
+		{"auto", OperationInitiator, true},
+	} {
+		app := application("demo:dev")
+		app["status"] = map[string]any{"operationState": map[string]any{"phase": "Succeeded", "operation": map[string]any{"initiatedBy": map[string]any{"username": "admin"}}}}
+		apps := &fakeApps{apps: map[string]map[string]any{"argocd/guestbook-dev": app}}
+		sc := newContext(t, map[string]any{"apps": []any{map[string]any{"name": "guestbook-dev", "sources": []any{
+			map[string]any{"repoURL": "https://github.com/acme/gitops", "updateTargetRevision": true},
+		}}}})
+		sc.Project, sc.Stage, sc.Promotion, sc.Actor, sc.Applications = "demo", "dev", "dev.01.abc", tc.actor, apps
+		sc.Freight = []model.FreightReference{
+			{Name: "f1", Commits: []model.GitCommit{{RepoURL: "https://github.com/acme/gitops.git", ID: "c0ffee"}}},
+			{Name: "f2", Charts: []model.Chart{{RepoURL: "https://charts.acme.io", Name: "guestbook", Version: "0.3.0"}}},
+		}
+		res, err := run(t, "argocd-update", sc)
+		if err != nil || res.Status != StatusRunning {
+			t.Fatalf("%s: %+v %v", tc.actor, res, err)
+		}
+		got := apps.apps["argocd/guestbook-dev"]
+		sources := got["spec"].(map[string]any)["sources"].([]any)
+		if rev := sources[0].(map[string]any)["targetRevision"]; rev != "c0ffee" {
+			t.Errorf("git targetRevision %v", rev)
+		}
+		if rev := sources[1].(map[string]any)["targetRevision"]; rev != "0.1.0" {
+			t.Errorf("chart targetRevision %v changed without an update", rev)
+		}
+		wantCheck := []any{map[string]any{"name": "guestbook-dev", "namespace": "argocd", "sources": []any{
+			map[string]any{"repoURL": "https://github.com/acme/gitops", "desiredRevision": "c0ffee"},
+			map[string]any{"repoURL": "https://charts.acme.io", "chart": "guestbook", "desiredRevision": "0.3.0"},
+		}}}
+		if !reflect.DeepEqual(res.HealthCheck.Config["apps"], wantCheck) {
+			t.Errorf("health check %v", res.HealthCheck.Config["apps"])
+		}
+		op := got["operation"].(map[string]any)
+		wantOp := map[string]any{
+			"initiatedBy": map[string]any{"username": tc.username, "automated": tc.automated},
+			"info": []any{
+				map[string]any{"name": "Reason", "value": "Promotion triggered a sync of this Application resource."},
+				map[string]any{"name": InfoPromotion, "value": "dev.01.abc"},
+			},
+			"sync": map[string]any{},
+		}
+		if !reflect.DeepEqual(op, wantOp) {
+			t.Errorf("%s: operation %v", tc.actor, op)
+		}
+		if ann := got["metadata"].(map[string]any)["annotations"].(map[string]any); ann[AnnotationRefresh] != "hard" {
+			t.Errorf("annotations %v", ann)
+		}
+		if _, ok := got["status"].(map[string]any)["operationState"]; ok {
+			t.Errorf("the previous operation state was kept")
+		}
+	}
+}
+
+// A sync someone else started is waited for before this promotion's own
+// is requested; a sync of this promotion that ended at other revisions is
+// requested again.
+func TestArgoCDUpdateWaitsForOthersSync(t *testing.T) {
+	t.Parallel()
+	app := application("demo:dev")
+	app["status"] = map[string]any{"operationState": map[string]any{"phase": "Running", "operation": map[string]any{"initiatedBy": map[string]any{"username": "admin"}}}}
+	apps := &fakeApps{apps: map[string]map[string]any{"argocd/guestbook-dev": app}}
+	sc := newContext(t, argoConfigUnderTest)
+	sc.Project, sc.Stage, sc.Promotion, sc.Applications = "demo", "dev", "dev.01.abc", apps
+	res, err := run(t, "argocd-update", sc)
+	if err != nil || res.Status != StatusRunning || apps.updates != 0 || !strings.Contains(res.Message, "a sync started by admin is running") {
+		t.Fatalf("while admin's sync runs: %+v %v, %d updates", res, err, apps.updates)
+	}
+	app["status"].(map[string]any)["operationState"].(map[string]any)["phase"] = "Succeeded"
+	if res, err := run(t, "argocd-update", sc); err != nil || res.Status != StatusRunning || apps.updates != 1 {
+		t.Fatalf("after admin's sync: %+v %v, %d updates", res, err, apps.updates)
+	}
+	app = apps.apps["argocd/guestbook-dev"]
+	finishSync(app, "Succeeded", "ok", "abc123", "0.1.9")
+	if res, err := run(t, "argocd-update", sc); err != nil || res.Status != StatusRunning || apps.updates != 2 {
+		t.Fatalf("after a sync at other revisions: %+v %v, %d updates", res, err, apps.updates)
+	}
+	app = apps.apps["argocd/guestbook-dev"]
+	finishSync(app, "Succeeded", "ok", "abc123", "0.2.0")
+	if res, err := run(t, "argocd-update", sc); err != nil || res.Status != "" || apps.updates != 2 {
+		t.Fatalf("after the sync: %+v %v, %d updates", res, err, apps.updates)
+	}
+}
+
+// argocd-wait does not trust health within the settling window after a
+// sync, and fails at once on an Application Degraded after its sync
+// settled (unless degraded is what it waits for).
+func TestArgoCDWaitSettleAndDegraded(t *testing.T) {
+	t.Parallel()
+	app := application("demo:dev")
+	app["operation"] = map[string]any{"sync": map[string]any{}}
+	finishSync(app, "Succeeded", "ok", "abc123", "0.2.0")
+	refresh(app, "Healthy", "abc123", "0.2.0")
+	apps := &fakeApps{apps: map[string]map[string]any{"argocd/guestbook-dev": app}}
+	sc := newContext(t, map[string]any{"apps": []any{map[string]any{"name": "guestbook-dev"}}})
+	sc.Project, sc.Stage, sc.Applications, sc.ArgoCDSettle = "demo", "dev", apps, time.Hour
+	if res, err := run(t, "argocd-wait", sc); err != nil || res.Status != StatusRunning || !strings.Contains(res.Message, "trusted 1h0m0s after a sync") {
+		t.Fatalf("settling: %+v %v", res, err)
+	}
+	sc.ArgoCDSettle = 0
+	if res, err := run(t, "argocd-wait", sc); err != nil || res.Status != "" {
+		t.Fatalf("settled: %+v %v", res, err)
+	}
+	app["status"].(map[string]any)["health"] = map[string]any{"status": "Degraded", "message": "back-off restarting failed container"}
+	if res, err := run(t, "argocd-wait", sc); err != nil || res.Status != model.PromotionStepStatusFailed || !strings.Contains(res.Message, "Degraded after its sync: back-off") {
+		t.Fatalf("degraded: %+v %v", res, err)
+	}
+	sc.Config = map[string]any{"apps": []any{map[string]any{"name": "guestbook-dev", "waitFor": []any{"health", "degraded"}}}}
+	if res, err := run(t, "argocd-wait", sc); err != nil || res.Status != "" {
+		t.Fatalf("waiting for degraded: %+v %v", res, err)
+	}
+}
+
+// An update that lost a race with another writer (Argo CD writes status
+// often) leaves the step Running, to decide again from a fresh read.
+func TestArgoCDUpdateConflict(t *testing.T) {
+	t.Parallel()
+	apps := &fakeApps{apps: map[string]map[string]any{"argocd/guestbook-dev": application("demo:dev")}, conflicts: 1}
+	sc := newContext(t, argoConfigUnderTest)
+	sc.Project, sc.Stage, sc.Promotion, sc.Applications = "demo", "dev", "dev.01.abc", apps
+	if res, err := run(t, "argocd-update", sc); err != nil || res.Status != StatusRunning || apps.updates != 0 || !strings.Contains(res.Message, "trying again") {
+		t.Fatalf("on a conflict: %+v %v, %d updates", res, err, apps.updates)
+	}
+	if res, err := run(t, "argocd-update", sc); err != nil || res.Status != StatusRunning || apps.updates != 1 {
+		t.Fatalf("after it: %+v %v, %d updates", res, err, apps.updates)
 	}
 }

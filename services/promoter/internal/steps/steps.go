@@ -131,6 +131,9 @@ type Services struct {
 	Logger *slog.Logger
 	// Applications reaches Argo CD Applications (nil: no Kubernetes API).
 	Applications Applications
+	// ArgoCDSettle is how long after an Application's sync argocd-wait and
+	// the Argo CD health check do not trust its health (Kargo's 10 s).
+	ArgoCDSettle time.Duration
 }
 
 // MetadataWriter merges metadata into a Stage's or a Freight's status.
@@ -151,6 +154,9 @@ type Context struct {
 	Project   string
 	Stage     string
 	Promotion string
+	// Actor is who asked for the promotion (its created-by annotation):
+	// a person, or Caravan's auto-promotion ("auto", "auto-rollback").
+	Actor string
 	// Alias is the step's alias.
 	Alias string
 	// Freight is the collection being promoted: the target freight first.
