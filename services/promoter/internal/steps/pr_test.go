@@ -327,7 +327,7 @@ func TestPullRequestOptions(t *testing.T) {
 				sc.Config = m
 				return sc
 			}
-			if _, err := run(t, "git-open-pr", cfg(map[string]any{"sourceBranch": "kargo/promotion/p1", "targetBranch": "main", "title": "promote",
+			if _, err := run(t, "git-open-pr", cfg(map[string]any{"sourceBranch": "caravan/promotion/p1", "targetBranch": "main", "title": "promote",
 				"description": "Promotes freight abc.", "createTargetBranch": true})); err != nil {
 				t.Fatal(err)
 			}
@@ -413,7 +413,7 @@ func TestPullRequestPagesAndRetries(t *testing.T) {
 			n := (page-1)*2 + i + 1
 			source := fmt.Sprintf("feature-%d", n)
 			if n == 6 {
-				source = "kargo/promotion/p1"
+				source = "caravan/promotion/p1"
 			}
 			prs = append(prs, map[string]any{"number": n, "state": "open", "html_url": fmt.Sprintf("http://host/pr/%d", n),
 				"head": map[string]any{"ref": source}, "base": map[string]any{"ref": "main"}})
@@ -421,7 +421,7 @@ func TestPullRequestPagesAndRetries(t *testing.T) {
 		_ = json.NewEncoder(w).Encode(prs)
 	}))
 	t.Cleanup(srv.Close)
-	sc := newContext(t, map[string]any{"repoURL": srv.URL + "/acme/app.git", "provider": "gitea", "sourceBranch": "kargo/promotion/p1", "targetBranch": "main"})
+	sc := newContext(t, map[string]any{"repoURL": srv.URL + "/acme/app.git", "provider": "gitea", "sourceBranch": "caravan/promotion/p1", "targetBranch": "main"})
 	sc.Egress = allowLoopback(t, egress.Config{})
 	res, err := run(t, "git-open-pr", sc)
 	if err != nil {
