@@ -69,7 +69,7 @@ func (v *validator) gitClient(field, name, email, prefix string) {
 func branchPrefixError(prefix string) error {
 	switch {
 	case strings.HasPrefix(prefix, "/") || strings.HasPrefix(prefix, "-") || strings.HasPrefix(prefix, "."):
-		return fmt.Errorf("%q must not start with /, - or .", prefix)
+		return fmt.Errorf("%q must not start with a slash, a dash or a dot", prefix)
 	case strings.Contains(prefix, "..") || strings.Contains(prefix, "//") || strings.Contains(prefix, "@{") || strings.Contains(prefix, "/."):
 		return fmt.Errorf("%q must not contain .., //, /. or @{", prefix)
 	case strings.ContainsAny(prefix, " ~^:?*[\\\t\n\x7f"):

@@ -219,6 +219,6 @@ func (p *CloudWatch) newClient(ctx context.Context, req analysis.Request) (*clou
 	if cfg.Region == "" {
 		return nil, fmt.Errorf("no AWS region: set region in the project Secret %q or AWS_REGION", CloudWatchSecret)
 	}
-	opts := append([]func(*cloudwatch.Options){func(o *cloudwatch.Options) { o.HTTPClient = p.Base.client }}, p.Options...)
+	opts := append([]func(*cloudwatch.Options){func(o *cloudwatch.Options) { o.HTTPClient = p.client }}, p.Options...)
 	return cloudwatch.NewFromConfig(cfg, opts...), nil
 }
