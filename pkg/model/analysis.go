@@ -85,10 +85,10 @@ type Metric struct {
 }
 
 // MetricProvider is where a metric is measured. Caravan acts on web,
-// prometheus, job, datadog, newRelic, wavefront, kayenta, graphite,
-// influxdb and skywalking (their settings are decoded, strictly, by the
-// verifier); cloudWatch and plugin are kept but a measurement with them
-// ends in Error.
+// prometheus, job, datadog, newRelic, wavefront, kayenta, cloudWatch,
+// graphite, influxdb and skywalking (their settings are decoded, strictly,
+// by the verifier); plugin is kept but a measurement with it ends in Error
+// (the workload-rollout plugin aside).
 type MetricProvider struct {
 	Web        *WebMetric        `json:"web,omitempty"`
 	Prometheus *PrometheusMetric `json:"prometheus,omitempty"`
@@ -98,7 +98,7 @@ type MetricProvider struct {
 	NewRelic   map[string]any `json:"newRelic,omitempty"`
 	Wavefront  map[string]any `json:"wavefront,omitempty"`
 	Kayenta    map[string]any `json:"kayenta,omitempty"`
-	CloudWatch map[string]any `json:"cloudWatch,omitempty" caravan:"ignored"`
+	CloudWatch map[string]any `json:"cloudWatch,omitempty"`
 	Graphite   map[string]any `json:"graphite,omitempty"`
 	Influxdb   map[string]any `json:"influxdb,omitempty"`
 	SkyWalking map[string]any `json:"skywalking,omitempty"`

@@ -17,17 +17,18 @@ type ClusterConfig struct {
 // identity, promotion windows and deep links.
 type ClusterConfigSpec struct {
 	WebhookReceivers []WebhookReceiverConfig `json:"webhookReceivers,omitempty" warn:"cluster-level webhook receivers are stored only: Caravan serves the receivers of ProjectConfigs"`
-	GitClient        *GitClientConfig        `json:"gitClient,omitempty" warn:"Caravan commits as the author a step's config names, else as its built-in default author"`
+	GitClient        *GitClientConfig        `json:"gitClient,omitempty"`
 	PromotionWindows []PromotionWindow       `json:"promotionWindows,omitempty"`
 	FreightLinks     []DeepLink              `json:"freightLinks,omitempty" warn:"deep links are stored for UIs; Caravan renders none"`
 	StageLinks       []DeepLink              `json:"stageLinks,omitempty" warn:"deep links are stored for UIs; Caravan renders none"`
 }
 
-// GitClientConfig is the identity Kargo's Git client commits as.
+// GitClientConfig is the identity Kargo's Git client commits as: the
+// default author of the commits and tags promotions make (see GitIdentity).
 type GitClientConfig struct {
 	Name             string                `json:"name,omitempty"`
 	Email            string                `json:"email,omitempty"`
-	SigningKeySecret *LocalObjectReference `json:"signingKeySecret,omitempty"`
+	SigningKeySecret *LocalObjectReference `json:"signingKeySecret,omitempty" warn:"Caravan does not sign commits"`
 }
 
 // ClusterConfigStatus is a ClusterConfig's observed state.

@@ -345,8 +345,8 @@ func TestDecodeInvalid(t *testing.T) {
 		},
 		{
 			name:        "opaque analysis provider",
-			input:       project + "apiVersion: argoproj.io/v1alpha1\nkind: AnalysisTemplate\nmetadata: {name: a, namespace: p}\nspec:\n  metrics:\n  - name: m\n    provider:\n      cloudWatch: {interval: 5m}\n",
-			wantWarning: &Issue{Document: 3, Kind: "AnalysisTemplate", Name: "a", Field: "spec.metrics[0].provider.cloudWatch", Message: "accepted but not acted on by Caravan"},
+			input:       project + "apiVersion: argoproj.io/v1alpha1\nkind: AnalysisTemplate\nmetadata: {name: a, namespace: p}\nspec:\n  metrics:\n  - name: m\n    provider:\n      plugin: {acme/metrics: {x: 1}}\n",
+			wantWarning: &Issue{Document: 3, Kind: "AnalysisTemplate", Name: "a", Field: "spec.metrics[0].provider.plugin", Message: "accepted but not acted on by Caravan"},
 		},
 	}
 	for _, tt := range tests {

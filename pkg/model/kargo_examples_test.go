@@ -200,7 +200,7 @@ spec:
   webhookReceivers:
   - name: org-hooks
     github: {secretRef: {name: org-hook-secret}}`,
-			warnings: []string{"spec.gitClient", "spec.webhookReceivers"},
+			warnings: []string{"spec.gitClient.signingKeySecret", "spec.webhookReceivers"},
 		},
 		{
 			name: "cluster config with another name",

@@ -52,6 +52,19 @@ type ProjectConfigSpec struct {
 	// Notifications send the project's events to receivers: CloudEvents,
 	// Slack-compatible and signed generic webhooks (Caravan addition).
 	Notifications []NotificationSubscription `json:"notifications,omitempty"`
+	// GitClient is the project's default Git identity and the prefix of
+	// the branches git-push generates (Caravan addition; Kargo sets the
+	// identity for the whole cluster only, in ClusterConfig).
+	GitClient *ProjectGitClient `json:"gitClient,omitempty"`
+}
+
+// ProjectGitClient is a project's Git identity (see GitIdentity).
+type ProjectGitClient struct {
+	Name  string `json:"name,omitempty"`
+	Email string `json:"email,omitempty"`
+	// BranchPrefix precedes the promotion's name in the branch git-push
+	// generates (generateTargetBranch).
+	BranchPrefix string `json:"branchPrefix,omitempty"`
 }
 
 // PromotionPolicy turns auto-promotion on or off for a Stage, named or

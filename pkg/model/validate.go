@@ -85,6 +85,9 @@ func (v *validator) object(obj Object) {
 		if meta.Name != ClusterConfigName {
 			v.add("metadata.name", "must be %q: a cluster has one ClusterConfig", ClusterConfigName)
 		}
+		if g := o.Spec.GitClient; g != nil {
+			v.gitClient("spec.gitClient", g.Name, g.Email, "")
+		}
 		for _, is := range ValidateWindows(o.Spec.PromotionWindows, true) {
 			v.add("spec.promotionWindows"+is.Field, "%s", is.Message)
 		}
@@ -134,6 +137,9 @@ func (v *validator) metadata(kind string, meta *ObjectMeta) {
 }
 
 func (v *validator) projectConfig(pc *ProjectConfig) {
+	if g := pc.Spec.GitClient; g != nil {
+		v.gitClient("spec.gitClient", g.Name, g.Email, g.BranchPrefix)
+	}
 	for i, p := range pc.Spec.PromotionPolicies {
 		f := fmt.Sprintf("spec.promotionPolicies[%d]", i)
 		if (p.Stage == "") == (p.StageSelector == nil) {

@@ -173,6 +173,23 @@ type run struct {
 	// DryRun), recording it in stop.
 	dryRun bool
 	stop   *model.DryRunStop
+	// identity is the project's Git identity, read once per run.
+	identity *model.GitIdentity
+}
+
+// gitIdentity reads the project's Git identity from its ProjectConfig and
+// the ClusterConfig (model.GitIdentityFor) the first time a step needs it.
+func (r *run) gitIdentity(ctx context.Context) (model.GitIdentity, error) {
+	if r.identity != nil {
+		return *r.identity, nil
+	}
+	pol, err := state.LoadPolicies(ctx, r.e.store, r.p.Namespace)
+	if err != nil {
+		return model.GitIdentity{}, fmt.Errorf("read the project's Git identity: %w", err)
+	}
+	id := model.GitIdentityFor(pol.Config, pol.Cluster)
+	r.identity = &id
+	return id, nil
 }
 
 // Run executes p.Spec.Steps (tasks inflated) starting at
@@ -403,7 +420,10 @@ func (r *run) step(ctx context.Context, i int) error {
 			return r.end(ctx, i, model.PromotionStepStatusErrored, err.Error(), nil)
 		}
 		r.e.wakers.watch(wake, cfg["repoURL"])
-		sc := r.stepContext(ctx, i, cfg, env)
+		sc, err := r.stepContext(ctx, i, cfg, env)
+		if err != nil {
+			return r.end(ctx, i, model.PromotionStepStatusErrored, err.Error(), nil)
+		}
 		res, err := steps.Run(ctx, def, sc)
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -511,7 +531,10 @@ func (r *run) replay(ctx context.Context, start int) error {
 		if err != nil {
 			return fmt.Errorf("step %q: %w", fs.alias, err)
 		}
-		sc := r.stepContext(ctx, i, cfg, env)
+		sc, err := r.stepContext(ctx, i, cfg, env)
+		if err != nil {
+			return err
+		}
 		sc.Replay = true
 		sc.Saved, _ = r.p.Status.State[fs.alias].(map[string]any)
 		if _, err := steps.Run(ctx, r.e.registry[fs.Uses], sc); err != nil {
@@ -521,7 +544,11 @@ func (r *run) replay(ctx context.Context, start int) error {
 	return nil
 }
 
-func (r *run) stepContext(ctx context.Context, i int, cfg map[string]any, env *expressions.Env) *steps.Context {
+func (r *run) stepContext(ctx context.Context, i int, cfg map[string]any, env *expressions.Env) (*steps.Context, error) {
+	identity, err := r.gitIdentity(ctx)
+	if err != nil {
+		return nil, err
+	}
 	fs := r.steps[i]
 	md := r.p.Status.StepExecutionMetadata[i]
 	started := time.Now().UTC().Truncate(time.Second)
@@ -548,12 +575,13 @@ func (r *run) stepContext(ctx context.Context, i int, cfg map[string]any, env *e
 		Alias:         fs.alias,
 		Freight:       r.freight,
 		TargetFreight: r.p.Spec.Freight,
+		GitIdentity:   identity,
 		Config:        cfg,
 		StartedAt:     started,
 		Eval: func(code string, vars map[string]any) (any, error) {
 			return expressions.EvalWith(code, env, vars)
 		},
-	}
+	}, nil
 }
 
 // Health evaluates health checks registered by steps (argocd-update,

@@ -196,23 +196,31 @@ func gitClear(_ context.Context, sc *Context, cfg *pathConfig) (Result, error) {
 	return Result{}, nil
 }
 
-// Default commit identity, as Kargo's.
-const (
-	defaultAuthorName  = "Kargo"
-	defaultAuthorEmail = "no-reply@kargo.io"
-)
-
 // signature is who a commit or tag in wt is by: author when given, else
-// git-clone's author, else Kargo's default; at the step's start, so that a
+// git-clone's author, else the project's Git identity (Caravan's by
+// default, see model.GitIdentityFor); at the step's start, so that a
 // replayed commit is the same commit.
 func (sc *Context) signature(wt *WorkTree, author *Author) gitmirror.Signature {
-	sig := gitmirror.Signature{Name: defaultAuthorName, Email: defaultAuthorEmail, When: sc.StartedAt}
+	id := sc.gitIdentity()
+	sig := gitmirror.Signature{Name: id.Name, Email: id.Email, When: sc.StartedAt}
 	for _, a := range []*Author{wt.Author, author} {
 		if a != nil {
 			sig.Name, sig.Email = a.Name, a.Email
 		}
 	}
 	return sig
+}
+
+// gitIdentity is the run's Git identity, Caravan's defaults where unset.
+func (sc *Context) gitIdentity() model.GitIdentity {
+	id := sc.GitIdentity
+	if id.Name == "" {
+		id.Name, id.Email = model.DefaultGitAuthorName, model.DefaultGitAuthorEmail
+	}
+	if id.BranchPrefix == "" {
+		id.BranchPrefix = model.DefaultGitBranchPrefix
+	}
+	return id
 }
 
 type gitCommitConfig struct {
@@ -293,8 +301,9 @@ func gitPush(ctx context.Context, sc *Context, cfg *pushConfig) (Result, error) 
 	target, force := cfg.TargetBranch, cfg.Force
 	if cfg.GenerateTargetBranch {
 		// The branch is the promotion's own: a push before a crash is
-		// overwritten, as Kargo does.
-		target, force = "kargo/promotion/"+sc.Promotion, true
+		// overwritten, as Kargo does. Its prefix is the project's
+		// (caravan/promotion/ by default; Kargo's is kargo/promotion/).
+		target, force = sc.gitIdentity().BranchPrefix+sc.Promotion, true
 	}
 	if target == "" {
 		target = repo.Branch()

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/testenv"
 	"github.com/caravan-cd/caravan/services/promoter/internal/gitmirror"
 )
@@ -85,13 +86,13 @@ func TestGitCloneCommitPush(t *testing.T) {
 	write(t, sc, "out/manifests.yaml", "kind: Secret\n")
 	step(t, sc, "git-commit", map[string]any{"path": "./out", "message": "again", "author": map[string]any{"name": "Ann", "email": "ann@acme.example"}})
 	p = step(t, sc, "git-push", map[string]any{"path": "./out", "generateTargetBranch": true})
-	if p.Output["branch"] != "kargo/promotion/dev.01j2.abc" {
+	if p.Output["branch"] != "caravan/promotion/dev.01j2.abc" {
 		t.Fatalf("generated branch %v", p.Output)
 	}
 	if _, ok := p.Output["commitURL"]; ok {
 		t.Errorf("a commitURL for an unknown provider: %v", p.Output)
 	}
-	if got := git.Run(t, git.Path("gitops"), "log", "-1", "--format=%an", "kargo/promotion/dev.01j2.abc"); got != "Ann" {
+	if got := git.Run(t, git.Path("gitops"), "log", "-1", "--format=%an", "caravan/promotion/dev.01j2.abc"); got != "Ann" {
 		t.Errorf("git-commit's author %q", got)
 	}
 
@@ -130,7 +131,7 @@ func TestGitTagAndPushTag(t *testing.T) {
 		t.Fatal("git-tag pushed the tag")
 	}
 	step(t, sc, "git-push", map[string]any{"path": "./out", "tag": "v1.0.0"})
-	if got := git.Run(t, git.Path("app"), "cat-file", "-p", "v1.0.0"); !strings.Contains(got, "Release 1.0.0") || !strings.Contains(got, "tagger Kargo <no-reply@kargo.io>") {
+	if got := git.Run(t, git.Path("app"), "cat-file", "-p", "v1.0.0"); !strings.Contains(got, "Release 1.0.0") || !strings.Contains(got, "tagger Caravan <no-reply@caravan.invalid>") {
 		t.Fatalf("pushed tag:\n%s", got)
 	}
 	// A tag the remote has already.
@@ -266,9 +267,20 @@ func TestGitPushAttemptsForceAndGeneratedBranch(t *testing.T) {
 			}
 
 			res := step(t, sc, uses, map[string]any{"path": "./out", "generateTargetBranch": true})
-			branch := "kargo/promotion/" + sc.Promotion
+			branch := "caravan/promotion/" + sc.Promotion
 			if res.Output["branch"] != branch || git.Show(t, "app", branch, "a.txt") != "mine" {
 				t.Fatalf("generated branch: output %v", res.Output)
+			}
+
+			// The project's Git identity (ProjectConfig or ClusterConfig
+			// gitClient): its author commits, its prefix names the branch.
+			sc.GitIdentity = model.GitIdentity{Name: "Shop Bot", Email: "shop@acme.example", BranchPrefix: "deploy/"}
+			write(t, sc, "out/a.txt", "project\n")
+			step(t, sc, "git-commit", map[string]any{"path": "./out", "message": "project"})
+			res = step(t, sc, uses, map[string]any{"path": "./out", "generateTargetBranch": true})
+			branch = "deploy/" + sc.Promotion
+			if got := git.Run(t, git.Path("app"), "log", "-1", "--format=%an <%ae>", branch); res.Output["branch"] != branch || got != "Shop Bot <shop@acme.example>" {
+				t.Fatalf("project identity: output %v, author %q", res.Output, got)
 			}
 		})
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/services/promoter/internal/gitmirror"
 )
 
 // pullRequest is what the git-*-pr steps need to know of a pull request.
@@ -28,11 +30,29 @@ type pullRequest struct {
 
 // prProvider is the part of a Git hosting API the pull request steps use.
 type prProvider interface {
-	open(ctx context.Context, source, target, title, body string, labels []string) (*pullRequest, error)
+	// open returns the open pull request from source into target, or
+	// opens one with the title and body text gives (called only then).
+	open(ctx context.Context, source, target string, text prText, labels []string) (*pullRequest, error)
 	get(ctx context.Context, number int64) (*pullRequest, error)
 	// merge merges the pull request; method is mergeMethod ("" for the
 	// provider's default).
 	merge(ctx context.Context, number int64, method string) (*pullRequest, error)
+	// headMessage is the message of the commit at the head of branch.
+	headMessage(ctx context.Context, branch string) (string, error)
+}
+
+// prText gives the title and body of a pull request about to be opened.
+type prText func(ctx context.Context) (title, body string, err error)
+
+// branchPath escapes each segment of a branch name for a URL path, keeping
+// its slashes (the GitHub, Gitea and Bitbucket routes take them as they
+// are).
+func branchPath(branch string) string {
+	parts := strings.Split(branch, "/")
+	for i, p := range parts {
+		parts[i] = url.PathEscape(p)
+	}
+	return strings.Join(parts, "/")
 }
 
 // apiClient sends JSON requests to a hosting API with a token.
@@ -212,18 +232,18 @@ func (sc *Context) prProvider(ctx context.Context, repoURL, provider string) (pr
 	}
 	if provider == "" {
 		if provider = providerOf(host); provider == "" {
-			return nil, Terminal(fmt.Errorf("cannot tell the Git provider of %s: set provider to github, gitlab or gitea", repoURL))
+			return nil, Terminal(fmt.Errorf("cannot tell the Git provider of %s: set provider to github, gitlab, gitea, bitbucket or azure", repoURL))
 		}
 	}
-	var token string
+	var auth *gitmirror.Auth
 	if sc.Credentials != nil {
-		auth, err := sc.Credentials(ctx, sc.Project, repoURL)
-		if err != nil {
+		if auth, err = sc.Credentials(ctx, sc.Project, repoURL); err != nil {
 			return nil, err
 		}
-		if auth != nil {
-			token = auth.Password
-		}
+	}
+	var token, user string
+	if auth != nil {
+		token, user = auth.Password, auth.Username
 	}
 	c := &apiClient{http: sc.client(), token: token}
 	switch provider {
@@ -239,8 +259,12 @@ func (sc *Context) prProvider(ctx context.Context, repoURL, provider string) (pr
 	case "gitea":
 		c.base, c.header, c.prefix = scheme+"://"+host+"/api/v1", "Authorization", "token "
 		return &gitea{c: c, repo: path}, nil
+	case "bitbucket":
+		return newBitbucket(c, scheme, host, path, user)
+	case "azure":
+		return newAzure(c, scheme, host, path)
 	}
-	return nil, Terminal(fmt.Errorf("provider %q is not supported: github, gitlab or gitea", provider))
+	return nil, Terminal(fmt.Errorf("provider %q is not supported: github, gitlab, gitea, bitbucket or azure", provider))
 }
 
 type github struct {
@@ -266,10 +290,10 @@ func (p githubPR) pr() *pullRequest {
 	return &pullRequest{Number: p.Number, URL: p.HTMLURL, Open: p.State == "open", Merged: p.Merged, Commit: p.MergeCommitSHA}
 }
 
-func (g *github) open(ctx context.Context, source, target, title, body string, labels []string) (*pullRequest, error) {
+func (g *github) open(ctx context.Context, source, target string, text prText, labels []string) (*pullRequest, error) {
 	owner, _, _ := strings.Cut(g.repo, "/")
-	q := url.Values{"state": {"open"}, "head": {owner + ":" + source}, "base": {target}}
-	pr, created, err := openPull(ctx, g.c, g.repo, q.Encode(), source, target, title, body)
+	q := url.Values{"state": {"open"}, "head": {owner + ":" + source}, "base": {target}, "per_page": {"100"}}
+	pr, created, err := openPull(ctx, g.c, g.repo, q.Encode(), source, target, text)
 	if err != nil {
 		return nil, err
 	}
@@ -283,6 +307,21 @@ func (g *github) open(ctx context.Context, source, target, title, body string, l
 
 func (g *github) get(ctx context.Context, n int64) (*pullRequest, error) {
 	return getPull(ctx, g.c, g.repo, n)
+}
+
+// headMessage reads GET /repos/{owner}/{repo}/branches/{branch}.
+func (g *github) headMessage(ctx context.Context, branch string) (string, error) {
+	var b struct {
+		Commit struct {
+			Commit struct {
+				Message string `json:"message"`
+			} `json:"commit"`
+		} `json:"commit"`
+	}
+	if _, err := g.c.do(ctx, http.MethodGet, "/repos/"+g.repo+"/branches/"+branchPath(branch), nil, &b); err != nil {
+		return "", err
+	}
+	return b.Commit.Commit.Message, nil
 }
 
 func (g *github) merge(ctx context.Context, n int64, method string) (*pullRequest, error) {
@@ -299,7 +338,7 @@ func (g *github) merge(ctx context.Context, n int64, method string) (*pullReques
 // openPull returns the pull request from source into target among those
 // listed with query, or creates one (created is then true), on an API
 // shaped like GitHub's (GitHub, Gitea).
-func openPull(ctx context.Context, c *apiClient, repo, query, source, target, title, body string) (pr githubPR, created bool, err error) {
+func openPull(ctx context.Context, c *apiClient, repo, query, source, target string, text prText) (pr githubPR, created bool, err error) {
 	found := false
 	err = list(ctx, c, "/repos/"+repo+"/pulls?"+query, func(page []githubPR) bool {
 		for _, e := range page {
@@ -311,6 +350,10 @@ func openPull(ctx context.Context, c *apiClient, repo, query, source, target, ti
 	})
 	if err != nil || found {
 		return pr, false, err
+	}
+	title, body, err := text(ctx)
+	if err != nil {
+		return githubPR{}, false, err
 	}
 	if _, err := c.do(ctx, http.MethodPost, "/repos/"+repo+"/pulls", map[string]any{"title": title, "head": source, "base": target, "body": body}, &pr); err != nil {
 		return githubPR{}, false, err
@@ -345,7 +388,7 @@ func (m gitlabMR) pr() *pullRequest {
 	return &pullRequest{Number: m.IID, URL: m.WebURL, Open: m.State == "opened", Merged: m.State == "merged", Commit: m.MergeCommitSHA}
 }
 
-func (g *gitlab) open(ctx context.Context, source, target, title, body string, labels []string) (*pullRequest, error) {
+func (g *gitlab) open(ctx context.Context, source, target string, text prText, labels []string) (*pullRequest, error) {
 	var found *pullRequest
 	q := url.Values{"state": {"opened"}, "source_branch": {source}, "target_branch": {target}, "per_page": {"100"}}
 	err := list(ctx, g.c, "/projects/"+g.project+"/merge_requests?"+q.Encode(), func(page []gitlabMR) bool {
@@ -358,6 +401,10 @@ func (g *gitlab) open(ctx context.Context, source, target, title, body string, l
 	})
 	if err != nil || found != nil {
 		return found, err
+	}
+	title, body, err := text(ctx)
+	if err != nil {
+		return nil, err
 	}
 	var created gitlabMR
 	in := map[string]any{"source_branch": source, "target_branch": target, "title": title, "description": body}
@@ -376,6 +423,19 @@ func (g *gitlab) get(ctx context.Context, n int64) (*pullRequest, error) {
 		return nil, err
 	}
 	return mr.pr(), nil
+}
+
+// headMessage reads GET /projects/:id/repository/branches/:branch.
+func (g *gitlab) headMessage(ctx context.Context, branch string) (string, error) {
+	var b struct {
+		Commit struct {
+			Message string `json:"message"`
+		} `json:"commit"`
+	}
+	if _, err := g.c.do(ctx, http.MethodGet, "/projects/"+g.project+"/repository/branches/"+url.PathEscape(branch), nil, &b); err != nil {
+		return "", err
+	}
+	return b.Commit.Message, nil
 }
 
 func (g *gitlab) merge(ctx context.Context, n int64, method string) (*pullRequest, error) {
@@ -399,8 +459,8 @@ type gitea struct {
 	repo string
 }
 
-func (g *gitea) open(ctx context.Context, source, target, title, body string, _ []string) (*pullRequest, error) {
-	pr, _, err := openPull(ctx, g.c, g.repo, "state=open&limit=50", source, target, title, body)
+func (g *gitea) open(ctx context.Context, source, target string, text prText, _ []string) (*pullRequest, error) {
+	pr, _, err := openPull(ctx, g.c, g.repo, "state=open&limit=50", source, target, text)
 	if err != nil {
 		return nil, err
 	}
@@ -409,6 +469,19 @@ func (g *gitea) open(ctx context.Context, source, target, title, body string, _ 
 
 func (g *gitea) get(ctx context.Context, n int64) (*pullRequest, error) {
 	return getPull(ctx, g.c, g.repo, n)
+}
+
+// headMessage reads GET /repos/{owner}/{repo}/branches/{branch}.
+func (g *gitea) headMessage(ctx context.Context, branch string) (string, error) {
+	var b struct {
+		Commit struct {
+			Message string `json:"message"`
+		} `json:"commit"`
+	}
+	if _, err := g.c.do(ctx, http.MethodGet, "/repos/"+g.repo+"/branches/"+branchPath(branch), nil, &b); err != nil {
+		return "", err
+	}
+	return b.Commit.Message, nil
 }
 
 func (g *gitea) merge(ctx context.Context, n int64, method string) (*pullRequest, error) {
@@ -467,22 +540,52 @@ func prOutput(pr *pullRequest) map[string]any {
 // gitOpenPR opens a pull request from sourceBranch into targetBranch, or
 // returns the one already open (a resumed promotion does not open two).
 // Output: pr.id, pr.url.
+//
+// As in Kargo, a pull request opened without a title takes the first line
+// of the message of the commit at the head of sourceBranch, and its body
+// the rest; with a title, the body defaults to the whole message.
 func gitOpenPR(ctx context.Context, sc *Context, cfg *openPRConfig) (Result, error) {
 	if cfg.TargetBranch == "" {
 		cfg.TargetBranch = "main"
-	}
-	if cfg.Title == "" {
-		cfg.Title = fmt.Sprintf("[kargo] promote %s into %s", cfg.SourceBranch, cfg.TargetBranch)
 	}
 	p, err := sc.prProvider(ctx, cfg.RepoURL, cfg.Provider)
 	if err != nil {
 		return Result{}, err
 	}
-	pr, err := p.open(ctx, cfg.SourceBranch, cfg.TargetBranch, cfg.Title, cfg.Description, cfg.Labels)
+	text := func(ctx context.Context) (string, string, error) {
+		if cfg.Title != "" && cfg.Description != "" {
+			return cfg.Title, cfg.Description, nil
+		}
+		msg, err := p.headMessage(ctx, cfg.SourceBranch)
+		if err != nil {
+			return "", "", fmt.Errorf("read the head commit of %s for the pull request's text: %w", cfg.SourceBranch, err)
+		}
+		return prTitleBody(cfg.Title, cfg.Description, msg)
+	}
+	pr, err := p.open(ctx, cfg.SourceBranch, cfg.TargetBranch, text, cfg.Labels)
 	if err != nil {
 		return Result{}, err
 	}
 	return Result{Output: prOutput(pr)}, nil
+}
+
+// prTitleBody is Kargo's default title and body of a pull request from the
+// head commit's message msg: without a title, the message's first line and
+// (without a description) the rest; with one, the description or the whole
+// message.
+func prTitleBody(title, description, msg string) (string, string, error) {
+	body := msg
+	if title == "" {
+		first, rest, _ := strings.Cut(strings.TrimSpace(msg), "\n")
+		title, body = strings.TrimSpace(first), strings.TrimSpace(rest)
+	}
+	if description != "" {
+		body = description
+	}
+	if title == "" {
+		return "", "", Terminal(errors.New("title is empty and the head commit of sourceBranch has no message to take one from"))
+	}
+	return title, body, nil
 }
 
 // getPR gets the pull request ref names from its provider.

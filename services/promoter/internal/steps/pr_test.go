@@ -2,6 +2,7 @@ package steps
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -18,10 +19,16 @@ import (
 	"github.com/caravan-cd/caravan/services/promoter/internal/gitmirror"
 )
 
-// fakeHost speaks the subset of the GitHub (/api/v3), GitLab (/api/v4)
-// and Gitea (/api/v1) REST APIs the pull request steps use: list, create,
-// get and merge pull (merge) requests, and GitHub's labels. It is not a
-// full implementation of any of them.
+// fakeHost speaks the subset of the GitHub (/api/v3), GitLab (/api/v4),
+// Gitea (/api/v1), Bitbucket Cloud (/2.0) and Azure DevOps (7.1) REST APIs
+// the pull request steps use: list, create, get and merge pull (merge)
+// requests, read a branch's head commit, and GitHub's labels. It is not a
+// full implementation of any of them. The references followed:
+// https://docs.github.com/en/rest/pulls/pulls,
+// https://docs.gitlab.com/api/merge_requests/,
+// https://gitea.com/api/swagger,
+// https://developer.atlassian.com/cloud/bitbucket/rest/api-group-pullrequests/,
+// https://learn.microsoft.com/en-us/rest/api/azure/devops/git/pull-requests?view=azure-devops-rest-7.1.
 type fakeHost struct {
 	mu      sync.Mutex
 	prs     []*fakePR
@@ -31,8 +38,11 @@ type fakeHost struct {
 	merges []map[string]any
 	// opened holds the body of each request that opened one.
 	opened []map[string]any
-	// blockMerges answers merges 405, as a host does while checks run.
+	// blockMerges answers merges 405, as a host does while checks run
+	// (Azure DevOps: the pull request stays active).
 	blockMerges bool
+	// head is the message of every branch's head commit.
+	head string
 }
 
 type fakePR struct {
@@ -46,6 +56,10 @@ var (
 	ghLabel = regexp.MustCompile(`^/api/v3/repos/acme/app/issues/(\d+)/labels$`)
 	glMRs   = regexp.MustCompile(`^/api/v4/projects/acme%2Fapp/merge_requests(?:/(\d+)(/merge)?)?$`)
 	gtPulls = regexp.MustCompile(`^/api/v1/repos/acme/app/pulls(?:/(\d+)(/merge)?)?$`)
+	bbPulls = regexp.MustCompile(`^/2.0/repositories/acme/app/pullrequests(?:/(\d+)(/merge)?)?$`)
+	azPulls = regexp.MustCompile(`^/acme/proj/_apis/git/repositories/app/pullrequests(?:/(\d+))?$`)
+	// Each host's branch (or ref) route, for the head commit's message.
+	branchRoutes = regexp.MustCompile(`^(?:/api/v3/repos/acme/app/branches/|/api/v1/repos/acme/app/branches/|/api/v4/projects/acme%2Fapp/repository/branches/|/2.0/repositories/acme/app/refs/branches/|/acme/proj/_apis/git/repositories/app/(refs|commits/))`)
 )
 
 func (f *fakeHost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -90,9 +104,58 @@ func (f *fakeHost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusCreated)
 		return p
 	}
+	bb := func(p *fakePR) map[string]any {
+		out := map[string]any{"id": p.number, "state": map[string]string{"open": "OPEN", "closed": "DECLINED", "merged": "MERGED"}[p.state],
+			"links":  map[string]any{"html": map[string]any{"href": fmt.Sprintf("http://host/pr/%d", p.number)}},
+			"source": map[string]any{"branch": map[string]any{"name": p.source}}, "destination": map[string]any{"branch": map[string]any{"name": p.target}}}
+		if p.state == "merged" {
+			out["merge_commit"] = map[string]any{"hash": fmt.Sprintf("merged-sha-%d", p.number)}
+		}
+		return out
+	}
+	az := func(p *fakePR) map[string]any {
+		out := map[string]any{"pullRequestId": p.number, "status": map[string]string{"open": "active", "closed": "abandoned", "merged": "completed"}[p.state],
+			"sourceRefName": "refs/heads/" + p.source, "targetRefName": "refs/heads/" + p.target, "lastMergeSourceCommit": map[string]any{"commitId": "src-sha"}}
+		if p.state == "merged" {
+			out["lastMergeCommit"] = map[string]any{"commitId": fmt.Sprintf("merged-sha-%d", p.number)}
+		}
+		return out
+	}
+	if b := branchRoutes.FindStringSubmatch(path); b != nil {
+		switch {
+		case b[1] == "refs":
+			name := "refs/" + r.URL.Query().Get("filter")
+			reply(map[string]any{"value": []any{map[string]any{"name": name, "objectId": "head-sha"}, map[string]any{"name": name + "-other", "objectId": "x"}}})
+		case b[1] != "":
+			reply(map[string]any{"commitId": "head-sha", "comment": f.head})
+		case strings.HasPrefix(path, "/api/v3/"):
+			reply(map[string]any{"commit": map[string]any{"commit": map[string]any{"message": f.head}}})
+		case strings.HasPrefix(path, "/2.0/"):
+			reply(map[string]any{"target": map[string]any{"message": f.head}})
+		default:
+			reply(map[string]any{"commit": map[string]any{"message": f.head}})
+		}
+		return
+	}
 	var m []string
 	var render func(*fakePR) map[string]any
 	switch {
+	case azPulls.MatchString(path):
+		if r.URL.Query().Get("api-version") != "7.1" {
+			http.Error(w, "api-version is required", http.StatusBadRequest)
+			return
+		}
+		m, render = azPulls.FindStringSubmatch(path), az
+		m = append(m, "")
+		if r.Method == http.MethodPatch {
+			m[2] = "/merge"
+			if f.blockMerges {
+				reply(render(find(m[1]))) // still active: completion is queued
+				return
+			}
+		}
+	case bbPulls.MatchString(path):
+		m, render = bbPulls.FindStringSubmatch(path), bb
 	case ghLabel.MatchString(path):
 		f.labeled[len(f.prs)] = true
 		reply([]any{})
@@ -115,12 +178,25 @@ func (f *fakeHost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				out = append(out, render(p))
 			}
 		}
-		reply(out)
+		switch {
+		case strings.HasPrefix(path, "/2.0/"):
+			reply(map[string]any{"values": out, "pagelen": 50})
+		case strings.Contains(path, "/_apis/"):
+			reply(map[string]any{"value": out, "count": len(out)})
+		default:
+			reply(out)
+		}
 	case m[1] == "" && r.Method == http.MethodPost:
 		f.opened = append(f.opened, in)
-		if strings.Contains(path, "/api/v4/") {
+		switch {
+		case strings.Contains(path, "/api/v4/"):
 			reply(render(create(in["source_branch"].(string), in["target_branch"].(string))))
-		} else {
+		case strings.HasPrefix(path, "/2.0/"):
+			name := func(k string) string { return in[k].(map[string]any)["branch"].(map[string]any)["name"].(string) }
+			reply(render(create(name("source"), name("destination"))))
+		case strings.Contains(path, "/_apis/"):
+			reply(render(create(strings.TrimPrefix(in["sourceRefName"].(string), "refs/heads/"), strings.TrimPrefix(in["targetRefName"].(string), "refs/heads/"))))
+		default:
 			reply(render(create(in["head"].(string), in["base"].(string))))
 		}
 	case m[2] == "" && r.Method == http.MethodGet:
@@ -146,15 +222,26 @@ func (f *fakeHost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// prProviders are the hosts the pull request steps speak to.
+var prProviders = []string{"github", "gitlab", "gitea", "bitbucket", "azure"}
+
+// fakeRepoURL is the repository URL of acme/app on the fake host srv.
+func fakeRepoURL(srv *httptest.Server, provider string) string {
+	if provider == "azure" {
+		return srv.URL + "/acme/proj/_git/app"
+	}
+	return srv.URL + "/acme/app.git"
+}
+
 func TestPullRequestSteps(t *testing.T) {
 	t.Parallel()
-	for _, provider := range []string{"github", "gitlab", "gitea"} {
+	for _, provider := range prProviders {
 		t.Run(provider, func(t *testing.T) {
 			t.Parallel()
 			host := &fakeHost{labeled: map[int]bool{}}
 			srv := httptest.NewServer(host)
 			t.Cleanup(srv.Close)
-			repoURL := srv.URL + "/acme/app.git"
+			repoURL := fakeRepoURL(srv, provider)
 			sc := newContext(t, nil)
 			sc.Egress = allowLoopback(t, egress.Config{})
 			sc.Credentials = func(context.Context, string, string) (*gitmirror.Auth, error) {
@@ -170,7 +257,10 @@ func TestPullRequestSteps(t *testing.T) {
 				}
 				return res
 			}
-			open := map[string]any{"sourceBranch": "kargo/promotion/p1", "targetBranch": "main", "title": "promote", "labels": []any{"kargo"}}
+			open := map[string]any{"sourceBranch": "caravan/promotion/p1", "targetBranch": "main", "title": "promote", "description": "d", "labels": []any{"caravan"}}
+			if provider == "bitbucket" {
+				delete(open, "labels") // Bitbucket has none
+			}
 			res := run("git-open-pr", open)
 			pr := res.Output["pr"].(map[string]any)
 			if pr["id"] != 1.0 || !strings.Contains(pr["url"].(string), "/1") || pr["open"] != true || pr["merged"] != false {
@@ -186,7 +276,9 @@ func TestPullRequestSteps(t *testing.T) {
 			if res.Output["commit"] != "merged-sha-1" || res.Output["pr"].(map[string]any)["merged"] != true {
 				t.Fatalf("merge: %+v", res)
 			}
-			wantMerge := map[string]map[string]any{"github": {"merge_method": "squash"}, "gitlab": {"squash": true}, "gitea": {"Do": "squash"}}[provider]
+			wantMerge := map[string]map[string]any{"github": {"merge_method": "squash"}, "gitlab": {"squash": true}, "gitea": {"Do": "squash"},
+				"bitbucket": {"type": "pullrequest_merge_parameters", "merge_strategy": "squash"},
+				"azure":     {"status": "completed", "lastMergeSourceCommit": map[string]any{"commitId": "src-sha"}, "completionOptions": map[string]any{"mergeStrategy": "squash"}}}[provider]
 			if fmt.Sprint(host.merges[0]) != fmt.Sprint(wantMerge) {
 				t.Errorf("merge request body %v, want %v", host.merges[0], wantMerge)
 			}
@@ -198,7 +290,8 @@ func TestPullRequestSteps(t *testing.T) {
 			if res := run("git-wait-for-pr", map[string]any{"prNumber": 2.0}); res.Status != model.PromotionStepStatusFailed {
 				t.Fatalf("wait on a closed PR: %+v", res)
 			}
-			want := map[string]string{"github": "Bearer tok-123", "gitlab": "tok-123", "gitea": "token tok-123"}[provider]
+			want := map[string]string{"github": "Bearer tok-123", "gitlab": "tok-123", "gitea": "token tok-123", "bitbucket": "Basic " + base64.StdEncoding.EncodeToString([]byte("x:tok-123")), // an app password
+				"azure": "Basic " + base64.StdEncoding.EncodeToString([]byte(":tok-123"))}[provider]
 			for _, tok := range host.tokens {
 				if tok != want {
 					t.Fatalf("credential header %q, want %q", tok, want)
@@ -206,6 +299,9 @@ func TestPullRequestSteps(t *testing.T) {
 			}
 			if provider == "github" && !host.labeled[1] {
 				t.Fatal("labels were not set")
+			}
+			if provider == "azure" && fmt.Sprint(host.opened[0]["labels"]) != "[map[name:caravan]]" {
+				t.Fatalf("azure labels %v", host.opened[0]["labels"])
 			}
 		})
 	}
@@ -217,7 +313,7 @@ func TestPullRequestSteps(t *testing.T) {
 // fails without it.
 func TestPullRequestOptions(t *testing.T) {
 	t.Parallel()
-	for _, provider := range []string{"github", "gitlab", "gitea"} {
+	for _, provider := range prProviders {
 		t.Run(provider, func(t *testing.T) {
 			t.Parallel()
 			host := &fakeHost{labeled: map[int]bool{}}
@@ -227,15 +323,15 @@ func TestPullRequestOptions(t *testing.T) {
 			sc.Egress = allowLoopback(t, egress.Config{})
 			sc.Credentials = func(context.Context, string, string) (*gitmirror.Auth, error) { return nil, nil }
 			cfg := func(m map[string]any) *Context {
-				m["repoURL"], m["provider"] = srv.URL+"/acme/app.git", provider
+				m["repoURL"], m["provider"] = fakeRepoURL(srv, provider), provider
 				sc.Config = m
 				return sc
 			}
-			if _, err := run(t, "git-open-pr", cfg(map[string]any{"sourceBranch": "kargo/promotion/p1", "targetBranch": "main", "title": "promote",
+			if _, err := run(t, "git-open-pr", cfg(map[string]any{"sourceBranch": "caravan/promotion/p1", "targetBranch": "main", "title": "promote",
 				"description": "Promotes freight abc.", "createTargetBranch": true})); err != nil {
 				t.Fatal(err)
 			}
-			key := map[string]string{"github": "body", "gitlab": "description", "gitea": "body"}[provider]
+			key := map[string]string{"github": "body", "gitlab": "description", "gitea": "body", "bitbucket": "description", "azure": "description"}[provider]
 			if got := host.opened[0][key]; got != "Promotes freight abc." {
 				t.Fatalf("opened with %s %v (request %v)", key, got, host.opened[0])
 			}
@@ -317,7 +413,7 @@ func TestPullRequestPagesAndRetries(t *testing.T) {
 			n := (page-1)*2 + i + 1
 			source := fmt.Sprintf("feature-%d", n)
 			if n == 6 {
-				source = "kargo/promotion/p1"
+				source = "caravan/promotion/p1"
 			}
 			prs = append(prs, map[string]any{"number": n, "state": "open", "html_url": fmt.Sprintf("http://host/pr/%d", n),
 				"head": map[string]any{"ref": source}, "base": map[string]any{"ref": "main"}})
@@ -325,7 +421,7 @@ func TestPullRequestPagesAndRetries(t *testing.T) {
 		_ = json.NewEncoder(w).Encode(prs)
 	}))
 	t.Cleanup(srv.Close)
-	sc := newContext(t, map[string]any{"repoURL": srv.URL + "/acme/app.git", "provider": "gitea", "sourceBranch": "kargo/promotion/p1", "targetBranch": "main"})
+	sc := newContext(t, map[string]any{"repoURL": srv.URL + "/acme/app.git", "provider": "gitea", "sourceBranch": "caravan/promotion/p1", "targetBranch": "main"})
 	sc.Egress = allowLoopback(t, egress.Config{})
 	res, err := run(t, "git-open-pr", sc)
 	if err != nil {
@@ -341,5 +437,164 @@ func TestPullRequestPagesAndRetries(t *testing.T) {
 	err = list(context.Background(), c, "/repos/acme/app/pulls?source=elsewhere", func([]githubPR) bool { return false })
 	if err == nil || !strings.Contains(err.Error(), "not on the API's host") || elsewhere == "" {
 		t.Fatalf("a next page elsewhere: %v", err)
+	}
+}
+
+// Without a title, git-open-pr takes Kargo's: the first line of the head
+// commit of sourceBranch, and the rest as the body; with a title only, the
+// body is the whole message. Each host's branch route is the one its API
+// reference documents (see fakeHost).
+func TestPullRequestDefaultText(t *testing.T) {
+	t.Parallel()
+	for _, provider := range prProviders {
+		t.Run(provider, func(t *testing.T) {
+			t.Parallel()
+			host := &fakeHost{labeled: map[int]bool{}, head: "Promote freight abc to prod\n\nimage: app:1.2.3\n"}
+			srv := httptest.NewServer(host)
+			t.Cleanup(srv.Close)
+			sc := newContext(t, nil)
+			sc.Egress = allowLoopback(t, egress.Config{})
+			sc.Credentials = func(context.Context, string, string) (*gitmirror.Auth, error) {
+				return &gitmirror.Auth{Username: "x-token-auth", Password: "tok"}, nil
+			}
+			key := map[string]string{"github": "body", "gitea": "body"}[provider]
+			if key == "" {
+				key = "description"
+			}
+			for i, tc := range []struct {
+				title, wantTitle, wantBody string
+			}{
+				{"", "Promote freight abc to prod", "image: app:1.2.3"},
+				{"mine", "mine", host.head},
+			} {
+				sc.Config = map[string]any{"repoURL": fakeRepoURL(srv, provider), "provider": provider,
+					"sourceBranch": fmt.Sprintf("caravan/promotion/p%d", i), "targetBranch": "main"}
+				if tc.title != "" {
+					sc.Config["title"] = tc.title
+				}
+				if _, err := run(t, "git-open-pr", sc); err != nil {
+					t.Fatal(err)
+				}
+				if got := host.opened[i]; got["title"] != tc.wantTitle || got[key] != tc.wantBody {
+					t.Errorf("opened with %v, want title %q and %s %q", got, tc.wantTitle, key, tc.wantBody)
+				}
+			}
+			if provider == "bitbucket" && host.tokens[0] != "Bearer tok" {
+				t.Errorf("an x-token-auth credential is sent as %q, want a Bearer token", host.tokens[0])
+			}
+		})
+	}
+}
+
+// Bitbucket pages its lists in the body ({"values", "next"}, see
+// https://developer.atlassian.com/cloud/bitbucket/rest/intro/#pagination)
+// and Azure DevOps with $top and $skip
+// (https://learn.microsoft.com/en-us/rest/api/azure/devops/git/pull-requests/get-pull-requests?view=azure-devops-rest-7.1):
+// git-open-pr reads every page, after a 503 and a 429 on the way, and finds
+// the pull request on the last one instead of opening another.
+func TestPullRequestPagesBitbucketAzure(t *testing.T) {
+	t.Parallel()
+	for _, provider := range []string{"bitbucket", "azure"} {
+		t.Run(provider, func(t *testing.T) {
+			t.Parallel()
+			var mu sync.Mutex
+			var gets, creates int
+			var srv *httptest.Server
+			srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				defer mu.Unlock()
+				if r.Method != http.MethodGet {
+					creates++
+					http.Error(w, "no", http.StatusBadRequest)
+					return
+				}
+				gets++
+				switch gets {
+				case 1:
+					w.Header().Set("Retry-After", "0")
+					w.WriteHeader(http.StatusServiceUnavailable)
+					return
+				case 2:
+					w.Header().Set("Retry-After", "0")
+					w.WriteHeader(http.StatusTooManyRequests)
+					return
+				}
+				q := r.URL.Query()
+				if provider == "bitbucket" {
+					page, _ := strconv.Atoi(q.Get("page"))
+					if page == 0 {
+						page = 1
+					}
+					source := "other"
+					if page == 3 {
+						source = "caravan/promotion/p1"
+					}
+					out := map[string]any{"values": []any{map[string]any{"id": page, "state": "OPEN",
+						"source": map[string]any{"branch": map[string]any{"name": source}}, "destination": map[string]any{"branch": map[string]any{"name": "main"}}}}}
+					if page < 3 {
+						out["next"] = fmt.Sprintf("%s%s?page=%d", srv.URL, r.URL.Path, page+1)
+					}
+					_ = json.NewEncoder(w).Encode(out)
+					return
+				}
+				top, _ := strconv.Atoi(q.Get("$top"))
+				skip, _ := strconv.Atoi(q.Get("$skip"))
+				var value []any
+				for i := skip; i < skip+top && i < 250; i++ {
+					source := "other"
+					if i == 240 {
+						source = "caravan/promotion/p1"
+					}
+					value = append(value, map[string]any{"pullRequestId": i + 1, "status": "active", "sourceRefName": "refs/heads/" + source, "targetRefName": "refs/heads/main"})
+				}
+				_ = json.NewEncoder(w).Encode(map[string]any{"value": value, "count": len(value)})
+			}))
+			t.Cleanup(srv.Close)
+			sc := newContext(t, map[string]any{"repoURL": fakeRepoURL(srv, provider), "provider": provider, "sourceBranch": "caravan/promotion/p1", "targetBranch": "main", "title": "t", "description": "d"})
+			sc.Egress = allowLoopback(t, egress.Config{})
+			res, err := run(t, "git-open-pr", sc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]float64{"bitbucket": 3, "azure": 241}[provider]
+			if pr := res.Output["pr"].(map[string]any); pr["id"] != want || creates != 0 || gets != 5 {
+				t.Fatalf("pr %v, %d creates, %d gets (want %v from the third page, after a 503 and a 429)", pr, creates, gets, want)
+			}
+		})
+	}
+}
+
+// A repoURL that is not a repository of the host's form is refused, naming
+// the field; Bitbucket refuses labels, which it does not have.
+func TestPullRequestHostURLs(t *testing.T) {
+	t.Parallel()
+	sc := newContext(t, nil)
+	for _, tc := range []struct{ repoURL, provider, want string }{
+		{"https://dev.azure.com/org/proj/app", "", "dev.azure.com/ORG/PROJECT/_git/REPO"},
+		{"https://bitbucket.org/team", "", "bitbucket.org/WORKSPACE/REPO"},
+		{"https://git.example.com/a/b", "", "set provider"},
+		{"https://git.example.com/a/b", "forgejo", `provider "forgejo" is not supported`},
+	} {
+		_, err := sc.prProvider(context.Background(), tc.repoURL, tc.provider)
+		if err == nil || !IsTerminal(err) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want a terminal error naming %q", tc.repoURL, err, tc.want)
+		}
+	}
+	p, err := sc.prProvider(context.Background(), "https://bitbucket.org/team/app", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := p.(*bitbucket); b.c.base != "https://api.bitbucket.org/2.0" || b.repo != "team/app" {
+		t.Fatalf("bitbucket.org: base %s, repo %s", b.c.base, b.repo)
+	}
+	if _, err := p.open(context.Background(), "a", "b", nil, []string{"x"}); err == nil || !strings.Contains(err.Error(), "labels") {
+		t.Fatalf("bitbucket labels: %v", err)
+	}
+	p, err = sc.prProvider(context.Background(), "https://org.visualstudio.com/proj/_git/app", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := p.(*azure); a.c.base != "https://org.visualstudio.com/proj/_apis/git/repositories/app" {
+		t.Fatalf("visualstudio.com: base %s", a.c.base)
 	}
 }

@@ -163,6 +163,9 @@ type Context struct {
 	Freight []model.FreightReference
 	// TargetFreight is the name of the freight being promoted.
 	TargetFreight string
+	// GitIdentity is the project's default commit author and the prefix
+	// of generated branches (zero: Caravan's defaults).
+	GitIdentity model.GitIdentity
 	// Config is the step's configuration, expressions evaluated.
 	Config map[string]any
 	// StartedAt is when the step first started (stable across retries and

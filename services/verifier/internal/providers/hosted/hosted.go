@@ -1,6 +1,6 @@
 // Package hosted holds the Argo Rollouts metric providers that query an
 // observability service's public HTTP API: Datadog, New Relic, Wavefront,
-// Graphite, InfluxDB, Apache SkyWalking and Kayenta.
+// Graphite, InfluxDB, Apache SkyWalking, Kayenta and Amazon CloudWatch.
 // Each is a Provider of its own (one file each) built from Base, which
 // sends every request through the egress policy and reads credentials from
 // the run's project Secrets (redacted from measurements).
@@ -52,6 +52,7 @@ func Register(providers map[string]analysis.Provider, policy *egress.Policy) {
 	providers["influxdb"] = &InfluxDB{base}
 	providers["skywalking"] = &SkyWalking{base}
 	providers["kayenta"] = &Kayenta{Base: base}
+	providers["cloudWatch"] = &CloudWatch{Base: base}
 }
 
 // secret reads a key of the run's project Secret name.

@@ -1,7 +1,7 @@
 package hosted
 
 // The services these providers query (Datadog, New Relic, Wavefront,
-// Graphite, InfluxDB, Apache SkyWalking, Kayenta) cannot run on this
+// Graphite, InfluxDB, Apache SkyWalking, Kayenta, CloudWatch) cannot run on this
 // machine: each test starts an httptest server that stands in for one,
 // answering as that service's API reference documents, and names the
 // reference it follows. The server also checks what the provider sends
