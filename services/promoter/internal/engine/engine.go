@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caravan-cd/caravan/pkg/creds"
 	"github.com/caravan-cd/caravan/pkg/egress"
 	"github.com/caravan-cd/caravan/pkg/expressions"
 	"github.com/caravan-cd/caravan/pkg/model"
@@ -50,6 +51,9 @@ type Options struct {
 	// Egress is the policy of the steps' outbound requests (http,
 	// http-download, the pull request APIs); nil: the default policy.
 	Egress *egress.Policy
+	// Credentials finds repository credentials and caches exchanged tokens
+	// (nil: a Finder over Store without SSH known hosts).
+	Credentials *creds.Finder
 	// Kube reaches the Argo CD Applications of argocd-update and
 	// argocd-wait; without it those steps error and their health checks
 	// are Unknown.
@@ -82,6 +86,7 @@ type Engine struct {
 	git      *gitmirror.Manager
 	registry steps.Registry
 	egress   *egress.Policy
+	creds    *creds.Finder
 	apps     steps.Applications
 	wakers   wakers
 	// uiBaseURL is ctx.uiBaseUrl.
@@ -114,6 +119,10 @@ func New(o Options) (*Engine, error) {
 	if o.Kube != nil {
 		apps = steps.KubeApplications(o.Kube)
 	}
+	finder := o.Credentials
+	if finder == nil {
+		finder = creds.NewFinder(creds.Store{Store: o.Store}, creds.Options{HTTPClient: o.Egress.Client(false)})
+	}
 	work := filepath.Join(o.DataDir, "work")
 	if err := os.MkdirAll(work, 0o750); err != nil {
 		return nil, fmt.Errorf("engine: %w", err)
@@ -128,6 +137,7 @@ func New(o Options) (*Engine, error) {
 		registry: steps.Builtins(),
 		egress:   o.Egress,
 		apps:     apps,
+		creds:    finder,
 
 		uiBaseURL: strings.TrimSuffix(o.UIBaseURL, "/"),
 	}, nil
