@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ecr"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
+	"golang.org/x/oauth2/jwt"
 
 	"github.com/caravan-cd/caravan/pkg/model"
 )
@@ -86,6 +87,24 @@ func (f *Finder) ecr(ctx context.Context, s *model.Secret, repoURL string) (*Cre
 	return &Credentials{Username: tok.username, Password: tok.password, Secret: s.Namespace + "/" + s.Name, id: id}, nil
 }
 
+// garConfig reads the service account key (base64 of its JSON, or the
+// JSON itself).
+func garConfig(s *model.Secret) (*jwt.Config, error) {
+	raw := value(s, KeyGCPServiceAccountKey)
+	keyJSON, err := base64.StdEncoding.DecodeString(raw)
+	if err != nil {
+		if !strings.HasPrefix(raw, "{") {
+			return nil, fmt.Errorf("field %s: not base64 of a service account key", KeyGCPServiceAccountKey)
+		}
+		keyJSON = []byte(raw)
+	}
+	conf, err := google.JWTConfigFromJSON(keyJSON, garScope)
+	if err != nil {
+		return nil, fmt.Errorf("field %s: not a service account key (JSON with client_email and private_key)", KeyGCPServiceAccountKey)
+	}
+	return conf, nil
+}
+
 // garScope is the OAuth scope of Artifact Registry access tokens.
 const garScope = "https://www.googleapis.com/auth/cloud-platform"
 
@@ -96,17 +115,9 @@ const garUser = "oauth2accesstoken"
 // OAuth access token (the service account JWT bearer grant at the key's
 // token_uri, through golang.org/x/oauth2/google), valid an hour.
 func (f *Finder) gar(ctx context.Context, s *model.Secret) (*Credentials, error) {
-	raw := value(s, KeyGCPServiceAccountKey)
-	keyJSON, err := base64.StdEncoding.DecodeString(raw)
+	conf, err := garConfig(s)
 	if err != nil {
-		if !strings.HasPrefix(raw, "{") {
-			return nil, fmt.Errorf("field %s: not base64 of a service account key: %w", KeyGCPServiceAccountKey, err)
-		}
-		keyJSON = []byte(raw)
-	}
-	conf, err := google.JWTConfigFromJSON(keyJSON, garScope)
-	if err != nil {
-		return nil, fmt.Errorf("field %s: not a service account key: %w", KeyGCPServiceAccountKey, err)
+		return nil, err
 	}
 	id := secretID("gar", s, KeyGCPServiceAccountKey)
 	tok, err := f.tokens.get(ctx, id, func(ctx context.Context) (token, error) {

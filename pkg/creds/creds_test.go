@@ -106,7 +106,20 @@ func TestBadSecrets(t *testing.T) {
 			for k, v := range tt.data {
 				data[k] = v
 			}
-			l := lister{"demo": {secret(tt.name, tt.typ, data)}}
+			sec := secret(tt.name, tt.typ, data)
+			if tt.name != "docker-no-host" && tt.name != "ecr-no-region" {
+				// Found at apply time already.
+				problems := Check(sec)
+				if len(problems) == 0 || !strings.HasPrefix(problems[0].Field, tt.field[:len(tt.field)-2]) {
+					t.Errorf("Check: %+v, want a problem with %s", problems, tt.field)
+				}
+				for _, p := range problems {
+					if strings.Contains(p.Message, "s3cr3t") {
+						t.Errorf("Check quotes a secret value: %s", p.Message)
+					}
+				}
+			}
+			l := lister{"demo": {sec}}
 			_, err := Find(t.Context(), l, "demo", tt.typ, data["repoURL"])
 			if err == nil {
 				t.Fatal("no error")
@@ -142,5 +155,23 @@ func TestDockerConfig(t *testing.T) {
 		if c == nil || c.Username != tc.user || c.Password != tc.pass {
 			t.Errorf("%s: %+v, want %s/%s", tc.repo, c, tc.user, tc.pass)
 		}
+	}
+}
+
+func TestCheckGoodSecrets(t *testing.T) {
+	t.Parallel()
+	for _, s := range []*model.Secret{
+		secret("basic", model.CredTypeGit, map[string]string{"repoURL": "https://x/y.git", "username": "u", "password": "p"}),
+		secret("regex", model.CredTypeImage, map[string]string{"repoURL": `^ghcr\.io/.*`, "repoURLIsRegex": "true"}),
+		secret("generic", model.CredTypeGeneric, map[string]string{"sshPrivateKey": "anything"}),
+		secret("docker", model.CredTypeImage, map[string]string{".dockerconfigjson": `{"auths":{}}`}),
+		secret("ecr", model.CredTypeImage, map[string]string{"awsAccessKeyID": "a", "awsSecretAccessKey": "b"}),
+	} {
+		if p := Check(s); len(p) > 0 {
+			t.Errorf("%s: %+v", s.Name, p)
+		}
+	}
+	if p := Check(secret("bad-regex", model.CredTypeGit, map[string]string{"repoURL": "^(", "repoURLIsRegex": "true"})); len(p) != 1 || p[0].Field != "repoURL" {
+		t.Errorf("bad regex: %+v", p)
 	}
 }
