@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -79,57 +78,6 @@ func verifyJWT(t *testing.T, jwt string, pub *rsa.PublicKey) map[string]any {
 	return claims
 }
 
-// fakeGitHub speaks GitHub's REST endpoint "Create an installation access
-// token for an app" (POST /app/installations/{installation_id}/access_tokens,
-// https://docs.github.com/en/rest/apps/apps#create-an-installation-access-token-for-an-app):
-// a JWT signed with the App's key (RS256, iss the client or App ID, at most
-// ten minutes), answered 201 with {"token", "expires_at"}.
-type fakeGitHub struct {
-	t            *testing.T
-	pub          *rsa.PublicKey
-	issuer       string
-	installation string
-	clock        *clock
-	calls        atomic.Int64
-	mu           sync.Mutex
-	repositories [][]string
-}
-
-func (a *fakeGitHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	want := "/api/v3/app/installations/" + a.installation + "/access_tokens"
-	if r.Method != http.MethodPost || r.URL.Path != want {
-		http.Error(w, `{"message":"Not Found"}`, http.StatusNotFound)
-		return
-	}
-	jwt, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	claims := verifyJWT(a.t, jwt, a.pub)
-	if !ok || claims == nil || claims["iss"] != a.issuer {
-		http.Error(w, `{"message":"A JSON web token could not be decoded"}`, http.StatusUnauthorized)
-		return
-	}
-	if exp, iat := claims["exp"].(float64), claims["iat"].(float64); exp-iat > 600 {
-		http.Error(w, `{"message":"'Expiration time' claim ('exp') is too far in the future"}`, http.StatusUnauthorized)
-		return
-	}
-	if r.Header.Get("Accept") != "application/vnd.github+json" {
-		a.t.Errorf("Accept %q", r.Header.Get("Accept"))
-	}
-	var body struct {
-		Repositories []string `json:"repositories"`
-	}
-	if b, _ := io.ReadAll(r.Body); len(b) > 0 {
-		_ = json.Unmarshal(b, &body)
-	}
-	a.mu.Lock()
-	a.repositories = append(a.repositories, body.Repositories)
-	a.mu.Unlock()
-	n := a.calls.Add(1)
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusCreated)
-	fmt.Fprintf(w, `{"token":"ghs_token%d","expires_at":%q,"permissions":{"contents":"write"},"repository_selection":"selected"}`,
-		n, a.clock.now().Add(time.Hour).UTC().Format(time.RFC3339))
-}
-
 // TestGitHubApp exchanges a GitHub App's key for installation tokens
 // against an API speaking GitHub's documented endpoint, on the host of the
 // repository as GitHub Enterprise Server serves it (/api/v3), clones with
@@ -139,7 +87,7 @@ func TestGitHubApp(t *testing.T) {
 	t.Parallel()
 	key, pkcs1, pkcs8 := rsaKey(t)
 	clk := &clock{t: time.Now()}
-	api := &fakeGitHub{t: t, pub: &key.PublicKey, issuer: "Iv23liClient", installation: "4242", clock: clk}
+	api := &testenv.GitHubAppAPI{Key: &key.PublicKey, Issuer: "Iv23liClient", Installation: "4242", Now: clk.now}
 	g := testenv.GitServer(t, testenv.WithBasicAuth("x-access-token", "ghs_token1"), testenv.WithAPI(api))
 	g.CreateRepo(t, "app")
 	g.Seed(t, "app", map[string]string{"a.txt": "a"}, "first")
@@ -168,8 +116,8 @@ func TestGitHubApp(t *testing.T) {
 	if c, err = f.Find(t.Context(), "demo", model.CredTypeGit, url); err != nil || c.Password != "ghs_token1" {
 		t.Fatalf("within the token's life: %v, %+v", err, c)
 	}
-	if api.calls.Load() != 1 {
-		t.Errorf("%d exchanges, want 1 (cached)", api.calls.Load())
+	if api.Calls() != 1 {
+		t.Errorf("%d exchanges, want 1 (cached)", api.Calls())
 	}
 	clk.add(6 * time.Minute) // less than five minutes left
 	if c, err = f.Find(t.Context(), "demo", model.CredTypeGit, url); err != nil || c.Password != "ghs_token2" {
@@ -180,7 +128,7 @@ func TestGitHubApp(t *testing.T) {
 	}
 
 	// The PKCS#8 form of the key and the numeric App ID work too.
-	api2 := &fakeGitHub{t: t, pub: &key.PublicKey, issuer: "99", installation: "7", clock: clk}
+	api2 := &testenv.GitHubAppAPI{Key: &key.PublicKey, Issuer: "99", Installation: "7", Now: clk.now}
 	g2 := testenv.GitServer(t, testenv.WithAPI(api2))
 	url2 := g2.URL("x")
 	l2 := lister{"demo": {secret("app", model.CredTypeGit, map[string]string{"repoURL": url2, "githubAppID": "99", "githubAppInstallationID": "7", "githubAppPrivateKey": string(pkcs8)})}}
@@ -196,7 +144,7 @@ func TestGitHubAppTokenScopes(t *testing.T) {
 	t.Parallel()
 	key, pkcs1, _ := rsaKey(t)
 	clk := &clock{t: time.Now()}
-	api := &fakeGitHub{t: t, pub: &key.PublicKey, issuer: "Iv1", installation: "1", clock: clk}
+	api := &testenv.GitHubAppAPI{Key: &key.PublicKey, Issuer: "Iv1", Installation: "1", Now: clk.now}
 	g := testenv.GitServer(t, testenv.WithAPI(api))
 	s := secret("github", model.CredTypeGit, map[string]string{"repoURL": "^" + strings.TrimSuffix(g.URL("x"), "x.git"), "repoURLIsRegex": "true",
 		"githubAppClientID": "Iv1", "githubAppInstallationID": "1", "githubAppPrivateKey": string(pkcs1)})
@@ -211,10 +159,8 @@ func TestGitHubAppTokenScopes(t *testing.T) {
 			t.Errorf("%s/%s: %v, want a refusal naming the annotation", tc.project, tc.repo, err)
 		}
 	}
-	api.mu.Lock()
-	defer api.mu.Unlock()
-	if len(api.repositories) != 1 || fmt.Sprint(api.repositories[0]) != "[repo-b]" {
-		t.Errorf("token requests for %v, want one for [repo-b]", api.repositories)
+	if repos := api.Repositories(); len(repos) != 1 || fmt.Sprint(repos[0]) != "[repo-b]" {
+		t.Errorf("token requests for %v, want one for [repo-b]", repos)
 	}
 }
 

@@ -1,6 +1,10 @@
 package engine
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
@@ -63,5 +67,53 @@ func TestGitOverSSH(t *testing.T) {
 		if strings.Contains(r.all()+res.Message, string(pemKey[40:80])) {
 			t.Fatal("the private key reached a saved promotion")
 		}
+	}
+}
+
+// A promotion clones and pushes with a GitHub App Secret: the engine
+// exchanges the App's key for an installation token (through the egress
+// policy) at the GitHub API beside the repository, and uses it as
+// x-access-token; the token stays out of the record.
+func TestGitHubAppPromotion(t *testing.T) {
+	t.Parallel()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := &testenv.GitHubAppAPI{Key: &key.PublicKey, Issuer: "Iv23liCaravan", Installation: "31337"}
+	g := testenv.GitServer(t, testenv.WithBasicAuth("x-access-token", "ghs_token1"), testenv.WithAPI(api))
+	url := g.CreateRepo(t, "app")
+	g.Seed(t, "app", map[string]string{"env/dev/kustomization.yaml": kustomization}, "init")
+	store := openStore(t)
+	eng, err := New(Options{DataDir: t.TempDir(), Store: store, PollInterval: 50 * time.Millisecond, Egress: loopback(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{store: store, git: g, engine: eng}
+	f.freight = &model.Freight{
+		TypeMeta:   model.TypeMeta{APIVersion: model.KargoAPIVersion, Kind: model.KindFreight},
+		ObjectMeta: model.ObjectMeta{Name: "f0123456789", Namespace: project},
+		Origin:     model.FreightOrigin{Kind: model.FreightOriginKindWarehouse, Name: "app"},
+		Images:     []model.Image{{RepoURL: imageRepo, Tag: "1.4.0", Digest: "sha256:abc"}},
+	}
+	f.put(t, f.freight)
+	f.put(t, &model.Secret{
+		TypeMeta:   model.TypeMeta{APIVersion: model.CoreAPIVersion, Kind: model.KindSecret},
+		ObjectMeta: model.ObjectMeta{Name: "github-app", Namespace: project, Labels: map[string]string{model.LabelCredType: model.CredTypeGit}},
+		StringData: map[string]string{"repoURL": url, "githubAppClientID": "Iv23liCaravan", "githubAppInstallationID": "31337",
+			"githubAppPrivateKey": string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}))},
+	})
+	res, rec := runPromotion(t, eng, f.promotion("dev.32.f012345", imageVars, imagePipeline(url)...))
+	if res.Phase != model.PromotionPhaseSucceeded {
+		t.Fatalf("phase %s: %s", res.Phase, res.Message)
+	}
+	if got := g.Show(t, "app", "main", "env/dev/kustomization.yaml"); !strings.Contains(got, "newTag: 1.4.0") {
+		t.Fatalf("pushed kustomization:\n%s", got)
+	}
+	if api.Calls() != 1 {
+		t.Errorf("%d installation tokens, want 1 (clone and push share the cached one)", api.Calls())
+	}
+	if strings.Contains(rec.all(), "ghs_token1") {
+		t.Fatal("the installation token reached the saved promotion")
 	}
 }
