@@ -34,7 +34,7 @@ func dockerConfig(s *model.Secret, repoURL string) (*Credentials, error) {
 	}
 	for k, a := range cfg.Auths {
 		h := registryHost(k)
-		if h != want && !(dockerHubHosts[h] && dockerHubHosts[want]) {
+		if h != want && (!dockerHubHosts[h] || !dockerHubHosts[want]) {
 			continue
 		}
 		c := &Credentials{Username: a.Username, Password: a.Password, Secret: s.Namespace + "/" + s.Name}

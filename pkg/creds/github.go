@@ -154,7 +154,7 @@ func (f *Finder) installationToken(ctx context.Context, api, issuer, installatio
 	if err != nil {
 		return token{}, fmt.Errorf("GitHub App installation token: %w", err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
 		var msg struct {

@@ -132,12 +132,12 @@ func (s *SSHGit) serve() {
 }
 
 func (s *SSHGit) handle(c net.Conn) {
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	conn, chans, reqs, err := ssh.NewServerConn(c, s.config)
 	if err != nil {
 		return
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	go ssh.DiscardRequests(reqs)
 	for nc := range chans {
 		if nc.ChannelType() != "session" {
@@ -158,7 +158,7 @@ func (s *SSHGit) handle(c net.Conn) {
 
 // session runs the one git command an "exec" request names.
 func (s *SSHGit) session(ch ssh.Channel, requests <-chan *ssh.Request) {
-	defer ch.Close()
+	defer func() { _ = ch.Close() }()
 	for req := range requests {
 		if req.Type == "env" {
 			_ = req.Reply(true, nil)
