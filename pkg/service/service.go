@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/caravan-cd/caravan/pkg/creds"
 	"github.com/caravan-cd/caravan/pkg/egress"
 	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/state"
@@ -47,6 +48,11 @@ type Common struct {
 	// (CARAVAN_EGRESS_*).
 	Egress egress.Config `envconfig:"EGRESS"`
 
+	// SSHKnownHosts is the known_hosts file (OpenSSH format) that SSH git
+	// servers' host keys are checked against; a host not in it is refused.
+	// Empty: every SSH server is refused (no trust on first use).
+	SSHKnownHosts string `envconfig:"SSH_KNOWN_HOSTS" default:"" desc:"known_hosts file checking the host keys of SSH git servers (sshPrivateKey credentials); empty: SSH git servers are refused"`
+
 	events.NATSConfig
 	events.StreamConfig
 	telemetry.LogConfig
@@ -62,7 +68,23 @@ func (c Common) Validate() error {
 		errs = append(errs, fmt.Errorf("CARAVAN_RECONCILE_INTERVAL: %s is below 100ms", c.ReconcileInterval))
 	}
 	errs = append(errs, c.StreamConfig.Validate(), c.LogConfig.Validate(), c.Egress.Validate())
+	if c.SSHKnownHosts != "" {
+		if _, err := creds.KnownHosts(c.SSHKnownHosts); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// Credentials returns the Finder of repository credentials for env: Secrets
+// of the state store, token exchanges through the egress policy, SSH host
+// keys checked against SSHKnownHosts.
+func (c Common) Credentials(env *Env) (*creds.Finder, error) {
+	kh, err := creds.KnownHosts(c.SSHKnownHosts)
+	if err != nil {
+		return nil, err
+	}
+	return creds.NewFinder(creds.Store{Store: env.Store}, creds.Options{HTTPClient: env.Egress.Client(false), KnownHosts: kh}), nil
 }
 
 // Dir returns the service's own folder below the data dir.

@@ -41,6 +41,7 @@ type Git struct {
 	password string
 	srv      *httptest.Server
 	requests atomic.Int64
+	api      http.Handler
 	seedMu   sync.Mutex // Seed clones, commits and pushes one at a time
 }
 
@@ -51,6 +52,13 @@ type GitOption func(*Git)
 // credentials gets 401 and one with wrong credentials 403.
 func WithBasicAuth(user, password string) GitOption {
 	return func(g *Git) { g.user, g.password = user, password }
+}
+
+// WithAPI serves h for requests below /api/ (without the git server's
+// authentication): a host's REST API beside its repositories, as GitHub
+// Enterprise Server serves /api/v3.
+func WithAPI(h http.Handler) GitOption {
+	return func(g *Git) { g.api = h }
 }
 
 // GitServer starts a git HTTP server on loopback with no repositories and
@@ -90,6 +98,10 @@ func GitServer(t testing.TB, opts ...GitOption) *Git {
 func (g *Git) handler(backend http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		g.requests.Add(1)
+		if g.api != nil && strings.HasPrefix(r.URL.Path, "/api/") {
+			g.api.ServeHTTP(w, r)
+			return
+		}
 		if g.user != "" {
 			user, password, ok := r.BasicAuth()
 			if !ok {

@@ -151,11 +151,15 @@ func Run(ctx context.Context, d Deps) error {
 	hosts := ratelimit.New(cfg.RegistryRPS, cfg.RegistryBurst)
 	imgs := images.New(images.Options{Hosts: hosts, CacheSize: cfg.MetadataCacheSize, Parallelism: cfg.RegistryParallelism})
 	gitDir := filepath.Join(cfg.Dir("discovery"), "git")
-	var err error
-	if err = os.MkdirAll(gitDir, 0o750); err != nil {
+	if err := os.MkdirAll(gitDir, 0o750); err != nil {
 		return fmt.Errorf("discovery: create %s: %w", gitDir, err)
 	}
+	finder, err := cfg.Credentials(d.Env)
+	if err != nil {
+		return fmt.Errorf("discovery: %w", err)
+	}
 	dsc := &discoverer{
+		creds:  finder,
 		store:  d.Env.Store,
 		bus:    bus,
 		images: imgs,

@@ -44,10 +44,22 @@ type discoverer struct {
 	images *images.Client
 	git    *gitrepo.Client
 	charts *charts.Client
-	now    func() time.Time
+	// creds finds repository credentials (nil: Secrets of store, tokens
+	// exchanged anew each time).
+	creds *creds.Finder
+	now   func() time.Time
 	// aliasIdx, when set, answers which aliases are taken (otherwise every
 	// Freight of the project is read).
 	aliasIdx *aliasIndex
+}
+
+// credentials are project's credentials of credType for repoURL (nil:
+// anonymous).
+func (d *discoverer) credentials(ctx context.Context, project, credType, repoURL string) (*creds.Credentials, error) {
+	if d.creds == nil {
+		return creds.Find(ctx, creds.Store{Store: d.store}, project, credType, repoURL)
+	}
+	return d.creds.Find(ctx, project, credType, repoURL)
 }
 
 // request is what a worker is asked to do: a full discovery, or hints
@@ -218,7 +230,7 @@ func (d *discoverer) artifacts(ctx context.Context, w *model.Warehouse, prev *mo
 					continue
 				}
 			}
-			cr, err := creds.Find(ctx, creds.Store{Store: d.store}, w.Namespace, model.CredTypeImage, s.RepoURL, model.NormalizeImageURL)
+			cr, err := d.credentials(ctx, w.Namespace, model.CredTypeImage, s.RepoURL)
 			if err != nil {
 				errs = append(errs, err)
 				continue
@@ -256,7 +268,7 @@ func (d *discoverer) artifacts(ctx context.Context, w *model.Warehouse, prev *mo
 					continue
 				}
 			}
-			cr, err := creds.Find(ctx, creds.Store{Store: d.store}, w.Namespace, model.CredTypeGit, s.RepoURL, model.NormalizeGitURL)
+			cr, err := d.credentials(ctx, w.Namespace, model.CredTypeGit, s.RepoURL)
 			if err != nil {
 				errs = append(errs, err)
 				continue
@@ -290,7 +302,7 @@ func (d *discoverer) artifacts(ctx context.Context, w *model.Warehouse, prev *mo
 					continue
 				}
 			}
-			cr, err := creds.Find(ctx, creds.Store{Store: d.store}, w.Namespace, model.CredTypeHelm, s.RepoURL, model.NormalizeChartURL)
+			cr, err := d.credentials(ctx, w.Namespace, model.CredTypeHelm, s.RepoURL)
 			if err != nil {
 				errs = append(errs, err)
 				continue

@@ -192,7 +192,12 @@ func NewHandler(ctx context.Context, d Deps) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	finder, err := c.Credentials(env)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
 	apiHandler, err := api.New(api.Options{
+		Credentials:   finder,
 		Store:         env.Store,
 		Sessions:      sessions,
 		Bus:           env.Bus.With(events.WithLogger(d.Logger)),

@@ -21,7 +21,12 @@ var _ Runner = (*engine.Engine)(nil)
 // newEngine returns the step engine, keeping its work dirs and git mirrors
 // in the service's folder below the data dir.
 func newEngine(cfg Config, env *service.Env, log *slog.Logger, kube dynamic.Interface) (*engine.Engine, error) {
+	finder, err := cfg.Credentials(env)
+	if err != nil {
+		return nil, fmt.Errorf("promoter: %w", err)
+	}
 	return engine.New(engine.Options{
+		Credentials:       finder,
 		DataDir:           cfg.Dir("promoter"),
 		Store:             env.Store,
 		Logger:            log.With("component", "engine"),

@@ -48,7 +48,7 @@ appears once).
 {{- $env := dict -}}
 {{- range $k, $v := $root.Values.config }}{{ $_ := set $env $k (toString $v) }}{{ end -}}
 {{- range $k, $v := .config }}{{ $_ := set $env $k (toString $v) }}{{ end -}}
-{{- range $k := list "CARAVAN_NATS_URL" "CARAVAN_JS_REPLICAS" "CARAVAN_DATA_DIR" "CARAVAN_ADMIN_ADDR" "CARAVAN_SECRET_KEY" "CARAVAN_ADMIN_TOKEN" "CARAVAN_NATS_CREDS" }}
+{{- range $k := list "CARAVAN_NATS_URL" "CARAVAN_JS_REPLICAS" "CARAVAN_DATA_DIR" "CARAVAN_ADMIN_ADDR" "CARAVAN_SECRET_KEY" "CARAVAN_ADMIN_TOKEN" "CARAVAN_NATS_CREDS" "CARAVAN_SSH_KNOWN_HOSTS" }}
 {{- if hasKey $env $k }}{{ fail (printf "config.%s: set by the chart; see values.yaml" $k) }}{{ end -}}
 {{- end }}
 - name: CARAVAN_NATS_URL
@@ -69,6 +69,10 @@ appears once).
 {{- if $root.Values.nats.credsSecret }}
 - name: CARAVAN_NATS_CREDS
   value: /etc/caravan/nats/creds
+{{- end }}
+{{- if $root.Values.sshKnownHosts }}
+- name: CARAVAN_SSH_KNOWN_HOSTS
+  value: /etc/caravan/ssh/known_hosts
 {{- end }}
 {{- range $k := keys $env | sortAlpha }}
 - name: {{ $k }}

@@ -34,7 +34,6 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
-	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 
 	"github.com/caravan-cd/caravan/pkg/creds"
 	"github.com/caravan-cd/caravan/pkg/model"
@@ -97,9 +96,9 @@ func (c *Client) Stats() (lsRemotes, fetches int64) { return c.lsRemotes.Load(),
 func (c *Client) MirrorPath(project, repoURL string, cr *creds.Credentials) string {
 	h := sha256.New()
 	h.Write([]byte(model.NormalizeGitURL(repoURL)))
-	if cr != nil {
+	if k := cr.Key(); k != "" {
 		// Length-prefixed, so that no two credentials hash alike.
-		fmt.Fprintf(h, "\x00%d:%s%d:%s", len(cr.Username), cr.Username, len(cr.Password), cr.Password)
+		fmt.Fprintf(h, "\x00%d:%s", len(k), k)
 	}
 	return filepath.Join(c.dir, projectDir(project), hex.EncodeToString(h.Sum(nil)[:12]))
 }
@@ -130,17 +129,6 @@ func (c *Client) lock(path string) func() {
 	c.mu.Unlock()
 	l.Lock()
 	return l.Unlock
-}
-
-func auth(cr *creds.Credentials) transport.AuthMethod {
-	if cr == nil {
-		return nil
-	}
-	user := cr.Username
-	if user == "" {
-		user = "git" // a token alone: any user name will do
-	}
-	return &githttp.BasicAuth{Username: user, Password: cr.Password}
 }
 
 // open opens (creating when needed) repoURL's bare mirror.
@@ -183,6 +171,10 @@ func (c *Client) run(ctx context.Context, project string, sub model.GitSubscript
 	if err := model.CheckRepoURL(model.RepoGit, sub.RepoURL); err != nil {
 		return empty, err
 	}
+	a, err := creds.GitAuth(cr, sub.RepoURL)
+	if err != nil {
+		return empty, err
+	}
 	path := c.MirrorPath(project, sub.RepoURL, cr)
 	defer c.lock(path)()
 	repo, err := c.open(path, sub.RepoURL)
@@ -190,7 +182,6 @@ func (c *Client) run(ctx context.Context, project string, sub model.GitSubscript
 		return empty, err
 	}
 	subKey := path + "|" + specKey(sub)
-	a := auth(cr)
 	if !hinted {
 		rem, err := repo.Remote("origin")
 		if err != nil {

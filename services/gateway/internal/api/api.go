@@ -20,6 +20,7 @@ import (
 
 	"github.com/caravan-cd/caravan/pkg/audit"
 	"github.com/caravan-cd/caravan/pkg/buildinfo"
+	"github.com/caravan-cd/caravan/pkg/creds"
 	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
@@ -34,6 +35,9 @@ import (
 type Options struct {
 	Store *state.Store
 	Bus   *events.Bus
+	// Credentials finds the git credentials of diffs and commit logs (nil:
+	// a Finder over Store, SSH hosts refused).
+	Credentials *creds.Finder
 	// JetStream serves the event stream (SSE) and dead letters; nil: the
 	// Bus's.
 	JetStream jetstream.JetStream
@@ -110,6 +114,7 @@ type server struct {
 	stopping  <-chan struct{}
 	version   buildinfo.Info
 	git       *gitdiff.Reader
+	creds     *creds.Finder
 	audit     *audit.Log
 	notes     Notifications
 
@@ -179,6 +184,9 @@ func New(o Options) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.Credentials == nil {
+		o.Credentials = creds.NewFinder(creds.Store{Store: o.Store}, creds.Options{})
+	}
 	s := &server{
 		store:     o.Store,
 		reg:       o.Registry,
@@ -199,6 +207,7 @@ func New(o Options) (http.Handler, error) {
 		limiters:  map[string]*limiter{},
 		known:     map[string]time.Time{},
 		git:       gitdiff.NewReader(256),
+		creds:     o.Credentials,
 		audit:     o.Audit,
 		notes:     o.Notifications,
 	}

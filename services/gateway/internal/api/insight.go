@@ -1,10 +1,8 @@
 package api
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -121,13 +119,12 @@ func (s *server) promotionDiff(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := promotionDiff{Promotion: name, Pushes: []pushDiff{}}
-	secrets, err := s.gitSecrets(r.Context(), project)
-	if err != nil {
-		s.internal(w, r, err)
-		return
-	}
 	for _, ps := range pushes(p) {
-		d, err := s.git.Diff(r.Context(), ps.RepoURL, ps.Commit, gitdiff.Credentials(secrets, ps.RepoURL))
+		var d *gitdiff.Diff
+		auth, err := s.creds.Find(r.Context(), project, model.CredTypeGit, ps.RepoURL)
+		if err == nil {
+			d, err = s.git.Diff(r.Context(), ps.RepoURL, ps.Commit, auth)
+		}
 		pd := pushDiff{pushed: ps, Diff: d}
 		if err != nil {
 			pd.Error = s.gitError(err)
@@ -151,8 +148,8 @@ type pushDiff struct {
 }
 
 // gitError is what a client may see of a git read error: credentials are
-// never part of it (go-git does not put them in errors), and the detail
-// goes to the log.
+// never part of it (go-git does not put them in errors; credential errors
+// name the Secret and field, not values), and the detail goes to the log.
 func (s *server) gitError(err error) string {
 	if errors.Is(err, gitdiff.ErrNotFound) {
 		return "the commit is not in the repository (force-pushed away?)"
@@ -163,20 +160,6 @@ func (s *server) gitError(err error) string {
 		msg = msg[:300]
 	}
 	return "cannot read the repository: " + msg
-}
-
-func (s *server) gitSecrets(ctx context.Context, project string) ([]*model.Secret, error) {
-	objs, _, err := s.store.ListObjects(ctx, project, model.KindSecret, 0, "")
-	if err != nil {
-		return nil, fmt.Errorf("list credentials: %w", err)
-	}
-	var out []*model.Secret
-	for _, o := range objs {
-		if sec, ok := o.(*model.Secret); ok {
-			out = append(out, sec)
-		}
-	}
-	return out, nil
 }
 
 // artifactChange is one artifact that differs between two freight.
@@ -218,20 +201,19 @@ func (s *server) compareFreight(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := freightComparison{From: a.Name, To: b.Name, Artifacts: compareArtifacts(a, b), Commits: []commitRange{}}
-	secrets, err := s.gitSecrets(r.Context(), project)
-	if err != nil {
-		s.internal(w, r, err)
-		return
-	}
 	for _, ch := range out.Artifacts {
 		if ch.Kind != "git" || ch.From == "" || ch.To == "" {
 			continue
 		}
 		cr := commitRange{RepoURL: ch.RepoURL, From: ch.From, To: ch.To}
-		cs, err := s.git.Log(r.Context(), ch.RepoURL, ch.From, ch.To, gitdiff.Credentials(secrets, ch.RepoURL), 100)
+		var cs []gitdiff.Commit
+		auth, err := s.creds.Find(r.Context(), project, model.CredTypeGit, ch.RepoURL)
+		if err == nil {
+			cs, err = s.git.Log(r.Context(), ch.RepoURL, ch.From, ch.To, auth, 100)
+		}
 		if err == nil && len(cs) == 0 {
 			// b is older than a: list what a has that b has not.
-			cs, err = s.git.Log(r.Context(), ch.RepoURL, ch.To, ch.From, gitdiff.Credentials(secrets, ch.RepoURL), 100)
+			cs, err = s.git.Log(r.Context(), ch.RepoURL, ch.To, ch.From, auth, 100)
 		}
 		cr.Commits = cs
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caravan-cd/caravan/pkg/creds"
 	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
@@ -84,6 +85,22 @@ func Decode(body []byte) (*model.Decoded, error) {
 	return dec, nil
 }
 
+// credentialIssues are the problems of credentials Secrets that would
+// make every use of them fail (pkg/creds.Check).
+func credentialIssues(docs []model.Document) model.Issues {
+	var out model.Issues
+	for _, d := range docs {
+		sec, ok := d.Object.(*model.Secret)
+		if !ok {
+			continue
+		}
+		for _, p := range creds.Check(sec) {
+			out = append(out, model.Issue{Document: d.Index, Kind: model.KindSecret, Name: sec.Name, Field: "data." + p.Field, Message: p.Message})
+		}
+	}
+	return out
+}
+
 // scrub hides messages about the values of Secret data, which may quote them.
 func scrub(issues model.Issues) model.Issues {
 	for i, is := range issues {
@@ -111,8 +128,10 @@ func (a *Applier) Apply(ctx context.Context, body []byte) (*Outcome, error) {
 	if err != nil {
 		return nil, err
 	}
-	if issues = append(issues, more...); len(issues) > 0 {
-		return nil, scrub(issues)
+	issues = scrub(append(issues, more...))
+	// After the scrub: these name the field and never quote its value.
+	if issues = append(issues, credentialIssues(dec.Documents)...); len(issues) > 0 {
+		return nil, issues
 	}
 	out := &Outcome{Results: make([]Result, 0, len(dec.Documents)), Warnings: dec.Warnings}
 	for _, d := range dec.Documents {

@@ -20,10 +20,9 @@ import (
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
-	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	"github.com/go-git/go-git/v5/storage/memory"
 
-	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/pkg/creds"
 )
 
 // ErrNotFound means the commit is not in the repository.
@@ -32,8 +31,8 @@ var ErrNotFound = errors.New("commit not found in the repository")
 // MaxPatchBytes bounds a diff's text; longer diffs are cut.
 const MaxPatchBytes = 1 << 20
 
-// Auth is basic-auth credentials for a repository.
-type Auth struct{ Username, Password string }
+// Auth is a repository's credentials (pkg/creds); nil: anonymous.
+type Auth = creds.Credentials
 
 // File is one changed file of a diff.
 type File struct {
@@ -92,8 +91,10 @@ func (r *Reader) open(ctx context.Context, repoURL string, auth *Auth) (*git.Rep
 		return nil, err
 	}
 	o := &git.FetchOptions{RemoteName: "origin", RefSpecs: []config.RefSpec{"+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"}, Tags: git.NoTags}
-	if auth != nil && (auth.Username != "" || auth.Password != "") {
-		o.Auth = &githttp.BasicAuth{Username: auth.Username, Password: auth.Password}
+	if auth != nil && (auth.Username != "" || auth.Password != "" || len(auth.SSHPrivateKey) > 0) {
+		if o.Auth, err = creds.GitAuth(auth, repoURL); err != nil {
+			return nil, err
+		}
 	}
 	if err := repo.FetchContext(ctx, o); err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
 		return nil, fmt.Errorf("fetch %s: %w", repoURL, err)
@@ -224,39 +225,4 @@ func (c *capped) Write(p []byte) (int, error) {
 	}
 	c.left -= len(p)
 	return c.w.Write(p)
-}
-
-// Credentials picks the git credentials for repoURL among a project's
-// Secrets labelled kargo.akuity.io/cred-type=git, as the promoter does: an
-// exact repoURL match first, then a repoURLIsRegex one.
-func Credentials(secrets []*model.Secret, repoURL string) *Auth {
-	want := model.NormalizeGitURL(repoURL)
-	var regexMatch *model.Secret
-	for _, s := range secrets {
-		if s.Labels[model.LabelCredType] != model.CredTypeGit {
-			continue
-		}
-		u, _ := s.Value("repoURL")
-		if isRegex, _ := s.Value("repoURLIsRegex"); string(isRegex) == "true" {
-			if regexMatch == nil {
-				if re, err := regexp.Compile(string(u)); err == nil && re.MatchString(repoURL) {
-					regexMatch = s
-				}
-			}
-			continue
-		}
-		if model.NormalizeGitURL(string(u)) == want {
-			return authOf(s)
-		}
-	}
-	if regexMatch != nil {
-		return authOf(regexMatch)
-	}
-	return nil
-}
-
-func authOf(s *model.Secret) *Auth {
-	user, _ := s.Value("username")
-	pass, _ := s.Value("password")
-	return &Auth{Username: string(user), Password: string(pass)}
 }

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/testenv"
 )
 
@@ -67,31 +66,5 @@ func TestCapped(t *testing.T) {
 	}
 	if _, err := w.Write([]byte("defg")); !errors.Is(err, errCapped) || b.String() != "abcde" || !w.cut {
 		t.Errorf("capped: %q %v", b.String(), err)
-	}
-}
-
-func TestCredentials(t *testing.T) {
-	t.Parallel()
-	secret := func(name, repo string, regex bool) *model.Secret {
-		s := &model.Secret{ObjectMeta: model.ObjectMeta{Name: name, Labels: map[string]string{model.LabelCredType: model.CredTypeGit}},
-			StringData: map[string]string{"repoURL": repo, "username": name, "password": "p"}}
-		if regex {
-			s.StringData["repoURLIsRegex"] = "true"
-		}
-		return s
-	}
-	other := secret("image", "https://git.example/a.git", false)
-	other.Labels[model.LabelCredType] = model.CredTypeImage
-	secrets := []*model.Secret{other, secret("any", `^https://git\.example/.*$`, true), secret("exact", "https://git.example/a", false)}
-	tests := []struct{ repo, want string }{
-		{"https://git.example/a.git", "exact"},
-		{"https://git.example/b.git", "any"},
-		{"https://elsewhere/a.git", ""},
-	}
-	for _, tt := range tests {
-		got := Credentials(secrets, tt.repo)
-		if (got == nil) != (tt.want == "") || (got != nil && got.Username != tt.want) {
-			t.Errorf("%s: %+v, want %s", tt.repo, got, tt.want)
-		}
 	}
 }

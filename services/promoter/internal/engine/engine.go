@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caravan-cd/caravan/pkg/creds"
 	"github.com/caravan-cd/caravan/pkg/egress"
 	"github.com/caravan-cd/caravan/pkg/expressions"
 	"github.com/caravan-cd/caravan/pkg/model"
@@ -50,6 +51,9 @@ type Options struct {
 	// Egress is the policy of the steps' outbound requests (http,
 	// http-download, the pull request APIs); nil: the default policy.
 	Egress *egress.Policy
+	// Credentials finds repository credentials and caches exchanged tokens
+	// (nil: a Finder over Store without SSH known hosts).
+	Credentials *creds.Finder
 	// Kube reaches the Argo CD Applications of argocd-update and
 	// argocd-wait; without it those steps error and their health checks
 	// are Unknown.
@@ -85,6 +89,7 @@ type Engine struct {
 	git      *gitmirror.Manager
 	registry steps.Registry
 	egress   *egress.Policy
+	creds    *creds.Finder
 	apps     steps.Applications
 	settle   time.Duration
 	wakers   wakers
@@ -118,6 +123,10 @@ func New(o Options) (*Engine, error) {
 	if o.Kube != nil {
 		apps = steps.KubeApplications(o.Kube)
 	}
+	finder := o.Credentials
+	if finder == nil {
+		finder = creds.NewFinder(creds.Store{Store: o.Store}, creds.Options{HTTPClient: o.Egress.Client(false)})
+	}
 	work := filepath.Join(o.DataDir, "work")
 	if err := os.MkdirAll(work, 0o750); err != nil {
 		return nil, fmt.Errorf("engine: %w", err)
@@ -133,6 +142,7 @@ func New(o Options) (*Engine, error) {
 		egress:   o.Egress,
 		apps:     apps,
 		settle:   o.ArgoCDSettle,
+		creds:    finder,
 
 		uiBaseURL: strings.TrimSuffix(o.UIBaseURL, "/"),
 	}, nil

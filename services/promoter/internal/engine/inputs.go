@@ -278,29 +278,21 @@ func outputs(state map[string]any) map[string]any {
 // kargo.akuity.io/cred-type=git of the project, then of the shared-resources
 // project (pkg/creds, as discovery finds them).
 func (r *run) credentials(ctx context.Context, project, repoURL string) (*gitmirror.Auth, error) {
-	c, err := r.repoCredentials(ctx, project, model.CredTypeGit, repoURL)
-	if c == nil || err != nil {
-		return nil, err
-	}
-	return &gitmirror.Auth{Username: c.Username, Password: c.Password}, nil
+	return r.repoCredentials(ctx, project, model.CredTypeGit, repoURL)
 }
 
 // repoCredentials finds the credentials of credType (git, image or helm)
-// for repoURL; their password joins the run's redacted values.
+// for repoURL (token kinds exchanged, or cached); their password or key
+// joins the run's redacted values.
 func (r *run) repoCredentials(ctx context.Context, project, credType, repoURL string) (*creds.Credentials, error) {
 	if r.e.store == nil {
 		return nil, nil
 	}
-	normalize := map[string]func(string) string{
-		model.CredTypeGit: model.NormalizeGitURL, model.CredTypeImage: model.NormalizeImageURL, model.CredTypeHelm: model.NormalizeChartURL,
-	}[credType]
-	c, err := creds.Find(ctx, creds.Store{Store: r.e.store}, project, credType, repoURL, normalize)
+	c, err := r.e.creds.Find(ctx, project, credType, repoURL)
 	if err != nil {
 		return nil, fmt.Errorf("find %s credentials: %w", credType, err)
 	}
-	if c != nil {
-		r.secrets.Add(c.Password)
-	}
+	r.secrets.Add(c.Secrets()...)
 	return c, nil
 }
 

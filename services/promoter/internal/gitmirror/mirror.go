@@ -34,22 +34,14 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/protocol/packp/capability"
 	"github.com/go-git/go-git/v5/plumbing/transport"
-	"github.com/go-git/go-git/v5/plumbing/transport/http"
 	"github.com/go-git/go-git/v5/storage/filesystem"
+
+	"github.com/caravan-cd/caravan/pkg/creds"
 )
 
-// Auth is HTTP basic-auth credentials; a nil *Auth is anonymous.
-type Auth struct {
-	Username string
-	Password string
-}
-
-func (a *Auth) method() transport.AuthMethod {
-	if a == nil {
-		return nil
-	}
-	return &http.BasicAuth{Username: a.Username, Password: a.Password}
-}
+// Auth is a repository's credentials (HTTP basic auth, or an SSH key for
+// ssh URLs); a nil *Auth is anonymous.
+type Auth = creds.Credentials
 
 // Defaults of Options.
 const (
@@ -152,8 +144,10 @@ func (m *Manager) key(project, url string, auth *Auth) string {
 	for _, s := range []string{project, url} {
 		fmt.Fprintf(h, "%d:%s", len(s), s)
 	}
-	if auth != nil {
-		fmt.Fprintf(h, "auth%d:%s%d:%s", len(auth.Username), auth.Username, len(auth.Password), auth.Password)
+	if k := auth.Key(); k != "" {
+		// The credentials' identity: an exchanged token that is renewed
+		// keeps its mirror.
+		fmt.Fprintf(h, "auth%d:%s", len(k), k)
 	}
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
@@ -404,9 +398,13 @@ func (mi *Mirror) Fetch(ctx context.Context) error {
 }
 
 func (mi *Mirror) fetch(ctx context.Context) error {
-	err := mi.repo.FetchContext(ctx, &git.FetchOptions{
+	auth, err := creds.GitAuth(mi.auth, mi.url)
+	if err != nil {
+		return err
+	}
+	err = mi.repo.FetchContext(ctx, &git.FetchOptions{
 		RemoteName: "origin",
-		Auth:       mi.auth.method(),
+		Auth:       auth,
 		Tags:       git.NoTags,
 		Force:      true,
 		Prune:      true,

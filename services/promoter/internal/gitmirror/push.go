@@ -19,6 +19,8 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/plumbing/transport/client"
 	"github.com/go-git/go-git/v5/storage/memory"
+
+	"github.com/caravan-cd/caravan/pkg/creds"
 )
 
 // errUpToDate: the remote ref already holds the commit.
@@ -485,7 +487,11 @@ func (mi *Mirror) sendPack(ctx context.Context, ref plumbing.ReferenceName, comm
 	if err != nil {
 		return err
 	}
-	sess, err := cl.NewReceivePackSession(ep, mi.auth.method())
+	auth, err := creds.GitAuth(mi.auth, mi.url)
+	if err != nil {
+		return err
+	}
+	sess, err := cl.NewReceivePackSession(ep, auth)
 	if err != nil {
 		return err
 	}
