@@ -179,6 +179,21 @@ func TestActions(t *testing.T) {
 	if got := names("/v1/projects/demo/freight?stage=dev&limit=1"); len(got) != 1 || got[0] != "second" {
 		t.Errorf("available to dev, limit 1: %v", got)
 	}
+	// The next page, and the whole list oldest first.
+	var page struct {
+		Metadata struct {
+			Continue string `json:"continue"`
+		} `json:"metadata"`
+	}
+	if st := h.get("/v1/projects/demo/freight?stage=dev&limit=1", &page); st != http.StatusOK || page.Metadata.Continue == "" {
+		t.Fatalf("available to dev, limit 1: %d, continue %q", st, page.Metadata.Continue)
+	}
+	if got := names("/v1/projects/demo/freight?stage=dev&limit=1&continue=" + page.Metadata.Continue); len(got) != 1 || got[0] != "first" {
+		t.Errorf("available to dev, second page: %v, want [first]", got)
+	}
+	if got := names("/v1/projects/demo/freight?stage=dev&sort=oldest"); len(got) != 2 || got[0] != "first" {
+		t.Errorf("available to dev, oldest first: %v", got)
+	}
 	if got := names("/v1/projects/demo/freight?stage=prod"); len(got) != 0 {
 		t.Errorf("available to prod: %v, want none", got)
 	}

@@ -28,6 +28,7 @@ import (
 
 	"github.com/caravan-cd/caravan/pkg/audit"
 	"github.com/caravan-cd/caravan/pkg/events"
+	"github.com/caravan-cd/caravan/pkg/freightindex"
 	"github.com/caravan-cd/caravan/pkg/lease"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/reconcile"
@@ -222,7 +223,8 @@ func Run(ctx context.Context, d Deps) error {
 		}
 		return fmt.Errorf("promoter: %w", err)
 	}
-	auto := autopromote.New(autopromote.Options{Store: store, Bus: bus, Logger: log, Audit: auditLog})
+	freight := freightindex.New(store.KV(state.Freight))
+	auto := autopromote.New(autopromote.Options{Store: store, Bus: bus, Logger: log, Audit: auditLog, Freight: freight})
 	disp := dispatch.New(dispatch.Options{
 		Store: store, Bus: bus, Runner: runnerAdapter{d.Runner}, Logger: log,
 		ID: cfg.ReplicaID, LeaseTTL: cfg.LeaseTTL, MaxConcurrent: cfg.MaxConcurrent, AbortCause: d.AbortCause,
@@ -266,7 +268,11 @@ func Run(ctx context.Context, d Deps) error {
 	// they were ready; fail has recorded why.
 	partStopped := make(chan struct{}, 2)
 	dispReady, autoReady := make(chan struct{}), make(chan struct{})
-	wg.Add(6)
+	wg.Add(7)
+	go func() {
+		defer wg.Done()
+		freight.Run(ctx, nil, time.Second)
+	}()
 	go func() {
 		defer wg.Done()
 		fail("dispatcher", disp.Run(ctx, dispReady))
@@ -349,7 +355,9 @@ func Run(ctx context.Context, d Deps) error {
 		}
 		defer stop()
 	}
-	h := handlers{disp: disp, auto: auto, store: store, nc: d.Env.Conn, log: log}
+	work := autopromote.NewWork(autoWorkers, log)
+	defer work.Wait()
+	h := handlers{disp: disp, auto: auto, work: work, store: store, nc: d.Env.Conn, log: log}
 	var consumers []*events.Consumer
 	for _, c := range []struct {
 		spec events.ConsumerSpec
@@ -389,9 +397,16 @@ func Run(ctx context.Context, d Deps) error {
 	return failed
 }
 
+// autoWorkers is how many projects' auto-promotion evaluations run at
+// once (one per project at a time).
+const autoWorkers = 8
+
 type handlers struct {
-	disp  *dispatch.Dispatcher
-	auto  *autopromote.AutoPromoter
+	disp *dispatch.Dispatcher
+	auto *autopromote.AutoPromoter
+	// work runs evaluations per project, so that a busy project does
+	// not hold up the others' events: the handler only queues them.
+	work  *autopromote.Work
 	store *state.Store
 	nc    *nats.Conn // wakes (see wakePrefix)
 	log   *slog.Logger
@@ -423,6 +438,16 @@ func (h handlers) abortRequested(ctx context.Context, ev events.PromotionAbortRe
 
 func (h handlers) autoPromotion(ctx context.Context, env events.Envelope) error {
 	project := env.Project
+	// later queues an evaluation on the project's queue; the event is
+	// acknowledged once it is queued (a lost one costs at most one
+	// reconcile pass, as any lost event).
+	later := func(key string, run func(context.Context) error) error {
+		h.work.Add(ctx, project, key, run)
+		return nil
+	}
+	evaluate := func(stage string) error {
+		return later("evaluate/"+stage, func(ctx context.Context) error { return h.auto.Evaluate(ctx, project, stage) })
+	}
 	switch env.Type {
 	case events.TypeFreightDiscovered:
 		var ev events.FreightDiscovered
@@ -430,13 +455,15 @@ func (h handlers) autoPromotion(ctx context.Context, env events.Envelope) error 
 			return events.Permanent(err)
 		}
 		origin := model.FreightOrigin{Kind: model.FreightOriginKind(ev.Origin.Kind), Name: ev.Origin.Name}
-		return h.auto.Stages(ctx, project, func(s *model.Stage) bool { return s.RequestsOrigin(origin) })
+		return later("origin/"+origin.String(), func(ctx context.Context) error {
+			return h.auto.Stages(ctx, project, func(s *model.Stage) bool { return s.RequestsOrigin(origin) })
+		})
 	case events.TypeFreightApproved:
 		var ev events.FreightApproved
 		if err := env.Decode(&ev); err != nil {
 			return events.Permanent(err)
 		}
-		return h.auto.Evaluate(ctx, project, ev.Stage)
+		return evaluate(ev.Stage)
 	case events.TypeStageVerified:
 		var ev events.StageVerified
 		if err := env.Decode(&ev); err != nil {
@@ -447,17 +474,17 @@ func (h handlers) autoPromotion(ctx context.Context, env events.Envelope) error 
 		}
 		if ph := model.VerificationPhase(ev.Phase); ph == model.VerificationPhaseFailed || ph == model.VerificationPhaseError {
 			// Auto-rollback may act on the failure.
-			if err := h.auto.Evaluate(ctx, project, ev.Stage); err != nil {
-				return err
-			}
+			_ = evaluate(ev.Stage)
 		}
-		return h.auto.Stages(ctx, project, func(s *model.Stage) bool {
-			for _, up := range s.UpstreamStages() {
-				if up == ev.Stage {
-					return true
+		return later("downstream/"+ev.Stage, func(ctx context.Context) error {
+			return h.auto.Stages(ctx, project, func(s *model.Stage) bool {
+				for _, up := range s.UpstreamStages() {
+					if up == ev.Stage {
+						return true
+					}
 				}
-			}
-			return false
+				return false
+			})
 		})
 	case events.TypePromotionApproved:
 		var ev events.PromotionApproved
@@ -470,7 +497,7 @@ func (h handlers) autoPromotion(ctx context.Context, env events.Envelope) error 
 		if err := env.Decode(&ev); err != nil {
 			return events.Permanent(err)
 		}
-		return h.auto.Resume(ctx, project, ev.Stage)
+		return later("resume/"+ev.Stage, func(ctx context.Context) error { return h.auto.Resume(ctx, project, ev.Stage) })
 	case events.TypeResourceApplied:
 		var ev events.ResourceApplied
 		if err := env.Decode(&ev); err != nil {
@@ -478,9 +505,9 @@ func (h handlers) autoPromotion(ctx context.Context, env events.Envelope) error 
 		}
 		switch ev.Kind {
 		case model.KindStage:
-			return h.auto.Evaluate(ctx, project, ev.Name)
+			return evaluate(ev.Name)
 		case model.KindProjectConfig:
-			return h.auto.Stages(ctx, project, nil)
+			return later("all", func(ctx context.Context) error { return h.auto.Stages(ctx, project, nil) })
 		}
 	}
 	return nil

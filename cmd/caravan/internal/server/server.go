@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -46,6 +47,13 @@ type Config struct {
 	// Empty: no listener at all; the services talk to the server
 	// in-process. Port -1 picks a free one.
 	EmbeddedNATSAddr string `envconfig:"EMBEDDED_NATS_ADDR" default:"" desc:"listen address of the embedded NATS server, which then requires the NKey of <data dir>/nats-client.nk; empty: no TCP listener, in-process only (used only when CARAVAN_NATS_URL is empty)"`
+	// MemoryLimit is the soft limit of the process's Go memory
+	// (runtime/debug.SetMemoryLimit): near it the garbage collector runs
+	// sooner instead of letting the heap grow to twice what is live, which
+	// is where most of the server's peak memory went under load. It is
+	// not a hard cap: live data beyond it is kept. GOMEMLIMIT, when set,
+	// wins.
+	MemoryLimit int64 `envconfig:"MEMORY_LIMIT" default:"67108864" desc:"soft limit in bytes of the server's Go memory (the garbage collector works harder near it); 0: none; GOMEMLIMIT, when set, wins"`
 
 	// Discovery, Promoter and Verifier are those services' own settings,
 	// filled by LoadServices (Run does it when they were not). Their shared
@@ -80,6 +88,9 @@ func (c *Config) shareCommon() {
 func (c Config) Validate() error {
 	var errs []error
 	errs = append(errs, c.Common.Validate())
+	if c.MemoryLimit < 0 {
+		errs = append(errs, errors.New("CARAVAN_MEMORY_LIMIT: must not be negative (0: no limit)"))
+	}
 	if c.URL == "" && c.EmbeddedNATSAddr != "" {
 		if _, _, err := net.SplitHostPort(c.EmbeddedNATSAddr); err != nil {
 			errs = append(errs, fmt.Errorf("CARAVAN_EMBEDDED_NATS_ADDR: %w", err))
@@ -158,6 +169,10 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 		}
 	}
 	cfg.shareCommon()
+	if cfg.MemoryLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		prev := debug.SetMemoryLimit(cfg.MemoryLimit)
+		defer debug.SetMemoryLimit(prev)
+	}
 
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("create data dir: %w", err)

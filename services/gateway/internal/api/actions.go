@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/caravan-cd/caravan/pkg/events"
+	"github.com/caravan-cd/caravan/pkg/freightindex"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/services/gateway/internal/auth"
@@ -590,6 +591,13 @@ func (s *server) promote(w http.ResponseWriter, r *http.Request) {
 // available lists the freight that may be promoted into st at now, in no
 // particular order.
 func (s *server) available(ctx context.Context, st *model.Stage, now time.Time) ([]*model.Freight, error) {
+	if s.index != nil {
+		sets, err := s.index.Freight(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return availableIn(sets, st, now, nil, 0), nil
+	}
 	all, err := s.allFreight(ctx, st.Namespace)
 	if err != nil {
 		return nil, err
@@ -620,6 +628,49 @@ func (s *server) available(ctx context.Context, st *model.Stage, now time.Time) 
 	return out, nil
 }
 
+// availableIn lists the freight of the stage's project that may be
+// promoted into st at now and that keep (nil: all) keeps, reading the
+// index's lists newest first: every freight of an origin the stage takes
+// directly, else those approved for it or verified in its upstream stages
+// (no other freight can be available). perList > 0 stops each list after
+// that many: enough for the first perList of the whole, newest first.
+func availableIn(sets *freightindex.Sets, st *model.Stage, now time.Time, keep func(*model.Freight) bool, perList int) []*model.Freight {
+	seen := map[string]bool{}
+	var out []*model.Freight
+	walk := func(o model.FreightOrigin, rel freightindex.Relation, stage string) {
+		n := 0
+		sets.Walk(st.Namespace, o, rel, stage, func(f *model.Freight) bool {
+			if seen[f.Name] || (keep != nil && !keep(f)) {
+				return true
+			}
+			if ok, _ := model.FreightAvailable(f, st, now); !ok {
+				return true
+			}
+			seen[f.Name] = true
+			out = append(out, f)
+			n++
+			return perList <= 0 || n < perList
+		})
+	}
+	done := map[model.FreightOrigin]bool{}
+	for _, req := range st.Spec.RequestedFreight {
+		// The first request of an origin decides (model.FreightAvailable).
+		if done[req.Origin] {
+			continue
+		}
+		done[req.Origin] = true
+		if req.Sources.Direct {
+			walk(req.Origin, freightindex.All, "")
+			continue
+		}
+		walk(req.Origin, freightindex.ApprovedFor, st.Name)
+		for _, up := range req.Sources.Stages {
+			walk(req.Origin, freightindex.VerifiedIn, up)
+		}
+	}
+	return out
+}
+
 // availableFreight answers GET …/freight?stage=S: the freight available to
 // promote into S, in the list's order (newest first by default).
 func (s *server) availableFreight(w http.ResponseWriter, r *http.Request, order string, limit int, after string) {
@@ -629,15 +680,40 @@ func (s *server) availableFreight(w http.ResponseWriter, r *http.Request, order 
 	if !s.loaded(w, r, err, model.KindStage, name) {
 		return
 	}
-	avail, err := s.available(r.Context(), st, s.now())
-	if err != nil {
-		s.internal(w, r, err)
-		return
-	}
 	var objs []model.Object
-	for _, f := range avail {
-		if matchFreight(q, f) {
+	if s.index != nil && order == sortNewest {
+		// Newest first is the index's own order: read only as far as
+		// the page goes.
+		sets, err := s.index.Freight(r.Context())
+		if err != nil {
+			s.internal(w, r, err)
+			return
+		}
+		var mark model.Object
+		if after != "" {
+			c, ok := parseCursor(after)
+			if !ok {
+				invalid(w, "continue", "not a token this server issued")
+				return
+			}
+			mark = markAt(c)
+		}
+		keep := func(f *model.Freight) bool {
+			return (mark == nil || compareNewest(f, mark) > 0) && matchFreight(q, f)
+		}
+		for _, f := range availableIn(sets, st, s.now(), keep, limit+1) {
 			objs = append(objs, f)
+		}
+	} else {
+		avail, err := s.available(r.Context(), st, s.now())
+		if err != nil {
+			s.internal(w, r, err)
+			return
+		}
+		for _, f := range avail {
+			if matchFreight(q, f) {
+				objs = append(objs, f)
+			}
 		}
 	}
 	page, next, ok := pageOrdered(objs, order, limit, after)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/caravan-cd/caravan/pkg/freightindex"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
 )
@@ -25,6 +26,11 @@ import (
 // on any replica shows every write acknowledged before it began.
 type Index struct {
 	buckets map[state.Bucket]*bucketIndex
+	// freight holds the freight bucket's objects again by origin and
+	// stage (the same objects, not copies): what ?stage= lists read.
+	freight *freightindex.Sets
+	// promotions holds the promotions' keys by project and stage.
+	promotions *byStage
 }
 
 type entry struct {
@@ -44,6 +50,12 @@ type bucketIndex struct {
 	err     error  // the watch ended
 	// raw buckets hold values that are not objects (status).
 	raw bool
+	// keepRaw: the stored JSON is kept beside the object (to make fresh
+	// copies, or as the value of raw buckets).
+	keepRaw bool
+	// onApply, when set, hears of every object put (obj not nil) or
+	// deleted, in order, before Sync sees it.
+	onApply func(key string, obj model.Object)
 }
 
 // indexed are the buckets the index serves; rawBuckets hold status.
@@ -54,9 +66,15 @@ var (
 
 // NewIndex loads the buckets and keeps watching them until ctx ends.
 func NewIndex(ctx context.Context, store *state.Store) (*Index, error) {
-	ix := &Index{buckets: map[state.Bucket]*bucketIndex{}}
+	ix := &Index{buckets: map[state.Bucket]*bucketIndex{}, freight: freightindex.NewSets(), promotions: newByStage()}
 	for _, b := range indexed {
-		bi := &bucketIndex{kv: store.KV(b), entries: map[string]entry{}, raw: rawBuckets[b]}
+		bi := &bucketIndex{kv: store.KV(b), entries: map[string]entry{}, raw: rawBuckets[b], keepRaw: rawBuckets[b] || b == state.Resources}
+		switch b {
+		case state.Freight:
+			bi.onApply = ix.applyFreight
+		case state.Promotions:
+			bi.onApply = ix.promotions.apply
+		}
 		bi.changed = sync.NewCond(bi.mu.RLocker())
 		w, err := bi.kv.WatchAll(ctx)
 		if err != nil {
@@ -108,7 +126,14 @@ func (bi *bucketIndex) apply(e jetstream.KeyValueEntry) {
 			obj = o
 		}
 	}
+	raw := e.Value()
+	if !bi.keepRaw {
+		raw = nil // the object is enough
+	}
 	bi.mu.Lock()
+	if bi.onApply != nil {
+		bi.onApply(key, obj)
+	}
 	i, found := slices.BinarySearch(bi.keys, key)
 	switch {
 	case del && found:
@@ -118,7 +143,7 @@ func (bi *bucketIndex) apply(e jetstream.KeyValueEntry) {
 		if !found {
 			bi.keys = slices.Insert(bi.keys, i, key)
 		}
-		bi.entries[key] = entry{rev: e.Revision(), raw: e.Value(), obj: obj}
+		bi.entries[key] = entry{rev: e.Revision(), raw: raw, obj: obj}
 	}
 	bi.seen = max(bi.seen, e.Revision())
 	bi.mu.Unlock()
@@ -254,4 +279,87 @@ func (ix *Index) list(project, kind string, limit int, after string, fresh bool)
 		out = append(out, e.obj)
 	}
 	return out, "", nil
+}
+
+// applyFreight keeps the freight sets in step with the freight bucket.
+func (ix *Index) applyFreight(key string, obj model.Object) {
+	tok, _, _ := strings.Cut(key, ".")
+	project := state.Untoken(tok)
+	if f, ok := obj.(*model.Freight); ok {
+		ix.freight.Put(project, f)
+		return
+	}
+	ix.freight.Delete(project, state.LastToken(key))
+}
+
+// Freight returns the freight sets once they hold every write the
+// freight bucket held when it was called.
+func (ix *Index) Freight(ctx context.Context) (*freightindex.Sets, error) {
+	if err := ix.SyncBucket(ctx, state.Freight); err != nil {
+		return nil, err
+	}
+	return ix.freight, nil
+}
+
+// byStage holds the keys of the promotions of each project's stage.
+type byStage struct {
+	mu     sync.RWMutex
+	stages map[string]map[string]map[string]bool // project → stage → key
+	of     map[string]string                     // key → its stage
+}
+
+func newByStage() *byStage {
+	return &byStage{stages: map[string]map[string]map[string]bool{}, of: map[string]string{}}
+}
+
+func (b *byStage) apply(key string, obj model.Object) {
+	tok, _, _ := strings.Cut(key, ".")
+	project := state.Untoken(tok)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if old, ok := b.of[key]; ok {
+		delete(b.stages[project][old], key)
+		if len(b.stages[project][old]) == 0 {
+			delete(b.stages[project], old)
+		}
+		delete(b.of, key)
+	}
+	p, ok := obj.(*model.Promotion)
+	if !ok {
+		return
+	}
+	if b.stages[project] == nil {
+		b.stages[project] = map[string]map[string]bool{}
+	}
+	if b.stages[project][p.Spec.Stage] == nil {
+		b.stages[project][p.Spec.Stage] = map[string]bool{}
+	}
+	b.stages[project][p.Spec.Stage][key] = true
+	b.of[key] = p.Spec.Stage
+}
+
+// PromotionsOf returns the promotions of a project's stage, in key
+// order, shared with the index (not to be modified), once the index holds
+// every write the promotions bucket held when it was called.
+func (ix *Index) PromotionsOf(ctx context.Context, project, stage string) ([]model.Object, error) {
+	if err := ix.SyncBucket(ctx, state.Promotions); err != nil {
+		return nil, err
+	}
+	ix.promotions.mu.RLock()
+	keys := make([]string, 0, len(ix.promotions.stages[project][stage]))
+	for k := range ix.promotions.stages[project][stage] {
+		keys = append(keys, k)
+	}
+	ix.promotions.mu.RUnlock()
+	slices.Sort(keys)
+	bi := ix.buckets[state.Promotions]
+	bi.mu.RLock()
+	defer bi.mu.RUnlock()
+	out := make([]model.Object, 0, len(keys))
+	for _, k := range keys {
+		if e, ok := bi.entries[k]; ok && e.obj != nil {
+			out = append(out, e.obj)
+		}
+	}
+	return out, nil
 }

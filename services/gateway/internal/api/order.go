@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/pkg/state"
 )
 
 // List orders (?sort=). Every list is newest first unless asked otherwise,
@@ -102,6 +103,15 @@ func parseCursor(after string) (cursor, bool) {
 	return c, true
 }
 
+// markAt returns an object at the cursor's position, to compare with.
+func markAt(c cursor) model.Object {
+	meta := model.ObjectMeta{Name: c.name}
+	if !c.created.IsZero() {
+		meta.CreationTimestamp = model.NewTime(c.created)
+	}
+	return &model.Stage{ObjectMeta: meta}
+}
+
 // pageOrdered returns the page of up to limit objects (all when limit is
 // 0) of objs that come after the cursor after ("" for the first page) in
 // order, and the token of the next page; objs may be reordered. ok is
@@ -114,11 +124,7 @@ func pageOrdered(objs []model.Object, order string, limit int, after string) (pa
 		if !ok {
 			return nil, "", false
 		}
-		meta := model.ObjectMeta{Name: c.name}
-		if !c.created.IsZero() {
-			meta.CreationTimestamp = model.NewTime(c.created)
-		}
-		mark := &model.Stage{ObjectMeta: meta}
+		mark := markAt(c)
 		objs = slices.DeleteFunc(objs, func(o model.Object) bool { return cmp(o, mark) <= 0 })
 	}
 	if limit <= 0 || limit*4 >= len(objs) {
@@ -180,4 +186,32 @@ func (s *server) ordered(w http.ResponseWriter, r *http.Request, project, kind, 
 		s.index.Fresh(page)
 	}
 	return page, next, true
+}
+
+// pageOf returns the page of objs (in key order) that match, in order,
+// after the continue token after (decoded), and the token of the next
+// page: the paging of ordered, for a list already in memory. ok is false
+// for a token of another order.
+func pageOf(objs []model.Object, project string, match func(model.Object) bool, order string, limit int, after string) ([]model.Object, string, bool) {
+	key := func(o model.Object) string {
+		return state.ObjectKey(project, o.GetTypeMeta().Kind, o.GetObjectMeta().Name)
+	}
+	if match != nil {
+		objs = slices.DeleteFunc(slices.Clone(objs), func(o model.Object) bool { return !match(o) })
+	}
+	if order != sortName {
+		return pageOrdered(objs, order, limit, after)
+	}
+	if strings.HasPrefix(after, "@") {
+		return nil, "", false
+	}
+	i := 0
+	for i < len(objs) && after != "" && key(objs[i]) <= after {
+		i++
+	}
+	objs = objs[i:]
+	if limit > 0 && len(objs) > limit {
+		return objs[:limit], base64.RawURLEncoding.EncodeToString([]byte(key(objs[limit-1]))), true
+	}
+	return objs, "", true
 }

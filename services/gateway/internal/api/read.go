@@ -259,6 +259,21 @@ func (s *server) list(k kind) http.HandlerFunc {
 			q := r.URL.Query()
 			match = func(o model.Object) bool { return k.match(q, o) }
 		}
+		if st := r.URL.Query().Get("stage"); k.kind == model.KindPromotion && st != "" && s.index != nil {
+			// The stage's promotions only, from the index.
+			all, err := s.index.PromotionsOf(r.Context(), r.PathValue("project"), st)
+			if err != nil {
+				s.internal(w, r, err)
+				return
+			}
+			objs, next, ok := pageOf(all, r.PathValue("project"), match, order, limit, after)
+			if !ok {
+				invalid(w, "continue", "a token of another sort order")
+				return
+			}
+			s.writeList(w, r, k.kind, objs, next)
+			return
+		}
 		objs, next, ok := s.ordered(w, r, r.PathValue("project"), k.kind, order, limit, after, match)
 		if !ok {
 			return
@@ -303,17 +318,32 @@ func (s *server) findFreight(ctx context.Context, project, ref string) (*model.F
 	if !errors.Is(err, state.ErrNotFound) {
 		return f, rev, err
 	}
-	all, err := s.allFreight(ctx, project)
-	if err != nil {
-		return nil, 0, err
+	prefix := ""
+	if len(ref) >= minFreightPrefix {
+		prefix = ref
 	}
 	var byPrefix []string
-	for _, f := range all {
-		if f.Alias == ref {
-			return state.GetAs[*model.Freight](ctx, s.store, project, model.KindFreight, f.Name)
+	if s.index != nil {
+		sets, err := s.index.Freight(ctx)
+		if err != nil {
+			return nil, 0, err
 		}
-		if len(ref) >= minFreightPrefix && strings.HasPrefix(f.Name, ref) {
-			byPrefix = append(byPrefix, f.Name)
+		var byAlias *model.Freight
+		if byAlias, byPrefix = sets.Find(project, ref, prefix); byAlias != nil {
+			return state.GetAs[*model.Freight](ctx, s.store, project, model.KindFreight, byAlias.Name)
+		}
+	} else {
+		all, err := s.allFreight(ctx, project)
+		if err != nil {
+			return nil, 0, err
+		}
+		for _, f := range all {
+			if f.Alias == ref {
+				return state.GetAs[*model.Freight](ctx, s.store, project, model.KindFreight, f.Name)
+			}
+			if prefix != "" && strings.HasPrefix(f.Name, prefix) {
+				byPrefix = append(byPrefix, f.Name)
+			}
 		}
 	}
 	switch len(byPrefix) {

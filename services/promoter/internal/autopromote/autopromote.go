@@ -43,6 +43,7 @@ import (
 
 	"github.com/caravan-cd/caravan/pkg/audit"
 	"github.com/caravan-cd/caravan/pkg/events"
+	"github.com/caravan-cd/caravan/pkg/freightindex"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/services/promoter/internal/queue"
@@ -88,7 +89,17 @@ type Options struct {
 	Audit Auditor
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Freight, when set, is the index evaluations read freight from:
+	// only the few freight that can matter to a stage (see relevant),
+	// not all of a project's. When it is not current within
+	// indexTimeout, or not set, evaluations read all of the project's
+	// freight from KV.
+	Freight *freightindex.Index
 }
+
+// indexTimeout bounds how long an evaluation waits for the freight index
+// to catch up before it reads KV instead.
+const indexTimeout = 3 * time.Second
 
 // Auditor appends to the audit log.
 type Auditor interface {
@@ -213,11 +224,11 @@ func (a *AutoPromoter) Evaluate(ctx context.Context, project, stageName string) 
 	if err != nil {
 		return err
 	}
-	freight, err := state.ListAll[*model.Freight](ctx, a.o.Store, project, model.KindFreight)
+	now := a.o.Now()
+	freight, err := a.freightFor(ctx, project, stage, now)
 	if err != nil {
 		return err
 	}
-	now := a.o.Now()
 	var wakeAt time.Time
 	for _, req := range stage.Spec.RequestedFreight {
 		if status.Held(req.Origin) {

@@ -23,11 +23,11 @@ const ControlFlowVerification = "control-flow"
 // pass it further, through another control-flow stage). Freight still
 // soaking upstream gets a wake-up at the moment it becomes available.
 func (a *AutoPromoter) passControlFlow(ctx context.Context, project string, stage *model.Stage) error {
-	freight, err := state.ListAll[*model.Freight](ctx, a.o.Store, project, model.KindFreight)
+	now := a.o.Now()
+	freight, err := a.freightFor(ctx, project, stage, now)
 	if err != nil {
 		return err
 	}
-	now := a.o.Now()
 	for _, f := range model.ControlFlowFreight(freight, stage, now) {
 		if err := a.pass(ctx, project, stage.Name, f.Name, now); err != nil {
 			return err

@@ -87,13 +87,15 @@ func (a *AutoPromoter) rollback(ctx context.Context, project string, stage *mode
 // decideRollback records what to do about trig: roll back to the newest
 // earlier verified freight, or nothing when there is none.
 func (a *AutoPromoter) decideRollback(ctx context.Context, project string, stage *model.Stage, st *model.StageStatus, trig *model.RollbackTrigger, key string) (rollbackDecision, error) {
-	all, err := state.ListAll[*model.Freight](ctx, a.o.Store, project, model.KindFreight)
+	names := []string{trig.Freight}
+	for _, c := range st.FreightHistory {
+		for _, ref := range c.Freight {
+			names = append(names, ref.Name)
+		}
+	}
+	byName, err := a.freightNamed(ctx, project, names)
 	if err != nil {
 		return rollbackDecision{}, err
-	}
-	byName := map[string]*model.Freight{}
-	for _, f := range all {
-		byName[f.Name] = f
 	}
 	dec := rollbackDecision{Trigger: trig.ID, Reason: trig.Reason, At: a.o.Now().UTC(), Bad: trig.Freight}
 	bad := byName[trig.Freight]
