@@ -160,19 +160,23 @@ func TestTwoReplicas(t *testing.T) {
 	fw := watchFreight(t, gw.env.JS)
 	a := startReplica(t, srv, "a", nil)
 	b := startReplica(t, srv, "b", nil)
+	// Rendezvous hashing gives these two names one replica each.
+	if lease.Rendezvous([]string{"a", "b"}, state.Key(project, "one")) == lease.Rendezvous([]string{"a", "b"}, state.Key(project, "alpha")) {
+		t.Fatal("pick Warehouse names that hash to different replicas")
+	}
 	sub := model.ImageSubscription{RepoURL: reg.Repo("team/shared")}
 	gw.apply(t, imageWarehouse("one", sub))
-	gw.apply(t, imageWarehouse("two", sub))
+	gw.apply(t, imageWarehouse("alpha", sub))
 	eventually(t, "freight of both", func() bool { return fw.count() == 2 })
 	evs := fw.events()
 	if evs[0].Event.Freight == evs[1].Event.Freight {
 		t.Fatalf("both warehouses made freight %s", evs[0].Event.Freight)
 	}
 	// The replicas share the Warehouses out.
-	leases := lease.New(gw.env.Store.KV(state.DiscoveryLeases), "observer", 0)
+	leases := lease.NewRing(gw.env.Store.KV(state.DiscoveryLeases), "observer", 0)
 	holders := func() (string, string) {
 		h1, _ := leases.Current(t.Context(), state.Key(project, "one"))
-		h2, _ := leases.Current(t.Context(), state.Key(project, "two"))
+		h2, _ := leases.Current(t.Context(), state.Key(project, "alpha"))
 		return h1, h2
 	}
 	eventually(t, "one Warehouse each", func() bool {
@@ -183,7 +187,7 @@ func TestTwoReplicas(t *testing.T) {
 	reg.PushImage(t, "team/shared", "v1.1.0")
 	for range 5 {
 		gw.refresh(t, "one", nil)
-		gw.refresh(t, "two", nil)
+		gw.refresh(t, "alpha", nil)
 	}
 	eventually(t, "freight of v1.1.0", func() bool { return fw.count() == 4 })
 	assertUnique(t, fw.events())
@@ -193,7 +197,7 @@ func TestTwoReplicas(t *testing.T) {
 	a.kill(t)
 	t.Logf("killed in %s", time.Since(start))
 	reg.PushImage(t, "team/shared", "v1.2.0")
-	for _, w := range []string{"one", "two"} {
+	for _, w := range []string{"one", "alpha"} {
 		gw.refresh(t, w, nil)
 	}
 	eventually(t, "freight of v1.2.0 after the takeover", func() bool { return fw.count() == 6 })

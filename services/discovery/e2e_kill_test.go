@@ -52,7 +52,7 @@ func TestE2EKillReplicaProcess(t *testing.T) {
 	gw.apply(t, imageWarehouse("proc", model.ImageSubscription{RepoURL: reg.Repo("team/proc")}))
 	eventually(t, "the first freight", func() bool { return fw.count() == 1 })
 
-	leases := lease.New(gw.env.Store.KV(state.DiscoveryLeases), "observer", 0)
+	leases := lease.NewRing(gw.env.Store.KV(state.DiscoveryLeases), "observer", 0)
 	holder, err := leases.Current(t.Context(), state.Key(project, "proc"))
 	if err != nil || procs[holder] == nil {
 		t.Fatalf("holder %q, %v", holder, err)
