@@ -209,6 +209,45 @@ func TestTwoReplicas(t *testing.T) {
 	b.stop(t)
 }
 
+// A replica joining takes its share of the Warehouses over without
+// discovering them again: their last discovery is recent.
+func TestHandoverKeepsRecentDiscovery(t *testing.T) {
+	t.Parallel()
+	srv := testenv.NATS(t)
+	reg := testenv.Registry(t)
+	reg.PushImage(t, "team/app", "v1.0.0")
+	gw := newGateway(t, srv)
+	fw := watchFreight(t, gw.env.JS)
+	a := startReplica(t, srv, "a", nil)
+	// With b live, "alpha" is b's.
+	if lease.Rendezvous([]string{"a", "b"}, state.Key(project, "alpha")) != "b" {
+		t.Fatal("pick a Warehouse name that hashes to b")
+	}
+	gw.apply(t, imageWarehouse("alpha", model.ImageSubscription{RepoURL: reg.Repo("team/app")}))
+	eventually(t, "the first freight", func() bool { return fw.count() == 1 })
+	before := gw.statusRev(t, "alpha")
+	leases := lease.NewRing(gw.env.Store.KV(state.DiscoveryLeases), "observer", 0)
+	if h, _ := leases.Current(t.Context(), state.Key(project, "alpha")); h != "a" {
+		t.Fatalf("holder %q, want a", h)
+	}
+	startReplica(t, srv, "b", nil)
+	eventually(t, "b holds alpha", func() bool {
+		h, _ := leases.Current(t.Context(), state.Key(project, "alpha"))
+		return h == "b"
+	})
+	// b's worker runs; a rediscovery would write the status at once.
+	time.Sleep(time.Second)
+	if after := gw.statusRev(t, "alpha"); after != before {
+		t.Fatalf("status rewritten after the handover (revision %d → %d): discovered again", before, after)
+	}
+	// b works it: a refresh reaches it and is discovered.
+	reg.PushImage(t, "team/app", "v1.1.0")
+	gw.refresh(t, "alpha", nil)
+	eventually(t, "freight of v1.1.0", func() bool { return fw.count() == 2 })
+	assertUnique(t, fw.events())
+	a.stop(t)
+}
+
 func assertUnique(t *testing.T, evs []discoveredEvent) {
 	t.Helper()
 	seen := map[string]bool{}
