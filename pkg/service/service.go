@@ -37,6 +37,10 @@ type Common struct {
 	// SecretKey encrypts Secrets at rest: base64 of 32 bytes. When unset,
 	// a key is generated into <DataDir>/secret.key (mode 0600).
 	SecretKey string `envconfig:"SECRET_KEY" desc:"base64 of 32 bytes encrypting Secrets at rest; default: generated into <data dir>/secret.key"`
+	// ReplicaID names this process in leases (discovery, promoter,
+	// verifier) and logs; see ReplicaID for the default. Two live
+	// processes of a service with one ID are refused at start.
+	ReplicaID string `envconfig:"REPLICA_ID" desc:"this replica's name in leases and logs, unique among the live replicas of a service; default: $POD_NAME, else <hostname>-<random>"`
 	// ReconcileInterval is how often every service re-reads the full
 	// state of what it owns and drives it where it should be (0–20%
 	// sooner, at random), besides reacting to events: the longest a lost
@@ -214,7 +218,7 @@ func Main(name string, cfg Config, run func(context.Context, *Env, *slog.Logger)
 		return 2
 	}
 	c := cfg.Shared()
-	logger := telemetry.NewLogger(os.Stderr, c.LogConfig)
+	logger := telemetry.NewLogger(os.Stderr, c.LogConfig).With("replica", ReplicaID(c.ReplicaID))
 	if err := serve(ctx, name, c, admin, logger, run); err != nil {
 		logger.Error("service stopped", "service", name, "err", err)
 		return 1

@@ -70,9 +70,6 @@ type Config struct {
 	// RetryBase is the first delay after a failed discovery; it doubles
 	// with each failure, up to the Warehouse's interval.
 	RetryBase time.Duration `envconfig:"DISCOVERY_RETRY_BASE" default:"5s" desc:"first retry delay after a failed discovery (doubles up to the interval)"`
-	// ReplicaID names this replica in leases (default: host name and a
-	// random suffix). Two live processes with one ID are refused at start.
-	ReplicaID string `envconfig:"DISCOVERY_REPLICA_ID" desc:"this replica's name in leases, unique among live replicas; default: <hostname>-<random>"`
 }
 
 // ConfigFrom reads the discovery-specific CARAVAN_* variables into a
@@ -110,7 +107,7 @@ func (c Config) withDefaults() Config {
 	if c.RetryBase == 0 {
 		c.RetryBase = 5 * time.Second
 	}
-	c.ReplicaID = lease.ReplicaID(c.ReplicaID)
+	c.ReplicaID = service.ReplicaID(c.ReplicaID)
 	if c.ReconcileInterval == 0 {
 		c.ReconcileInterval = reconcile.DefaultInterval
 	}

@@ -6,8 +6,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/caravan-cd/caravan/pkg/lease"
 	"github.com/caravan-cd/caravan/pkg/model"
@@ -15,8 +17,10 @@ import (
 	"github.com/caravan-cd/caravan/pkg/testenv"
 )
 
-// Two caravan-discovery processes on one NATS: SIGKILL the one working the
-// Warehouse and the other takes over; no Freight is announced twice.
+// Two caravan-discovery processes on one NATS, one named by
+// CARAVAN_REPLICA_ID, the other by its pod name (POD_NAME): SIGKILL the one
+// working the Warehouse and the other takes over; no Freight is announced
+// twice. A variable the replica ID replaced is refused.
 func TestE2EKillReplicaProcess(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "caravan-discovery")
 	build := exec.Command("go", "build", "-o", bin, "./cmd/caravan-discovery")
@@ -29,17 +33,26 @@ func TestE2EKillReplicaProcess(t *testing.T) {
 	gw := newGateway(t, srv)
 	fw := watchFreight(t, gw.env.JS)
 
-	procs := map[string]*exec.Cmd{}
-	for _, id := range []string{"p1", "p2"} {
-		cmd := exec.Command(bin)
-		cmd.Env = append(os.Environ(),
+	env := func(extra ...string) []string {
+		return append(append(os.Environ(),
 			"CARAVAN_NATS_URL="+srv.URL(),
 			"CARAVAN_DATA_DIR="+t.TempDir(),
 			"CARAVAN_SECRET_KEY="+common(t).SecretKey,
 			"CARAVAN_DISCOVERY_LEASE_TTL=1s",
-			"CARAVAN_DISCOVERY_REPLICA_ID="+id,
 			"CARAVAN_LOG_LEVEL=error",
-		)
+		), extra...)
+	}
+	retired := exec.Command(bin)
+	retired.Env = env("CARAVAN_DISCOVERY_REPLICA_ID=old")
+	out, err := retired.CombinedOutput()
+	if code := retired.ProcessState.ExitCode(); code != 2 || !strings.Contains(string(out), "CARAVAN_REPLICA_ID") {
+		t.Fatalf("CARAVAN_DISCOVERY_REPLICA_ID: exit %d (%v), want 2 naming CARAVAN_REPLICA_ID:\n%s", code, err, out)
+	}
+
+	procs := map[string]*exec.Cmd{}
+	for id, naming := range map[string]string{"p1": "CARAVAN_REPLICA_ID=p1", "p2": "POD_NAME=p2"} {
+		cmd := exec.Command(bin)
+		cmd.Env = env("POD_NAME=", naming)
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -47,6 +60,13 @@ func TestE2EKillReplicaProcess(t *testing.T) {
 		t.Cleanup(func() {
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait()
+		})
+	}
+	nc := srv.Conn(t)
+	for id := range procs {
+		eventually(t, "replica "+id+" claimed its ID", func() bool {
+			_, err := nc.Request(lease.ClaimPrefix+".discovery."+id, nil, 200*time.Millisecond)
+			return err == nil
 		})
 	}
 	gw.apply(t, imageWarehouse("proc", model.ImageSubscription{RepoURL: reg.Repo("team/proc")}))

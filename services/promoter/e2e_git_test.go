@@ -59,7 +59,7 @@ func TestE2EConcurrentPromotionsOneRepository(t *testing.T) {
 		"CARAVAN_NATS_URL="+h.srv.URL(),
 		// The harness's data dir holds the key its Secrets were sealed with.
 		"CARAVAN_DATA_DIR="+h.common.DataDir,
-		"CARAVAN_PROMOTER_ID=a",
+		"CARAVAN_REPLICA_ID=a",
 		fmt.Sprintf("CARAVAN_PROMOTION_CONCURRENCY=%d", n),
 	)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr

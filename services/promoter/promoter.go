@@ -44,11 +44,6 @@ import (
 // Config of the promoter service (prefix CARAVAN_).
 type Config struct {
 	service.Common
-	// ReplicaID names this replica in stage leases. A stable ID (a pod
-	// name) lets a restarted replica resume its promotions at once instead
-	// of after the lease expires. Two live processes with one ID are
-	// refused at start.
-	ReplicaID string `envconfig:"PROMOTER_ID" desc:"name of this promoter replica in stage leases, unique among live replicas; default: host name and a random suffix"`
 	// LeaseTTL is how long a replica's hold on a stage lasts without
 	// renewal: how soon another replica resumes the promotions of one that
 	// died.
@@ -112,7 +107,7 @@ func (c Config) Validate() error {
 // withDefaults fills zero values (a Config built in code rather than by
 // envconfig) with the defaults.
 func (c Config) withDefaults() Config {
-	c.ReplicaID = lease.ReplicaID(c.ReplicaID)
+	c.ReplicaID = service.ReplicaID(c.ReplicaID)
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
 			*d = v

@@ -42,10 +42,6 @@ import (
 // Config of the verifier service (prefix CARAVAN_).
 type Config struct {
 	service.Common
-	// ReplicaID names this replica in verification leases. A stable ID (a
-	// pod name) lets a restarted replica resume its verifications at once
-	// instead of after their leases lapse.
-	ReplicaID string `envconfig:"VERIFIER_ID" desc:"name of this verifier replica in verification leases, unique among live replicas; default: host name and a random suffix"`
 	// LeaseTTL is how long a replica's claim on a verification lasts
 	// without renewal: how soon another replica takes over the
 	// verifications of one that died.
@@ -91,7 +87,7 @@ func (c Config) Validate() error {
 // withDefaults fills zero values (a Config built in code rather than by
 // envconfig) with the defaults.
 func (c Config) withDefaults() Config {
-	c.ReplicaID = lease.ReplicaID(c.ReplicaID)
+	c.ReplicaID = service.ReplicaID(c.ReplicaID)
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
 			*d = v
