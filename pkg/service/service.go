@@ -273,7 +273,7 @@ func serve(ctx context.Context, name string, c Common, admin AdminConfig, logger
 	// Kubernetes stop sending work while the service drains.
 	go func() {
 		<-ctx.Done()
-		health.Starting("shutting down")
+		health.Stopping()
 	}()
 	health.Starting("connecting to NATS")
 	logger.Info("connecting to NATS", "service", name)
@@ -296,9 +296,8 @@ func serve(ctx context.Context, name string, c Common, admin AdminConfig, logger
 		return fmt.Errorf("create data dir: %w", err)
 	}
 	health.Add("nats", env.Ready)
-	if ctx.Err() == nil {
-		health.Started()
-	}
+	// The service calls Started once its consumers are bound.
+	health.Starting("binding consumers")
 	return run(ctx, env, logger)
 }
 
