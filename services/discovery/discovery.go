@@ -203,6 +203,9 @@ func Run(ctx context.Context, d Deps) error {
 		}
 		return fmt.Errorf("discovery: %w", err)
 	}
+	d.Env.Health.Consumer(applied)
+	d.Env.Health.Consumer(refresh)
+	d.Env.Health.Started()
 	log.Info("discovery running")
 	err = sched.run(ctx)
 	<-applied.Closed()

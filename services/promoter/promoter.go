@@ -210,8 +210,17 @@ func Run(ctx context.Context, d Deps) error {
 		return fmt.Errorf("promoter: %w", err)
 	}
 	auto := autopromote.New(autopromote.Options{Store: store, Bus: bus, Logger: log, Audit: auditLog})
+	// Readiness: the stage leases and the job leases are written in time.
+	stageLeases := lease.NewRenewals(cfg.LeaseTTL)
+	d.Env.Health.Add("promoter stage leases", func(context.Context) error { return stageLeases.Healthy() })
+	jobLeases := func(interval time.Duration) *lease.Leases {
+		jobs := lease.New(store.KV(state.Promoter), cfg.ReplicaID, 2*interval)
+		d.Env.Health.Add("promoter job leases", func(context.Context) error { return jobs.Healthy() })
+		return jobs
+	}
+	healthJobs, controlFlowJobs, gcJobs := jobLeases(cfg.HealthInterval), jobLeases(cfg.ControlFlowInterval), jobLeases(cfg.GCInterval)
 	disp := dispatch.New(dispatch.Options{
-		Store: store, Bus: bus, Runner: runnerAdapter{d.Runner}, Logger: log,
+		Store: store, Bus: bus, Runner: runnerAdapter{d.Runner}, Logger: log, Renewals: stageLeases,
 		ID: cfg.ReplicaID, LeaseTTL: cfg.LeaseTTL, MaxConcurrent: cfg.MaxConcurrent, AbortCause: d.AbortCause,
 		Succeeded: func(ctx context.Context, project string, stage *model.Stage, p *model.Promotion) {
 			keeper.Promoted(ctx, project, stage.Name, p)
@@ -266,8 +275,7 @@ func Run(ctx context.Context, d Deps) error {
 	}()
 	go func() {
 		defer wg.Done()
-		jobs := lease.New(store.KV(state.Promoter), cfg.ReplicaID, 2*cfg.HealthInterval)
-		lease.Every(ctx, jobs, "job.health", cfg.HealthInterval, log, keeper.CheckAll)
+		lease.Every(ctx, healthJobs, "job.health", cfg.HealthInterval, log, keeper.CheckAll)
 	}()
 	go func() {
 		defer wg.Done()
@@ -275,14 +283,12 @@ func Run(ctx context.Context, d Deps) error {
 	}()
 	go func() {
 		defer wg.Done()
-		jobs := lease.New(store.KV(state.Promoter), cfg.ReplicaID, 2*cfg.ControlFlowInterval)
-		lease.Every(ctx, jobs, "job.control-flow", cfg.ControlFlowInterval, log, auto.ControlFlow)
+		lease.Every(ctx, controlFlowJobs, "job.control-flow", cfg.ControlFlowInterval, log, auto.ControlFlow)
 	}()
 	go func() {
 		defer wg.Done()
 		policy := gc.Policy{KeepPromotions: cfg.GCKeepPromotions, KeepFreight: cfg.GCKeepFreight, MinAge: cfg.GCMinAge}
-		jobs := lease.New(store.KV(state.Promoter), cfg.ReplicaID, 2*cfg.GCInterval)
-		lease.Every(ctx, jobs, "job.gc", cfg.GCInterval, log, func(ctx context.Context) error {
+		lease.Every(ctx, gcJobs, "job.gc", cfg.GCInterval, log, func(ctx context.Context) error {
 			res, err := gc.Collect(ctx, store, policy, time.Now())
 			if res.Promotions+res.Freight > 0 {
 				log.Info("garbage collected", "promotions", res.Promotions, "freight", res.Freight)
@@ -366,7 +372,9 @@ func Run(ctx context.Context, d Deps) error {
 			return fmt.Errorf("promoter: %w", err)
 		}
 		consumers = append(consumers, cons)
+		d.Env.Health.Consumer(cons)
 	}
+	d.Env.Health.Started()
 	log.Info("promoter running")
 	<-ctx.Done()
 	for _, c := range consumers {

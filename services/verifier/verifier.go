@@ -148,8 +148,11 @@ func Run(ctx context.Context, d Deps) error {
 		providers[name] = p
 	}
 	engine := &analysis.Engine{Providers: providers, ErrorRetryInterval: cfg.ErrorRetryInterval}
+	// Readiness: the verification leases are written in time.
+	renewals := lease.NewRenewals(cfg.LeaseTTL)
+	d.Env.Health.Add("verification leases", func(context.Context) error { return renewals.Healthy() })
 	m := verification.New(d.Env.Store, bus, engine, log, verification.Options{
-		ReplicaID: cfg.ReplicaID, LeaseTTL: cfg.LeaseTTL, ScanInterval: cfg.ScanInterval,
+		ReplicaID: cfg.ReplicaID, LeaseTTL: cfg.LeaseTTL, Renewals: renewals, ScanInterval: cfg.ScanInterval,
 		HealthPoll: cfg.HealthPoll, HealthTimeout: cfg.HealthTimeout, MaxConcurrent: cfg.MaxConcurrent,
 		Retain: cfg.Retention, ReconcileInterval: cfg.ReconcileInterval,
 	})
@@ -166,6 +169,7 @@ func Run(ctx context.Context, d Deps) error {
 			return err
 		}
 		consumers = append(consumers, c)
+		d.Env.Health.Consumer(c)
 		return nil
 	}
 	err = errors.Join(
@@ -202,6 +206,7 @@ func Run(ctx context.Context, d Deps) error {
 		}
 		return fmt.Errorf("verifier: %w", err)
 	}
+	d.Env.Health.Started()
 	log.Info("verifier running")
 	var wg sync.WaitGroup
 	wg.Add(1)
