@@ -3,6 +3,9 @@
 package discovery_test
 
 import (
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/lease"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
@@ -20,7 +24,9 @@ import (
 // Two caravan-discovery processes on one NATS, one named by
 // CARAVAN_REPLICA_ID, the other by its pod name (POD_NAME): SIGKILL the one
 // working the Warehouse and the other takes over; no Freight is announced
-// twice. A variable the replica ID replaced is refused.
+// twice. A variable the replica ID replaced is refused. Each answers
+// /readyz on its admin listener: ready while it runs, not ready naming a
+// durable consumer deleted under it.
 func TestE2EKillReplicaProcess(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "caravan-discovery")
 	build := exec.Command("go", "build", "-o", bin, "./cmd/caravan-discovery")
@@ -50,9 +56,11 @@ func TestE2EKillReplicaProcess(t *testing.T) {
 	}
 
 	procs := map[string]*exec.Cmd{}
+	admin := map[string]string{}
 	for id, naming := range map[string]string{"p1": "CARAVAN_REPLICA_ID=p1", "p2": "POD_NAME=p2"} {
+		admin[id] = freeAddr(t)
 		cmd := exec.Command(bin)
-		cmd.Env = env("POD_NAME=", naming)
+		cmd.Env = env("POD_NAME=", naming, "CARAVAN_ADMIN_ADDR="+admin[id])
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -67,6 +75,12 @@ func TestE2EKillReplicaProcess(t *testing.T) {
 		eventually(t, "replica "+id+" claimed its ID", func() bool {
 			_, err := nc.Request(lease.ClaimPrefix+".discovery."+id, nil, 200*time.Millisecond)
 			return err == nil
+		})
+	}
+	for id := range procs {
+		eventually(t, "replica "+id+" ready", func() bool {
+			code, _ := readyz(admin[id])
+			return code == http.StatusOK
 		})
 	}
 	gw.apply(t, imageWarehouse("proc", model.ImageSubscription{RepoURL: reg.Repo("team/proc")}))
@@ -88,4 +102,39 @@ func TestE2EKillReplicaProcess(t *testing.T) {
 		t.Fatalf("lease held by %q after killing %q", now, holder)
 	}
 	assertUnique(t, fw.events())
+
+	// A consumer deleted under the survivor: not ready, and it says which.
+	survivor := "p1"
+	if holder == "p1" {
+		survivor = "p2"
+	}
+	if err := gw.env.JS.DeleteConsumer(t.Context(), events.StreamEvents, events.DiscoveryRefresh.Durable); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "not ready, naming the consumer", func() bool {
+		code, body := readyz(admin[survivor])
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "consumer "+events.DiscoveryRefresh.Durable)
+	})
+}
+
+// freeAddr is a loopback address nobody listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	return ln.Addr().String()
+}
+
+// readyz asks an admin listener.
+func readyz(addr string) (int, string) {
+	resp, err := http.Get("http://" + addr + "/readyz")
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
