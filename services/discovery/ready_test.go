@@ -51,7 +51,9 @@ func TestReadiness(t *testing.T) {
 	}()
 	t.Cleanup(func() {
 		cancel()
-		<-done
+		if err := <-done; err != nil {
+			t.Logf("stopped after losing NATS: %v", err)
+		}
 	})
 	eventually(t, "ready", func() bool { return failing(t, h) == "" })
 

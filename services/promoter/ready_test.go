@@ -43,7 +43,9 @@ func TestReadiness(t *testing.T) {
 	}()
 	t.Cleanup(func() {
 		cancel()
-		<-done
+		if err := <-done; err != nil {
+			t.Logf("stopped after losing NATS: %v", err)
+		}
 	})
 	eventually(t, 30*time.Second, func() bool { return failing() == "" }, func() string { return "ready: " + failing() })
 	if err := h.env.JS.DeleteConsumer(t.Context(), events.StreamEvents, events.PromoterPromotionAbort.Durable); err != nil {

@@ -43,7 +43,9 @@ func TestReadiness(t *testing.T) {
 	}()
 	t.Cleanup(func() {
 		cancel()
-		<-done
+		if err := <-done; err != nil {
+			t.Logf("stopped after losing NATS: %v", err)
+		}
 	})
 	waitUntil(t, "ready", failing, func(f string) bool { return f == "" })
 	if err := h.env.JS.DeleteConsumer(t.Context(), events.StreamEvents, events.VerifierVerificationAbort.Durable); err != nil {
