@@ -119,13 +119,13 @@ func TestE2EChaos(t *testing.T) {
 		gateways = append(gateways, "http://"+addr)
 		add(fmt.Sprintf("gateway-%d", i), "caravan-gateway", "CARAVAN_HTTP_ADDR="+addr, "CARAVAN_ADMIN_TOKEN="+adminToken)
 	}
-	add("discovery-0", "caravan-discovery", "CARAVAN_DISCOVERY_REPLICA_ID=discovery-0", "CARAVAN_DISCOVERY_MIN_INTERVAL=1s", "CARAVAN_DISCOVERY_LEASE_TTL=6s")
+	add("discovery-0", "caravan-discovery", "CARAVAN_REPLICA_ID=discovery-0", "CARAVAN_DISCOVERY_MIN_INTERVAL=1s", "CARAVAN_DISCOVERY_LEASE_TTL=6s")
 	for i := range 2 {
-		add(fmt.Sprintf("promoter-%d", i), "caravan-promoter", fmt.Sprintf("CARAVAN_PROMOTER_ID=promoter-%d", i), "CARAVAN_PROMOTION_LEASE_TTL=6s",
+		add(fmt.Sprintf("promoter-%d", i), "caravan-promoter", fmt.Sprintf("CARAVAN_REPLICA_ID=promoter-%d", i), "CARAVAN_PROMOTION_LEASE_TTL=6s",
 			"CARAVAN_PROMOTION_CONCURRENCY=50", "CARAVAN_HEALTH_INTERVAL=1m")
 	}
 	for i := range 2 {
-		add(fmt.Sprintf("verifier-%d", i), "caravan-verifier", fmt.Sprintf("CARAVAN_VERIFIER_ID=verifier-%d", i), "CARAVAN_VERIFICATION_LEASE_TTL=6s",
+		add(fmt.Sprintf("verifier-%d", i), "caravan-verifier", fmt.Sprintf("CARAVAN_REPLICA_ID=verifier-%d", i), "CARAVAN_VERIFICATION_LEASE_TTL=6s",
 			"CARAVAN_VERIFICATION_SCAN_INTERVAL=2s", "CARAVAN_VERIFICATION_HEALTH_POLL=500ms")
 	}
 	for _, p := range procs {

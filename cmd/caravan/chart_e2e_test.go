@@ -113,6 +113,7 @@ func TestChartE2E(t *testing.T) {
 		{[]string{"nats.enabled=false"}, "nats.url: required"},
 		{[]string{"config.CARAVAN_NATS_URL=nats://x:4222"}, "config.CARAVAN_NATS_URL: set by the chart"},
 		{[]string{"promoter.config.CARAVAN_SECRET_KEY=abc"}, "config.CARAVAN_SECRET_KEY: set by the chart"},
+		{[]string{"config.CARAVAN_REPLICA_ID=one"}, "config.CARAVAN_REPLICA_ID: set by the chart"},
 	} {
 		if _, err := h.template(tc.set...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("template %v: err = %v, want one containing %q", tc.set, err, tc.want)
@@ -154,6 +155,10 @@ func TestChartE2E(t *testing.T) {
 			seen := map[string]bool{}
 			for _, e := range dig[[]any](c, "env") {
 				n := e.(map[string]any)["name"].(string)
+				// The replica ID is the pod's name, from the downward API.
+				if n == "POD_NAME" && kind == "Deployment" && dig[string](e.(map[string]any), "valueFrom", "fieldRef", "fieldPath") != "metadata.name" {
+					t.Errorf("%s: POD_NAME is not the pod's name", name)
+				}
 				if seen[n] {
 					t.Errorf("%s: %s set twice", name, n)
 				}
@@ -166,6 +171,9 @@ func TestChartE2E(t *testing.T) {
 				if !seen[want] {
 					t.Errorf("%s: %s not set", name, want)
 				}
+			}
+			if kind == "Deployment" && !seen["POD_NAME"] {
+				t.Errorf("%s: POD_NAME (the replica ID) not set", name)
 			}
 			if strings.HasSuffix(name, "-promoter") && !seen["CARAVAN_PROMOTION_CONCURRENCY"] {
 				t.Errorf("%s: promoter.config not applied", name)

@@ -193,11 +193,11 @@ func TestE2EClusterFaults(t *testing.T) {
 				gateways = append(gateways, "http://"+addr)
 				extra = append(extra, "CARAVAN_HTTP_ADDR="+addr, "CARAVAN_ADMIN_TOKEN="+adminToken)
 			case "discovery":
-				extra = append(extra, "CARAVAN_DISCOVERY_REPLICA_ID="+name, "CARAVAN_DISCOVERY_MIN_INTERVAL=1s", "CARAVAN_DISCOVERY_LEASE_TTL=6s")
+				extra = append(extra, "CARAVAN_REPLICA_ID="+name, "CARAVAN_DISCOVERY_MIN_INTERVAL=1s", "CARAVAN_DISCOVERY_LEASE_TTL=6s")
 			case "promoter":
-				extra = append(extra, "CARAVAN_PROMOTER_ID="+name, "CARAVAN_PROMOTION_LEASE_TTL=6s", "CARAVAN_HEALTH_INTERVAL=1m")
+				extra = append(extra, "CARAVAN_REPLICA_ID="+name, "CARAVAN_PROMOTION_LEASE_TTL=6s", "CARAVAN_HEALTH_INTERVAL=1m")
 			case "verifier":
-				extra = append(extra, "CARAVAN_VERIFIER_ID="+name, "CARAVAN_VERIFICATION_LEASE_TTL=6s",
+				extra = append(extra, "CARAVAN_REPLICA_ID="+name, "CARAVAN_VERIFICATION_LEASE_TTL=6s",
 					"CARAVAN_VERIFICATION_SCAN_INTERVAL=2s", "CARAVAN_VERIFICATION_HEALTH_POLL=500ms")
 			}
 			p := newProc(name, filepath.Join(bins, "caravan-"+svc), nil, append(append([]string(nil), common...), extra...))

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -34,9 +35,11 @@ type EnvelopeHandler func(ctx context.Context, env Envelope) error
 // flight finish.
 type Consumer struct {
 	spec      ConsumerSpec
+	cons      jetstream.Consumer
 	stopFetch context.CancelFunc // ends fetching
 	cancel    context.CancelFunc // cancels handlers in flight
 	closed    chan struct{}
+	fetchErr  atomic.Pointer[error] // the last fetch's error (nil: it worked)
 }
 
 // Consume binds (creating or updating) the durable consumer spec declares
@@ -123,7 +126,7 @@ func consume(ctx context.Context, b *Bus, spec ConsumerSpec, decode decoder) (*C
 	}
 	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	fctx, stopFetch := context.WithCancel(context.WithoutCancel(ctx))
-	c := &Consumer{spec: spec, cancel: cancel, stopFetch: stopFetch, closed: make(chan struct{})}
+	c := &Consumer{spec: spec, cons: cons, cancel: cancel, stopFetch: stopFetch, closed: make(chan struct{})}
 	a := &adapter{bus: b, spec: spec, decode: decode, deadLetters: dl, ctx: hctx, log: b.log.With("consumer", spec.Durable)}
 	held := newHolding(spec.Prefetch)
 	work := make(chan jetstream.Msg, spec.Prefetch)
@@ -140,7 +143,7 @@ func consume(ctx context.Context, b *Bus, spec ConsumerSpec, decode decoder) (*C
 	go held.extend(extending, spec.AckWait/2)
 	go func() {
 		defer close(work)
-		fetch(fctx, cons, held, work, a.log)
+		fetch(fctx, cons, held, work, a.log, &c.fetchErr)
 	}()
 	go func() {
 		select {
@@ -159,7 +162,7 @@ func consume(ctx context.Context, b *Bus, spec ConsumerSpec, decode decoder) (*C
 }
 
 // fetch pulls messages while there is room, until ctx ends.
-func fetch(ctx context.Context, cons jetstream.Consumer, held *holding, work chan<- jetstream.Msg, log *slog.Logger) {
+func fetch(ctx context.Context, cons jetstream.Consumer, held *holding, work chan<- jetstream.Msg, log *slog.Logger, last *atomic.Pointer[error]) {
 	failures := 0
 	for {
 		free := held.wait(ctx)
@@ -181,8 +184,10 @@ func fetch(ctx context.Context, cons jetstream.Consumer, held *holding, work cha
 			return
 		case err == nil, errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
 			failures = 0
+			last.Store(nil)
 			continue
 		}
+		last.Store(&err)
 		failures++
 		delay := backoff(failures, 100*time.Millisecond, 5*time.Second)
 		if failures > 1 {
@@ -278,6 +283,24 @@ func (c *Consumer) Drain() { c.stopFetch() }
 
 // Closed is closed once the consumer has stopped.
 func (c *Consumer) Closed() <-chan struct{} { return c.closed }
+
+// Bound reports nil while the consumer is bound: it runs, its last fetch
+// worked and its durable consumer exists on the server; otherwise why not,
+// naming the durable consumer. Readiness checks call it.
+func (c *Consumer) Bound(ctx context.Context) error {
+	select {
+	case <-c.closed:
+		return fmt.Errorf("consumer %s: stopped", c.spec.Durable)
+	default:
+	}
+	if err := c.fetchErr.Load(); err != nil {
+		return fmt.Errorf("consumer %s: fetch: %w", c.spec.Durable, *err)
+	}
+	if _, err := c.cons.Info(ctx); err != nil {
+		return fmt.Errorf("consumer %s: %w", c.spec.Durable, err)
+	}
+	return nil
+}
 
 // Durable returns the durable consumer's name.
 func (c *Consumer) Durable() string { return c.spec.Durable }

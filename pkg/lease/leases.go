@@ -23,6 +23,8 @@ type Leases struct {
 	holder string
 	ttl    time.Duration
 	now    func() time.Time
+	// renewals tracks whether writes land (Healthy).
+	renewals *Renewals
 
 	mu     sync.Mutex
 	grants map[string]Grant
@@ -31,7 +33,7 @@ type Leases struct {
 // New returns the leases of holder (a unique replica ID, see Claim) in kv,
 // lasting ttl without renewal.
 func New(kv state.KV, holder string, ttl time.Duration) *Leases {
-	return &Leases{kv: kv, holder: holder, ttl: ttl, now: time.Now, grants: map[string]Grant{}}
+	return &Leases{kv: kv, holder: holder, ttl: ttl, now: time.Now, grants: map[string]Grant{}, renewals: NewRenewals(ttl)}
 }
 
 // Holder is this replica's ID.
@@ -67,6 +69,7 @@ func (l *Leases) Acquire(ctx context.Context, key string) (Grant, error) {
 		}
 		return cur, err
 	})
+	l.renewals.Record(err)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err != nil {
@@ -78,6 +81,9 @@ func (l *Leases) Acquire(ctx context.Context, key string) (Grant, error) {
 	l.grants[key] = got
 	return got, nil
 }
+
+// Healthy is nil while this holder's lease writes land (see Renewals).
+func (l *Leases) Healthy() error { return l.renewals.Healthy() }
 
 // Current returns the live holder of key ("" when none).
 func (l *Leases) Current(ctx context.Context, key string) (string, error) {

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,19 +17,6 @@ import (
 
 // ErrDuplicate: another live process uses the replica ID.
 var ErrDuplicate = errors.New("replica ID in use by another live process")
-
-// ReplicaID returns id, or when it is empty a new one: the host name and a
-// random suffix. Every service names its replicas this way.
-func ReplicaID(id string) string {
-	if id != "" {
-		return id
-	}
-	host, _ := os.Hostname()
-	if host == "" {
-		host = "replica"
-	}
-	return host + "-" + randomHex(4)
-}
 
 func randomHex(n int) string {
 	b := make([]byte, n)

@@ -61,14 +61,3 @@ func TestClaimConcurrentStart(t *testing.T) {
 		t.Fatalf("%d claimed, %d refused", ok, dup)
 	}
 }
-
-func TestReplicaID(t *testing.T) {
-	t.Parallel()
-	if lease.ReplicaID("pod-1") != "pod-1" {
-		t.Fatal("a set ID is kept")
-	}
-	a, b := lease.ReplicaID(""), lease.ReplicaID("")
-	if a == "" || a == b {
-		t.Fatalf("generated IDs %q %q", a, b)
-	}
-}

@@ -8,12 +8,15 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/caravan-cd/caravan/pkg/events"
 )
 
 // AdminConfig is a standalone service's admin listener: liveness,
@@ -44,13 +47,16 @@ func (c AdminConfig) Validate() error {
 type Check func(context.Context) error
 
 // Health is what the admin listener answers: the process is alive as long
-// as it answers; it is ready once the backbone is connected and every check
-// a service added holds.
+// as it answers; it is ready once the service said it runs (Started: its
+// durable consumers are bound) and every check holds: NATS connected, each
+// consumer bound (Consumer), the service's leases renewed (Add).
 type Health struct {
 	mu     sync.Mutex
 	checks []namedCheck
 	// starting is why the service is not running yet ("" once it runs).
 	starting atomic.Pointer[string]
+	// stopping: a stop was asked; never ready again.
+	stopping atomic.Bool
 }
 
 type namedCheck struct {
@@ -65,11 +71,30 @@ func NewHealth() *Health {
 	return h
 }
 
-// Starting marks the service not ready yet, for reason.
-func (h *Health) Starting(reason string) { h.starting.Store(&reason) }
+// Starting marks the service not ready yet, for reason. Nil h does
+// nothing.
+func (h *Health) Starting(reason string) {
+	if h != nil {
+		h.starting.Store(&reason)
+	}
+}
 
-// Started marks start-up done: readiness is the checks from now on.
+// Started marks start-up done: readiness is the checks from now on. A
+// service calls it once its consumers are bound. Nil h does nothing.
 func (h *Health) Started() { h.Starting("") }
+
+// Stopping marks the service not ready for good: it is shutting down.
+func (h *Health) Stopping() {
+	if h != nil {
+		h.stopping.Store(true)
+	}
+}
+
+// Consumer adds the check that c is bound ("consumer <durable>"). Nil h
+// does nothing.
+func (h *Health) Consumer(c *events.Consumer) {
+	h.Add("consumer "+c.Durable(), c.Bound)
+}
 
 // Add adds a readiness check. Safe for concurrent use; nil h does nothing.
 func (h *Health) Add(name string, fn Check) {
@@ -83,46 +108,74 @@ func (h *Health) Add(name string, fn Check) {
 
 // Ready reports nil when the service is ready, otherwise why not.
 func (h *Health) Ready(ctx context.Context) error {
+	failing := h.Failing(ctx)
+	errs := make([]error, 0, len(failing))
+	for _, f := range failing {
+		errs = append(errs, fmt.Errorf("%s: %s", f.Check, f.Reason))
+	}
+	return errors.Join(errs...)
+}
+
+// Failure is a readiness check that does not hold.
+type Failure struct {
+	Check  string `json:"check"`
+	Reason string `json:"reason"`
+}
+
+// Failing returns the checks that do not hold, in the order they were
+// added ("starting" alone while the service starts or stops).
+func (h *Health) Failing(ctx context.Context) []Failure {
+	if h.stopping.Load() {
+		return []Failure{{Check: "stopping", Reason: "shutting down"}}
+	}
 	if r := h.starting.Load(); r != nil && *r != "" {
-		return errors.New(*r)
+		return []Failure{{Check: "starting", Reason: *r}}
 	}
 	h.mu.Lock()
 	checks := append([]namedCheck(nil), h.checks...)
 	h.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	var errs []error
+	var out []Failure
 	for _, c := range checks {
 		if err := c.fn(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", c.name, err))
+			out = append(out, Failure{Check: c.name, Reason: err.Error()})
 		}
 	}
-	return errors.Join(errs...)
+	return out
 }
 
 // AdminHandler serves /healthz, /readyz, /metrics (reg; nil: none) and,
 // with pprof, /debug/pprof/.
 func AdminHandler(h *Health, reg *prometheus.Registry, withPprof bool) http.Handler {
 	mux := http.NewServeMux()
-	answer := func(w http.ResponseWriter, code int, status, reason string) {
+	answer := func(w http.ResponseWriter, code int, status string, failing []Failure) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
 		w.WriteHeader(code)
-		body := map[string]string{"status": status}
-		if reason != "" {
-			body["reason"] = reason
+		body := struct {
+			Status  string    `json:"status"`
+			Reason  string    `json:"reason,omitempty"`
+			Failing []Failure `json:"failing,omitempty"`
+		}{Status: status, Failing: failing}
+		reasons := make([]string, 0, len(failing))
+		for _, f := range failing {
+			reasons = append(reasons, f.Check+": "+f.Reason)
 		}
+		body.Reason = strings.Join(reasons, "; ")
 		_ = json.NewEncoder(w).Encode(body)
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		answer(w, http.StatusOK, "ok", "")
+		answer(w, http.StatusOK, "ok", nil)
 	})
+	// Not ready names every failing check: {"status": "not ready",
+	// "reason": "<check>: <why>; …", "failing": [{"check", "reason"}]}.
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if err := h.Ready(r.Context()); err != nil {
-			answer(w, http.StatusServiceUnavailable, "not ready", err.Error())
+		if failing := h.Failing(r.Context()); len(failing) > 0 {
+			answer(w, http.StatusServiceUnavailable, "not ready", failing)
 			return
 		}
-		answer(w, http.StatusOK, "ok", "")
+		answer(w, http.StatusOK, "ok", nil)
 	})
 	if reg != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))

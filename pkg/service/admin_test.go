@@ -43,8 +43,11 @@ func TestAdminHandler(t *testing.T) {
 		{"alive while starting", "/healthz", nil, 200, `"ok"`},
 		{"not ready while starting", "/readyz", nil, 503, "starting"},
 		{"ready once started", "/readyz", h.Started, 200, `"ok"`},
-		{"a failing check names itself", "/readyz", func() { broken = errors.New("not connected") }, 503, "nats: not connected"},
-		{"not ready while shutting down", "/readyz", func() { broken = nil; h.Starting("shutting down") }, 503, "shutting down"},
+		{"a failing check names itself", "/readyz", func() { broken = errors.New("not connected") }, 503, `"failing":[{"check":"nats","reason":"not connected"}]`},
+		{"each failing check is named", "/readyz", func() {
+			h.Add("discovery leases", func(context.Context) error { return errors.New("heartbeat not renewed") })
+		}, 503, "nats: not connected; discovery leases: heartbeat not renewed"},
+		{"not ready while shutting down", "/readyz", func() { broken = nil; h.Stopping(); h.Started() }, 503, `"check":"stopping"`},
 		{"metrics", "/metrics", nil, 200, "go_goroutines"},
 		{"no pprof unless asked", "/debug/pprof/", nil, 404, ""},
 	}

@@ -10,7 +10,8 @@ import (
 	"github.com/kelseyhightower/envconfig"
 )
 
-// Load reads cfg from CARAVAN_* variables, by their full names only.
+// Load reads cfg from CARAVAN_* variables, by their full names only, and
+// refuses variables earlier versions read (Retired).
 //
 // envconfig falls back to a field's unprefixed name (NATS_URL for
 // CARAVAN_NATS_URL, LOG_LEVEL, SECRET_KEY, …) when the full one is unset,
@@ -19,6 +20,9 @@ import (
 // back afterwards. It is meant for start-up, before other goroutines read
 // the environment.
 func Load(cfg any) error {
+	if err := Retired(); err != nil {
+		return err
+	}
 	var buf bytes.Buffer
 	if err := envconfig.Usagef("CARAVAN", cfg, &buf, "{{range .}}{{.Key}} {{.Alt}}\n{{end}}"); err != nil {
 		return fmt.Errorf("read configuration fields: %w", err)

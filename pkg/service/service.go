@@ -38,6 +38,10 @@ type Common struct {
 	// SecretKey encrypts Secrets at rest: base64 of 32 bytes. When unset,
 	// a key is generated into <DataDir>/secret.key (mode 0600).
 	SecretKey string `envconfig:"SECRET_KEY" desc:"base64 of 32 bytes encrypting Secrets at rest; default: generated into <data dir>/secret.key"`
+	// ReplicaID names this process in leases (discovery, promoter,
+	// verifier) and logs; see ReplicaID for the default. Two live
+	// processes of a service with one ID are refused at start.
+	ReplicaID string `envconfig:"REPLICA_ID" desc:"this replica's name in leases and logs, unique among the live replicas of a service; default: $POD_NAME, else <hostname>-<random>"`
 	// ReconcileInterval is how often every service re-reads the full
 	// state of what it owns and drives it where it should be (0–20%
 	// sooner, at random), besides reacting to events: the longest a lost
@@ -236,7 +240,7 @@ func Main(name string, cfg Config, run func(context.Context, *Env, *slog.Logger)
 		return 2
 	}
 	c := cfg.Shared()
-	logger := telemetry.NewLogger(os.Stderr, c.LogConfig)
+	logger := telemetry.NewLogger(os.Stderr, c.LogConfig).With("replica", ReplicaID(c.ReplicaID))
 	if err := serve(ctx, name, c, admin, logger, run); err != nil {
 		logger.Error("service stopped", "service", name, "err", err)
 		return 1
@@ -291,7 +295,7 @@ func serve(ctx context.Context, name string, c Common, admin AdminConfig, logger
 	// Kubernetes stop sending work while the service drains.
 	go func() {
 		<-ctx.Done()
-		health.Starting("shutting down")
+		health.Stopping()
 	}()
 	health.Starting("connecting to NATS")
 	logger.Info("connecting to NATS", "service", name)
@@ -314,9 +318,8 @@ func serve(ctx context.Context, name string, c Common, admin AdminConfig, logger
 		return fmt.Errorf("create data dir: %w", err)
 	}
 	health.Add("nats", env.Ready)
-	if ctx.Err() == nil {
-		health.Started()
-	}
+	// The service calls Started once its consumers are bound.
+	health.Starting("binding consumers")
 	return run(ctx, env, logger)
 }
 

@@ -8,12 +8,15 @@
 // artifact hint updates only the hinted subscription from the Warehouse's
 // current discovered set, without listing the repository.
 //
-// Replicas: each Warehouse is worked by the one replica holding its lease
-// (bucket caravan-discovery-leases, see internal/lease); a replica that
-// receives an event for a Warehouse another replica holds forwards it to
-// that replica over core NATS. A replica that dies stops renewing, and
-// another takes its Warehouses over within about 4/3 of
-// CARAVAN_DISCOVERY_LEASE_TTL.
+// Replicas: each Warehouse belongs to one live replica by rendezvous
+// hashing and is worked by the replica holding its lease (bucket
+// caravan-discovery-leases, see lease.Ring): one heartbeat per replica
+// renews all its leases, so the cost does not grow with the Warehouses. A
+// replica that receives an event for a Warehouse another replica works
+// forwards it to that replica over core NATS. A replica that dies stops
+// its heartbeat, and the others take its Warehouses over within about 4/3
+// of CARAVAN_DISCOVERY_LEASE_TTL; a Warehouse changing hands is discovered
+// at once only when its last discovery (kept in its status) is due.
 //
 // Freight: see discoverer.announce for how FreightDiscovered is published
 // exactly once per new Freight.
@@ -67,9 +70,6 @@ type Config struct {
 	// RetryBase is the first delay after a failed discovery; it doubles
 	// with each failure, up to the Warehouse's interval.
 	RetryBase time.Duration `envconfig:"DISCOVERY_RETRY_BASE" default:"5s" desc:"first retry delay after a failed discovery (doubles up to the interval)"`
-	// ReplicaID names this replica in leases (default: host name and a
-	// random suffix). Two live processes with one ID are refused at start.
-	ReplicaID string `envconfig:"DISCOVERY_REPLICA_ID" desc:"this replica's name in leases, unique among live replicas; default: <hostname>-<random>"`
 }
 
 // ConfigFrom reads the discovery-specific CARAVAN_* variables into a
@@ -107,7 +107,7 @@ func (c Config) withDefaults() Config {
 	if c.RetryBase == 0 {
 		c.RetryBase = 5 * time.Second
 	}
-	c.ReplicaID = lease.ReplicaID(c.ReplicaID)
+	c.ReplicaID = service.ReplicaID(c.ReplicaID)
 	if c.ReconcileInterval == 0 {
 		c.ReconcileInterval = reconcile.DefaultInterval
 	}
@@ -178,8 +178,9 @@ func Run(ctx context.Context, d Deps) error {
 		return fmt.Errorf("discovery: %w", err)
 	}
 	defer claim.Close()
-	leases := lease.New(d.Env.Store.KV(state.DiscoveryLeases), cfg.ReplicaID, cfg.LeaseTTL)
-	sched := newScheduler(cfg, log, dsc, leases, d.Env.Conn)
+	ring := lease.NewRing(d.Env.Store.KV(state.DiscoveryLeases), cfg.ReplicaID, cfg.LeaseTTL)
+	d.Env.Health.Add("discovery leases", func(context.Context) error { return ring.Healthy() })
+	sched := newScheduler(cfg, log, dsc, ring, d.Env.Conn)
 
 	applied, err := events.Consume(ctx, bus, events.DiscoveryWarehouseApplied, func(ctx context.Context, ev events.ResourceApplied) error {
 		env, _ := events.FromContext(ctx)
@@ -206,6 +207,9 @@ func Run(ctx context.Context, d Deps) error {
 		}
 		return fmt.Errorf("discovery: %w", err)
 	}
+	d.Env.Health.Consumer(applied)
+	d.Env.Health.Consumer(refresh)
+	d.Env.Health.Started()
 	log.Info("discovery running")
 	err = sched.run(ctx)
 	<-applied.Closed()

@@ -160,19 +160,23 @@ func TestTwoReplicas(t *testing.T) {
 	fw := watchFreight(t, gw.env.JS)
 	a := startReplica(t, srv, "a", nil)
 	b := startReplica(t, srv, "b", nil)
+	// Rendezvous hashing gives these two names one replica each.
+	if lease.Rendezvous([]string{"a", "b"}, state.Key(project, "one")) == lease.Rendezvous([]string{"a", "b"}, state.Key(project, "alpha")) {
+		t.Fatal("pick Warehouse names that hash to different replicas")
+	}
 	sub := model.ImageSubscription{RepoURL: reg.Repo("team/shared")}
 	gw.apply(t, imageWarehouse("one", sub))
-	gw.apply(t, imageWarehouse("two", sub))
+	gw.apply(t, imageWarehouse("alpha", sub))
 	eventually(t, "freight of both", func() bool { return fw.count() == 2 })
 	evs := fw.events()
 	if evs[0].Event.Freight == evs[1].Event.Freight {
 		t.Fatalf("both warehouses made freight %s", evs[0].Event.Freight)
 	}
 	// The replicas share the Warehouses out.
-	leases := lease.New(gw.env.Store.KV(state.DiscoveryLeases), "observer", 0)
+	leases := lease.NewRing(gw.env.Store.KV(state.DiscoveryLeases), "observer", 0)
 	holders := func() (string, string) {
 		h1, _ := leases.Current(t.Context(), state.Key(project, "one"))
-		h2, _ := leases.Current(t.Context(), state.Key(project, "two"))
+		h2, _ := leases.Current(t.Context(), state.Key(project, "alpha"))
 		return h1, h2
 	}
 	eventually(t, "one Warehouse each", func() bool {
@@ -183,7 +187,7 @@ func TestTwoReplicas(t *testing.T) {
 	reg.PushImage(t, "team/shared", "v1.1.0")
 	for range 5 {
 		gw.refresh(t, "one", nil)
-		gw.refresh(t, "two", nil)
+		gw.refresh(t, "alpha", nil)
 	}
 	eventually(t, "freight of v1.1.0", func() bool { return fw.count() == 4 })
 	assertUnique(t, fw.events())
@@ -193,7 +197,7 @@ func TestTwoReplicas(t *testing.T) {
 	a.kill(t)
 	t.Logf("killed in %s", time.Since(start))
 	reg.PushImage(t, "team/shared", "v1.2.0")
-	for _, w := range []string{"one", "two"} {
+	for _, w := range []string{"one", "alpha"} {
 		gw.refresh(t, w, nil)
 	}
 	eventually(t, "freight of v1.2.0 after the takeover", func() bool { return fw.count() == 6 })
@@ -203,6 +207,45 @@ func TestTwoReplicas(t *testing.T) {
 	}
 	assertUnique(t, fw.events())
 	b.stop(t)
+}
+
+// A replica joining takes its share of the Warehouses over without
+// discovering them again: their last discovery is recent.
+func TestHandoverKeepsRecentDiscovery(t *testing.T) {
+	t.Parallel()
+	srv := testenv.NATS(t)
+	reg := testenv.Registry(t)
+	reg.PushImage(t, "team/app", "v1.0.0")
+	gw := newGateway(t, srv)
+	fw := watchFreight(t, gw.env.JS)
+	a := startReplica(t, srv, "a", nil)
+	// With b live, "alpha" is b's.
+	if lease.Rendezvous([]string{"a", "b"}, state.Key(project, "alpha")) != "b" {
+		t.Fatal("pick a Warehouse name that hashes to b")
+	}
+	gw.apply(t, imageWarehouse("alpha", model.ImageSubscription{RepoURL: reg.Repo("team/app")}))
+	eventually(t, "the first freight", func() bool { return fw.count() == 1 })
+	before := gw.statusRev(t, "alpha")
+	leases := lease.NewRing(gw.env.Store.KV(state.DiscoveryLeases), "observer", 0)
+	if h, _ := leases.Current(t.Context(), state.Key(project, "alpha")); h != "a" {
+		t.Fatalf("holder %q, want a", h)
+	}
+	startReplica(t, srv, "b", nil)
+	eventually(t, "b holds alpha", func() bool {
+		h, _ := leases.Current(t.Context(), state.Key(project, "alpha"))
+		return h == "b"
+	})
+	// b's worker runs; a rediscovery would write the status at once.
+	time.Sleep(time.Second)
+	if after := gw.statusRev(t, "alpha"); after != before {
+		t.Fatalf("status rewritten after the handover (revision %d → %d): discovered again", before, after)
+	}
+	// b works it: a refresh reaches it and is discovered.
+	reg.PushImage(t, "team/app", "v1.1.0")
+	gw.refresh(t, "alpha", nil)
+	eventually(t, "freight of v1.1.0", func() bool { return fw.count() == 2 })
+	assertUnique(t, fw.events())
+	a.stop(t)
 }
 
 func assertUnique(t *testing.T, evs []discoveredEvent) {

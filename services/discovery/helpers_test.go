@@ -70,11 +70,12 @@ func startReplica(t testing.TB, srv *testenv.Server, id string, tune func(*disco
 	t.Helper()
 	nc := srv.Conn(t)
 	c := common(t)
+	c.ReplicaID = id
 	env, err := service.Connect(t.Context(), nc, "discovery", c, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := discovery.Config{Common: c, ReplicaID: id, LeaseTTL: 900 * time.Millisecond, RetryBase: 200 * time.Millisecond, MinInterval: time.Hour, RegistryRPS: -1}
+	cfg := discovery.Config{Common: c, LeaseTTL: 900 * time.Millisecond, RetryBase: 200 * time.Millisecond, MinInterval: time.Hour, RegistryRPS: -1}
 	if tune != nil {
 		tune(&cfg)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/lease"
@@ -25,20 +26,32 @@ import (
 const forwardPrefix = "caravan.discovery.forward"
 
 // scheduler runs one worker per Warehouse this replica holds the lease of.
-// Every scan (a third of the lease TTL) it lists the Warehouses, takes or
-// renews their leases, starts workers for new ones and stops the workers of
-// leases it lost and of deleted Warehouses.
+// The Warehouses it knows from a watch of their specs, the live replicas
+// from the lease Ring's watch of heartbeats; each Warehouse belongs to one
+// live replica by rendezvous hashing (lease.Ring.Owner). When the replicas
+// or the Warehouses change (and every third of the lease TTL, as a
+// backstop) it balances: it takes the leases of the Warehouses it owns and
+// starts their workers, and stops the workers and releases the leases of
+// the Warehouses it no longer owns, so their new owner takes them at once.
+// Holding leases costs one heartbeat write per period however many
+// Warehouses there are; a lease is written only when it changes hands.
 type scheduler struct {
-	cfg    Config
-	log    *slog.Logger
-	d      *discoverer
-	leases *lease.Leases
-	nc     *nats.Conn
+	cfg  Config
+	log  *slog.Logger
+	d    *discoverer
+	ring *lease.Ring
+	nc   *nats.Conn
 
-	mu      sync.Mutex
-	workers map[string]*worker
-	wg      sync.WaitGroup
+	mu         sync.Mutex
+	workers    map[string]*worker
+	warehouses map[string]ref // key → Warehouse, from the watch
+	waiting    map[string]bool
+	wg         sync.WaitGroup
+	kick       chan struct{}
 }
+
+// ref names a Warehouse.
+type ref struct{ project, name string }
 
 type worker struct {
 	project, name, key string
@@ -114,14 +127,26 @@ func toAny[T any](xs []T) []any {
 	return out
 }
 
-func newScheduler(cfg Config, log *slog.Logger, d *discoverer, l *lease.Leases, nc *nats.Conn) *scheduler {
-	return &scheduler{cfg: cfg, log: log, d: d, leases: l, nc: nc, workers: map[string]*worker{}}
+func newScheduler(cfg Config, log *slog.Logger, d *discoverer, ring *lease.Ring, nc *nats.Conn) *scheduler {
+	return &scheduler{
+		cfg: cfg, log: log, d: d, ring: ring, nc: nc,
+		workers: map[string]*worker{}, warehouses: map[string]ref{}, waiting: map[string]bool{},
+		kick: make(chan struct{}, 1),
+	}
 }
 
-// run scans until ctx ends, then stops every worker and releases the
-// leases so another replica takes over at once.
+// wake asks for a balance soon.
+func (s *scheduler) wake() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run balances until ctx ends, then stops every worker, releases the
+// leases and leaves the ring, so other replicas take over at once.
 func (s *scheduler) run(ctx context.Context) error {
-	sub, err := s.nc.Subscribe(forwardPrefix+"."+s.leases.Holder(), func(m *nats.Msg) {
+	sub, err := s.nc.Subscribe(forwardPrefix+"."+s.ring.Holder(), func(m *nats.Msg) {
 		var f forward
 		if err := json.Unmarshal(m.Data, &f); err != nil {
 			_ = m.Respond([]byte("bad request"))
@@ -137,135 +162,236 @@ func (s *scheduler) run(ctx context.Context) error {
 		return fmt.Errorf("subscribe forward subject: %w", err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	rctx, stopReconcile := context.WithCancel(ctx)
+	rctx, stopWatching := context.WithCancel(ctx)
+	defer stopWatching()
+	if err := s.ring.Join(rctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	if err := s.watchWarehouses(rctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	if err := s.watchLeases(rctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
 	reconciled := make(chan struct{})
 	go func() {
 		defer close(reconciled)
 		s.reconcile(rctx)
 	}()
 	defer func() { <-reconciled }()
-	defer stopReconcile()
-	period := max(s.cfg.LeaseTTL/3, 50*time.Millisecond)
-	t := time.NewTicker(period)
+	defer stopWatching()
+	t := time.NewTicker(max(s.cfg.LeaseTTL/3, 50*time.Millisecond))
 	defer t.Stop()
 	for {
-		if err := s.scan(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("scan warehouses", "err", err)
+		if err := s.balance(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("balance warehouses", "err", err)
 		}
 		select {
 		case <-ctx.Done():
 			s.stopAll()
 			return nil
+		case <-s.ring.Changes():
+		case <-s.kick:
 		case <-t.C:
 		}
 	}
 }
 
-// replicasToken is the project token under which replicas announce
-// themselves in the lease bucket (project names cannot start with "_").
-const replicasToken = "_replicas"
+// watchWarehouses follows the Warehouse specs (keys only): it returns once
+// the current ones are known; later, a new or deleted Warehouse makes the
+// scheduler balance, and a changed one is discovered at once by the
+// replica working it (its ResourceApplied may be lost).
+func (s *scheduler) watchWarehouses(ctx context.Context) error {
+	w, err := s.d.store.KV(state.Resources).Watch(ctx, "*."+model.KindWarehouse+".*", jetstream.MetaOnly())
+	if err != nil {
+		return fmt.Errorf("watch warehouses: %w", err)
+	}
+	ready := make(chan struct{})
+	go func() {
+		defer func() { _ = w.Stop() }()
+		initial := true
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e == nil {
+					if initial {
+						initial = false
+						close(ready)
+					}
+					continue
+				}
+				tokens := strings.Split(e.Key(), ".")
+				if len(tokens) != 3 {
+					continue
+				}
+				r := ref{state.Untoken(tokens[0]), state.Untoken(tokens[2])}
+				key := state.Key(r.project, r.name)
+				s.mu.Lock()
+				_, known := s.warehouses[key]
+				wk := s.workers[key]
+				if e.Operation() == jetstream.KeyValuePut {
+					s.warehouses[key] = r
+				} else {
+					delete(s.warehouses, key)
+				}
+				s.mu.Unlock()
+				switch {
+				case e.Operation() != jetstream.KeyValuePut:
+					s.wake()
+				case !initial && wk != nil:
+					wk.enqueue(request{full: true})
+				case !known && !initial:
+					s.wake()
+				}
+			}
+		}
+	}()
+	select {
+	case <-ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
 
-// scan renews this replica's presence, then takes or renews the lease of
-// every Warehouse, sharing them out: a replica takes a free lease only
-// while it works fewer than its fair share (Warehouses / live replicas,
-// rounded up) and gives up leases beyond it, which the others then take.
-// A lease whose holder died is free once expired.
-func (s *scheduler) scan(ctx context.Context) error {
-	live, err := s.liveReplicas(ctx)
+// watchLeases makes the scheduler balance as soon as a lease it waits for
+// (held by the Warehouse's previous owner) changes: released, most often.
+func (s *scheduler) watchLeases(ctx context.Context) error {
+	w, err := s.d.store.KV(state.DiscoveryLeases).Watch(ctx, "*.*", jetstream.UpdatesOnly(), jetstream.MetaOnly())
 	if err != nil {
-		return err
+		return fmt.Errorf("watch leases: %w", err)
 	}
-	keys, err := state.Keys(ctx, s.d.store.KV(state.Resources), "*.Warehouse.*")
-	if err != nil {
-		return err
-	}
-	fair := (len(keys) + live - 1) / max(live, 1)
-	seen := map[string]bool{}
-	for _, k := range keys {
-		tokens := strings.Split(k, ".")
-		if len(tokens) != 3 {
-			continue
+	go func() {
+		defer func() { _ = w.Stop() }()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e == nil {
+					continue
+				}
+				s.mu.Lock()
+				waited := s.waiting[e.Key()]
+				s.mu.Unlock()
+				if waited {
+					s.wake()
+				}
+			}
 		}
-		project, name := state.Untoken(tokens[0]), state.Untoken(tokens[2])
-		key := state.Key(project, name)
-		seen[key] = true
-		s.mu.Lock()
-		_, mine := s.workers[key]
-		n := len(s.workers)
-		s.mu.Unlock()
-		if !mine && n >= fair {
-			continue // leave it to a replica with fewer
-		}
-		_, err := s.leases.Acquire(ctx, key)
-		switch {
-		case err == nil:
-			s.start(ctx, project, name, request{full: true})
-		case errors.Is(err, lease.ErrHeld):
-			s.stop(key, false)
-		case ctx.Err() != nil:
-			return ctx.Err()
-		default:
-			s.log.Warn("lease", "project", project, "warehouse", name, "err", err)
-		}
-	}
-	s.mu.Lock()
-	var gone, excess []string
-	for k := range s.workers {
-		if !seen[k] {
-			gone = append(gone, k)
-		} else if len(s.workers)-len(excess) > fair {
-			excess = append(excess, k)
-		}
-	}
-	s.mu.Unlock()
-	for _, k := range append(gone, excess...) {
-		s.stop(k, true)
-	}
+	}()
 	return nil
 }
 
-// liveReplicas renews this replica's presence record and counts the
-// replicas whose record has not expired (itself included).
-func (s *scheduler) liveReplicas(ctx context.Context) (int, error) {
-	kv := s.d.store.KV(state.DiscoveryLeases)
-	me := state.Key(replicasToken, s.leases.Holder())
-	if _, err := state.Put(ctx, kv, me, lease.Record{Lease: lease.Lease{Holder: s.leases.Holder(), Expires: time.Now().Add(s.cfg.LeaseTTL)}}); err != nil {
-		return 0, err
+// balance works the Warehouses this replica owns and gives the others up.
+// It writes only leases that change hands. A replica whose heartbeat lapsed
+// stops every worker: another replica may take its Warehouses.
+func (s *scheduler) balance(ctx context.Context) error {
+	if err := s.ring.Healthy(); err != nil {
+		s.stopEvery(false)
+		return err
 	}
-	items, _, err := state.List[lease.Record](ctx, kv, state.Prefix(replicasToken), 0, "")
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	now := time.Now()
-	for _, it := range items {
-		if it.Value.Expires.After(now) {
-			n++
+	me := s.ring.Holder()
+	s.mu.Lock()
+	var take []ref
+	var drop []string
+	for key, r := range s.warehouses {
+		_, working := s.workers[key]
+		owned := s.ring.Owner(key) == me
+		switch {
+		case owned && !working:
+			take = append(take, r)
+		case !owned && working:
+			drop = append(drop, key)
 		}
 	}
-	return max(n, 1), nil
+	for key := range s.workers {
+		if _, ok := s.warehouses[key]; !ok {
+			drop = append(drop, key) // deleted
+		}
+	}
+	for key := range s.waiting {
+		if _, ok := s.warehouses[key]; !ok || s.ring.Owner(key) != me {
+			delete(s.waiting, key)
+		}
+	}
+	s.mu.Unlock()
+	for _, key := range drop {
+		s.stop(key, true)
+	}
+	var errs []error
+	for _, r := range take {
+		key := state.Key(r.project, r.name)
+		_, err := s.ring.Acquire(ctx, key)
+		switch {
+		case err == nil:
+			s.mu.Lock()
+			delete(s.waiting, key)
+			s.mu.Unlock()
+			s.start(ctx, r.project, r.name, nil)
+		case errors.Is(err, lease.ErrHeld):
+			// Its previous owner still works it; it lets go once it sees
+			// this replica, and the lease watch wakes us.
+			s.mu.Lock()
+			s.waiting[key] = true
+			s.mu.Unlock()
+		case ctx.Err() != nil:
+			return ctx.Err()
+		default:
+			errs = append(errs, fmt.Errorf("lease %s/%s: %w", r.project, r.name, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
-// start starts the worker of project/name unless it runs; a new worker
-// begins with req (a full discovery at least).
-func (s *scheduler) start(ctx context.Context, project, name string, req request) *worker {
+// start starts the worker of project/name unless it runs. A worker started
+// for a request begins with it; one taken over begins with a full
+// discovery only when one is due (the last is older than the interval,
+// failed, or saw an older spec), else it waits for the rest of the
+// interval: a Warehouse changing hands is not discovered again.
+func (s *scheduler) start(ctx context.Context, project, name string, req *request) *worker {
 	key := state.Key(project, name)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if w, ok := s.workers[key]; ok {
+		if req != nil {
+			w.enqueue(*req)
+		}
 		return w
+	}
+	if _, ok := s.warehouses[key]; !ok {
+		s.warehouses[key] = ref{project, name} // before the watch says so
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	w := &worker{project: project, name: name, key: key, cancel: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1)}
-	req.merge(request{full: true})
-	w.enqueue(req)
+	if req != nil {
+		w.enqueue(*req)
+	}
 	s.workers[key] = w
 	s.wg.Go(func() { s.work(wctx, w) })
-	s.log.Debug("working warehouse", "project", project, "warehouse", name, "replica", s.leases.Holder())
+	s.log.Debug("working warehouse", "project", project, "warehouse", name, "replica", s.ring.Holder())
 	return w
 }
 
-// stop stops key's worker; release gives its lease up too.
+// stop stops key's worker; release gives its lease up too (else it is
+// only forgotten: it lapses with the heartbeat).
 func (s *scheduler) stop(key string, release bool) {
 	s.mu.Lock()
 	w, ok := s.workers[key]
@@ -275,14 +401,19 @@ func (s *scheduler) stop(key string, release bool) {
 		w.cancel()
 		<-w.done
 	}
-	if release {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = s.leases.Release(ctx, key)
+	if !release {
+		s.ring.Forget(key)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := s.ring.Release(ctx, key); err != nil {
+		s.log.Debug("release lease", "lease", key, "err", err)
 	}
 }
 
-func (s *scheduler) stopAll() {
+// stopEvery stops every worker.
+func (s *scheduler) stopEvery(release bool) {
 	s.mu.Lock()
 	keys := make([]string, 0, len(s.workers))
 	for k := range s.workers {
@@ -290,29 +421,37 @@ func (s *scheduler) stopAll() {
 	}
 	s.mu.Unlock()
 	for _, k := range keys {
-		s.stop(k, true)
+		s.stop(k, release)
 	}
+}
+
+func (s *scheduler) stopAll() {
+	s.stopEvery(true)
 	s.wg.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	_ = state.Delete(ctx, s.d.store.KV(state.DiscoveryLeases), state.Key(replicasToken, s.leases.Holder()), 0)
+	_ = s.ring.Leave(ctx)
 }
 
 // request hands req for project/name to whichever replica works it: this
-// one when it holds (or can take) the lease, else the holder over core
-// NATS. An error makes the event's delivery retry later (the holder may be
-// gone; its lease then expires and a replica takes over).
+// one when it holds (or, as its owner, can take) the lease, else the
+// holder (or, when none holds it, the owner) over core NATS. An error makes
+// the event's delivery retry later (the lease may be changing hands).
 func (s *scheduler) request(ctx context.Context, project, name string, req request) error {
 	if err := s.local(ctx, project, name, req); err == nil {
 		return nil
 	} else if !errors.Is(err, errNotHolder) {
 		return err
 	}
-	holder, err := s.leases.Current(ctx, state.Key(project, name))
+	key := state.Key(project, name)
+	holder, err := s.ring.Current(ctx, key)
 	if err != nil {
 		return err
 	}
-	if holder == "" || holder == s.leases.Holder() {
+	if holder == "" {
+		holder = s.ring.Owner(key)
+	}
+	if holder == "" || holder == s.ring.Holder() {
 		return fmt.Errorf("warehouse %s/%s: lease changing hands", project, name)
 	}
 	data, err := json.Marshal(forward{Project: project, Name: name, Request: req})
@@ -331,10 +470,10 @@ func (s *scheduler) request(ctx context.Context, project, name string, req reque
 	return nil
 }
 
-var errNotHolder = errors.New("another replica holds the lease")
+var errNotHolder = errors.New("another replica works the warehouse")
 
 // local queues req on this replica's worker, starting one when this
-// replica can take the lease.
+// replica owns the Warehouse and can take its lease.
 func (s *scheduler) local(ctx context.Context, project, name string, req request) error {
 	key := state.Key(project, name)
 	s.mu.Lock()
@@ -344,13 +483,42 @@ func (s *scheduler) local(ctx context.Context, project, name string, req request
 		w.enqueue(req)
 		return nil
 	}
-	if _, err := s.leases.Acquire(ctx, key); errors.Is(err, lease.ErrHeld) {
+	if s.ring.Owner(key) != s.ring.Holder() {
+		return errNotHolder
+	}
+	if _, err := s.ring.Acquire(ctx, key); errors.Is(err, lease.ErrHeld) {
 		return errNotHolder
 	} else if err != nil {
 		return err
 	}
-	s.start(ctx, project, name, req)
+	s.start(ctx, project, name, &req)
 	return nil
+}
+
+// due returns how long until project/name's next full discovery (0: now)
+// and its interval: now when it was never discovered, its spec changed
+// since, or its last discovery failed or is older than the interval.
+func (s *scheduler) due(ctx context.Context, project, name string) (time.Duration, time.Duration) {
+	wh, _, err := state.GetAs[*model.Warehouse](ctx, s.d.store, project, model.KindWarehouse, name)
+	if err != nil {
+		return 0, s.cfg.MinInterval // the discovery tells what is wrong
+	}
+	wh.Default()
+	interval := max(wh.Spec.Interval.Duration, s.cfg.MinInterval)
+	st, _, err := state.Get[model.WarehouseStatus](ctx, s.d.store.KV(state.Warehouses), state.Key(project, name))
+	if err != nil || st.LastRunAt == nil || st.ObservedGeneration != wh.Generation {
+		return 0, interval
+	}
+	for _, c := range st.Conditions {
+		if c.Type == ConditionReady && c.Status != model.ConditionTrue {
+			return 0, interval
+		}
+	}
+	age := s.d.now().Sub(st.LastRunAt.Time)
+	if age >= interval || age < 0 {
+		return 0, interval
+	}
+	return jitter(interval - age), interval
 }
 
 // work runs discoveries of one Warehouse: what is requested at once, a full
@@ -359,9 +527,13 @@ func (s *scheduler) local(ctx context.Context, project, name string, req request
 func (s *scheduler) work(ctx context.Context, w *worker) {
 	defer close(w.done)
 	log := s.log.With("project", w.project, "warehouse", w.name)
-	interval := s.cfg.MinInterval
+	first, interval := s.due(ctx, w.project, w.name)
+	if first == 0 {
+		w.enqueue(request{full: true})
+		first = interval
+	}
 	failures := 0
-	timer := time.NewTimer(time.Hour)
+	timer := time.NewTimer(first)
 	defer timer.Stop()
 	for {
 		req, ok := w.take()
@@ -377,10 +549,11 @@ func (s *scheduler) work(ctx context.Context, w *worker) {
 		}
 		// A requested discovery continues the requester's trace.
 		dctx, span := events.StartSpan(events.WithTraceParent(ctx, req.traceParent), "discover warehouse")
-		grant, held := s.leases.Grant(w.key)
+		grant, held := s.ring.Grant(w.key)
 		if !held {
 			span.End()
-			<-ctx.Done() // the lease passed on: the scan stops this worker
+			s.wake()
+			<-ctx.Done() // the heartbeat lapsed: balance stops this worker
 			return
 		}
 		out, err := s.d.discover(dctx, w.project, w.name, req, grant)
@@ -426,32 +599,13 @@ func jitter(d time.Duration) time.Duration {
 }
 
 // reconcile is the backstop of the events that ask for discoveries: a
-// Warehouse this replica works whose spec changed (its
-// ResourceApplied may be lost) is discovered at once, seen through a watch
-// of the specs and on every pass; one whose last discovery is older than
-// its interval (a worker stuck, a timer lost) is discovered again. Passes
-// run every CARAVAN_RECONCILE_INTERVAL (0–20% sooner at random).
+// Warehouse this replica works whose spec changed (its ResourceApplied may
+// be lost; the Warehouse watch sees it too) or whose last discovery is
+// older than its interval (a worker stuck, a timer lost) is discovered
+// again. Passes run every CARAVAN_RECONCILE_INTERVAL (0–20% sooner at
+// random).
 func (s *scheduler) reconcile(ctx context.Context) {
 	loop := reconcile.New(s.cfg.ReconcileInterval)
-	changes, _, err := state.Watch[json.RawMessage](ctx, s.d.store.KV(state.Resources), "*."+model.KindWarehouse+".*", true)
-	if err != nil {
-		s.log.Warn("watch warehouse specs (changes wait for the next pass)", "err", err)
-	} else {
-		go func() {
-			for c := range changes {
-				tokens := strings.Split(c.Key, ".")
-				if len(tokens) != 3 || c.Deleted {
-					continue
-				}
-				s.mu.Lock()
-				w := s.workers[state.Key(state.Untoken(tokens[0]), state.Untoken(tokens[2]))]
-				s.mu.Unlock()
-				if w != nil {
-					w.enqueue(request{full: true})
-				}
-			}
-		}()
-	}
 	loop.Run(ctx, s.pass, func(err error) { s.log.Warn("reconcile warehouses", "err", err) })
 }
 

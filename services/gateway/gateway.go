@@ -184,9 +184,11 @@ func NewHandler(ctx context.Context, d Deps) (http.Handler, error) {
 	}
 	notifier := notify.New(notify.Options{Store: env.Store, Bus: env.Bus.With(events.WithLogger(d.Logger)), Egress: env.Egress,
 		Logger: d.Logger, Backoff: c.NotifyBackoff, Timeout: c.NotifyTimeout, Source: "caravan"})
-	if err := notifier.Start(ctx); err != nil {
+	notifications, err := notifier.Start(ctx)
+	if err != nil {
 		return nil, err
 	}
+	env.Health.Consumer(notifications)
 	external := strings.TrimSuffix(c.ExternalURL, "/")
 	sessions, err := auth.NewSessions(c.AdminToken, c.SessionTTL, strings.HasPrefix(external, "https://"))
 	if err != nil {
@@ -271,6 +273,7 @@ func Run(ctx context.Context, d Deps) error {
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
+	d.Env.Health.Started()
 	d.Logger.Info("gateway listening", "addr", ln.Addr().String())
 
 	select {

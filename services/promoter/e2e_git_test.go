@@ -66,7 +66,7 @@ func concurrentPromotionsOneRepository(t *testing.T, bin string, n int) {
 		"CARAVAN_NATS_URL="+h.srv.URL(),
 		// The harness's data dir holds the key its Secrets were sealed with.
 		"CARAVAN_DATA_DIR="+h.common.DataDir,
-		"CARAVAN_PROMOTER_ID=a",
+		"CARAVAN_REPLICA_ID=a",
 		fmt.Sprintf("CARAVAN_PROMOTION_CONCURRENCY=%d", n),
 	)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr

@@ -68,7 +68,7 @@ func TestE2EPromoterSIGKILLResume(t *testing.T) {
 		cmd.Env = append(os.Environ(),
 			"CARAVAN_NATS_URL="+h.srv.URL(),
 			"CARAVAN_DATA_DIR="+t.TempDir(),
-			"CARAVAN_PROMOTER_ID="+id,
+			"CARAVAN_REPLICA_ID="+id,
 			// Standalone replicas share one secret key.
 			"CARAVAN_SECRET_KEY="+e2eSecretKey,
 			// The test's http server listens on loopback, which the
@@ -162,7 +162,7 @@ func TestE2EPromoterRelativeDataDir(t *testing.T) {
 	cmd.Env = append(os.Environ(),
 		"CARAVAN_NATS_URL="+h.srv.URL(),
 		"CARAVAN_DATA_DIR=./.caravan",
-		"CARAVAN_PROMOTER_ID=relative",
+		"CARAVAN_REPLICA_ID=relative",
 		"CARAVAN_SECRET_KEY="+e2eSecretKey,
 	)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr

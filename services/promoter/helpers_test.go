@@ -178,7 +178,9 @@ func (r *replica) stop(t testing.TB) {
 
 func (h *harness) start(id string, runner Runner, mod func(*Config)) *replica {
 	h.t.Helper()
-	cfg := Config{Common: h.common, ReplicaID: id, LeaseTTL: 5 * time.Second, MaxConcurrent: 100, HealthInterval: time.Hour, GCInterval: time.Hour}
+	c := h.common
+	c.ReplicaID = id
+	cfg := Config{Common: c, LeaseTTL: 5 * time.Second, MaxConcurrent: 100, HealthInterval: time.Hour, GCInterval: time.Hour}
 	if mod != nil {
 		mod(&cfg)
 	}

@@ -45,11 +45,6 @@ import (
 // Config of the promoter service (prefix CARAVAN_).
 type Config struct {
 	service.Common
-	// ReplicaID names this replica in stage leases. A stable ID (a pod
-	// name) lets a restarted replica resume its promotions at once instead
-	// of after the lease expires. Two live processes with one ID are
-	// refused at start.
-	ReplicaID string `envconfig:"PROMOTER_ID" desc:"name of this promoter replica in stage leases, unique among live replicas; default: host name and a random suffix"`
 	// LeaseTTL is how long a replica's hold on a stage lasts without
 	// renewal: how soon another replica resumes the promotions of one that
 	// died.
@@ -121,7 +116,7 @@ func (c Config) Validate() error {
 // withDefaults fills zero values (a Config built in code rather than by
 // envconfig) with the defaults.
 func (c Config) withDefaults() Config {
-	c.ReplicaID = lease.ReplicaID(c.ReplicaID)
+	c.ReplicaID = service.ReplicaID(c.ReplicaID)
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
 			*d = v
@@ -225,8 +220,17 @@ func Run(ctx context.Context, d Deps) error {
 	}
 	freight := freightindex.New(store.KV(state.Freight))
 	auto := autopromote.New(autopromote.Options{Store: store, Bus: bus, Logger: log, Audit: auditLog, Freight: freight})
+	// Readiness: the stage leases and the job leases are written in time.
+	stageLeases := lease.NewRenewals(cfg.LeaseTTL)
+	d.Env.Health.Add("promoter stage leases", func(context.Context) error { return stageLeases.Healthy() })
+	jobLeases := func(interval time.Duration) *lease.Leases {
+		jobs := lease.New(store.KV(state.Promoter), cfg.ReplicaID, 2*interval)
+		d.Env.Health.Add("promoter job leases", func(context.Context) error { return jobs.Healthy() })
+		return jobs
+	}
+	healthJobs, controlFlowJobs, gcJobs := jobLeases(cfg.HealthInterval), jobLeases(cfg.ControlFlowInterval), jobLeases(cfg.GCInterval)
 	disp := dispatch.New(dispatch.Options{
-		Store: store, Bus: bus, Runner: runnerAdapter{d.Runner}, Logger: log,
+		Store: store, Bus: bus, Runner: runnerAdapter{d.Runner}, Logger: log, Renewals: stageLeases,
 		ID: cfg.ReplicaID, LeaseTTL: cfg.LeaseTTL, MaxConcurrent: cfg.MaxConcurrent, AbortCause: d.AbortCause,
 		Succeeded: func(ctx context.Context, project string, stage *model.Stage, p *model.Promotion) {
 			keeper.Promoted(ctx, project, stage.Name, p)
@@ -285,8 +289,7 @@ func Run(ctx context.Context, d Deps) error {
 	}()
 	go func() {
 		defer wg.Done()
-		jobs := lease.New(store.KV(state.Promoter), cfg.ReplicaID, 2*cfg.HealthInterval)
-		lease.Every(ctx, jobs, "job.health", cfg.HealthInterval, log, keeper.CheckAll)
+		lease.Every(ctx, healthJobs, "job.health", cfg.HealthInterval, log, keeper.CheckAll)
 	}()
 	go func() {
 		defer wg.Done()
@@ -294,14 +297,12 @@ func Run(ctx context.Context, d Deps) error {
 	}()
 	go func() {
 		defer wg.Done()
-		jobs := lease.New(store.KV(state.Promoter), cfg.ReplicaID, 2*cfg.ControlFlowInterval)
-		lease.Every(ctx, jobs, "job.control-flow", cfg.ControlFlowInterval, log, auto.ControlFlow)
+		lease.Every(ctx, controlFlowJobs, "job.control-flow", cfg.ControlFlowInterval, log, auto.ControlFlow)
 	}()
 	go func() {
 		defer wg.Done()
 		policy := gc.Policy{KeepPromotions: cfg.GCKeepPromotions, KeepFreight: cfg.GCKeepFreight, MinAge: cfg.GCMinAge}
-		jobs := lease.New(store.KV(state.Promoter), cfg.ReplicaID, 2*cfg.GCInterval)
-		lease.Every(ctx, jobs, "job.gc", cfg.GCInterval, log, func(ctx context.Context) error {
+		lease.Every(ctx, gcJobs, "job.gc", cfg.GCInterval, log, func(ctx context.Context) error {
 			res, err := gc.Collect(ctx, store, policy, time.Now())
 			if res.Promotions+res.Freight > 0 {
 				log.Info("garbage collected", "promotions", res.Promotions, "freight", res.Freight)
@@ -387,7 +388,9 @@ func Run(ctx context.Context, d Deps) error {
 			return fmt.Errorf("promoter: %w", err)
 		}
 		consumers = append(consumers, cons)
+		d.Env.Health.Consumer(cons)
 	}
+	d.Env.Health.Started()
 	log.Info("promoter running")
 	<-ctx.Done()
 	for _, c := range consumers {

@@ -88,7 +88,7 @@ func BenchmarkPromotionToVerified(b *testing.B) {
 	h.apply(stage("dev", nil, "", nil))
 	h.freight("f1")
 	h.promoted("dev", "f1", model.HealthStateHealthy)
-	h.startWith("v1", func(c *Config) { *c = Config{Common: c.Common, ReplicaID: c.ReplicaID} }) // production defaults
+	h.startWith("v1", func(c *Config) { *c = Config{Common: c.Common} }) // production defaults
 	waiter := newVerifiedWaiter(b, h.srv.Conn(b))
 	ctx := context.Background()
 
@@ -175,7 +175,7 @@ func BenchmarkConcurrentWebVerifications(b *testing.B) {
 		h.freight("f" + name)
 		h.promoted(name, "f"+name, model.HealthStateHealthy)
 	}
-	h.startWith("v1", func(c *Config) { *c = Config{Common: c.Common, ReplicaID: c.ReplicaID, MaxConcurrent: 2 * n} }) // production defaults
+	h.startWith("v1", func(c *Config) { *c = Config{Common: c.Common, MaxConcurrent: 2 * n} }) // production defaults
 	waiter := newVerifiedWaiter(b, h.srv.Conn(b))
 	ctx := context.Background()
 

@@ -87,8 +87,10 @@ func (h *harness) startWith(id string, mod func(*Config)) *replica {
 	h.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &replica{id: id, cancel: cancel, done: make(chan error, 1)}
+	c := h.common
+	c.ReplicaID = id
 	cfg := Config{
-		Common: h.common, ReplicaID: id,
+		Common:   c,
 		LeaseTTL: time.Second, ScanInterval: 200 * time.Millisecond, HealthPoll: 100 * time.Millisecond,
 		ErrorRetryInterval: 50 * time.Millisecond,
 	}

@@ -42,10 +42,6 @@ import (
 // Config of the verifier service (prefix CARAVAN_).
 type Config struct {
 	service.Common
-	// ReplicaID names this replica in verification leases. A stable ID (a
-	// pod name) lets a restarted replica resume its verifications at once
-	// instead of after their leases lapse.
-	ReplicaID string `envconfig:"VERIFIER_ID" desc:"name of this verifier replica in verification leases, unique among live replicas; default: host name and a random suffix"`
 	// LeaseTTL is how long a replica's claim on a verification lasts
 	// without renewal: how soon another replica takes over the
 	// verifications of one that died.
@@ -91,7 +87,7 @@ func (c Config) Validate() error {
 // withDefaults fills zero values (a Config built in code rather than by
 // envconfig) with the defaults.
 func (c Config) withDefaults() Config {
-	c.ReplicaID = lease.ReplicaID(c.ReplicaID)
+	c.ReplicaID = service.ReplicaID(c.ReplicaID)
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
 			*d = v
@@ -152,8 +148,11 @@ func Run(ctx context.Context, d Deps) error {
 		providers[name] = p
 	}
 	engine := &analysis.Engine{Providers: providers, ErrorRetryInterval: cfg.ErrorRetryInterval}
+	// Readiness: the verification leases are written in time.
+	renewals := lease.NewRenewals(cfg.LeaseTTL)
+	d.Env.Health.Add("verification leases", func(context.Context) error { return renewals.Healthy() })
 	m := verification.New(d.Env.Store, bus, engine, log, verification.Options{
-		ReplicaID: cfg.ReplicaID, LeaseTTL: cfg.LeaseTTL, ScanInterval: cfg.ScanInterval,
+		ReplicaID: cfg.ReplicaID, LeaseTTL: cfg.LeaseTTL, Renewals: renewals, ScanInterval: cfg.ScanInterval,
 		HealthPoll: cfg.HealthPoll, HealthTimeout: cfg.HealthTimeout, MaxConcurrent: cfg.MaxConcurrent,
 		Retain: cfg.Retention, ReconcileInterval: cfg.ReconcileInterval,
 	})
@@ -170,6 +169,7 @@ func Run(ctx context.Context, d Deps) error {
 			return err
 		}
 		consumers = append(consumers, c)
+		d.Env.Health.Consumer(c)
 		return nil
 	}
 	err = errors.Join(
@@ -206,6 +206,7 @@ func Run(ctx context.Context, d Deps) error {
 		}
 		return fmt.Errorf("verifier: %w", err)
 	}
+	d.Env.Health.Started()
 	log.Info("verifier running")
 	var wg sync.WaitGroup
 	wg.Add(1)

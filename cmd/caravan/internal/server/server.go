@@ -67,6 +67,9 @@ type Config struct {
 // LoadServices reads the discovery, promoter and verifier settings from the
 // CARAVAN_* variables.
 func (c *Config) LoadServices() error {
+	if err := service.Retired(); err != nil {
+		return err
+	}
 	for _, s := range []any{&c.Discovery, &c.Promoter, &c.Verifier} {
 		if err := envconfig.Process("CARAVAN", s); err != nil {
 			return err

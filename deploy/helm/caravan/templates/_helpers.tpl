@@ -48,7 +48,7 @@ appears once).
 {{- $env := dict -}}
 {{- range $k, $v := $root.Values.config }}{{ $_ := set $env $k (toString $v) }}{{ end -}}
 {{- range $k, $v := .config }}{{ $_ := set $env $k (toString $v) }}{{ end -}}
-{{- range $k := list "CARAVAN_NATS_URL" "CARAVAN_JS_REPLICAS" "CARAVAN_DATA_DIR" "CARAVAN_ADMIN_ADDR" "CARAVAN_SECRET_KEY" "CARAVAN_ADMIN_TOKEN" "CARAVAN_NATS_CREDS" "CARAVAN_SSH_KNOWN_HOSTS" }}
+{{- range $k := list "CARAVAN_NATS_URL" "CARAVAN_JS_REPLICAS" "CARAVAN_DATA_DIR" "CARAVAN_ADMIN_ADDR" "CARAVAN_SECRET_KEY" "CARAVAN_ADMIN_TOKEN" "CARAVAN_NATS_CREDS" "CARAVAN_SSH_KNOWN_HOSTS" "CARAVAN_REPLICA_ID" }}
 {{- if hasKey $env $k }}{{ fail (printf "config.%s: set by the chart; see values.yaml" $k) }}{{ end -}}
 {{- end }}
 - name: CARAVAN_NATS_URL

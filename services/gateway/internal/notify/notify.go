@@ -128,13 +128,15 @@ func New(o Options) *Notifier {
 	return &Notifier{o: o, kv: o.Store.KV(state.Notifications), client: c, wake: make(chan struct{}, 1)}
 }
 
-// Start binds the durable consumer and runs the sender until ctx ends.
-func (n *Notifier) Start(ctx context.Context) error {
-	if _, err := events.ConsumeEnvelopes(ctx, n.o.Bus, events.GatewayNotifications, n.handle); err != nil {
-		return fmt.Errorf("notifications: %w", err)
+// Start binds the durable consumer and runs the sender until ctx ends. It
+// returns the consumer (for readiness checks).
+func (n *Notifier) Start(ctx context.Context) (*events.Consumer, error) {
+	c, err := events.ConsumeEnvelopes(ctx, n.o.Bus, events.GatewayNotifications, n.handle)
+	if err != nil {
+		return nil, fmt.Errorf("notifications: %w", err)
 	}
 	go n.run(ctx)
-	return nil
+	return c, nil
 }
 
 // handle records the deliveries an event gives rise to.

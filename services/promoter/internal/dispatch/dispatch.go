@@ -68,6 +68,9 @@ type Options struct {
 	Finished func(ctx context.Context, project string, stage *model.Stage, p *model.Promotion)
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Renewals, when set, hears the outcome of every stage lease write
+	// (the replica's readiness).
+	Renewals *lease.Renewals
 }
 
 // Gate decides whether a promotion may start now. Blocked says why not;
@@ -323,6 +326,9 @@ func (d *Dispatcher) serve(ctx context.Context, project, stage string) error {
 		g, err = r.Take(d.o.ID, rev, d.o.LeaseTTL, d.o.Now())
 		return err
 	})
+	if ctx.Err() == nil {
+		d.o.Renewals.Record(ignoreNothing(err))
+	}
 	if errors.Is(err, errNothing) || errors.Is(err, lease.ErrHeld) {
 		return nil
 	}
@@ -394,6 +400,14 @@ func (d *Dispatcher) serve(ctx context.Context, project, stage string) error {
 	}
 }
 
+// ignoreNothing counts "nothing to do" as a store that answered.
+func ignoreNothing(err error) error {
+	if errors.Is(err, errNothing) || errors.Is(err, queue.ErrNotHolder) {
+		return nil
+	}
+	return err
+}
+
 // renew extends the stage lease every third of its TTL; it cancels the
 // worker's ctx with ErrNotHolder when the lease was lost or could not be
 // renewed in time.
@@ -417,6 +431,9 @@ func (d *Dispatcher) renew(ctx context.Context, cancel context.CancelCauseFunc, 
 			return err
 		})
 		cancelRenew()
+		if ctx.Err() == nil {
+			d.o.Renewals.Record(ignoreNothing(err))
+		}
 		switch {
 		case err == nil:
 			hold.set(g)

@@ -50,6 +50,9 @@ type Options struct {
 	ReplicaID string
 	// LeaseTTL is how long a claim lasts without renewal.
 	LeaseTTL time.Duration
+	// Renewals, when set, hears the outcome of every claim and renewal
+	// (the replica's readiness).
+	Renewals *lease.Renewals
 	// ScanInterval is how often records with lapsed leases are looked for.
 	ScanInterval time.Duration
 	// HealthPoll is how often a waiting verification re-reads stage health
@@ -426,6 +429,9 @@ func (m *Manager) claim(ctx context.Context, key string) (Record, error) {
 		g, err = r.Take(m.opts.ReplicaID, rev, m.opts.LeaseTTL, m.now())
 		return r, err
 	})
+	if ctx.Err() == nil && !errors.Is(err, errApplied) {
+		m.opts.Renewals.Record(err)
+	}
 	if err == nil {
 		m.setGrant(key, g)
 	}
@@ -442,6 +448,9 @@ func (m *Manager) renew(ctx context.Context, key string) (Record, error) {
 		g, err = r.Renew(mine, m.opts.LeaseTTL, m.now())
 		return r, err
 	})
+	if ctx.Err() == nil {
+		m.opts.Renewals.Record(err)
+	}
 	if err == nil {
 		m.setGrant(key, g)
 	}
