@@ -113,6 +113,11 @@ bench: ## run the benchmarks (each reports its ratio to a baseline measured in t
 bench-ui: ## the web UI in headless Chromium at 1,000 stages and 10,000 freight (build tag e2e; needs chromium)
 	cd services/gateway && $(GO) test -tags e2e -run '^$$' -bench 'UIChromium' -benchtime 5x -count=1 .
 
+.PHONY: bench-e2e
+bench-e2e: ## push → dev commit p50/p99 on a 3-node cluster vs the all-in-one, promotions/s with 2 promoter replicas vs 1 (build tag e2e; needs docker-registry; not in CI)
+	scripts/tool.sh nats-server >/dev/null
+	cd cmd/caravan && $(GO) test -tags e2e -run '^$$' -bench 'E2E' -benchtime 1x -count=1 -timeout 30m .
+
 .PHONY: fuzz
 fuzz: ## fuzz the manifest decoder, the repository URL policy, the webhook parsers and the step path resolver open-endedly (FUZZTIME=60s each); not part of CI
 	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./model

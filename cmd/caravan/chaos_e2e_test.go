@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -416,7 +417,7 @@ spec:
 	return b.String()
 }
 
-func chaosPhases(t *testing.T, env *service.Env) map[model.PromotionPhase]int {
+func chaosPhases(t testing.TB, env *service.Env) map[model.PromotionPhase]int {
 	phases := map[model.PromotionPhase]int{}
 	for _, p := range chaosPromotions(t, env) {
 		phases[p.Status.Phase]++
@@ -424,7 +425,7 @@ func chaosPhases(t *testing.T, env *service.Env) map[model.PromotionPhase]int {
 	return phases
 }
 
-func chaosPromotions(t *testing.T, env *service.Env) []model.Promotion {
+func chaosPromotions(t testing.TB, env *service.Env) []model.Promotion {
 	t.Helper()
 	items, _, err := state.List[model.Promotion](t.Context(), env.Store.KV(state.Promotions), state.Prefix("chaos"), 0, "")
 	if err != nil {
@@ -439,7 +440,7 @@ func chaosPromotions(t *testing.T, env *service.Env) []model.Promotion {
 }
 
 // waitFor polls cond every 200ms until it holds, failing after timeout.
-func waitFor[T any](t *testing.T, timeout time.Duration, what string, cond func() (T, bool)) T {
+func waitFor[T any](t testing.TB, timeout time.Duration, what string, cond func() (T, bool)) T {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -456,7 +457,7 @@ func waitFor[T any](t *testing.T, timeout time.Duration, what string, cond func(
 // chaosAPI calls the gateways, any of which may be down: a request is
 // retried (with its Idempotency-Key) on another until it is answered.
 type chaosAPI struct {
-	t     *testing.T
+	t     testing.TB
 	urls  []string
 	token string
 }
@@ -512,7 +513,8 @@ func (a *chaosAPI) do(method, path, contentType, key string, body []byte) (int, 
 
 func (a *chaosAPI) apply(manifests string) {
 	a.t.Helper()
-	if st, out := a.do("POST", "/v1/resources", "application/yaml", "apply", []byte(manifests)); st != http.StatusOK {
+	key := fmt.Sprintf("apply-%x", sha256.Sum256([]byte(manifests))) // one per body
+	if st, out := a.do("POST", "/v1/resources", "application/yaml", key, []byte(manifests)); st != http.StatusOK {
 		a.t.Fatalf("apply: %d %s", st, out)
 	}
 }
@@ -538,7 +540,7 @@ type chaosProc struct {
 	done chan struct{}
 }
 
-func (p *chaosProc) start(t *testing.T) {
+func (p *chaosProc) start(t testing.TB) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cmd != nil {

@@ -554,7 +554,7 @@ func TestWebUIE2E(t *testing.T) {
 	}
 }
 
-func getStatus(t *testing.T, url string) int {
+func getStatus(t testing.TB, url string) int {
 	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {

@@ -170,12 +170,19 @@ func Setup(ctx context.Context, js jetstream.JetStream, maxAge time.Duration, re
 }
 
 // Open returns the Log of an audit stream some service declared, declaring
-// it with the default retention when none did.
-func Open(ctx context.Context, js jetstream.JetStream) (*Log, error) {
-	if _, err := js.Stream(ctx, Stream); err == nil {
+// it with the default retention and replicas when none did. Any other
+// error (JetStream not answering) is returned: declaring then could
+// change a stream another service declared with other replicas.
+func Open(ctx context.Context, js jetstream.JetStream, replicas int) (*Log, error) {
+	_, err := js.Stream(ctx, Stream)
+	switch {
+	case err == nil:
 		return &Log{js: js}, nil
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return Setup(ctx, js, DefaultMaxAge, replicas)
+	default:
+		return nil, fmt.Errorf("open audit stream: %w", err)
 	}
-	return Setup(ctx, js, DefaultMaxAge, 1)
 }
 
 // DefaultMaxAge is how long records are kept by default (90 days).

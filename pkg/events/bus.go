@@ -121,7 +121,8 @@ func (b *Bus) PublishWithID(ctx context.Context, id, project string, subject Ref
 // PublishEnvelope publishes env with Nats-Msg-Id set to its ID, so
 // JetStream drops duplicates. Each attempt has its own timeout; a failed
 // attempt is retried with the same ID (a stream leader may be failing over)
-// until the attempts are spent or ctx ends.
+// until the attempts are spent or ctx ends; while the stream answers with
+// no responders (no leader), until attempts × timeout have passed.
 func (b *Bus) PublishEnvelope(ctx context.Context, env Envelope) error {
 	subject := Subject(env.Project, env.Type, env.Subject)
 	ctx, span := b.tracer.Start(ctx, publishNames.name(string(env.Type)), producer)
@@ -143,17 +144,24 @@ func (b *Bus) PublishEnvelope(ctx context.Context, env Envelope) error {
 	inject(ctx, b.propagator, msg.Header)
 
 	start := time.Now()
+	// A stream with no leader (one SIGKILLed, the next not yet elected:
+	// seconds on a cluster) answers at once with no responders: such
+	// failures do not spend the attempts until the time the attempts
+	// would take at their timeout has passed.
+	budget := start.Add(time.Duration(b.attempts) * b.timeout)
 	var lastErr error
+	tries := 0
 	for attempt := 0; attempt < b.attempts; attempt++ {
-		if attempt > 0 {
+		if tries > 0 {
 			select {
 			case <-ctx.Done():
 				lastErr = errors.Join(lastErr, ctx.Err())
 				attempt = b.attempts
 				continue
-			case <-time.After(backoff(attempt, 50*time.Millisecond, time.Second)):
+			case <-time.After(backoff(tries, 50*time.Millisecond, time.Second)):
 			}
 		}
+		tries++
 		actx, cancel := context.WithTimeout(ctx, b.timeout)
 		_, err := b.js.PublishMsg(actx, msg, jetstream.WithMsgID(env.ID))
 		cancel()
@@ -164,6 +172,9 @@ func (b *Bus) PublishEnvelope(ctx context.Context, env Envelope) error {
 		lastErr = err
 		if ctx.Err() != nil {
 			break
+		}
+		if errors.Is(err, jetstream.ErrNoStreamResponse) && time.Now().Before(budget) {
+			attempt-- // no leader yet: wait for one within the budget
 		}
 		b.log.Warn("publish attempt failed; trying again with the same ID", "type", env.Type, "event", env.ID, "subject", subject, "attempt", attempt+1, "attempts", b.attempts, "err", err)
 	}

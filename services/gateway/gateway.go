@@ -171,8 +171,11 @@ func NewHandler(ctx context.Context, d Deps) (http.Handler, error) {
 		}
 		chain.OIDC = auth.NewOIDC(c.OIDCIssuer, c.OIDCAudience, hc)
 	}
-	auditLog, err := audit.Setup(ctx, env.JS, c.AuditMaxAge, c.Replicas)
-	if err != nil {
+	var auditLog *audit.Log
+	if err := env.Await(ctx, d.Logger, "declare the audit stream", func(ctx context.Context) (err error) {
+		auditLog, err = audit.Setup(ctx, env.JS, c.AuditMaxAge, c.Replicas)
+		return err
+	}); err != nil {
 		return nil, err
 	}
 	var index *api.Index

@@ -211,8 +211,11 @@ func Run(ctx context.Context, d Deps) error {
 	defer claim.Close()
 	store, bus := d.Env.Store, d.Env.Bus.With(events.WithLogger(log))
 	keeper := health.New(store, bus, d.Runner, log)
-	auditLog, err := audit.Open(ctx, d.Env.JS)
-	if err != nil {
+	var auditLog *audit.Log
+	if err := d.Env.Await(ctx, log, "open the audit stream", func(ctx context.Context) (err error) {
+		auditLog, err = audit.Open(ctx, d.Env.JS, cfg.Replicas)
+		return err
+	}); err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while starting
 		}

@@ -165,7 +165,7 @@ func New(o Options) (http.Handler, error) {
 	}
 	if o.Audit == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		log, err := audit.Open(ctx, o.JetStream)
+		log, err := audit.Open(ctx, o.JetStream, 1)
 		cancel()
 		if err != nil {
 			return nil, fmt.Errorf("api: %w", err)
