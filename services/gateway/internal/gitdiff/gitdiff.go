@@ -2,12 +2,15 @@
 // two commits, from the repository itself: the gateway fetches the
 // repository into memory (with the project's git credentials), then
 // computes a unified diff of a commit against its parent, or the commits
-// between two commits. Results are cached by repository and commit, which
-// never change.
+// between two commits. Results are cached by repository, commit and the
+// credentials that read them (which never change together): a project
+// never gets a diff fetched with another project's credentials.
 package gitdiff
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -107,7 +110,7 @@ func (r *Reader) Diff(ctx context.Context, repoURL, commit string, auth *Auth) (
 	if !sha.MatchString(commit) {
 		return nil, fmt.Errorf("commit %q: %w", commit, ErrNotFound)
 	}
-	key := repoURL + "\x00" + commit
+	key := cacheKey(repoURL, commit, auth)
 	r.mu.Lock()
 	d, ok := r.diffs[key]
 	r.mu.Unlock()
@@ -163,6 +166,14 @@ func (r *Reader) Diff(ctx context.Context, repoURL, commit string, auth *Auth) (
 	r.diffs[key] = d
 	r.order = append(r.order, key)
 	return d, nil
+}
+
+// cacheKey names a result by repository, commit and a hash of the
+// credentials that fetched it, so a cached diff of a private repository is
+// served only to a caller holding the same credentials.
+func cacheKey(repoURL, commit string, auth *Auth) string {
+	sum := sha256.Sum256([]byte(auth.Key()))
+	return repoURL + "\x00" + commit + "\x00" + hex.EncodeToString(sum[:])
 }
 
 // Log returns the commits reachable from to but not from from, newest

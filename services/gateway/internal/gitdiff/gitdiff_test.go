@@ -36,6 +36,13 @@ func TestDiffAndLog(t *testing.T) {
 	if _, err := r.Diff(ctx, url, c2, auth); err != nil || g.Requests() != before {
 		t.Errorf("cached diff: %v, %d requests", err, g.Requests()-before)
 	}
+	// A cached diff of a private repository is not served to a caller
+	// without its credentials (another project): it must fetch, and fails.
+	for _, other := range []*Auth{nil, {Username: "git", Password: "guess"}} {
+		if _, err := r.Diff(ctx, url, c2, other); err == nil {
+			t.Errorf("cached diff served to other credentials %+v", other)
+		}
+	}
 	// The first commit diffs against nothing.
 	if d, err := r.Diff(ctx, url, c1, auth); err != nil || d.Parent != "" || len(d.Files) != 2 {
 		t.Errorf("root commit: %+v %v", d, err)
