@@ -354,10 +354,13 @@ func eventually(t testing.TB, timeout time.Duration, cond func() bool, msg func(
 	}
 }
 
-// eventLog records the events published.
+// eventLog records the events published, once per event ID: it listens on
+// core NATS, so it also sees a publish retried after a lost ack, which the
+// stream itself de-duplicates by ID.
 type eventLog struct {
 	mu   sync.Mutex
 	envs []events.Envelope
+	seen map[string]bool
 }
 
 func (l *eventLog) add(m *nats.Msg) {
@@ -366,8 +369,15 @@ func (l *eventLog) add(m *nats.Msg) {
 		return
 	}
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.seen[env.ID] {
+		return
+	}
+	if l.seen == nil {
+		l.seen = map[string]bool{}
+	}
+	l.seen[env.ID] = true
 	l.envs = append(l.envs, env)
-	l.mu.Unlock()
 }
 
 // of returns the events of type typ about subject name ("" for any).

@@ -55,7 +55,7 @@ func TestPromotionsRunOneAtATimePerStage(t *testing.T) {
 		wg.Go(func() { h.request(p) })
 	}
 	wg.Wait()
-	eventually(t, 20*time.Second, func() bool {
+	eventually(t, 2*time.Minute, func() bool {
 		r, _ := queue.Get(context.Background(), h.env.Store.KV(state.Promoter), project, "dev")
 		return len(r.Pending) == n
 	}, func() string { return "all promotions queued" })
