@@ -111,3 +111,63 @@ func TestForwardRoundTrip(t *testing.T) {
 		t.Fatalf("a full request absorbs hints: %+v", merged)
 	}
 }
+
+// A run that stopped after creating a Freight and before announcing it
+// leaves a marker; the reconcile pass's sweep announces that Freight even
+// though it is no longer the Warehouse's newest, once, and clears markers
+// of Freight never created.
+func TestSweepUnannounced(t *testing.T) {
+	t.Parallel()
+	srv := testenv.NATS(t)
+	env, err := service.Connect(t.Context(), srv.Conn(t), "discovery", service.Common{
+		DataDir: t.TempDir(), StreamConfig: events.DefaultStreamConfig(), LogConfig: telemetry.LogConfig{Level: "info", Format: "text"},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &discoverer{store: env.Store, bus: env.Bus, now: time.Now}
+	freight := func(tag string) *model.Freight {
+		f := &model.Freight{
+			TypeMeta:   model.TypeMeta{APIVersion: model.KargoAPIVersion, Kind: model.KindFreight},
+			ObjectMeta: model.ObjectMeta{Namespace: "demo"},
+			Origin:     model.FreightOrigin{Kind: model.FreightOriginKindWarehouse, Name: "w"},
+			Images:     []model.Image{{RepoURL: "example/app", Tag: tag, Digest: "sha256:" + tag}},
+		}
+		f.Name = f.GenerateID()
+		return f
+	}
+	stopped := freight("v1")
+	if _, publish, err := d.createFreight(t.Context(), stopped); err != nil || !publish {
+		t.Fatalf("create: %t %v", publish, err)
+	}
+	never := freight("v2")
+	if err := d.markUnannounced(t.Context(), never); err != nil {
+		t.Fatal(err)
+	}
+	// Within the grace period the sweep leaves both alone.
+	if err := d.sweepUnannounced(t.Context(), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if n := announced(t, env.JS); n != 0 {
+		t.Fatalf("%d FreightDiscovered within the grace period, want 0", n)
+	}
+	for range 2 {
+		if err := d.sweepUnannounced(t.Context(), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := announced(t, env.JS); n != 1 {
+		t.Fatalf("%d FreightDiscovered after the sweep, want 1", n)
+	}
+	got, _, _ := state.Get[model.Freight](t.Context(), env.Store.KV(state.Freight), state.Key("demo", stopped.Name))
+	if got.Annotations[AnnouncedAnnotation] == "" {
+		t.Fatalf("swept freight not marked announced: %+v", got.Annotations)
+	}
+	lister, err := env.Store.KV(state.DiscoveryLeases).ListKeysFiltered(t.Context(), unannouncedToken+".>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range lister.Keys() {
+		t.Errorf("marker %s left after the sweep", k)
+	}
+}

@@ -398,6 +398,9 @@ func EventID(project, freightID string) string {
 // Freight is created first (state.Create fails with ErrExists when it is
 // there), then FreightDiscovered is published with the deterministic ID
 // EventID, then the Freight is marked with AnnouncedAnnotation (publish).
+// A marker written before the create and cleared after the mark lets the
+// reconcile pass finish an announcement whose run stopped in between (see
+// sweepUnannounced).
 // A run that finds the Freight already there publishes again (with the
 // stored alias and the same ID) only when the mark is missing, i.e. when an
 // earlier run stopped between create and mark. A crash after the publish
@@ -422,6 +425,9 @@ func (d *discoverer) createFreight(ctx context.Context, f *model.Freight) (*mode
 	f.Alias = model.UniqueAlias(rand.IntN, taken)
 	f.Labels = map[string]string{model.LabelAlias: f.Alias}
 	f.CreationTimestamp = model.NewTime(d.now())
+	if err := d.markUnannounced(ctx, f); err != nil {
+		return nil, false, err
+	}
 	if _, err := state.Create(ctx, kv, key, f); err == nil {
 		return f, true, nil
 	} else if !errors.Is(err, state.ErrExists) {
@@ -452,7 +458,10 @@ func (d *discoverer) publish(ctx context.Context, f *model.Freight) error {
 		cur.Annotations[AnnouncedAnnotation] = "true"
 		return cur, nil
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	return d.clearUnannounced(ctx, project, f.Name)
 }
 
 // aliasTaken tells whether an alias is in use in project.

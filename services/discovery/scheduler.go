@@ -643,5 +643,10 @@ func (s *scheduler) pass(ctx context.Context) error {
 			w.enqueue(request{full: true})
 		}
 	}
+	// Announcements whose run stopped between creating the Freight and
+	// marking it announced, after twice the lease TTL.
+	if err := s.d.sweepUnannounced(ctx, 2*s.cfg.LeaseTTL); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
