@@ -162,8 +162,13 @@ const (
 	ConditionUnknown = "Unknown"
 )
 
-// Time is a point in time, RFC 3339 on the wire (second precision, UTC, as
-// Kubernetes writes it); the zero Time is null.
+// Time is a point in time, RFC 3339 in UTC on the wire; the zero Time is
+// null. A whole second is written as Kubernetes writes it
+// ("2025-01-02T03:04:05Z"); a time with a fraction keeps it
+// ("2025-01-02T03:04:05.001Z", trailing zeros dropped), so the order of
+// events within one second (two Freight discovered in the same second)
+// survives a round trip through the store. Kubernetes and Kargo clients
+// parse both forms.
 type Time struct {
 	time.Time
 }
@@ -176,7 +181,7 @@ func (t Time) MarshalJSON() ([]byte, error) {
 	if t.IsZero() {
 		return []byte("null"), nil
 	}
-	return json.Marshal(t.UTC().Format(time.RFC3339))
+	return json.Marshal(t.UTC().Format(time.RFC3339Nano))
 }
 
 // UnmarshalJSON implements json.Unmarshaler.

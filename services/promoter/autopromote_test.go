@@ -247,3 +247,45 @@ func TestAutoPromotionHoldAnnotations(t *testing.T) {
 	h.discovered(f2)
 	h.waitAuto("dev", f2.Name, model.PromotionPhaseSucceeded)
 }
+
+// Of two Freight created in the same second, the later one is the newest
+// whatever their names: it is the one auto-promoted, and evaluating the
+// stage again does not pick the earlier one.
+func TestAutoPromotionSameSecond(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.policies(model.PromotionPolicy{Stage: "dev", AutoPromotionEnabled: true})
+	h.stage("dev", nil)
+	second := time.Now().UTC().Truncate(time.Second)
+	mk := func(tag string) *model.Freight {
+		f := &model.Freight{
+			TypeMeta:   model.TypeMeta{APIVersion: model.KargoAPIVersion, Kind: model.KindFreight},
+			ObjectMeta: model.ObjectMeta{Namespace: project},
+			Origin:     origin("app"),
+			Images:     []model.Image{{RepoURL: "example.com/app", Tag: tag}},
+		}
+		f.Name = f.GenerateID()
+		return f
+	}
+	// The later Freight gets the smaller name, so ordering by name within
+	// the second would pick the earlier one.
+	older, newer := mk("v1"), mk("v2")
+	if newer.Name > older.Name {
+		older, newer = newer, older
+	}
+	older.CreationTimestamp = model.NewTime(second.Add(100 * time.Millisecond))
+	newer.CreationTimestamp = model.NewTime(second.Add(101 * time.Millisecond))
+	h.put(older)
+	h.put(newer)
+	h.start("a", newFakeRunner(1), nil)
+	h.discovered(older)
+	h.discovered(newer)
+	h.waitAuto("dev", newer.Name, model.PromotionPhaseSucceeded)
+	h.discovered(newer) // evaluates dev again
+	time.Sleep(300 * time.Millisecond)
+	for _, p := range h.promotions("dev") {
+		if p.Spec.Freight != newer.Name {
+			t.Fatalf("dev auto-promoted to the earlier freight %s (promotion %s)", p.Spec.Freight, p.Name)
+		}
+	}
+}

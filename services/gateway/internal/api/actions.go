@@ -222,7 +222,8 @@ func (s *server) createFreight(w http.ResponseWriter, r *http.Request) {
 	f.Namespace = project
 	f.Alias = alias
 	f.Labels = map[string]string{model.LabelAlias: alias}
-	f.CreationTimestamp = model.NewTime(s.now().UTC().Truncate(time.Second))
+	// Not truncated: freight created in the same second keep their order.
+	f.CreationTimestamp = model.NewTime(s.now().UTC())
 	f.Default() // discoveredAt
 	f.Annotations = map[string]string{model.AnnotationCreateActor: actor(r)}
 	f.UID = events.NewID()

@@ -199,22 +199,19 @@ func durationText(d time.Duration) string {
 	return fmt.Sprintf("%dd", days)
 }
 
-// sortFreightNewest sorts freight newest first (then by name).
+// sortFreightNewest sorts freight newest first, in the order of
+// model.Newer (by creation time, then by name descending), as the API
+// lists them and auto-promotion picks them.
 func sortFreightNewest(fs []model.Freight) {
 	slices.SortStableFunc(fs, func(a, b model.Freight) int {
-		ta, tb := created(&a), created(&b)
-		if c := tb.Compare(ta); c != 0 {
-			return c
+		switch {
+		case model.Newer(&a, &b):
+			return -1
+		case model.Newer(&b, &a):
+			return 1
 		}
-		return strings.Compare(a.Name, b.Name)
+		return 0
 	})
-}
-
-func created(f *model.Freight) time.Time {
-	if f.CreationTimestamp == nil {
-		return time.Time{}
-	}
-	return f.CreationTimestamp.Time
 }
 
 // phaseClass maps a phase or health to a status class of the stylesheet:
