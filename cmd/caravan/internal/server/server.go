@@ -119,6 +119,12 @@ type Options struct {
 	Listener net.Listener
 	// Started, if set, is called once every service runs.
 	Started func(Info)
+	// ServiceConn, if set, gives each service (gateway, discovery,
+	// promoter, verifier) its own NATS connection, as a distributed
+	// deployment does with one NATS user per service; the server's own
+	// connection then only declares the stream and buckets. The server
+	// closes the connections it gets.
+	ServiceConn func(ctx context.Context, service string) (*nats.Conn, error)
 }
 
 // Info describes a started server.
@@ -269,11 +275,27 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 			return fmt.Errorf("create data dir: %w", err)
 		}
 	}
-	as := func(name string) *service.Env {
-		e := *env
-		e.Bus = events.NewBus(env.JS, name, events.WithMetrics(env.Metrics))
-		return &e
+	envs := map[string]*service.Env{}
+	for _, name := range service.Services {
+		if opts.ServiceConn == nil {
+			e := *env
+			e.Bus = events.NewBus(env.JS, name, events.WithMetrics(env.Metrics))
+			envs[name] = &e
+			continue
+		}
+		snc, err := opts.ServiceConn(ctx, name)
+		if err != nil {
+			return fmt.Errorf("connect %s to NATS: %w", name, err)
+		}
+		defer snc.Close()
+		e, err := service.Connect(ctx, snc, name, cfg.Common, nil)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		e.Egress, e.Registry = env.Egress, reg
+		envs[name] = e
 	}
+	as := func(name string) *service.Env { return envs[name] }
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
