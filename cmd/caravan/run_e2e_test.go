@@ -89,20 +89,45 @@ func listeningPorts(t *testing.T, pid int) map[string]bool {
 	return ports
 }
 
-// buildCaravan builds the caravan binary as `make run` does.
+// caravanBin is the caravan binary the tests of this package share: built
+// once, as `make run` builds it, and removed by TestMain.
+var caravanBin struct {
+	once sync.Once
+	dir  string
+	bin  string
+	out  []byte
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if caravanBin.dir != "" {
+		_ = os.RemoveAll(caravanBin.dir)
+	}
+	os.Exit(code)
+}
+
+// buildCaravan builds the caravan binary as `make run` does, once for the
+// whole package.
 func buildCaravan(t *testing.T) (bin, repoRoot string) {
 	t.Helper()
 	repoRoot, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin = filepath.Join(t.TempDir(), "caravan")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/caravan")
-	build.Dir = repoRoot
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	caravanBin.once.Do(func() {
+		if caravanBin.dir, caravanBin.err = os.MkdirTemp("", "caravan-e2e-bin-"); caravanBin.err != nil {
+			return
+		}
+		caravanBin.bin = filepath.Join(caravanBin.dir, "caravan")
+		build := exec.Command("go", "build", "-o", caravanBin.bin, "./cmd/caravan")
+		build.Dir = repoRoot
+		caravanBin.out, caravanBin.err = build.CombinedOutput()
+	})
+	if caravanBin.err != nil {
+		t.Fatalf("go build: %v\n%s", caravanBin.err, caravanBin.out)
 	}
-	return bin, repoRoot
+	return caravanBin.bin, repoRoot
 }
 
 // demoServer is `caravan server` with the demo, run as a process the way

@@ -32,16 +32,7 @@ type uiServer struct {
 
 func startUIServer(t *testing.T, extraEnv ...string) *uiServer {
 	t.Helper()
-	repoRoot, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(t.TempDir(), "caravan")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/caravan")
-	build.Dir = repoRoot
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin, repoRoot := buildCaravan(t)
 	httpAddr := freePort(t)
 	s := &uiServer{url: "http://" + httpAddr, logs: &syncBuffer{}, bin: bin, work: t.TempDir()}
 	s.env = append(os.Environ(),
