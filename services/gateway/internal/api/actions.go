@@ -535,16 +535,10 @@ func (s *server) promote(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	} else {
-		avail, err := s.available(ctx, st, now)
-		if err != nil {
+		var err error
+		if f, err = s.newestAvailable(ctx, st, req.Warehouse, now); err != nil {
 			s.internal(w, r, err)
 			return
-		}
-		origin := model.FreightOrigin{Kind: model.FreightOriginKindWarehouse, Name: req.Warehouse}
-		for _, a := range avail {
-			if a.Origin == origin && (f == nil || model.Newer(a, f)) {
-				f = a
-			}
 		}
 		if f == nil {
 			writeError(w, http.StatusConflict, codeNotAvailable, fmt.Sprintf("no freight from warehouse %q is available to stage %q", req.Warehouse, st.Name))
@@ -563,21 +557,12 @@ func (s *server) promote(w http.ResponseWriter, r *http.Request) {
 	if override != "" {
 		p.Annotations[model.AnnotationWindowOverride] = override
 	}
-	p.UID = events.NewID()
 	s.auditTarget(r, project, model.KindPromotion, p.Name)
-	rev, err := s.store.PutObject(ctx, p, 0)
-	if errors.Is(err, state.ErrExists) {
-		var stored *model.Promotion
-		stored, rev, err = state.GetAs[*model.Promotion](ctx, s.store, project, model.KindPromotion, p.Name)
-		if err == nil {
-			p = stored
-		}
-	}
+	p, err := s.storePromotion(ctx, p)
 	if err != nil {
 		s.internal(w, r, err)
 		return
 	}
-	p.ResourceVersion = strconv.FormatUint(rev, 10)
 	if override != "" {
 		noteAudit(r, "override", "Promotion/"+p.Name, "promotion windows overridden: "+req.WindowOverride.Reason)
 	} else {
@@ -587,6 +572,44 @@ func (s *server) promote(w http.ResponseWriter, r *http.Request) {
 	if _, ok := s.send(w, r, "PromotionRequested."+project+"."+p.Name, project, events.Ref{Kind: model.KindPromotion, Name: p.Name}, ev); ok {
 		writeJSON(w, http.StatusCreated, p)
 	}
+}
+
+// storePromotion stores a new Promotion (with a fresh UID), or returns the
+// one stored under its name already (a repeat of the same request).
+func (s *server) storePromotion(ctx context.Context, p *model.Promotion) (*model.Promotion, error) {
+	p.UID = events.NewID()
+	rev, err := s.store.PutObject(ctx, p, 0)
+	if errors.Is(err, state.ErrExists) {
+		var stored *model.Promotion
+		stored, rev, err = state.GetAs[*model.Promotion](ctx, s.store, p.Namespace, model.KindPromotion, p.Name)
+		if err == nil {
+			p = stored
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	p.ResourceVersion = strconv.FormatUint(rev, 10)
+	return p, nil
+}
+
+// newestAvailable is the newest freight available to st at now, from the
+// Warehouse named warehouse only when it is not "".
+func (s *server) newestAvailable(ctx context.Context, st *model.Stage, warehouse string, now time.Time) (*model.Freight, error) {
+	avail, err := s.available(ctx, st, now)
+	if err != nil {
+		return nil, err
+	}
+	var f *model.Freight
+	for _, a := range avail {
+		if warehouse != "" && a.Origin != (model.FreightOrigin{Kind: model.FreightOriginKindWarehouse, Name: warehouse}) {
+			continue
+		}
+		if f == nil || model.Newer(a, f) {
+			f = a
+		}
+	}
+	return f, nil
 }
 
 // available lists the freight that may be promoted into st at now, in no

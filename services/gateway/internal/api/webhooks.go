@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,10 +10,12 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/oklog/ulid/v2"
 	"golang.org/x/time/rate"
 
 	"github.com/caravan-cd/caravan/pkg/events"
@@ -229,6 +232,9 @@ type hookAnswer struct {
 	Reason    string   `json:"reason,omitempty"`
 	Delivery  string   `json:"delivery,omitempty"`
 	Refreshed []string `json:"refreshed,omitempty"`
+	// Promoted names the Promotions a generic receiver's Promote actions
+	// created.
+	Promoted []string `json:"promoted,omitempty"`
 }
 
 func (s *server) webhook(w http.ResponseWriter, r *http.Request) {
@@ -277,6 +283,7 @@ func (s *server) webhook(w http.ResponseWriter, r *http.Request) {
 		pr        *webhook.PullRequest
 		artifacts []webhook.Artifact
 		targets   []webhook.Target
+		promotes  []webhook.Promote
 		ignored   string
 		problems  []string
 		ping      bool
@@ -288,7 +295,7 @@ func (s *server) webhook(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, codeInvalid, err.Error())
 			return
 		}
-		id, targets, ignored, problems = res.ID, res.Targets, res.Ignored, res.Problems
+		id, targets, promotes, ignored, problems = res.ID, res.Targets, res.Promotions, res.Ignored, res.Problems
 	default:
 		var d webhook.Delivery
 		if rcv.provider == webhook.Artifactory {
@@ -328,6 +335,12 @@ func (s *server) webhook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	refreshed, err := s.refreshMatching(ctx, project, rcv, id, artifacts, targets)
+	var promoted []string
+	if err == nil && len(promotes) > 0 {
+		var unpromoted []string
+		promoted, unpromoted, err = s.promoteMatching(ctx, project, rcv, id, promotes)
+		problems = append(problems, unpromoted...)
+	}
 	if err == nil && pr != nil {
 		ev := events.PullRequestClosed{RepoURL: pr.RepoURL, Number: pr.Number, Merged: pr.Merged, MergeCommit: pr.MergeCommit, Branch: pr.Branch, Provider: rcv.provider}
 		evID := fmt.Sprintf("PullRequestClosed.%s.%x", project, sha256.Sum256([]byte(key)))
@@ -338,7 +351,90 @@ func (s *server) webhook(w http.ResponseWriter, r *http.Request) {
 		s.internal(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusAccepted, hookAnswer{Status: "accepted", Reason: strings.Join(problems, "; "), Delivery: id, Refreshed: refreshed})
+	if len(promoted) > 0 {
+		noteAudit(r, "", "Promotion/"+strings.Join(promoted, ",Promotion/"), "")
+	}
+	writeJSON(w, http.StatusAccepted, hookAnswer{Status: "accepted", Reason: strings.Join(problems, "; "), Delivery: id, Refreshed: refreshed, Promoted: promoted})
+}
+
+// promoteMatching creates one Promotion into each Stage a generic
+// receiver's Promote action selects (the first action selecting a Stage
+// wins), of the freight the action names or else of the newest freight
+// available to the Stage. What cannot be promoted (a control-flow Stage,
+// freight unknown or not available, closed promotion windows) is returned
+// as a problem; only a store or bus failure is an error. A promotion's
+// name is derived from the delivery, the receiver and the Stage, so the
+// sender's retry of a failed delivery finds the promotions the first try
+// stored.
+func (s *server) promoteMatching(ctx context.Context, project string, rcv receiver, id string, promotes []webhook.Promote) (promoted, problems []string, err error) {
+	objs, _, err := s.collect(ctx, project, model.KindStage, 0, "", nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	pol, err := state.LoadPolicies(ctx, s.store, project)
+	if err != nil {
+		return nil, nil, err
+	}
+	now := s.now()
+	by := "webhook:" + rcv.name
+	for _, o := range objs {
+		st, ok := o.(*model.Stage)
+		if !ok {
+			continue
+		}
+		i := slices.IndexFunc(promotes, func(p webhook.Promote) bool { return p.Selects(st.Name, st.Labels, nil) })
+		if i < 0 {
+			continue
+		}
+		want := promotes[i]
+		if st.IsControlFlow() {
+			problems = append(problems, fmt.Sprintf("stage %q is a control-flow stage: nothing is promoted into it", st.Name))
+			continue
+		}
+		if ws := model.WindowStatus(pol.Windows(st), now); ws != nil && ws.Closed {
+			problems = append(problems, fmt.Sprintf("promotion windows do not let stage %q promote now: %s", st.Name, ws.Reason))
+			continue
+		}
+		var f *model.Freight
+		if want.Freight != "" {
+			f, _, err = s.findFreight(ctx, project, want.Freight)
+			switch {
+			case errors.Is(err, state.ErrNotFound):
+				problems = append(problems, fmt.Sprintf("stage %q: freight %q not found", st.Name, want.Freight))
+				continue
+			case err != nil:
+				return nil, nil, err
+			}
+			if ok, why := model.FreightAvailable(f, st, now); !ok {
+				problems = append(problems, fmt.Sprintf("freight %s is not available to stage %q: %s", f.Name, st.Name, why))
+				continue
+			}
+		} else {
+			if f, err = s.newestAvailable(ctx, st, want.Warehouse, now); err != nil {
+				return nil, nil, err
+			}
+			if f == nil {
+				problems = append(problems, fmt.Sprintf("no freight is available to stage %q", st.Name))
+				continue
+			}
+		}
+		seed := sha256.Sum256([]byte(rcv.name + "\n" + id + "\n" + st.Name))
+		pid, err := ulid.New(ulid.Timestamp(now.Truncate(time.Minute)), bytes.NewReader(seed[:]))
+		if err != nil {
+			return nil, nil, err
+		}
+		p := model.NewPromotion(st, f, pid.String(), by, now)
+		p.Annotations[model.AnnotationCreateActor] = by
+		if p, err = s.storePromotion(ctx, p); err != nil {
+			return nil, nil, err
+		}
+		ev := events.PromotionRequested{Promotion: p.Name, Stage: st.Name, Freight: p.Spec.Freight}
+		if _, err := s.bus.PublishWithID(ctx, "PromotionRequested."+project+"."+p.Name, project, events.Ref{Kind: model.KindPromotion, Name: p.Name}, ev); err != nil {
+			return nil, nil, err
+		}
+		promoted = append(promoted, p.Name)
+	}
+	return promoted, problems, nil
 }
 
 // refreshMatching publishes WarehouseRefreshRequested for every Warehouse

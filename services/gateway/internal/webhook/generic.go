@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -15,7 +16,8 @@ import (
 	"github.com/caravan-cd/caravan/pkg/model"
 )
 
-// Target selects the Warehouses a generic receiver's action refreshes.
+// Target selects the Warehouses a generic receiver's Refresh action
+// refreshes, or the Stages its Promote action promotes into.
 // Every criterion set must hold (Kargo ANDs them): the name, the labels,
 // the label requirements and the index requirements.
 type Target struct {
@@ -83,13 +85,25 @@ func (t Target) Selects(name string, labels map[string]string, subscribedURLs []
 	return true
 }
 
+// Promote is what one Promote action asks for (a Caravan addition: Kargo's
+// receivers only refresh): the Stages Target selects each get a Promotion
+// of Freight (a name or alias), or, when Freight is "", of the newest
+// freight available to the Stage (from Warehouse only, when set).
+type Promote struct {
+	Target
+	Freight   string
+	Warehouse string
+}
+
 // GenericResult is what a generic receiver's actions select.
 type GenericResult struct {
 	// ID is the SHA-256 of the body (generic senders give no delivery ID).
 	ID string
 	// Targets are the Warehouses to refresh.
 	Targets []Target
-	// Ignored says why nothing is refreshed ("" when something is).
+	// Promotions are the Stages to promote into.
+	Promotions []Promote
+	// Ignored says why nothing is done ("" when something is).
 	Ignored string
 	// Problems are the actions and criteria that could not be used
 	// (unsupported, or an expression that failed on this request).
@@ -109,7 +123,8 @@ type genericAction struct {
 // `request` with `method`, `url`, `headers` (canonical names to lists),
 // `header(name)` (the first value) and `body` (the decoded JSON body, or
 // the raw text when it is not JSON). Refresh actions whose expression is
-// true contribute their Warehouse targets.
+// true contribute their Warehouse targets, Promote actions (a Caravan
+// addition) their Stage targets with the freight their parameters name.
 func ParseGeneric(actions []map[string]any, method, rawURL string, h http.Header, body []byte) (GenericResult, error) {
 	sum := sha256.Sum256(body)
 	res := GenericResult{ID: "sha256:" + hex.EncodeToString(sum[:])}
@@ -139,16 +154,19 @@ func ParseGeneric(actions []map[string]any, method, rawURL string, h http.Header
 		if err := json.Unmarshal(b, &a); err != nil {
 			return res, fmt.Errorf("action %d: %w", i, err)
 		}
-		if a.Action != "" && !strings.EqualFold(a.Action, "Refresh") {
-			problems = append(problems, fmt.Sprintf("action %d: action %q is not supported (Refresh is Kargo's only generic action)", i, a.Action))
+		promote := strings.EqualFold(a.Action, "Promote")
+		if a.Action != "" && !promote && !strings.EqualFold(a.Action, "Refresh") {
+			problems = append(problems, fmt.Sprintf("action %d: action %q is not supported (Refresh, and Caravan's Promote)", i, a.Action))
 			continue
 		}
 		actionEnv := maps.Clone(env)
 		params := make(map[string]any, len(a.Parameters))
+		paramsFailed := false
 		for k, v := range a.Parameters {
 			out, err := evalTemplate(v, env)
 			if err != nil {
 				problems = append(problems, fmt.Sprintf("action %d: parameters.%s: %v", i, k, err))
+				paramsFailed = true
 				continue
 			}
 			params[k] = out
@@ -165,9 +183,42 @@ func ParseGeneric(actions []map[string]any, method, rawURL string, h http.Header
 				continue
 			}
 		}
+		var freight, warehouse string
+		if promote {
+			if paramsFailed {
+				continue // promote nothing rather than other freight
+			}
+			var bad []string
+			for k, v := range params {
+				s, ok := v.(string)
+				switch {
+				case k != "freight" && k != "warehouse":
+					bad = append(bad, fmt.Sprintf("action %d: parameters.%s is not a Promote parameter (freight, warehouse)", i, k))
+				case !ok:
+					bad = append(bad, fmt.Sprintf("action %d: parameters.%s is %T, not a string", i, k, v))
+				case k == "freight":
+					freight = s
+				default:
+					warehouse = s
+				}
+			}
+			if len(bad) > 0 {
+				slices.Sort(bad)
+				problems = append(problems, bad...)
+				continue
+			}
+		}
 		for j, c := range a.TargetSelectionCriteria {
-			if c.Kind != "" && c.Kind != "Warehouse" {
-				problems = append(problems, fmt.Sprintf("action %d: targetSelectionCriteria[%d].kind %q is not supported (Warehouse is Kargo's only generic target kind)", i, j, c.Kind))
+			kind := "Warehouse"
+			if promote {
+				kind = "Stage"
+			}
+			if c.Kind != "" && c.Kind != kind {
+				problems = append(problems, fmt.Sprintf("action %d: targetSelectionCriteria[%d].kind %q is not supported (a %s action targets %ss)", i, j, c.Kind, cmp.Or(a.Action, "Refresh"), kind))
+				continue
+			}
+			if promote && c.IndexSelector != nil {
+				problems = append(problems, fmt.Sprintf("action %d: targetSelectionCriteria[%d].indexSelector indexes Warehouses, not Stages", i, j))
 				continue
 			}
 			t, err := target(c, actionEnv)
@@ -178,11 +229,15 @@ func ParseGeneric(actions []map[string]any, method, rawURL string, h http.Header
 			if t.Name == "" && len(t.Labels) == 0 && len(t.Requirements) == 0 && len(t.Indices) == 0 {
 				continue
 			}
+			if promote {
+				res.Promotions = append(res.Promotions, Promote{Target: t, Freight: freight, Warehouse: warehouse})
+				continue
+			}
 			res.Targets = append(res.Targets, t)
 		}
 	}
 	res.Problems = problems
-	if len(res.Targets) == 0 {
+	if len(res.Targets) == 0 && len(res.Promotions) == 0 {
 		res.Ignored = "no action matched"
 		if len(problems) > 0 {
 			res.Ignored += " (" + strings.Join(problems, "; ") + ")"

@@ -3,6 +3,7 @@ package webhook
 import (
 	"errors"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -143,10 +144,16 @@ func TestParseGeneric(t *testing.T) {
 		{"action": "Refresh", "whenExpression": "request.header('X-Kind') == 'build' && request.body.ok", "targetSelectionCriteria": []any{map[string]any{"kind": "Warehouse", "name": "w1"}}},
 		{"action": "Refresh", "targetSelectionCriteria": []any{map[string]any{"kind": "Warehouse", "labelSelector": map[string]any{"matchLabels": map[string]any{"a": "b"}}}, map[string]any{"kind": "Stage", "name": "s"}}},
 		{"action": "Promote", "targetSelectionCriteria": []any{map[string]any{"kind": "Warehouse", "name": "never"}}},
+		{"action": "Promote", "parameters": map[string]any{"freight": "${{ request.body.freight }}"}, "targetSelectionCriteria": []any{map[string]any{"kind": "Stage", "name": "prod"}}},
+		{"action": "Promote", "parameters": map[string]any{"warehouse": "w1"}, "targetSelectionCriteria": []any{map[string]any{"labelSelector": map[string]any{"matchLabels": map[string]any{"tier": "test"}}}}},
 	}
-	res, err := ParseGeneric(actions, "POST", "/x", hdr("X-Kind", "build"), []byte(`{"ok":true}`))
+	res, err := ParseGeneric(actions, "POST", "/x", hdr("X-Kind", "build"), []byte(`{"ok":true,"freight":"f1"}`))
 	if err != nil || len(res.Targets) != 2 || res.Targets[0].Name != "w1" || res.Targets[1].Labels["a"] != "b" {
 		t.Errorf("%+v %v", res, err)
+	}
+	want := []Promote{{Target: Target{Name: "prod"}, Freight: "f1"}, {Target: Target{Labels: map[string]string{"tier": "test"}}, Warehouse: "w1"}}
+	if !reflect.DeepEqual(res.Promotions, want) {
+		t.Errorf("promotions %+v, want %+v", res.Promotions, want)
 	}
 	res, _ = ParseGeneric(actions[:1], "POST", "/x", hdr("X-Kind", "other"), []byte(`{"ok":true}`))
 	if res.Ignored == "" {
@@ -190,13 +197,23 @@ func TestParseGenericProblems(t *testing.T) {
 			"targetSelectionCriteria": []any{map[string]any{"kind": "Warehouse", "labelSelector": map[string]any{"matchExpressions": []any{map[string]any{"key": "team", "operator": "In", "values": []any{"${{ params.who }}"}}}}}}},
 		{"action": "Refresh", "targetSelectionCriteria": []any{map[string]any{"kind": "Warehouse", "indexSelector": map[string]any{"matchIndices": []any{map[string]any{"key": "receiverPaths", "operator": "Equal", "value": "x"}}}}}},
 		{"action": "Promote", "targetSelectionCriteria": []any{map[string]any{"kind": "Warehouse", "name": "w"}}},
+		{"action": "Rollback", "targetSelectionCriteria": []any{map[string]any{"kind": "Stage", "name": "s"}}},
+		{"action": "Promote", "parameters": map[string]any{"freight": "${{ request.body.missing.name }}"}, "targetSelectionCriteria": []any{map[string]any{"kind": "Stage", "name": "s"}}},
+		{"action": "Promote", "parameters": map[string]any{"stage": "s"}, "targetSelectionCriteria": []any{map[string]any{"kind": "Stage", "name": "s"}}},
+		{"action": "Promote", "targetSelectionCriteria": []any{map[string]any{"kind": "Stage", "indexSelector": map[string]any{"matchIndices": []any{map[string]any{"key": "subscribedURLs", "operator": "Equal", "value": "x"}}}}}},
 	}
 	res, err := ParseGeneric(actions, "POST", "/x", hdr(), []byte(`{"team":"api"}`))
-	if err != nil || len(res.Targets) != 1 || res.Targets[0].Requirements[0].Values[0] != "api-team" {
+	if err != nil || len(res.Targets) != 1 || res.Targets[0].Requirements[0].Values[0] != "api-team" || len(res.Promotions) != 0 {
 		t.Fatalf("%+v %v", res, err)
 	}
-	if len(res.Problems) != 2 || !strings.Contains(res.Problems[0], "receiverPaths") || !strings.Contains(res.Problems[1], `"Promote" is not supported`) {
+	wants := []string{"receiverPaths", `kind "Warehouse" is not supported (a Promote action targets Stages)`, `action "Rollback" is not supported`, "parameters.freight", "parameters.stage is not a Promote parameter", "indexSelector indexes Warehouses, not Stages"}
+	if len(res.Problems) != len(wants) {
 		t.Fatalf("problems %q", res.Problems)
+	}
+	for i, w := range wants {
+		if !strings.Contains(res.Problems[i], w) {
+			t.Errorf("problem %d %q, want it to name %q", i, res.Problems[i], w)
+		}
 	}
 }
 
