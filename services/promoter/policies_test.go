@@ -41,7 +41,8 @@ func (h *harness) auditRecords(action string) []audit.Record {
 func TestPromotionWindowHoldsUntilOpening(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	opening := time.Now().UTC().Add(10 * time.Second).Truncate(time.Second)
+	// Far enough ahead for a loaded machine to see the window closed.
+	opening := time.Now().UTC().Add(30 * time.Second).Truncate(time.Second)
 	h.projectConfig(model.ProjectConfigSpec{
 		PromotionPolicies: []model.PromotionPolicy{{Stage: "dev", AutoPromotionEnabled: true}},
 		PromotionWindows: []model.PromotionWindow{{Name: "office", Kind: model.PromotionWindowAllow,
@@ -66,10 +67,12 @@ func TestPromotionWindowHoldsUntilOpening(t *testing.T) {
 		return "manual promotion waits with a message: " + h.promotion(waiting.Name).Status.Message
 	})
 	h.waitPhase(over.Name, model.PromotionPhaseSucceeded)
-	st := h.stageStatus(dev.Name)
-	if ws := st.PromotionWindowStatus; ws == nil || !ws.Closed || ws.NextOpen == nil || !ws.NextOpen.Equal(opening) {
-		t.Fatalf("window status %+v, want closed until %v", ws, opening)
+	closed := func(ws *model.PromotionWindowStatus) bool {
+		return ws != nil && ws.Closed && ws.NextOpen != nil && ws.NextOpen.Equal(opening)
 	}
+	eventually(t, time.Until(opening), func() bool { return closed(h.stageStatus(dev.Name).PromotionWindowStatus) }, func() string {
+		return fmt.Sprintf("window status %+v, want closed until %v", h.stageStatus(dev.Name).PromotionWindowStatus, opening)
+	})
 	if time.Now().Before(opening) {
 		if ps := h.promotions(dev.Name); len(ps) != 0 {
 			t.Fatalf("auto-promoted before the window opened: %s", ps[0].Name)
