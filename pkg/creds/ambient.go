@@ -49,6 +49,12 @@ const (
 //     no project-specific identity: every project reaches what the
 //     process's identity may.
 //
+// The identity's own requests (instance metadata, the workload identity
+// token file, Entra, STS's web identity exchange) bypass the egress
+// policy, which refuses metadata addresses: they are the process's, not a
+// project's. The exchanges with registries and the AssumeRole and
+// impersonation calls go through it (Options.HTTPClient).
+//
 // Off unless a cloud is listed.
 type Ambient struct {
 	// Clouds lists the clouds whose ambient identity is used: "ecr",
@@ -124,7 +130,7 @@ func (f *Finder) ecrAmbient(ctx context.Context, project, host string) (*Credent
 	role := fmt.Sprintf("arn:aws:iam::%s:role/kargo-project-%s", account, project)
 	base := f.o.Ambient.AWS
 	if base == nil {
-		cfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(region), awsconfig.WithHTTPClient(f.o.HTTPClient))
+		cfg, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(region))
 		if err != nil {
 			return nil, fmt.Errorf("ambient AWS identity: %w", err)
 		}
@@ -163,7 +169,7 @@ func (f *Finder) garAmbient(ctx context.Context, project, repoURL string) (*Cred
 	tok, err := f.tokens.get(ctx, id, func(ctx context.Context) (token, error) {
 		ts := f.o.Ambient.GCP
 		if ts == nil {
-			creds, err := google.FindDefaultCredentials(context.WithValue(ctx, oauth2.HTTPClient, f.o.HTTPClient), garScope)
+			creds, err := google.FindDefaultCredentials(ctx, garScope)
 			if err != nil {
 				return token{}, fmt.Errorf("application default credentials: %w", err)
 			}
@@ -215,9 +221,7 @@ func (f *Finder) acrAmbient(ctx context.Context, host string) (*Credentials, err
 	tok, err := f.tokens.get(ctx, id, func(ctx context.Context) (token, error) {
 		cred := f.o.Ambient.Azure
 		if cred == nil {
-			c, err := azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{
-				ClientOptions: azcore.ClientOptions{Transport: f.o.HTTPClient},
-			})
+			c, err := azidentity.NewDefaultAzureCredential(nil)
 			if err != nil {
 				return token{}, fmt.Errorf("Azure identity: %w", err)
 			}
