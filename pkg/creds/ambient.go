@@ -223,13 +223,13 @@ func (f *Finder) acrAmbient(ctx context.Context, host string) (*Credentials, err
 		if cred == nil {
 			c, err := azidentity.NewDefaultAzureCredential(nil)
 			if err != nil {
-				return token{}, fmt.Errorf("Azure identity: %w", err)
+				return token{}, fmt.Errorf("default Azure credential: %w", err)
 			}
 			cred = c
 		}
 		aad, err := cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{acrScope}})
 		if err != nil {
-			return token{}, fmt.Errorf("Microsoft Entra token: %w", err)
+			return token{}, fmt.Errorf("get Microsoft Entra token: %w", err)
 		}
 		endpoint := "https://" + host
 		if f.o.Ambient.ACREndpoint != "" {
