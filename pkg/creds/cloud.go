@@ -51,10 +51,21 @@ func (f *Finder) ecr(ctx context.Context, s *model.Secret, repoURL string) (*Cre
 		region = m[1]
 	}
 	id := secretID("ecr", s, KeyAWSAccessKeyID, KeyAWSSecretAccessKey)
+	c, err := f.ecrToken(ctx, id, region, credentials.NewStaticCredentialsProvider(keyID, secret, ""))
+	if err != nil {
+		return nil, err
+	}
+	c.Secret = s.Namespace + "/" + s.Name
+	return c, nil
+}
+
+// ecrToken exchanges AWS credentials for an ECR authorization token of
+// region, cached under id.
+func (f *Finder) ecrToken(ctx context.Context, id, region string, provider aws.CredentialsProvider) (*Credentials, error) {
 	tok, err := f.tokens.get(ctx, id+"\x00"+region, func(ctx context.Context) (token, error) {
 		client := ecr.NewFromConfig(aws.Config{
 			Region:           region,
-			Credentials:      credentials.NewStaticCredentialsProvider(keyID, secret, ""),
+			Credentials:      provider,
 			HTTPClient:       f.o.HTTPClient,
 			RetryMaxAttempts: 3,
 		}, func(o *ecr.Options) {
@@ -84,7 +95,7 @@ func (f *Finder) ecr(ctx context.Context, s *model.Secret, repoURL string) (*Cre
 	if err != nil {
 		return nil, err
 	}
-	return &Credentials{Username: tok.username, Password: tok.password, Secret: s.Namespace + "/" + s.Name, id: id}, nil
+	return &Credentials{Username: tok.username, Password: tok.password, id: id}, nil
 }
 
 // garConfig reads the service account key (base64 of its JSON, or the

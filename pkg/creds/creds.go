@@ -129,6 +129,9 @@ type Options struct {
 	ECREndpoint string
 	// Now is the clock of token expiry (nil: time.Now).
 	Now func() time.Time
+	// Ambient is the process's cloud identity, for cloud registries no
+	// Secret matches (zero: none).
+	Ambient Ambient
 }
 
 // Finder finds credentials and exchanges token kinds, caching tokens. It
@@ -164,7 +167,8 @@ func Normalizer(credType string) func(string) string {
 }
 
 // Find returns the credentials of type credType for repoURL in project, or
-// nil when no Secret matches (anonymous access). Token kinds are exchanged
+// nil when no Secret matches and no ambient identity applies (anonymous
+// access). Token kinds are exchanged
 // (or taken from the cache). An error names the Secret and its field.
 func (f *Finder) Find(ctx context.Context, project, credType, repoURL string) (*Credentials, error) {
 	if f == nil || f.l == nil {
@@ -186,7 +190,11 @@ func (f *Finder) Find(ctx context.Context, project, credType, repoURL string) (*
 			break
 		}
 	}
-	return nil, nil
+	c, err := f.ambient(ctx, project, credType, repoURL)
+	if err != nil {
+		return nil, fmt.Errorf("%s credentials for %s: %w", credType, repoURL, err)
+	}
+	return c, nil
 }
 
 // Find is Finder.Find without token exchanges' cache, for one-off callers.

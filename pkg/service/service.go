@@ -57,6 +57,11 @@ type Common struct {
 	// Empty: every SSH server is refused (no trust on first use).
 	SSHKnownHosts string `envconfig:"SSH_KNOWN_HOSTS" default:"" desc:"known_hosts file checking the host keys of SSH git servers (sshPrivateKey credentials); empty: SSH git servers are refused"`
 
+	// AmbientCredentials lists the clouds (ecr, gar, acr) whose registries
+	// are reached with the process's own cloud identity when no Secret
+	// matches a repository (see creds.Ambient). Empty: none.
+	AmbientCredentials string `envconfig:"AMBIENT_CREDENTIALS" default:"" desc:"comma-separated clouds (ecr, gar, acr) whose registries are reached with the process's workload identity when no Secret matches; empty: none"`
+
 	events.NATSConfig
 	events.StreamConfig
 	telemetry.LogConfig
@@ -77,18 +82,30 @@ func (c Common) Validate() error {
 			errs = append(errs, err)
 		}
 	}
+	if _, err := creds.ParseClouds(c.AmbientCredentials); err != nil {
+		errs = append(errs, fmt.Errorf("CARAVAN_AMBIENT_CREDENTIALS: %w", err))
+	}
 	return errors.Join(errs...)
 }
 
 // Credentials returns the Finder of repository credentials for env: Secrets
 // of the state store, token exchanges through the egress policy, SSH host
-// keys checked against SSHKnownHosts.
+// keys checked against SSHKnownHosts, the ambient cloud identity of the
+// clouds AmbientCredentials lists.
 func (c Common) Credentials(env *Env) (*creds.Finder, error) {
 	kh, err := creds.KnownHosts(c.SSHKnownHosts)
 	if err != nil {
 		return nil, err
 	}
-	return creds.NewFinder(creds.Store{Store: env.Store}, creds.Options{HTTPClient: env.Egress.Client(false), KnownHosts: kh}), nil
+	clouds, err := creds.ParseClouds(c.AmbientCredentials)
+	if err != nil {
+		return nil, fmt.Errorf("CARAVAN_AMBIENT_CREDENTIALS: %w", err)
+	}
+	return creds.NewFinder(creds.Store{Store: env.Store}, creds.Options{
+		HTTPClient: env.Egress.Client(false),
+		KnownHosts: kh,
+		Ambient:    creds.Ambient{Clouds: clouds},
+	}), nil
 }
 
 // Dir returns the service's own folder below the data dir.

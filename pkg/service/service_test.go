@@ -66,11 +66,12 @@ func TestValidate(t *testing.T) {
 	c := common(t)
 	c.DataDir = ""
 	c.Replicas = 0
+	c.AmbientCredentials = "ecr,azure"
 	err := c.Validate()
 	if err == nil {
 		t.Fatal("bad config accepted")
 	}
-	for _, want := range []string{"CARAVAN_DATA_DIR", "CARAVAN_JS_REPLICAS"} {
+	for _, want := range []string{"CARAVAN_DATA_DIR", "CARAVAN_JS_REPLICAS", `CARAVAN_AMBIENT_CREDENTIALS: unknown cloud "azure"`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("%q does not name %s", err, want)
 		}
