@@ -34,8 +34,34 @@ func (c carrier) Keys() []string {
 	return keys
 }
 
-func inject(ctx context.Context, p propagation.TextMapPropagator, h nats.Header) {
-	p.Inject(ctx, carrier(h))
+// injector is the carrier inject writes through: each value it sets takes
+// a slot of spare, so the header values of one message share one
+// allocation.
+type injector struct {
+	h     nats.Header
+	spare []string
+}
+
+var _ propagation.TextMapCarrier = (*injector)(nil)
+
+func (c *injector) Get(key string) string { return carrier(c.h).Get(key) }
+func (c *injector) Keys() []string        { return carrier(c.h).Keys() }
+
+func (c *injector) Set(key, value string) {
+	if len(c.spare) == 0 {
+		c.h[key] = []string{value}
+		return
+	}
+	c.spare[0] = value
+	c.h[key] = c.spare[:1:1]
+	c.spare = c.spare[1:]
+}
+
+// inject writes ctx's trace context into h, using the slots of spare for
+// its values first.
+func inject(ctx context.Context, p propagation.TextMapPropagator, h nats.Header, spare []string) {
+	c := injector{h: h, spare: spare}
+	p.Inject(ctx, &c)
 }
 
 func extract(ctx context.Context, p propagation.TextMapPropagator, h nats.Header) context.Context {
