@@ -448,9 +448,13 @@ func (mi *Mirror) refresh() error {
 
 // advance records a push the remote accepted: the pushed objects are
 // written to the mirror and ref moves from base to commit. When a fetch
-// moved ref since base it is left as that fetch found it.
+// moved ref since base it is left as that fetch found it; while a fetch
+// runs nothing is done (the push's caller does not wait for it, and that
+// fetch or the next one brings the branch).
 func (mi *Mirror) advance(ref plumbing.ReferenceName, base, commit plumbing.Hash, objs []plumbing.EncodedObject) error {
-	mi.fetchMu.Lock()
+	if !mi.fetchMu.TryLock() {
+		return nil
+	}
 	defer mi.fetchMu.Unlock()
 	if mi.Ref(ref) != base {
 		return nil
