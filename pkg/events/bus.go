@@ -140,14 +140,10 @@ func (b *Bus) PublishEnvelope(ctx context.Context, env Envelope) error {
 	if err != nil {
 		return fmt.Errorf("encode %s envelope: %w", env.Type, err)
 	}
-	// The message ID is set here rather than with jetstream.WithMsgID: a
-	// publish without options skips their allocations. The header values
-	// (the ID, traceparent, tracestate) share one slice.
-	vals := make([]string, 3)
-	vals[0] = env.ID
-	msg := &nats.Msg{Subject: subject, Data: data, Header: make(nats.Header, 3)}
-	msg.Header[jetstream.MsgIDHeader] = vals[:1:1]
-	inject(ctx, b.propagator, msg.Header, vals[1:])
+	// Nats-Msg-Id is a header set here rather than with
+	// jetstream.WithMsgID: a publish without options skips their
+	// allocations.
+	msg := &nats.Msg{Subject: subject, Data: data, Header: newHeaders(ctx, b.propagator, env.ID)}
 
 	start := time.Now()
 	// A stream with no leader (one SIGKILLed, the next not yet elected:

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
@@ -57,11 +58,23 @@ func (c *injector) Set(key, value string) {
 	c.spare = c.spare[1:]
 }
 
-// inject writes ctx's trace context into h, using the slots of spare for
-// its values first.
-func inject(ctx context.Context, p propagation.TextMapPropagator, h nats.Header, spare []string) {
-	c := injector{h: h, spare: spare}
-	p.Inject(ctx, &c)
+// outHeaders are the headers of one published message: its ID and what
+// the propagator writes, their values in one allocation with the carrier.
+type outHeaders struct {
+	vals [3]string // Nats-Msg-Id, then traceparent and tracestate
+	c    injector
+}
+
+// newHeaders returns the headers of a message with ID id and ctx's trace
+// context.
+func newHeaders(ctx context.Context, p propagation.TextMapPropagator, id string) nats.Header {
+	o := &outHeaders{}
+	h := make(nats.Header, len(o.vals))
+	o.vals[0] = id
+	h[jetstream.MsgIDHeader] = o.vals[:1:1]
+	o.c = injector{h: h, spare: o.vals[1:]}
+	p.Inject(ctx, &o.c)
+	return h
 }
 
 func extract(ctx context.Context, p propagation.TextMapPropagator, h nats.Header) context.Context {
