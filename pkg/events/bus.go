@@ -140,8 +140,10 @@ func (b *Bus) PublishEnvelope(ctx context.Context, env Envelope) error {
 	if err != nil {
 		return fmt.Errorf("encode %s envelope: %w", env.Type, err)
 	}
-	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
-	inject(ctx, b.propagator, msg.Header)
+	// Nats-Msg-Id is a header set here rather than with
+	// jetstream.WithMsgID: a publish without options skips their
+	// allocations.
+	msg := &nats.Msg{Subject: subject, Data: data, Header: newHeaders(ctx, b.propagator, env.ID)}
 
 	start := time.Now()
 	// A stream with no leader (one SIGKILLed, the next not yet elected:
@@ -163,7 +165,7 @@ func (b *Bus) PublishEnvelope(ctx context.Context, env Envelope) error {
 		}
 		tries++
 		actx, cancel := context.WithTimeout(ctx, b.timeout)
-		_, err := b.js.PublishMsg(actx, msg, jetstream.WithMsgID(env.ID))
+		_, err := b.js.PublishMsg(actx, msg) // Nats-Msg-Id is in msg.Header
 		cancel()
 		if err == nil {
 			b.metrics.published(env.Type, time.Since(start), nil)

@@ -43,9 +43,19 @@ type Options struct {
 	// Transport is the base HTTP transport (nil: a clone of
 	// http.DefaultTransport).
 	Transport http.RoundTripper
-	// Parallelism bounds concurrent manifest requests of one discovery.
+	// Parallelism bounds concurrent manifest requests of one discovery
+	// (0: 8, the service's default).
 	Parallelism int
+	// Baseline makes the client resolve as discovery did before it
+	// remembered tags: every candidate's manifest fetched by tag (a GET
+	// when metadata is needed) and cacheByTag ignored. For benchmarks
+	// only, as the same-run baseline; the service never sets it.
+	Baseline bool
 }
+
+// DefaultParallelism is the number of concurrent manifest requests of one
+// discovery when Options.Parallelism is 0.
+const DefaultParallelism = 8
 
 // Client discovers images. It is safe for concurrent use.
 type Client struct {
@@ -55,6 +65,7 @@ type Client struct {
 	cache       *cache[metadata]
 	tags        *cache[string] // "<repository>:<tag>" → digest
 	parallelism int
+	baseline    bool
 
 	mu      sync.Mutex
 	pullers map[string]*remote.Puller
@@ -71,6 +82,9 @@ func New(o Options) *Client {
 		it.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // only for subscriptions with insecureSkipTLSVerify
 		insecure = it
 	}
+	if o.Parallelism <= 0 {
+		o.Parallelism = DefaultParallelism
+	}
 	if o.Hosts == nil {
 		o.Hosts = ratelimit.New(0, 1)
 	}
@@ -80,7 +94,8 @@ func New(o Options) *Client {
 		insecure:    insecure,
 		cache:       newCache[metadata](max(o.CacheSize, 1000)),
 		tags:        newCache[string](max(o.CacheSize, 1000)),
-		parallelism: max(o.Parallelism, 1),
+		parallelism: o.Parallelism,
+		baseline:    o.Baseline,
 		pullers:     map[string]*remote.Puller{},
 	}
 }
@@ -262,7 +277,7 @@ func (c *Client) resolveAll(ctx context.Context, s *subscription, cands []Candid
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			ref, ok, err := c.resolve(ctx, s, cand.Tag, c.knownDigest(s, cand.Tag))
+			ref, ok, err := c.resolveCandidate(ctx, s, cand.Tag)
 			out[i] = res{ref, ok, err}
 		}()
 	}
@@ -277,6 +292,37 @@ func (c *Client) resolveAll(ctx context.Context, s *subscription, cands []Candid
 		}
 	}
 	return refs, nil
+}
+
+// resolveCandidate resolves a listed tag with the fewest requests its
+// subscription allows: none for a tag cacheByTag already knows; one HEAD
+// for a tag seen before whose digest's metadata is cached (its digest may
+// have moved, so it is asked, but an unchanged digest needs no manifest
+// body or config blob); otherwise as resolve does.
+func (c *Client) resolveCandidate(ctx context.Context, s *subscription, tag string) (model.DiscoveredImageReference, bool, error) {
+	if c.baseline {
+		return c.resolve(ctx, s, tag, "")
+	}
+	if d := c.knownDigest(s, tag); d != "" {
+		return c.resolve(ctx, s, tag, d)
+	}
+	if !s.needsMetadata() {
+		return c.resolve(ctx, s, tag, "") // one HEAD either way
+	}
+	seen, ok := c.tags.get(s.repo.String() + ":" + tag)
+	if !ok {
+		return c.resolve(ctx, s, tag, "") // new: one GET yields digest and manifest
+	}
+	if _, ok := c.cache.get(cacheKey(seen, s.platform)); !ok {
+		return c.resolve(ctx, s, tag, "")
+	}
+	d, err := s.puller.Head(ctx, s.repo.Tag(tag))
+	if err != nil {
+		return model.DiscoveredImageReference{Tag: tag}, false, fmt.Errorf("resolve %s:%s: %w", s.repo, tag, err)
+	}
+	// The digest's metadata is cached when unchanged; a moved tag costs a
+	// GET by digest (and its config blob when not cached).
+	return c.resolve(ctx, s, tag, d.Digest.String())
 }
 
 // resolve finds tag's digest (when digest is "") and, when the

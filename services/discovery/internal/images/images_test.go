@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -335,5 +336,49 @@ func TestCacheByTag(t *testing.T) {
 	res, err = c.Discover(t.Context(), cached, nil)
 	if err != nil || res.References[0].Digest != moved.String() {
 		t.Fatalf("cacheByTag after the hint: %+v, %v; want %s", res.References[0], err, moved)
+	}
+}
+
+// Without cacheByTag, a strategy that needs metadata (NewestBuild, a
+// platform) checks a tag it has seen with one HEAD: an unchanged digest's
+// build date is cached, so no manifest body or config blob is fetched; a
+// moved tag is fetched again. The baseline client fetches every manifest.
+func TestNewestBuildHeadsKnownTags(t *testing.T) {
+	t.Parallel()
+	reg := testenv.Registry(t)
+	for i := range 5 {
+		reg.PushImage(t, "team/builds", fmt.Sprintf("b%d", i), testenv.Created(time.Now().Add(time.Duration(i-10)*time.Minute)))
+	}
+	sub := model.ImageSubscription{RepoURL: reg.Repo("team/builds"), ImageSelectionStrategy: model.ImageSelectionStrategyNewestBuild}
+	c := images.New(images.Options{})
+	old := images.New(images.Options{Baseline: true})
+	for _, cl := range []*images.Client{c, old} {
+		if _, err := cl.Discover(t.Context(), sub, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	newest := reg.PushImage(t, "team/builds", "b0", testenv.Created(time.Now())) // the oldest tag moves to the newest build
+	methods := func(cl *images.Client) map[string]int {
+		reg.ResetRequests()
+		res, err := cl.Discover(t.Context(), sub, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.References[0].Tag != "b0" || res.References[0].Digest != newest.String() {
+			t.Fatalf("newest %+v, want b0 at %s", res.References[0], newest)
+		}
+		m := map[string]int{}
+		for _, r := range reg.Requests() {
+			m[r.Method]++
+		}
+		return m
+	}
+	// The list, a HEAD per tag; the moved one's manifest and config blob.
+	if got, want := methods(c), map[string]int{"GET": 3, "HEAD": 5}; !maps.Equal(got, want) {
+		t.Errorf("HEAD-first: requests by method %v, want %v", got, want)
+	}
+	// The list, a GET per tag, the moved one's config blob.
+	if got, want := methods(old), map[string]int{"GET": 7}; !maps.Equal(got, want) {
+		t.Errorf("baseline: requests by method %v, want %v", got, want)
 	}
 }

@@ -115,18 +115,33 @@ func setTag(b *testing.B, file, tag string) {
 }
 
 // BenchmarkPromotionVsGitCLI times one warm promotion (kustomize-set-image
-// + commit + push, the mirror already fetched) beside the git CLI on the
-// same repository in the same run: on a clone it keeps (fetch, reset,
-// edit, commit, push; target engine/gitcli-warm ≤ 1.0) and on a fresh
-// clone each time, as Kargo does (target engine/gitcli-fresh ≤ 0.3).
+// + commit + push, the mirror fetched before) beside the git CLI in the
+// same run, each on a repository of its own with the same 100-commit
+// history, so that between two promotions only the promoter itself moved
+// the branch (the steady state of a branch only Caravan writes):
+//
+//   - engine: the promoter, warm (its fetch finds the branch where its
+//     last push left it);
+//   - gitcli-warm: the git CLI on a clone it keeps (fetch, reset, edit,
+//     commit, push; target engine/gitcli-warm ≤ 1.0);
+//   - gitcli-fresh: the git CLI on a fresh clone each time, as Kargo does
+//     (target engine/gitcli-fresh ≤ 0.3);
+//   - engine-moved (extra, labelled): the promoter warm on a repository
+//     another client pushed to since its last promotion (that push is not
+//     timed), so its fetch downloads new objects too.
 func BenchmarkPromotionVsGitCLI(b *testing.B) {
 	f := newFixture(b)
-	url := f.git.CreateRepo(b, "bench")
-	seedHistory(b, f.git, "bench", 100)
-	promoteOnce(b, f, url, "warm.0.f012345", "0.0.1") // the mirror's first fetch is not what we time
-	warm := newCLIWarm(b, f.git, "bench")
-	var engine, cliWarm, cliFresh time.Duration
-	var engineReqs, warmReqs, freshReqs int
+	repos := map[string]string{}
+	for _, name := range []string{"engine", "warm", "fresh", "moved"} {
+		repos[name] = f.git.CreateRepo(b, name)
+		seedHistory(b, f.git, name, 100)
+	}
+	// The mirrors' first fetch is not what we time.
+	promoteOnce(b, f, repos["engine"], "warm.0.f012345", "0.0.1")
+	promoteOnce(b, f, repos["moved"], "warm.1.f012345", "0.0.1")
+	warm := newCLIWarm(b, f.git, "warm")
+	var engine, cliWarm, cliFresh, moved time.Duration
+	var engineReqs, warmReqs, freshReqs, movedReqs int
 	counted := func(reqs *int, promote func() time.Duration) time.Duration {
 		before := f.git.Requests()
 		d := promote()
@@ -135,11 +150,30 @@ func BenchmarkPromotionVsGitCLI(b *testing.B) {
 	}
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
-		engine += counted(&engineReqs, func() time.Duration {
-			return promoteOnce(b, f, url, fmt.Sprintf("dev.%d.f012345", i), fmt.Sprintf("1.0.%d", i))
-		})
-		cliWarm += counted(&warmReqs, func() time.Duration { return warm.promote(b, fmt.Sprintf("2.0.%d", i)) })
-		cliFresh += counted(&freshReqs, func() time.Duration { return cliPromote(b, f.git, "bench", fmt.Sprintf("3.0.%d", i)) })
+		b.StopTimer()
+		cliPromote(b, f.git, "moved", fmt.Sprintf("9.0.%d", i)) // another writer
+		b.StartTimer()
+		cols := []func(){
+			func() {
+				engine += counted(&engineReqs, func() time.Duration {
+					return promoteOnce(b, f, repos["engine"], fmt.Sprintf("dev.%d.f012345", i), fmt.Sprintf("1.0.%d", i))
+				})
+			},
+			func() {
+				cliWarm += counted(&warmReqs, func() time.Duration { return warm.promote(b, fmt.Sprintf("2.0.%d", i)) })
+			},
+			func() {
+				cliFresh += counted(&freshReqs, func() time.Duration { return cliPromote(b, f.git, "fresh", fmt.Sprintf("3.0.%d", i)) })
+			},
+			func() {
+				moved += counted(&movedReqs, func() time.Duration {
+					return promoteOnce(b, f, repos["moved"], fmt.Sprintf("moved.%d.f012345", i), fmt.Sprintf("4.0.%d", i))
+				})
+			},
+		}
+		for j := range cols { // each goes first in turn
+			cols[(i+j)%len(cols)]()
+		}
 	}
 	n := float64(b.N)
 	// Requests to the git server per promotion: each is a git process
@@ -147,11 +181,15 @@ func BenchmarkPromotionVsGitCLI(b *testing.B) {
 	b.ReportMetric(float64(engineReqs)/n, "engine-reqs/op")
 	b.ReportMetric(float64(warmReqs)/n, "gitcli-warm-reqs/op")
 	b.ReportMetric(float64(freshReqs)/n, "gitcli-fresh-reqs/op")
+	b.ReportMetric(float64(movedReqs)/n, "engine-moved-reqs/op")
 	b.ReportMetric(float64(engine.Milliseconds())/n, "engine-ms/op")
 	b.ReportMetric(float64(cliWarm.Milliseconds())/n, "gitcli-warm-ms/op")
 	b.ReportMetric(float64(cliFresh.Milliseconds())/n, "gitcli-fresh-ms/op")
+	b.ReportMetric(float64(moved.Milliseconds())/n, "engine-moved-ms/op")
 	b.ReportMetric(float64(engine)/float64(cliWarm), "engine/gitcli-warm")
 	b.ReportMetric(float64(engine)/float64(cliFresh), "engine/gitcli-fresh")
+	b.ReportMetric(float64(moved)/float64(cliWarm), "engine-moved/gitcli-warm")
+	b.ReportMetric(float64(moved)/float64(cliFresh), "engine-moved/gitcli-fresh")
 }
 
 // BenchmarkPromotionHistory times the same promotion on a repository with

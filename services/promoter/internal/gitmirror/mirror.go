@@ -446,6 +446,30 @@ func (mi *Mirror) refresh() error {
 	return nil
 }
 
+// advance records a push the remote accepted: the pushed objects are
+// written to the mirror and ref moves from base to commit. When a fetch
+// moved ref since base it is left as that fetch found it; while a fetch
+// runs nothing is done (the push's caller does not wait for it, and that
+// fetch or the next one brings the branch).
+func (mi *Mirror) advance(ref plumbing.ReferenceName, base, commit plumbing.Hash, objs []plumbing.EncodedObject) error {
+	if !mi.fetchMu.TryLock() {
+		return nil
+	}
+	defer mi.fetchMu.Unlock()
+	if mi.Ref(ref) != base {
+		return nil
+	}
+	for _, o := range objs {
+		if _, err := mi.repo.Storer.SetEncodedObject(o); err != nil {
+			return fmt.Errorf("write pushed object %s: %w", o.Hash(), err)
+		}
+	}
+	if err := mi.repo.Storer.SetReference(plumbing.NewHashReference(ref, commit)); err != nil {
+		return fmt.Errorf("move %s to the pushed %s: %w", ref, commit, err)
+	}
+	return mi.refresh()
+}
+
 // Ref returns the hash of a reference of the mirror (zero when absent).
 func (mi *Mirror) Ref(name plumbing.ReferenceName) plumbing.Hash {
 	return (*mi.refs.Load())[name]

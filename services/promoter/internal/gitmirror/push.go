@@ -141,7 +141,8 @@ func (q *branchQueue) push(reqs []*pushRequest) {
 
 // attempt makes one push of reqs and returns those to try again.
 func (q *branchQueue) attempt(ctx context.Context, reqs []*pushRequest) []*pushRequest {
-	tip := q.mi.Ref(q.ref)
+	base := q.mi.Ref(q.ref)
+	tip := base
 	q.mu.Lock()
 	if !q.tip.IsZero() && q.fetched == tip {
 		tip = q.tip
@@ -192,6 +193,10 @@ func (q *branchQueue) attempt(ctx context.Context, reqs []*pushRequest) []*pushR
 			objs = append(objs, o)
 		}
 		q.mi.store.remember(objs)
+		// The mirror learns the push, so that the next fetch finds the
+		// branch where it is and downloads nothing. Not fatal: without
+		// it the next fetch downloads the push back.
+		_ = q.mi.advance(q.ref, base, chain, objs)
 		q.mu.Lock()
 		q.tip, q.fetched = chain, q.mi.Ref(q.ref)
 		q.mu.Unlock()

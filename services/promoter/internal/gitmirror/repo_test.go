@@ -393,3 +393,35 @@ func TestCachedObjectsStayWithTheirMirror(t *testing.T) {
 		t.Fatalf("team b's mirror read team a's cached commit: %v", err)
 	}
 }
+
+// A push the remote accepted moves the mirror's branch with it: the next
+// sync finds the branch where the push left it and downloads nothing (one
+// request: the advertisement), and a checkout starts at the pushed commit.
+// A branch another writer moved is fetched as before.
+func TestPushAdvancesMirror(t *testing.T) {
+	t.Parallel()
+	f := newRepoFixture(t, map[string]string{"a.txt": "a\n"})
+	r := f.checkout(t, CheckoutOptions{Branch: "main"})
+	write(t, r, "a.txt", "b\n")
+	commit(t, r, "b")
+	pushed, err := r.Push(t.Context(), "main", false, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := f.git.Requests()
+	next := f.checkout(t, CheckoutOptions{Branch: "main"})
+	if n := f.git.Requests() - before; n != 1 {
+		t.Errorf("sync after the push: %d requests, want 1", n)
+	}
+	if next.Head() != pushed {
+		t.Fatalf("checkout at %s, want the pushed %s", next.Head(), pushed)
+	}
+	if b, err := os.ReadFile(filepath.Join(next.Dir, "a.txt")); err != nil || string(b) != "b\n" {
+		t.Fatalf("a.txt = %q, %v", b, err)
+	}
+	other := f.git.Seed(t, "app", map[string]string{"c.txt": "c\n"}, "another writer")
+	moved := f.checkout(t, CheckoutOptions{Branch: "main"})
+	if moved.Head().String() != other {
+		t.Fatalf("checkout at %s after another writer, want %s", moved.Head(), other)
+	}
+}
