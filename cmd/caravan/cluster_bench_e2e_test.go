@@ -3,11 +3,7 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,7 +13,6 @@ import (
 	"time"
 
 	"github.com/caravan-cd/caravan/pkg/model"
-	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/pkg/testenv"
 )
 
@@ -29,91 +24,20 @@ const (
 	benchStages = 40
 )
 
+// benchSecret is the bench project's registry webhook receiver's secret.
+const benchSecret = "bench-webhook-secret"
+
 // benchHead is the bench project: a registry webhook receiver, dev
 // promoting itself.
-const benchHead = `apiVersion: kargo.akuity.io/v1alpha1
-kind: Project
-metadata:
-  name: bench
----
-apiVersion: v1
-kind: Secret
-metadata:
-  name: registry-webhook
-  namespace: bench
-  labels:
-    kargo.akuity.io/cred-type: generic
-stringData:
-  secret: bench-webhook-secret
----
-apiVersion: kargo.akuity.io/v1alpha1
-kind: ProjectConfig
-metadata:
-  name: bench
-  namespace: bench
-spec:
-  webhookReceivers:
-  - name: registry
-    registry:
-      secretRef:
-        name: registry-webhook
-  promotionPolicies:
-  - stage: dev
-    autoPromotionEnabled: true
-`
+var benchHead = webhookProject("bench", benchSecret, "dev")
 
 // benchManifests: one warehouse (only webhooks make it discover during the
 // run) and dev, whose promotion commits the tag to its repository.
-const benchManifests = `---
-apiVersion: kargo.akuity.io/v1alpha1
-kind: Warehouse
-metadata:
-  name: app
-  namespace: bench
-spec:
-  interval: 10m
-  subscriptions:
-  - image:
-      repoURL: %[1]s/bench/app
-      imageSelectionStrategy: SemVer
-      constraint: ">=1.0.0"
-      discoveryLimit: 5
----
-apiVersion: kargo.akuity.io/v1alpha1
-kind: Stage
-metadata:
-  name: dev
-  namespace: bench
-spec:
-  requestedFreight:
-  - origin:
-      kind: Warehouse
-      name: app
-    sources:
-      direct: true
-  promotionTemplate:
-    spec:
-      steps:
-      - uses: git-clone
-        config:
-          repoURL: %[2]s
-          checkout:
-          - branch: main
-            path: ./src
-      - uses: yaml-update
-        config:
-          path: ./src/values.yaml
-          updates:
-          - key: image.tag
-            value: ${{ imageFrom("%[1]s/bench/app").Tag }}
-      - uses: git-commit
-        config:
-          path: ./src
-          message: promote ${{ ctx.promotion }}
-      - uses: git-push
-        config:
-          path: ./src
-`
+func benchManifests(registry, repoURL string) string {
+	image := registry + "/bench/app"
+	return warehouseYAML("bench", "app", "10m", image, ">=1.0.0", 5) +
+		stageYAML("bench", "dev", "direct: true", setTagSteps(repoURL, image), false)
+}
 
 // BenchmarkE2EPushToCommit measures push → dev commit (a push to the
 // Debian docker-registry, its webhook to a gateway, discovery, the
@@ -123,10 +47,10 @@ spec:
 // percentile as a ratio cluster / all-in-one.
 func BenchmarkE2EPushToCommit(b *testing.B) {
 	c := startCluster(b, clusterOptions{logDir: os.Getenv("CARAVAN_CLUSTER_LOGS")})
-	onCluster := pushToCommit(b, c.api, benchSamples)
+	onCluster := pushToCommit(b, c.procs, c.api, benchSamples)
 	c.stop() // the all-in-one gets the cores to itself
-	aio := startAllInOne(b, c.bins)
-	allInOne := pushToCommit(b, aio, benchSamples)
+	aio := startAllInOne(b, c.procs, c.bins)
+	allInOne := pushToCommit(b, c.procs, aio, benchSamples)
 
 	cp50, cp99 := percentile(onCluster, 50), percentile(onCluster, 99)
 	ap50, ap99 := percentile(allInOne, 50), percentile(allInOne, 99)
@@ -150,38 +74,23 @@ func BenchmarkE2EPromoterReplicas(b *testing.B) {
 	c := startCluster(b, clusterOptions{promoters: 1, logDir: os.Getenv("CARAVAN_CLUSTER_LOGS")})
 	reg := testenv.Registry(b)
 	git := testenv.GitServer(b)
-	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = io.WriteString(w, `{"status":"ok"}`)
-	}))
-	b.Cleanup(app.Close)
+	appURL := healthApp(b)
 	stages := make([]string, benchStages)
 	for i := range stages {
 		stages[i] = fmt.Sprintf("manual-%02d", i)
-		git.CreateRepo(b, stages[i])
-		git.Seed(b, stages[i], map[string]string{"values.yaml": "image:\n  tag: none\n"}, "seed")
 	}
-	c.api.apply(chaosManifests(reg.Repo("chaos/app"), git, stages, app.URL))
+	seedRepos(b, git, stages...)
+	c.api.apply(chaosManifests(reg.Repo("chaos/app"), git, stages, appURL))
 	round := func(tag string) float64 {
 		reg.PushImage(b, "chaos/app", tag)
-		f := waitFor(b, 3*time.Minute, "freight of "+tag, func() (string, bool) {
-			items, _, err := state.List[model.Freight](b.Context(), c.env.Store.KV(state.Freight), state.Prefix("chaos"), 0, "")
-			if err != nil {
-				return "", false
-			}
-			for _, it := range items {
-				if len(it.Value.Images) == 1 && it.Value.Images[0].Tag == tag {
-					return it.Value.Name, true
-				}
-			}
-			return "", false
-		})
+		f := waitFreight(b, c.env, "chaos", "app", tag)
 		start := time.Now()
 		for _, s := range stages {
-			c.api.promote(s, f)
+			c.api.promote("chaos", s, f)
 		}
 		waitFor(b, 5*time.Minute, "every promotion of "+tag+" succeeded", func() (struct{}, bool) {
 			n := 0
-			for _, p := range chaosPromotions(b, c.env) {
+			for _, p := range promotionsOf(b, c.env, "chaos") {
 				if p.Spec.Freight == f && p.Status.Phase == model.PromotionPhaseSucceeded {
 					n++
 				}
@@ -191,7 +100,7 @@ func BenchmarkE2EPromoterReplicas(b *testing.B) {
 		return float64(len(stages)) / time.Since(start).Seconds()
 	}
 	one := round("1.0.1")
-	c.addReplica("promoter")
+	c.add("promoter")
 	c.waitReady()
 	two := round("1.0.2")
 	b.ReportMetric(one, "promotions/s-1-promoter")
@@ -204,21 +113,13 @@ func BenchmarkE2EPromoterReplicas(b *testing.B) {
 // first gateway receiving the registry's webhooks), then pushes n tags one
 // after another and returns how long each took from the push to dev's
 // commit of it.
-func pushToCommit(b *testing.B, api *chaosAPI, n int) []time.Duration {
+func pushToCommit(b *testing.B, procs *processes, api *apiClient, n int) []time.Duration {
 	b.Helper()
 	git := testenv.GitServer(b)
-	git.CreateRepo(b, "bench-dev")
-	git.Seed(b, "bench-dev", map[string]string{"values.yaml": "image:\n  tag: none\n"}, "seed")
-	api.apply(benchHead)
-	st, body := api.do(http.MethodGet, "/v1/projects/bench/projectconfig", "", "", nil)
-	var pc model.ProjectConfig
-	if err := json.Unmarshal(body, &pc); st != http.StatusOK || err != nil || len(pc.Status.WebhookReceivers) != 1 || pc.Status.WebhookReceivers[0].Path == "" {
-		b.Fatalf("projectconfig: %d %s (%v)", st, body, err)
-	}
-	registry := freePort(b)
-	startDockerRegistry(b, registry, api.urls[0]+pc.Status.WebhookReceivers[0].Path, "bench-webhook-secret")
+	seedRepos(b, git, "bench-dev")
+	registry := registryWebhook(b, procs, api, "bench", benchHead, benchSecret)
 	pushRandom(b, registry, "bench/app", "0.1.0")
-	api.apply(benchHead + fmt.Sprintf(benchManifests, registry, git.URL("bench-dev")))
+	api.apply(benchHead + benchManifests(registry, git.URL("bench-dev")))
 	commits := func() int {
 		v, _ := strconv.Atoi(strings.TrimSpace(git.Run(b, git.Path("bench-dev"), "rev-list", "--count", "main")))
 		return v
@@ -241,21 +142,14 @@ func pushToCommit(b *testing.B, api *chaosAPI, n int) []time.Duration {
 }
 
 // startAllInOne runs `caravan server` (from bins) with its embedded NATS
-// and returns its API; it is stopped by PID when the benchmark ends.
-func startAllInOne(b *testing.B, bins string) *chaosAPI {
-	b.Helper()
-	addr := freePort(b)
-	p := &chaosProc{name: "caravan-server", bin: filepath.Join(bins, "caravan"), args: []string{"server"}, log: &chaosLog{},
-		env: append(os.Environ(), "CARAVAN_HTTP_ADDR="+addr, "CARAVAN_DATA_DIR="+b.TempDir(), "CARAVAN_ADMIN_TOKEN="+clusterAdminToken,
-			"CARAVAN_EGRESS_ALLOW=127.0.0.0/8", "CARAVAN_RECONCILE_INTERVAL=5s", "CARAVAN_LOG_LEVEL=info")}
-	p.start(b)
-	b.Cleanup(func() {
-		p.stop()
-		if b.Failed() {
-			b.Logf("--- caravan server (last lines)\n%s", p.log.tail(30))
-		}
-	})
-	api := &chaosAPI{t: b, urls: []string{"http://" + addr}, token: clusterAdminToken}
+// and returns its API; it is stopped by PID when the test ends.
+func startAllInOne(t testing.TB, procs *processes, bins string) *apiClient {
+	t.Helper()
+	addr := freePort(t)
+	p := procs.add("caravan-server", filepath.Join(bins, "caravan"), []string{"server"},
+		append(append(os.Environ(), "CARAVAN_HTTP_ADDR="+addr, "CARAVAN_DATA_DIR="+t.TempDir(), "CARAVAN_ADMIN_TOKEN="+clusterAdminToken), baseSettings...))
+	p.start(t)
+	api := &apiClient{t: t, urls: []string{"http://" + addr}, token: clusterAdminToken}
 	api.waitReady()
 	return api
 }

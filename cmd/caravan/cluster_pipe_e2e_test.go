@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,9 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/caravan-cd/caravan/cmd/caravan/internal/client"
@@ -49,151 +45,35 @@ var pipeStages = []string{"dev", "staging", "prod"}
 
 // pipeHead is the project, its webhook receiver and its promotion
 // policies (dev and staging promote themselves).
-const pipeHead = `apiVersion: kargo.akuity.io/v1alpha1
-kind: Project
-metadata:
-  name: pipe
----
-apiVersion: v1
-kind: Secret
-metadata:
-  name: registry-webhook
-  namespace: pipe
-  labels:
-    kargo.akuity.io/cred-type: generic
-stringData:
-  secret: ` + pipeSecret + `
----
-apiVersion: kargo.akuity.io/v1alpha1
-kind: ProjectConfig
-metadata:
-  name: pipe
-  namespace: pipe
-spec:
-  webhookReceivers:
-  - name: registry
-    registry:
-      secretRef:
-        name: registry-webhook
-  promotionPolicies:
-  - stage: dev
-    autoPromotionEnabled: true
-  - stage: staging
-    autoPromotionEnabled: true
-`
+var pipeHead = webhookProject(pipeProject, pipeSecret, "dev", "staging")
 
 // pipeManifests are the pipe project's warehouses (app, fed to the
 // stages; burst, fed to none) and its stages. Their interval is long: only
 // webhooks make them discover during the run.
 func pipeManifests(registry string, git *testenv.Git, appURL string) string {
+	image := registry + "/pipe/app"
 	var b strings.Builder
-	fmt.Fprintf(&b, `apiVersion: kargo.akuity.io/v1alpha1
-kind: Warehouse
-metadata:
-  name: app
-  namespace: pipe
-spec:
-  interval: 10m
-  freightCreationPolicy: Automatic
-  subscriptions:
-  - image:
-      repoURL: %[1]s/pipe/app
-      imageSelectionStrategy: SemVer
-      constraint: ">=1.0.0"
-      discoveryLimit: 5
----
-apiVersion: kargo.akuity.io/v1alpha1
-kind: Warehouse
-metadata:
-  name: burst
-  namespace: pipe
-spec:
-  interval: 10m
-  freightCreationPolicy: Automatic
-  subscriptions:
-  - image:
-      repoURL: %[1]s/pipe/burst
-      imageSelectionStrategy: SemVer
-      constraint: ">=2.0.0"
-      discoveryLimit: %[3]d
----
-apiVersion: argoproj.io/v1alpha1
-kind: AnalysisTemplate
-metadata:
-  name: smoke
-  namespace: pipe
-spec:
-  metrics:
-  - name: up
-    count: 2
-    interval: 200ms
-    successCondition: result == "ok"
-    provider:
-      web:
-        url: %[2]s/healthz
-        jsonPath: "{$.status}"
----
-apiVersion: kargo.akuity.io/v1alpha1
-kind: PromotionTask
-metadata:
-  name: set-tag
-  namespace: pipe
-spec:
-  vars:
-  - name: repoURL
-  steps:
-  - uses: git-clone
-    config:
-      repoURL: ${{ vars.repoURL }}
-      checkout:
-      - branch: main
-        path: ./src
-  - uses: yaml-update
-    config:
-      path: ./src/values.yaml
-      updates:
-      - key: image.tag
-        value: ${{ imageFrom("%[1]s/pipe/app").Tag }}
-  - uses: git-commit
-    config:
-      path: ./src
-      message: promote ${{ ctx.promotion }}
-  - uses: git-push
-    config:
-      path: ./src
-`, registry, appURL, model.MaxDiscoveryLimit)
+	b.WriteString(warehouseYAML(pipeProject, "app", "10m", image, ">=1.0.0", 5))
+	b.WriteString(warehouseYAML(pipeProject, "burst", "10m", registry+"/pipe/burst", ">=2.0.0", model.MaxDiscoveryLimit))
+	b.WriteString(smokeTemplate(pipeProject, appURL))
+	b.WriteString(setTagTask(pipeProject, image))
 	for i, s := range pipeStages {
 		sources := "direct: true"
 		if i > 0 {
 			sources = "stages: [" + pipeStages[i-1] + "]"
 		}
-		fmt.Fprintf(&b, `---
-apiVersion: kargo.akuity.io/v1alpha1
-kind: Stage
-metadata:
-  name: %s
-  namespace: pipe
-spec:
-  requestedFreight:
-  - origin:
-      kind: Warehouse
-      name: app
-    sources:
-      %s
-  promotionTemplate:
-    spec:
-      steps:
-      - task:
-          name: set-tag
-        vars:
-        - name: repoURL
-          value: %s
-  verification:
-    analysisTemplates:
-    - name: smoke
-`, s, sources, git.URL("pipe-"+s))
+		b.WriteString(taskStage(pipeProject, s, sources, git.URL("pipe-"+s)))
 	}
 	return b.String()
+}
+
+// pipeRepos are the stages' git repositories.
+func pipeRepos() []string {
+	repos := make([]string, len(pipeStages))
+	for i, s := range pipeStages {
+		repos[i] = "pipe-" + s
+	}
+	return repos
 }
 
 // pipe is the pipe project on a cluster, fed by a Debian docker-registry
@@ -209,114 +89,27 @@ type pipe struct {
 // project's registry receiver on gateway-0, and applies the rest.
 func startPipe(t *testing.T, c *cluster, git *testenv.Git, appURL string) *pipe {
 	t.Helper()
-	p := &pipe{t: t, c: c, git: git, registry: freePort(t)}
-	for _, s := range pipeStages {
-		git.CreateRepo(t, "pipe-"+s)
-		git.Seed(t, "pipe-"+s, map[string]string{"values.yaml": "image:\n  tag: none\n"}, "seed")
-	}
-	c.api.apply(pipeHead)
-	st, body := c.api.do(http.MethodGet, "/v1/projects/pipe/projectconfig", "", "", nil)
-	var pc model.ProjectConfig
-	if err := json.Unmarshal(body, &pc); st != http.StatusOK || err != nil || len(pc.Status.WebhookReceivers) != 1 || pc.Status.WebhookReceivers[0].Path == "" {
-		t.Fatalf("projectconfig: %d %s (%v)", st, body, err)
-	}
-	c.procs = append(c.procs, startDockerRegistry(t, p.registry, c.gateways[0]+pc.Status.WebhookReceivers[0].Path, pipeSecret))
+	seedRepos(t, git, pipeRepos()...)
+	p := &pipe{t: t, c: c, git: git, registry: registryWebhook(t, c.procs, c.api, pipeProject, pipeHead, pipeSecret)}
 	// The repositories exist before the warehouses do, with a tag neither
 	// takes.
 	p.push("pipe/app", "0.1.0")
 	p.push("pipe/burst", "0.1.0")
-	c.api.apply(pipeHead + "---\n" + pipeManifests(p.registry, git, appURL))
-	return p
-}
-
-// startDockerRegistry runs the Debian docker-registry on addr, notifying
-// url (with secret as bearer token) of every push; it is stopped by PID
-// when the test ends.
-func startDockerRegistry(t testing.TB, addr, url, secret string) *chaosProc {
-	t.Helper()
-	bin, err := exec.LookPath("docker-registry")
-	if err != nil {
-		t.Fatal("docker-registry not installed (apt-get install docker-registry)")
-	}
-	dir := t.TempDir()
-	cfg := fmt.Sprintf(`version: 0.1
-log: {level: error}
-storage:
-  filesystem: {rootdirectory: %s}
-http:
-  addr: %s
-notifications:
-  endpoints:
-  - name: caravan
-    url: %s
-    headers: {Authorization: [Bearer %s]}
-    timeout: 5s
-    threshold: 3
-    backoff: 200ms
-    ignoredmediatypes: [application/octet-stream]
-`, filepath.Join(dir, "data"), addr, url, secret)
-	if err := os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p := &chaosProc{name: "docker-registry", bin: bin, args: []string{"serve", filepath.Join(dir, "config.yml")}, env: os.Environ(), log: &chaosLog{}}
-	p.start(t)
-	t.Cleanup(p.stop)
-	waitFor(t, 10*time.Second, "docker-registry listening", func() (struct{}, bool) {
-		conn, err := net.Dial("tcp", addr)
-		if err == nil {
-			_ = conn.Close()
-		}
-		return struct{}{}, err == nil
-	})
+	c.api.apply(pipeHead + pipeManifests(p.registry, git, appURL))
 	return p
 }
 
 // push pushes a new random image as repo:tag.
 func (p *pipe) push(repo, tag string) { pushRandom(p.t, p.registry, repo, tag) }
 
-// pushRandom pushes a new random image to registry (host:port) as repo:tag.
-func pushRandom(t testing.TB, registry, repo, tag string) {
-	img, err := random.Image(256, 1)
-	if err != nil {
-		t.Error(err)
-		return
-	}
-	ref, err := name.NewTag(registry+"/"+repo+":"+tag, name.Insecure)
-	if err != nil {
-		t.Error(err)
-		return
-	}
-	if err := remote.Write(ref, img, remote.WithContext(t.Context())); err != nil {
-		t.Errorf("push %s: %v", ref, err)
-	}
-}
-
 // freight lists the project's freight from warehouse.
 func (p *pipe) freight(warehouse string) []model.Freight {
-	items, _, err := state.List[model.Freight](p.t.Context(), p.c.env.Store.KV(state.Freight), state.Prefix(pipeProject), 0, "")
-	if err != nil {
-		p.t.Logf("list freight: %v", err)
-		return nil
-	}
-	var out []model.Freight
-	for _, it := range items {
-		if it.Value.Origin.Name == warehouse {
-			out = append(out, it.Value)
-		}
-	}
-	return out
+	return freightOf(p.t, p.c.env, pipeProject, warehouse)
 }
 
 // waitFreight waits for the freight of warehouse holding tag.
 func (p *pipe) waitFreight(warehouse, tag string) string {
-	return waitFor(p.t, 3*time.Minute, "freight of "+warehouse+":"+tag, func() (string, bool) {
-		for _, f := range p.freight(warehouse) {
-			if len(f.Images) == 1 && f.Images[0].Tag == tag {
-				return f.Name, true
-			}
-		}
-		return "", false
-	})
+	return waitFreight(p.t, p.c.env, pipeProject, warehouse, tag)
 }
 
 // pipeline pushes pipe/app:1.0.0 and follows it to prod: the webhook makes
@@ -343,11 +136,7 @@ func (p *pipe) pipeline(query string) {
 	if len(ps) != len(pipeStages) {
 		t.Errorf("%d promotions in pipe, want %d", len(ps), len(pipeStages))
 	}
-	repos := make([]string, len(pipeStages))
-	for i, s := range pipeStages {
-		repos[i] = "pipe-" + s
-	}
-	checkPromotions(t, ps, commitsOf(t, p.git, repos...))
+	checkPromotions(t, ps, commitsOf(t, p.git, pipeRepos()...))
 	if n := len(p.freight("app")); n != 1 {
 		t.Errorf("%d freight of app, want 1", n)
 	}
@@ -432,23 +221,12 @@ func widestTrace(query string) ([]string, []string, error) {
 	return best, bestOps, nil
 }
 
-func (p *pipe) promotions() []model.Promotion {
-	items, _, err := state.List[model.Promotion](p.t.Context(), p.c.env.Store.KV(state.Promotions), state.Prefix(pipeProject), 0, "")
-	if err != nil {
-		p.t.Logf("list promotions: %v", err)
-		return nil
-	}
-	out := make([]model.Promotion, len(items))
-	for i, it := range items {
-		out[i] = it.Value
-	}
-	return out
-}
+func (p *pipe) promotions() []model.Promotion { return promotionsOf(p.t, p.c.env, pipeProject) }
 
 // discoveryHolder is the discovery replica holding the lease of warehouse
 // (read from the leases bucket, whatever its key layout), or discovery-0
 // when none is found.
-func (p *pipe) discoveryHolder(warehouse string) *chaosProc {
+func (p *pipe) discoveryHolder(warehouse string) *process {
 	ctx := p.t.Context()
 	kv := p.c.env.Store.KV(state.DiscoveryLeases)
 	keys, _ := state.Keys(ctx, kv, ">")

@@ -109,7 +109,7 @@ func TestMain(m *testing.M) {
 
 // buildCaravan builds the caravan binary as `make run` does, once for the
 // whole package.
-func buildCaravan(t *testing.T) (bin, repoRoot string) {
+func buildCaravan(t testing.TB) (bin, repoRoot string) {
 	t.Helper()
 	repoRoot, err := filepath.Abs("../..")
 	if err != nil {
