@@ -3,6 +3,7 @@ package steps
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -226,5 +227,30 @@ func TestPullRequestGitHubEnterprise(t *testing.T) {
 		if _, err := sc.prProvider(context.Background(), "https://git.example.com/acme/sub/app", provider); err == nil || !IsTerminal(err) || !strings.Contains(err.Error(), "repoURL") {
 			t.Errorf("%s: a repoURL with three segments: %v", provider, err)
 		}
+	}
+}
+
+// The SDKs' calls pass the egress policy: a host it refuses (loopback,
+// here) fails the step at once with a terminal error, and nothing reaches
+// the host.
+func TestPullRequestSDKEgress(t *testing.T) {
+	t.Parallel()
+	for _, provider := range sdkProviders {
+		t.Run(provider, func(t *testing.T) {
+			t.Parallel()
+			host := &pagedHost{provider: provider}
+			srv := httptest.NewServer(host)
+			t.Cleanup(srv.Close)
+			sc := pagedContext(t, srv, provider, "tok")
+			p, err := egress.New(egress.Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sc.Egress = p
+			_, err = run(t, "git-open-pr", sc)
+			if err == nil || !IsTerminal(err) || !errors.Is(err, egress.ErrRefused) || host.gets+host.posts != 0 {
+				t.Fatalf("a refused host: %v (terminal %v), %d requests", err, IsTerminal(err), host.gets+host.posts)
+			}
+		})
 	}
 }
