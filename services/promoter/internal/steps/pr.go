@@ -9,8 +9,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -134,9 +132,9 @@ func (c *apiClient) once(ctx context.Context, method, u string, in, out any) (st
 			(resp.StatusCode == http.StatusForbidden && (resp.Header.Get("X-RateLimit-Remaining") == "0" || resp.Header.Get("Retry-After") != ""))
 		switch {
 		case limited:
-			return resp.StatusCode, resp.Header, retryAfter(resp.Header), fmt.Errorf("%w: rate limited", err)
+			return resp.StatusCode, resp.Header, retryAfter(resp.StatusCode, resp.Header), fmt.Errorf("%w: rate limited", err)
 		case resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusGatewayTimeout:
-			return resp.StatusCode, resp.Header, retryAfter(resp.Header), err
+			return resp.StatusCode, resp.Header, retryAfter(resp.StatusCode, resp.Header), err
 		case resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusConflict && resp.StatusCode != http.StatusMethodNotAllowed:
 			return resp.StatusCode, resp.Header, -1, Terminal(err)
 		}
@@ -150,65 +148,13 @@ func (c *apiClient) once(ctx context.Context, method, u string, in, out any) (st
 	return resp.StatusCode, resp.Header, 0, nil
 }
 
-// retryAfter reads Retry-After (seconds) or GitHub's X-RateLimit-Reset
-// (Unix time); one second when neither says.
-func retryAfter(h http.Header) time.Duration {
-	if s, err := strconv.Atoi(strings.TrimSpace(h.Get("Retry-After"))); err == nil && s >= 0 {
-		return time.Duration(s) * time.Second
-	}
-	if t, err := strconv.ParseInt(strings.TrimSpace(h.Get("X-RateLimit-Reset")), 10, 64); err == nil {
-		if d := time.Until(time.Unix(t, 0)); d > 0 {
-			return d
-		}
-		return 0
+// retryAfter is the wait the host asks for (hostWait), one second when it
+// does not say.
+func retryAfter(status int, h http.Header) time.Duration {
+	if d, ok := hostWait(status, h); ok {
+		return d
 	}
 	return time.Second
-}
-
-// list reads the list at path and the pages its Link headers' rel="next"
-// point at (GitHub, GitLab and Gitea all send them), at most maxPages,
-// calling visit with each page until it returns true. A next page on
-// another host than the API's is not followed: the token stays with it.
-func list[T any](ctx context.Context, c *apiClient, path string, visit func([]T) bool) error {
-	u := c.base + path
-	for range maxPages {
-		var page []T
-		_, h, err := c.send(ctx, http.MethodGet, u, nil, &page)
-		if err != nil {
-			return err
-		}
-		if visit(page) {
-			return nil
-		}
-		next := nextLink(h.Values("Link"))
-		if next == "" {
-			return nil
-		}
-		if !strings.HasPrefix(next, c.base+"/") {
-			return fmt.Errorf("GET %s: the next page %s is not on the API's host", path, next)
-		}
-		u = next
-	}
-	return fmt.Errorf("GET %s: more than %d pages", path, maxPages)
-}
-
-// nextLink is the URL of rel="next" in Link header values.
-func nextLink(values []string) string {
-	for _, v := range values {
-		for _, part := range strings.Split(v, ",") {
-			target, params, ok := strings.Cut(part, ";")
-			if !ok {
-				continue
-			}
-			for _, p := range strings.Split(params, ";") {
-				k, val, _ := strings.Cut(strings.TrimSpace(p), "=")
-				if k == "rel" && slices.Contains(strings.Fields(strings.Trim(val, `"`)), "next") {
-					return strings.Trim(strings.TrimSpace(target), "<>")
-				}
-			}
-		}
-	}
-	return ""
 }
 
 // repoPath splits a repository URL into its API base (scheme://host) and
@@ -245,253 +191,22 @@ func (sc *Context) prProvider(ctx context.Context, repoURL, provider string) (pr
 	if auth != nil {
 		token, user = auth.Password, auth.Username
 	}
-	c := &apiClient{http: sc.client(), token: token}
 	switch provider {
 	case "github":
-		c.base, c.header, c.prefix = scheme+"://"+host+"/api/v3", "Authorization", "Bearer "
-		if host == "github.com" {
-			c.base = "https://api.github.com"
-		}
-		return &github{c: c, repo: path}, nil
+		return newGitHub(sc.sdkClient(), scheme, host, path, token)
 	case "gitlab":
-		c.base, c.header = scheme+"://"+host+"/api/v4", "PRIVATE-TOKEN"
-		return &gitlab{c: c, project: url.PathEscape(path)}, nil
+		return newGitLab(sc.sdkClient(), scheme, host, path, token)
 	case "gitea":
-		c.base, c.header, c.prefix = scheme+"://"+host+"/api/v1", "Authorization", "token "
-		return &gitea{c: c, repo: path}, nil
+		return newGitea(ctx, sc.sdkClient(), scheme, host, path, token)
+	}
+	c := &apiClient{http: sc.client(), token: token}
+	switch provider {
 	case "bitbucket":
 		return newBitbucket(c, scheme, host, path, user)
 	case "azure":
 		return newAzure(c, scheme, host, path)
 	}
 	return nil, Terminal(fmt.Errorf("provider %q is not supported: github, gitlab, gitea, bitbucket or azure", provider))
-}
-
-type github struct {
-	c    *apiClient
-	repo string
-}
-
-type githubPR struct {
-	Number         int64  `json:"number"`
-	HTMLURL        string `json:"html_url"`
-	State          string `json:"state"`
-	Merged         bool   `json:"merged"`
-	MergeCommitSHA string `json:"merge_commit_sha"`
-	Head           struct {
-		Ref string `json:"ref"`
-	} `json:"head"`
-	Base struct {
-		Ref string `json:"ref"`
-	} `json:"base"`
-}
-
-func (p githubPR) pr() *pullRequest {
-	return &pullRequest{Number: p.Number, URL: p.HTMLURL, Open: p.State == "open", Merged: p.Merged, Commit: p.MergeCommitSHA}
-}
-
-func (g *github) open(ctx context.Context, source, target string, text prText, labels []string) (*pullRequest, error) {
-	owner, _, _ := strings.Cut(g.repo, "/")
-	q := url.Values{"state": {"open"}, "head": {owner + ":" + source}, "base": {target}, "per_page": {"100"}}
-	pr, created, err := openPull(ctx, g.c, g.repo, q.Encode(), source, target, text)
-	if err != nil {
-		return nil, err
-	}
-	if created && len(labels) > 0 {
-		if _, err := g.c.do(ctx, http.MethodPost, fmt.Sprintf("/repos/%s/issues/%d/labels", g.repo, pr.Number), map[string]any{"labels": labels}, nil); err != nil {
-			return nil, err
-		}
-	}
-	return pr.pr(), nil
-}
-
-func (g *github) get(ctx context.Context, n int64) (*pullRequest, error) {
-	return getPull(ctx, g.c, g.repo, n)
-}
-
-// headMessage reads GET /repos/{owner}/{repo}/branches/{branch}.
-func (g *github) headMessage(ctx context.Context, branch string) (string, error) {
-	var b struct {
-		Commit struct {
-			Commit struct {
-				Message string `json:"message"`
-			} `json:"commit"`
-		} `json:"commit"`
-	}
-	if _, err := g.c.do(ctx, http.MethodGet, "/repos/"+g.repo+"/branches/"+branchPath(branch), nil, &b); err != nil {
-		return "", err
-	}
-	return b.Commit.Commit.Message, nil
-}
-
-func (g *github) merge(ctx context.Context, n int64, method string) (*pullRequest, error) {
-	in := map[string]any{}
-	if method != "" {
-		in["merge_method"] = method // merge, squash or rebase
-	}
-	if _, err := g.c.do(ctx, http.MethodPut, fmt.Sprintf("/repos/%s/pulls/%d/merge", g.repo, n), in, nil); err != nil {
-		return nil, err
-	}
-	return g.get(ctx, n)
-}
-
-// openPull returns the pull request from source into target among those
-// listed with query, or creates one (created is then true), on an API
-// shaped like GitHub's (GitHub, Gitea).
-func openPull(ctx context.Context, c *apiClient, repo, query, source, target string, text prText) (pr githubPR, created bool, err error) {
-	found := false
-	err = list(ctx, c, "/repos/"+repo+"/pulls?"+query, func(page []githubPR) bool {
-		for _, e := range page {
-			if e.Head.Ref == source && e.Base.Ref == target {
-				pr, found = e, true
-			}
-		}
-		return found
-	})
-	if err != nil || found {
-		return pr, false, err
-	}
-	title, body, err := text(ctx)
-	if err != nil {
-		return githubPR{}, false, err
-	}
-	if _, err := c.do(ctx, http.MethodPost, "/repos/"+repo+"/pulls", map[string]any{"title": title, "head": source, "base": target, "body": body}, &pr); err != nil {
-		return githubPR{}, false, err
-	}
-	return pr, true, nil
-}
-
-// getPull gets pull request n of repo on an API shaped like GitHub's.
-func getPull(ctx context.Context, c *apiClient, repo string, n int64) (*pullRequest, error) {
-	var pr githubPR
-	if _, err := c.do(ctx, http.MethodGet, fmt.Sprintf("/repos/%s/pulls/%d", repo, n), nil, &pr); err != nil {
-		return nil, err
-	}
-	return pr.pr(), nil
-}
-
-type gitlab struct {
-	c       *apiClient
-	project string
-}
-
-type gitlabMR struct {
-	IID            int64  `json:"iid"`
-	WebURL         string `json:"web_url"`
-	State          string `json:"state"`
-	MergeCommitSHA string `json:"merge_commit_sha"`
-	SourceBranch   string `json:"source_branch"`
-	TargetBranch   string `json:"target_branch"`
-}
-
-func (m gitlabMR) pr() *pullRequest {
-	return &pullRequest{Number: m.IID, URL: m.WebURL, Open: m.State == "opened", Merged: m.State == "merged", Commit: m.MergeCommitSHA}
-}
-
-func (g *gitlab) open(ctx context.Context, source, target string, text prText, labels []string) (*pullRequest, error) {
-	var found *pullRequest
-	q := url.Values{"state": {"opened"}, "source_branch": {source}, "target_branch": {target}, "per_page": {"100"}}
-	err := list(ctx, g.c, "/projects/"+g.project+"/merge_requests?"+q.Encode(), func(page []gitlabMR) bool {
-		for _, e := range page {
-			if e.SourceBranch == source && e.TargetBranch == target {
-				found = e.pr()
-			}
-		}
-		return found != nil
-	})
-	if err != nil || found != nil {
-		return found, err
-	}
-	title, body, err := text(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var created gitlabMR
-	in := map[string]any{"source_branch": source, "target_branch": target, "title": title, "description": body}
-	if len(labels) > 0 {
-		in["labels"] = strings.Join(labels, ",")
-	}
-	if _, err := g.c.do(ctx, http.MethodPost, "/projects/"+g.project+"/merge_requests", in, &created); err != nil {
-		return nil, err
-	}
-	return created.pr(), nil
-}
-
-func (g *gitlab) get(ctx context.Context, n int64) (*pullRequest, error) {
-	var mr gitlabMR
-	if _, err := g.c.do(ctx, http.MethodGet, fmt.Sprintf("/projects/%s/merge_requests/%d", g.project, n), nil, &mr); err != nil {
-		return nil, err
-	}
-	return mr.pr(), nil
-}
-
-// headMessage reads GET /projects/:id/repository/branches/:branch.
-func (g *gitlab) headMessage(ctx context.Context, branch string) (string, error) {
-	var b struct {
-		Commit struct {
-			Message string `json:"message"`
-		} `json:"commit"`
-	}
-	if _, err := g.c.do(ctx, http.MethodGet, "/projects/"+g.project+"/repository/branches/"+url.PathEscape(branch), nil, &b); err != nil {
-		return "", err
-	}
-	return b.Commit.Message, nil
-}
-
-func (g *gitlab) merge(ctx context.Context, n int64, method string) (*pullRequest, error) {
-	in := map[string]any{}
-	switch method {
-	case "", "merge":
-	case "squash":
-		in["squash"] = true
-	default:
-		return nil, Terminal(fmt.Errorf("mergeMethod %q: GitLab merges with merge or squash", method))
-	}
-	var mr gitlabMR
-	if _, err := g.c.do(ctx, http.MethodPut, fmt.Sprintf("/projects/%s/merge_requests/%d/merge", g.project, n), in, &mr); err != nil {
-		return nil, err
-	}
-	return mr.pr(), nil
-}
-
-type gitea struct {
-	c    *apiClient
-	repo string
-}
-
-func (g *gitea) open(ctx context.Context, source, target string, text prText, _ []string) (*pullRequest, error) {
-	pr, _, err := openPull(ctx, g.c, g.repo, "state=open&limit=50", source, target, text)
-	if err != nil {
-		return nil, err
-	}
-	return pr.pr(), nil
-}
-
-func (g *gitea) get(ctx context.Context, n int64) (*pullRequest, error) {
-	return getPull(ctx, g.c, g.repo, n)
-}
-
-// headMessage reads GET /repos/{owner}/{repo}/branches/{branch}.
-func (g *gitea) headMessage(ctx context.Context, branch string) (string, error) {
-	var b struct {
-		Commit struct {
-			Message string `json:"message"`
-		} `json:"commit"`
-	}
-	if _, err := g.c.do(ctx, http.MethodGet, "/repos/"+g.repo+"/branches/"+branchPath(branch), nil, &b); err != nil {
-		return "", err
-	}
-	return b.Commit.Message, nil
-}
-
-func (g *gitea) merge(ctx context.Context, n int64, method string) (*pullRequest, error) {
-	if method == "" {
-		method = "merge" // or rebase, rebase-merge, squash, fast-forward-only
-	}
-	if _, err := g.c.do(ctx, http.MethodPost, fmt.Sprintf("/repos/%s/pulls/%d/merge", g.repo, n), map[string]any{"Do": method}, nil); err != nil {
-		return nil, err
-	}
-	return g.get(ctx, n)
 }
 
 type openPRConfig struct {

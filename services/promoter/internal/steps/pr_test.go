@@ -121,6 +121,10 @@ func (f *fakeHost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return out
 	}
+	if path == "/api/v1/repos/acme/app/labels" { // Gitea: GET /repos/{owner}/{repo}/labels
+		reply([]any{map[string]any{"id": 7, "name": "caravan"}, map[string]any{"id": 8, "name": "other"}})
+		return
+	}
 	if b := branchRoutes.FindStringSubmatch(path); b != nil {
 		switch {
 		case b[1] == "refs":
@@ -279,8 +283,19 @@ func TestPullRequestSteps(t *testing.T) {
 			wantMerge := map[string]map[string]any{"github": {"merge_method": "squash"}, "gitlab": {"squash": true}, "gitea": {"Do": "squash"},
 				"bitbucket": {"type": "pullrequest_merge_parameters", "merge_strategy": "squash"},
 				"azure":     {"status": "completed", "lastMergeSourceCommit": map[string]any{"commitId": "src-sha"}, "completionOptions": map[string]any{"mergeStrategy": "squash"}}}[provider]
-			if fmt.Sprint(host.merges[0]) != fmt.Sprint(wantMerge) {
-				t.Errorf("merge request body %v, want %v", host.merges[0], wantMerge)
+			gotMerge := host.merges[0]
+			if provider == "gitea" {
+				// Gitea's SDK sends every field of its MergePullRequestOption,
+				// the zero ones too: compare those that are set.
+				gotMerge = map[string]any{}
+				for k, v := range host.merges[0] {
+					if v != "" && v != false {
+						gotMerge[k] = v
+					}
+				}
+			}
+			if fmt.Sprint(gotMerge) != fmt.Sprint(wantMerge) {
+				t.Errorf("merge request body %v, want %v", gotMerge, wantMerge)
 			}
 			res = run("git-wait-for-pr", map[string]any{"prNumber": 1.0})
 			if pr := res.Output["pr"].(map[string]any); res.Status != "" || res.Output["commit"] != "merged-sha-1" || pr["merged"] != true || pr["open"] != false {
@@ -299,6 +314,9 @@ func TestPullRequestSteps(t *testing.T) {
 			}
 			if provider == "github" && !host.labeled[1] {
 				t.Fatal("labels were not set")
+			}
+			if provider == "gitea" && fmt.Sprint(host.opened[0]["labels"]) != "[7]" {
+				t.Fatalf("gitea labels %v, want the ID of caravan", host.opened[0]["labels"])
 			}
 			if provider == "azure" && fmt.Sprint(host.opened[0]["labels"]) != "[map[name:caravan]]" {
 				t.Fatalf("azure labels %v", host.opened[0]["labels"])
@@ -364,13 +382,13 @@ func TestPullRequestOptions(t *testing.T) {
 // the Link headers as Gitea's API documents them (GET
 // /repos/{owner}/{repo}/pulls with page and limit, Link rel="next"), and
 // retries a GET answered 503 or rate limited (429, GitHub's 403 with
-// X-RateLimit-Remaining: 0) after the Retry-After the host asks for. A next
-// link to another host is not followed.
+// X-RateLimit-Remaining: 0) after the Retry-After the host asks for. The
+// SDK reads the next page's number from the Link header and asks the API's
+// own host for it, so the token never follows a link elsewhere.
 func TestPullRequestPagesAndRetries(t *testing.T) {
 	t.Parallel()
 	var mu sync.Mutex
 	var gets, creates int
-	var elsewhere string
 	var srv *httptest.Server
 	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
@@ -402,10 +420,6 @@ func TestPullRequestPagesAndRetries(t *testing.T) {
 		}
 		if page < 3 {
 			next := fmt.Sprintf("%s%s?state=open&limit=2&page=%d", srv.URL, r.URL.Path, page+1)
-			if r.URL.Query().Get("source") == "elsewhere" {
-				next = "http://other.invalid/api/v1/repos/acme/app/pulls?page=2"
-				elsewhere = next
-			}
 			w.Header().Set("Link", fmt.Sprintf(`<%s>; rel="next", <%s?page=3>; rel="last"`, next, srv.URL+r.URL.Path))
 		}
 		var prs []any
@@ -429,14 +443,6 @@ func TestPullRequestPagesAndRetries(t *testing.T) {
 	}
 	if pr := res.Output["pr"].(map[string]any); pr["id"] != 6.0 || creates != 0 || gets != 5 {
 		t.Fatalf("pr %v, %d creates, %d gets (want the existing 6 of page 3, found after a 503 and a rate limit)", pr, creates, gets)
-	}
-	if next := nextLink([]string{`<https://x/a?page=2>; rel="next", <https://x/a?page=9>; rel="last"`}); next != "https://x/a?page=2" {
-		t.Fatalf("nextLink %q", next)
-	}
-	c := &apiClient{http: sc.client(), base: srv.URL + "/api/v1"}
-	err = list(context.Background(), c, "/repos/acme/app/pulls?source=elsewhere", func([]githubPR) bool { return false })
-	if err == nil || !strings.Contains(err.Error(), "not on the API's host") || elsewhere == "" {
-		t.Fatalf("a next page elsewhere: %v", err)
 	}
 }
 

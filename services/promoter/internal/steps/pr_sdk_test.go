@@ -1,0 +1,256 @@
+package steps
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/caravan-cd/caravan/pkg/egress"
+	"github.com/caravan-cd/caravan/services/promoter/internal/gitmirror"
+)
+
+// pagedHost serves the list, create and branch routes of GitHub, GitLab or
+// Gitea with the open pull requests on two pages, the one from
+// caravan/promotion/p1 on the second, and answers the requests it is told
+// to fail first. What it follows:
+//   - GitHub: GET /repos/{owner}/{repo}/pulls with page and per_page, the
+//     next page in Link rel="next"
+//     (https://docs.github.com/en/rest/using-the-rest-api/using-pagination-in-the-rest-api);
+//     rate limits as 403 or 429 with Retry-After, or with
+//     x-ratelimit-remaining: 0 and x-ratelimit-reset
+//     (https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api#exceeding-the-rate-limit).
+//   - GitLab: GET /projects/:id/merge_requests with page and per_page, the
+//     next page in X-Next-Page and Link
+//     (https://docs.gitlab.com/api/rest/#pagination); rate limits as 429
+//     with Retry-After and RateLimit-Reset
+//     (https://docs.gitlab.com/administration/settings/user_and_ip_rate_limits/#response-headers).
+//   - Gitea: GET /repos/{owner}/{repo}/pulls with page and limit, the next
+//     page in Link rel="next" (https://gitea.com/api/swagger).
+type pagedHost struct {
+	provider string
+	mu       sync.Mutex
+	// fail answers the first requests: each a status, headers and body,
+	// or (status 0) as usual.
+	fail  []failure
+	gets  int
+	posts int
+	// header is the credential header of the last request.
+	header string
+}
+
+type failure struct {
+	status int
+	header map[string]string
+	body   string
+}
+
+func (h *pagedHost) listPath() string {
+	return map[string]string{"github": "/api/v3/repos/acme/app/pulls", "gitlab": "/api/v4/projects/acme%2Fapp/merge_requests",
+		"gitea": "/api/v1/repos/acme/app/pulls"}[h.provider]
+}
+
+func (h *pagedHost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.header = r.Header.Get("Authorization") + r.Header.Get("PRIVATE-TOKEN")
+	if r.Method == http.MethodGet {
+		h.gets++
+	} else {
+		h.posts++
+	}
+	if len(h.fail) > 0 && h.fail[0].status == 0 {
+		h.fail = h.fail[1:] // served as usual
+	} else if len(h.fail) > 0 {
+		f := h.fail[0]
+		h.fail = h.fail[1:]
+		for k, v := range f.header {
+			w.Header().Set(k, v)
+		}
+		w.WriteHeader(f.status)
+		_, _ = fmt.Fprint(w, f.body)
+		return
+	}
+	if r.URL.EscapedPath() != h.listPath() {
+		http.NotFound(w, r)
+		return
+	}
+	if r.Method == http.MethodPost {
+		http.Error(w, `{"message": "not expected here"}`, http.StatusUnprocessableEntity)
+		return
+	}
+	page, _ := strconv.Atoi(r.URL.Query().Get("page"))
+	if page == 0 {
+		page = 1
+	}
+	source, number := "feature-x", 3
+	if page == 2 {
+		source, number = "caravan/promotion/p1", 7
+	} else {
+		next := fmt.Sprintf("http://%s%s?page=2", r.Host, r.URL.EscapedPath())
+		w.Header().Set("Link", fmt.Sprintf(`<%s>; rel="next", <%s>; rel="last"`, next, next))
+		w.Header().Set("X-Next-Page", "2")
+	}
+	w.Header().Set("Content-Type", "application/json")
+	item := map[string]any{"number": number, "state": "open", "html_url": fmt.Sprintf("http://host/pr/%d", number),
+		"head": map[string]any{"ref": source}, "base": map[string]any{"ref": "main"}}
+	if h.provider == "gitlab" {
+		item = map[string]any{"iid": number, "state": "opened", "web_url": fmt.Sprintf("http://host/mr/%d", number),
+			"source_branch": source, "target_branch": "main"}
+	}
+	_ = json.NewEncoder(w).Encode([]any{item})
+}
+
+// sdkProviders are the hosts spoken through their SDKs.
+var sdkProviders = []string{"github", "gitlab", "gitea"}
+
+func pagedContext(t *testing.T, srv *httptest.Server, provider, token string) *Context {
+	t.Helper()
+	sc := newContext(t, map[string]any{"repoURL": srv.URL + "/acme/app.git", "provider": provider,
+		"sourceBranch": "caravan/promotion/p1", "targetBranch": "main", "title": "t", "description": "d"})
+	sc.Egress = allowLoopback(t, egress.Config{})
+	sc.Credentials = func(context.Context, string, string) (*gitmirror.Auth, error) {
+		return &gitmirror.Auth{Username: "x", Password: token}, nil
+	}
+	return sc
+}
+
+// git-open-pr finds the open pull request on the second page instead of
+// opening another, after a 502, a 429 and GitHub's 403 rate limits on the
+// way, each retried after the Retry-After (or reset time) the host gives.
+func TestPullRequestSDKPagesAndRetries(t *testing.T) {
+	t.Parallel()
+	for _, provider := range sdkProviders {
+		t.Run(provider, func(t *testing.T) {
+			t.Parallel()
+			// Each call is sent at most apiAttempts (3) times: at most two
+			// failures before each page.
+			ok := failure{}
+			fails := map[string][]failure{
+				"github": {{status: http.StatusBadGateway}, {status: http.StatusTooManyRequests, header: map[string]string{"Retry-After": "0"}}, ok,
+					{status: http.StatusForbidden, header: map[string]string{"Retry-After": "0"}, body: `{"message": "You have exceeded a secondary rate limit."}`},
+					{status: http.StatusForbidden, header: map[string]string{"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1"}, body: `{"message": "API rate limit exceeded"}`}},
+				"gitlab": {{status: http.StatusBadGateway}, {status: http.StatusTooManyRequests, header: map[string]string{"Retry-After": "0"}}, ok,
+					{status: http.StatusTooManyRequests, header: map[string]string{"RateLimit-Reset": "1"}}},
+				"gitea": {{status: http.StatusBadGateway}, ok, {status: http.StatusTooManyRequests, header: map[string]string{"Retry-After": "0"}}},
+			}[provider]
+			retries := 0
+			for _, f := range fails {
+				if f.status != 0 {
+					retries++
+				}
+			}
+			host := &pagedHost{provider: provider, fail: fails}
+			srv := httptest.NewServer(host)
+			t.Cleanup(srv.Close)
+			res, err := run(t, "git-open-pr", pagedContext(t, srv, provider, "tok-1"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pr := res.Output["pr"].(map[string]any); pr["id"] != 7.0 || host.posts != 0 || host.gets != retries+2 {
+				t.Fatalf("pr %v, %d posts, %d gets (want the existing 7 of page 2 after %d retries)", pr, host.posts, host.gets, retries)
+			}
+		})
+	}
+}
+
+// A POST answered 5xx is not sent again (it may have opened the pull
+// request; the engine retries the step, which looks for it first); a rate
+// limit longer than a step waits goes back to the engine as a retryable
+// error at once; a host's answer echoing the token does not carry it into
+// the error.
+func TestPullRequestSDKNoRetry(t *testing.T) {
+	t.Parallel()
+	for _, provider := range sdkProviders {
+		t.Run(provider, func(t *testing.T) {
+			t.Parallel()
+			host := &pagedHost{provider: provider}
+			srv := httptest.NewServer(host)
+			t.Cleanup(srv.Close)
+
+			// No open pull request: page 1 empty, then the POST fails.
+			host.fail = []failure{{status: http.StatusOK, header: map[string]string{"Content-Type": "application/json"}, body: "[]"}, {status: http.StatusBadGateway}}
+			_, err := run(t, "git-open-pr", pagedContext(t, srv, provider, "tok-2"))
+			if err == nil || IsTerminal(err) || host.posts != 1 {
+				t.Fatalf("a POST answered 502: %v (terminal %v), %d posts; want one POST and a retryable error", err, IsTerminal(err), host.posts)
+			}
+
+			host.gets, host.posts = 0, 0
+			host.fail = []failure{{status: http.StatusTooManyRequests, header: map[string]string{"Retry-After": "3600"}, body: `{"message": "slow down"}`}}
+			_, err = run(t, "git-open-pr", pagedContext(t, srv, provider, "tok-2"))
+			if err == nil || IsTerminal(err) || !strings.Contains(err.Error(), "rate limit") || host.gets != 1 {
+				t.Fatalf("an hour's rate limit: %v (terminal %v), %d gets; want one GET and a retryable rate-limit error", err, IsTerminal(err), host.gets)
+			}
+
+			host.fail = []failure{{status: http.StatusUnauthorized, header: map[string]string{"Content-Type": "application/json"},
+				body: `{"message": "bad credentials: Bearer tok-secret-9 / token tok-secret-9"}`}}
+			_, err = run(t, "git-open-pr", pagedContext(t, srv, provider, "tok-secret-9"))
+			if err == nil || !IsTerminal(err) || strings.Contains(err.Error(), "tok-secret-9") {
+				t.Fatalf("a 401 echoing the token: %v (terminal %v); want a terminal error without the token", err, IsTerminal(err))
+			}
+			if !strings.Contains(host.header, "tok-secret-9") {
+				t.Fatalf("the token was not sent: %q", host.header)
+			}
+		})
+	}
+}
+
+// GitHub Enterprise Server is at HOST/api/v3 (uploads at HOST/api/uploads),
+// github.com at api.github.com
+// (https://docs.github.com/en/enterprise-server@latest/rest/quickstart#using-curl-commands-in-github-actions);
+// the end-to-end tests above speak to an Enterprise-style host on
+// loopback. A repoURL that is not OWNER/REPO is refused, naming the field.
+func TestPullRequestGitHubEnterprise(t *testing.T) {
+	t.Parallel()
+	sc := newContext(t, nil)
+	for _, tc := range []struct{ repoURL, base, upload string }{
+		{"https://github.com/acme/app", "https://api.github.com/", "https://uploads.github.com/"},
+		{"https://github.acme.example/acme/app.git", "https://github.acme.example/api/v3/", "https://github.acme.example/api/uploads/"},
+		{"http://ghe.internal:8080/acme/app", "http://ghe.internal:8080/api/v3/", "http://ghe.internal:8080/api/uploads/"},
+	} {
+		p, err := sc.prProvider(context.Background(), tc.repoURL, "github")
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := p.(*githubHost)
+		if g.c.BaseURL.String() != tc.base || g.c.UploadURL.String() != tc.upload || g.owner != "acme" || g.name != "app" {
+			t.Errorf("%s: base %s, upload %s, repo %s/%s; want %s, %s", tc.repoURL, g.c.BaseURL, g.c.UploadURL, g.owner, g.name, tc.base, tc.upload)
+		}
+	}
+	for _, provider := range []string{"github", "gitea"} {
+		if _, err := sc.prProvider(context.Background(), "https://git.example.com/acme/sub/app", provider); err == nil || !IsTerminal(err) || !strings.Contains(err.Error(), "repoURL") {
+			t.Errorf("%s: a repoURL with three segments: %v", provider, err)
+		}
+	}
+}
+
+// The SDKs' calls pass the egress policy: a host it refuses (loopback,
+// here) fails the step at once with a terminal error, and nothing reaches
+// the host.
+func TestPullRequestSDKEgress(t *testing.T) {
+	t.Parallel()
+	for _, provider := range sdkProviders {
+		t.Run(provider, func(t *testing.T) {
+			t.Parallel()
+			host := &pagedHost{provider: provider}
+			srv := httptest.NewServer(host)
+			t.Cleanup(srv.Close)
+			sc := pagedContext(t, srv, provider, "tok")
+			p, err := egress.New(egress.Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sc.Egress = p
+			_, err = run(t, "git-open-pr", sc)
+			if err == nil || !IsTerminal(err) || !errors.Is(err, egress.ErrRefused) || host.gets+host.posts != 0 {
+				t.Fatalf("a refused host: %v (terminal %v), %d requests", err, IsTerminal(err), host.gets+host.posts)
+			}
+		})
+	}
+}
