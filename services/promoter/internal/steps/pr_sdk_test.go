@@ -41,6 +41,8 @@ type pagedHost struct {
 	fail  []failure
 	gets  int
 	posts int
+	// empty lists no pull request and creates one (number 9).
+	empty bool
 	// header is the credential header of the last request.
 	header string
 }
@@ -81,28 +83,38 @@ func (h *pagedHost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	if r.Method == http.MethodPost {
-		http.Error(w, `{"message": "not expected here"}`, http.StatusUnprocessableEntity)
-		return
-	}
 	page, _ := strconv.Atoi(r.URL.Query().Get("page"))
 	if page == 0 {
 		page = 1
 	}
+	w.Header().Set("Content-Type", "application/json")
 	source, number := "feature-x", 3
-	if page == 2 {
+	switch {
+	case r.Method == http.MethodPost && !h.empty:
+		http.Error(w, `{"message": "not expected here"}`, http.StatusUnprocessableEntity)
+		return
+	case r.Method == http.MethodPost:
+		source, number = "caravan/promotion/p1", 9
+		w.WriteHeader(http.StatusCreated)
+	case h.empty:
+		_, _ = fmt.Fprint(w, "[]")
+		return
+	case page == 2:
 		source, number = "caravan/promotion/p1", 7
-	} else {
+	default:
 		next := fmt.Sprintf("http://%s%s?page=2", r.Host, r.URL.EscapedPath())
 		w.Header().Set("Link", fmt.Sprintf(`<%s>; rel="next", <%s>; rel="last"`, next, next))
 		w.Header().Set("X-Next-Page", "2")
 	}
-	w.Header().Set("Content-Type", "application/json")
 	item := map[string]any{"number": number, "state": "open", "html_url": fmt.Sprintf("http://host/pr/%d", number),
 		"head": map[string]any{"ref": source}, "base": map[string]any{"ref": "main"}}
 	if h.provider == "gitlab" {
 		item = map[string]any{"iid": number, "state": "opened", "web_url": fmt.Sprintf("http://host/mr/%d", number),
 			"source_branch": source, "target_branch": "main"}
+	}
+	if r.Method == http.MethodPost {
+		_ = json.NewEncoder(w).Encode(item)
+		return
 	}
 	_ = json.NewEncoder(w).Encode([]any{item})
 }
@@ -155,6 +167,27 @@ func TestPullRequestSDKPagesAndRetries(t *testing.T) {
 			}
 			if pr := res.Output["pr"].(map[string]any); pr["id"] != 7.0 || host.posts != 0 || host.gets != retries+2 {
 				t.Fatalf("pr %v, %d posts, %d gets (want the existing 7 of page 2 after %d retries)", pr, host.posts, host.gets, retries)
+			}
+		})
+	}
+}
+
+// A POST answered with a rate limit is sent again: the host refused it
+// without acting on it.
+func TestPullRequestSDKRateLimitedPost(t *testing.T) {
+	t.Parallel()
+	for _, provider := range sdkProviders {
+		t.Run(provider, func(t *testing.T) {
+			t.Parallel()
+			host := &pagedHost{provider: provider, empty: true, fail: []failure{{}, {status: http.StatusTooManyRequests, header: map[string]string{"Retry-After": "0"}}}}
+			srv := httptest.NewServer(host)
+			t.Cleanup(srv.Close)
+			res, err := run(t, "git-open-pr", pagedContext(t, srv, provider, "tok"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pr := res.Output["pr"].(map[string]any); pr["id"] != 9.0 || host.posts != 2 {
+				t.Fatalf("pr %v after %d posts; want 9, opened by the second POST", pr, host.posts)
 			}
 		})
 	}
