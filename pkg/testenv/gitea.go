@@ -205,6 +205,9 @@ ROOT_PATH = %[4]s/log
 func giteaBinary(t testing.TB) string {
 	t.Helper()
 	if bin := os.Getenv("GITEA"); bin != "" {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Fatalf("testenv: GITEA=%s is not an executable: %v (unset it to use the one `make tools` builds)", bin, err)
+		}
 		return bin
 	}
 	out, err := exec.Command("bash", filepath.Join(repoRoot(t), "scripts", "tool.sh"), "gitea").Output()
