@@ -69,12 +69,13 @@ docs: ## regenerate docs/kargo-compatibility.md from conformance/kinds.yaml and 
 	cd conformance && $(GO) run ./cmd/compatdoc ../docs/kargo-compatibility.md
 
 .PHONY: tools
-tools: ## build the pinned tools (golangci-lint, kube-apiserver, jaeger, helm, nats-server) into $HOME/.cache/caravan-tools once
+tools: ## build the pinned tools (golangci-lint, kube-apiserver, jaeger, helm, nats-server, gitea) into $HOME/.cache/caravan-tools once
 	scripts/tool.sh golangci-lint >/dev/null
 	scripts/tool.sh kube-apiserver >/dev/null
 	scripts/tool.sh jaeger >/dev/null
 	scripts/tool.sh helm >/dev/null
 	scripts/tool.sh nats-server >/dev/null
+	scripts/tool.sh gitea >/dev/null
 
 # Images: IMAGE_REPO/caravan[-<service>]:IMAGE_TAG from deploy/Dockerfile.
 IMAGE_REPO ?= ghcr.io/caravan-cd
@@ -96,6 +97,7 @@ e2e: ## run the slow, process-level and real-server suites (build tag e2e; needs
 	scripts/tool.sh jaeger >/dev/null
 	scripts/tool.sh helm >/dev/null
 	scripts/tool.sh nats-server >/dev/null
+	scripts/tool.sh gitea >/dev/null
 	@for m in $(MODULES); do \
 		echo "== go test -tags e2e $$m"; \
 		(cd $$m && $(GO) test -tags e2e $(E2E_FLAGS) -run 'E2E' ./...); \
