@@ -15,8 +15,8 @@ import (
 	"github.com/caravan-cd/caravan/services/promoter/internal/gitmirror"
 )
 
-// giteaPull is what the test reads of GET /repos/{owner}/{repo}/pulls/{n}.
-type giteaPull struct {
+// realGiteaPull is what the test reads of GET /repos/{owner}/{repo}/pulls/{n}.
+type realGiteaPull struct {
 	Number         int64  `json:"number"`
 	Title          string `json:"title"`
 	Body           string `json:"body"`
@@ -74,9 +74,9 @@ func TestGiteaPullRequestsE2E(t *testing.T) {
 	succeeded := func(res Result) bool {
 		return res.Status == "" || res.Status == model.PromotionStepStatusSucceeded
 	}
-	pull := func(n int64) giteaPull {
+	pull := func(n int64) realGiteaPull {
 		t.Helper()
-		var p giteaPull
+		var p realGiteaPull
 		gt.API(t, http.MethodGet, fmt.Sprintf("/repos/%s/pulls/%d", repo, n), nil, &p)
 		return p
 	}
@@ -146,7 +146,7 @@ func TestGiteaPullRequestsE2E(t *testing.T) {
 		if again := mustStep("git-open-pr", map[string]any{"sourceBranch": source, "targetBranch": "main"}); prID(again) != n {
 			t.Fatalf("a second git-open-pr gave %v, want pull request %d", again.Output, n)
 		}
-		var all []giteaPull
+		var all []realGiteaPull
 		gt.API(t, http.MethodGet, "/repos/"+repo+"/pulls?state=all", nil, &all)
 		if len(all) != 1 {
 			t.Fatalf("%d pull requests after opening twice, want 1", len(all))
