@@ -102,6 +102,8 @@ var (
 	// acrHost matches ACR registry hosts in Azure's public and sovereign
 	// clouds.
 	acrHost = regexp.MustCompile(`^[a-z0-9]+\.azurecr\.(?:io|cn|us)$`)
+	// gcpProject matches GCP project IDs.
+	gcpProject = regexp.MustCompile(`^[a-z][a-z0-9-]{4,28}[a-z0-9]$`)
 )
 
 // ambient returns credentials of the process's cloud identity for
@@ -161,8 +163,8 @@ const iamCredentialsURL = "https://iamcredentials.googleapis.com"
 func (f *Finder) garAmbient(ctx context.Context, project, repoURL string) (*Credentials, error) {
 	u := strings.TrimPrefix(strings.TrimPrefix(strings.TrimSpace(repoURL), "oci://"), "https://")
 	parts := strings.Split(u, "/")
-	if len(parts) < 2 || parts[1] == "" {
-		return nil, fmt.Errorf("ambient GAR credentials: repoURL %q names no GCP project", repoURL)
+	if len(parts) < 2 || !gcpProject.MatchString(parts[1]) {
+		return nil, fmt.Errorf("ambient GAR credentials: repoURL %q names no GCP project (<location>-docker.pkg.dev/<project>/...)", repoURL)
 	}
 	sa := fmt.Sprintf("kargo-project-%s@%s.iam.gserviceaccount.com", project, parts[1])
 	id := "gar-ambient:" + sa

@@ -243,6 +243,9 @@ func TestGARAmbient(t *testing.T) {
 	if calls.Load() != 1 {
 		t.Errorf("%d impersonations, want 1 (cached)", calls.Load())
 	}
+	if _, err := f.Find(t.Context(), "demo", model.CredTypeImage, "europe-west1-docker.pkg.dev/X%2F..%2F/app"); err == nil || !strings.Contains(err.Error(), "names no GCP project") {
+		t.Errorf("a malformed GCP project: %v", err)
+	}
 	// Another project impersonates its own service account, and is refused here.
 	if _, err := f.Find(t.Context(), "other", model.CredTypeHelm, "oci://europe-west1-docker.pkg.dev/my-gcp/charts/app"); err == nil ||
 		!strings.Contains(err.Error(), "kargo-project-other@my-gcp.iam.gserviceaccount.com") {

@@ -1,3 +1,5 @@
+//go:build e2e
+
 package testenv_test
 
 import (
@@ -13,10 +15,11 @@ import (
 	"github.com/caravan-cd/caravan/pkg/testenv"
 )
 
-// The Debian docker-registry with token and htpasswd authentication: the
+// The Debian docker-registry (a real server: make e2e) with token and
+// htpasswd authentication: the
 // configured user pushes and lists, a wrong password and anonymous
 // requests are refused.
-func TestDockerRegistryAuth(t *testing.T) {
+func TestDockerRegistryAuthE2E(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name string
