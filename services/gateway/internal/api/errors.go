@@ -41,14 +41,21 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	defer putJSONBuffer(buf)
 	buf.Reset()
 	if err := json.NewEncoder(buf).Encode(v); err != nil {
-		status = http.StatusInternalServerError
-		buf.Reset()
-		buf.WriteString(`{"code":"internal","message":"cannot encode the answer"}` + "\n")
+		writeBody(w, http.StatusInternalServerError, []byte(unencodable))
+		return
 	}
+	writeBody(w, status, buf.Bytes())
+}
+
+// unencodable is the answer when the real one cannot be encoded.
+const unencodable = `{"code":"internal","message":"cannot encode the answer"}` + "\n"
+
+// writeBody answers status with body, JSON.
+func writeBody(w http.ResponseWriter, status int, body []byte) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	_, _ = w.Write(buf.Bytes())
+	_, _ = w.Write(body)
 }
 
 // jsonBuffers are writeJSON's buffers; one grown past maxPooledJSON is
