@@ -31,16 +31,16 @@ import (
 // How: for every read-only mapping of the executable that holds no
 // anonymous (copied-on-write) page, so that dropping it loses nothing,
 // madvise(MADV_RANDOM) turns read-ahead off and madvise(MADV_DONTNEED)
-// unmaps it; then, with evict, posix_fadvise(POSIX_FADV_DONTNEED) drops
-// the file's pages from the page cache where no process maps them, so that
-// the pages faulted back in are single pages, not large folios. Pages
-// another process maps (a second caravan running the same file) stay
-// cached and are mapped whole again. Without evict, the pages stay cached
-// and only those touched again are mapped again (caravan server releases
-// once at start with evict, and once more without it when its services
-// are ready, which drops the pages only starting them needed). It returns
-// how many bytes were unmapped.
-func releaseExecutablePages(evict bool) (int64, error) {
+// unmaps it; then posix_fadvise(POSIX_FADV_DONTNEED) drops the file's
+// pages from the page cache where no process maps them, so that the pages
+// faulted back in are single pages, not large folios. Pages another
+// process maps (a second caravan running the same file), or that another
+// thread of this one faults back in between the two calls (the hottest
+// code), stay cached and are mapped whole again. caravan server releases
+// once at start and once more when its services are ready, which drops the
+// pages only starting them needed. It returns how many bytes were
+// unmapped.
+func releaseExecutablePages() (int64, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return 0, fmt.Errorf("release executable pages: %w", err)
@@ -63,7 +63,7 @@ func releaseExecutablePages(evict bool) (int64, error) {
 		}
 		released += int64(length)
 	}
-	if evict && released > 0 {
+	if released > 0 {
 		f, err := os.Open(exe)
 		if err != nil {
 			errs = append(errs, err)

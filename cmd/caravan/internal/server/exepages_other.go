@@ -3,4 +3,4 @@
 package server
 
 // releaseExecutablePages does nothing outside Linux.
-func releaseExecutablePages(bool) (int64, error) { return 0, nil }
+func releaseExecutablePages() (int64, error) { return 0, nil }

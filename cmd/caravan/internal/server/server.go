@@ -187,7 +187,7 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 
 	// Most of the executable's pages that start-up mapped are not used
 	// again: let the kernel map back only those that are.
-	releaseExe(log, true)
+	releaseExe(log)
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
@@ -342,7 +342,7 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 	wg.Go(func() {
 		for ctx.Err() == nil {
 			if ready(ctx, info.APIURL) {
-				releaseExe(log, false)
+				releaseExe(log)
 				return
 			}
 			select {
@@ -358,11 +358,11 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 
 // releaseExe releases the executable's pages (releaseExecutablePages),
 // logging what happened.
-func releaseExe(log *slog.Logger, evict bool) {
-	if n, err := releaseExecutablePages(evict); err != nil {
+func releaseExe(log *slog.Logger) {
+	if n, err := releaseExecutablePages(); err != nil {
 		log.Warn("could not release the executable's pages", "err", err)
 	} else {
-		log.Debug("released the executable's pages", "bytes", n, "evict", evict)
+		log.Debug("released the executable's pages", "bytes", n)
 	}
 }
 
