@@ -39,20 +39,36 @@ const (
 // warehouses, 1,000 stages (applied through the API) and 10,000 freight
 // (written to its KV store, as discovery would), puts it under load (four
 // clients listing freight, the freight available to stages, stages and
-// promotions, for 15 s) and reports its peak RSS (VmHWM) beside the RSS of
-// the same server idle with no resources, measured first in the same run
-// (peak-rss-MiB, idle-rss-MiB, ratio-peak-to-idle, ratio-peak-to-target
-// with the 100 MiB target), and the same for its anonymous memory alone
-// (RssAnon: heap and stacks; VmHWM also counts the executable's pages
-// mapped from the page cache, which a kernel with large folios maps 2 MiB
-// at a time: most of the 165 MB binary, about 95 MiB, on the machine this
-// was written on). The server runs with its defaults, as `caravan server`
-// does (CARAVAN_MEMORY_LIMIT 64 MiB among them).
+// promotions, for 15 s) and reports its peak RSS beside the RSS of the same
+// server idle with no resources, measured first in the same run:
+//
+//   - peak-rss-MiB: the peak RSS (VmHWM) while it is filled and under load:
+//     the benchmark resets the high-water mark once the idle server is
+//     measured (/proc/<pid>/clear_refs), so start-up is not in it;
+//   - startup-peak-rss-MiB: VmHWM of the idle server, start-up included
+//     (the executable's pages the start-up maps before the server can
+//     release them, see the server's releaseExecutablePages);
+//   - idle-rss-MiB: the idle server's RSS (VmRSS), and ratio-peak-to-idle,
+//     ratio-peak-to-target (the 100 MiB target);
+//   - the same split into anonymous memory (RssAnon: heap and stacks) and
+//     file pages (RssFile: mostly the executable's pages mapped from the
+//     page cache, which a kernel with large folios maps whole folios at a
+//     time), sampled every 50 ms from the idle point to the end of the
+//     load: idle-anon-MiB, peak-anon-MiB, idle-file-MiB, peak-file-MiB.
+//
+// The log shows /proc/<pid>/smaps_rollup idle and loaded. The server runs
+// with its defaults, as `caravan server` does (CARAVAN_MEMORY_LIMIT among
+// them).
 func BenchmarkServerRSS(b *testing.B) {
-	bin := filepath.Join(b.TempDir(), "caravan")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("go build: %v\n%s", err, out)
+	// CARAVAN_RSS_BIN: a caravan binary built beforehand (to compare two
+	// builds on one machine); by default this package is built.
+	bin := os.Getenv("CARAVAN_RSS_BIN")
+	if bin == "" {
+		bin = filepath.Join(b.TempDir(), "caravan")
+		build := exec.Command("go", "build", "-o", bin, ".")
+		if out, err := build.CombinedOutput(); err != nil {
+			b.Fatalf("go build: %v\n%s", err, out)
+		}
 	}
 	data := b.TempDir()
 	httpAddr, natsAddr := rssFreePort(b), rssFreePort(b)
@@ -86,7 +102,29 @@ func BenchmarkServerRSS(b *testing.B) {
 	pid := cmd.Process.Pid
 	waitReady(b, api)
 	time.Sleep(3 * time.Second) // settled: the services' first passes done
-	idle, idleAnon := procKiB(b, pid, "VmHWM"), procKiB(b, pid, "RssAnon")
+	startup, idle := procKiB(b, pid, "VmHWM"), procKiB(b, pid, "VmRSS")
+	idleAnon, idleFile := procKiB(b, pid, "RssAnon"), procKiB(b, pid, "RssFile")
+	idleRollup := readProc(b, pid, "smaps_rollup")
+	// From here VmHWM is the peak of filling and load.
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0); err != nil {
+		b.Fatalf("reset the peak RSS: %v", err)
+	}
+	// The peaks of anonymous memory (the heap, stacks) and of file pages,
+	// which VmHWM adds up.
+	var peakAnon, peakFile atomic.Int64
+	sampling, stopSampling := context.WithCancel(context.Background())
+	var sampler sync.WaitGroup
+	sampler.Go(func() {
+		for sampling.Err() == nil {
+			if n := procKiB(b, pid, "RssAnon"); n > peakAnon.Load() {
+				peakAnon.Store(n)
+			}
+			if n := procKiB(b, pid, "RssFile"); n > peakFile.Load() {
+				peakFile.Store(n)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
 
 	token, err := os.ReadFile(filepath.Join(data, "admin-token"))
 	if err != nil {
@@ -109,17 +147,6 @@ func BenchmarkServerRSS(b *testing.B) {
 	}
 	var requests atomic.Int64
 	var wg sync.WaitGroup
-	// The peak of anonymous memory (the heap, stacks), which VmHWM mixes
-	// with the executable's pages mapped from the page cache.
-	var peakAnon atomic.Int64
-	wg.Go(func() {
-		for ctx.Err() == nil {
-			if n := procKiB(b, pid, "RssAnon"); n > peakAnon.Load() {
-				peakAnon.Store(n)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	})
 	for w := range 4 {
 		wg.Go(func() {
 			for i := w; ctx.Err() == nil; i++ {
@@ -129,7 +156,10 @@ func BenchmarkServerRSS(b *testing.B) {
 		})
 	}
 	wg.Wait()
+	stopSampling()
+	sampler.Wait()
 	peak := procKiB(b, pid, "VmHWM")
+	b.ReportMetric(float64(startup)/1024, "startup-peak-rss-MiB")
 	b.ReportMetric(float64(idle)/1024, "idle-rss-MiB")
 	b.ReportMetric(float64(peak)/1024, "peak-rss-MiB")
 	b.ReportMetric(float64(peak)/float64(idle), "ratio-peak-to-idle")
@@ -137,7 +167,23 @@ func BenchmarkServerRSS(b *testing.B) {
 	b.ReportMetric(float64(idleAnon)/1024, "idle-anon-MiB")
 	b.ReportMetric(float64(peakAnon.Load())/1024, "peak-anon-MiB")
 	b.ReportMetric(float64(peakAnon.Load())/float64(idleAnon), "ratio-peak-anon-to-idle")
+	b.ReportMetric(float64(idleFile)/1024, "idle-file-MiB")
+	b.ReportMetric(float64(peakFile.Load())/1024, "peak-file-MiB")
+	b.ReportMetric(float64(peakFile.Load())/float64(idleFile), "ratio-peak-file-to-idle")
 	b.ReportMetric(float64(requests.Load()), "requests")
+	// Where the memory is: the kernel's totals (Rss, Anonymous, the
+	// file-backed rest, huge mappings) idle and after the load.
+	b.Logf("idle smaps_rollup:\n%s\nloaded smaps_rollup:\n%s\nloaded status:\n%s", idleRollup, readProc(b, pid, "smaps_rollup"), readProc(b, pid, "status"))
+}
+
+// readProc reads /proc/<pid>/<name>.
+func readProc(b *testing.B, pid int, name string) string {
+	b.Helper()
+	out, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, name))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return string(out)
 }
 
 type lockedWriter struct {

@@ -118,7 +118,7 @@ func TestIndexFollowsBucket(t *testing.T) {
 		}
 	}
 	put(freight("a", 2))
-	ix := freightindex.New(kv)
+	ix := freightindex.New(kv, nil)
 	if _, err := ix.Sync(ctx, time.Second); !errors.Is(err, freightindex.ErrNotCurrent) {
 		t.Fatalf("sync before loading: %v", err)
 	}

@@ -23,7 +23,8 @@ var ErrNotCurrent = errors.New("freight index not current")
 // Index keeps Sets current through a KV watch of the freight bucket
 // (keys project.name). Run watches; Sync waits until it has caught up.
 type Index struct {
-	kv jetstream.KeyValue
+	kv     jetstream.KeyValue
+	shared *Shared
 
 	mu      sync.RWMutex
 	changed *sync.Cond
@@ -33,9 +34,10 @@ type Index struct {
 }
 
 // New returns an index of the freight bucket kv; it is empty (and Sync
-// fails) until Run has loaded it.
-func New(kv jetstream.KeyValue) *Index {
-	ix := &Index{kv: kv, sets: NewSets()}
+// fails) until Run has loaded it. shared, when not nil, holds the freight
+// it shares with other indexes of kv in this process.
+func New(kv jetstream.KeyValue, shared *Shared) *Index {
+	ix := &Index{kv: kv, shared: shared, sets: NewSets()}
 	ix.changed = sync.NewCond(ix.mu.RLocker())
 	return ix
 }
@@ -95,13 +97,13 @@ func (ix *Index) watch(ctx context.Context, loaded func()) error {
 				loaded()
 			case e == nil:
 			case initial:
-				apply(fresh, e)
+				apply(fresh, e, ix.shared)
 				freshSeen = max(freshSeen, e.Revision())
 			default:
 				ix.mu.RLock()
 				sets := ix.sets
 				ix.mu.RUnlock()
-				apply(sets, e)
+				apply(sets, e, ix.shared)
 				ix.mu.Lock()
 				ix.seen = max(ix.seen, e.Revision())
 				ix.mu.Unlock()
@@ -111,8 +113,9 @@ func (ix *Index) watch(ctx context.Context, loaded func()) error {
 	}
 }
 
-// apply records one entry of the freight bucket in s.
-func apply(s *Sets, e jetstream.KeyValueEntry) {
+// apply records one entry of the freight bucket in s, taking the freight
+// from shared when it holds it.
+func apply(s *Sets, e jetstream.KeyValueEntry, shared *Shared) {
 	tok, _, ok := strings.Cut(e.Key(), ".")
 	if !ok {
 		return
@@ -120,6 +123,11 @@ func apply(s *Sets, e jetstream.KeyValueEntry) {
 	projectName, name := state.Untoken(tok), state.LastToken(e.Key())
 	if e.Operation() != jetstream.KeyValuePut {
 		s.Delete(projectName, name)
+		shared.Forget(e.Key(), e.Revision())
+		return
+	}
+	if f := shared.Get(e.Key(), e.Revision(), e.Value()); f != nil {
+		s.Put(projectName, f)
 		return
 	}
 	f := &model.Freight{}
@@ -131,6 +139,7 @@ func apply(s *Sets, e jetstream.KeyValueEntry) {
 	if f.Namespace == "" {
 		f.Namespace = projectName
 	}
+	Compact(f)
 	s.Put(projectName, f)
 }
 

@@ -20,6 +20,7 @@ import (
 
 	"github.com/caravan-cd/caravan/pkg/audit"
 	"github.com/caravan-cd/caravan/pkg/events"
+	"github.com/caravan-cd/caravan/pkg/freightindex"
 	"github.com/caravan-cd/caravan/pkg/service"
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/services/gateway/internal/api"
@@ -138,6 +139,11 @@ type Deps struct {
 	// every request instead of keeping it current with a feed of KV
 	// changes (the UI benchmark's baseline).
 	UIReadsAnew bool
+	// SharedFreight, when set, holds the freight the list index shares
+	// with other indexes of the freight bucket in the process (caravan
+	// server's promoter), so that each freight is held once; nil: the
+	// index holds its own.
+	SharedFreight *freightindex.Shared
 }
 
 // LoginLinks are one-time sign-in links for the web UI: NewLoginLinks,
@@ -181,7 +187,7 @@ func NewHandler(ctx context.Context, d Deps) (http.Handler, error) {
 	var index *api.Index
 	if c.ListIndex {
 		var err error
-		if index, err = api.NewIndex(ctx, env.Store); err != nil {
+		if index, err = api.NewIndex(ctx, env.Store, d.SharedFreight); err != nil {
 			return nil, err
 		}
 	}

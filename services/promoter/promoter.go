@@ -163,6 +163,11 @@ type Deps struct {
 	// Kube reaches Argo CD Applications (default: built from
 	// Config.KubeConfig, $KUBECONFIG or the in-cluster configuration).
 	Kube dynamic.Interface
+	// SharedFreight, when set, holds the freight the auto-promotion index
+	// shares with other indexes of the freight bucket in the process
+	// (caravan server's gateway), so that each freight is held once; nil:
+	// the index holds its own.
+	SharedFreight *freightindex.Shared
 }
 
 // runnerAdapter turns a Runner into the dispatcher's runner.
@@ -221,7 +226,7 @@ func Run(ctx context.Context, d Deps) error {
 		}
 		return fmt.Errorf("promoter: %w", err)
 	}
-	freight := freightindex.New(store.KV(state.Freight))
+	freight := freightindex.New(store.KV(state.Freight), d.SharedFreight)
 	auto := autopromote.New(autopromote.Options{Store: store, Bus: bus, Logger: log, Audit: auditLog, Freight: freight})
 	// Readiness: the stage leases and the job leases are written in time.
 	stageLeases := lease.NewRenewals(cfg.LeaseTTL)

@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -28,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/caravan-cd/caravan/pkg/events"
+	"github.com/caravan-cd/caravan/pkg/freightindex"
 	"github.com/caravan-cd/caravan/pkg/service"
 	"github.com/caravan-cd/caravan/pkg/telemetry"
 	"github.com/caravan-cd/caravan/services/discovery"
@@ -183,6 +185,9 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 		defer debug.SetMemoryLimit(prev)
 	}
 
+	// Most of the executable's pages that start-up mapped are not used
+	// again: let the kernel map back only those that are.
+	releaseExe(log)
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
@@ -314,24 +319,65 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 			cancel() // one service down takes the process down
 		})
 	}
+	// The gateway's list index and the promoter's auto-promotion index
+	// both hold every freight: in one process, they hold the same objects.
+	shared := freightindex.NewShared()
 	start("discovery", func(ctx context.Context) error {
 		return discovery.Run(ctx, discovery.Deps{Config: cfg.Discovery, Logger: log, Env: as("discovery")})
 	})
 	start("promoter", func(ctx context.Context) error {
-		return promoter.Run(ctx, promoter.Deps{Config: cfg.Promoter, Logger: log, Env: as("promoter")})
+		return promoter.Run(ctx, promoter.Deps{Config: cfg.Promoter, Logger: log, Env: as("promoter"), SharedFreight: shared})
 	})
 	start("verifier", func(ctx context.Context) error {
 		return verifier.Run(ctx, verifier.Deps{Config: cfg.Verifier, Logger: log, Env: as("verifier")})
 	})
 	start("gateway", func(ctx context.Context) error {
-		return gateway.Run(ctx, gateway.Deps{Config: cfg.Config, Logger: log, Env: as("gateway"), Registry: reg, Listener: ln, LoginLinks: links})
+		return gateway.Run(ctx, gateway.Deps{Config: cfg.Config, Logger: log, Env: as("gateway"), Registry: reg, Listener: ln, LoginLinks: links, SharedFreight: shared})
 	})
 	if opts.Started != nil {
 		opts.Started(info)
 	}
+	// Once the services are ready (the API's /readyz answers 200), drop
+	// the executable's pages only starting them needed.
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			if ready(ctx, info.APIURL) {
+				releaseExe(log)
+				return
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	})
 	wg.Wait()
 	log.Info("caravan stopped")
 	return errors.Join(errs...)
+}
+
+// releaseExe releases the executable's pages (releaseExecutablePages),
+// logging what happened.
+func releaseExe(log *slog.Logger) {
+	if n, err := releaseExecutablePages(); err != nil {
+		log.Warn("could not release the executable's pages", "err", err)
+	} else {
+		log.Debug("released the executable's pages", "bytes", n)
+	}
+}
+
+// ready reports whether the API at url answers /readyz with 200.
+func ready(ctx context.Context, url string) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/readyz", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
 
 // apiURL is the URL a local client reaches the listen address addr at.

@@ -1,8 +1,10 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
+	"sync"
 
 	"github.com/caravan-cd/caravan/pkg/model"
 )
@@ -31,15 +33,41 @@ type apiError struct {
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		status = http.StatusInternalServerError
-		b = []byte(`{"code":"internal","message":"cannot encode the answer"}`)
+	// Encoded into a pooled buffer, not json.Marshal: a large list (a
+	// thousand stages) is then not copied out of the encoder and again to
+	// append the newline on every request. The bytes are the same
+	// (Encode escapes HTML as Marshal does and ends with a newline).
+	buf := jsonBuffers.Get().(*bytes.Buffer)
+	defer putJSONBuffer(buf)
+	buf.Reset()
+	if err := json.NewEncoder(buf).Encode(v); err != nil {
+		writeBody(w, http.StatusInternalServerError, []byte(unencodable))
+		return
 	}
+	writeBody(w, status, buf.Bytes())
+}
+
+// unencodable is the answer when the real one cannot be encoded.
+const unencodable = `{"code":"internal","message":"cannot encode the answer"}` + "\n"
+
+// writeBody answers status with body, JSON.
+func writeBody(w http.ResponseWriter, status int, body []byte) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
+	_, _ = w.Write(body)
+}
+
+// jsonBuffers are writeJSON's buffers; one grown past maxPooledJSON is
+// dropped rather than kept.
+var jsonBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+const maxPooledJSON = 4 << 20
+
+func putJSONBuffer(b *bytes.Buffer) {
+	if b.Cap() <= maxPooledJSON {
+		jsonBuffers.Put(b)
+	}
 }
 
 func writeError(w http.ResponseWriter, status int, code, message string, details ...model.Issue) {

@@ -56,6 +56,9 @@ type bucketIndex struct {
 	// onApply, when set, hears of every object put (obj not nil) or
 	// deleted, in order, before Sync sees it.
 	onApply func(key string, obj model.Object)
+	// shared, for the freight bucket, holds the freight other indexes in
+	// the process hold too (nil: none).
+	shared *freightindex.Shared
 }
 
 // indexed are the buckets the index serves; rawBuckets hold status.
@@ -65,13 +68,16 @@ var (
 )
 
 // NewIndex loads the buckets and keeps watching them until ctx ends.
-func NewIndex(ctx context.Context, store *state.Store) (*Index, error) {
+// shared, when not nil, holds the freight that other indexes of the
+// freight bucket in this process (caravan server's promoter) hold too.
+func NewIndex(ctx context.Context, store *state.Store, shared *freightindex.Shared) (*Index, error) {
 	ix := &Index{buckets: map[state.Bucket]*bucketIndex{}, freight: freightindex.NewSets(), promotions: newByStage()}
 	for _, b := range indexed {
 		bi := &bucketIndex{kv: store.KV(b), entries: map[string]entry{}, raw: rawBuckets[b], keepRaw: rawBuckets[b] || b == state.Resources}
 		switch b {
 		case state.Freight:
 			bi.onApply = ix.applyFreight
+			bi.shared = shared
 		case state.Promotions:
 			bi.onApply = ix.promotions.apply
 		}
@@ -117,12 +123,19 @@ func (bi *bucketIndex) apply(e jetstream.KeyValueEntry) {
 	key := e.Key()
 	var obj model.Object
 	del := e.Operation() != jetstream.KeyValuePut
+	if del {
+		bi.shared.Forget(key, e.Revision())
+	}
 	if !del && !bi.raw {
-		o, err := model.DecodeJSONObject(e.Value())
-		if err != nil {
+		if f := bi.shared.Get(key, e.Revision(), e.Value()); f != nil {
+			obj = f
+		} else if o, err := model.DecodeJSONObject(e.Value()); err != nil {
 			del = true // not an object: not listed
 		} else {
 			o.GetObjectMeta().ResourceVersion = strconv.FormatUint(e.Revision(), 10)
+			if f, ok := o.(*model.Freight); ok {
+				freightindex.Compact(f)
+			}
 			obj = o
 		}
 	}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -100,21 +101,54 @@ func (s *server) collectFrom(ctx context.Context, shared bool, project, kind str
 	}
 }
 
+// writeList answers a list: the JSON of list (the same bytes), written
+// item by item. It consumes objs: each entry is cleared once encoded, so
+// that the copies a long list was given (a thousand stages with their
+// status) can be collected while the rest is encoded.
 func (s *server) writeList(w http.ResponseWriter, r *http.Request, kind string, objs []model.Object, next string) {
-	l := list{APIVersion: "v1", Kind: kind + "List", Items: make([]any, 0, len(objs)), Metadata: listMeta{Continue: next}}
 	if err := s.syncStatus(r.Context(), kind); err != nil {
 		s.internal(w, r, err)
 		return
 	}
-	for _, o := range objs {
+	buf := jsonBuffers.Get().(*bytes.Buffer)
+	defer putJSONBuffer(buf)
+	buf.Reset()
+	enc := json.NewEncoder(buf)
+	encode := func(v any) error {
+		if err := enc.Encode(v); err != nil {
+			return err
+		}
+		buf.Truncate(buf.Len() - 1) // Encode's newline
+		return nil
+	}
+	buf.WriteString(`{"apiVersion":"v1","kind":`)
+	if err := encode(kind + "List"); err != nil {
+		writeBody(w, http.StatusInternalServerError, []byte(unencodable))
+		return
+	}
+	buf.WriteString(`,"items":[`)
+	for i, o := range objs {
 		v, err := s.present(r.Context(), o)
 		if err != nil {
 			s.internal(w, r, err)
 			return
 		}
-		l.Items = append(l.Items, v)
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		if err := encode(v); err != nil {
+			writeBody(w, http.StatusInternalServerError, []byte(unencodable))
+			return
+		}
+		objs[i] = nil
 	}
-	writeJSON(w, http.StatusOK, l)
+	buf.WriteString(`],"metadata":`)
+	if err := encode(listMeta{Continue: next}); err != nil {
+		writeBody(w, http.StatusInternalServerError, []byte(unencodable))
+		return
+	}
+	buf.WriteString("}\n")
+	writeBody(w, http.StatusOK, buf.Bytes())
 }
 
 func notFound(w http.ResponseWriter, kind, name string) {

@@ -41,7 +41,7 @@ func BenchmarkEvaluate(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ix := freightindex.New(ixEnv.Store.KV(state.Freight))
+	ix := freightindex.New(ixEnv.Store.KV(state.Freight), nil)
 	ictx, cancel := context.WithCancel(ctx)
 	b.Cleanup(cancel)
 	ready := make(chan struct{})

@@ -1,0 +1,58 @@
+package api
+
+import (
+	"encoding/json"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/caravan-cd/caravan/pkg/model"
+)
+
+// writeList writes, item by item, the very bytes json.Marshal gives for
+// the list plus a newline (writeJSON's answer before), HTML escaping
+// included, and clears the entries it was given.
+func TestWriteListBytes(t *testing.T) {
+	t.Parallel()
+	freight := func(name, alias string) model.Object {
+		return &model.Freight{
+			TypeMeta:   model.TypeMeta{APIVersion: model.KargoAPIVersion, Kind: model.KindFreight},
+			ObjectMeta: model.ObjectMeta{Name: name, Namespace: "demo", CreationTimestamp: model.NewTime(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))},
+			Alias:      alias,
+			Images:     []model.Image{{RepoURL: "example.com/app", Tag: "1.0", Annotations: map[string]string{"note": "<b>&</b>"}}},
+		}
+	}
+	for name, tc := range map[string]struct {
+		objs []model.Object
+		next string
+	}{
+		"empty":       {},
+		"one":         {objs: []model.Object{freight("a", "x<y")}},
+		"two, a page": {objs: []model.Object{freight("a", "one"), freight("b", "two")}, next: "YWJj"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			l := list{APIVersion: "v1", Kind: model.KindFreight + "List", Items: make([]any, 0, len(tc.objs)), Metadata: listMeta{Continue: tc.next}}
+			for _, o := range tc.objs {
+				l.Items = append(l.Items, o)
+			}
+			want, err := json.Marshal(l)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := httptest.NewRecorder()
+			(&server{}).writeList(rec, httptest.NewRequest("GET", "/", nil), model.KindFreight, tc.objs, tc.next)
+			if got := rec.Body.String(); got != string(want)+"\n" {
+				t.Errorf("got\n%s\nwant\n%s", got, want)
+			}
+			if rec.Code != 200 || rec.Header().Get("Content-Type") != "application/json" {
+				t.Errorf("status %d, content type %q", rec.Code, rec.Header().Get("Content-Type"))
+			}
+			for i, o := range tc.objs {
+				if o != nil {
+					t.Errorf("entry %d kept", i)
+				}
+			}
+		})
+	}
+}
