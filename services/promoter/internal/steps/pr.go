@@ -260,9 +260,9 @@ func (sc *Context) prProvider(ctx context.Context, repoURL, provider string) (pr
 		c.base, c.header, c.prefix = scheme+"://"+host+"/api/v1", "Authorization", "token "
 		return &gitea{c: c, repo: path}, nil
 	case "bitbucket":
-		return newBitbucket(c, scheme, host, path, user)
+		return newBitbucket(c.http, scheme, host, path, user, token)
 	case "azure":
-		return newAzure(c, scheme, host, path)
+		return newAzure(c.http, scheme, host, path, token)
 	}
 	return nil, Terminal(fmt.Errorf("provider %q is not supported: github, gitlab, gitea, bitbucket or azure", provider))
 }
