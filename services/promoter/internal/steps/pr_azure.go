@@ -30,7 +30,9 @@ import (
 // HTTP client (egress policy, TLS settings, size limit) and retryTransport:
 // the SDK has no retries of its own.
 type azure struct {
-	git     azgit.Client
+	git azgit.Client
+	// secrets are the token and the header carrying it, kept out of errors.
+	secrets []string
 	project string
 	repo    string
 	// web is the repository's page, where .../pullrequest/{id} is.
@@ -51,13 +53,15 @@ func newAzure(hc *http.Client, scheme, host, path, token string) (*azure, error)
 		base += "/" + org
 	}
 	conn := azuredevops.NewAnonymousConnection(base)
+	var secrets []string
 	if token != "" {
 		conn = azuredevops.NewPatConnection(base, token)
+		secrets = []string{token, conn.AuthorizationString}
 	}
 	hc = retrying(hc)
 	hc.Transport = azureTransport{next: hc.Transport}
 	c := azuredevops.NewClientWithOptions(conn, conn.BaseUrl, azuredevops.WithHTTPClient(hc))
-	return &azure{git: &azgit.ClientImpl{Client: *c}, project: project, repo: repo, web: scheme + "://" + host + "/" + path}, nil
+	return &azure{git: &azgit.ClientImpl{Client: *c}, secrets: secrets, project: project, repo: repo, web: scheme + "://" + host + "/" + path}, nil
 }
 
 // azureTransport drops the X-TFS-Session header from answers: the SDK
@@ -73,10 +77,11 @@ func (t azureTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
-// azureError names the call and, for an answer the SDK turned into an
-// error, its status; a 4xx other than 405, 408, 409 and 429 is terminal,
-// as is a request the egress policy refused.
-func azureError(call string, err error) error {
+// error names the call and, for an answer the SDK turned into an error,
+// its status and the server's message (without the token, should the
+// server echo it); a 4xx other than 405, 408, 409 and 429 is terminal, as
+// is a request the egress policy refused.
+func (a *azure) error(call string, err error) error {
 	var status *int
 	var v azuredevops.WrappedError
 	var p *azuredevops.WrappedError
@@ -89,7 +94,7 @@ func azureError(call string, err error) error {
 	if status == nil {
 		return egressError(fmt.Errorf("%s: %w", call, err))
 	}
-	err = fmt.Errorf("%s: HTTP %d: %w", call, *status, err)
+	err = fmt.Errorf("%s: HTTP %d: %s", call, *status, scrub(err.Error(), a.secrets))
 	switch s := *status; {
 	case s == http.StatusMethodNotAllowed || s == http.StatusRequestTimeout || s == http.StatusConflict || s == http.StatusTooManyRequests:
 		return err
@@ -128,7 +133,7 @@ func (a *azure) open(ctx context.Context, source, target string, text prText, la
 			SearchCriteria: &azgit.GitPullRequestSearchCriteria{SourceRefName: &src, TargetRefName: &dst, Status: &active},
 			Top:            &n, Skip: &skip})
 		if err != nil {
-			return nil, azureError("list pull requests", err)
+			return nil, a.error("list pull requests", err)
 		}
 		for i := range *list {
 			e := &(*list)[i]
@@ -154,7 +159,7 @@ func (a *azure) open(ctx context.Context, source, target string, text prText, la
 	}
 	created, err := a.git.CreatePullRequest(ctx, azgit.CreatePullRequestArgs{Project: &a.project, RepositoryId: &a.repo, GitPullRequestToCreate: in})
 	if err != nil {
-		return nil, azureError("create pull request", err)
+		return nil, a.error("create pull request", err)
 	}
 	return a.pr(created), nil
 }
@@ -163,7 +168,7 @@ func (a *azure) raw(ctx context.Context, n int64) (*azgit.GitPullRequest, error)
 	id := int(n)
 	pr, err := a.git.GetPullRequest(ctx, azgit.GetPullRequestArgs{Project: &a.project, RepositoryId: &a.repo, PullRequestId: &id})
 	if err != nil {
-		return nil, azureError(fmt.Sprintf("get pull request %d", n), err)
+		return nil, a.error(fmt.Sprintf("get pull request %d", n), err)
 	}
 	return pr, nil
 }
@@ -199,7 +204,7 @@ func (a *azure) merge(ctx context.Context, n int64, method string) (*pullRequest
 	id := int(n)
 	pr, err := a.git.UpdatePullRequest(ctx, azgit.UpdatePullRequestArgs{Project: &a.project, RepositoryId: &a.repo, PullRequestId: &id, GitPullRequestToUpdate: in})
 	if err != nil {
-		return nil, azureError(fmt.Sprintf("complete pull request %d", n), err)
+		return nil, a.error(fmt.Sprintf("complete pull request %d", n), err)
 	}
 	return a.pr(pr), nil
 }
@@ -210,7 +215,7 @@ func (a *azure) headMessage(ctx context.Context, branch string) (string, error) 
 	filter := "heads/" + branch
 	refs, err := a.git.GetRefs(ctx, azgit.GetRefsArgs{Project: &a.project, RepositoryId: &a.repo, Filter: &filter})
 	if err != nil {
-		return "", azureError("list refs", err)
+		return "", a.error("list refs", err)
 	}
 	for _, r := range refs.Value {
 		if strOf(r.Name) != "refs/heads/"+branch || r.ObjectId == nil {
@@ -218,11 +223,21 @@ func (a *azure) headMessage(ctx context.Context, branch string) (string, error) 
 		}
 		c, err := a.git.GetCommit(ctx, azgit.GetCommitArgs{Project: &a.project, RepositoryId: &a.repo, CommitId: r.ObjectId})
 		if err != nil {
-			return "", azureError("get commit "+*r.ObjectId, err)
+			return "", a.error("get commit "+*r.ObjectId, err)
 		}
 		return strOf(c.Comment), nil
 	}
 	return "", Terminal(fmt.Errorf("branch %q not found", branch))
+}
+
+// scrub replaces each of secrets in msg.
+func scrub(msg string, secrets []string) string {
+	for _, s := range secrets {
+		if s != "" {
+			msg = strings.ReplaceAll(msg, s, "[redacted]")
+		}
+	}
+	return msg
 }
 
 // strOf is *p, or "" for nil.

@@ -3,6 +3,7 @@ package steps
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -59,6 +60,17 @@ func newBitbucket(hc *http.Client, scheme, host, path, user, token string) (*bit
 	return b, nil
 }
 
+// secrets are the credential and the Authorization header's value.
+func (b *bitbucket) secrets() []string {
+	if b.token == "" {
+		return nil
+	}
+	if b.user != "" {
+		return []string{b.token, base64.StdEncoding.EncodeToString([]byte(b.user + ":" + b.token))}
+	}
+	return []string{b.token}
+}
+
 // client is an SDK client whose requests are bound to ctx.
 func (b *bitbucket) client(ctx context.Context) (*bbsdk.Client, error) {
 	var c *bbsdk.Client
@@ -109,10 +121,11 @@ func (t *bitbucketTransport) RoundTrip(req *http.Request) (*http.Response, error
 	return resp, nil
 }
 
-// bitbucketError names the call and the status of an answer the SDK
-// refused (a 4xx other than 405, 408, 409 and 429 is terminal) with the
-// API's error message; a request refused by the egress policy is terminal.
-func bitbucketError(call string, err error) error {
+// error names the call and the status of an answer the SDK refused (a 4xx
+// other than 405, 408, 409 and 429 is terminal) with the API's error
+// message, without the credential should the server echo it; a request
+// refused by the egress policy is terminal.
+func (b *bitbucket) error(call string, err error) error {
 	var st *bbsdk.UnexpectedResponseStatusError
 	if !errors.As(err, &st) {
 		return egressError(fmt.Errorf("%s: %w", call, err))
@@ -124,7 +137,7 @@ func bitbucketError(call string, err error) error {
 	}
 	msg := ""
 	if json.Unmarshal(st.Body, &body) == nil && body.Error.Message != "" {
-		msg = ": " + body.Error.Message
+		msg = ": " + scrub(body.Error.Message, b.secrets())
 	}
 	err = fmt.Errorf("%s: HTTP %d%s", call, st.StatusCode, msg)
 	switch s := st.StatusCode; {
@@ -191,7 +204,7 @@ func (b *bitbucket) open(ctx context.Context, source, target string, text prText
 	res, err := c.Repositories.PullRequests.List(&bbsdk.PullRequestsOptions{Owner: b.owner, RepoSlug: b.slug, States: []string{"OPEN"},
 		Query: fmt.Sprintf("source.branch.name=%q AND destination.branch.name=%q", source, target)})
 	if err != nil {
-		return nil, bitbucketError("list pull requests", err)
+		return nil, b.error("list pull requests", err)
 	}
 	var page struct {
 		Values []bitbucketPR `json:"values"`
@@ -211,7 +224,7 @@ func (b *bitbucket) open(ctx context.Context, source, target string, text prText
 	opts := &bbsdk.PullRequestsOptions{Owner: b.owner, RepoSlug: b.slug, Title: title, Description: body, SourceBranch: source, DestinationBranch: target}
 	res, err = c.Repositories.PullRequests.Create(opts.WithContext(ctx))
 	if err != nil {
-		return nil, bitbucketError("create pull request", err)
+		return nil, b.error("create pull request", err)
 	}
 	var created bitbucketPR
 	if err := decodeAs("create pull request", res, &created); err != nil {
@@ -230,7 +243,7 @@ func (b *bitbucket) get(ctx context.Context, n int64) (*pullRequest, error) {
 	call := fmt.Sprintf("get pull request %d", n)
 	res, err := c.Repositories.PullRequests.Get(&bbsdk.PullRequestsOptions{Owner: b.owner, RepoSlug: b.slug, ID: strconv.FormatInt(n, 10)})
 	if err != nil {
-		return nil, bitbucketError(call, err)
+		return nil, b.error(call, err)
 	}
 	var p bitbucketPR
 	if err := decodeAs(call, res, &p); err != nil {
@@ -241,7 +254,7 @@ func (b *bitbucket) get(ctx context.Context, n int64) (*pullRequest, error) {
 		call := "get commit " + pr.Commit
 		res, err := c.Repositories.Commits.GetCommit(&bbsdk.CommitsOptions{Owner: b.owner, RepoSlug: b.slug, Revision: pr.Commit})
 		if err != nil {
-			return nil, bitbucketError(call, err)
+			return nil, b.error(call, err)
 		}
 		var commit struct {
 			Hash string `json:"hash"`
@@ -266,7 +279,7 @@ func (b *bitbucket) merge(ctx context.Context, n int64, method string) (*pullReq
 	}
 	opts := &bbsdk.PullRequestsOptions{Owner: b.owner, RepoSlug: b.slug, ID: strconv.FormatInt(n, 10), MergeStrategy: bbsdk.PullRequestsMergeStrategy(method)}
 	if _, err := c.Repositories.PullRequests.Merge(opts.WithContext(ctx)); err != nil {
-		return nil, bitbucketError(fmt.Sprintf("merge pull request %d", n), err)
+		return nil, b.error(fmt.Sprintf("merge pull request %d", n), err)
 	}
 	return b.get(ctx, n)
 }
@@ -279,7 +292,7 @@ func (b *bitbucket) headMessage(ctx context.Context, branch string) (string, err
 	}
 	ref, err := c.Repositories.Repository.GetBranch(&bbsdk.RepositoryBranchOptions{Owner: b.owner, RepoSlug: b.slug, BranchName: branchPath(branch)})
 	if err != nil {
-		return "", bitbucketError("get branch "+branch, err)
+		return "", b.error("get branch "+branch, err)
 	}
 	msg, _ := ref.Target["message"].(string)
 	return msg, nil

@@ -58,10 +58,10 @@ type fakePR struct {
 }
 
 var (
-	ghPulls = regexp.MustCompile(`^/api/v3/repos/acme/app/pulls(?:/(\d+)(/merge)?)?$`)
-	ghLabel = regexp.MustCompile(`^/api/v3/repos/acme/app/issues/(\d+)/labels$`)
-	glMRs   = regexp.MustCompile(`^/api/v4/projects/acme%2Fapp/merge_requests(?:/(\d+)(/merge)?)?$`)
-	gtPulls = regexp.MustCompile(`^/api/v1/repos/acme/app/pulls(?:/(\d+)(/merge)?)?$`)
+	ghPulls  = regexp.MustCompile(`^/api/v3/repos/acme/app/pulls(?:/(\d+)(/merge)?)?$`)
+	ghLabel  = regexp.MustCompile(`^/api/v3/repos/acme/app/issues/(\d+)/labels$`)
+	glMRs    = regexp.MustCompile(`^/api/v4/projects/acme%2Fapp/merge_requests(?:/(\d+)(/merge)?)?$`)
+	gtPulls  = regexp.MustCompile(`^/api/v1/repos/acme/app/pulls(?:/(\d+)(/merge)?)?$`)
 	bbPulls  = regexp.MustCompile(`^/2.0/repositories/acme/app/pullrequests(?:/(\d+)(/merge)?)?/?$`)
 	bbCommit = regexp.MustCompile(`^/2.0/repositories/acme/app/commit/msha(\d+)$`)
 	// Azure DevOps paths are case-insensitive (the SDK's route is
@@ -631,7 +631,7 @@ func TestPullRequestHostURLs(t *testing.T) {
 func azureLocations(w http.ResponseWriter) {
 	loc := func(id, resource string) map[string]any {
 		return map[string]any{"id": id, "area": "git", "resourceName": resource,
-			"routeTemplate": "{project}/_apis/{area}/repositories/{repositoryId}/{resource}/{" + map[string]string{"pullRequests": "pullRequestId", "refs": "*filter", "commits": "commitId"}[resource] + "}",
+			"routeTemplate":   "{project}/_apis/{area}/repositories/{repositoryId}/{resource}/{" + map[string]string{"pullRequests": "pullRequestId", "refs": "*filter", "commits": "commitId"}[resource] + "}",
 			"resourceVersion": 1, "minVersion": "1.0", "maxVersion": "7.1", "releasedVersion": "7.1"}
 	}
 	value := []any{loc("9946fd70-0d40-406e-b686-b4744cbbcc37", "pullRequests"), loc("2d874a60-a811-4f62-9c9f-963a6ea0a55b", "refs"),
