@@ -91,6 +91,12 @@ func (a *azure) error(call string, err error) error {
 	case errors.As(err, &p):
 		status = p.StatusCode
 	}
+	var missing *azuredevops.LocationIdNotRegisteredError
+	if errors.As(err, &missing) {
+		// The server's resource locations (OPTIONS ORG/_apis) lack the git
+		// resource: not an Azure DevOps organization, or too old a server.
+		return Terminal(fmt.Errorf("%s: %w (is repoURL an Azure DevOps repository, ORG/PROJECT/_git/REPO?)", call, err))
+	}
 	if status == nil {
 		return egressError(fmt.Errorf("%s: %w", call, err))
 	}

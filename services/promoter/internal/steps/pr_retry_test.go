@@ -233,3 +233,23 @@ func TestBitbucketContextAndNextHost(t *testing.T) {
 		t.Fatalf("a next page elsewhere: %v after %d requests", err, hits)
 	}
 }
+
+// A server whose resource locations (OPTIONS ORG/_apis) lack the Git pull
+// requests resource is not an Azure DevOps organization the SDK can use:
+// the step fails for good, saying so.
+func TestAzureWithoutGitLocations(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodOptions {
+			_ = json.NewEncoder(w).Encode(map[string]any{"count": 0, "value": []any{}})
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	sc := newContext(t, map[string]any{"repoURL": fakeRepoURL(srv, "azure"), "provider": "azure", "prNumber": 1.0})
+	sc.Egress = allowLoopback(t, egress.Config{})
+	if _, err := run(t, "git-wait-for-pr", sc); !IsTerminal(err) || !strings.Contains(err.Error(), "is repoURL an Azure DevOps repository") {
+		t.Fatalf("err %v, want a terminal error about repoURL", err)
+	}
+}
