@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -245,26 +246,15 @@ func TestPullRequestHostErrors(t *testing.T) {
 		}
 		t.Run(provider+" egress", func(t *testing.T) {
 			t.Parallel()
-			var mu sync.Mutex
-			var hits int
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				mu.Lock()
-				hits++
-				mu.Unlock()
-				http.NotFound(w, r)
-			}))
-			t.Cleanup(srv.Close)
+			srv, hits := countingServer(t, http.NotFound)
 			sc := newContext(t, map[string]any{"repoURL": fakeRepoURL(srv, provider), "provider": provider, "prNumber": 1.0})
 			p, err := egress.New(egress.Config{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			sc.Egress = p
-			_, err = run(t, "git-wait-for-pr", sc)
-			mu.Lock()
-			defer mu.Unlock()
-			if !IsTerminal(err) || !errors.Is(err, egress.ErrRefused) || hits != 0 {
-				t.Fatalf("err %v after %d requests, want a terminal egress refusal and none", err, hits)
+			if _, err = run(t, "git-wait-for-pr", sc); !IsTerminal(err) || !errors.Is(err, egress.ErrRefused) || hits() != 0 {
+				t.Fatalf("err %v after %d requests, want a terminal egress refusal and none", err, hits())
 			}
 		})
 	}
@@ -277,17 +267,11 @@ func TestPullRequestHostErrors(t *testing.T) {
 // is refused before the credential goes there.
 func TestBitbucketContextAndNextHost(t *testing.T) {
 	t.Parallel()
-	var mu sync.Mutex
-	var hits int
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		hits++
-		mu.Unlock()
+	srv, hits := countingServer(t, func(w http.ResponseWriter, _ *http.Request) {
 		_ = json.NewEncoder(w).Encode(map[string]any{"values": []any{map[string]any{"id": 1, "state": "OPEN",
 			"source": map[string]any{"branch": map[string]any{"name": "other"}}, "destination": map[string]any{"branch": map[string]any{"name": "main"}}}},
 			"next": "http://127.0.0.2:1/2.0/repositories/acme/app/pullrequests?page=2"})
-	}))
-	t.Cleanup(srv.Close)
+	})
 	sc := newContext(t, nil)
 	sc.Egress = allowLoopback(t, egress.Config{})
 	sc.Credentials = func(context.Context, string, string) (*gitmirror.Auth, error) {
@@ -299,12 +283,12 @@ func TestBitbucketContextAndNextHost(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := p.get(ctx, 1); !errors.Is(err, context.Canceled) || hits != 0 {
-		t.Fatalf("a canceled step: %v after %d requests", err, hits)
+	if _, err := p.get(ctx, 1); !errors.Is(err, context.Canceled) || hits() != 0 {
+		t.Fatalf("a canceled step: %v after %d requests", err, hits())
 	}
 	_, err = p.open(context.Background(), "caravan/promotion/p1", "main", nil, nil)
-	if err == nil || !IsTerminal(err) || !strings.Contains(err.Error(), "not on the API's host") || hits != 1 {
-		t.Fatalf("a next page elsewhere: %v after %d requests", err, hits)
+	if err == nil || !IsTerminal(err) || !strings.Contains(err.Error(), "not on the API's host") || hits() != 1 {
+		t.Fatalf("a next page elsewhere: %v after %d requests", err, hits())
 	}
 }
 
@@ -326,4 +310,17 @@ func TestAzureWithoutGitLocations(t *testing.T) {
 	if _, err := run(t, "git-wait-for-pr", sc); !IsTerminal(err) || !strings.Contains(err.Error(), "is repoURL an Azure DevOps repository") {
 		t.Fatalf("err %v, want a terminal error about repoURL", err)
 	}
+}
+
+// countingServer starts a test server running h and counts the requests
+// it serves.
+func countingServer(t *testing.T, h http.HandlerFunc) (srv *httptest.Server, hits func() int) {
+	t.Helper()
+	var n atomic.Int64
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		h(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, func() int { return int(n.Load()) }
 }
