@@ -1,16 +1,11 @@
 package steps
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/services/promoter/internal/gitmirror"
@@ -53,110 +48,6 @@ func branchPath(branch string) string {
 	return strings.Join(parts, "/")
 }
 
-// apiClient sends JSON requests to a hosting API with a token.
-type apiClient struct {
-	http   *http.Client
-	base   string
-	header string // the header carrying the token
-	prefix string // what precedes the token in it
-	token  string
-}
-
-// Retries of one API call: a GET answered 429, 502, 503, 504 or a
-// rate-limited 403 is sent again up to apiAttempts times, after the
-// Retry-After the host asks for (at most maxRetryWait; longer, the error
-// goes to the engine, which retries the step later).
-const (
-	apiAttempts  = 3
-	maxRetryWait = 10 * time.Second
-	// maxPages bounds how many pages of a list are read.
-	maxPages = 50
-)
-
-func (c *apiClient) do(ctx context.Context, method, path string, in, out any) (int, error) {
-	status, _, err := c.send(ctx, method, c.base+path, in, out)
-	return status, err
-}
-
-// send sends one call to url, retrying as above, and returns its status
-// and headers.
-func (c *apiClient) send(ctx context.Context, method, u string, in, out any) (int, http.Header, error) {
-	for attempt := 1; ; attempt++ {
-		status, h, wait, err := c.once(ctx, method, u, in, out)
-		if err == nil || IsTerminal(err) || wait < 0 || method != http.MethodGet || attempt == apiAttempts || wait > maxRetryWait {
-			return status, h, err
-		}
-		select {
-		case <-ctx.Done():
-			return status, h, err
-		case <-time.After(wait):
-		}
-	}
-}
-
-// once sends one request. wait is how long to wait before retrying a
-// retryable answer (-1: not one to retry within the call).
-func (c *apiClient) once(ctx context.Context, method, u string, in, out any) (status int, h http.Header, wait time.Duration, err error) {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return 0, nil, -1, err
-		}
-		body = bytes.NewReader(b)
-	}
-	path := strings.TrimPrefix(u, c.base)
-	req, err := http.NewRequestWithContext(ctx, method, u, body)
-	if err != nil {
-		return 0, nil, -1, Terminal(err)
-	}
-	req.Header.Set("Accept", "application/json")
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if c.token != "" {
-		req.Header.Set(c.header, c.prefix+c.token)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return 0, nil, time.Second, fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
-	if err != nil {
-		return resp.StatusCode, resp.Header, time.Second, err
-	}
-	if resp.StatusCode >= 300 {
-		err := fmt.Errorf("%s %s: HTTP %d", method, path, resp.StatusCode)
-		limited := resp.StatusCode == http.StatusTooManyRequests ||
-			(resp.StatusCode == http.StatusForbidden && (resp.Header.Get("X-RateLimit-Remaining") == "0" || resp.Header.Get("Retry-After") != ""))
-		switch {
-		case limited:
-			return resp.StatusCode, resp.Header, retryAfter(resp.StatusCode, resp.Header), fmt.Errorf("%w: rate limited", err)
-		case resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusGatewayTimeout:
-			return resp.StatusCode, resp.Header, retryAfter(resp.StatusCode, resp.Header), err
-		case resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusConflict && resp.StatusCode != http.StatusMethodNotAllowed:
-			return resp.StatusCode, resp.Header, -1, Terminal(err)
-		}
-		return resp.StatusCode, resp.Header, -1, err
-	}
-	if out != nil && len(bytes.TrimSpace(b)) > 0 {
-		if err := json.Unmarshal(b, out); err != nil {
-			return resp.StatusCode, resp.Header, -1, fmt.Errorf("%s %s: decode: %w", method, path, err)
-		}
-	}
-	return resp.StatusCode, resp.Header, 0, nil
-}
-
-// retryAfter is the wait the host asks for (hostWait), one second when it
-// does not say.
-func retryAfter(status int, h http.Header) time.Duration {
-	if d, ok := hostWait(status, h); ok {
-		return d
-	}
-	return time.Second
-}
-
 // repoPath splits a repository URL into its API base (scheme://host) and
 // its owner/name path.
 func repoPath(repoURL string) (scheme, host, path string, err error) {
@@ -191,20 +82,18 @@ func (sc *Context) prProvider(ctx context.Context, repoURL, provider string) (pr
 	if auth != nil {
 		token, user = auth.Password, auth.Username
 	}
+	hc := sc.sdkClient()
 	switch provider {
 	case "github":
-		return newGitHub(sc.sdkClient(), scheme, host, path, token)
+		return newGitHub(hc, scheme, host, path, token)
 	case "gitlab":
-		return newGitLab(sc.sdkClient(), scheme, host, path, token)
+		return newGitLab(hc, scheme, host, path, token)
 	case "gitea":
-		return newGitea(ctx, sc.sdkClient(), scheme, host, path, token)
-	}
-	c := &apiClient{http: sc.client(), token: token}
-	switch provider {
+		return newGitea(ctx, hc, scheme, host, path, token)
 	case "bitbucket":
-		return newBitbucket(c, scheme, host, path, user)
+		return newBitbucket(hc, scheme, host, path, user, token)
 	case "azure":
-		return newAzure(c, scheme, host, path)
+		return newAzure(hc, scheme, host, path, token)
 	}
 	return nil, Terminal(fmt.Errorf("provider %q is not supported: github, gitlab, gitea, bitbucket or azure", provider))
 }

@@ -14,35 +14,52 @@ import (
 	"github.com/caravan-cd/caravan/pkg/egress"
 )
 
-// sdkClient is the HTTP client the hosts' SDKs (go-github, GitLab's
-// client-go, Gitea's SDK) are given: the egress policy's client (its
-// dialer, TLS settings and body limit) with retryTransport between the SDK
-// and it. Each attempt takes at most the policy's timeout; the retries
-// together are bounded by ctx of the call.
-func (sc *Context) sdkClient() *http.Client {
-	base := sc.client()
-	return &http.Client{
-		Transport:     &retryTransport{next: base.Transport, timeout: base.Timeout},
-		CheckRedirect: base.CheckRedirect,
-		Jar:           base.Jar,
+// Retries of one request to a Git host's API (retryTransport).
+const (
+	// apiAttempts is how many times a request is sent at most.
+	apiAttempts = 3
+	// maxRetryWait is the longest wait between two sends; a longer one is
+	// left to the engine, which runs the step again later.
+	maxRetryWait = 10 * time.Second
+	// maxPages bounds how many pages of a list are read.
+	maxPages = 50
+)
+
+// sdkClient is the HTTP client every pull request host's SDK is given
+// (go-github, GitLab's client-go, Gitea's SDK, go-bitbucket, the Azure
+// DevOps SDK): the egress policy's client with retryTransport on it.
+func (sc *Context) sdkClient() *http.Client { return retrying(sc.client()) }
+
+// retrying returns a client like c (its dialer, TLS settings, body limit,
+// redirect policy) whose requests go through retryTransport. c's Timeout
+// bounds each attempt; the retries together are bounded by the context of
+// the request (the step's).
+func retrying(c *http.Client) *http.Client {
+	next := c.Transport
+	if next == nil {
+		next = http.DefaultTransport
 	}
+	return &http.Client{Transport: &retryTransport{next: next, timeout: c.Timeout}, CheckRedirect: c.CheckRedirect, Jar: c.Jar}
 }
 
-// retryTransport sends a request again when the host asks for it, the way
-// apiClient.send does for the hand-written hosts:
+// retryTransport sends a request again when the host asks for it:
 //
 //   - a rate limit (429, or 403 with X-RateLimit-Remaining: 0 or a
 //     Retry-After: GitHub's primary and secondary limits), whatever the
 //     method, since the host refused the request without acting on it;
-//   - 500, 502, 503, 504 and network errors, for GET and HEAD only: a POST
-//     that opens a pull request is not sent twice (the engine retries the
-//     step, which finds the one opened);
+//   - 500, 502, 503, 504 and failed connections, for GET, HEAD, OPTIONS
+//     and DELETE only: a POST, PATCH or PUT may have been carried out (the
+//     only PUTs sent are GitHub's and GitLab's merges), so it is not sent
+//     twice; the engine retries the step, which finds what was done;
 //
 // at most apiAttempts times, after the wait the host asks for (Retry-After,
-// or at a limit X-RateLimit-Reset / GitLab's RateLimit-Reset), else a short
+// or at a rate limit X-RateLimit-Reset / RateLimit-Reset), else a short
 // backoff. A wait longer than maxRetryWait, or than what is left of the
-// request's context, is not waited: the response goes back to the SDK and
-// its error to the engine, which retries the step later.
+// request's context, is not waited: the answer goes back to the SDK and
+// its error to the engine. A request the egress policy refuses, or whose
+// answer is over its size limit, is never sent again. A body is sent again
+// through Request.GetBody, which http.NewRequest sets for the in-memory
+// bodies the SDKs send; a request without one is sent once.
 type retryTransport struct {
 	next    http.RoundTripper
 	timeout time.Duration // of one attempt; 0: none
@@ -75,10 +92,12 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 			_ = resp.Body.Close()
 		}
+		timer := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			timer.Stop()
 			return nil, ctx.Err()
-		case <-time.After(wait):
+		case <-timer.C:
 		}
 	}
 }
@@ -113,7 +132,7 @@ func (b *cancelBody) Close() error {
 // retryWait tells whether the answer to attempt of a method is one to
 // retry, and after how long.
 func retryWait(method string, resp *http.Response, err error, attempt int) (time.Duration, bool) {
-	idempotent := method == http.MethodGet || method == http.MethodHead
+	idempotent := method == http.MethodGet || method == http.MethodHead || method == http.MethodOptions || method == http.MethodDelete
 	if err != nil {
 		if !idempotent || errors.Is(err, egress.ErrRefused) || errors.Is(err, egress.ErrTooLarge) ||
 			errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
@@ -121,7 +140,7 @@ func retryWait(method string, resp *http.Response, err error, attempt int) (time
 		}
 		return backoff(attempt), true
 	}
-	if rateLimited(resp) {
+	if rateLimited(resp.StatusCode, resp.Header) {
 		if d, ok := hostWait(resp.StatusCode, resp.Header); ok {
 			return d, true
 		}
@@ -141,10 +160,11 @@ func retryWait(method string, resp *http.Response, err error, attempt int) (time
 }
 
 // rateLimited: 429, or a 403 that GitHub marks as a primary
-// (X-RateLimit-Remaining: 0) or secondary (Retry-After) rate limit.
-func rateLimited(resp *http.Response) bool {
-	return resp.StatusCode == http.StatusTooManyRequests ||
-		(resp.StatusCode == http.StatusForbidden && (resp.Header.Get("X-RateLimit-Remaining") == "0" || resp.Header.Get("Retry-After") != ""))
+// (X-RateLimit-Remaining: 0) or secondary (Retry-After) rate limit. h may
+// be nil (an SDK that keeps only the status).
+func rateLimited(status int, h http.Header) bool {
+	return status == http.StatusTooManyRequests ||
+		(status == http.StatusForbidden && (h.Get("X-RateLimit-Remaining") == "0" || h.Get("Retry-After") != ""))
 }
 
 // backoff is the wait before attempt+1 when the host does not say: 0.5 s,
@@ -179,39 +199,62 @@ func hostWait(status int, h http.Header) (d time.Duration, ok bool) {
 }
 
 // hostError is err of the call op to a host's SDK, whose HTTP answer was
-// resp (nil without one), made fit for the engine: terminal where
-// retrying cannot help (an egress refusal, an over-long body, a 4xx other
-// than 405, 409 and a rate limit), and with secret (the token) cut out of
-// its text wherever an SDK might have echoed it.
+// resp (nil without one), made fit for the engine (statusError; an egress
+// refusal or an over-long body is terminal), with secret (the token) cut
+// out of its text wherever an SDK might have echoed it.
 func hostError(op string, resp *http.Response, err error, secret string) error {
 	if err == nil {
 		return nil
 	}
-	err = fmt.Errorf("%s: %w", op, err)
+	err = egressError(fmt.Errorf("%s: %w", op, err))
+	if resp != nil && !IsTerminal(err) {
+		err = statusError(err, resp.StatusCode, resp.Header)
+	}
+	return redact(err, secret)
+}
+
+// statusError marks err, the error of an answer with status and headers h
+// (nil when the SDK keeps none), for the engine: a rate limit says so and
+// is retried later; a 4xx other than 405, 408 and 409 is terminal, since
+// sending the same request again cannot help.
+func statusError(err error, status int, h http.Header) error {
 	switch {
-	case errors.Is(err, egress.ErrRefused) || errors.Is(err, egress.ErrTooLarge):
-		err = Terminal(err)
-	case resp != nil && rateLimited(resp):
-		err = fmt.Errorf("%w (rate limited)", err)
-	case resp != nil && resp.StatusCode >= 400 && resp.StatusCode < 500 &&
-		resp.StatusCode != http.StatusConflict && resp.StatusCode != http.StatusMethodNotAllowed:
-		err = Terminal(err)
+	case rateLimited(status, h):
+		return fmt.Errorf("%w (rate limited)", err)
+	case status >= 400 && status < 500 && status != http.StatusMethodNotAllowed &&
+		status != http.StatusRequestTimeout && status != http.StatusConflict:
+		return Terminal(err)
 	}
-	if secret == "" || !strings.Contains(err.Error(), secret) {
-		return err
-	}
-	return &redactedError{err: err, secret: secret}
+	return err
 }
 
-// redactedError is err with its secret replaced in its text; errors.Is and
+// redact is err with each of secrets replaced in its text; errors.Is and
 // errors.As still see err.
-type redactedError struct {
-	err    error
-	secret string
+func redact(err error, secrets ...string) error {
+	for _, s := range secrets {
+		if s != "" && strings.Contains(err.Error(), s) {
+			return &redactedError{err: err, secrets: secrets}
+		}
+	}
+	return err
 }
 
-func (e *redactedError) Error() string {
-	return strings.ReplaceAll(e.err.Error(), e.secret, "[redacted]")
+// redactedError is err with its secrets replaced in its text.
+type redactedError struct {
+	err     error
+	secrets []string
 }
+
+func (e *redactedError) Error() string { return scrub(e.err.Error(), e.secrets) }
 
 func (e *redactedError) Unwrap() error { return e.err }
+
+// scrub replaces each of secrets in msg.
+func scrub(msg string, secrets []string) string {
+	for _, s := range secrets {
+		if s != "" {
+			msg = strings.ReplaceAll(msg, s, "[redacted]")
+		}
+	}
+	return msg
+}

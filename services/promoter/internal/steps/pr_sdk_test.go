@@ -3,7 +3,6 @@ package steps
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -193,47 +192,6 @@ func TestPullRequestSDKRateLimitedPost(t *testing.T) {
 	}
 }
 
-// A POST answered 5xx is not sent again (it may have opened the pull
-// request; the engine retries the step, which looks for it first); a rate
-// limit longer than a step waits goes back to the engine as a retryable
-// error at once; a host's answer echoing the token does not carry it into
-// the error.
-func TestPullRequestSDKNoRetry(t *testing.T) {
-	t.Parallel()
-	for _, provider := range sdkProviders {
-		t.Run(provider, func(t *testing.T) {
-			t.Parallel()
-			host := &pagedHost{provider: provider}
-			srv := httptest.NewServer(host)
-			t.Cleanup(srv.Close)
-
-			// No open pull request: page 1 empty, then the POST fails.
-			host.fail = []failure{{status: http.StatusOK, header: map[string]string{"Content-Type": "application/json"}, body: "[]"}, {status: http.StatusBadGateway}}
-			_, err := run(t, "git-open-pr", pagedContext(t, srv, provider, "tok-2"))
-			if err == nil || IsTerminal(err) || host.posts != 1 {
-				t.Fatalf("a POST answered 502: %v (terminal %v), %d posts; want one POST and a retryable error", err, IsTerminal(err), host.posts)
-			}
-
-			host.gets, host.posts = 0, 0
-			host.fail = []failure{{status: http.StatusTooManyRequests, header: map[string]string{"Retry-After": "3600"}, body: `{"message": "slow down"}`}}
-			_, err = run(t, "git-open-pr", pagedContext(t, srv, provider, "tok-2"))
-			if err == nil || IsTerminal(err) || !strings.Contains(err.Error(), "rate limit") || host.gets != 1 {
-				t.Fatalf("an hour's rate limit: %v (terminal %v), %d gets; want one GET and a retryable rate-limit error", err, IsTerminal(err), host.gets)
-			}
-
-			host.fail = []failure{{status: http.StatusUnauthorized, header: map[string]string{"Content-Type": "application/json"},
-				body: `{"message": "bad credentials: Bearer tok-secret-9 / token tok-secret-9"}`}}
-			_, err = run(t, "git-open-pr", pagedContext(t, srv, provider, "tok-secret-9"))
-			if err == nil || !IsTerminal(err) || strings.Contains(err.Error(), "tok-secret-9") {
-				t.Fatalf("a 401 echoing the token: %v (terminal %v); want a terminal error without the token", err, IsTerminal(err))
-			}
-			if !strings.Contains(host.header, "tok-secret-9") {
-				t.Fatalf("the token was not sent: %q", host.header)
-			}
-		})
-	}
-}
-
 // GitHub Enterprise Server is at HOST/api/v3 (uploads at HOST/api/uploads),
 // github.com at api.github.com
 // (https://docs.github.com/en/enterprise-server@latest/rest/quickstart#using-curl-commands-in-github-actions);
@@ -260,30 +218,5 @@ func TestPullRequestGitHubEnterprise(t *testing.T) {
 		if _, err := sc.prProvider(context.Background(), "https://git.example.com/acme/sub/app", provider); err == nil || !IsTerminal(err) || !strings.Contains(err.Error(), "repoURL") {
 			t.Errorf("%s: a repoURL with three segments: %v", provider, err)
 		}
-	}
-}
-
-// The SDKs' calls pass the egress policy: a host it refuses (loopback,
-// here) fails the step at once with a terminal error, and nothing reaches
-// the host.
-func TestPullRequestSDKEgress(t *testing.T) {
-	t.Parallel()
-	for _, provider := range sdkProviders {
-		t.Run(provider, func(t *testing.T) {
-			t.Parallel()
-			host := &pagedHost{provider: provider}
-			srv := httptest.NewServer(host)
-			t.Cleanup(srv.Close)
-			sc := pagedContext(t, srv, provider, "tok")
-			p, err := egress.New(egress.Config{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			sc.Egress = p
-			_, err = run(t, "git-open-pr", sc)
-			if err == nil || !IsTerminal(err) || !errors.Is(err, egress.ErrRefused) || host.gets+host.posts != 0 {
-				t.Fatalf("a refused host: %v (terminal %v), %d requests", err, IsTerminal(err), host.gets+host.posts)
-			}
-		})
 	}
 }

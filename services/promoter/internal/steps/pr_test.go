@@ -27,8 +27,14 @@ import (
 // https://docs.github.com/en/rest/pulls/pulls,
 // https://docs.gitlab.com/api/merge_requests/,
 // https://gitea.com/api/swagger,
-// https://developer.atlassian.com/cloud/bitbucket/rest/api-group-pullrequests/,
-// https://learn.microsoft.com/en-us/rest/api/azure/devops/git/pull-requests?view=azure-devops-rest-7.1.
+// https://developer.atlassian.com/cloud/bitbucket/rest/api-group-pullrequests/
+// and .../api-group-commits/ (GET .../commit/{commit}, which expands the
+// abbreviated merge_commit.hash),
+// https://learn.microsoft.com/en-us/rest/api/azure/devops/git/pull-requests?view=azure-devops-rest-7.1,
+// with the api-version in the query or the Accept header
+// (https://learn.microsoft.com/en-us/rest/api/azure/devops/?view=azure-devops-rest-7.1#api-and-tfs-version-mapping)
+// and the resource locations the Azure DevOps SDK reads first (OPTIONS
+// ORG/_apis, see azureLocations).
 type fakeHost struct {
 	mu      sync.Mutex
 	prs     []*fakePR
@@ -52,12 +58,15 @@ type fakePR struct {
 }
 
 var (
-	ghPulls = regexp.MustCompile(`^/api/v3/repos/acme/app/pulls(?:/(\d+)(/merge)?)?$`)
-	ghLabel = regexp.MustCompile(`^/api/v3/repos/acme/app/issues/(\d+)/labels$`)
-	glMRs   = regexp.MustCompile(`^/api/v4/projects/acme%2Fapp/merge_requests(?:/(\d+)(/merge)?)?$`)
-	gtPulls = regexp.MustCompile(`^/api/v1/repos/acme/app/pulls(?:/(\d+)(/merge)?)?$`)
-	bbPulls = regexp.MustCompile(`^/2.0/repositories/acme/app/pullrequests(?:/(\d+)(/merge)?)?$`)
-	azPulls = regexp.MustCompile(`^/acme/proj/_apis/git/repositories/app/pullrequests(?:/(\d+))?$`)
+	ghPulls  = regexp.MustCompile(`^/api/v3/repos/acme/app/pulls(?:/(\d+)(/merge)?)?$`)
+	ghLabel  = regexp.MustCompile(`^/api/v3/repos/acme/app/issues/(\d+)/labels$`)
+	glMRs    = regexp.MustCompile(`^/api/v4/projects/acme%2Fapp/merge_requests(?:/(\d+)(/merge)?)?$`)
+	gtPulls  = regexp.MustCompile(`^/api/v1/repos/acme/app/pulls(?:/(\d+)(/merge)?)?$`)
+	bbPulls  = regexp.MustCompile(`^/2.0/repositories/acme/app/pullrequests(?:/(\d+)(/merge)?)?/?$`)
+	bbCommit = regexp.MustCompile(`^/2.0/repositories/acme/app/commit/msha(\d+)$`)
+	// Azure DevOps paths are case-insensitive (the SDK's route is
+	// .../pullRequests).
+	azPulls = regexp.MustCompile(`^(?i)/acme/proj/_apis/git/repositories/app/pullrequests(?:/(\d+))?$`)
 	// Each host's branch (or ref) route, for the head commit's message.
 	branchRoutes = regexp.MustCompile(`^(?:/api/v3/repos/acme/app/branches/|/api/v1/repos/acme/app/branches/|/api/v4/projects/acme%2Fapp/repository/branches/|/2.0/repositories/acme/app/refs/branches/|/acme/proj/_apis/git/repositories/app/(refs|commits/))`)
 )
@@ -108,8 +117,8 @@ func (f *fakeHost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		out := map[string]any{"id": p.number, "state": map[string]string{"open": "OPEN", "closed": "DECLINED", "merged": "MERGED"}[p.state],
 			"links":  map[string]any{"html": map[string]any{"href": fmt.Sprintf("http://host/pr/%d", p.number)}},
 			"source": map[string]any{"branch": map[string]any{"name": p.source}}, "destination": map[string]any{"branch": map[string]any{"name": p.target}}}
-		if p.state == "merged" {
-			out["merge_commit"] = map[string]any{"hash": fmt.Sprintf("merged-sha-%d", p.number)}
+		if p.state == "merged" { // abbreviated, as Bitbucket answers
+			out["merge_commit"] = map[string]any{"hash": fmt.Sprintf("msha%d", p.number)}
 		}
 		return out
 	}
@@ -123,6 +132,14 @@ func (f *fakeHost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if path == "/api/v1/repos/acme/app/labels" { // Gitea: GET /repos/{owner}/{repo}/labels
 		reply([]any{map[string]any{"id": 7, "name": "caravan"}, map[string]any{"id": 8, "name": "other"}})
+		return
+	}
+	if r.Method == http.MethodOptions && path == "/acme/_apis" {
+		azureLocations(w)
+		return
+	}
+	if c := bbCommit.FindStringSubmatch(path); c != nil {
+		reply(map[string]any{"hash": "merged-sha-" + c[1]})
 		return
 	}
 	if b := branchRoutes.FindStringSubmatch(path); b != nil {
@@ -145,7 +162,7 @@ func (f *fakeHost) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var render func(*fakePR) map[string]any
 	switch {
 	case azPulls.MatchString(path):
-		if r.URL.Query().Get("api-version") != "7.1" {
+		if !azureVersion(r) {
 			http.Error(w, "api-version is required", http.StatusBadRequest)
 			return
 		}
@@ -281,7 +298,8 @@ func TestPullRequestSteps(t *testing.T) {
 				t.Fatalf("merge: %+v", res)
 			}
 			wantMerge := map[string]map[string]any{"github": {"merge_method": "squash"}, "gitlab": {"squash": true}, "gitea": {"Do": "squash"},
-				"bitbucket": {"type": "pullrequest_merge_parameters", "merge_strategy": "squash"},
+				// go-bitbucket's merge body: merge_strategy and the fields it always sends
+				"bitbucket": {"merge_strategy": "squash", "message": "", "close_source_branch": false, "title": "", "description": "", "reviewers": []any{}, "source": map[string]any{}, "destination": map[string]any{}},
 				"azure":     {"status": "completed", "lastMergeSourceCommit": map[string]any{"commitId": "src-sha"}, "completionOptions": map[string]any{"mergeStrategy": "squash"}}}[provider]
 			gotMerge := host.merges[0]
 			if provider == "gitea" {
@@ -509,6 +527,10 @@ func TestPullRequestPagesBitbucketAzure(t *testing.T) {
 			srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				mu.Lock()
 				defer mu.Unlock()
+				if r.Method == http.MethodOptions && r.URL.Path == "/acme/_apis" {
+					azureLocations(w)
+					return
+				}
 				if r.Method != http.MethodGet {
 					creates++
 					http.Error(w, "no", http.StatusBadRequest)
@@ -590,8 +612,8 @@ func TestPullRequestHostURLs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b := p.(*bitbucket); b.c.base != "https://api.bitbucket.org/2.0" || b.repo != "team/app" {
-		t.Fatalf("bitbucket.org: base %s, repo %s", b.c.base, b.repo)
+	if b := p.(*bitbucket); b.base != "https://api.bitbucket.org/2.0" || b.owner != "team" || b.slug != "app" {
+		t.Fatalf("bitbucket.org: base %s, repo %s/%s", b.base, b.owner, b.slug)
 	}
 	if _, err := p.open(context.Background(), "a", "b", nil, []string{"x"}); err == nil || !strings.Contains(err.Error(), "labels") {
 		t.Fatalf("bitbucket labels: %v", err)
@@ -600,7 +622,35 @@ func TestPullRequestHostURLs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a := p.(*azure); a.c.base != "https://org.visualstudio.com/proj/_apis/git/repositories/app" {
-		t.Fatalf("visualstudio.com: base %s", a.c.base)
+	if a := p.(*azure); a.project != "proj" || a.repo != "app" || a.web != "https://org.visualstudio.com/proj/_git/app" {
+		t.Fatalf("visualstudio.com: project %s, repo %s, web %s", a.project, a.repo, a.web)
 	}
+}
+
+// azureLocations answers OPTIONS ORG/_apis as Azure DevOps does: the
+// resource locations (id, area, resource name, route template and versions)
+// the Azure DevOps Go SDK reads to build its URLs
+// (azuredevops/client.go, getResourceLocationsFromServer), for the git
+// resources the pull request steps use: pullRequests
+// (https://learn.microsoft.com/en-us/rest/api/azure/devops/git/pull-requests?view=azure-devops-rest-7.1),
+// refs (.../git/refs/list) and commits (.../git/commits/get).
+func azureLocations(w http.ResponseWriter) {
+	loc := func(id, resource string) map[string]any {
+		return map[string]any{"id": id, "area": "git", "resourceName": resource,
+			"routeTemplate":   "{project}/_apis/{area}/repositories/{repositoryId}/{resource}/{" + map[string]string{"pullRequests": "pullRequestId", "refs": "*filter", "commits": "commitId"}[resource] + "}",
+			"resourceVersion": 1, "minVersion": "1.0", "maxVersion": "7.1", "releasedVersion": "7.1"}
+	}
+	value := []any{loc("9946fd70-0d40-406e-b686-b4744cbbcc37", "pullRequests"), loc("2d874a60-a811-4f62-9c9f-963a6ea0a55b", "refs"),
+		loc("c2570c3b-5b3f-41b8-98bf-5407bfde8d58", "commits")}
+	_ = json.NewEncoder(w).Encode(map[string]any{"count": len(value), "value": value})
+}
+
+// azureVersion tells whether r names an Azure DevOps 7.1 api-version, in
+// the query or in the Accept header (application/json;api-version=7.1...).
+func azureVersion(r *http.Request) bool {
+	v := r.URL.Query().Get("api-version")
+	if _, p, ok := strings.Cut(r.Header.Get("Accept"), "api-version="); ok {
+		v = p
+	}
+	return strings.HasPrefix(v, "7.1")
 }
