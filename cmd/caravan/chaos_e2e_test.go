@@ -144,7 +144,7 @@ func TestE2EChaos(t *testing.T) {
 	}()
 
 	// The test reads state straight from KV.
-	env, err := service.Connect(t.Context(), nsrv.Conn(t), "chaos-test", service.Common{
+	env, err := service.Provision(t.Context(), nsrv.Conn(t), "chaos-test", service.Common{
 		DataDir: t.TempDir(), SecretKey: secretKey, StreamConfig: events.DefaultStreamConfig(),
 	}, nil)
 	if err != nil {
