@@ -15,7 +15,7 @@ authorization {
   users: [
     {{- range $c := list "gateway" "discovery" "promoter" "verifier" "setup" }}
     {{- $p := required (printf "files/nats-permissions.yaml: no user %s" $c) (get $perms $c) }}
-    {user: {{ index $.Values.nats.users.names $c | toJson }}, password: ${{ include "caravan.natsPasswordVar" $c }}, permissions: {publish: {allow: {{ $p.publish | toJson }}}, subscribe: {allow: {{ $p.subscribe | toJson }}}}}
+    {user: {{ index $.Values.nats.users.names $c | quote }}, password: ${{ include "caravan.natsPasswordVar" $c }}, permissions: {publish: {allow: [{{ include "caravan.natsList" $p.publish }}]}, subscribe: {allow: [{{ include "caravan.natsList" $p.subscribe }}]}}}
     {{- end }}
   ]
 }
@@ -34,4 +34,11 @@ cluster {
     {{- end }}
   ]
 }
+{{- end -}}
+
+{{/* A list of subjects as quoted NATS configuration strings. */}}
+{{- define "caravan.natsList" -}}
+{{- $q := list -}}
+{{- range . }}{{ $q = append $q (quote .) }}{{ end -}}
+{{- join ", " $q -}}
 {{- end -}}
