@@ -176,6 +176,10 @@ func TestChartE2E(t *testing.T) {
 					t.Errorf("%s: %s not set", name, want)
 				}
 			}
+			// Each component authenticates as its own NATS user.
+			if !seen["CARAVAN_NATS_USER"] || !seen["CARAVAN_NATS_PASSWORD"] {
+				t.Errorf("%s: no NATS user of its own", name)
+			}
 			if kind == "Deployment" && !seen["POD_NAME"] {
 				t.Errorf("%s: POD_NAME (the replica ID) not set", name)
 			}
@@ -218,6 +222,7 @@ func TestChartE2E(t *testing.T) {
 		namespaced     bool
 	}{
 		"ConfigMap":           {"/api/v1", "configmaps", true},
+		"Secret":              {"/api/v1", "secrets", true},
 		"Service":             {"/api/v1", "services", true},
 		"ServiceAccount":      {"/api/v1", "serviceaccounts", true},
 		"Deployment":          {"/apis/apps/v1", "deployments", true},
