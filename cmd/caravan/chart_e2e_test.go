@@ -118,6 +118,8 @@ func TestChartE2E(t *testing.T) {
 		{[]string{"config.CARAVAN_NATS_URL=nats://x:4222"}, "config.CARAVAN_NATS_URL: set by the chart"},
 		{[]string{"promoter.config.CARAVAN_SECRET_KEY=abc"}, "config.CARAVAN_SECRET_KEY: set by the chart"},
 		{[]string{"config.CARAVAN_REPLICA_ID=one"}, "config.CARAVAN_REPLICA_ID: set by the chart"},
+		{[]string{"config.CARAVAN_NATS_PASSWORD=pw"}, "config.CARAVAN_NATS_PASSWORD: set by the chart"},
+		{[]string{"nats.credsSecret=caravan-nats"}, "nats.credsSecret: only with nats.enabled=false"},
 	} {
 		if _, err := h.template(tc.set...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("template %v: err = %v, want one containing %q", tc.set, err, tc.want)
