@@ -84,7 +84,7 @@ func TestE2EChaos(t *testing.T) {
 	procs := svcs.all()
 
 	// The test reads state straight from KV.
-	env, err := service.Connect(t.Context(), nsrv.Conn(t), "chaos-test", service.Common{
+	env, err := service.Provision(t.Context(), nsrv.Conn(t), "chaos-test", service.Common{
 		DataDir: t.TempDir(), SecretKey: secret, StreamConfig: events.DefaultStreamConfig(),
 	}, nil)
 	if err != nil {

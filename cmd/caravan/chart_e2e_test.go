@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -18,8 +19,11 @@ import (
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/service"
 	"github.com/caravan-cd/caravan/pkg/testenv"
 	"github.com/caravan-cd/caravan/services/discovery"
@@ -114,6 +118,8 @@ func TestChartE2E(t *testing.T) {
 		{[]string{"config.CARAVAN_NATS_URL=nats://x:4222"}, "config.CARAVAN_NATS_URL: set by the chart"},
 		{[]string{"promoter.config.CARAVAN_SECRET_KEY=abc"}, "config.CARAVAN_SECRET_KEY: set by the chart"},
 		{[]string{"config.CARAVAN_REPLICA_ID=one"}, "config.CARAVAN_REPLICA_ID: set by the chart"},
+		{[]string{"config.CARAVAN_NATS_PASSWORD=pw"}, "config.CARAVAN_NATS_PASSWORD: set by the chart"},
+		{[]string{"nats.credsSecret=caravan-nats"}, "nats.credsSecret: only with nats.enabled=false"},
 	} {
 		if _, err := h.template(tc.set...); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("template %v: err = %v, want one containing %q", tc.set, err, tc.want)
@@ -172,6 +178,10 @@ func TestChartE2E(t *testing.T) {
 					t.Errorf("%s: %s not set", name, want)
 				}
 			}
+			// Each component authenticates as its own NATS user.
+			if !seen["CARAVAN_NATS_USER"] || !seen["CARAVAN_NATS_PASSWORD"] {
+				t.Errorf("%s: no NATS user of its own", name)
+			}
 			if kind == "Deployment" && !seen["POD_NAME"] {
 				t.Errorf("%s: POD_NAME (the replica ID) not set", name)
 			}
@@ -214,6 +224,7 @@ func TestChartE2E(t *testing.T) {
 		namespaced     bool
 	}{
 		"ConfigMap":           {"/api/v1", "configmaps", true},
+		"Secret":              {"/api/v1", "secrets", true},
 		"Service":             {"/api/v1", "services", true},
 		"ServiceAccount":      {"/api/v1", "serviceaccounts", true},
 		"Deployment":          {"/apis/apps/v1", "deployments", true},
@@ -284,4 +295,120 @@ func dig[T any](m map[string]any, keys ...string) T {
 	}
 	out, _ := v.(T)
 	return out
+}
+
+// TestChartNATSUsers runs the real nats-server with the NATS configuration
+// the chart renders for its StatefulSet (one node: the cluster block and
+// the in-pod paths replaced) and shows its users work as documented: the
+// setup user declares the layout, each service's user passes the layout
+// check and is refused creating a stream.
+func TestChartNATSUsers(t *testing.T) {
+	h := newHelmChart(t)
+	out, err := h.run("template", "caravan", h.path, "--namespace", "caravan", "--show-only", "templates/nats.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conf string
+	dec := yaml.NewDecoder(strings.NewReader(out))
+	for {
+		var d map[string]any
+		if err := dec.Decode(&d); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if d["kind"] == "ConfigMap" {
+			conf = dig[string](d, "data", "nats.conf")
+		}
+	}
+	if !strings.Contains(conf, "authorization {") {
+		t.Fatalf("no users in the rendered nats.conf:\n%s", conf)
+	}
+	dir := t.TempDir()
+	addr := freePort(t)
+	conf = conf[:strings.Index(conf, "cluster {")]
+	for _, r := range [][2]string{
+		{"listen: 0.0.0.0:4222", "listen: " + addr},
+		{"http: 0.0.0.0:8222\n", ""},
+		{"/var/run/nats/nats.pid", filepath.Join(dir, "nats.pid")},
+		{"store_dir: /data", "store_dir: " + filepath.Join(dir, "js")},
+	} {
+		if !strings.Contains(conf, r[0]) {
+			t.Fatalf("rendered nats.conf lacks %q", r[0])
+		}
+		conf = strings.Replace(conf, r[0], r[1], 1)
+	}
+	path := filepath.Join(dir, "nats.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	repoRoot, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := append(append([]string(nil), service.Services...), service.SetupUser)
+	cmd := exec.Command(toolPath(t, repoRoot, "nats-server"), "--config", path)
+	cmd.Env = append(os.Environ(), "POD_NAME=nats-0")
+	for _, u := range users {
+		cmd.Env = append(cmd.Env, "CARAVAN_"+strings.ToUpper(u)+"_PASSWORD="+u+"-secret")
+	}
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	connect := func(u string, errs chan<- error) *nats.Conn {
+		t.Helper()
+		nc, err := events.Connect(t.Context(), events.NATSConfig{URL: "nats://" + addr, User: "caravan-" + u, Password: u + "-secret", ConnectTimeout: time.Minute},
+			"chart-test-"+u, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+				select {
+				case errs <- err:
+				default:
+				}
+			}))
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", u, err, logs.String())
+		}
+		t.Cleanup(nc.Close)
+		return nc
+	}
+	c := service.Common{StreamConfig: events.DefaultStreamConfig(), AuditMaxAge: time.Hour}
+	setupJS, err := jetstream.New(connect(service.SetupUser, make(chan error, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	if err := service.Setup(ctx, setupJS, c); err != nil {
+		t.Fatalf("setup as caravan-setup: %v", err)
+	}
+	for _, u := range service.Services {
+		errs := make(chan error, 8)
+		js, err := jetstream.New(connect(u, errs))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := service.CheckLayout(ctx, js, c); err != nil {
+			t.Errorf("%s: layout check: %v", u, err)
+		}
+		sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err = js.CreateStream(sctx, jetstream.StreamConfig{Name: "PROBE", Subjects: []string{"probe"}})
+		scancel()
+		if err == nil {
+			t.Errorf("%s created a stream", u)
+			continue
+		}
+		select {
+		case err := <-errs:
+			if !strings.Contains(err.Error(), "$JS.API.STREAM.CREATE.PROBE") {
+				t.Errorf("%s: %v, want a permissions violation for $JS.API.STREAM.CREATE.PROBE", u, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("%s: no permissions violation reported", u)
+		}
+	}
 }

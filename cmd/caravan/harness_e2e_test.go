@@ -431,7 +431,7 @@ func startCluster(t testing.TB, opts clusterOptions) *cluster {
 	t.Cleanup(nc.Close)
 	streams := events.DefaultStreamConfig()
 	streams.Replicas = 3
-	c.env, err = service.Connect(t.Context(), nc, "cluster-test", service.Common{
+	c.env, err = service.Provision(t.Context(), nc, "cluster-test", service.Common{
 		DataDir: t.TempDir(), SecretKey: secret, StreamConfig: streams,
 	}, nil)
 	if err != nil {

@@ -143,7 +143,8 @@ type Log struct {
 
 // Setup declares the audit stream, keeping records for maxAge (0: for
 // ever), and returns its Log. Existing streams get maxAge and replicas
-// updated.
+// updated. caravan setup (and the all-in-one caravan server) run it; the
+// services only Check the stream.
 func Setup(ctx context.Context, js jetstream.JetStream, maxAge time.Duration, replicas int) (*Log, error) {
 	cfg := jetstream.StreamConfig{
 		Name:        Stream,
@@ -160,30 +161,18 @@ func Setup(ctx context.Context, js jetstream.JetStream, maxAge time.Duration, re
 	if s, err := js.Stream(ctx, Stream); err == nil {
 		cur := s.CachedInfo().Config
 		if cur.MaxAge == cfg.MaxAge && cur.Replicas == cfg.Replicas {
-			return &Log{js: js}, nil
+			return New(js), nil
 		}
 	}
 	if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
-		return nil, fmt.Errorf("declare audit stream: %w", err)
+		return nil, fmt.Errorf("declare stream %s: %w", Stream, err)
 	}
-	return &Log{js: js}, nil
+	return New(js), nil
 }
 
-// Open returns the Log of an audit stream some service declared, declaring
-// it with the default retention and replicas when none did. Any other
-// error (JetStream not answering) is returned: declaring then could
-// change a stream another service declared with other replicas.
-func Open(ctx context.Context, js jetstream.JetStream, replicas int) (*Log, error) {
-	_, err := js.Stream(ctx, Stream)
-	switch {
-	case err == nil:
-		return &Log{js: js}, nil
-	case errors.Is(err, jetstream.ErrStreamNotFound):
-		return Setup(ctx, js, DefaultMaxAge, replicas)
-	default:
-		return nil, fmt.Errorf("open audit stream: %w", err)
-	}
-}
+// New returns the Log of the audit stream Setup declared; it does not
+// look the stream up (the services check the layout at start).
+func New(js jetstream.JetStream) *Log { return &Log{js: js} }
 
 // DefaultMaxAge is how long records are kept by default (90 days).
 const DefaultMaxAge = 90 * 24 * time.Hour

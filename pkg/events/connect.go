@@ -21,6 +21,10 @@ type NATSConfig struct {
 	// NKeyFile is a file holding an NKey seed to authenticate with (the
 	// one caravan server generates when its embedded NATS listens).
 	NKeyFile string `envconfig:"NATS_NKEY" desc:"file holding the NKey seed to authenticate to NATS with (caravan server writes <data dir>/nats-client.nk when its embedded NATS listens)"`
+	// User and Password authenticate with a NATS user and password (the
+	// Helm chart gives each service its own user).
+	User     string `envconfig:"NATS_USER" desc:"NATS user name (with CARAVAN_NATS_PASSWORD); the Helm chart sets one user per service"`
+	Password string `envconfig:"NATS_PASSWORD" desc:"password of CARAVAN_NATS_USER"`
 	// CAFile is a PEM file of CAs to trust for TLS.
 	CAFile string `envconfig:"NATS_CA_FILE" desc:"PEM file of CAs trusted for NATS TLS"`
 	// CertFile and KeyFile are a client certificate for mutual TLS.
@@ -45,6 +49,12 @@ func Connect(ctx context.Context, cfg NATSConfig, name string, extra ...nats.Opt
 	}
 	if cfg.CredsFile != "" {
 		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
+	}
+	if cfg.User != "" || cfg.Password != "" {
+		if cfg.User == "" {
+			return nil, errors.New("connect to NATS: CARAVAN_NATS_PASSWORD is set without CARAVAN_NATS_USER")
+		}
+		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
 	}
 	if cfg.NKeyFile != "" {
 		opt, err := nats.NkeyOptionFromSeed(cfg.NKeyFile)

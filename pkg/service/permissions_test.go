@@ -48,6 +48,9 @@ func TestPermissions(t *testing.T) {
 		{"promoter does not ask", pr.Publish, "caravan.promoter.dryrun", false},
 		{"gateway claims no replica ID", gw.Subscribe, "caravan.replicas.>", false},
 		{"all-in-one has everything", all.Subscribe, "caravan.discovery.forward.>", true},
+		{"all-in-one runs setup", all.Publish, "$JS.API.>", true},
+		{"gateway purges deleted projects' events", gw.Publish, "$JS.API.STREAM.PURGE.CARAVAN_EVENTS", true},
+		{"promoter purges nothing", pr.Publish, "$JS.API.STREAM.PURGE.CARAVAN_EVENTS", false},
 	} {
 		if got := slices.Contains(c.list, c.sub); got != c.want {
 			t.Errorf("%s: %v", c.name, got)
@@ -55,5 +58,38 @@ func TestPermissions(t *testing.T) {
 	}
 	if _, err := service.Permissions("nope"); err == nil {
 		t.Error("unknown service: no error")
+	}
+}
+
+// TestChartPermissionsFile keeps the Helm chart's NATS users true to
+// service.NATSRules: the chart reads the file go generate writes.
+func TestChartPermissionsFile(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("../../deploy/helm/caravan/files/nats-permissions.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != string(service.PermissionsYAML()) {
+		t.Error("deploy/helm/caravan/files/nats-permissions.yaml is stale: run go generate ./service in pkg")
+	}
+}
+
+// TestOnlySetupCreatesStreams: no service may create, update or delete a
+// stream or bucket; caravan setup may.
+func TestOnlySetupCreatesStreams(t *testing.T) {
+	t.Parallel()
+	for _, u := range service.Users {
+		p, err := service.Permissions(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var creates bool
+		for _, s := range p.Publish {
+			creates = creates || s == "$JS.API.>" || strings.HasPrefix(s, "$JS.API.STREAM.CREATE") || strings.HasPrefix(s, "$JS.API.STREAM.UPDATE") ||
+				strings.HasPrefix(s, "$JS.API.STREAM.DELETE") || s == "$JS.API.STREAM.>"
+		}
+		if creates != (u == service.SetupUser) {
+			t.Errorf("%s: may create streams: %v", u, creates)
+		}
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/caravan-cd/caravan/pkg/audit"
 	"github.com/caravan-cd/caravan/pkg/creds"
 	"github.com/caravan-cd/caravan/pkg/egress"
 	"github.com/caravan-cd/caravan/pkg/events"
@@ -61,6 +62,9 @@ type Common struct {
 	// are reached with the process's own cloud identity when no Secret
 	// matches a repository (see creds.Ambient). Empty: none.
 	AmbientCredentials string `envconfig:"AMBIENT_CREDENTIALS" default:"" desc:"comma-separated clouds (ecr, gar, acr) whose registries are reached with the process's workload identity when no Secret matches; empty: none"`
+	// AuditMaxAge is how long the audit log keeps its records; caravan
+	// setup (and caravan server) declare the audit stream with it.
+	AuditMaxAge time.Duration `envconfig:"AUDIT_MAX_AGE" default:"2160h" desc:"how long the audit log keeps its records (append-only: nothing is deleted sooner); applied by caravan setup"`
 
 	events.NATSConfig
 	events.StreamConfig
@@ -75,6 +79,9 @@ func (c Common) Validate() error {
 	}
 	if c.ReconcileInterval < 0 || c.ReconcileInterval > 0 && c.ReconcileInterval < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("CARAVAN_RECONCILE_INTERVAL: %s is below 100ms", c.ReconcileInterval))
+	}
+	if c.AuditMaxAge < 0 {
+		errs = append(errs, fmt.Errorf("CARAVAN_AUDIT_MAX_AGE: %s is negative", c.AuditMaxAge))
 	}
 	errs = append(errs, c.StreamConfig.Validate(), c.LogConfig.Validate(), c.Egress.Validate())
 	if c.SSHKnownHosts != "" {
@@ -160,15 +167,16 @@ func (e *Env) Await(ctx context.Context, logger *slog.Logger, what string, fn fu
 }
 
 // Connect builds the Env for service over an established NATS connection:
-// it declares the event stream and the buckets (idempotent), loads the
-// secret key and binds the store. reg receives the event metrics (nil: no
-// metrics).
+// it checks the layout caravan setup declared (CheckLayout: the streams and
+// buckets exist with c's replica count; it declares nothing, so a service's
+// NATS user needs no right to create streams), loads the secret key and
+// binds the store. reg receives the event metrics (nil: no metrics).
 func Connect(ctx context.Context, nc *nats.Conn, service string, c Common, reg *prometheus.Registry) (*Env, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	if err := Setup(ctx, js, c); err != nil {
+	if err := CheckLayout(ctx, js, c); err != nil {
 		return nil, err
 	}
 	key, _, err := state.LoadKey(c.SecretKey, filepath.Join(c.DataDir, "secret.key"))
@@ -203,15 +211,75 @@ func Connect(ctx context.Context, nc *nats.Conn, service string, c Common, reg *
 	}, nil
 }
 
-// Setup declares the event stream and every KV bucket with c's replica
-// count and limits; idempotent (an unchanged stream or bucket is left
-// alone). caravan setup runs it once for a cluster; every service runs it at
-// start too.
+// Provision declares the layout (Setup) and then Connects: what the
+// all-in-one caravan server does, running setup itself, and what tests use.
+func Provision(ctx context.Context, nc *nats.Conn, service string, c Common, reg *prometheus.Registry) (*Env, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	if err := Setup(ctx, js, c); err != nil {
+		return nil, err
+	}
+	return Connect(ctx, nc, service, c, reg)
+}
+
+// Setup declares the event stream, the audit stream and every KV bucket
+// with c's replica count and limits; idempotent (an unchanged stream or
+// bucket is left alone). caravan setup runs it once for a cluster (and
+// again after a change of replicas or limits), caravan server at start;
+// the services only CheckLayout.
 func Setup(ctx context.Context, js jetstream.JetStream, c Common) error {
 	if err := events.Setup(ctx, js, c.StreamConfig); err != nil {
 		return err
 	}
+	if _, err := audit.Setup(ctx, js, c.AuditMaxAge, c.Replicas); err != nil {
+		return err
+	}
 	return state.Setup(ctx, js, c.Replicas)
+}
+
+// ErrLayoutMismatch marks a stream or bucket that exists with another
+// layout than the service's configuration: a service refuses to start on
+// it rather than fight caravan setup (errors.Is).
+var ErrLayoutMismatch = errors.New("JetStream layout differs from this service's configuration")
+
+// Layout are the JetStream streams Setup declares, by name (a KV bucket is
+// the stream KV_<bucket>), with what an error calls them.
+func Layout() []struct{ Stream, What string } {
+	out := []struct{ Stream, What string }{
+		{events.StreamEvents, "stream " + events.StreamEvents},
+		{audit.Stream, "stream " + audit.Stream},
+		{"KV_" + events.BucketDeadLetters, "bucket " + events.BucketDeadLetters},
+	}
+	for _, b := range state.Buckets {
+		out = append(out, struct{ Stream, What string }{"KV_" + string(b), "bucket " + string(b)})
+	}
+	return out
+}
+
+// CheckLayout verifies the layout caravan setup declares: every stream and bucket
+// of Setup exists with c's replica count (CARAVAN_JS_REPLICAS). A missing
+// one is an error naming it and caravan setup (a caller may wait: the
+// setup Job may still be running, the cluster still forming); one with
+// other replicas wraps ErrLayoutMismatch. Check needs only the right to
+// read stream information.
+func CheckLayout(ctx context.Context, js jetstream.JetStream, c Common) error {
+	want := max(c.Replicas, 1)
+	for _, l := range Layout() {
+		s, err := js.Stream(ctx, l.Stream)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return fmt.Errorf("%s not found: run caravan setup (CARAVAN_JS_REPLICAS=%d) before the services", l.What, want)
+		}
+		if err != nil {
+			return fmt.Errorf("check %s: %w", l.What, err)
+		}
+		if have := s.CachedInfo().Config.Replicas; have != want {
+			return fmt.Errorf("%w: %s has %d replica(s), CARAVAN_JS_REPLICAS is %d: give every service and caravan setup the same CARAVAN_JS_REPLICAS (run caravan setup again to change it)",
+				ErrLayoutMismatch, l.What, have, want)
+		}
+	}
+	return nil
 }
 
 // natsAddrs are the host:port pairs of comma-separated NATS URLs.
@@ -244,8 +312,10 @@ func (e *Env) Ready(ctx context.Context) error {
 	if !e.Conn.IsConnected() {
 		return errors.New("not connected to NATS")
 	}
-	if _, err := e.JS.Stream(ctx, events.StreamEvents); err != nil {
-		return fmt.Errorf("stream %s: %w", events.StreamEvents, err)
+	for _, st := range []string{events.StreamEvents, audit.Stream} {
+		if _, err := e.JS.Stream(ctx, st); err != nil {
+			return fmt.Errorf("stream %s: %w", st, err)
+		}
 	}
 	for _, b := range state.Buckets {
 		if _, err := e.JS.KeyValue(ctx, string(b)); err != nil {
@@ -371,8 +441,9 @@ func serve(ctx context.Context, name string, c Common, admin AdminConfig, logger
 }
 
 // connectRetry builds the Env, retrying with backoff while the streams and
-// buckets do not answer (a cluster still forming, a leader election): a
-// service waits for its backbone rather than exiting.
+// buckets do not answer or are missing (a cluster still forming, a leader
+// election, the setup Job not yet done): a service waits for its backbone
+// rather than exiting. A layout with other replicas is refused at once.
 func connectRetry(ctx context.Context, nc *nats.Conn, name string, c Common, reg *prometheus.Registry, health *Health, logger *slog.Logger) (*Env, error) {
 	wait := 250 * time.Millisecond
 	for attempt := 1; ; attempt++ {
@@ -381,7 +452,7 @@ func connectRetry(ctx context.Context, nc *nats.Conn, name string, c Common, reg
 			env.Health = health
 			return env, nil
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || errors.Is(err, ErrLayoutMismatch) {
 			return nil, fmt.Errorf("connect %s: %w", name, err)
 		}
 		health.Starting("waiting for JetStream: " + err.Error())

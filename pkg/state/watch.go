@@ -13,18 +13,40 @@ type Change[T any] struct {
 	Key      string
 	Revision uint64
 	Deleted  bool
-	Value    T
+	// Initial marks the current values sent before ready closes.
+	Initial bool
+	Value   T
 }
+
+// WatchOption tunes Watch.
+type WatchOption func(*watchOptions)
+
+type watchOptions struct {
+	keysOnly bool
+}
+
+// KeysOnly watches keys and revisions only: values are neither fetched
+// (jetstream.MetaOnly) nor decoded, and every Change carries the zero
+// value.
+func KeysOnly() WatchOption { return func(o *watchOptions) { o.keysOnly = true } }
 
 // Watch sends every change of the keys matching filter, starting with the
 // current value of each (unless updatesOnly), until ctx ends; then it
 // closes the channel. A value that does not decode is skipped. The nil
 // marker jetstream sends after the initial values is not forwarded; use
-// the returned ready channel, closed once the initial values were sent.
-func Watch[T any](ctx context.Context, kv jetstream.KeyValue, filter string, updatesOnly bool) (<-chan Change[T], <-chan struct{}, error) {
+// the returned ready channel, closed once the initial values were sent:
+// when it closes, every Initial change is in the channel or taken.
+func Watch[T any](ctx context.Context, kv jetstream.KeyValue, filter string, updatesOnly bool, options ...WatchOption) (<-chan Change[T], <-chan struct{}, error) {
+	var o watchOptions
+	for _, opt := range options {
+		opt(&o)
+	}
 	var opts []jetstream.WatchOpt
 	if updatesOnly {
 		opts = append(opts, jetstream.UpdatesOnly())
+	}
+	if o.keysOnly {
+		opts = append(opts, jetstream.MetaOnly())
 	}
 	w, err := kv.Watch(ctx, filter, opts...)
 	if err != nil {
@@ -54,9 +76,11 @@ func Watch[T any](ctx context.Context, kv jetstream.KeyValue, filter string, upd
 					}
 					continue
 				}
-				c := Change[T]{Key: e.Key(), Revision: e.Revision()}
+				c := Change[T]{Key: e.Key(), Revision: e.Revision(), Initial: initial}
 				if e.Operation() != jetstream.KeyValuePut {
 					c.Deleted = true
+				} else if o.keysOnly {
+					// No value to decode.
 				} else if err := json.Unmarshal(e.Value(), &c.Value); err != nil {
 					continue
 				}

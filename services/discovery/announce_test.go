@@ -35,7 +35,7 @@ func announced(t *testing.T, js jetstream.JetStream) uint64 {
 func TestAnnounceExactlyOnce(t *testing.T) {
 	t.Parallel()
 	srv := testenv.NATS(t)
-	env, err := service.Connect(t.Context(), srv.Conn(t), "discovery", service.Common{
+	env, err := service.Provision(t.Context(), srv.Conn(t), "discovery", service.Common{
 		DataDir: t.TempDir(), StreamConfig: events.DefaultStreamConfig(), LogConfig: telemetry.LogConfig{Level: "info", Format: "text"},
 	}, nil)
 	if err != nil {
@@ -119,7 +119,7 @@ func TestForwardRoundTrip(t *testing.T) {
 func TestSweepUnannounced(t *testing.T) {
 	t.Parallel()
 	srv := testenv.NATS(t)
-	env, err := service.Connect(t.Context(), srv.Conn(t), "discovery", service.Common{
+	env, err := service.Provision(t.Context(), srv.Conn(t), "discovery", service.Common{
 		DataDir: t.TempDir(), StreamConfig: events.DefaultStreamConfig(), LogConfig: telemetry.LogConfig{Level: "info", Format: "text"},
 	}, nil)
 	if err != nil {

@@ -71,7 +71,7 @@ func startReplica(t testing.TB, srv *testenv.Server, id string, tune func(*disco
 	nc := srv.Conn(t)
 	c := common(t)
 	c.ReplicaID = id
-	env, err := service.Connect(t.Context(), nc, "discovery", c, nil)
+	env, err := service.Provision(t.Context(), nc, "discovery", c, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ type gateway struct {
 
 func newGateway(t testing.TB, srv *testenv.Server) *gateway {
 	t.Helper()
-	env, err := service.Connect(t.Context(), srv.Conn(t), "gateway", common(t), nil)
+	env, err := service.Provision(t.Context(), srv.Conn(t), "gateway", common(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

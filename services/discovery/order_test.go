@@ -17,7 +17,7 @@ import (
 func TestSameSecondFreightOrder(t *testing.T) {
 	t.Parallel()
 	srv := testenv.NATS(t)
-	env, err := service.Connect(t.Context(), srv.Conn(t), "discovery", service.Common{
+	env, err := service.Provision(t.Context(), srv.Conn(t), "discovery", service.Common{
 		DataDir: t.TempDir(), StreamConfig: events.DefaultStreamConfig(), LogConfig: telemetry.LogConfig{Level: "info", Format: "text"},
 	}, nil)
 	if err != nil {

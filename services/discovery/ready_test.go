@@ -34,7 +34,7 @@ func TestReadiness(t *testing.T) {
 	nc := srv.Conn(t)
 	c := common(t)
 	c.ReplicaID = "ready"
-	env, err := service.Connect(t.Context(), nc, "discovery", c, nil)
+	env, err := service.Provision(t.Context(), nc, "discovery", c, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -211,60 +211,63 @@ func (s *scheduler) run(ctx context.Context) error {
 // scheduler balance, and a changed one is discovered at once by the
 // replica working it (its ResourceApplied may be lost).
 func (s *scheduler) watchWarehouses(ctx context.Context) error {
-	w, err := s.d.store.KV(state.Resources).Watch(ctx, "*."+model.KindWarehouse+".*", jetstream.MetaOnly())
+	changes, ready, err := state.Watch[struct{}](ctx, s.d.store.KV(state.Resources), "*."+model.KindWarehouse+".*", false, state.KeysOnly())
 	if err != nil {
 		return fmt.Errorf("watch warehouses: %w", err)
 	}
-	ready := make(chan struct{})
-	go func() {
-		defer func() { _ = w.Stop() }()
-		initial := true
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e == nil {
-					if initial {
-						initial = false
-						close(ready)
-					}
-					continue
-				}
-				tokens := strings.Split(e.Key(), ".")
-				if len(tokens) != 3 {
-					continue
-				}
-				r := ref{state.Untoken(tokens[0]), state.Untoken(tokens[2])}
-				key := state.Key(r.project, r.name)
-				s.mu.Lock()
-				_, known := s.warehouses[key]
-				wk := s.workers[key]
-				if e.Operation() == jetstream.KeyValuePut {
-					s.warehouses[key] = r
-				} else {
-					delete(s.warehouses, key)
-				}
-				s.mu.Unlock()
-				switch {
-				case e.Operation() != jetstream.KeyValuePut:
-					s.wake()
-				case !initial && wk != nil:
-					wk.enqueue(request{full: true})
-				case !known && !initial:
-					s.wake()
-				}
+	// The current Warehouses are known before this returns: once ready
+	// closes, every initial change is in the channel.
+	for loaded := false; !loaded; {
+		select {
+		case c, ok := <-changes:
+			if !ok {
+				return ctx.Err()
 			}
+			s.seeWarehouse(c)
+		case <-ready:
+			for len(changes) > 0 {
+				s.seeWarehouse(<-changes)
+			}
+			loaded = true
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	go func() {
+		for c := range changes {
+			s.seeWarehouse(c)
 		}
 	}()
-	select {
-	case <-ready:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	return nil
+}
+
+// seeWarehouse records one change of the Warehouse keys: an initial one
+// only fills the set; later a new Warehouse wakes the scheduler, a changed
+// one asks its worker for a full discovery, a deleted one wakes the
+// scheduler to drop it.
+func (s *scheduler) seeWarehouse(c state.Change[struct{}]) {
+	tokens := strings.Split(c.Key, ".")
+	if len(tokens) != 3 {
+		return
+	}
+	r := ref{state.Untoken(tokens[0]), state.Untoken(tokens[2])}
+	key := state.Key(r.project, r.name)
+	s.mu.Lock()
+	_, known := s.warehouses[key]
+	wk := s.workers[key]
+	if c.Deleted {
+		delete(s.warehouses, key)
+	} else {
+		s.warehouses[key] = r
+	}
+	s.mu.Unlock()
+	switch {
+	case c.Deleted:
+		s.wake()
+	case !c.Initial && wk != nil:
+		wk.enqueue(request{full: true})
+	case !known && !c.Initial:
+		s.wake()
 	}
 }
 

@@ -70,8 +70,6 @@ type Config struct {
 	OIDCClientSecret string `envconfig:"OIDC_CLIENT_SECRET" desc:"client secret of the web UI's OIDC client (CARAVAN_OIDC_AUDIENCE is its client ID); empty for a public client, which PKCE protects"`
 	// OIDCScopes are the scopes the web UI asks the issuer for.
 	OIDCScopes []string `envconfig:"OIDC_SCOPES" default:"openid,profile,email" desc:"scopes the web UI's OIDC sign-in asks for, comma-separated (add groups where the issuer needs it for a groups claim)"`
-	// AuditMaxAge is how long the audit log keeps its records.
-	AuditMaxAge time.Duration `envconfig:"AUDIT_MAX_AGE" default:"2160h" desc:"how long the audit log keeps its records (append-only: nothing is deleted sooner)"`
 	// NotifyBackoff is the delay before a failed notification is tried
 	// again, doubled after each failure (at most 10m); zero means 5s.
 	NotifyBackoff time.Duration `envconfig:"NOTIFY_BACKOFF" default:"5s" desc:"delay before a failed notification is sent again, doubled after each failure up to 10m"`
@@ -108,9 +106,6 @@ func (c Config) Validate() error {
 	}
 	if c.NotifyBackoff < 0 || c.NotifyTimeout < 0 {
 		errs = append(errs, errors.New("CARAVAN_NOTIFY_BACKOFF, CARAVAN_NOTIFY_TIMEOUT: must not be negative"))
-	}
-	if c.AuditMaxAge < 0 {
-		errs = append(errs, fmt.Errorf("CARAVAN_AUDIT_MAX_AGE: %s is negative", c.AuditMaxAge))
 	}
 	return errors.Join(errs...)
 }
@@ -177,13 +172,8 @@ func NewHandler(ctx context.Context, d Deps) (http.Handler, error) {
 		}
 		chain.OIDC = auth.NewOIDC(c.OIDCIssuer, c.OIDCAudience, hc)
 	}
-	var auditLog *audit.Log
-	if err := env.Await(ctx, d.Logger, "declare the audit stream", func(ctx context.Context) (err error) {
-		auditLog, err = audit.Setup(ctx, env.JS, c.AuditMaxAge, c.Replicas)
-		return err
-	}); err != nil {
-		return nil, err
-	}
+	// caravan setup declared the audit stream; Connect checked it.
+	auditLog := audit.New(env.JS)
 	var index *api.Index
 	if c.ListIndex {
 		var err error

@@ -49,7 +49,7 @@ func newHarness(t testing.TB, mutate ...func(*gateway.Deps)) *harness {
 		StreamConfig: events.DefaultStreamConfig(),
 		LogConfig:    telemetry.LogConfig{Level: "info", Format: "text"},
 	}
-	env, err := service.Connect(ctx, nc, "gateway", common, nil)
+	env, err := service.Provision(ctx, nc, "gateway", common, nil)
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}

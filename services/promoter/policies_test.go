@@ -23,7 +23,7 @@ func (h *harness) projectConfig(spec model.ProjectConfigSpec) {
 
 func (h *harness) auditRecords(action string) []audit.Record {
 	h.t.Helper()
-	log, err := audit.Open(context.Background(), h.env.JS, 1)
+	log, err := audit.Setup(context.Background(), h.env.JS, audit.DefaultMaxAge, 1)
 	if err != nil {
 		h.t.Fatal(err)
 	}

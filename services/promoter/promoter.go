@@ -216,16 +216,8 @@ func Run(ctx context.Context, d Deps) error {
 	defer claim.Close()
 	store, bus := d.Env.Store, d.Env.Bus.With(events.WithLogger(log))
 	keeper := health.New(store, bus, d.Runner, log)
-	var auditLog *audit.Log
-	if err := d.Env.Await(ctx, log, "open the audit stream", func(ctx context.Context) (err error) {
-		auditLog, err = audit.Open(ctx, d.Env.JS, cfg.Replicas)
-		return err
-	}); err != nil {
-		if ctx.Err() != nil {
-			return nil // stopped while starting
-		}
-		return fmt.Errorf("promoter: %w", err)
-	}
+	// caravan setup declared the audit stream; Connect checked it.
+	auditLog := audit.New(d.Env.JS)
 	freight := freightindex.New(store.KV(state.Freight), d.SharedFreight)
 	auto := autopromote.New(autopromote.Options{Store: store, Bus: bus, Logger: log, Audit: auditLog, Freight: freight})
 	// Readiness: the stage leases and the job leases are written in time.

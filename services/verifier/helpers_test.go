@@ -60,7 +60,7 @@ func (h *harness) connect(name string) *service.Env {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	env, err := service.Connect(ctx, h.srv.Conn(h.t), name, h.common, nil)
+	env, err := service.Provision(ctx, h.srv.Conn(h.t), name, h.common, nil)
 	if err != nil {
 		h.t.Fatal(err)
 	}

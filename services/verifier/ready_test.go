@@ -19,7 +19,7 @@ func TestReadiness(t *testing.T) {
 	nc := h.srv.Conn(t)
 	c := h.common
 	c.ReplicaID = "ready"
-	env, err := service.Connect(t.Context(), nc, "verifier", c, nil)
+	env, err := service.Provision(t.Context(), nc, "verifier", c, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/caravan-cd/caravan/pkg/audit"
 	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/service"
 )
@@ -17,12 +18,14 @@ func (a *app) newSetup() *cobra.Command {
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "setup",
-		Short: "Declare Caravan's JetStream stream and KV buckets on the NATS of CARAVAN_NATS_URL",
-		Long: `Declare the event stream and every KV bucket on the NATS server or cluster
-of CARAVAN_NATS_URL, with CARAVAN_JS_REPLICAS replicas and the CARAVAN_EVENTS_*
-limits; idempotent. The Helm chart runs it as a Job before the services
-start. While the cluster is still forming (no JetStream leader, too few
-peers) it retries until --timeout.`,
+		Short: "Declare Caravan's JetStream streams and KV buckets on the NATS of CARAVAN_NATS_URL",
+		Long: `Declare the event stream, the audit stream and every KV bucket on the NATS
+server or cluster of CARAVAN_NATS_URL, with CARAVAN_JS_REPLICAS replicas, the
+CARAVAN_EVENTS_* limits and CARAVAN_AUDIT_MAX_AGE; idempotent. The services
+declare nothing: they check this layout at start, wait while it is missing
+and refuse other replicas. The Helm chart runs it as a Job. While the cluster
+is still forming (no JetStream leader, too few peers) it retries until
+--timeout.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var c service.Common
@@ -68,7 +71,7 @@ peers) it retries until --timeout.`,
 				}
 				wait = min(2*wait, 5*time.Second)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "stream %s and the KV buckets declared with %d replica(s)\n", events.StreamEvents, c.Replicas)
+			fmt.Fprintf(cmd.OutOrStdout(), "streams %s, %s and the KV buckets declared with %d replica(s)\n", events.StreamEvents, audit.Stream, c.Replicas)
 			return nil
 		},
 	}

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -14,6 +15,7 @@ import (
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/caravan-cd/caravan/cmd/caravan/internal/server"
 	"github.com/caravan-cd/caravan/pkg/events"
@@ -89,15 +91,15 @@ func (v *violations) list() []string {
 
 // TestServicesUnderDocumentedNATSPermissions runs every service as its own
 // NATS user holding exactly its permissions of service.NATSRules (the table
-// of docs/deploy.md), with the stream and buckets declared by an
-// administrative user as caravan setup does, and drives a flow touching
+// of docs/deploy.md), with the streams and buckets declared by the setup
+// user (as caravan setup does), and drives a flow touching
 // every subject class: apply (KV), discovery from a registry (events,
 // claims, forwards), a promotion (wakes), its verification, and a dry run
 // (the gateway's request to the promoter). Any permission violation fails
 // the test.
 func TestServicesUnderDocumentedNATSPermissions(t *testing.T) {
 	users := []*natsserver.User{{Username: "admin", Password: "admin"}}
-	for _, name := range service.Services {
+	for _, name := range service.Users {
 		p, err := service.Permissions(name)
 		if err != nil {
 			t.Fatal(err)
@@ -134,7 +136,8 @@ func TestServicesUnderDocumentedNATSPermissions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	url := strings.Replace(ns.URL(), "nats://", "nats://admin:admin@", 1)
+	// The all-in-one server's own connection runs setup: as the setup user.
+	url := strings.Replace(ns.URL(), "nats://", "nats://setup:setup-pw@", 1)
 	cfg := server.Config{
 		Config: gateway.Config{
 			Common: service.Common{
@@ -213,5 +216,39 @@ func TestServicesUnderDocumentedNATSPermissions(t *testing.T) {
 
 	if seen := v.list(); len(seen) > 0 {
 		t.Errorf("permission violations under the documented permissions:\n%s", strings.Join(seen, "\n"))
+	}
+
+	// Only caravan setup declares streams: every service's user is
+	// refused creating one (the services ran above with no such right).
+	admin := ns.Conn(t, nats.UserInfo("admin", "admin"))
+	adminJS, err := jetstream.New(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range service.Services {
+		var refused violations
+		nc := ns.Conn(t, nats.UserInfo(name, name+"-pw"), nats.ErrorHandler(refused.handler(name)))
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stream := "PROBE_" + strings.ToUpper(name)
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err = js.CreateStream(cctx, jetstream.StreamConfig{Name: stream, Subjects: []string{"probe." + name}})
+		cancel()
+		if err == nil {
+			t.Errorf("%s created stream %s", name, stream)
+		}
+		waitFor(t, 30*time.Second, func() bool {
+			for _, s := range refused.list() {
+				if strings.Contains(s, "$JS.API.STREAM.CREATE."+stream) {
+					return true
+				}
+			}
+			return false
+		}, func() string { return name + ": a permissions violation for $JS.API.STREAM.CREATE." + stream })
+		if _, err := adminJS.Stream(t.Context(), stream); !errors.Is(err, jetstream.ErrStreamNotFound) {
+			t.Errorf("%s: stream %s exists (%v)", name, stream, err)
+		}
 	}
 }

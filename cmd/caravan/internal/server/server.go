@@ -267,7 +267,7 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 	defer nc.Close()
 
 	reg := prometheus.NewRegistry()
-	env, err := service.Connect(ctx, nc, "caravan", cfg.Common, reg)
+	env, err := service.Provision(ctx, nc, "caravan", cfg.Common, reg)
 	if err != nil {
 		return err
 	}

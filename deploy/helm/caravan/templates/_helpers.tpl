@@ -27,11 +27,29 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{- define "caravan.natsURL" -}}
+{{- if and .Values.nats.enabled .Values.nats.credsSecret -}}
+{{- fail "nats.credsSecret: only with nats.enabled=false (the bundled NATS authenticates nats.users)" -}}
+{{- end -}}
 {{- if .Values.nats.enabled -}}
 {{- printf "nats://%s-nats:4222" (include "caravan.fullname" .) -}}
 {{- else -}}
 {{- required "nats.url: required when nats.enabled is false" .Values.nats.url -}}
 {{- end -}}
+{{- end -}}
+
+{{/* Whether the components authenticate as the chart's NATS users. */}}
+{{- define "caravan.natsUsers" -}}
+{{- if and .Values.nats.users.enabled (not .Values.nats.credsSecret) }}true{{ end -}}
+{{- end -}}
+
+{{/* The Secret holding the NATS users' passwords. */}}
+{{- define "caravan.natsUsersSecret" -}}
+{{- default (printf "%s-nats-users" (include "caravan.fullname" .)) .Values.nats.users.existingSecret -}}
+{{- end -}}
+
+{{/* The password variable of a component's user in the bundled NATS. */}}
+{{- define "caravan.natsPasswordVar" -}}
+{{- printf "CARAVAN_%s_PASSWORD" (upper .) -}}
 {{- end -}}
 
 {{- define "caravan.serviceAccount" -}}
@@ -41,14 +59,14 @@ app.kubernetes.io/component: {{ .component }}
 {{/*
 The environment of a Caravan container: what the chart sets, then
 .Values.config, then the component's own config (later entries win; a name
-appears once).
+appears once). (dict "root" $ "component" "gateway" "config" ...)
 */}}
 {{- define "caravan.env" -}}
 {{- $root := .root -}}
 {{- $env := dict -}}
 {{- range $k, $v := $root.Values.config }}{{ $_ := set $env $k (toString $v) }}{{ end -}}
 {{- range $k, $v := .config }}{{ $_ := set $env $k (toString $v) }}{{ end -}}
-{{- range $k := list "CARAVAN_NATS_URL" "CARAVAN_JS_REPLICAS" "CARAVAN_DATA_DIR" "CARAVAN_ADMIN_ADDR" "CARAVAN_SECRET_KEY" "CARAVAN_ADMIN_TOKEN" "CARAVAN_NATS_CREDS" "CARAVAN_SSH_KNOWN_HOSTS" "CARAVAN_REPLICA_ID" }}
+{{- range $k := list "CARAVAN_NATS_URL" "CARAVAN_JS_REPLICAS" "CARAVAN_DATA_DIR" "CARAVAN_ADMIN_ADDR" "CARAVAN_SECRET_KEY" "CARAVAN_ADMIN_TOKEN" "CARAVAN_NATS_CREDS" "CARAVAN_NATS_USER" "CARAVAN_NATS_PASSWORD" "CARAVAN_SSH_KNOWN_HOSTS" "CARAVAN_REPLICA_ID" }}
 {{- if hasKey $env $k }}{{ fail (printf "config.%s: set by the chart; see values.yaml" $k) }}{{ end -}}
 {{- end }}
 - name: CARAVAN_NATS_URL
@@ -69,6 +87,14 @@ appears once).
 {{- if $root.Values.nats.credsSecret }}
 - name: CARAVAN_NATS_CREDS
   value: /etc/caravan/nats/creds
+{{- else if include "caravan.natsUsers" $root }}
+- name: CARAVAN_NATS_USER
+  value: {{ required (printf "nats.users.names.%s: required" .component) (index $root.Values.nats.users.names .component) | quote }}
+- name: CARAVAN_NATS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "caravan.natsUsersSecret" $root }}
+      key: {{ required (printf "nats.users.passwordKeys.%s: required" .component) (index $root.Values.nats.users.passwordKeys .component) }}
 {{- end }}
 {{- if $root.Values.sshKnownHosts }}
 - name: CARAVAN_SSH_KNOWN_HOSTS

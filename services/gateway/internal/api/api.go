@@ -165,7 +165,9 @@ func New(o Options) (http.Handler, error) {
 	}
 	if o.Audit == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		log, err := audit.Open(ctx, o.JetStream, 1)
+		// Only for callers without a Log (tests): the gateway passes the
+		// one of the stream caravan setup declared.
+		log, err := audit.Setup(ctx, o.JetStream, audit.DefaultMaxAge, 1)
 		cancel()
 		if err != nil {
 			return nil, fmt.Errorf("api: %w", err)

@@ -58,7 +58,7 @@ func setup(t *testing.T, recvURL string) (*service.Env, *clock, func() *Notifier
 		StreamConfig: events.DefaultStreamConfig(),
 		LogConfig:    telemetry.LogConfig{Level: "info", Format: "text"},
 	}
-	env, err := service.Connect(ctx, ns.Conn(t), "gateway", common, nil)
+	env, err := service.Provision(ctx, ns.Conn(t), "gateway", common, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,12 +32,12 @@ func BenchmarkEvaluate(b *testing.B) {
 	common := service.Common{DataDir: b.TempDir(), StreamConfig: events.DefaultStreamConfig()}
 	ctx := context.Background()
 	nc := srv.Conn(b)
-	env, err := service.Connect(ctx, nc, "bench", common, nil)
+	env, err := service.Provision(ctx, nc, "bench", common, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
 	ixConn := srv.Conn(b) // the index's traffic is not the evaluation's
-	ixEnv, err := service.Connect(ctx, ixConn, "bench-index", common, nil)
+	ixEnv, err := service.Provision(ctx, ixConn, "bench-index", common, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

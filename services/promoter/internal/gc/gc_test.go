@@ -17,7 +17,7 @@ func TestCollect(t *testing.T) {
 	t.Parallel()
 	srv := testenv.NATS(t)
 	ctx := context.Background()
-	env, err := service.Connect(ctx, srv.Conn(t), "gc", service.Common{DataDir: t.TempDir(), StreamConfig: events.DefaultStreamConfig()}, nil)
+	env, err := service.Provision(ctx, srv.Conn(t), "gc", service.Common{DataDir: t.TempDir(), StreamConfig: events.DefaultStreamConfig()}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
