@@ -19,26 +19,8 @@ import (
 	"time"
 
 	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/pkg/testenv"
 )
-
-// syncBuffer is a bytes.Buffer safe for the process writing and the test
-// reading.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func freePort(t testing.TB) string {
 	t.Helper()
@@ -140,7 +122,7 @@ type demoServer struct {
 	// addrs are the API's and the demo registry's and git server's
 	// listen addresses.
 	addrs []string
-	logs  syncBuffer
+	logs  testenv.SyncBuffer
 	cmd   *exec.Cmd
 	done  chan error
 	// exited is set once the process was waited for.
@@ -335,7 +317,7 @@ func TestMakeRunE2E(t *testing.T) {
 
 	// Ctrl-C with a watch open: the server closes the stream and exits 0.
 	watch := s.command("watch", "-p", "demo")
-	var watchErr syncBuffer
+	var watchErr testenv.SyncBuffer
 	watch.Stderr = &watchErr
 	if err := watch.Start(); err != nil {
 		t.Fatal(err)

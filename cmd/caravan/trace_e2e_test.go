@@ -147,7 +147,7 @@ func startJaeger(t *testing.T) (otlpHTTP, query string) {
 	if err := os.WriteFile(cfg, fmt.Appendf(nil, jaegerConfig, queryHTTP, queryGRPC, health, otlpGRPC, otlpHTTP), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	cmd := exec.Command(bin, "--config", cfg)
 	cmd.Dir, cmd.Stdout, cmd.Stderr = dir, &logs, &logs
 	if err := cmd.Start(); err != nil {
@@ -223,7 +223,7 @@ func startTraced(t *testing.T) *tracedCaravan {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	started := make(chan server.Info, 1)

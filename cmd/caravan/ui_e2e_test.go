@@ -17,13 +17,15 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/caravan-cd/caravan/pkg/testenv"
 )
 
 // uiServer is a `caravan server` with the demo, started as a process from
 // the binary go build makes.
 type uiServer struct {
 	url, token, loginURL string
-	logs                 *syncBuffer
+	logs                 *testenv.SyncBuffer
 	bin, work            string
 	env                  []string
 	proc                 *exec.Cmd
@@ -34,7 +36,7 @@ func startUIServer(t *testing.T, extraEnv ...string) *uiServer {
 	t.Helper()
 	bin, repoRoot := buildCaravan(t)
 	httpAddr := freePort(t)
-	s := &uiServer{url: "http://" + httpAddr, logs: &syncBuffer{}, bin: bin, work: t.TempDir()}
+	s := &uiServer{url: "http://" + httpAddr, logs: &testenv.SyncBuffer{}, bin: bin, work: t.TempDir()}
 	s.env = append(os.Environ(),
 		"CARAVAN_DEMO=true",
 		"CARAVAN_DEMO_DIR="+filepath.Join(repoRoot, "examples", "demo"),

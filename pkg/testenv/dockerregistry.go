@@ -1,7 +1,6 @@
 package testenv
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -40,7 +39,7 @@ type DockerRegistry struct {
 	addr           string
 	user, password string
 	tokens         *TokenServer
-	log            *syncBuffer
+	log            *SyncBuffer
 }
 
 type dockerRegistryConfig struct {
@@ -90,7 +89,7 @@ func StartDockerRegistry(t testing.TB, opts ...DockerRegistryOption) *DockerRegi
 		t.Fatal("testenv: WithHtpasswd and WithTokenAuth exclude each other")
 	}
 	dir := t.TempDir()
-	r := &DockerRegistry{addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), user: c.user, password: c.password, log: &syncBuffer{}}
+	r := &DockerRegistry{addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), user: c.user, password: c.password, log: &SyncBuffer{}}
 	var b strings.Builder
 	fmt.Fprintf(&b, "version: 0.1\nlog: {level: info}\nstorage:\n  filesystem: {rootdirectory: %s}\n  delete: {enabled: true}\nhttp:\n  addr: %s\n",
 		filepath.Join(dir, "data"), r.addr)
@@ -393,22 +392,4 @@ func htpasswdLine(t testing.TB, user, password string) string {
 		t.Fatal(err)
 	}
 	return user + ":" + string(hash) + "\n"
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writes and reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

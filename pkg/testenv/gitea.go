@@ -89,26 +89,7 @@ func GiteaServer(t testing.TB) *Gitea {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	log, err := os.Create(filepath.Join(dir, "gitea-web.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.CommandContext(ctx, bin, "--config", ini, "--work-path", dir, "web")
-	cmd.Env = env
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("testenv: start gitea: %v", err)
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-done
-		_ = log.Close()
-	})
+	web := start(ctx, t, env, bin, "--config", ini, "--work-path", dir, "web")
 
 	hc := &http.Client{Timeout: 2 * time.Second}
 	deadline := time.Now().Add(2 * time.Minute)
@@ -122,13 +103,13 @@ func GiteaServer(t testing.TB) *Gitea {
 			}
 		}
 		select {
-		case <-done:
-			out, _ := os.ReadFile(log.Name())
+		case <-web.done:
+			out, _ := os.ReadFile(web.log)
 			t.Fatalf("testenv: gitea web exited before it was ready:\n%s", out)
 		default:
 		}
 		if time.Now().After(deadline) {
-			out, _ := os.ReadFile(log.Name())
+			out, _ := os.ReadFile(web.log)
 			t.Fatalf("testenv: gitea not ready in 2m (last: %v):\n%s", err, out)
 		}
 		time.Sleep(200 * time.Millisecond)

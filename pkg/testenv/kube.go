@@ -56,7 +56,7 @@ func KubeAPIServer(t testing.TB) *Kube {
 
 	client, peer := freePort(t), freePort(t)
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", client)
-	start(ctx, t, etcd,
+	start(ctx, t, nil, etcd,
 		"--name=default", "--data-dir="+filepath.Join(dir, "etcd"),
 		"--listen-client-urls="+etcdURL, "--advertise-client-urls="+etcdURL,
 		fmt.Sprintf("--listen-peer-urls=http://127.0.0.1:%d", peer),
@@ -77,7 +77,7 @@ func KubeAPIServer(t testing.TB) *Kube {
 	write(t, filepath.Join(dir, "tokens.csv"), []byte(token+",admin,admin,system:masters\n"))
 
 	port := freePort(t)
-	start(ctx, t, apiserver,
+	start(ctx, t, nil, apiserver,
 		"--etcd-servers="+etcdURL,
 		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", port),
 		"--endpoint-reconciler-type=none",
@@ -125,15 +125,24 @@ current-context: test
 	}
 }
 
-// start runs a server process until ctx ends (killed at cleanup); its
-// output goes to a log file in a temp dir of the test.
-func start(ctx context.Context, t testing.TB, bin string, args ...string) {
+// started is a server process start began: its log file, and done,
+// closed when it has exited.
+type started struct {
+	log  string
+	done <-chan struct{}
+}
+
+// start runs a server process with env (nil: the test's) until ctx ends
+// (killed at cleanup); its output goes to a log file in a temp dir of the
+// test.
+func start(ctx context.Context, t testing.TB, env []string, bin string, args ...string) started {
 	t.Helper()
 	log, err := os.CreateTemp(t.TempDir(), filepath.Base(bin)+"-*.log")
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("testenv: start %s: %v", bin, err)
@@ -148,6 +157,7 @@ func start(ctx context.Context, t testing.TB, bin string, args ...string) {
 		<-done
 		_ = log.Close()
 	})
+	return started{log: log.Name(), done: done}
 }
 
 func freePort(t testing.TB) int {

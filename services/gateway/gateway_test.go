@@ -674,7 +674,7 @@ func TestRun(t *testing.T) {
 		t.Errorf("Validate without token: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- gateway.Run(ctx, gateway.Deps{

@@ -2,14 +2,12 @@ package server_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,30 +19,13 @@ import (
 	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/service"
 	"github.com/caravan-cd/caravan/pkg/telemetry"
+	"github.com/caravan-cd/caravan/pkg/testenv"
 	"github.com/caravan-cd/caravan/services/gateway"
 )
 
-// syncBuffer collects the server's log.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // runServer runs caravan server on dataDir with natsAddr as
 // CARAVAN_EMBEDDED_NATS_ADDR until the test ends.
-func runServer(t *testing.T, dataDir, natsAddr string, ln net.Listener) (server.Info, *syncBuffer) {
+func runServer(t *testing.T, dataDir, natsAddr string, ln net.Listener) (server.Info, *testenv.SyncBuffer) {
 	t.Helper()
 	cfg := server.Config{
 		Config: gateway.Config{
@@ -62,7 +43,7 @@ func runServer(t *testing.T, dataDir, natsAddr string, ln net.Listener) (server.
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	started := make(chan server.Info, 1)

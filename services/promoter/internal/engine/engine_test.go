@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -14,7 +13,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,6 +25,7 @@ import (
 
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
+	"github.com/caravan-cd/caravan/pkg/testenv"
 	"github.com/caravan-cd/caravan/services/promoter/internal/steps"
 )
 
@@ -422,7 +421,7 @@ func TestSecretsStayOutOfOutputsAndMessages(t *testing.T) {
 	t.Parallel()
 	const value = "tok-3f9a8b7c/Zq+"
 	f := newFixture(t)
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	eng, err := New(Options{DataDir: t.TempDir(), Store: f.store, PollInterval: 50 * time.Millisecond, Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		t.Fatal(err)
@@ -457,24 +456,6 @@ func TestSecretsStayOutOfOutputsAndMessages(t *testing.T) {
 	if !strings.Contains(res.Message, "token is *** (***)") || !strings.Contains(logs.String(), "token is *** (***)") {
 		t.Errorf("result %q / log: the redacted message is missing", res.Message)
 	}
-}
-
-// syncBuffer is a bytes.Buffer for a logger and a test reading it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestSetMetadataAndLookups(t *testing.T) {

@@ -166,7 +166,7 @@ func monorepoCache(b *testing.B) string {
 		if err != nil {
 			b.Fatal(err)
 		}
-		out := &syncBuffer{}
+		out := &testenv.SyncBuffer{}
 		cmd.Stdout, cmd.Stderr = out, out
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
