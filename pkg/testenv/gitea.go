@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -194,7 +195,7 @@ func giteaBinary(t testing.TB) string {
 	out, err := exec.Command("bash", filepath.Join(repoRoot(t), "scripts", "tool.sh"), "gitea").Output()
 	if err != nil {
 		var stderr []byte
-		if ee, ok := err.(*exec.ExitError); ok {
+		if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
 			stderr = ee.Stderr
 		}
 		t.Fatalf("testenv: no gitea binary: run `make tools` (or scripts/tool.sh gitea), or set GITEA to one: %v\n%s", err, stderr)

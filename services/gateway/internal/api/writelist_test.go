@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -41,7 +42,7 @@ func TestWriteListBytes(t *testing.T) {
 				t.Fatal(err)
 			}
 			rec := httptest.NewRecorder()
-			(&server{}).writeList(rec, httptest.NewRequest("GET", "/", nil), model.KindFreight, tc.objs, tc.next)
+			(&server{}).writeList(rec, httptest.NewRequest(http.MethodGet, "/", nil), model.KindFreight, tc.objs, tc.next)
 			if got := rec.Body.String(); got != string(want)+"\n" {
 				t.Errorf("got\n%s\nwant\n%s", got, want)
 			}

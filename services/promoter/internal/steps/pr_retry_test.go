@@ -140,7 +140,11 @@ func TestRetryTransport(t *testing.T) {
 		}))
 		t.Cleanup(srv.Close)
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
-		if _, err := retrying(allowLoopback(t, egress.Config{}).Client(false)).Do(req); !errors.Is(err, context.Canceled) {
+		resp, err := retrying(allowLoopback(t, egress.Config{}).Client(false)).Do(req)
+		if err == nil {
+			_ = resp.Body.Close()
+		}
+		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("err %v, want context.Canceled", err)
 		}
 	})
@@ -154,7 +158,11 @@ func TestRetryTransport(t *testing.T) {
 			t.Fatal(err)
 		}
 		req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
-		if _, err := retrying(p.Client(false)).Do(req); !errors.Is(err, egress.ErrRefused) {
+		resp, err := retrying(p.Client(false)).Do(req)
+		if err == nil {
+			_ = resp.Body.Close()
+		}
+		if !errors.Is(err, egress.ErrRefused) {
 			t.Fatalf("err %v, want the egress refusal", err)
 		}
 	})
