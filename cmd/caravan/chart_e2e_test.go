@@ -297,12 +297,12 @@ func dig[T any](m map[string]any, keys ...string) T {
 	return out
 }
 
-// TestChartNATSUsers runs the real nats-server with the NATS configuration
+// TestChartNATSUsersE2E runs the real nats-server with the NATS configuration
 // the chart renders for its StatefulSet (one node: the cluster block and
 // the in-pod paths replaced) and shows its users work as documented: the
 // setup user declares the layout, each service's user passes the layout
 // check and is refused creating a stream.
-func TestChartNATSUsers(t *testing.T) {
+func TestChartNATSUsersE2E(t *testing.T) {
 	h := newHelmChart(t)
 	out, err := h.run("template", "caravan", h.path, "--namespace", "caravan", "--show-only", "templates/nats.yaml")
 	if err != nil {
