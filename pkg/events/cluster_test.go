@@ -27,8 +27,19 @@ func TestClusterLeaderLossLosesNothing(t *testing.T) {
 	ctx := t.Context()
 	cfg := events.DefaultStreamConfig()
 	cfg.Replicas = 3
-	if err := events.Setup(ctx, js, cfg); err != nil {
-		t.Fatal(err)
+	// A fresh cluster may still be placing its first R3 assets: retry.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err = events.Setup(sctx, js, cfg)
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 	bus := events.NewBus(js, "test", events.WithPublishTimeout(time.Second, 30))
 
@@ -64,7 +75,7 @@ func TestClusterLeaderLossLosesNothing(t *testing.T) {
 		}
 	}
 
-	deadline := time.Now().Add(60 * time.Second)
+	deadline = time.Now().Add(60 * time.Second)
 	for {
 		mu.Lock()
 		got := len(seen)
