@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/caravan-cd/caravan/pkg/freightindex"
@@ -35,6 +34,21 @@ func freight(name string, age int, verified ...string) *model.Freight {
 		f.Status.VerifiedIn[s] = model.VerifiedStage{}
 	}
 	return f
+}
+
+// freightBucket starts a nats-server and returns its freight bucket, as
+// the services create it. The server and the connection go at cleanup.
+func freightBucket(t *testing.T) jetstream.KeyValue {
+	t.Helper()
+	js, err := jetstream.New(testenv.NATS(t).Conn(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.CreateKeyValue(t.Context(), jetstream.KeyValueConfig{Bucket: string(state.Freight)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
 }
 
 func names(s *freightindex.Sets, rel freightindex.Relation, stage string) []string {
@@ -94,22 +108,8 @@ func TestSets(t *testing.T) {
 // from the bucket, writes made meanwhile included.
 func TestIndexFollowsBucket(t *testing.T) {
 	t.Parallel()
-	srv := testenv.NATS(t)
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: string(state.Freight)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx := t.Context()
+	kv := freightBucket(t)
 	put := func(f *model.Freight) {
 		t.Helper()
 		b, _ := json.Marshal(f)

@@ -1,40 +1,21 @@
 package freightindex_test
 
 import (
-	"context"
 	"encoding/json"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/caravan-cd/caravan/pkg/freightindex"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
-	"github.com/caravan-cd/caravan/pkg/testenv"
 )
 
 // Two indexes of one bucket with a Shared cache hold the same freight
 // objects, and what each holds is what an index without the cache holds.
 func TestSharedIndexesHoldOneCopy(t *testing.T) {
 	t.Parallel()
-	srv := testenv.NATS(t)
-	nc, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: string(state.Freight)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx := t.Context()
+	kv := freightBucket(t)
 	put := func(key string, v any) {
 		t.Helper()
 		b, _ := json.Marshal(v)
