@@ -6,10 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,21 +56,17 @@ func unsignedJWT(claims map[string]any) string {
 func TestACRAmbient(t *testing.T) {
 	t.Parallel()
 	clk := &clock{t: time.Now()}
-	var calls atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := startTokenAPI(t, func(r *http.Request, n int64) tokenAnswer {
 		if err := r.ParseForm(); err != nil || r.Method != http.MethodPost || r.URL.Path != "/oauth2/exchange" ||
 			r.Header.Get("Content-Type") != "application/x-www-form-urlencoded" || r.PostForm.Get("grant_type") != "access_token" ||
 			r.PostForm.Get("service") != "caravan.azurecr.io" || !strings.HasPrefix(r.PostForm.Get("access_token"), "entra-token-") {
 			t.Errorf("exchange %s %s %v", r.Method, r.URL.Path, r.PostForm)
-			http.Error(w, `{"errors":[{"code":"UNAUTHORIZED"}]}`, http.StatusUnauthorized)
-			return
+			return refuse(http.StatusUnauthorized, `{"errors":[{"code":"UNAUTHORIZED"}]}`)
 		}
-		n := calls.Add(1)
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]string{"refresh_token": unsignedJWT(map[string]any{
+		b, _ := json.Marshal(map[string]string{"refresh_token": unsignedJWT(map[string]any{
 			"exp": clk.now().Add(3 * time.Hour).Unix(), "grant_type": "refresh_token", "jti": fmt.Sprint(n)})})
-	}))
-	t.Cleanup(srv.Close)
+		return tokenAnswer{contentType: "application/json", body: string(b)}
+	})
 	az := &fakeAzure{}
 	repo := "caravan.azurecr.io/team/app"
 	f := NewFinder(lister{}, Options{Now: clk.now, Ambient: Ambient{Clouds: []string{CloudACR}, Azure: az, ACREndpoint: srv.URL}})
@@ -95,8 +89,8 @@ func TestACRAmbient(t *testing.T) {
 			t.Errorf("find %d: refresh token renewed %v, want only near expiry", i, c.Password != first)
 		}
 	}
-	if calls.Load() != 2 || len(az.scopes) != 2 || az.scopes[0][0] != "https://containerregistry.azure.net/.default" {
-		t.Errorf("%d exchanges, Entra scopes %v; want 2 of https://containerregistry.azure.net/.default", calls.Load(), az.scopes)
+	if srv.issued.Load() != 2 || len(az.scopes) != 2 || az.scopes[0][0] != "https://containerregistry.azure.net/.default" {
+		t.Errorf("%d exchanges, Entra scopes %v; want 2 of https://containerregistry.azure.net/.default", srv.issued.Load(), az.scopes)
 	}
 	// oci:// chart references on the registry too.
 	if c, err := f.Find(t.Context(), "demo", model.CredTypeHelm, "oci://caravan.azurecr.io/charts/app"); err != nil || c == nil {
@@ -124,8 +118,8 @@ func TestACRAmbient(t *testing.T) {
 			t.Errorf("%v %s %s: %v %+v, want nothing", tc.clouds, tc.typ, tc.repoURL, err, c)
 		}
 	}
-	if calls.Load() != 2 {
-		t.Errorf("%d exchanges, want 2 (one token serves every repository of the registry)", calls.Load())
+	if srv.issued.Load() != 2 {
+		t.Errorf("%d exchanges, want 2 (one token serves every repository of the registry)", srv.issued.Load())
 	}
 }
 
@@ -133,10 +127,9 @@ func TestACRAmbient(t *testing.T) {
 // naming the registry and the status, never the Entra token.
 func TestACRAmbientRefused(t *testing.T) {
 	t.Parallel()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"identity has no AcrPull role"}]}`, http.StatusUnauthorized)
-	}))
-	t.Cleanup(srv.Close)
+	srv := startTokenAPI(t, func(*http.Request, int64) tokenAnswer {
+		return refuse(http.StatusUnauthorized, `{"errors":[{"code":"UNAUTHORIZED","message":"identity has no AcrPull role"}]}`)
+	})
 	f := NewFinder(lister{}, Options{Ambient: Ambient{Clouds: []string{CloudACR}, Azure: &fakeAzure{}, ACREndpoint: srv.URL}})
 	_, err := f.Find(t.Context(), "demo", model.CredTypeImage, "caravan.azurecr.io/app")
 	if err == nil || !strings.Contains(err.Error(), "caravan.azurecr.io") || !strings.Contains(err.Error(), "401") || strings.Contains(err.Error(), "entra-token") {
@@ -147,44 +140,37 @@ func TestACRAmbientRefused(t *testing.T) {
 // TestECRAmbient assumes the project's role kargo-project-<project> in
 // the registry's account with the process's AWS identity (a static
 // provider standing in for IRSA or EKS Pod Identity, which cannot run
-// here), at a server speaking STS AssumeRole
+// here), at fakes of STS AssumeRole
 // (https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRole.html:
 // POST form Action=AssumeRole, Version=2011-06-15, RoleArn,
 // RoleSessionName; XML AssumeRoleResponse with Credentials) and ECR
 // GetAuthorizationToken (as TestECR) signed with the role's keys.
 func TestECRAmbient(t *testing.T) {
 	t.Parallel()
-	var assumed, exchanged atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ecr := startTokenAPI(t, func(r *http.Request, _ int64) tokenAnswer {
 		authz := r.Header.Get("Authorization")
-		if r.Header.Get("X-Amz-Target") == "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken" {
-			if !strings.Contains(authz, "Credential=ASIAPROJECT/") || r.Header.Get("X-Amz-Security-Token") != "session-token" {
-				t.Errorf("ECR signed with %q", authz)
-			}
-			exchanged.Add(1)
-			w.Header().Set("Content-Type", "application/x-amz-json-1.1")
-			fmt.Fprintf(w, `{"authorizationData":[{"authorizationToken":%q,"expiresAt":%d}]}`,
-				base64.StdEncoding.EncodeToString([]byte("AWS:ecr-ambient-pw")), time.Now().Add(12*time.Hour).Unix())
-			return
+		if r.Header.Get("X-Amz-Target") != ecrTargetGetAuthorizationToken ||
+			!strings.Contains(authz, "Credential=ASIAPROJECT/") || r.Header.Get("X-Amz-Security-Token") != "session-token" {
+			t.Errorf("ECR %q signed with %q", r.Header.Get("X-Amz-Target"), authz)
 		}
+		return ecrToken("ecr-ambient-pw", time.Now().Add(12*time.Hour))
+	})
+	sts := startTokenAPI(t, func(r *http.Request, _ int64) tokenAnswer {
+		authz := r.Header.Get("Authorization")
 		if err := r.ParseForm(); err != nil || r.PostForm.Get("Action") != "AssumeRole" || !strings.Contains(authz, "Credential=AKIDBASE/") ||
 			r.PostForm.Get("RoleArn") != "arn:aws:iam::123456789012:role/kargo-project-demo" || r.PostForm.Get("RoleSessionName") != "caravan-demo" {
 			t.Errorf("STS %v authorization %q", r.PostForm, authz)
-			w.WriteHeader(http.StatusForbidden)
-			return
+			return refuse(http.StatusForbidden, "")
 		}
-		assumed.Add(1)
-		w.Header().Set("Content-Type", "text/xml")
-		fmt.Fprintf(w, `<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleResult>
+		return tokenAnswer{contentType: "text/xml", body: fmt.Sprintf(`<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleResult>
 <Credentials><AccessKeyId>ASIAPROJECT</AccessKeyId><SecretAccessKey>role-secret</SecretAccessKey><SessionToken>session-token</SessionToken><Expiration>%s</Expiration></Credentials>
 <AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/kargo-project-demo/caravan-demo</Arn><AssumedRoleId>AROA:caravan-demo</AssumedRoleId></AssumedRoleUser>
-</AssumeRoleResult><ResponseMetadata><RequestId>1</RequestId></ResponseMetadata></AssumeRoleResponse>`, time.Now().Add(time.Hour).UTC().Format(time.RFC3339))
-	}))
-	t.Cleanup(srv.Close)
+</AssumeRoleResult><ResponseMetadata><RequestId>1</RequestId></ResponseMetadata></AssumeRoleResponse>`, time.Now().Add(time.Hour).UTC().Format(time.RFC3339))}
+	})
 	base := aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
 		return aws.Credentials{AccessKeyID: "AKIDBASE", SecretAccessKey: "base-secret"}, nil
 	})
-	f := NewFinder(lister{}, Options{ECREndpoint: srv.URL, Ambient: Ambient{Clouds: []string{CloudECR}, AWS: base, STSEndpoint: srv.URL}})
+	f := NewFinder(lister{}, Options{ECREndpoint: ecr.URL, Ambient: Ambient{Clouds: []string{CloudECR}, AWS: base, STSEndpoint: sts.URL}})
 	for range 2 {
 		c, err := f.Find(t.Context(), "demo", model.CredTypeImage, "123456789012.dkr.ecr.eu-west-1.amazonaws.com/app")
 		if err != nil {
@@ -194,8 +180,8 @@ func TestECRAmbient(t *testing.T) {
 			t.Fatalf("%+v", c)
 		}
 	}
-	if assumed.Load() != 1 || exchanged.Load() != 1 {
-		t.Errorf("%d AssumeRole, %d GetAuthorizationToken; want 1 each (cached)", assumed.Load(), exchanged.Load())
+	if sts.issued.Load() != 1 || ecr.issued.Load() != 1 {
+		t.Errorf("%d AssumeRole, %d GetAuthorizationToken; want 1 each (cached)", sts.issued.Load(), ecr.issued.Load())
 	}
 }
 
@@ -209,26 +195,21 @@ func TestECRAmbient(t *testing.T) {
 // of the caller, JSON {"scope": [...]}; answer accessToken, expireTime).
 func TestGARAmbient(t *testing.T) {
 	t.Parallel()
-	var calls atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := startTokenAPI(t, func(r *http.Request, _ int64) tokenAnswer {
 		var body struct {
 			Scope []string `json:"scope"`
 		}
 		_ = json.NewDecoder(r.Body).Decode(&body)
 		if strings.Contains(r.URL.Path, "kargo-project-other@") {
-			http.Error(w, `{"error":{"code":403,"message":"Permission 'iam.serviceAccounts.getAccessToken' denied"}}`, http.StatusForbidden)
-			return
+			return refuse(http.StatusForbidden, `{"error":{"code":403,"message":"Permission 'iam.serviceAccounts.getAccessToken' denied"}}`)
 		}
 		if r.Method != http.MethodPost || r.URL.Path != "/v1/projects/-/serviceAccounts/kargo-project-demo@my-gcp.iam.gserviceaccount.com:generateAccessToken" ||
 			r.Header.Get("Authorization") != "Bearer adc-token" || len(body.Scope) != 1 || body.Scope[0] != "https://www.googleapis.com/auth/cloud-platform" {
 			t.Errorf("%s %s %q %v", r.Method, r.URL.Path, r.Header.Get("Authorization"), body.Scope)
-			http.Error(w, `{"error":{"code":403}}`, http.StatusForbidden)
-			return
+			return refuse(http.StatusForbidden, `{"error":{"code":403}}`)
 		}
-		calls.Add(1)
-		fmt.Fprintf(w, `{"accessToken":"ya29.impersonated","expireTime":%q}`, time.Now().Add(time.Hour).UTC().Format(time.RFC3339))
-	}))
-	t.Cleanup(srv.Close)
+		return tokenAnswer{contentType: "application/json", body: fmt.Sprintf(`{"accessToken":"ya29.impersonated","expireTime":%q}`, time.Now().Add(time.Hour).UTC().Format(time.RFC3339))}
+	})
 	adc := oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "adc-token"})
 	f := NewFinder(lister{}, Options{Ambient: Ambient{Clouds: []string{CloudGAR}, GCP: adc, IAMCredentialsEndpoint: srv.URL}})
 	for range 2 {
@@ -240,8 +221,8 @@ func TestGARAmbient(t *testing.T) {
 			t.Fatalf("%+v", c)
 		}
 	}
-	if calls.Load() != 1 {
-		t.Errorf("%d impersonations, want 1 (cached)", calls.Load())
+	if srv.issued.Load() != 1 {
+		t.Errorf("%d impersonations, want 1 (cached)", srv.issued.Load())
 	}
 	if _, err := f.Find(t.Context(), "demo", model.CredTypeImage, "europe-west1-docker.pkg.dev/X%2F..%2F/app"); err == nil || !strings.Contains(err.Error(), "names no GCP project") {
 		t.Errorf("a malformed GCP project: %v", err)

@@ -11,10 +11,8 @@ import (
 	"encoding/pem"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -173,22 +171,15 @@ func TestGitHubAppTokenScopes(t *testing.T) {
 func TestECR(t *testing.T) {
 	t.Parallel()
 	clk := &clock{t: time.Now()}
-	var calls atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := startTokenAPI(t, func(r *http.Request, n int64) tokenAnswer {
 		authz := r.Header.Get("Authorization")
-		if r.Method != http.MethodPost || r.Header.Get("X-Amz-Target") != "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken" ||
+		if r.Method != http.MethodPost || r.Header.Get("X-Amz-Target") != ecrTargetGetAuthorizationToken ||
 			!strings.HasPrefix(authz, "AWS4-HMAC-SHA256 Credential=AKIDTEST/") || !strings.Contains(authz, "/us-west-2/ecr/aws4_request") {
 			t.Errorf("request %s %s target %q authorization %q", r.Method, r.URL, r.Header.Get("X-Amz-Target"), authz)
-			w.WriteHeader(http.StatusBadRequest)
-			return
+			return refuse(http.StatusBadRequest, "")
 		}
-		n := calls.Add(1)
-		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
-		tok := base64.StdEncoding.EncodeToString(fmt.Appendf(nil, "AWS:ecr-password-%d", n))
-		fmt.Fprintf(w, `{"authorizationData":[{"authorizationToken":%q,"expiresAt":%d,"proxyEndpoint":"https://123456789012.dkr.ecr.us-west-2.amazonaws.com"}]}`,
-			tok, clk.now().Add(12*time.Hour).Unix())
-	}))
-	t.Cleanup(srv.Close)
+		return ecrToken(fmt.Sprintf("ecr-password-%d", n), clk.now().Add(12*time.Hour))
+	})
 	repo := "123456789012.dkr.ecr.us-west-2.amazonaws.com/app"
 	l := lister{"demo": {secret("ecr", model.CredTypeImage, map[string]string{"repoURL": repo, "awsAccessKeyID": "AKIDTEST", "awsSecretAccessKey": "secret-key"})}}
 	f := NewFinder(l, Options{ECREndpoint: srv.URL, Now: clk.now})
@@ -216,22 +207,17 @@ func TestGAR(t *testing.T) {
 	t.Parallel()
 	key, _, pkcs8 := rsaKey(t)
 	clk := &clock{t: time.Now()}
-	var calls atomic.Int64
 	var tokenURI string
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := startTokenAPI(t, func(r *http.Request, n int64) tokenAnswer {
 		if err := r.ParseForm(); err != nil || r.Method != http.MethodPost || r.Form.Get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer" {
-			http.Error(w, `{"error":"invalid_grant"}`, http.StatusBadRequest)
-			return
+			return refuse(http.StatusBadRequest, `{"error":"invalid_grant"}`)
 		}
 		claims := verifyJWT(t, r.Form.Get("assertion"), &key.PublicKey)
 		if claims["iss"] != "puller@demo.iam.gserviceaccount.com" || claims["aud"] != tokenURI || !strings.Contains(fmt.Sprint(claims["scope"]), "cloud-platform") {
 			t.Errorf("claims %v", claims)
 		}
-		n := calls.Add(1)
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"access_token":"ya29.token-%d","expires_in":3599,"token_type":"Bearer"}`, n)
-	}))
-	t.Cleanup(srv.Close)
+		return tokenAnswer{contentType: "application/json", body: fmt.Sprintf(`{"access_token":"ya29.token-%d","expires_in":3599,"token_type":"Bearer"}`, n)}
+	})
 	tokenURI = srv.URL + "/token"
 	sa, _ := json.Marshal(map[string]string{"type": "service_account", "project_id": "demo", "private_key_id": "k1", "private_key": string(pkcs8),
 		"client_email": "puller@demo.iam.gserviceaccount.com", "client_id": "1", "token_uri": tokenURI})
@@ -247,7 +233,7 @@ func TestGAR(t *testing.T) {
 			t.Fatalf("find %d: %s/%s", i, c.Username, c.Password)
 		}
 	}
-	if calls.Load() != 1 {
-		t.Errorf("%d exchanges, want 1 (cached)", calls.Load())
+	if srv.issued.Load() != 1 {
+		t.Errorf("%d exchanges, want 1 (cached)", srv.issued.Load())
 	}
 }
