@@ -46,11 +46,6 @@ type Options struct {
 	// Parallelism bounds concurrent manifest requests of one discovery
 	// (0: 8, the service's default).
 	Parallelism int
-	// Baseline makes the client resolve as discovery did before it
-	// remembered tags: every candidate's manifest fetched by tag (a GET
-	// when metadata is needed) and cacheByTag ignored. For benchmarks
-	// only, as the same-run baseline; the service never sets it.
-	Baseline bool
 }
 
 // DefaultParallelism is the number of concurrent manifest requests of one
@@ -65,7 +60,9 @@ type Client struct {
 	cache       *cache[metadata]
 	tags        *cache[string] // "<repository>:<tag>" → digest
 	parallelism int
-	baseline    bool
+	// baseline resolves as discovery did before it remembered tags; set
+	// only by NewBaseline (export_test.go), the benchmarks' baseline.
+	baseline bool
 
 	mu      sync.Mutex
 	pullers map[string]*remote.Puller
@@ -95,7 +92,6 @@ func New(o Options) *Client {
 		cache:       newCache[metadata](max(o.CacheSize, 1000)),
 		tags:        newCache[string](max(o.CacheSize, 1000)),
 		parallelism: o.Parallelism,
-		baseline:    o.Baseline,
 		pullers:     map[string]*remote.Puller{},
 	}
 }

@@ -351,7 +351,7 @@ func TestNewestBuildHeadsKnownTags(t *testing.T) {
 	}
 	sub := model.ImageSubscription{RepoURL: reg.Repo("team/builds"), ImageSelectionStrategy: model.ImageSelectionStrategyNewestBuild}
 	c := images.New(images.Options{})
-	old := images.New(images.Options{Baseline: true})
+	old := images.NewBaseline(images.Options{})
 	for _, cl := range []*images.Client{c, old} {
 		if _, err := cl.Discover(t.Context(), sub, nil); err != nil {
 			t.Fatal(err)
