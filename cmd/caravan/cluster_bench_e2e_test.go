@@ -117,7 +117,9 @@ func pushToCommit(b *testing.B, procs *processes, api *apiClient, n int) []time.
 	b.Helper()
 	git := testenv.GitServer(b)
 	seedRepos(b, git, "bench-dev")
-	registry := registryWebhook(b, procs, api, "bench", benchHead, benchSecret)
+	reg := registryWebhook(b, procs, api, "bench", benchHead, benchSecret)
+	defer reg.Stop() // with the API it notifies, not at the benchmark's end
+	registry := reg.Host()
 	pushRandom(b, registry, "bench/app", "0.1.0")
 	api.apply(benchHead + benchManifests(registry, git.URL("bench-dev")))
 	commits := func() int {

@@ -90,7 +90,7 @@ type pipe struct {
 func startPipe(t *testing.T, c *cluster, git *testenv.Git, appURL string) *pipe {
 	t.Helper()
 	seedRepos(t, git, pipeRepos()...)
-	p := &pipe{t: t, c: c, git: git, registry: registryWebhook(t, c.procs, c.api, pipeProject, pipeHead, pipeSecret)}
+	p := &pipe{t: t, c: c, git: git, registry: registryWebhook(t, c.procs, c.api, pipeProject, pipeHead, pipeSecret).Host()}
 	// The repositories exist before the warehouses do, with a tag neither
 	// takes.
 	p.push("pipe/app", "0.1.0")

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -126,8 +125,9 @@ type processes struct {
 	t      testing.TB
 	logDir string // every process's output is kept there too when set
 
-	mu   sync.Mutex
-	list []*process
+	mu    sync.Mutex
+	list  []*process
+	files []*os.File // the log files in logDir, closed when t ends
 }
 
 // newProcesses returns an empty set whose processes are stopped when t
@@ -142,9 +142,9 @@ func newProcesses(t testing.TB, logDir string) *processes {
 			if t.Failed() {
 				t.Logf("--- %s (last lines)\n%s", p.name, p.log.tail(40))
 			}
-			if p.log.file != nil {
-				_ = p.log.file.Close()
-			}
+		}
+		for _, f := range g.files {
+			_ = f.Close()
 		}
 	})
 	return g
@@ -152,18 +152,27 @@ func newProcesses(t testing.TB, logDir string) *processes {
 
 // add makes, without starting it, the process name running bin.
 func (g *processes) add(name, bin string, args, env []string) *process {
-	p := &process{name: name, bin: bin, args: args, env: env, log: &processLog{}}
-	if g.logDir != "" {
-		f, err := os.Create(filepath.Join(g.logDir, name+".log"))
-		if err != nil {
-			g.t.Fatal(err)
-		}
-		p.log.file = f
-	}
+	p := &process{name: name, bin: bin, args: args, env: env, log: &processLog{file: g.logFile(name)}}
 	g.mu.Lock()
 	g.list = append(g.list, p)
 	g.mu.Unlock()
 	return p
+}
+
+// logFile creates <logDir>/<name>.log, closed when t ends; nil without a
+// logDir.
+func (g *processes) logFile(name string) *os.File {
+	if g.logDir == "" {
+		return nil
+	}
+	f, err := os.Create(filepath.Join(g.logDir, name+".log"))
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	g.mu.Lock()
+	g.files = append(g.files, f)
+	g.mu.Unlock()
+	return f
 }
 
 // stop stops every process, the last started first.
@@ -617,9 +626,9 @@ func (a *apiClient) promote(project, stage, freight string) {
 
 // registryWebhook applies head (a project with one registry webhook
 // receiver whose secret is secret), then starts the Debian docker-registry
-// notifying that receiver on the API's first gateway, and returns the
-// registry's host:port.
-func registryWebhook(t testing.TB, procs *processes, api *apiClient, project, head, secret string) string {
+// (testenv.StartDockerRegistry) notifying that receiver on the API's first
+// gateway of every push, its log kept in procs' logDir if set.
+func registryWebhook(t testing.TB, procs *processes, api *apiClient, project, head, secret string) *testenv.DockerRegistry {
 	t.Helper()
 	api.apply(head)
 	st, body := api.do(http.MethodGet, "/v1/projects/"+project+"/projectconfig", "", "", nil)
@@ -627,49 +636,14 @@ func registryWebhook(t testing.TB, procs *processes, api *apiClient, project, he
 	if err := json.Unmarshal(body, &pc); st != http.StatusOK || err != nil || len(pc.Status.WebhookReceivers) != 1 || pc.Status.WebhookReceivers[0].Path == "" {
 		t.Fatalf("projectconfig: %d %s (%v)", st, body, err)
 	}
-	registry := freePort(t)
-	startDockerRegistry(t, procs, registry, api.urls[0]+pc.Status.WebhookReceivers[0].Path, secret)
-	return registry
-}
-
-// startDockerRegistry runs the Debian docker-registry on addr, notifying
-// url (with secret as bearer token) of every push.
-func startDockerRegistry(t testing.TB, procs *processes, addr, url, secret string) *process {
-	t.Helper()
-	bin, err := exec.LookPath("docker-registry")
-	if err != nil {
-		t.Fatal("docker-registry not installed (apt-get install docker-registry)")
+	opts := []testenv.DockerRegistryOption{
+		testenv.WithNotifications(api.urls[0]+pc.Status.WebhookReceivers[0].Path, secret),
+		testenv.WithLogLevel("error"),
 	}
-	dir := t.TempDir()
-	cfg := fmt.Sprintf(`version: 0.1
-log: {level: error}
-storage:
-  filesystem: {rootdirectory: %s}
-http:
-  addr: %s
-notifications:
-  endpoints:
-  - name: caravan
-    url: %s
-    headers: {Authorization: [Bearer %s]}
-    timeout: 5s
-    threshold: 3
-    backoff: 200ms
-    ignoredmediatypes: [application/octet-stream]
-`, filepath.Join(dir, "data"), addr, url, secret)
-	if err := os.WriteFile(filepath.Join(dir, "config.yml"), []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
+	if f := procs.logFile("docker-registry"); f != nil {
+		opts = append(opts, testenv.WithLogOutput(f))
 	}
-	p := procs.add("docker-registry", bin, []string{"serve", filepath.Join(dir, "config.yml")}, os.Environ())
-	p.start(t)
-	waitFor(t, 10*time.Second, "docker-registry listening", func() (struct{}, bool) {
-		conn, err := net.Dial("tcp", addr)
-		if err == nil {
-			_ = conn.Close()
-		}
-		return struct{}{}, err == nil
-	})
-	return p
+	return testenv.StartDockerRegistry(t, opts...)
 }
 
 // pushRandom pushes a new random image to registry (host:port) as repo:tag.

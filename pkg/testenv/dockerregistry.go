@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -40,6 +41,7 @@ type DockerRegistry struct {
 	user, password string
 	tokens         *TokenServer
 	log            *SyncBuffer
+	stop           func()
 }
 
 type dockerRegistryConfig struct {
@@ -48,6 +50,8 @@ type dockerRegistryConfig struct {
 	user, password string
 	notifyURL      string
 	notifyBearer   string
+	logLevel       string
+	output         io.Writer
 }
 
 // DockerRegistryOption configures StartDockerRegistry.
@@ -72,6 +76,20 @@ func WithNotifications(url, bearer string) DockerRegistryOption {
 	return func(c *dockerRegistryConfig) { c.notifyURL, c.notifyBearer = url, bearer }
 }
 
+// WithLogLevel sets the registry's log level: error, warn, info (the
+// default) or debug. Above info it leaves out the info line it logs for
+// each request (the access log and errors stay), which shortens the log
+// shown on failure in a test that pushes many images.
+func WithLogLevel(level string) DockerRegistryOption {
+	return func(c *dockerRegistryConfig) { c.logLevel = level }
+}
+
+// WithLogOutput copies what the registry prints to w as it prints it (a
+// file kept after the run, say), besides keeping it for Log.
+func WithLogOutput(w io.Writer) DockerRegistryOption {
+	return func(c *dockerRegistryConfig) { c.output = w }
+}
+
 // StartDockerRegistry starts docker-registry on a free loopback port and
 // stops it at test cleanup (its log is shown if the test failed). A
 // missing docker-registry fails the test with an install hint.
@@ -81,7 +99,7 @@ func StartDockerRegistry(t testing.TB, opts ...DockerRegistryOption) *DockerRegi
 	if err != nil {
 		t.Fatal("testenv: docker-registry not installed (apt-get install docker-registry)")
 	}
-	var c dockerRegistryConfig
+	c := dockerRegistryConfig{logLevel: "info"}
 	for _, o := range opts {
 		o(&c)
 	}
@@ -91,8 +109,8 @@ func StartDockerRegistry(t testing.TB, opts ...DockerRegistryOption) *DockerRegi
 	dir := t.TempDir()
 	r := &DockerRegistry{addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), user: c.user, password: c.password, log: &SyncBuffer{}}
 	var b strings.Builder
-	fmt.Fprintf(&b, "version: 0.1\nlog: {level: info}\nstorage:\n  filesystem: {rootdirectory: %s}\n  delete: {enabled: true}\nhttp:\n  addr: %s\n",
-		filepath.Join(dir, "data"), r.addr)
+	fmt.Fprintf(&b, "version: 0.1\nlog: {level: %s}\nstorage:\n  filesystem: {rootdirectory: %s}\n  delete: {enabled: true}\nhttp:\n  addr: %s\n",
+		c.logLevel, filepath.Join(dir, "data"), r.addr)
 	switch {
 	case c.htpasswd:
 		file := filepath.Join(dir, "htpasswd")
@@ -117,16 +135,20 @@ func StartDockerRegistry(t testing.TB, opts ...DockerRegistryOption) *DockerRegi
 
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, bin, "serve", cfg)
-	cmd.Stdout, cmd.Stderr = r.log, r.log
+	var out io.Writer = r.log
+	if c.output != nil {
+		out = io.MultiWriter(r.log, c.output)
+	}
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		cancel()
 		t.Fatalf("testenv: start docker-registry: %v", err)
 	}
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
+	r.stop = sync.OnceFunc(func() { cancel(); <-done })
 	t.Cleanup(func() {
-		cancel()
-		<-done
+		r.stop()
 		if t.Failed() {
 			t.Logf("docker-registry %s log:\n%s", r.addr, r.log.String())
 		}
@@ -153,6 +175,10 @@ func StartDockerRegistry(t testing.TB, opts ...DockerRegistryOption) *DockerRegi
 
 // Host is the registry's host:port.
 func (r *DockerRegistry) Host() string { return r.addr }
+
+// Stop stops the registry and waits until it has exited, before the test
+// ends (its cleanup stops it otherwise). It is safe to call more than once.
+func (r *DockerRegistry) Stop() { r.stop() }
 
 // Repo is the full repository name of name in this registry (parse it
 // with name.Insecure: the registry speaks plain HTTP).

@@ -3,9 +3,13 @@
 package testenv_test
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -56,5 +60,56 @@ func TestDockerRegistryAuthE2E(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The Debian docker-registry (make e2e) notifying an endpoint as the
+// process-level suites run it: a push of a tag reaches the endpoint as a
+// push event with the bearer token; at level error the registry logs
+// nothing at level info, and what it logs is copied to the output given;
+// after Stop it no longer answers.
+func TestDockerRegistryNotificationsE2E(t *testing.T) {
+	t.Parallel()
+	pushed := make(chan string, 100)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Events []struct {
+				Action string
+				Target struct{ Repository, Tag string }
+			}
+		}
+		if r.Header.Get("Authorization") != "Bearer hook-secret" {
+			t.Errorf("notification authorization %q", r.Header.Get("Authorization"))
+		}
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			t.Errorf("notification: %v", err)
+		}
+		for _, e := range body.Events {
+			if e.Action == "push" && e.Target.Tag != "" {
+				pushed <- e.Target.Repository + ":" + e.Target.Tag
+			}
+		}
+	}))
+	t.Cleanup(hook.Close)
+	var out testenv.SyncBuffer
+	reg := testenv.StartDockerRegistry(t, testenv.WithNotifications(hook.URL, "hook-secret"),
+		testenv.WithLogLevel("error"), testenv.WithLogOutput(&out))
+	reg.PushImage(t, "team/app", "1.0.0")
+	select {
+	case got := <-pushed:
+		if got != "team/app:1.0.0" {
+			t.Errorf("pushed %s, want team/app:1.0.0", got)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no push event within 30s")
+	}
+	if log := reg.Log(); strings.Contains(log, "level=info") || out.String() != log {
+		t.Errorf("log at level error:\n%s\ncopied:\n%s", log, out.String())
+	}
+	reg.Stop()
+	reg.Stop()
+	if resp, err := http.Get("http://" + reg.Host() + "/v2/"); err == nil {
+		_ = resp.Body.Close()
+		t.Errorf("the registry answers after Stop: %d", resp.StatusCode)
 	}
 }
