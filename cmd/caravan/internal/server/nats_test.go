@@ -17,29 +17,15 @@ import (
 
 	"github.com/caravan-cd/caravan/cmd/caravan/internal/server"
 	"github.com/caravan-cd/caravan/pkg/events"
-	"github.com/caravan-cd/caravan/pkg/service"
-	"github.com/caravan-cd/caravan/pkg/telemetry"
 	"github.com/caravan-cd/caravan/pkg/testenv"
-	"github.com/caravan-cd/caravan/services/gateway"
 )
 
 // runServer runs caravan server on dataDir with natsAddr as
 // CARAVAN_EMBEDDED_NATS_ADDR until the test ends.
 func runServer(t *testing.T, dataDir, natsAddr string, ln net.Listener) (server.Info, *testenv.SyncBuffer) {
 	t.Helper()
-	cfg := server.Config{
-		Config: gateway.Config{
-			Common: service.Common{
-				DataDir:      dataDir,
-				StreamConfig: events.DefaultStreamConfig(),
-				LogConfig:    telemetry.LogConfig{Level: "info", Format: "text"},
-			},
-			HTTPAddr:        ln.Addr().String(),
-			MaxBodyBytes:    10 << 20,
-			ShutdownTimeout: 5 * time.Second,
-		},
-		EmbeddedNATSAddr: natsAddr,
-	}
+	cfg := testConfig(dataDir, ln)
+	cfg.EmbeddedNATSAddr = natsAddr
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}

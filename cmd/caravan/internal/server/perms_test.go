@@ -21,9 +21,7 @@ import (
 	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/service"
-	"github.com/caravan-cd/caravan/pkg/telemetry"
 	"github.com/caravan-cd/caravan/pkg/testenv"
-	"github.com/caravan-cd/caravan/services/gateway"
 )
 
 const permsPipeline = `apiVersion: kargo.akuity.io/v1alpha1
@@ -138,19 +136,8 @@ func TestServicesUnderDocumentedNATSPermissions(t *testing.T) {
 	}
 	// The all-in-one server's own connection runs setup: as the setup user.
 	url := strings.Replace(ns.URL(), "nats://", "nats://setup:setup-pw@", 1)
-	cfg := server.Config{
-		Config: gateway.Config{
-			Common: service.Common{
-				NATSConfig:   events.NATSConfig{URL: url, ConnectTimeout: 30 * time.Second},
-				DataDir:      t.TempDir(),
-				StreamConfig: events.DefaultStreamConfig(),
-				LogConfig:    telemetry.LogConfig{Level: "info", Format: "text"},
-			},
-			HTTPAddr:        ln.Addr().String(),
-			MaxBodyBytes:    10 << 20,
-			ShutdownTimeout: 5 * time.Second,
-		},
-	}
+	cfg := testConfig(t.TempDir(), ln)
+	cfg.NATSConfig = events.NATSConfig{URL: url, ConnectTimeout: 30 * time.Second}
 	cfg.Egress.Allow = "127.0.0.0/8"
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

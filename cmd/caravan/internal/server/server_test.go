@@ -57,13 +57,10 @@ type running struct {
 	done   chan error
 }
 
-func start(t testing.TB, dataDir string, mutate ...func(*server.Config)) *running {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := server.Config{
+// testConfig is the configuration the tests run caravan server with: its
+// data in dataDir, its API on ln, defaults for the rest.
+func testConfig(dataDir string, ln net.Listener) server.Config {
+	return server.Config{
 		Config: gateway.Config{
 			Common: service.Common{
 				DataDir:      dataDir,
@@ -75,6 +72,15 @@ func start(t testing.TB, dataDir string, mutate ...func(*server.Config)) *runnin
 			ShutdownTimeout: 5 * time.Second,
 		},
 	}
+}
+
+func start(t testing.TB, dataDir string, mutate ...func(*server.Config)) *running {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(dataDir, ln)
 	for _, m := range mutate {
 		m(&cfg)
 	}
