@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -71,7 +70,7 @@ func BenchmarkServerRSS(b *testing.B) {
 		}
 	}
 	data := b.TempDir()
-	httpAddr, natsAddr := rssFreePort(b), rssFreePort(b)
+	httpAddr, natsAddr := freePort(b), freePort(b)
 	api := "http://" + httpAddr
 	cmd := exec.Command(bin, "server")
 	cmd.Dir = b.TempDir()
@@ -195,16 +194,6 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
-}
-
-func rssFreePort(b *testing.B) string {
-	b.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = ln.Close() }()
-	return ln.Addr().String()
 }
 
 func waitReady(b *testing.B, api string) {

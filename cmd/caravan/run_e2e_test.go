@@ -22,16 +22,6 @@ import (
 	"github.com/caravan-cd/caravan/pkg/testenv"
 )
 
-func freePort(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = ln.Close() }()
-	return ln.Addr().String()
-}
-
 // listeningPorts are the TCP ports process pid listens on (Linux: its
 // socket inodes in /proc/<pid>/fd against /proc/<pid>/net/tcp{,6}).
 func listeningPorts(t *testing.T, pid int) map[string]bool {
