@@ -225,30 +225,10 @@ func (ix *Index) ListObjects(ctx context.Context, project, kind string, limit in
 }
 
 // ListShared is ListObjects returning the index's own objects of every
-// kind, which must not be modified: to order or filter a whole list
-// without decoding it, then take Fresh copies of the page.
+// kind, which must not be modified: to order, filter and present a list
+// without decoding it again.
 func (ix *Index) ListShared(_ context.Context, project, kind string, limit int, after string) ([]model.Object, string, error) {
 	return ix.list(project, kind, limit, after, false)
-}
-
-// Fresh replaces the objects of objs that ListShared returned and
-// ListObjects would have copied by copies of their own.
-func (ix *Index) Fresh(objs []model.Object) {
-	bi := ix.buckets[state.Resources]
-	bi.mu.RLock()
-	defer bi.mu.RUnlock()
-	for i, o := range objs {
-		if state.BucketOf(o.GetTypeMeta().Kind) != state.Resources {
-			continue
-		}
-		e, ok := bi.entries[state.KeyOf(o)]
-		if !ok || e.obj != o {
-			continue // not the index's
-		}
-		if c, err := bi.fresh(e); err == nil {
-			objs[i] = c
-		}
-	}
 }
 
 func (bi *bucketIndex) fresh(e entry) (model.Object, error) {

@@ -157,21 +157,23 @@ func firstN[T any](objs []T, n int, cmp func(a, b T) int) []T {
 // ordered lists the objects of kind in project that match, in order,
 // one page of up to limit after the continue token after (decoded), and
 // the token of the next page. It answers 400 for a token of another order
-// itself (ok false).
+// itself (ok false). With an index the objects are its own, shared with
+// other requests: they go to writeList, whose present copies what it
+// changes, and must not be modified.
 func (s *server) ordered(w http.ResponseWriter, r *http.Request, project, kind, order string, limit int, after string, match func(model.Object) bool) ([]model.Object, string, bool) {
 	if order == sortName {
 		if strings.HasPrefix(after, "@") {
 			invalid(w, "continue", "a token of another sort order")
 			return nil, "", false
 		}
-		objs, next, err := s.collect(r.Context(), project, kind, limit, after, match)
+		objs, next, err := s.collectFrom(r.Context(), true, project, kind, limit, after, match)
 		if err != nil {
 			s.internal(w, r, err)
 			return nil, "", false
 		}
 		return objs, next, true
 	}
-	// The whole list is ordered, but only the page is copied.
+	// The whole list is ordered; present copies the items it changes.
 	all, _, err := s.collectFrom(r.Context(), true, project, kind, 0, "", match)
 	if err != nil {
 		s.internal(w, r, err)
@@ -181,9 +183,6 @@ func (s *server) ordered(w http.ResponseWriter, r *http.Request, project, kind, 
 	if !ok {
 		invalid(w, "continue", "a token of another sort order")
 		return nil, "", false
-	}
-	if s.index != nil {
-		s.index.Fresh(page)
 	}
 	return page, next, true
 }

@@ -471,13 +471,21 @@ func first(q map[string][]string, key string) string {
 func (s *server) present(ctx context.Context, obj model.Object) (any, error) {
 	switch o := obj.(type) {
 	case *model.Stage:
-		if err := s.status(ctx, state.Stages, state.Key(o.Namespace, o.Name), &o.Status); err != nil {
+		// A list hands over the index's own objects, which others share:
+		// the status goes into a shallow copy (the rest is only read).
+		c := *o
+		c.Status = model.StageStatus{}
+		if err := s.status(ctx, state.Stages, state.Key(o.Namespace, o.Name), &c.Status); err != nil {
 			return nil, err
 		}
+		return &c, nil
 	case *model.Warehouse:
-		if err := s.status(ctx, state.Warehouses, state.Key(o.Namespace, o.Name), &o.Status); err != nil {
+		c := *o
+		c.Status = model.WarehouseStatus{}
+		if err := s.status(ctx, state.Warehouses, state.Key(o.Namespace, o.Name), &c.Status); err != nil {
 			return nil, err
 		}
+		return &c, nil
 	case *model.Secret:
 		return redact(o), nil
 	}
