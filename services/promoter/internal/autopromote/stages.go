@@ -14,8 +14,7 @@ import (
 // Requesting evaluates the stages of project that request freight of
 // origin o (new freight of o was discovered).
 func (a *AutoPromoter) Requesting(ctx context.Context, project string, o model.FreightOrigin) error {
-	names, err := a.stageNames(ctx, project, func(sets *stageindex.Sets) []string { return sets.Requesting(project, o) },
-		func(s *stageindex.Stage) bool { return s.Requests(o) })
+	names, err := a.requesting(ctx, project, o)
 	if err != nil {
 		return err
 	}
@@ -25,8 +24,7 @@ func (a *AutoPromoter) Requesting(ctx context.Context, project string, o model.F
 // Downstream evaluates the stages of project that have stage among their
 // upstream stages (freight was verified in stage).
 func (a *AutoPromoter) Downstream(ctx context.Context, project, stage string) error {
-	names, err := a.stageNames(ctx, project, func(sets *stageindex.Sets) []string { return sets.Downstream(project, stage) },
-		func(s *stageindex.Stage) bool { return s.Downstream(stage) })
+	names, err := a.downstream(ctx, project, stage)
 	if err != nil {
 		return err
 	}
@@ -36,7 +34,25 @@ func (a *AutoPromoter) Downstream(ctx context.Context, project, stage string) er
 // Stages evaluates every stage of project for which match is true (nil:
 // every stage).
 func (a *AutoPromoter) Stages(ctx context.Context, project string, match func(*stageindex.Stage) bool) error {
-	names, err := a.stageNames(ctx, project, func(sets *stageindex.Sets) []string {
+	names, err := a.matching(ctx, project, match)
+	if err != nil {
+		return err
+	}
+	return a.evaluateAll(ctx, project, names)
+}
+
+func (a *AutoPromoter) requesting(ctx context.Context, project string, o model.FreightOrigin) ([]string, error) {
+	return a.stageNames(ctx, project, func(sets *stageindex.Sets) []string { return sets.Requesting(project, o) },
+		func(s *stageindex.Stage) bool { return s.Requests(o) })
+}
+
+func (a *AutoPromoter) downstream(ctx context.Context, project, stage string) ([]string, error) {
+	return a.stageNames(ctx, project, func(sets *stageindex.Sets) []string { return sets.Downstream(project, stage) },
+		func(s *stageindex.Stage) bool { return s.Downstream(stage) })
+}
+
+func (a *AutoPromoter) matching(ctx context.Context, project string, match func(*stageindex.Stage) bool) ([]string, error) {
+	return a.stageNames(ctx, project, func(sets *stageindex.Sets) []string {
 		var out []string
 		for _, s := range sets.Stages(project) {
 			if match == nil || match(s) {
@@ -45,10 +61,6 @@ func (a *AutoPromoter) Stages(ctx context.Context, project string, match func(*s
 		}
 		return out
 	}, match)
-	if err != nil {
-		return err
-	}
-	return a.evaluateAll(ctx, project, names)
 }
 
 func (a *AutoPromoter) evaluateAll(ctx context.Context, project string, names []string) error {
