@@ -4,11 +4,11 @@
 // freight that matter instead of scanning a project's freight in KV.
 //
 // A Sets is the data structure; an Index keeps one current through a KV
-// watch of caravan-freight, resynced from scratch whenever the watch ends.
-// Readers that must see every write acknowledged before they began call
-// Index.Sync first; when it fails (the watch lags or is being resynced)
-// they fall back to reading KV, so the index is a fast path, never the
-// only one.
+// watch of caravan-freight (pkg/kvindex), resynced from scratch whenever
+// the watch ends. Readers that must see every write acknowledged before
+// they began call Index.Sync first; when it fails (the watch lags or is
+// being resynced) they fall back to reading KV, so the index is a fast
+// path, never the only one.
 //
 // The freight the index hands out is shared and must not be modified: an
 // update replaces an entry by a new object, it never changes one.

@@ -78,6 +78,33 @@ func TestAutoPromotionDirect(t *testing.T) {
 	}
 }
 
+// The reconcile pass, which finds the stages in the stage index, is the
+// backstop of lost events: a stage created while the promoter runs (its
+// ResourceApplied lost) with freight discovered (its FreightDiscovered
+// lost) is auto-promoted, and so is a stage that a policy selects only
+// once an unannounced update gave it a label (the index follows it).
+func TestAutoPromotionWithoutEvents(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.policies(model.PromotionPolicy{StageSelector: &model.PromotionPolicySelector{Name: "glob:dev*"}, AutoPromotionEnabled: true},
+		model.PromotionPolicy{StageSelector: &model.PromotionPolicySelector{MatchLabels: map[string]string{"auto": "yes"}}, AutoPromotionEnabled: true})
+	h.start("a", newFakeRunner(1), fastReconcile)
+	h.stage("dev", nil)
+	f1 := h.freight("v1", time.Now().Add(-time.Minute))
+	h.waitAuto("dev", f1.Name, model.PromotionPhaseSucceeded)
+
+	h.stage("labelled", nil)
+	obj, rev, err := h.env.Store.GetObject(context.Background(), project, model.KindStage, "labelled")
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj.GetObjectMeta().Labels = map[string]string{"auto": "yes"}
+	if _, err := h.env.Store.PutObject(context.Background(), obj, rev); err != nil {
+		t.Fatal(err)
+	}
+	h.waitAuto("labelled", f1.Name, model.PromotionPhaseSucceeded)
+}
+
 // Downstream stages: NewestFreight waits for the required soak time and
 // fires when it ends; MatchUpstream takes what the upstream stage has.
 func TestAutoPromotionDownstream(t *testing.T) {

@@ -33,6 +33,7 @@ import (
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/reconcile"
 	"github.com/caravan-cd/caravan/pkg/service"
+	"github.com/caravan-cd/caravan/pkg/stageindex"
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/services/promoter/internal/autopromote"
 	"github.com/caravan-cd/caravan/services/promoter/internal/dispatch"
@@ -219,7 +220,8 @@ func Run(ctx context.Context, d Deps) error {
 	// caravan setup declared the audit stream; Connect checked it.
 	auditLog := audit.New(d.Env.JS)
 	freight := freightindex.New(store.KV(state.Freight), d.SharedFreight)
-	auto := autopromote.New(autopromote.Options{Store: store, Bus: bus, Logger: log, Audit: auditLog, Freight: freight})
+	stages := stageindex.New(store.KV(state.Resources))
+	auto := autopromote.New(autopromote.Options{Store: store, Bus: bus, Logger: log, Audit: auditLog, Freight: freight, Stages: stages})
 	// Readiness: the stage leases and the job leases are written in time.
 	stageLeases := lease.NewRenewals(cfg.LeaseTTL)
 	d.Env.Health.Add("promoter stage leases", func(context.Context) error { return stageLeases.Healthy() })
@@ -272,10 +274,14 @@ func Run(ctx context.Context, d Deps) error {
 	// they were ready; fail has recorded why.
 	partStopped := make(chan struct{}, 2)
 	dispReady, autoReady := make(chan struct{}), make(chan struct{})
-	wg.Add(7)
+	wg.Add(8)
 	go func() {
 		defer wg.Done()
 		freight.Run(ctx, nil, time.Second)
+	}()
+	go func() {
+		defer wg.Done()
+		stages.Run(ctx, nil, time.Second)
 	}()
 	go func() {
 		defer wg.Done()
@@ -458,9 +464,7 @@ func (h handlers) autoPromotion(ctx context.Context, env events.Envelope) error 
 			return events.Permanent(err)
 		}
 		origin := model.FreightOrigin{Kind: model.FreightOriginKind(ev.Origin.Kind), Name: ev.Origin.Name}
-		return later("origin/"+origin.String(), func(ctx context.Context) error {
-			return h.auto.Stages(ctx, project, func(s *model.Stage) bool { return s.RequestsOrigin(origin) })
-		})
+		return later("origin/"+origin.String(), func(ctx context.Context) error { return h.auto.Requesting(ctx, project, origin) })
 	case events.TypeFreightApproved:
 		var ev events.FreightApproved
 		if err := env.Decode(&ev); err != nil {
@@ -479,16 +483,7 @@ func (h handlers) autoPromotion(ctx context.Context, env events.Envelope) error 
 			// Auto-rollback may act on the failure.
 			_ = evaluate(ev.Stage)
 		}
-		return later("downstream/"+ev.Stage, func(ctx context.Context) error {
-			return h.auto.Stages(ctx, project, func(s *model.Stage) bool {
-				for _, up := range s.UpstreamStages() {
-					if up == ev.Stage {
-						return true
-					}
-				}
-				return false
-			})
-		})
+		return later("downstream/"+ev.Stage, func(ctx context.Context) error { return h.auto.Downstream(ctx, project, ev.Stage) })
 	case events.TypePromotionApproved:
 		var ev events.PromotionApproved
 		if err := env.Decode(&ev); err != nil {

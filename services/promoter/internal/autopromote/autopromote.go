@@ -35,7 +35,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -45,6 +44,7 @@ import (
 	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/freightindex"
 	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/pkg/stageindex"
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/services/promoter/internal/queue"
 )
@@ -95,10 +95,16 @@ type Options struct {
 	// indexTimeout, or not set, evaluations read all of the project's
 	// freight from KV.
 	Freight *freightindex.Index
+	// Stages, when set, is the index that says which stages an event
+	// concerns (those requesting an origin, those downstream of a stage,
+	// every stage of a project) without listing a project's stages. When
+	// it is not current within indexTimeout, or not set, the stages are
+	// listed from KV.
+	Stages *stageindex.Index
 }
 
-// indexTimeout bounds how long an evaluation waits for the freight index
-// to catch up before it reads KV instead.
+// indexTimeout bounds how long an evaluation waits for the freight or
+// stage index to catch up before it reads KV instead.
 const indexTimeout = 3 * time.Second
 
 // Auditor appends to the audit log.
@@ -400,25 +406,6 @@ func (a *AutoPromoter) wakeAt(ctx context.Context, project, stage string, at tim
 	return err
 }
 
-// Stages evaluates every stage of the project for which match is true.
-func (a *AutoPromoter) Stages(ctx context.Context, project string, match func(*model.Stage) bool) error {
-	objs, _, err := a.o.Store.ListObjects(ctx, project, model.KindStage, 0, "")
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, o := range objs {
-		s, ok := o.(*model.Stage)
-		if !ok || (match != nil && !match(s)) {
-			continue
-		}
-		if err := a.Evaluate(ctx, project, s.Name); err != nil {
-			errs = append(errs, fmt.Errorf("stage %s: %w", s.Name, err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
 // Resume lifts a stage's auto-promotion holds, lets the promotions of
 // the stage that failed, errored or were aborted be tried again (a person
 // asks), and evaluates it.
@@ -473,29 +460,26 @@ func (a *AutoPromoter) forgetFailed(ctx context.Context, project, stage string) 
 }
 
 // Pass evaluates every stage of every project whose policies enable its
-// auto-promotion: the backstop of the events that trigger evaluations
-// (FreightDiscovered, FreightApproved, StageVerified, a Stage or
-// ProjectConfig applied), any of which may be lost.
+// auto-promotion (or auto-rollback): the backstop of the events that
+// trigger evaluations (FreightDiscovered, FreightApproved, StageVerified,
+// a Stage or ProjectConfig applied), any of which may be lost. It finds
+// the projects and their stages in the stage index when it is current,
+// else in KV.
 func (a *AutoPromoter) Pass(ctx context.Context) error {
-	keys, err := state.Keys(ctx, a.o.Store.KV(state.Resources), "*."+model.KindStage+".*")
+	projects, err := a.stageProjects(ctx)
 	if err != nil {
 		return err
 	}
-	projects := map[string]bool{}
-	for _, k := range keys {
-		if p, _, ok := strings.Cut(k, "."); ok {
-			projects[state.Untoken(p)] = true
-		}
-	}
 	var errs []error
-	for project := range projects {
+	for _, project := range projects {
 		policies, err := a.policies(ctx, project)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		errs = append(errs, a.Stages(ctx, project, func(s *model.Stage) bool {
-			return model.AutoPromotionEnabled(policies, s) || model.AutoRollbackFor(policies, s) != nil
+		errs = append(errs, a.Stages(ctx, project, func(s *stageindex.Stage) bool {
+			sel := s.Selectable()
+			return model.AutoPromotionEnabled(policies, sel) || model.AutoRollbackFor(policies, sel) != nil
 		}))
 	}
 	return errors.Join(errs...)

@@ -11,6 +11,7 @@ import (
 	"github.com/caravan-cd/caravan/pkg/freightindex"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/service"
+	"github.com/caravan-cd/caravan/pkg/stageindex"
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/pkg/testenv"
 )
@@ -131,4 +132,105 @@ func benchProject(b *testing.B, store *state.Store, project string, n int) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkFreightDiscovered measures handling one FreightDiscovered
+// (Requesting: finding the stages that request its origin and evaluating
+// each) in a project of 1,000 stages over 100 warehouses, 10 stages per
+// warehouse, auto-promotion enabled for all: with the stage index (the
+// promoter's way) beside listing the project's stages from KV (the way it
+// replaced, still the fallback when the index is not current), in the
+// same run. Both read freight from the freight index. Reported: time per
+// event (ms/event-*), NATS requests per event (requests/event-*: KV gets,
+// key lists, stream info, the indexes' included) and their ratios.
+func BenchmarkFreightDiscovered(b *testing.B) {
+	const stages, warehouses = 1000, 100
+	srv := testenv.NATS(b)
+	common := service.Common{DataDir: b.TempDir(), StreamConfig: events.DefaultStreamConfig()}
+	ctx := context.Background()
+	nc := srv.Conn(b)
+	env, err := service.Provision(ctx, nc, "bench", common, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ixConn := srv.Conn(b) // the indexes' traffic is not the event's
+	ixEnv, err := service.Provision(ctx, ixConn, "bench-index", common, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const project = "big"
+	origin := func(i int) model.FreightOrigin {
+		return model.FreightOrigin{Kind: model.FreightOriginKindWarehouse, Name: fmt.Sprintf("wh-%03d", i%warehouses)}
+	}
+	kargo := func(kind string) model.TypeMeta { return model.TypeMeta{APIVersion: model.KargoAPIVersion, Kind: kind} }
+	objs := []model.Object{&model.ProjectConfig{TypeMeta: kargo(model.KindProjectConfig), ObjectMeta: model.ObjectMeta{Name: project, Namespace: project},
+		Spec: model.ProjectConfigSpec{PromotionPolicies: []model.PromotionPolicy{{StageSelector: &model.PromotionPolicySelector{}, AutoPromotionEnabled: true}}}}}
+	for i := range stages {
+		objs = append(objs, &model.Stage{TypeMeta: kargo(model.KindStage), ObjectMeta: model.ObjectMeta{Name: fmt.Sprintf("stage-%04d", i), Namespace: project},
+			Spec: model.StageSpec{
+				RequestedFreight:  []model.FreightRequest{{Origin: origin(i), Sources: model.FreightSources{Direct: true}}},
+				PromotionTemplate: &model.PromotionTemplate{Spec: model.PromotionTemplateSpec{Steps: []model.PromotionStep{{Uses: "fake"}}}},
+			}})
+	}
+	now := time.Now()
+	for i := range warehouses {
+		f := &model.Freight{TypeMeta: kargo(model.KindFreight), ObjectMeta: model.ObjectMeta{Namespace: project, CreationTimestamp: model.NewTime(now)},
+			Origin: origin(i), Images: []model.Image{{RepoURL: "ghcr.io/example/app", Tag: "1.0.0", Digest: fmt.Sprintf("sha256:%064d", i)}}}
+		f.Name = f.GenerateID()
+		objs = append(objs, f)
+	}
+	for _, o := range objs {
+		if _, err := env.Store.PutObject(ctx, o, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ictx, cancel := context.WithCancel(ctx)
+	b.Cleanup(cancel)
+	freight, stageIx := freightindex.New(ixEnv.Store.KV(state.Freight), nil), stageindex.New(ixEnv.Store.KV(state.Resources))
+	freightReady, stagesReady := make(chan struct{}), make(chan struct{})
+	go freight.Run(ictx, freightReady, time.Second)
+	go stageIx.Run(ictx, stagesReady, time.Second)
+	<-freightReady
+	<-stagesReady
+
+	log := slog.New(slog.DiscardHandler)
+	listed := New(Options{Store: env.Store, Bus: env.Bus, Logger: log, Freight: freight})
+	indexed := New(Options{Store: env.Store, Bus: env.Bus, Logger: log, Freight: freight, Stages: stageIx})
+	wh := origin(7)
+	// Requests: the evaluations' and the indexes' stream-info requests
+	// (Sync), which go through the indexes' connection.
+	sent := func() uint64 { return nc.Stats().OutMsgs + ixConn.Stats().OutMsgs }
+	measure := func(a *AutoPromoter) (time.Duration, uint64) {
+		before := sent()
+		start := time.Now()
+		if err := a.Requesting(ctx, project, wh); err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(start), sent() - before
+	}
+	// The first event auto-promotes the warehouse's 10 stages; the next
+	// ones find them decided: the steady state.
+	measure(indexed)
+	measure(listed)
+	var tListed, tIndexed time.Duration
+	var rListed, rIndexed uint64
+	const perListed = 5 // indexed events per listed one, for a steady average at b.N = 1
+	b.ResetTimer()
+	for range b.N {
+		d, r := measure(listed)
+		tListed, rListed = tListed+d, rListed+r
+		for range perListed {
+			d, r = measure(indexed)
+			tIndexed, rIndexed = tIndexed+d, rIndexed+r
+		}
+	}
+	b.StopTimer()
+	listedPer, indexedPer := tListed/time.Duration(b.N), tIndexed/time.Duration(b.N*perListed)
+	rl, ri := float64(rListed)/float64(b.N), float64(rIndexed)/float64(b.N*perListed)
+	b.ReportMetric(float64(listedPer.Microseconds())/1000, "ms/event-listed")
+	b.ReportMetric(float64(indexedPer.Microseconds())/1000, "ms/event-index")
+	b.ReportMetric(float64(indexedPer)/float64(listedPer), "ratio-index-to-listed")
+	b.ReportMetric(rl, "requests/event-listed")
+	b.ReportMetric(ri, "requests/event-index")
+	b.ReportMetric(ri/rl, "ratio-requests-index-to-listed")
 }

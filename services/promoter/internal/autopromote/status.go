@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/caravan-cd/caravan/pkg/model"
+	"github.com/caravan-cd/caravan/pkg/stageindex"
 	"github.com/caravan-cd/caravan/pkg/state"
 )
 
@@ -81,31 +82,28 @@ func (a *AutoPromoter) ControlFlow(ctx context.Context) error {
 	}
 	var errs []error
 	for _, p := range projects {
-		objs, _, err := a.o.Store.ListObjects(ctx, p.GetObjectMeta().Name, model.KindStage, 0, "")
+		project := p.GetObjectMeta().Name
+		stages, err := a.projectStages(ctx, project)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		gates := map[string]bool{}
-		for _, o := range objs {
-			s, ok := o.(*model.Stage)
-			if !ok {
-				continue
-			}
-			if s.IsControlFlow() {
+		for _, s := range stages {
+			if s.ControlFlow {
 				gates[s.Name] = true
-			} else if err := a.SyncStatus(ctx, p.GetObjectMeta().Name, s.Name); err != nil {
+			} else if err := a.SyncStatus(ctx, project, s.Name); err != nil {
 				errs = append(errs, err)
 			}
 		}
 		if len(gates) == 0 {
 			continue
 		}
-		errs = append(errs, a.Stages(ctx, p.GetObjectMeta().Name, func(s *model.Stage) bool {
+		errs = append(errs, a.Stages(ctx, project, func(s *stageindex.Stage) bool {
 			if gates[s.Name] {
 				return true
 			}
-			for _, up := range s.UpstreamStages() {
+			for _, up := range s.Upstream {
 				if gates[up] {
 					return true
 				}
