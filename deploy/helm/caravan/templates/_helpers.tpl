@@ -47,6 +47,18 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (printf "%s-nats-users" (include "caravan.fullname" .)) .Values.nats.users.existingSecret -}}
 {{- end -}}
 
+{{/* A checksum of nats.users.existingSecret's data (empty when the chart
+generates the Secret, whose passwords never change, or when the Secret
+cannot be read, as in helm template): pods annotated with it restart at
+the upgrade after the passwords were rotated. */}}
+{{- define "caravan.natsUsersChecksum" -}}
+{{- if and (include "caravan.natsUsers" .) .Values.nats.users.existingSecret }}
+{{- with (lookup "v1" "Secret" .Release.Namespace .Values.nats.users.existingSecret).data }}
+{{- toJson . | sha256sum | trunc 16 }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
 {{/* The password variable of a component's user in the bundled NATS. */}}
 {{- define "caravan.natsPasswordVar" -}}
 {{- printf "CARAVAN_%s_PASSWORD" (upper .) -}}
