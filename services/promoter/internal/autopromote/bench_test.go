@@ -29,19 +29,9 @@ var indexed1000 time.Duration
 // for 10,000 freight the indexed time's ratio to 1,000's (target: about 1,
 // the work does not grow with the freight).
 func BenchmarkEvaluate(b *testing.B) {
-	srv := testenv.NATS(b)
-	common := service.Common{DataDir: b.TempDir(), StreamConfig: events.DefaultStreamConfig()}
+	env, ixEnv := benchEnvs(b)
+	nc := env.Conn
 	ctx := context.Background()
-	nc := srv.Conn(b)
-	env, err := service.Provision(ctx, nc, "bench", common, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ixConn := srv.Conn(b) // the index's traffic is not the evaluation's
-	ixEnv, err := service.Provision(ctx, ixConn, "bench-index", common, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
 	ix := freightindex.New(ixEnv.Store.KV(state.Freight), nil)
 	ictx, cancel := context.WithCancel(ctx)
 	b.Cleanup(cancel)
@@ -145,19 +135,9 @@ func benchProject(b *testing.B, store *state.Store, project string, n int) {
 // key lists, stream info, the indexes' included) and their ratios.
 func BenchmarkFreightDiscovered(b *testing.B) {
 	const stages, warehouses = 1000, 100
-	srv := testenv.NATS(b)
-	common := service.Common{DataDir: b.TempDir(), StreamConfig: events.DefaultStreamConfig()}
+	env, ixEnv := benchEnvs(b)
+	nc, ixConn := env.Conn, ixEnv.Conn
 	ctx := context.Background()
-	nc := srv.Conn(b)
-	env, err := service.Provision(ctx, nc, "bench", common, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ixConn := srv.Conn(b) // the indexes' traffic is not the event's
-	ixEnv, err := service.Provision(ctx, ixConn, "bench-index", common, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
 	const project = "big"
 	origin := func(i int) model.FreightOrigin {
 		return model.FreightOrigin{Kind: model.FreightOriginKindWarehouse, Name: fmt.Sprintf("wh-%03d", i%warehouses)}
@@ -233,4 +213,22 @@ func BenchmarkFreightDiscovered(b *testing.B) {
 	b.ReportMetric(rl, "requests/event-listed")
 	b.ReportMetric(ri, "requests/event-index")
 	b.ReportMetric(ri/rl, "ratio-requests-index-to-listed")
+}
+
+// benchEnvs provisions a service on an embedded NATS server, and a second
+// one on a connection of its own for the indexes, so that their traffic is
+// not counted as the measured work's.
+func benchEnvs(b *testing.B) (env, ixEnv *service.Env) {
+	b.Helper()
+	srv := testenv.NATS(b)
+	common := service.Common{DataDir: b.TempDir(), StreamConfig: events.DefaultStreamConfig()}
+	env, err := service.Provision(context.Background(), srv.Conn(b), "bench", common, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ixEnv, err = service.Provision(context.Background(), srv.Conn(b), "bench-index", common, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return env, ixEnv
 }
