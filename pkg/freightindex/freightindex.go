@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/caravan-cd/caravan/pkg/model"
 )
@@ -238,4 +239,44 @@ func (s *Sets) Len(projectName string) int {
 		return len(p.byName)
 	}
 	return 0
+}
+
+// NewestAvailable returns the newest freight of project and origin
+// available to stage at now (model.FreightAvailable), considering only
+// freight newer than newerThan when it is not nil; nil when there is none.
+// It answers as model.NewestAvailableFreight over all of the project's
+// freight would (restricted to freight newer than newerThan), reading only
+// the lists such freight can be in — the origin's for a direct request,
+// else those approved for the stage and those verified in its upstream
+// stages — each newest first and no further than its first available
+// freight, or than newerThan.
+func (s *Sets) NewestAvailable(projectName string, stage *model.Stage, o model.FreightOrigin, now time.Time, newerThan *model.Freight) *model.Freight {
+	var best *model.Freight
+	walk := func(rel Relation, st string) {
+		s.Walk(projectName, o, rel, st, func(f *model.Freight) bool {
+			if newerThan != nil && !model.Newer(f, newerThan) || best != nil && !model.Newer(f, best) {
+				return false // older freight cannot be the answer
+			}
+			if ok, _ := model.FreightAvailable(f, stage, now); ok {
+				best = f
+				return false
+			}
+			return true
+		})
+	}
+	for _, req := range stage.Spec.RequestedFreight {
+		if req.Origin != o {
+			continue
+		}
+		if req.Sources.Direct {
+			walk(All, "")
+			break
+		}
+		walk(ApprovedFor, stage.Name)
+		for _, up := range req.Sources.Stages {
+			walk(VerifiedIn, up)
+		}
+		break // the first request of the origin is the one that counts
+	}
+	return best
 }

@@ -233,7 +233,7 @@ func Run(ctx context.Context, d Deps) error {
 	healthJobs, controlFlowJobs, gcJobs := jobLeases(cfg.HealthInterval), jobLeases(cfg.ControlFlowInterval), jobLeases(cfg.GCInterval)
 	disp := dispatch.New(dispatch.Options{
 		Store: store, Bus: bus, Runner: runnerAdapter{d.Runner}, Logger: log, Renewals: stageLeases,
-		ID: cfg.ReplicaID, LeaseTTL: cfg.LeaseTTL, MaxConcurrent: cfg.MaxConcurrent, AbortCause: d.AbortCause,
+		ID: cfg.ReplicaID, LeaseTTL: cfg.LeaseTTL, MaxConcurrent: cfg.MaxConcurrent, AbortCause: d.AbortCause, Freight: freight,
 		Succeeded: func(ctx context.Context, project string, stage *model.Stage, p *model.Promotion) {
 			keeper.Promoted(ctx, project, stage.Name, p)
 		},
