@@ -78,6 +78,9 @@ type Options struct {
 	// the project's freight; when it is not current within
 	// indexTimeout, or not set, the freight is read from KV.
 	Freight *freightindex.Index
+	// PassWorkers bounds how many projects Reconcile works at once
+	// (default partition.Workers).
+	PassWorkers int
 }
 
 // Gate decides whether a promotion may start now. Blocked says why not;
