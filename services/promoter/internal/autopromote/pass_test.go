@@ -121,8 +121,8 @@ type holdingHandler struct {
 func (h *holdingHandler) releaseOnce() { h.once.Do(func() { close(h.release) }) }
 
 func (h *holdingHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h *holdingHandler) WithAttrs([]slog.Attr) slog.Handler      { return h }
-func (h *holdingHandler) WithGroup(string) slog.Handler           { return h }
+func (h *holdingHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *holdingHandler) WithGroup(string) slog.Handler            { return h }
 
 func (h *holdingHandler) Handle(ctx context.Context, r slog.Record) error {
 	if r.Message != h.act {
