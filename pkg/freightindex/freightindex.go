@@ -48,6 +48,9 @@ type Sets struct {
 type project struct {
 	byName   map[string]*model.Freight
 	byOrigin map[model.FreightOrigin]*origin
+	// byAlias holds the freight of each alias in use (one, unless
+	// freight was stored with an alias already taken).
+	byAlias map[string][]*model.Freight
 }
 
 type origin struct {
@@ -95,13 +98,16 @@ func (s *Sets) Put(projectName string, f *model.Freight) {
 	defer s.mu.Unlock()
 	p := s.projects[projectName]
 	if p == nil {
-		p = &project{byName: map[string]*model.Freight{}, byOrigin: map[model.FreightOrigin]*origin{}}
+		p = &project{byName: map[string]*model.Freight{}, byOrigin: map[model.FreightOrigin]*origin{}, byAlias: map[string][]*model.Freight{}}
 		s.projects[projectName] = p
 	}
 	if old := p.byName[f.Name]; old != nil {
 		p.remove(old)
 	}
 	p.byName[f.Name] = f
+	if f.Alias != "" {
+		p.byAlias[f.Alias] = append(p.byAlias[f.Alias], f)
+	}
 	o := p.byOrigin[f.Origin]
 	if o == nil {
 		o = &origin{}
@@ -136,6 +142,13 @@ func (s *Sets) Delete(projectName, name string) {
 }
 
 func (p *project) remove(f *model.Freight) {
+	if f.Alias != "" {
+		if l := slices.DeleteFunc(p.byAlias[f.Alias], func(g *model.Freight) bool { return g == f }); len(l) > 0 {
+			p.byAlias[f.Alias] = l
+		} else {
+			delete(p.byAlias, f.Alias)
+		}
+	}
 	o := p.byOrigin[f.Origin]
 	if o == nil {
 		return
@@ -211,8 +224,9 @@ func (s *Sets) Get(projectName, name string) (*model.Freight, bool) {
 	return f, ok
 }
 
-// Find returns project's freight whose alias is ref, else the names of
-// those whose name starts with prefix (when prefix is not "").
+// Find returns project's freight whose alias is alias (one of them, if
+// several have it), else the names of those whose name starts with
+// prefix (when prefix is not "").
 func (s *Sets) Find(projectName, alias, prefix string) (byAlias *model.Freight, byPrefix []string) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -220,15 +234,36 @@ func (s *Sets) Find(projectName, alias, prefix string) (byAlias *model.Freight, 
 	if p == nil {
 		return nil, nil
 	}
-	for name, f := range p.byName {
-		if f.Alias == alias {
-			return f, nil
-		}
-		if prefix != "" && strings.HasPrefix(name, prefix) {
+	if l := p.byAlias[alias]; len(l) > 0 {
+		return l[0], nil
+	}
+	if prefix == "" {
+		return nil, nil
+	}
+	for name := range p.byName {
+		if strings.HasPrefix(name, prefix) {
 			byPrefix = append(byPrefix, name)
 		}
 	}
 	return nil, byPrefix
+}
+
+// Aliased returns the names of project's freight whose alias is alias,
+// sorted (at most one, unless freight was stored with an alias already
+// taken).
+func (s *Sets) Aliased(projectName, alias string) []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	p := s.projects[projectName]
+	if p == nil || alias == "" {
+		return nil
+	}
+	var out []string
+	for _, f := range p.byAlias[alias] {
+		out = append(out, f.Name)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Len returns how many freight project has.
