@@ -1,7 +1,8 @@
 // Package freightindex keeps every project's freight in memory, ordered
 // newest first and indexed by origin and by stage (verified in, approved
-// for, currently in), so that auto-promotion and list queries read the few
-// freight that matter instead of scanning a project's freight in KV.
+// for, currently in), and by alias, so that auto-promotion, the hold
+// check of hand-made promotions, alias lookups and list queries read the
+// few freight that matter instead of scanning a project's freight in KV.
 //
 // A Sets is the data structure; an Index keeps one current through a KV
 // watch of caravan-freight (pkg/kvindex), resynced from scratch whenever
