@@ -1,7 +1,8 @@
 // Package freightindex keeps every project's freight in memory, ordered
 // newest first and indexed by origin and by stage (verified in, approved
-// for, currently in), so that auto-promotion and list queries read the few
-// freight that matter instead of scanning a project's freight in KV.
+// for, currently in), and by alias, so that auto-promotion, the hold
+// check of hand-made promotions, alias lookups and list queries read the
+// few freight that matter instead of scanning a project's freight in KV.
 //
 // A Sets is the data structure; an Index keeps one current through a KV
 // watch of caravan-freight (pkg/kvindex), resynced from scratch whenever
@@ -18,6 +19,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/caravan-cd/caravan/pkg/model"
 )
@@ -47,6 +49,9 @@ type Sets struct {
 type project struct {
 	byName   map[string]*model.Freight
 	byOrigin map[model.FreightOrigin]*origin
+	// byAlias holds the freight of each alias in use (one, unless
+	// freight was stored with an alias already taken).
+	byAlias map[string][]*model.Freight
 }
 
 type origin struct {
@@ -94,13 +99,16 @@ func (s *Sets) Put(projectName string, f *model.Freight) {
 	defer s.mu.Unlock()
 	p := s.projects[projectName]
 	if p == nil {
-		p = &project{byName: map[string]*model.Freight{}, byOrigin: map[model.FreightOrigin]*origin{}}
+		p = &project{byName: map[string]*model.Freight{}, byOrigin: map[model.FreightOrigin]*origin{}, byAlias: map[string][]*model.Freight{}}
 		s.projects[projectName] = p
 	}
 	if old := p.byName[f.Name]; old != nil {
 		p.remove(old)
 	}
 	p.byName[f.Name] = f
+	if f.Alias != "" {
+		p.byAlias[f.Alias] = append(p.byAlias[f.Alias], f)
+	}
 	o := p.byOrigin[f.Origin]
 	if o == nil {
 		o = &origin{}
@@ -135,6 +143,13 @@ func (s *Sets) Delete(projectName, name string) {
 }
 
 func (p *project) remove(f *model.Freight) {
+	if f.Alias != "" {
+		if l := slices.DeleteFunc(p.byAlias[f.Alias], func(g *model.Freight) bool { return g == f }); len(l) > 0 {
+			p.byAlias[f.Alias] = l
+		} else {
+			delete(p.byAlias, f.Alias)
+		}
+	}
 	o := p.byOrigin[f.Origin]
 	if o == nil {
 		return
@@ -210,8 +225,9 @@ func (s *Sets) Get(projectName, name string) (*model.Freight, bool) {
 	return f, ok
 }
 
-// Find returns project's freight whose alias is ref, else the names of
-// those whose name starts with prefix (when prefix is not "").
+// Find returns project's freight whose alias is alias (one of them, if
+// several have it), else the names of those whose name starts with
+// prefix (when prefix is not "").
 func (s *Sets) Find(projectName, alias, prefix string) (byAlias *model.Freight, byPrefix []string) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -219,15 +235,36 @@ func (s *Sets) Find(projectName, alias, prefix string) (byAlias *model.Freight, 
 	if p == nil {
 		return nil, nil
 	}
-	for name, f := range p.byName {
-		if f.Alias == alias {
-			return f, nil
-		}
-		if prefix != "" && strings.HasPrefix(name, prefix) {
+	if l := p.byAlias[alias]; len(l) > 0 {
+		return l[0], nil
+	}
+	if prefix == "" {
+		return nil, nil
+	}
+	for name := range p.byName {
+		if strings.HasPrefix(name, prefix) {
 			byPrefix = append(byPrefix, name)
 		}
 	}
 	return nil, byPrefix
+}
+
+// Aliased returns the names of project's freight whose alias is alias,
+// sorted (at most one, unless freight was stored with an alias already
+// taken).
+func (s *Sets) Aliased(projectName, alias string) []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	p := s.projects[projectName]
+	if p == nil || alias == "" {
+		return nil
+	}
+	var out []string
+	for _, f := range p.byAlias[alias] {
+		out = append(out, f.Name)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Len returns how many freight project has.
@@ -238,4 +275,44 @@ func (s *Sets) Len(projectName string) int {
 		return len(p.byName)
 	}
 	return 0
+}
+
+// NewestAvailable returns the newest freight of project and origin
+// available to stage at now (model.FreightAvailable), considering only
+// freight newer than newerThan when it is not nil; nil when there is none.
+// It answers as model.NewestAvailableFreight over all of the project's
+// freight would (restricted to freight newer than newerThan), reading only
+// the lists such freight can be in — the origin's for a direct request,
+// else those approved for the stage and those verified in its upstream
+// stages — each newest first and no further than its first available
+// freight, or than newerThan.
+func (s *Sets) NewestAvailable(projectName string, stage *model.Stage, o model.FreightOrigin, now time.Time, newerThan *model.Freight) *model.Freight {
+	var best *model.Freight
+	walk := func(rel Relation, st string) {
+		s.Walk(projectName, o, rel, st, func(f *model.Freight) bool {
+			if newerThan != nil && !model.Newer(f, newerThan) || best != nil && !model.Newer(f, best) {
+				return false // older freight cannot be the answer
+			}
+			if ok, _ := model.FreightAvailable(f, stage, now); ok {
+				best = f
+				return false
+			}
+			return true
+		})
+	}
+	for _, req := range stage.Spec.RequestedFreight {
+		if req.Origin != o {
+			continue
+		}
+		if req.Sources.Direct {
+			walk(All, "")
+			break
+		}
+		walk(ApprovedFor, stage.Name)
+		for _, up := range req.Sources.Stages {
+			walk(VerifiedIn, up)
+		}
+		break // the first request of the origin is the one that counts
+	}
+	return best
 }

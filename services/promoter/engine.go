@@ -9,6 +9,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/caravan-cd/caravan/pkg/freightindex"
 	"github.com/caravan-cd/caravan/pkg/service"
 	"github.com/caravan-cd/caravan/services/promoter/internal/engine"
 )
@@ -20,7 +21,7 @@ var _ Runner = (*engine.Engine)(nil)
 
 // newEngine returns the step engine, keeping its work dirs and git mirrors
 // in the service's folder below the data dir.
-func newEngine(cfg Config, env *service.Env, log *slog.Logger, kube dynamic.Interface) (*engine.Engine, error) {
+func newEngine(cfg Config, env *service.Env, log *slog.Logger, kube dynamic.Interface, freight *freightindex.Index) (*engine.Engine, error) {
 	finder, err := cfg.Credentials(env)
 	if err != nil {
 		return nil, fmt.Errorf("promoter: %w", err)
@@ -36,6 +37,7 @@ func newEngine(cfg Config, env *service.Env, log *slog.Logger, kube dynamic.Inte
 		UIBaseURL:         cfg.ExternalURL,
 		Kube:              kube,
 		ArgoCDSettle:      cfg.ArgoCDHealthSettle,
+		Freight:           freight,
 	})
 }
 

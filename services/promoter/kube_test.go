@@ -44,7 +44,7 @@ func TestKubeConfigReachesArgoCD(t *testing.T) {
 	if err != nil || kube == nil {
 		t.Fatalf("kube client: %v", err)
 	}
-	e, err := newEngine(cfg.withDefaults(), h.env, slog.New(slog.DiscardHandler), kube)
+	e, err := newEngine(cfg.withDefaults(), h.env, slog.New(slog.DiscardHandler), kube, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

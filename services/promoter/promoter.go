@@ -187,6 +187,9 @@ func (a runnerAdapter) Run(ctx context.Context, p *model.Promotion, save func(co
 func Run(ctx context.Context, d Deps) error {
 	cfg := d.Config.withDefaults()
 	log := d.Logger.With("service", "promoter", "replica", cfg.ReplicaID)
+	// The freight index: auto-promotion's, the hold check of hand-made
+	// promotions', the set-freight-alias step's.
+	freight := freightindex.New(d.Env.Store.KV(state.Freight), d.SharedFreight)
 	if d.Runner == nil {
 		kube := d.Kube
 		if kube == nil {
@@ -198,7 +201,7 @@ func Run(ctx context.Context, d Deps) error {
 				log.Info("no Kubernetes API configured: argocd-update and argocd-wait will fail (set CARAVAN_KUBECONFIG)")
 			}
 		}
-		e, err := newEngine(cfg, d.Env, log, kube)
+		e, err := newEngine(cfg, d.Env, log, kube, freight)
 		if err != nil {
 			return fmt.Errorf("promoter: %w", err)
 		}
@@ -219,7 +222,6 @@ func Run(ctx context.Context, d Deps) error {
 	keeper := health.New(store, bus, d.Runner, log)
 	// caravan setup declared the audit stream; Connect checked it.
 	auditLog := audit.New(d.Env.JS)
-	freight := freightindex.New(store.KV(state.Freight), d.SharedFreight)
 	stages := stageindex.New(store.KV(state.Resources))
 	auto := autopromote.New(autopromote.Options{Store: store, Bus: bus, Logger: log, Audit: auditLog, Freight: freight, Stages: stages})
 	// Readiness: the stage leases and the job leases are written in time.
@@ -233,7 +235,7 @@ func Run(ctx context.Context, d Deps) error {
 	healthJobs, controlFlowJobs, gcJobs := jobLeases(cfg.HealthInterval), jobLeases(cfg.ControlFlowInterval), jobLeases(cfg.GCInterval)
 	disp := dispatch.New(dispatch.Options{
 		Store: store, Bus: bus, Runner: runnerAdapter{d.Runner}, Logger: log, Renewals: stageLeases,
-		ID: cfg.ReplicaID, LeaseTTL: cfg.LeaseTTL, MaxConcurrent: cfg.MaxConcurrent, AbortCause: d.AbortCause,
+		ID: cfg.ReplicaID, LeaseTTL: cfg.LeaseTTL, MaxConcurrent: cfg.MaxConcurrent, AbortCause: d.AbortCause, Freight: freight,
 		Succeeded: func(ctx context.Context, project string, stage *model.Stage, p *model.Promotion) {
 			keeper.Promoted(ctx, project, stage.Name, p)
 		},

@@ -46,6 +46,7 @@ import (
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/stageindex"
 	"github.com/caravan-cd/caravan/pkg/state"
+	"github.com/caravan-cd/caravan/services/promoter/internal/partition"
 	"github.com/caravan-cd/caravan/services/promoter/internal/queue"
 )
 
@@ -101,6 +102,10 @@ type Options struct {
 	// it is not current within indexTimeout, or not set, the stages are
 	// listed from KV.
 	Stages *stageindex.Index
+	// PassWorkers bounds how many projects Pass and ControlFlow work at
+	// once (default partition.Workers); each project's stages are worked
+	// one after another.
+	PassWorkers int
 }
 
 // indexTimeout bounds how long an evaluation waits for the freight or
@@ -464,23 +469,25 @@ func (a *AutoPromoter) forgetFailed(ctx context.Context, project, stage string) 
 // trigger evaluations (FreightDiscovered, FreightApproved, StageVerified,
 // a Stage or ProjectConfig applied), any of which may be lost. It finds
 // the projects and their stages in the stage index when it is current,
-// else in KV.
+// else in KV. Projects are passed several at once (Options.PassWorkers),
+// each project's stages one after another, so a project with many stages
+// does not delay the others' backstop.
 func (a *AutoPromoter) Pass(ctx context.Context) error {
 	projects, err := a.stageProjects(ctx)
 	if err != nil {
 		return err
 	}
-	var errs []error
-	for _, project := range projects {
-		policies, err := a.policies(ctx, project)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		errs = append(errs, a.Stages(ctx, project, func(s *stageindex.Stage) bool {
-			sel := s.Selectable()
-			return model.AutoPromotionEnabled(policies, sel) || model.AutoRollbackFor(policies, sel) != nil
-		}))
+	return partition.Projects(ctx, projects, a.o.PassWorkers, a.passProject)
+}
+
+// passProject is Pass for one project.
+func (a *AutoPromoter) passProject(ctx context.Context, project string) error {
+	policies, err := a.policies(ctx, project)
+	if err != nil {
+		return err
 	}
-	return errors.Join(errs...)
+	return a.Stages(ctx, project, func(s *stageindex.Stage) bool {
+		sel := s.Selectable()
+		return model.AutoPromotionEnabled(policies, sel) || model.AutoRollbackFor(policies, sel) != nil
+	})
 }

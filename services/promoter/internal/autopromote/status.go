@@ -10,6 +10,7 @@ import (
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/stageindex"
 	"github.com/caravan-cd/caravan/pkg/state"
+	"github.com/caravan-cd/caravan/services/promoter/internal/partition"
 )
 
 // SyncStatus brings the parts of a stage's status that follow from the
@@ -75,41 +76,48 @@ func (a *AutoPromoter) WatchStatus(ctx context.Context) error {
 // evaluates every control-flow stage and the stages just downstream of
 // them: the level-triggered pass behind the events that normally keep
 // stage status current and move freight through control-flow stages.
+// Projects are worked several at once (Options.PassWorkers), each
+// project's stages one after another, as in Pass.
 func (a *AutoPromoter) ControlFlow(ctx context.Context) error {
 	projects, _, err := a.o.Store.ListObjects(ctx, "", model.KindProject, 0, "")
 	if err != nil {
 		return err
 	}
-	var errs []error
+	names := make([]string, 0, len(projects))
 	for _, p := range projects {
-		project := p.GetObjectMeta().Name
-		stages, err := a.projectStages(ctx, project)
-		if err != nil {
+		names = append(names, p.GetObjectMeta().Name)
+	}
+	return partition.Projects(ctx, names, a.o.PassWorkers, a.controlFlowProject)
+}
+
+// controlFlowProject is ControlFlow for one project.
+func (a *AutoPromoter) controlFlowProject(ctx context.Context, project string) error {
+	stages, err := a.projectStages(ctx, project)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	gates := map[string]bool{}
+	for _, s := range stages {
+		if s.ControlFlow {
+			gates[s.Name] = true
+		} else if err := a.SyncStatus(ctx, project, s.Name); err != nil {
 			errs = append(errs, err)
-			continue
 		}
-		gates := map[string]bool{}
-		for _, s := range stages {
-			if s.ControlFlow {
-				gates[s.Name] = true
-			} else if err := a.SyncStatus(ctx, project, s.Name); err != nil {
-				errs = append(errs, err)
-			}
+	}
+	if len(gates) == 0 {
+		return errors.Join(errs...)
+	}
+	errs = append(errs, a.Stages(ctx, project, func(s *stageindex.Stage) bool {
+		if gates[s.Name] {
+			return true
 		}
-		if len(gates) == 0 {
-			continue
-		}
-		errs = append(errs, a.Stages(ctx, project, func(s *stageindex.Stage) bool {
-			if gates[s.Name] {
+		for _, up := range s.Upstream {
+			if gates[up] {
 				return true
 			}
-			for _, up := range s.Upstream {
-				if gates[up] {
-					return true
-				}
-			}
-			return false
-		}))
-	}
+		}
+		return false
+	}))
 	return errors.Join(errs...)
 }

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/caravan-cd/caravan/pkg/events"
+	"github.com/caravan-cd/caravan/pkg/freightindex"
 	"github.com/caravan-cd/caravan/pkg/lease"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
@@ -71,6 +72,15 @@ type Options struct {
 	// Renewals, when set, hears the outcome of every stage lease write
 	// (the replica's readiness).
 	Renewals *lease.Renewals
+	// Freight, when set, is the index a hand-made promotion into an
+	// auto-promoted stage reads to decide whether it holds
+	// auto-promotion (is newer freight available?), instead of all of
+	// the project's freight; when it is not current within
+	// indexTimeout, or not set, the freight is read from KV.
+	Freight *freightindex.Index
+	// PassWorkers bounds how many projects Reconcile works at once
+	// (default partition.Workers).
+	PassWorkers int
 }
 
 // Gate decides whether a promotion may start now. Blocked says why not;

@@ -175,11 +175,11 @@ func (d *Dispatcher) started(ctx context.Context, project string, stage *model.S
 		return err
 	}
 	if auto && p.Annotations[model.AnnotationPromotionCreatedBy] != "auto" {
-		all, err := state.ListAll[*model.Freight](ctx, d.o.Store, project, model.KindFreight)
+		newest, err := d.newerAvailable(ctx, project, stage, freight, d.o.Now())
 		if err != nil {
 			return err
 		}
-		if newest := model.NewestAvailableFreight(all, stage, freight.Origin, d.o.Now()); newest != nil && model.Newer(newest, freight) {
+		if newest != nil {
 			hold = &model.AutoPromotionHold{
 				Origin: freight.Origin, FreightName: freight.Name, PromotionName: p.Name,
 				Actor: p.Annotations[model.AnnotationPromotionCreatedBy], CreatedAt: model.NewTime(d.o.Now().UTC()),

@@ -9,6 +9,7 @@ import (
 
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
+	"github.com/caravan-cd/caravan/services/promoter/internal/partition"
 	"github.com/caravan-cd/caravan/services/promoter/internal/queue"
 )
 
@@ -27,6 +28,9 @@ import (
 //
 // Every replica runs it at start, on every CARAVAN_RECONCILE_INTERVAL and
 // when woken; each action is idempotent, so N replicas may run it at once.
+// Projects are reconciled several at once (Options.PassWorkers), each
+// project's promotions and then its queues one after another, so a
+// project with many promotions does not delay the others' backstop.
 func (d *Dispatcher) Reconcile(ctx context.Context) error {
 	items, _, err := state.List[model.Promotion](ctx, d.o.Store.KV(state.Promotions), ">", 0, "")
 	if err != nil {
@@ -36,28 +40,49 @@ func (d *Dispatcher) Reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	type work struct {
+		promotions []state.Item[model.Promotion]
+		queues     []state.Item[queue.Record]
+	}
+	byProject := map[string]*work{}
+	var projects []string
+	of := func(project string) *work {
+		w := byProject[project]
+		if w == nil {
+			w = &work{}
+			byProject[project] = w
+			projects = append(projects, project)
+		}
+		return w
+	}
 	queues := map[string]queue.Record{}
 	for _, it := range records {
 		queues[it.Key] = it.Value
+		if project, _, ok := queue.Parse(it.Key); ok {
+			of(project).queues = append(of(project).queues, it)
+		}
 	}
-	var errs []error
 	for _, it := range items {
-		p := it.Value
 		project, _, _ := strings.Cut(it.Key, ".")
 		project = state.Untoken(project)
-		if p.Namespace == "" {
-			p.Namespace = project
-		}
-		errs = append(errs, d.reconcilePromotion(ctx, project, &p, queues[queue.Key(project, p.Spec.Stage)], true))
+		of(project).promotions = append(of(project).promotions, it)
 	}
-	for _, it := range records {
-		project, stage, ok := queue.Parse(it.Key)
-		if !ok {
-			continue
+	return partition.Projects(ctx, projects, d.o.PassWorkers, func(ctx context.Context, project string) error {
+		var errs []error
+		w := byProject[project]
+		for _, it := range w.promotions {
+			p := it.Value
+			if p.Namespace == "" {
+				p.Namespace = project
+			}
+			errs = append(errs, d.reconcilePromotion(ctx, project, &p, queues[queue.Key(project, p.Spec.Stage)], true))
 		}
-		errs = append(errs, d.reconcileQueue(ctx, project, stage, it.Value))
-	}
-	return errors.Join(errs...)
+		for _, it := range w.queues {
+			_, stage, _ := queue.Parse(it.Key)
+			errs = append(errs, d.reconcileQueue(ctx, project, stage, it.Value))
+		}
+		return errors.Join(errs...)
+	})
 }
 
 // reconcilePromotion drives one promotion; pass says a reconcile pass

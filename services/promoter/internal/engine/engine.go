@@ -18,6 +18,7 @@ import (
 	"github.com/caravan-cd/caravan/pkg/creds"
 	"github.com/caravan-cd/caravan/pkg/egress"
 	"github.com/caravan-cd/caravan/pkg/expressions"
+	"github.com/caravan-cd/caravan/pkg/freightindex"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/redact"
 	"github.com/caravan-cd/caravan/pkg/state"
@@ -71,6 +72,11 @@ type Options struct {
 	// GitCacheMaxBytes is the memory budget of decoded git objects, shared
 	// by all mirrors; gitmirror.DefaultCacheMaxBytes when 0.
 	GitCacheMaxBytes int64
+	// Freight, when set, is the index the set-freight-alias check reads
+	// (is the alias another freight's?) instead of listing the project's
+	// freight; when it is not current within 3s, or not set, the freight
+	// is listed from KV.
+	Freight *freightindex.Index
 }
 
 // Result is how a promotion ended.
@@ -95,6 +101,8 @@ type Engine struct {
 	wakers   wakers
 	// uiBaseURL is ctx.uiBaseUrl.
 	uiBaseURL string
+	// freight answers the set-freight-alias check when current.
+	freight *freightindex.Index
 }
 
 // New builds an Engine.
@@ -143,6 +151,7 @@ func New(o Options) (*Engine, error) {
 		apps:     apps,
 		settle:   o.ArgoCDSettle,
 		creds:    finder,
+		freight:  o.Freight,
 
 		uiBaseURL: strings.TrimSuffix(o.UIBaseURL, "/"),
 	}, nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/caravan-cd/caravan/pkg/creds"
 	"github.com/caravan-cd/caravan/pkg/expressions"
@@ -335,17 +336,13 @@ func (e *Engine) SetFreightMetadata(ctx context.Context, project, freight string
 // SetFreightAlias implements steps.AliasWriter. The alias must not be used
 // by another freight of the project.
 func (e *Engine) SetFreightAlias(ctx context.Context, project, freight, alias string) error {
-	objs, _, err := e.store.ListObjects(ctx, project, model.KindFreight, 0, "")
-	if err != nil {
+	if other, err := e.aliasedOther(ctx, project, freight, alias); err != nil {
 		return err
-	}
-	for _, o := range objs {
-		if f, ok := o.(*model.Freight); ok && f.Alias == alias && f.Name != freight {
-			return fmt.Errorf("alias %q is used by freight %s", alias, f.Name)
-		}
+	} else if other != "" {
+		return fmt.Errorf("alias %q is used by freight %s", alias, other)
 	}
 	key := state.ObjectKey(project, model.KindFreight, freight)
-	_, _, err = state.Update(ctx, e.store.KV(state.Freight), key, func(cur *model.Freight, exists bool) (*model.Freight, error) {
+	_, _, err := state.Update(ctx, e.store.KV(state.Freight), key, func(cur *model.Freight, exists bool) (*model.Freight, error) {
 		if !exists || cur == nil {
 			return nil, fmt.Errorf("freight %s: %w", freight, state.ErrNotFound)
 		}
@@ -360,4 +357,40 @@ func (e *Engine) SetFreightAlias(ctx context.Context, project, freight, alias st
 		return cur, nil
 	})
 	return err
+}
+
+// indexTimeout bounds how long the alias check waits for the freight
+// index to catch up before it reads KV instead (as auto-promotion does).
+const indexTimeout = 3 * time.Second
+
+// aliasedOther returns the name of a freight of project other than
+// freight whose alias is alias, "" when there is none. It asks the
+// freight index when it is current (it has seen every write acknowledged
+// before the call, as a listing would), and otherwise lists the project's
+// freight from KV.
+func (e *Engine) aliasedOther(ctx context.Context, project, freight, alias string) (string, error) {
+	if e.freight != nil {
+		sets, err := e.freight.Sync(ctx, indexTimeout)
+		if err == nil {
+			for _, name := range sets.Aliased(project, alias) {
+				if name != freight {
+					return name, nil
+				}
+			}
+			return "", nil
+		}
+		if ctx.Err() == nil {
+			e.log.Warn("freight index: reading KV instead", "err", err)
+		}
+	}
+	objs, _, err := e.store.ListObjects(ctx, project, model.KindFreight, 0, "")
+	if err != nil {
+		return "", err
+	}
+	for _, o := range objs {
+		if f, ok := o.(*model.Freight); ok && f.Alias == alias && f.Name != freight {
+			return f.Name, nil
+		}
+	}
+	return "", nil
 }
