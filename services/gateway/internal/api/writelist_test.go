@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -23,6 +24,10 @@ func TestWriteListBytes(t *testing.T) {
 			Images:     []model.Image{{RepoURL: "example.com/app", Tag: "1.0", Annotations: map[string]string{"note": "<b>&</b>"}}},
 		}
 	}
+	var long []model.Object
+	for i := range 1000 {
+		long = append(long, freight(fmt.Sprintf("f%04d", i), fmt.Sprintf("alias-%d", i)))
+	}
 	for name, tc := range map[string]struct {
 		objs []model.Object
 		next string
@@ -30,6 +35,8 @@ func TestWriteListBytes(t *testing.T) {
 		"empty":       {},
 		"one":         {objs: []model.Object{freight("a", "x<y")}},
 		"two, a page": {objs: []model.Object{freight("a", "one"), freight("b", "two")}, next: "YWJj"},
+		// Past listFlushBytes, sent in pieces: the same bytes.
+		"long, sent in pieces": {objs: long, next: "YWJj"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
