@@ -31,6 +31,7 @@ import (
 	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/freightindex"
 	"github.com/caravan-cd/caravan/pkg/service"
+	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/pkg/telemetry"
 	"github.com/caravan-cd/caravan/services/discovery"
 	"github.com/caravan-cd/caravan/services/gateway"
@@ -322,6 +323,16 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 	// The gateway's list index and the promoter's auto-promotion index
 	// both hold every freight: in one process, they hold the same objects.
 	shared := freightindex.NewShared()
+	if opts.ServiceConn == nil {
+		// They and discovery's alias index watch the freight bucket
+		// through one subscription, not one each (a burst of writes left
+		// each holding its own copy of the values it had not read yet).
+		watches := 2
+		if cfg.Config.ListIndex {
+			watches++
+		}
+		env.Store.ShareWatch(state.Freight, watches)
+	}
 	start("discovery", func(ctx context.Context) error {
 		return discovery.Run(ctx, discovery.Deps{Config: cfg.Discovery, Logger: log, Env: as("discovery")})
 	})

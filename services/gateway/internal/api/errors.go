@@ -52,10 +52,15 @@ const unencodable = `{"code":"internal","message":"cannot encode the answer"}` +
 
 // writeBody answers status with body, JSON.
 func writeBody(w http.ResponseWriter, status int, body []byte) {
+	writeHeader(w, status)
+	_, _ = w.Write(body)
+}
+
+// writeHeader sends the headers of a JSON answer.
+func writeHeader(w http.ResponseWriter, status int) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	_, _ = w.Write(body)
 }
 
 // jsonBuffers are writeJSON's buffers; one grown past maxPooledJSON is

@@ -105,6 +105,13 @@ func (s *server) collectFrom(ctx context.Context, shared bool, project, kind str
 // item by item. It consumes objs: each entry is cleared once encoded, so
 // that the copies a long list was given (a thousand stages with their
 // status) can be collected while the rest is encoded.
+//
+// The answer is buffered up to listFlushBytes, so that a short list that
+// fails answers a clean 500; a longer one is sent as it is encoded, in
+// pieces of about that size, instead of being held whole (a thousand
+// stages are megabytes, one buffer per request in flight), and a failure
+// after its first piece aborts the response (http.ErrAbortHandler): the
+// client sees a broken answer, never a truncated list.
 func (s *server) writeList(w http.ResponseWriter, r *http.Request, kind string, objs []model.Object, next string) {
 	if err := s.syncStatus(r.Context(), kind); err != nil {
 		s.internal(w, r, err)
@@ -127,29 +134,54 @@ func (s *server) writeList(w http.ResponseWriter, r *http.Request, kind string, 
 		return
 	}
 	buf.WriteString(`,"items":[`)
+	streaming := false
+	// fail answers err: a 500 while nothing was sent, else an abort.
+	fail := func(answer func()) {
+		if streaming {
+			panic(http.ErrAbortHandler)
+		}
+		answer()
+	}
 	for i, o := range objs {
 		v, err := s.present(r.Context(), o)
 		if err != nil {
-			s.internal(w, r, err)
+			fail(func() { s.internal(w, r, err) })
 			return
 		}
 		if i > 0 {
 			buf.WriteByte(',')
 		}
 		if err := encode(v); err != nil {
-			writeBody(w, http.StatusInternalServerError, []byte(unencodable))
+			fail(func() { writeBody(w, http.StatusInternalServerError, []byte(unencodable)) })
 			return
 		}
 		objs[i] = nil
+		if buf.Len() >= listFlushBytes {
+			if !streaming {
+				writeHeader(w, http.StatusOK)
+				streaming = true
+			}
+			if _, err := w.Write(buf.Bytes()); err != nil {
+				return // the client left
+			}
+			buf.Reset()
+		}
 	}
 	buf.WriteString(`],"metadata":`)
 	if err := encode(listMeta{Continue: next}); err != nil {
-		writeBody(w, http.StatusInternalServerError, []byte(unencodable))
+		fail(func() { writeBody(w, http.StatusInternalServerError, []byte(unencodable)) })
 		return
 	}
 	buf.WriteString("}\n")
-	writeBody(w, http.StatusOK, buf.Bytes())
+	if !streaming {
+		writeHeader(w, http.StatusOK)
+	}
+	_, _ = w.Write(buf.Bytes())
 }
+
+// listFlushBytes is how much of a list writeList buffers before it sends
+// what it has.
+const listFlushBytes = 64 << 10
 
 func notFound(w http.ResponseWriter, kind, name string) {
 	writeError(w, http.StatusNotFound, codeNotFound, fmt.Sprintf("%s %q not found", strings.ToLower(kind), name))

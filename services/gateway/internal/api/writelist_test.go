@@ -2,6 +2,8 @@ package api
 
 import (
 	"encoding/json"
+	"fmt"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -23,6 +25,10 @@ func TestWriteListBytes(t *testing.T) {
 			Images:     []model.Image{{RepoURL: "example.com/app", Tag: "1.0", Annotations: map[string]string{"note": "<b>&</b>"}}},
 		}
 	}
+	var long []model.Object
+	for i := range 1000 {
+		long = append(long, freight(fmt.Sprintf("f%04d", i), fmt.Sprintf("alias-%d", i)))
+	}
 	for name, tc := range map[string]struct {
 		objs []model.Object
 		next string
@@ -30,6 +36,8 @@ func TestWriteListBytes(t *testing.T) {
 		"empty":       {},
 		"one":         {objs: []model.Object{freight("a", "x<y")}},
 		"two, a page": {objs: []model.Object{freight("a", "one"), freight("b", "two")}, next: "YWJj"},
+		// Past listFlushBytes, sent in pieces: the same bytes.
+		"long, sent in pieces": {objs: long, next: "YWJj"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -55,5 +63,44 @@ func TestWriteListBytes(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// An item that cannot be encoded answers a clean 500 while nothing was
+// sent; once the first piece of a long list was sent, the response is
+// aborted (http.ErrAbortHandler), never ended as if the list were whole.
+func TestWriteListFailure(t *testing.T) {
+	t.Parallel()
+	item := func(name string, bad bool) model.Object {
+		f := &model.Freight{TypeMeta: model.TypeMeta{APIVersion: model.KargoAPIVersion, Kind: model.KindFreight}, ObjectMeta: model.ObjectMeta{Name: name, Namespace: "demo"}}
+		if bad {
+			f.Status.Metadata = map[string]any{"x": math.Inf(1)}
+		}
+		return f
+	}
+	write := func(objs []model.Object) (rec *httptest.ResponseRecorder, aborted bool) {
+		rec = httptest.NewRecorder()
+		defer func() {
+			if v := recover(); v != nil {
+				if v != http.ErrAbortHandler {
+					panic(v)
+				}
+				aborted = true
+			}
+		}()
+		(&server{}).writeList(rec, httptest.NewRequest(http.MethodGet, "/", nil), model.KindFreight, objs, "")
+		return rec, false
+	}
+	if rec, aborted := write([]model.Object{item("a", false), item("b", true)}); aborted || rec.Code != http.StatusInternalServerError {
+		t.Errorf("short list: status %d, aborted %v", rec.Code, aborted)
+	}
+	var long []model.Object
+	for i := range 2000 {
+		long = append(long, item(fmt.Sprintf("f%04d", i), false))
+	}
+	long = append(long, item("bad", true))
+	rec, aborted := write(long)
+	if !aborted || rec.Body.Len() < listFlushBytes || json.Valid(rec.Body.Bytes()) {
+		t.Errorf("long list: aborted %v, %d bytes sent, valid JSON %v", aborted, rec.Body.Len(), json.Valid(rec.Body.Bytes()))
 	}
 }
