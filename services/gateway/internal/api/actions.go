@@ -202,19 +202,16 @@ func (s *server) createFreight(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, codeInvalid, issue.Field+": "+issue.Message, *issue)
 		return
 	}
-	all, err := s.allFreight(ctx, project)
+	aliased, err := s.aliases(ctx, project)
 	if err != nil {
 		s.internal(w, r, err)
 		return
 	}
-	taken := map[string]bool{}
-	for _, o := range all {
-		taken[o.Alias] = true
-	}
+	taken := func(a string) bool { return len(aliased(a)) > 0 }
 	alias := req.Alias
 	if alias == "" {
-		alias = model.UniqueAlias(rand.IntN, func(a string) bool { return taken[a] })
-	} else if taken[alias] {
+		alias = model.UniqueAlias(rand.IntN, taken)
+	} else if taken(alias) {
 		conflict(w, fmt.Sprintf("alias %q is taken", alias))
 		return
 	}
@@ -357,14 +354,14 @@ func (s *server) patchFreight(w http.ResponseWriter, r *http.Request) {
 	if !s.loaded(w, r, err, model.KindFreight, name) {
 		return
 	}
-	all, err := s.allFreight(ctx, project)
+	aliased, err := s.aliases(ctx, project)
 	if err != nil {
 		s.internal(w, r, err)
 		return
 	}
-	for _, o := range all {
-		if o.Alias == req.Alias && o.Name != f.Name {
-			conflict(w, fmt.Sprintf("alias %q is taken by freight %s", req.Alias, o.Name))
+	for _, other := range aliased(req.Alias) {
+		if other != f.Name {
+			conflict(w, fmt.Sprintf("alias %q is taken by freight %s", req.Alias, other))
 			return
 		}
 	}

@@ -422,6 +422,30 @@ func (s *server) findFreight(ctx context.Context, project, ref string) (*model.F
 	return nil, 0, fmt.Errorf("freight %q is %w (%s start with it)", ref, errAmbiguous, strings.Join(byPrefix, ", "))
 }
 
+// aliases returns a lookup of the names of the project's freight that
+// carry an alias: from the freight index's aliases when there is an index,
+// else from a listing of every freight.
+func (s *server) aliases(ctx context.Context, project string) (func(alias string) []string, error) {
+	if s.index != nil {
+		sets, err := s.index.Freight(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return func(alias string) []string { return sets.Aliased(project, alias) }, nil
+	}
+	all, err := s.allFreight(ctx, project)
+	if err != nil {
+		return nil, err
+	}
+	byAlias := map[string][]string{}
+	for _, f := range all {
+		if f.Alias != "" {
+			byAlias[f.Alias] = append(byAlias[f.Alias], f.Name)
+		}
+	}
+	return func(alias string) []string { return byAlias[alias] }, nil
+}
+
 // allFreight lists every freight of the project.
 func (s *server) allFreight(ctx context.Context, project string) ([]*model.Freight, error) {
 	objs, _, err := s.collect(ctx, project, model.KindFreight, 0, "", nil)
