@@ -328,7 +328,7 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 		// through one subscription, not one each (a burst of writes left
 		// each holding its own copy of the values it had not read yet).
 		watches := 2
-		if cfg.Config.ListIndex {
+		if cfg.ListIndex {
 			watches++
 		}
 		env.Store.ShareWatch(state.Freight, watches)

@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -82,7 +83,7 @@ func TestWriteListFailure(t *testing.T) {
 		rec = httptest.NewRecorder()
 		defer func() {
 			if v := recover(); v != nil {
-				if v != http.ErrAbortHandler {
+				if err, _ := v.(error); !errors.Is(err, http.ErrAbortHandler) {
 					panic(v)
 				}
 				aborted = true
