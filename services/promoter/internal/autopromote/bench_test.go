@@ -190,29 +190,9 @@ func BenchmarkFreightDiscovered(b *testing.B) {
 	}
 	// The first event auto-promotes the warehouse's 10 stages; the next
 	// ones find them decided: the steady state.
-	measure(indexed)
-	measure(listed)
-	var tListed, tIndexed time.Duration
-	var rListed, rIndexed uint64
-	const perListed = 5 // indexed events per listed one, for a steady average at b.N = 1
-	b.ResetTimer()
-	for range b.N {
-		d, r := measure(listed)
-		tListed, rListed = tListed+d, rListed+r
-		for range perListed {
-			d, r = measure(indexed)
-			tIndexed, rIndexed = tIndexed+d, rIndexed+r
-		}
-	}
-	b.StopTimer()
-	listedPer, indexedPer := tListed/time.Duration(b.N), tIndexed/time.Duration(b.N*perListed)
-	rl, ri := float64(rListed)/float64(b.N), float64(rIndexed)/float64(b.N*perListed)
-	b.ReportMetric(float64(listedPer.Microseconds())/1000, "ms/event-listed")
-	b.ReportMetric(float64(indexedPer.Microseconds())/1000, "ms/event-index")
-	b.ReportMetric(float64(indexedPer)/float64(listedPer), "ratio-index-to-listed")
-	b.ReportMetric(rl, "requests/event-listed")
-	b.ReportMetric(ri, "requests/event-index")
-	b.ReportMetric(ri/rl, "ratio-requests-index-to-listed")
+	testenv.CompareIndexed(b, "event", 5,
+		func() (time.Duration, uint64) { return measure(listed) },
+		func() (time.Duration, uint64) { return measure(indexed) })
 }
 
 // benchEnvs provisions a service on an embedded NATS server, and a second

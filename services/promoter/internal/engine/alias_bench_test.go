@@ -73,27 +73,7 @@ func BenchmarkAliasCheck(b *testing.B) {
 		}
 		return time.Since(start), sent() - before
 	}
-	measure(indexed)
-	measure(listed)
-	var tListed, tIndexed time.Duration
-	var rListed, rIndexed uint64
-	const perListed = 20 // indexed checks per listed one, for a steady average at b.N = 1
-	b.ResetTimer()
-	for range b.N {
-		d, r := measure(listed)
-		tListed, rListed = tListed+d, rListed+r
-		for range perListed {
-			d, r = measure(indexed)
-			tIndexed, rIndexed = tIndexed+d, rIndexed+r
-		}
-	}
-	b.StopTimer()
-	listedPer, indexedPer := tListed/time.Duration(b.N), tIndexed/time.Duration(b.N*perListed)
-	rl, ri := float64(rListed)/float64(b.N), float64(rIndexed)/float64(b.N*perListed)
-	b.ReportMetric(float64(listedPer.Microseconds())/1000, "ms/check-listed")
-	b.ReportMetric(float64(indexedPer.Microseconds())/1000, "ms/check-index")
-	b.ReportMetric(float64(indexedPer)/float64(listedPer), "ratio-index-to-listed")
-	b.ReportMetric(rl, "requests/check-listed")
-	b.ReportMetric(ri, "requests/check-index")
-	b.ReportMetric(ri/rl, "ratio-requests-index-to-listed")
+	testenv.CompareIndexed(b, "check", 20,
+		func() (time.Duration, uint64) { return measure(listed) },
+		func() (time.Duration, uint64) { return measure(indexed) })
 }
