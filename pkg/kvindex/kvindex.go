@@ -37,7 +37,16 @@ type Index[S any] struct {
 	sets    S
 	seen    uint64 // last revision applied
 	live    bool   // the current watch has delivered the bucket's values
+	// restart asks the watch to end (Run then starts a new one): Sync
+	// saw it make no progress while behind the bucket for stallAfter.
+	restart chan struct{}
 }
+
+// stallAfter is how long a watch behind the bucket may deliver nothing
+// before Sync has it started again. A watch whose server restarted or lost
+// its stream leader resumes by itself only after its heartbeats are
+// missed (about 20 s); a new watch takes milliseconds.
+const stallAfter = time.Second
 
 // New returns an index of the bucket kv: empty makes an empty structure,
 // apply records one entry (a put, or a delete or purge) in it, in
@@ -45,7 +54,7 @@ type Index[S any] struct {
 // apply ignores those it does not index. The index is empty (and Sync
 // fails) until Run has loaded it.
 func New[S any](kv jetstream.KeyValue, empty func() S, apply func(S, jetstream.KeyValueEntry)) *Index[S] {
-	ix := &Index[S]{kv: kv, empty: empty, apply: apply, sets: empty()}
+	ix := &Index[S]{kv: kv, empty: empty, apply: apply, sets: empty(), restart: make(chan struct{}, 1)}
 	ix.changed = sync.NewCond(ix.mu.RLocker())
 	return ix
 }
@@ -85,12 +94,18 @@ func (ix *Index[S]) watch(ctx context.Context, loaded func()) error {
 		return fmt.Errorf("watch %s: %w", ix.kv.Bucket(), err)
 	}
 	defer func() { _ = w.Stop() }()
+	select {
+	case <-ix.restart: // asked of the watch before this one
+	default:
+	}
 	fresh, freshSeen := ix.empty(), uint64(0)
 	initial := true
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-ix.restart:
+			return fmt.Errorf("watch %s stalled behind the bucket", ix.kv.Bucket())
 		case e, ok := <-w.Updates():
 			if !ok {
 				return fmt.Errorf("watch %s closed", ix.kv.Bucket())
@@ -142,11 +157,31 @@ func (ix *Index[S]) Sync(ctx context.Context, timeout time.Duration) (S, error) 
 	defer stop()
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
+	if ix.seen >= last {
+		return ix.sets, nil
+	}
+	// A watch that delivers nothing while behind has stalled: started
+	// again, it catches up at once, and Sync reads KV meanwhile.
+	progress, since := ix.seen, time.Now()
+	stall := time.AfterFunc(stallAfter, ix.changed.Broadcast)
+	defer stall.Stop()
 	for ix.seen < last {
 		// While (re)loading, the writes since the last value applied may
 		// be missing for a while: read KV at once instead of waiting.
 		if !ix.live || ctx.Err() != nil {
 			return none, fmt.Errorf("%s %w: revision %d of %d", ix.kv.Bucket(), ErrNotCurrent, ix.seen, last)
+		}
+		switch {
+		case ix.seen != progress:
+			progress, since = ix.seen, time.Now()
+			stall.Reset(stallAfter)
+		case time.Since(since) >= stallAfter:
+			select {
+			case ix.restart <- struct{}{}:
+			default:
+			}
+			since = time.Now()
+			stall.Reset(stallAfter)
 		}
 		ix.changed.Wait()
 	}

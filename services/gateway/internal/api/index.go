@@ -47,7 +47,15 @@ type bucketIndex struct {
 	keys    []string // sorted
 	entries map[string]entry
 	seen    uint64 // last revision applied
-	err     error  // the watch ended
+	applied uint64 // entries applied: the watch's progress
+	err     error  // the index stopped (its context ended)
+	// live: the current watch has delivered the bucket's values. While a
+	// new one loads them (a second or so), SyncBucket waits.
+	live bool
+	// restart asks the watch to end and a new one to start: SyncBucket
+	// saw it make no progress while behind the bucket (see
+	// kvindex.stallAfter).
+	restart chan struct{}
 	// raw buckets hold values that are not objects (status).
 	raw bool
 	// keepRaw: the stored JSON is kept beside the object (to make fresh
@@ -82,6 +90,7 @@ func NewIndex(ctx context.Context, store *state.Store, shared *freightindex.Shar
 			bi.onApply = ix.promotions.apply
 		}
 		bi.changed = sync.NewCond(bi.mu.RLocker())
+		bi.restart = make(chan struct{}, 1)
 		w, err := bi.kv.WatchAll(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("watch %s: %w", b, err)
@@ -92,24 +101,92 @@ func NewIndex(ctx context.Context, store *state.Store, shared *freightindex.Shar
 	return ix, nil
 }
 
+// Bounds of a bucket's watch: how long one behind the bucket may deliver
+// nothing before SyncBucket has it started again (a watch whose server
+// restarted resumes by itself only once its heartbeats are missed, about
+// 20 s), and the pause before a new watch after one ended.
+const (
+	stallAfter  = time.Second
+	rewatchWait = time.Second
+)
+
+// run follows the bucket until ctx ends: whenever a watch ends (closed,
+// or stalled) it starts a new one and brings the index to the bucket's
+// values, so nothing missed meanwhile stays missed.
 func (bi *bucketIndex) run(ctx context.Context, w jetstream.KeyWatcher) {
+	for {
+		bi.follow(ctx, w)
+		bi.mu.Lock()
+		bi.live = false
+		bi.mu.Unlock()
+		bi.changed.Broadcast()
+		for w = nil; w == nil; {
+			select {
+			case <-ctx.Done():
+				bi.fail(ctx.Err())
+				return
+			case <-time.After(rewatchWait):
+			}
+			w, _ = bi.kv.WatchAll(ctx) // failed: tried again
+		}
+	}
+}
+
+// follow applies the entries of one watch until it ends. The keys it
+// loads replace those of the watch before: any other key was deleted
+// meanwhile.
+func (bi *bucketIndex) follow(ctx context.Context, w jetstream.KeyWatcher) {
 	defer func() { _ = w.Stop() }()
+	select {
+	case <-bi.restart: // asked of the watch before this one
+	default:
+	}
+	loaded := map[string]bool{}
 	for {
 		select {
 		case <-ctx.Done():
-			bi.fail(ctx.Err())
+			return
+		case <-bi.restart:
 			return
 		case e, ok := <-w.Updates():
-			if !ok {
-				bi.fail(errors.New("index watch closed"))
+			switch {
+			case !ok:
 				return
+			case e == nil && loaded != nil:
+				bi.prune(loaded)
+				loaded = nil
+			case e == nil:
+			default:
+				if loaded != nil {
+					loaded[e.Key()] = true
+				}
+				bi.apply(e)
 			}
-			if e == nil {
-				continue
-			}
-			bi.apply(e)
 		}
 	}
+}
+
+// prune removes the keys a new watch did not load (deleted while no watch
+// ran) and marks the index live.
+func (bi *bucketIndex) prune(loaded map[string]bool) {
+	bi.mu.Lock()
+	var gone []string
+	for _, k := range bi.keys {
+		if !loaded[k] {
+			gone = append(gone, k)
+		}
+	}
+	for _, k := range gone {
+		bi.shared.Forget(k, bi.entries[k].rev+1)
+		if bi.onApply != nil {
+			bi.onApply(k, nil)
+		}
+		delete(bi.entries, k)
+	}
+	bi.keys = slices.DeleteFunc(bi.keys, func(k string) bool { return !loaded[k] })
+	bi.live = true
+	bi.mu.Unlock()
+	bi.changed.Broadcast()
 }
 
 func (bi *bucketIndex) fail(err error) {
@@ -159,6 +236,7 @@ func (bi *bucketIndex) apply(e jetstream.KeyValueEntry) {
 		bi.entries[key] = entry{rev: e.Revision(), raw: raw, obj: obj}
 	}
 	bi.seen = max(bi.seen, e.Revision())
+	bi.applied++
 	bi.mu.Unlock()
 	bi.changed.Broadcast()
 }
@@ -205,12 +283,26 @@ func (ix *Index) SyncBucket(ctx context.Context, b state.Bucket) error {
 	defer stop()
 	bi.mu.RLock()
 	defer bi.mu.RUnlock()
-	for bi.seen < last {
-		if bi.err != nil {
+	progress, since := bi.applied, time.Now()
+	stall := time.AfterFunc(stallAfter, bi.changed.Broadcast)
+	defer stall.Stop()
+	for bi.seen < last || !bi.live {
+		switch {
+		case bi.err != nil:
 			return fmt.Errorf("index sync: %w", bi.err)
-		}
-		if ctx.Err() != nil {
+		case ctx.Err() != nil:
 			return fmt.Errorf("index sync: revision %d of %d: %w", bi.seen, last, ctx.Err())
+		case bi.applied != progress:
+			progress, since = bi.applied, time.Now()
+			stall.Reset(stallAfter)
+		case time.Since(since) >= stallAfter:
+			// Stalled: a new watch catches up at once.
+			select {
+			case bi.restart <- struct{}{}:
+			default:
+			}
+			since = time.Now()
+			stall.Reset(stallAfter)
 		}
 		bi.changed.Wait()
 	}
