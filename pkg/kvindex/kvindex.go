@@ -42,11 +42,51 @@ type Index[S any] struct {
 	restart chan struct{}
 }
 
-// stallAfter is how long a watch behind the bucket may deliver nothing
-// before Sync has it started again. A watch whose server restarted or lost
-// its stream leader resumes by itself only after its heartbeats are
-// missed (about 20 s); a new watch takes milliseconds.
-const stallAfter = time.Second
+// StallAfter is how long a watch behind its bucket may deliver nothing
+// before a reader waiting for it has it started again. A watch whose
+// server restarted or lost its stream leader resumes by itself only after
+// its heartbeats are missed (about 20 s); a new watch takes milliseconds.
+const StallAfter = time.Second
+
+// Stall tells a watch to start again when it made no progress for
+// StallAfter while a reader waited for it. A reader waiting on a
+// sync.Cond makes one, calls Check with the watch's progress (any count
+// that grows as it delivers) each time it wakes, and Stop when done; the
+// Stall wakes it every StallAfter to check.
+type Stall struct {
+	cond     *sync.Cond
+	restart  chan<- struct{}
+	timer    *time.Timer
+	progress uint64
+	since    time.Time
+	started  bool
+}
+
+// NewStall returns a Stall that wakes the waiters of cond and asks for a
+// restart on restart (a send that never blocks: buffer it).
+func NewStall(cond *sync.Cond, restart chan<- struct{}) *Stall {
+	return &Stall{cond: cond, restart: restart, timer: time.AfterFunc(StallAfter, cond.Broadcast), since: time.Now()}
+}
+
+// Check records the watch's progress and asks for a restart when it has
+// not changed for StallAfter.
+func (s *Stall) Check(progress uint64) {
+	switch {
+	case !s.started || progress != s.progress:
+		s.started, s.progress, s.since = true, progress, time.Now()
+		s.timer.Reset(StallAfter)
+	case time.Since(s.since) >= StallAfter:
+		select {
+		case s.restart <- struct{}{}:
+		default:
+		}
+		s.since = time.Now()
+		s.timer.Reset(StallAfter)
+	}
+}
+
+// Stop stops the Stall's timer.
+func (s *Stall) Stop() { s.timer.Stop() }
 
 // New returns an index of the bucket kv: empty makes an empty structure,
 // apply records one entry (a put, or a delete or purge) in it, in
@@ -162,8 +202,7 @@ func (ix *Index[S]) Sync(ctx context.Context, timeout time.Duration) (S, error) 
 	}
 	// A watch that delivers nothing while behind has stalled: started
 	// again, it catches up at once, and Sync reads KV meanwhile.
-	progress, since := ix.seen, time.Now()
-	stall := time.AfterFunc(stallAfter, ix.changed.Broadcast)
+	stall := NewStall(ix.changed, ix.restart)
 	defer stall.Stop()
 	for ix.seen < last {
 		// While (re)loading, the writes since the last value applied may
@@ -171,18 +210,7 @@ func (ix *Index[S]) Sync(ctx context.Context, timeout time.Duration) (S, error) 
 		if !ix.live || ctx.Err() != nil {
 			return none, fmt.Errorf("%s %w: revision %d of %d", ix.kv.Bucket(), ErrNotCurrent, ix.seen, last)
 		}
-		switch {
-		case ix.seen != progress:
-			progress, since = ix.seen, time.Now()
-			stall.Reset(stallAfter)
-		case time.Since(since) >= stallAfter:
-			select {
-			case ix.restart <- struct{}{}:
-			default:
-			}
-			since = time.Now()
-			stall.Reset(stallAfter)
-		}
+		stall.Check(ix.seen)
 		ix.changed.Wait()
 	}
 	return ix.sets, nil

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/caravan-cd/caravan/pkg/freightindex"
+	"github.com/caravan-cd/caravan/pkg/kvindex"
 	"github.com/caravan-cd/caravan/pkg/model"
 	"github.com/caravan-cd/caravan/pkg/state"
 )
@@ -53,8 +54,7 @@ type bucketIndex struct {
 	// new one loads them (a second or so), SyncBucket waits.
 	live bool
 	// restart asks the watch to end and a new one to start: SyncBucket
-	// saw it make no progress while behind the bucket (see
-	// kvindex.stallAfter).
+	// saw it make no progress while behind the bucket (kvindex.Stall).
 	restart chan struct{}
 	// raw buckets hold values that are not objects (status).
 	raw bool
@@ -101,14 +101,8 @@ func NewIndex(ctx context.Context, store *state.Store, shared *freightindex.Shar
 	return ix, nil
 }
 
-// Bounds of a bucket's watch: how long one behind the bucket may deliver
-// nothing before SyncBucket has it started again (a watch whose server
-// restarted resumes by itself only once its heartbeats are missed, about
-// 20 s), and the pause before a new watch after one ended.
-const (
-	stallAfter  = time.Second
-	rewatchWait = time.Second
-)
+// rewatchWait is the pause before a new watch after one ended.
+const rewatchWait = time.Second
 
 // run follows the bucket until ctx ends: whenever a watch ends (closed,
 // or stalled) it starts a new one and brings the index to the bucket's
@@ -283,8 +277,9 @@ func (ix *Index) SyncBucket(ctx context.Context, b state.Bucket) error {
 	defer stop()
 	bi.mu.RLock()
 	defer bi.mu.RUnlock()
-	progress, since := bi.applied, time.Now()
-	stall := time.AfterFunc(stallAfter, bi.changed.Broadcast)
+	// A watch that delivers nothing while behind has stalled: a new one
+	// catches up at once.
+	stall := kvindex.NewStall(bi.changed, bi.restart)
 	defer stall.Stop()
 	for bi.seen < last || !bi.live {
 		switch {
@@ -292,18 +287,8 @@ func (ix *Index) SyncBucket(ctx context.Context, b state.Bucket) error {
 			return fmt.Errorf("index sync: %w", bi.err)
 		case ctx.Err() != nil:
 			return fmt.Errorf("index sync: revision %d of %d: %w", bi.seen, last, ctx.Err())
-		case bi.applied != progress:
-			progress, since = bi.applied, time.Now()
-			stall.Reset(stallAfter)
-		case time.Since(since) >= stallAfter:
-			// Stalled: a new watch catches up at once.
-			select {
-			case bi.restart <- struct{}{}:
-			default:
-			}
-			since = time.Now()
-			stall.Reset(stallAfter)
 		}
+		stall.Check(bi.applied)
 		bi.changed.Wait()
 	}
 	return nil
