@@ -245,7 +245,39 @@ func (g *Gitea) Push(t testing.TB, repo, base, branch string, files map[string]s
 		// The URL carries the token: never print it.
 		t.Fatalf("testenv: push %s to %s: %v", branch, repo, strings.ReplaceAll(err.Error(), g.Token, "***"))
 	}
-	return g.git.Run(t, work, "rev-parse", "HEAD")
+	sha := g.git.Run(t, work, "rev-parse", "HEAD")
+	g.waitForPush(t, repo, branch, sha)
+	return sha
+}
+
+// waitForPush waits until Gitea's API shows branch of repo at sha and the
+// repository as not empty. Gitea records a push in a background queue, so
+// for a moment after it its API may not know the branch, or answer 404 for
+// the pull requests of a repository it still takes for empty (seen about
+// once in five runs under -race).
+func (g *Gitea) waitForPush(t testing.TB, repo, branch, sha string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute) // generous: readiness, not speed
+	for {
+		var b struct {
+			Commit struct {
+				ID string `json:"id"`
+			} `json:"commit"`
+		}
+		var r struct {
+			Empty bool `json:"empty"`
+		}
+		// The repository first: Gitea 1.27 answers a branch of a
+		// repository it takes for empty with a 500 (a nil dereference).
+		if g.API(t, http.MethodGet, "/repos/"+repo, nil, &r) == http.StatusOK && !r.Empty &&
+			g.API(t, http.MethodGet, "/repos/"+repo+"/branches/"+branch, nil, &b, http.StatusOK, http.StatusNotFound) == http.StatusOK && b.Commit.ID == sha {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("testenv: gitea does not show %s of %s at %s a minute after the push", branch, repo, sha)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // API sends a JSON request to Gitea's REST API (path below /api/v1) with
