@@ -223,6 +223,11 @@ func TestE2EChaos(t *testing.T) {
 	}
 	if phases[model.PromotionPhaseSucceeded] != len(ps) {
 		t.Errorf("not every promotion succeeded: %v", phases)
+		for _, p := range ps {
+			if p.Status.Phase != model.PromotionPhaseSucceeded {
+				t.Logf("%s: %s: %s", p.Name, p.Status.Phase, p.Status.Message)
+			}
+		}
 	}
 	if verified != chaosStages {
 		t.Errorf("%d of %d stages verified on the newest freight", verified, chaosStages)
