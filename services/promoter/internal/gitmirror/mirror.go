@@ -304,11 +304,7 @@ type Mirror struct {
 	lastErr  error         // its error (fetchMu)
 
 	refs atomic.Pointer[map[plumbing.ReferenceName]plumbing.Hash]
-	// size is the mirror's disk size: measured after a fetch that brought
-	// something (and at least every remeasureEvery), with what a push
-	// wrote since added.
-	size     atomic.Int64
-	measured time.Time // when size was last measured (fetchMu)
+	size atomic.Int64
 	// pushCaps are the server's receive-pack capabilities, from the last
 	// advertisement.
 	pushCaps atomic.Pointer[capability.List]
@@ -413,28 +409,18 @@ func (mi *Mirror) fetch(ctx context.Context) error {
 		Force:      true,
 		Prune:      true,
 	})
-	upToDate := errors.Is(err, git.NoErrAlreadyUpToDate)
 	switch {
-	case err == nil, upToDate, errors.Is(err, transport.ErrEmptyRemoteRepository):
+	case err == nil, errors.Is(err, git.NoErrAlreadyUpToDate), errors.Is(err, transport.ErrEmptyRemoteRepository):
 	default:
 		return fmt.Errorf("fetch %s: %w", mi.url, scrub(err, mi.auth))
 	}
 	if err := mi.refresh(); err != nil {
 		return err
 	}
-	// Walking the mirror's files costs milliseconds on a busy one: not
-	// after every fetch that brought nothing.
-	if !upToDate || time.Since(mi.measured) >= remeasureEvery {
-		size, _ := dirUsage(mi.dir)
-		mi.size.Store(size)
-		mi.measured = time.Now()
-	}
+	size, _ := dirUsage(mi.dir)
+	mi.size.Store(size)
 	return nil
 }
-
-// remeasureEvery bounds how long a mirror's measured size may go without
-// a walk of its files.
-const remeasureEvery = time.Minute
 
 // refresh publishes the packs and references on disk (fetchMu held, or
 // before the mirror is shared).
@@ -473,14 +459,11 @@ func (mi *Mirror) advance(ref plumbing.ReferenceName, base, commit plumbing.Hash
 	if mi.Ref(ref) != base {
 		return nil
 	}
-	var written int64
 	for _, o := range objs {
 		if _, err := mi.repo.Storer.SetEncodedObject(o); err != nil {
 			return fmt.Errorf("write pushed object %s: %w", o.Hash(), err)
 		}
-		written += o.Size() // at most what the compressed file takes
 	}
-	mi.size.Add(written)
 	if err := mi.repo.Storer.SetReference(plumbing.NewHashReference(ref, commit)); err != nil {
 		return fmt.Errorf("move %s to the pushed %s: %w", ref, commit, err)
 	}
