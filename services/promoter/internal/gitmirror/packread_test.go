@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -68,7 +67,7 @@ func TestReadWholeMatchesGoGit(t *testing.T) {
 		}
 		for {
 			e, err := entries.Next()
-			if errors.Is(err, io.EOF) {
+			if err == io.EOF {
 				break
 			}
 			if err != nil {
@@ -192,7 +191,7 @@ func BenchmarkReadPacked(b *testing.B) {
 	}
 	for {
 		e, err := entries.Next()
-		if errors.Is(err, io.EOF) {
+		if err == io.EOF {
 			break
 		}
 		if err != nil {
