@@ -16,6 +16,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+
+	"github.com/caravan-cd/caravan/pkg/state"
 )
 
 // Handler handles one typed event. It must be idempotent. Its result decides
@@ -116,11 +118,20 @@ func consume(ctx context.Context, b *Bus, spec ConsumerSpec, decode decoder) (*C
 	if spec.Durable == "" || len(spec.Filters) == 0 {
 		return nil, errors.New("consume: a durable name and at least one filter are required")
 	}
-	cons, err := b.js.CreateOrUpdateConsumer(ctx, StreamEvents, spec.config())
+	// Retried while the cluster elects a leader (declaring is idempotent).
+	var cons jetstream.Consumer
+	err := state.Retry(ctx, func(ctx context.Context) (err error) {
+		cons, err = b.js.CreateOrUpdateConsumer(ctx, StreamEvents, spec.config())
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("declare consumer %s: %w", spec.Durable, err)
 	}
-	dl, err := b.js.KeyValue(ctx, BucketDeadLetters)
+	var dl jetstream.KeyValue
+	err = state.Retry(ctx, func(ctx context.Context) (err error) {
+		dl, err = b.js.KeyValue(ctx, BucketDeadLetters)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("bind dead-letter bucket: %w", err)
 	}

@@ -136,36 +136,6 @@ type Env struct {
 	Egress *egress.Policy
 }
 
-// Await runs fn until it succeeds, retrying with backoff while it fails
-// (JetStream not answering: a cluster forming or electing, a loaded
-// machine) and reporting not ready meanwhile: a service waits for its
-// backbone rather than exiting. It returns fn's last error once ctx ends.
-func (e *Env) Await(ctx context.Context, logger *slog.Logger, what string, fn func(context.Context) error) error {
-	wait := 250 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		err := fn(ctx)
-		if err == nil {
-			if attempt > 1 && e.Health != nil {
-				e.Health.Started()
-			}
-			return nil
-		}
-		if ctx.Err() != nil {
-			return err
-		}
-		if e.Health != nil {
-			e.Health.Starting("waiting for JetStream: " + what + ": " + err.Error())
-		}
-		logger.Warn("JetStream not answering yet; retrying", "what", what, "attempt", attempt, "in", wait, "err", err)
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 5*time.Second)
-	}
-}
-
 // Connect builds the Env for service over an established NATS connection:
 // it checks the layout caravan setup declared (CheckLayout: the streams and
 // buckets exist with c's replica count; it declares nothing, so a service's

@@ -108,6 +108,7 @@ type Store struct {
 }
 
 // Open binds every bucket (declared by Setup). sealer encrypts secrets.
+// A watch of a bucket is started with Retry.
 func Open(ctx context.Context, js jetstream.JetStream, sealer *Sealer) (*Store, error) {
 	s := &Store{kvs: make(map[Bucket]jetstream.KeyValue, len(Buckets)), sealer: sealer}
 	for _, b := range Buckets {
@@ -118,7 +119,7 @@ func Open(ctx context.Context, js jetstream.JetStream, sealer *Sealer) (*Store, 
 		if kv, err = consistent(ctx, js, kv); err != nil {
 			return nil, err
 		}
-		s.kvs[b] = kv
+		s.kvs[b] = retryWatchKV{kv}
 	}
 	return s, nil
 }

@@ -18,7 +18,13 @@ import (
 
 func open(t *testing.T) *state.Store {
 	t.Helper()
-	js, err := jetstream.New(testenv.NATS(t).Conn(t))
+	return openOn(t, testenv.NATS(t))
+}
+
+// openOn is open on srv.
+func openOn(t *testing.T, srv *testenv.Server) *state.Store {
+	t.Helper()
+	js, err := jetstream.New(srv.Conn(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/caravan-cd/caravan/pkg/state"
+	"github.com/caravan-cd/caravan/pkg/testenv"
 )
 
 func TestWatch(t *testing.T) {
@@ -93,5 +94,52 @@ func TestWatchKeysOnly(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("no change seen")
+	}
+}
+
+// TestWatchWaitsForJetStream: a watch asked for while JetStream does not
+// answer (here the server is down for longer than a request's timeout; a
+// cluster electing a stream leader answers the same way) starts once it
+// answers again instead of failing, so a service restarted during an
+// election waits for it rather than exiting.
+func TestWatchWaitsForJetStream(t *testing.T) {
+	t.Parallel()
+	srv := testenv.NATS(t)
+	s := openOn(t, srv)
+	ctx := t.Context()
+	kv := s.KV(state.Stages)
+	if _, err := state.Put(ctx, kv, state.Key("demo", "dev"), stageStatus{Promotions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	srv.Shutdown()
+	type started struct {
+		changes <-chan state.Change[stageStatus]
+		err     error
+	}
+	done := make(chan started, 1)
+	go func() {
+		changes, _, err := state.Watch[stageStatus](ctx, kv, state.Prefix("demo"), false)
+		done <- started{changes, err}
+	}()
+	// Longer than jetstream's default request timeout (5 s): one attempt
+	// alone fails.
+	time.Sleep(6 * time.Second)
+	srv.Restart(t)
+	var w started
+	select {
+	case w = <-done:
+	case <-time.After(state.TransientPatience + 30*time.Second):
+		t.Fatal("watch never started")
+	}
+	if w.err != nil {
+		t.Fatalf("watch while JetStream was down: %v", w.err)
+	}
+	select {
+	case c := <-w.changes:
+		if c.Key != "demo.dev" || c.Value.Promotions != 1 {
+			t.Errorf("first change = %+v", c)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no value seen")
 	}
 }

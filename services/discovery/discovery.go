@@ -167,9 +167,8 @@ func Run(ctx context.Context, d Deps) error {
 		charts: charts.New(&ratelimit.Transport{Hosts: hosts, Base: http.DefaultTransport}, &ratelimit.Transport{Hosts: hosts, Base: charts.InsecureTransport()}, imgs),
 		now:    time.Now,
 	}
-	if dsc.aliasIdx, err = watchAliases(ctx, d.Env.Store.KV(state.Freight)); err != nil {
-		return fmt.Errorf("discovery: watch freight aliases: %w", err)
-	}
+	dsc.aliasIdx = newAliasIndex(d.Env.Store.KV(state.Freight))
+	go dsc.aliasIdx.Run(ctx)
 	claim, err := lease.Claim(ctx, d.Env.Conn, "discovery", cfg.ReplicaID, 0)
 	if err != nil {
 		if ctx.Err() != nil {

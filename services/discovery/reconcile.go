@@ -48,8 +48,8 @@ type discoverer struct {
 	// exchanged anew each time).
 	creds *creds.Finder
 	now   func() time.Time
-	// aliasIdx, when set, answers which aliases are taken (otherwise every
-	// Freight of the project is read).
+	// aliasIdx, when set, answers which aliases are taken (otherwise, or
+	// when it is not current, every Freight of the project is read).
 	aliasIdx *aliasIndex
 }
 
@@ -467,7 +467,11 @@ func (d *discoverer) publish(ctx context.Context, f *model.Freight) error {
 // aliasTaken tells whether an alias is in use in project.
 func (d *discoverer) aliasTaken(ctx context.Context, project string) (func(string) bool, error) {
 	if d.aliasIdx != nil {
-		return d.aliasIdx.taken(ctx, project)
+		if taken, err := d.aliasIdx.taken(ctx, project); err == nil {
+			return taken, nil
+		} else if ctx.Err() != nil {
+			return nil, err
+		}
 	}
 	taken, err := d.aliases(ctx, project)
 	if err != nil {
