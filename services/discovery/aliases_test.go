@@ -12,6 +12,19 @@ import (
 	"github.com/caravan-cd/caravan/pkg/testenv"
 )
 
+// provision declares the streams and buckets on srv and returns the
+// discovery service's Env.
+func provision(t *testing.T, srv *testenv.Server) *service.Env {
+	t.Helper()
+	env, err := service.Provision(t.Context(), srv.Conn(t), "discovery", service.Common{
+		DataDir: t.TempDir(), StreamConfig: events.DefaultStreamConfig(), LogConfig: telemetry.LogConfig{Level: "info", Format: "text"},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
+
 // TestAliasIndex: the aliases in use are per project, show every write
 // made before the question (puts, alias changes and deletes), and still
 // do after the NATS server restarts: the index's watch is started again
@@ -21,12 +34,7 @@ func TestAliasIndex(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	srv := testenv.NATS(t)
-	env, err := service.Provision(ctx, srv.Conn(t), "discovery", service.Common{
-		DataDir: t.TempDir(), StreamConfig: events.DefaultStreamConfig(), LogConfig: telemetry.LogConfig{Level: "info", Format: "text"},
-	}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	env := provision(t, srv)
 	kv := env.Store.KV(state.Freight)
 	put := func(project, name, alias string) {
 		t.Helper()

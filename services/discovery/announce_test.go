@@ -9,9 +9,7 @@ import (
 
 	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/model"
-	"github.com/caravan-cd/caravan/pkg/service"
 	"github.com/caravan-cd/caravan/pkg/state"
-	"github.com/caravan-cd/caravan/pkg/telemetry"
 	"github.com/caravan-cd/caravan/pkg/testenv"
 )
 
@@ -35,12 +33,7 @@ func announced(t *testing.T, js jetstream.JetStream) uint64 {
 func TestAnnounceExactlyOnce(t *testing.T) {
 	t.Parallel()
 	srv := testenv.NATS(t)
-	env, err := service.Provision(t.Context(), srv.Conn(t), "discovery", service.Common{
-		DataDir: t.TempDir(), StreamConfig: events.DefaultStreamConfig(), LogConfig: telemetry.LogConfig{Level: "info", Format: "text"},
-	}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	env := provision(t, srv)
 	d := &discoverer{store: env.Store, bus: env.Bus, now: time.Now}
 	kv := env.Store.KV(state.Freight)
 	f := &model.Freight{
@@ -119,12 +112,7 @@ func TestForwardRoundTrip(t *testing.T) {
 func TestSweepUnannounced(t *testing.T) {
 	t.Parallel()
 	srv := testenv.NATS(t)
-	env, err := service.Provision(t.Context(), srv.Conn(t), "discovery", service.Common{
-		DataDir: t.TempDir(), StreamConfig: events.DefaultStreamConfig(), LogConfig: telemetry.LogConfig{Level: "info", Format: "text"},
-	}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	env := provision(t, srv)
 	d := &discoverer{store: env.Store, bus: env.Bus, now: time.Now}
 	freight := func(tag string) *model.Freight {
 		f := &model.Freight{

@@ -4,11 +4,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/model"
-	"github.com/caravan-cd/caravan/pkg/service"
 	"github.com/caravan-cd/caravan/pkg/state"
-	"github.com/caravan-cd/caravan/pkg/telemetry"
 	"github.com/caravan-cd/caravan/pkg/testenv"
 )
 
@@ -17,12 +14,7 @@ import (
 func TestSameSecondFreightOrder(t *testing.T) {
 	t.Parallel()
 	srv := testenv.NATS(t)
-	env, err := service.Provision(t.Context(), srv.Conn(t), "discovery", service.Common{
-		DataDir: t.TempDir(), StreamConfig: events.DefaultStreamConfig(), LogConfig: telemetry.LogConfig{Level: "info", Format: "text"},
-	}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	env := provision(t, srv)
 	second := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 	clock := []time.Time{second.Add(100 * time.Millisecond), second.Add(101 * time.Millisecond)}
 	d := &discoverer{store: env.Store, bus: env.Bus, now: func() time.Time {
