@@ -40,6 +40,10 @@ type pack struct {
 	path string
 	idx  *idxfile.MemoryIndex
 	free chan *packReader
+	// files are open handles of the pack file for readWhole (positioned
+	// reads: one handle serves several readers, the pool bounds how many
+	// stay open).
+	files chan *os.File
 }
 
 type packReader struct {
@@ -92,7 +96,7 @@ func (s *objectStore) reload() error {
 		if err != nil {
 			return err
 		}
-		next = append(next, &pack{hash: h, path: packPath, idx: idx, free: make(chan *packReader, 4)})
+		next = append(next, &pack{hash: h, path: packPath, idx: idx, free: make(chan *packReader, 4), files: make(chan *os.File, 4)})
 	}
 	s.packs.Store(&next)
 	// What a fetch brought in needs no copy in memory any more.
@@ -154,7 +158,7 @@ func (s *objectStore) get(h plumbing.Hash) (plumbing.EncodedObject, error) {
 		if err != nil {
 			continue
 		}
-		return s.readPacked(p, off)
+		return s.readPacked(p, h, off)
 	}
 	s.recentMu.RLock()
 	o, ok := s.recent[h]
@@ -165,7 +169,31 @@ func (s *objectStore) get(h plumbing.Hash) (plumbing.EncodedObject, error) {
 	return s.readLoose(h)
 }
 
-func (s *objectStore) readPacked(p *pack, off int64) (plumbing.EncodedObject, error) {
+// readPacked reads the object h at off of p: one stored whole with
+// readWhole, a delta with go-git's pack reader.
+func (s *objectStore) readPacked(p *pack, h plumbing.Hash, off int64) (plumbing.EncodedObject, error) {
+	var f *os.File
+	select {
+	case f = <-p.files:
+	default:
+		var err error
+		if f, err = os.Open(p.path); err != nil {
+			return nil, fmt.Errorf("open pack: %w", err)
+		}
+	}
+	o, whole, err := readWhole(f, h, off)
+	select {
+	case p.files <- f:
+	default:
+		_ = f.Close()
+	}
+	if err != nil {
+		return nil, err
+	}
+	if whole {
+		s.cache.Put(o)
+		return o, nil
+	}
 	var r *packReader
 	select {
 	case r = <-p.free:
@@ -177,7 +205,7 @@ func (s *objectStore) readPacked(p *pack, off int64) (plumbing.EncodedObject, er
 		// Without a filesystem the reader returns objects in memory.
 		r = &packReader{p: packfile.NewPackfileWithCache(p.idx, nil, f, s.cache, 0)}
 	}
-	o, err := r.p.GetByOffset(off)
+	o, err = r.p.GetByOffset(off)
 	r.uses++
 	if err != nil || r.uses >= maxPackReaderUses {
 		_ = r.p.Close()
@@ -241,6 +269,8 @@ func (s *objectStore) close() {
 			select {
 			case r := <-p.free:
 				_ = r.p.Close()
+			case f := <-p.files:
+				_ = f.Close()
 			default:
 				break drain
 			}
