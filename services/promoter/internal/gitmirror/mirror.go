@@ -304,7 +304,11 @@ type Mirror struct {
 	lastErr  error         // its error (fetchMu)
 
 	refs atomic.Pointer[map[plumbing.ReferenceName]plumbing.Hash]
-	size atomic.Int64
+	// size is the mirror's disk size: measured after a fetch that brought
+	// something (and at least every remeasureEvery), with what a push
+	// wrote since added.
+	size     atomic.Int64
+	measured time.Time // when size was last measured (fetchMu)
 	// pushCaps are the server's receive-pack capabilities, from the last
 	// advertisement.
 	pushCaps atomic.Pointer[capability.List]
@@ -409,18 +413,28 @@ func (mi *Mirror) fetch(ctx context.Context) error {
 		Force:      true,
 		Prune:      true,
 	})
+	upToDate := errors.Is(err, git.NoErrAlreadyUpToDate)
 	switch {
-	case err == nil, errors.Is(err, git.NoErrAlreadyUpToDate), errors.Is(err, transport.ErrEmptyRemoteRepository):
+	case err == nil, upToDate, errors.Is(err, transport.ErrEmptyRemoteRepository):
 	default:
 		return fmt.Errorf("fetch %s: %w", mi.url, scrub(err, mi.auth))
 	}
 	if err := mi.refresh(); err != nil {
 		return err
 	}
-	size, _ := dirUsage(mi.dir)
-	mi.size.Store(size)
+	// Walking the mirror's files costs milliseconds on a busy one: not
+	// after every fetch that brought nothing.
+	if !upToDate || time.Since(mi.measured) >= remeasureEvery {
+		size, _ := dirUsage(mi.dir)
+		mi.size.Store(size)
+		mi.measured = time.Now()
+	}
 	return nil
 }
+
+// remeasureEvery bounds how long a mirror's measured size may go without
+// a walk of its files.
+const remeasureEvery = time.Minute
 
 // refresh publishes the packs and references on disk (fetchMu held, or
 // before the mirror is shared).
@@ -459,11 +473,14 @@ func (mi *Mirror) advance(ref plumbing.ReferenceName, base, commit plumbing.Hash
 	if mi.Ref(ref) != base {
 		return nil
 	}
+	var written int64
 	for _, o := range objs {
 		if _, err := mi.repo.Storer.SetEncodedObject(o); err != nil {
 			return fmt.Errorf("write pushed object %s: %w", o.Hash(), err)
 		}
+		written += o.Size() // at most what the compressed file takes
 	}
+	mi.size.Add(written)
 	if err := mi.repo.Storer.SetReference(plumbing.NewHashReference(ref, commit)); err != nil {
 		return fmt.Errorf("move %s to the pushed %s: %w", ref, commit, err)
 	}
