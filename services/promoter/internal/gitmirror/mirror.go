@@ -344,7 +344,7 @@ func openMirror(dir, url string, auth *Auth, c mirrorCache) (*Mirror, error) {
 		return nil, fmt.Errorf("open mirror of %s: %w", url, err)
 	}
 	mi := &Mirror{url: url, dir: dir, auth: auth, store: newObjectStore(dir, c), repo: repo, used: time.Now(), branches: map[string]*branchQueue{}}
-	if err := mi.refresh(); err != nil {
+	if _, err := mi.refresh(); err != nil {
 		return nil, err
 	}
 	return mi, nil
@@ -419,15 +419,19 @@ func (mi *Mirror) fetch(ctx context.Context) error {
 	default:
 		return fmt.Errorf("fetch %s: %w", mi.url, scrub(err, mi.auth))
 	}
-	if err := mi.refresh(); err != nil {
+	added, err := mi.refresh()
+	if err != nil {
 		return err
 	}
-	// Walking the mirror's files costs milliseconds on a busy one: not
-	// after every fetch that brought nothing.
-	if !upToDate || time.Since(mi.measured) >= remeasureEvery {
+	// Walking the mirror's files costs milliseconds on a busy one (every
+	// fetch that brought something adds a pack): between walks, what a
+	// fetch brought is added.
+	if time.Since(mi.measured) >= remeasureEvery {
 		size, _ := dirUsage(mi.dir)
 		mi.size.Store(size)
 		mi.measured = time.Now()
+	} else if !upToDate {
+		mi.size.Add(added)
 	}
 	return nil
 }
@@ -437,15 +441,17 @@ func (mi *Mirror) fetch(ctx context.Context) error {
 const remeasureEvery = time.Minute
 
 // refresh publishes the packs and references on disk (fetchMu held, or
-// before the mirror is shared).
-func (mi *Mirror) refresh() error {
-	if err := mi.store.reload(); err != nil {
-		return err
+// before the mirror is shared); it returns the disk size of the packs it
+// found new.
+func (mi *Mirror) refresh() (int64, error) {
+	added, err := mi.store.reload()
+	if err != nil {
+		return 0, err
 	}
 	refs := map[plumbing.ReferenceName]plumbing.Hash{}
 	iter, err := mi.repo.Storer.IterReferences()
 	if err != nil {
-		return fmt.Errorf("read mirror references: %w", err)
+		return 0, fmt.Errorf("read mirror references: %w", err)
 	}
 	err = iter.ForEach(func(r *plumbing.Reference) error {
 		if r.Type() == plumbing.HashReference {
@@ -454,10 +460,10 @@ func (mi *Mirror) refresh() error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("read mirror references: %w", err)
+		return 0, fmt.Errorf("read mirror references: %w", err)
 	}
 	mi.refs.Store(&refs)
-	return nil
+	return added, nil
 }
 
 // advance records a push the remote accepted: the pushed objects are
@@ -484,7 +490,8 @@ func (mi *Mirror) advance(ref plumbing.ReferenceName, base, commit plumbing.Hash
 	if err := mi.repo.Storer.SetReference(plumbing.NewHashReference(ref, commit)); err != nil {
 		return fmt.Errorf("move %s to the pushed %s: %w", ref, commit, err)
 	}
-	return mi.refresh()
+	_, err := mi.refresh()
+	return err
 }
 
 // Ref returns the hash of a reference of the mirror (zero when absent).

@@ -61,13 +61,14 @@ func newObjectStore(dir string, c mirrorCache) *objectStore {
 	return s
 }
 
-// reload picks up the packs written since the last call. It must not run
-// concurrently with itself (the mirror calls it under its fetch lock).
-func (s *objectStore) reload() error {
+// reload picks up the packs written since the last call and returns the
+// disk size of those it found new. It must not run concurrently with
+// itself (the mirror calls it under its fetch lock).
+func (s *objectStore) reload() (added int64, err error) {
 	dir := filepath.Join(s.dir, "objects", "pack")
 	entries, err := os.ReadDir(dir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("list packs: %w", err)
+		return 0, fmt.Errorf("list packs: %w", err)
 	}
 	old := *s.packs.Load()
 	have := make(map[plumbing.Hash]*pack, len(old))
@@ -89,12 +90,17 @@ func (s *objectStore) reload() error {
 			continue
 		}
 		packPath := filepath.Join(dir, "pack-"+h.String()+".pack")
-		if _, err := os.Stat(packPath); err != nil {
+		fi, err := os.Stat(packPath)
+		if err != nil {
 			continue // an index being written before its pack
 		}
 		idx, err := readIndex(filepath.Join(dir, name))
 		if err != nil {
-			return err
+			return 0, err
+		}
+		added += fi.Size()
+		if info, err := e.Info(); err == nil {
+			added += info.Size()
 		}
 		next = append(next, &pack{hash: h, path: packPath, idx: idx, free: make(chan *packReader, 4), files: make(chan *os.File, 4)})
 	}
@@ -107,7 +113,7 @@ func (s *objectStore) reload() error {
 		}
 	}
 	s.recentMu.Unlock()
-	return nil
+	return added, nil
 }
 
 func readIndex(path string) (*idxfile.MemoryIndex, error) {
