@@ -302,6 +302,10 @@ type Mirror struct {
 	started  atomic.Uint64 // fetches started
 	lastDone uint64        // the start number of the last fetch that ended (fetchMu)
 	lastErr  error         // its error (fetchMu)
+	// deferred are pushes to record (see advance) that came while a
+	// fetch held fetchMu; that fetch records them when it ends.
+	deferredMu sync.Mutex
+	deferred   []pushed
 
 	refs atomic.Pointer[map[plumbing.ReferenceName]plumbing.Hash]
 	// size is the mirror's disk size: measured after a fetch that brought
@@ -398,6 +402,7 @@ func (mi *Mirror) Fetch(ctx context.Context) error {
 		// A fetch cut short by its caller's ctx is no answer for others.
 		mi.lastDone, mi.lastErr = n, err
 	}
+	mi.recordDeferred()
 	return err
 }
 
@@ -466,16 +471,46 @@ func (mi *Mirror) refresh() (int64, error) {
 	return added, nil
 }
 
+// pushed is a push the remote accepted: ref moved from base to commit,
+// with objs.
+type pushed struct {
+	ref          plumbing.ReferenceName
+	base, commit plumbing.Hash
+	objs         []plumbing.EncodedObject
+}
+
 // advance records a push the remote accepted: the pushed objects are
-// written to the mirror and ref moves from base to commit. When a fetch
-// moved ref since base it is left as that fetch found it; while a fetch
-// runs nothing is done (the push's caller does not wait for it, and that
-// fetch or the next one brings the branch).
+// written to the mirror and ref moves from base to commit, so that the
+// next fetch downloads nothing. When a fetch moved ref since base it is
+// left as that fetch found it. While a fetch runs the push is left for
+// that fetch to record when it ends (the push's caller does not wait).
 func (mi *Mirror) advance(ref plumbing.ReferenceName, base, commit plumbing.Hash, objs []plumbing.EncodedObject) error {
+	p := pushed{ref: ref, base: base, commit: commit, objs: objs}
 	if !mi.fetchMu.TryLock() {
+		mi.deferredMu.Lock()
+		mi.deferred = append(mi.deferred, p)
+		mi.deferredMu.Unlock()
 		return nil
 	}
 	defer mi.fetchMu.Unlock()
+	return mi.record(p)
+}
+
+// recordDeferred records the pushes deferred while a fetch ran (fetchMu
+// held). Not fatal: a push not recorded is downloaded by the next fetch.
+func (mi *Mirror) recordDeferred() {
+	mi.deferredMu.Lock()
+	ps := mi.deferred
+	mi.deferred = nil
+	mi.deferredMu.Unlock()
+	for _, p := range ps {
+		_ = mi.record(p)
+	}
+}
+
+// record writes a push to the mirror (fetchMu held).
+func (mi *Mirror) record(p pushed) error {
+	ref, base, commit, objs := p.ref, p.base, p.commit, p.objs
 	if mi.Ref(ref) != base {
 		return nil
 	}

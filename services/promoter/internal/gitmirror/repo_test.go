@@ -425,3 +425,34 @@ func TestPushAdvancesMirror(t *testing.T) {
 		t.Fatalf("checkout at %s after another writer, want %s", moved.Head(), other)
 	}
 }
+
+// TestPushDuringFetchIsRecorded: a push accepted while a fetch holds the
+// mirror (one that began before the push) is recorded when that fetch
+// ends, so the fetch after it downloads nothing.
+func TestPushDuringFetchIsRecorded(t *testing.T) {
+	t.Parallel()
+	f := newRepoFixture(t, map[string]string{"a.txt": "a\n"})
+	r := f.checkout(t, CheckoutOptions{Branch: "main"})
+	write(t, r, "a.txt", "b\n")
+	commit(t, r, "b")
+	mi := r.mirror
+	mi.fetchMu.Lock() // a fetch in progress
+	pushed, err := r.Push(t.Context(), "main", false, 5)
+	if err != nil {
+		mi.fetchMu.Unlock()
+		t.Fatal(err)
+	}
+	if mi.Ref(plumbing.NewBranchReferenceName("main")) == pushed {
+		t.Error("the push was recorded while a fetch held the mirror")
+	}
+	mi.recordDeferred() // as that fetch does when it ends
+	mi.fetchMu.Unlock()
+	before := f.git.Requests()
+	next := f.checkout(t, CheckoutOptions{Branch: "main"})
+	if n := f.git.Requests() - before; n != 1 {
+		t.Errorf("sync after the push: %d requests, want 1 (the advertisement)", n)
+	}
+	if next.Head() != pushed {
+		t.Fatalf("checkout at %s, want the pushed %s", next.Head(), pushed)
+	}
+}
