@@ -65,19 +65,10 @@ func TestIndexReadsItsWrites(t *testing.T) {
 	}
 	put := func(k, v string) {
 		t.Helper()
-		// Generous: right after a restart the stream may still be
-		// recovering.
-		deadline := time.Now().Add(time.Minute)
-		for {
+		testenv.Eventually(t, "put "+k, func() error {
 			_, err := kv.Put(ctx, k, []byte(v))
-			if err == nil {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("put %s: %v", k, err)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			return err
+		})
 	}
 	put("a", "1")
 

@@ -2,7 +2,6 @@ package discovery
 
 import (
 	"testing"
-	"time"
 
 	"github.com/caravan-cd/caravan/pkg/events"
 	"github.com/caravan-cd/caravan/pkg/model"
@@ -52,14 +51,11 @@ func TestAliasIndex(t *testing.T) {
 		t.Helper()
 		// While the index reloads, taken refuses (and aliasTaken reads
 		// KV): ask again.
-		deadline := time.Now().Add(30 * time.Second)
-		taken, err := x.taken(ctx, "demo")
-		for ; err != nil && time.Now().Before(deadline); taken, err = x.taken(ctx, "demo") {
-			time.Sleep(100 * time.Millisecond)
-		}
-		if err != nil {
-			t.Fatalf("%s: %v", when, err)
-		}
+		var taken func(string) bool
+		testenv.Eventually(t, when, func() (err error) {
+			taken, err = x.taken(ctx, "demo")
+			return err
+		})
 		viaKV, err := d.aliases(ctx, "demo")
 		if err != nil {
 			t.Fatal(err)

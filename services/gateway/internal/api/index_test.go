@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -49,31 +48,14 @@ func TestIndexFollowsAcrossRestart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Generous: right after a restart the stream may still be
-		// recovering.
-		deadline := time.Now().Add(time.Minute)
-		for {
+		testenv.Eventually(t, "put "+name, func() error {
 			_, err := store.KV(state.Promotions).Put(ctx, state.Key("demo", name), b)
-			if err == nil {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("put %s: %v", name, err)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			return err
+		})
 	}
 	names := func() (list, byStage []string) {
 		t.Helper()
-		var err error
-		for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
-			if err = ix.SyncBucket(ctx, state.Promotions); err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal(err)
-			}
-		}
+		testenv.Eventually(t, "sync the promotions", func() error { return ix.SyncBucket(ctx, state.Promotions) })
 		objs, _, err := ix.ListObjects(ctx, "demo", model.KindPromotion, 100, "")
 		if err != nil {
 			t.Fatal(err)
