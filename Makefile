@@ -129,11 +129,11 @@ fuzz: ## fuzz the manifest decoder, the repository URL policy, the webhook parse
 	cd services/promoter && $(GO) test -run '^$$' -fuzz '^FuzzResolve$$' -fuzztime $(FUZZTIME) ./internal/workdir
 
 .PHONY: lint
-lint: ## run golangci-lint (built once from tools/golangci-lint) over every module
+lint: ## run golangci-lint (built once from tools/golangci-lint) over every module, e2e and conformance files included
 	@lint=$$(scripts/tool.sh golangci-lint); \
 	for m in $(MODULES); do \
 		echo "== golangci-lint $$m"; \
-		(cd $$m && $$lint run ./...); \
+		(cd $$m && $$lint run --build-tags e2e,conformance ./...); \
 	done
 
 .PHONY: fmt

@@ -326,7 +326,10 @@ func TestChartNATSUsersE2E(t *testing.T) {
 	}
 	dir := t.TempDir()
 	addr := freePort(t)
-	conf = conf[:strings.Index(conf, "cluster {")]
+	conf, _, ok := strings.Cut(conf, "cluster {")
+	if !ok {
+		t.Fatalf("no cluster block in the rendered nats.conf:\n%s", conf)
+	}
 	for _, r := range [][2]string{
 		{"listen: 0.0.0.0:4222", "listen: " + addr},
 		{"http: 0.0.0.0:8222\n", ""},

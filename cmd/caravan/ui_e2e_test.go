@@ -102,7 +102,8 @@ func (s *uiServer) kill() {
 		return
 	}
 	_ = s.proc.Process.Kill()
-	_ = <-s.done // killed: the exit error is expected
+	// Killed: an exit error is expected; it goes with the server's logs.
+	fmt.Fprintf(s.logs, "killed: %v\n", <-s.done)
 	s.proc = nil
 }
 
