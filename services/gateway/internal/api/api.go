@@ -111,12 +111,14 @@ type server struct {
 	hooks     WebhookLimits
 	index     *Index
 	now       func() time.Time
-	stopping  <-chan struct{}
-	version   buildinfo.Info
-	git       *gitdiff.Reader
-	creds     *creds.Finder
-	audit     *audit.Log
-	notes     Notifications
+	// idemBeat and idemPending: see idempotencyBeat.
+	idemBeat, idemPending time.Duration
+	stopping              <-chan struct{}
+	version               buildinfo.Info
+	git                   *gitdiff.Reader
+	creds                 *creds.Finder
+	audit                 *audit.Log
+	notes                 Notifications
 
 	limitersMu sync.Mutex
 	limiters   map[string]*limiter
@@ -190,28 +192,30 @@ func New(o Options) (http.Handler, error) {
 		o.Credentials = creds.NewFinder(creds.Store{Store: o.Store}, creds.Options{})
 	}
 	s := &server{
-		store:     o.Store,
-		reg:       o.Registry,
-		bus:       o.Bus,
-		js:        o.JetStream,
-		applier:   apply.New(o.Store, o.Bus),
-		tokens:    o.Tokens,
-		logger:    o.Logger,
-		maxBody:   o.MaxBodyBytes,
-		ready:     o.Ready,
-		external:  o.ExternalURL,
-		heartbeat: o.Heartbeat,
-		hooks:     o.Webhooks,
-		index:     o.Index,
-		now:       o.Now,
-		stopping:  o.Stopping,
-		version:   o.Version,
-		limiters:  map[string]*limiter{},
-		known:     map[string]time.Time{},
-		git:       gitdiff.NewReader(256),
-		creds:     o.Credentials,
-		audit:     o.Audit,
-		notes:     o.Notifications,
+		store:       o.Store,
+		reg:         o.Registry,
+		bus:         o.Bus,
+		js:          o.JetStream,
+		applier:     apply.New(o.Store, o.Bus),
+		tokens:      o.Tokens,
+		logger:      o.Logger,
+		maxBody:     o.MaxBodyBytes,
+		ready:       o.Ready,
+		external:    o.ExternalURL,
+		heartbeat:   o.Heartbeat,
+		hooks:       o.Webhooks,
+		index:       o.Index,
+		now:         o.Now,
+		stopping:    o.Stopping,
+		idemBeat:    idempotencyBeat,
+		idemPending: idempotencyPending,
+		version:     o.Version,
+		limiters:    map[string]*limiter{},
+		known:       map[string]time.Time{},
+		git:         gitdiff.NewReader(256),
+		creds:       o.Credentials,
+		audit:       o.Audit,
+		notes:       o.Notifications,
 	}
 	mux := http.NewServeMux()
 	for _, rt := range s.routes(o.Registry) {

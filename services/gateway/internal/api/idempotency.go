@@ -25,9 +25,16 @@ const HeaderIdempotencyKey = "Idempotency-Key"
 // headerReplayed marks an answer given again for a repeated key.
 const headerReplayed = "Idempotent-Replayed"
 
-// idempotencyPending is how long a first request with a key may run
-// before a repeat takes over (its gateway died mid-request).
-const idempotencyPending = time.Minute
+// While a request with a key runs, its gateway moves the key's Started on
+// every idempotencyBeat; a repeat takes over once Started is
+// idempotencyPending old (the first request's gateway died mid-request),
+// so a retry after a crash waits seconds, not minutes. A takeover while
+// the first still runs (its beats failed) creates nothing twice: what a
+// request creates is named from its key.
+const (
+	idempotencyBeat    = 3 * time.Second
+	idempotencyPending = 10 * time.Second
+)
 
 // idempotencyRecord is what the caravan-idempotency bucket keeps per key.
 type idempotencyRecord struct {
@@ -99,7 +106,7 @@ func (s *server) idempotent(next http.Handler) http.Handler {
 				return cur, errKeyReused
 			case cur.Done:
 				return cur, errReplay
-			case now.Sub(cur.Started) < idempotencyPending:
+			case now.Sub(cur.Started) < s.idemPending:
 				return cur, errInProgress
 			}
 			// The first request's gateway went away: take over, keeping
@@ -130,7 +137,15 @@ func (s *server) idempotent(next http.Handler) http.Handler {
 		r = r.WithContext(context.WithValue(ctx, idempotencyKey{}, idempotency{key: k, since: rec.Since, seed: seed}))
 		var answer bytes.Buffer
 		cw := &capture{ResponseWriter: w, copy: &answer}
+		beatCtx, stopBeats := context.WithCancel(context.WithoutCancel(ctx))
+		beating := make(chan struct{})
+		go func() {
+			defer close(beating)
+			s.beat(beatCtx, kv, k, rec.Started)
+		}()
 		next.ServeHTTP(cw, r)
+		stopBeats()
+		<-beating
 		// Keep the answer even when the client went away meanwhile.
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
@@ -150,7 +165,39 @@ func (s *server) idempotent(next http.Handler) http.Handler {
 	})
 }
 
+// beat moves the Started of key k on every idempotencyBeat while the
+// attempt that started at started holds it, until ctx ends or another
+// attempt took the key over.
+func (s *server) beat(ctx context.Context, kv state.KV, k string, started time.Time) {
+	t := time.NewTicker(s.idemBeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := s.now().UTC()
+		_, _, err := state.Update(ctx, kv, k, func(cur idempotencyRecord, exists bool) (idempotencyRecord, error) {
+			if !exists || cur.Done || !cur.Started.Equal(started) {
+				return cur, errTakenOver
+			}
+			cur.Started = now
+			return cur, nil
+		})
+		switch {
+		case err == nil:
+			started = now
+		case errors.Is(err, errTakenOver):
+			return
+		case ctx.Err() == nil:
+			s.logger.Warn("keep an Idempotency-Key held", "err", err)
+		}
+	}
+}
+
 var (
+	errTakenOver  = errors.New("idempotency key taken over")
 	errKeyReused  = errors.New("idempotency key reused with another body")
 	errInProgress = errors.New("idempotency key in progress")
 	errReplay     = errors.New("idempotency key answered")
