@@ -60,7 +60,7 @@ func TestIdempotencyKeyHeldWhileRunning(t *testing.T) {
 			t.Error(err)
 			return 0, ""
 		}
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
