@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/caravan-cd/caravan/pkg/state"
 	"github.com/caravan-cd/caravan/pkg/testenv"
 )
@@ -25,17 +23,7 @@ import (
 func TestIdempotencyKeyHeldWhileRunning(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	js, err := jetstream.New(testenv.NATS(t).Conn(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := state.Setup(ctx, js, 1); err != nil {
-		t.Fatal(err)
-	}
-	store, err := state.Open(ctx, js, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	store, _ := openStore(t, testenv.NATS(t))
 	s := &server{store: store, logger: slog.New(slog.DiscardHandler), maxBody: 1 << 20, now: time.Now,
 		idemBeat: 50 * time.Millisecond, idemPending: 300 * time.Millisecond}
 	release := make(chan struct{})

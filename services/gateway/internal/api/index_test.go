@@ -12,6 +12,23 @@ import (
 	"github.com/caravan-cd/caravan/pkg/testenv"
 )
 
+// openStore declares the buckets on srv and binds them (no secrets).
+func openStore(t *testing.T, srv *testenv.Server) (*state.Store, jetstream.JetStream) {
+	t.Helper()
+	js, err := jetstream.New(srv.Conn(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := state.Setup(t.Context(), js, 1); err != nil {
+		t.Fatal(err)
+	}
+	store, err := state.Open(t.Context(), js, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store, js
+}
+
 // TestIndexFollowsAcrossRestart: after the NATS server restarts, the
 // index's watches (which would resume by themselves only once their
 // heartbeats are missed) are found stalled by a list and started again:
@@ -22,17 +39,7 @@ func TestIndexFollowsAcrossRestart(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	srv := testenv.NATS(t)
-	js, err := jetstream.New(srv.Conn(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := state.Setup(ctx, js, 1); err != nil {
-		t.Fatal(err)
-	}
-	store, err := state.Open(ctx, js, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	store, js := openStore(t, srv)
 	ix, err := NewIndex(ctx, store, nil)
 	if err != nil {
 		t.Fatal(err)
