@@ -512,8 +512,8 @@ func streamFrom(t testing.TB, js jetstream.JetStream, filter string, from uint64
 				if err != nil {
 					continue
 				}
-				var env events.Envelope
-				if err := json.Unmarshal(m.Data(), &env); err != nil {
+				env, err := events.Open(m)
+				if err != nil {
 					t.Errorf("event %d on %s: %v", meta.Sequence.Stream, m.Subject(), err)
 				}
 				out = append(out, streamMsg{seq: meta.Sequence.Stream, env: env})

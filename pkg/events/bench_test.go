@@ -21,8 +21,9 @@ import (
 // server in the same run, interleaved so that both see the same machine.
 // The raw hop does what any JetStream user does at the least: it encodes
 // the event with encoding/json, publishes it with a message ID, and its
-// consumer decodes it and acks. The difference is what pkg/events adds: the
-// envelope, subjects, tracing, the handler adapter. It reports both
+// consumer decodes it and acks. The difference is what pkg/events adds:
+// the envelope's fields (in headers and the subject beside the payload,
+// wire.go), subjects, tracing, the handler adapter. It reports both
 // latencies, their ratio (target ≤ 1.2) and the heap allocations per hop of
 // each (the whole process: client, server and handler).
 //

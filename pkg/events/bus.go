@@ -136,14 +136,15 @@ func (b *Bus) PublishEnvelope(ctx context.Context, env Envelope) error {
 		)
 	}
 
-	data, err := env.MarshalJSON()
-	if err != nil {
-		return fmt.Errorf("encode %s envelope: %w", env.Type, err)
+	// The payload is the message's data; the envelope's other fields are
+	// its subject and headers (wire.go). Nats-Msg-Id is a header set here
+	// rather than with jetstream.WithMsgID: a publish without options
+	// skips their allocations.
+	data := []byte(env.Payload)
+	if len(data) == 0 {
+		data = []byte("null")
 	}
-	// Nats-Msg-Id is a header set here rather than with
-	// jetstream.WithMsgID: a publish without options skips their
-	// allocations.
-	msg := &nats.Msg{Subject: subject, Data: data, Header: newHeaders(ctx, b.propagator, env.ID)}
+	msg := &nats.Msg{Subject: subject, Data: data, Header: newHeaders(ctx, b.propagator, &env)}
 
 	start := time.Now()
 	// A stream with no leader (one SIGKILLed, the next not yet elected:
@@ -180,7 +181,7 @@ func (b *Bus) PublishEnvelope(ctx context.Context, env Envelope) error {
 		}
 		b.log.Warn("publish attempt failed; trying again with the same ID", "type", env.Type, "event", env.ID, "subject", subject, "attempt", attempt+1, "attempts", b.attempts, "err", err)
 	}
-	err = fmt.Errorf("publish %s %s on %s: %w", env.Type, env.ID, subject, lastErr)
+	err := fmt.Errorf("publish %s %s on %s: %w", env.Type, env.ID, subject, lastErr)
 	span.RecordError(err)
 	span.SetStatus(codes.Error, "publish failed")
 	b.metrics.published(env.Type, time.Since(start), err)

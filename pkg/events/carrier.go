@@ -4,7 +4,6 @@ import (
 	"context"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
@@ -56,25 +55,6 @@ func (c *injector) Set(key, value string) {
 	c.spare[0] = value
 	c.h[key] = c.spare[:1:1]
 	c.spare = c.spare[1:]
-}
-
-// outHeaders are the headers of one published message: its ID and what
-// the propagator writes, their values in one allocation with the carrier.
-type outHeaders struct {
-	vals [3]string // Nats-Msg-Id, then traceparent and tracestate
-	c    injector
-}
-
-// newHeaders returns the headers of a message with ID id and ctx's trace
-// context.
-func newHeaders(ctx context.Context, p propagation.TextMapPropagator, id string) nats.Header {
-	o := &outHeaders{}
-	h := make(nats.Header, len(o.vals))
-	o.vals[0] = id
-	h[jetstream.MsgIDHeader] = o.vals[:1:1]
-	o.c = injector{h: h, spare: o.vals[1:]}
-	p.Inject(ctx, &o.c)
-	return h
 }
 
 func extract(ctx context.Context, p propagation.TextMapPropagator, h nats.Header) context.Context {

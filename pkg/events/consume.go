@@ -49,13 +49,12 @@ type Consumer struct {
 func Consume[T Event](ctx context.Context, b *Bus, spec ConsumerSpec, h Handler[T]) (*Consumer, error) {
 	var zero T
 	want := zero.EventType()
-	// Decode envelope and payload in one pass; the envelope handed to the
-	// handler through FromContext has no Payload (the event is the
-	// handler's argument).
-	return consume(ctx, b, spec, func(data []byte) (Envelope, func(context.Context) error, error) {
-		w, err := decodeTyped[T](data)
+	// The envelope handed to the handler through FromContext has no
+	// Payload (the event is the handler's argument).
+	return consume(ctx, b, spec, func(m message) (Envelope, func(context.Context) error, error) {
+		w, err := decodeTyped[T](m)
 		if err != nil {
-			return Envelope{}, nil, Permanentf("decode %s envelope: %w", want, err)
+			return Envelope{}, nil, Permanentf("decode %s event: %w", want, err)
 		}
 		env := Envelope{ID: w.ID, Type: w.Type, Version: w.Version, Time: w.Time, Source: w.Source, Project: w.Project, Subject: w.Subject}
 		if env.Type != want {
@@ -71,11 +70,24 @@ type typed[T Event] struct {
 	Payload T `json:"payload"`
 }
 
-// decodeTyped decodes an envelope and its payload in one pass, as
+// decodeTyped decodes an event's envelope fields and its payload: from
+// the subject and headers and the data the payload (wire.go), or, from a
+// message written before, an envelope as JSON in one pass, as
 // encoding/json would.
-func decodeTyped[T Event](data []byte) (typed[T], error) {
+func decodeTyped[T Event](m message) (typed[T], error) {
 	var w typed[T]
-	if payload, ok := scanEnvelope(data, &w.envelopeHead); ok {
+	head, ok, err := openHead(m.subject, m.header, m.stored)
+	if err != nil {
+		return w, err
+	}
+	if ok {
+		w.envelopeHead = head
+		if err := json.Unmarshal(m.data, &w.Payload); err != nil {
+			return typed[T]{}, fmt.Errorf("%s payload: %w", head.Type, err)
+		}
+		return w, nil
+	}
+	if payload, ok := scanEnvelope(m.data, &w.envelopeHead); ok {
 		if payload == nil {
 			return w, nil
 		}
@@ -85,24 +97,32 @@ func decodeTyped[T Event](data []byte) (typed[T], error) {
 		return w, nil
 	}
 	w = typed[T]{}
-	err := json.Unmarshal(data, &w)
+	err = json.Unmarshal(m.data, &w)
 	return w, err
 }
 
 // ConsumeEnvelopes is Consume for handlers that take several event types.
 func ConsumeEnvelopes(ctx context.Context, b *Bus, spec ConsumerSpec, h EnvelopeHandler) (*Consumer, error) {
-	return consume(ctx, b, spec, func(data []byte) (Envelope, func(context.Context) error, error) {
-		var env Envelope
-		if err := json.Unmarshal(data, &env); err != nil {
-			return env, nil, Permanentf("decode envelope: %w", err)
+	return consume(ctx, b, spec, func(m message) (Envelope, func(context.Context) error, error) {
+		env, err := open(m.subject, m.header, m.data, m.stored)
+		if err != nil {
+			return env, nil, Permanentf("decode event: %w", err)
 		}
 		return env, func(ctx context.Context) error { return h(ctx, env) }, nil
 	})
 }
 
-// decoder turns a message's data into its envelope and the call of the
-// handler on it.
-type decoder func(data []byte) (Envelope, func(context.Context) error, error)
+// message is what a decoder reads of a delivery.
+type message struct {
+	subject string
+	header  nats.Header
+	data    []byte
+	stored  time.Time
+}
+
+// decoder turns a message into its envelope and the call of the handler
+// on it.
+type decoder func(m message) (Envelope, func(context.Context) error, error)
 
 // fetchWait is how long one pull request waits for messages.
 const fetchWait = 5 * time.Second
@@ -350,7 +370,7 @@ func (a *adapter) handle(msg jetstream.Msg) {
 		a.bus.metrics.redelivered(a.spec.Durable)
 	}
 
-	env, call, err := a.decode(msg.Data())
+	env, call, err := a.decode(message{subject: msg.Subject(), header: msg.Headers(), data: msg.Data(), stored: meta.Timestamp.UTC()})
 	if env.Type == "" {
 		env.Type = Type(typ)
 	}

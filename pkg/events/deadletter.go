@@ -128,7 +128,8 @@ func (d *DeadLetters) Get(ctx context.Context, id string) (DeadLetter, error) {
 }
 
 // Replay publishes the dead letter's event again, with a new message ID so
-// the stream does not drop it, and removes the record. Every consumer whose
+// the stream does not drop it (the event keeps its ID in Caravan-Id), and
+// removes the record. Every consumer whose
 // filter matches sees it again; handlers are idempotent.
 func (d *DeadLetters) Replay(ctx context.Context, id string) error {
 	dl, err := d.Get(ctx, id)
@@ -143,6 +144,9 @@ func (d *DeadLetters) Replay(ctx context.Context, id string) error {
 		if !strings.HasPrefix(k, "Nats-") {
 			msg.Header[k] = v
 		}
+	}
+	if _, ok := msg.Header[HeaderID]; !ok && dl.EventID != "" {
+		msg.Header[HeaderID] = []string{dl.EventID} // the event keeps its ID
 	}
 	msgID := fmt.Sprintf("%s-replay-%s-%d", dl.EventID, dl.ID, dl.Replays+1)
 	pctx, cancel := context.WithTimeout(ctx, d.bus.timeout)

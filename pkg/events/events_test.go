@@ -151,12 +151,16 @@ func TestDeadLetters(t *testing.T) {
 			bus, _ := setup(t)
 			ctx := t.Context()
 			var calls atomic.Int32
+			var sentID atomic.Value
 			replayed := make(chan struct{}, 1)
 			durable := []string{"perm", "exhausted"}[i]
 			c, err := events.Consume(ctx, bus, spec(durable, tt.maxDeliver), func(ctx context.Context, ev events.FreightDiscovered) error {
 				n := calls.Add(1)
 				if ev.Alias == "replay-me" && n > tt.wantCalls {
 					replayed <- struct{}{}
+					if env, _ := events.FromContext(ctx); env.ID != sentID.Load() || env.Project != "demo" || env.Source != "test" {
+						t.Errorf("replayed envelope = %+v, want the event's own ID %v", env, sentID.Load())
+					}
 					return nil
 				}
 				return tt.err
@@ -165,10 +169,11 @@ func TestDeadLetters(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Stop()
-			sent, err := bus.Publish(ctx, "demo", events.Ref{Kind: "Freight", Name: "f"}, events.FreightDiscovered{Freight: "f", Alias: "replay-me"})
+			sent, err := bus.PublishWithID(ctx, "replay-"+durable, "demo", events.Ref{Kind: "Freight", Name: "f"}, events.FreightDiscovered{Freight: "f", Alias: "replay-me"})
 			if err != nil {
 				t.Fatal(err)
 			}
+			sentID.Store(sent.ID)
 			dls, err := events.NewDeadLetters(ctx, bus)
 			if err != nil {
 				t.Fatal(err)
@@ -426,5 +431,95 @@ func TestSetupIsIdempotentAndUpdates(t *testing.T) {
 	}
 	if st.TTL() != 2*time.Hour {
 		t.Errorf("dead-letter TTL = %s, want 2h", st.TTL())
+	}
+}
+
+// Open and OpenNATS give back the envelope a publisher sealed from what
+// the stream and a core subscription deliver; an envelope as JSON, as
+// events were written before the payload went alone, is still consumed.
+func TestOpenAndEnvelopesWrittenBefore(t *testing.T) {
+	t.Parallel()
+	bus, js := setup(t)
+	ctx := t.Context()
+	sub, err := js.Conn().SubscribeSync(events.SubjectRoot + ".>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := events.Ref{Kind: "Stage", Name: "eu.prod"}
+	sent, err := bus.Publish(ctx, "team.a", ref, events.FreightDiscovered{Freight: "abc", Alias: "calm-otter"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	same := func(how string, got events.Envelope) {
+		t.Helper()
+		if got.ID != sent.ID || got.Type != sent.Type || got.Version != sent.Version || got.Source != "test" ||
+			got.Project != "team.a" || got.Subject != ref || string(got.Payload) != string(sent.Payload) {
+			t.Errorf("%s = %+v, want %+v", how, got, sent)
+		}
+	}
+	m, err := sub.NextMsg(wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := events.OpenNATS(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	same("OpenNATS", got)
+
+	oc, err := js.OrderedConsumer(ctx, events.StreamEvents, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jm, err := oc.Next(jetstream.FetchMaxWait(wait))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err = events.Open(jm); err != nil {
+		t.Fatal(err)
+	}
+	same("Open", got)
+	if got.Time.IsZero() || got.Time.Sub(sent.Time).Abs() > time.Minute {
+		t.Errorf("Open: time %v, sealed %v", got.Time, sent.Time)
+	}
+
+	// Written before: the envelope as JSON is the message's data.
+	old, err := events.Seal("old-1", "promoter", "demo", events.Ref{Kind: "Freight", Name: "old"}, events.FreightDiscovered{Freight: "old"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := old.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	typed := make(chan events.Envelope, 1)
+	c, err := events.Consume(ctx, bus, events.ConsumerSpec{Durable: "old", Filters: []string{events.Filter("demo", events.TypeFreightDiscovered, events.Any)}},
+		func(ctx context.Context, ev events.FreightDiscovered) error {
+			env, _ := events.FromContext(ctx)
+			if ev.Freight != "old" {
+				t.Errorf("payload = %+v", ev)
+			}
+			typed <- env
+			return nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	anyType := make(chan events.Envelope, 1)
+	ce, err := events.ConsumeEnvelopes(ctx, bus, events.ConsumerSpec{Durable: "old-any", Filters: []string{events.ProjectFilter("demo")}},
+		func(ctx context.Context, env events.Envelope) error { anyType <- env; return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ce.Stop()
+	if _, err := js.Publish(ctx, events.Subject(old.Project, old.Type, old.Subject), data, jetstream.WithMsgID(old.ID)); err != nil {
+		t.Fatal(err)
+	}
+	for how, ch := range map[string]chan events.Envelope{"Consume": typed, "ConsumeEnvelopes": anyType} {
+		env := receive(t, ch)
+		if env.ID != "old-1" || env.Source != "promoter" || env.Project != "demo" || !env.Time.Equal(old.Time) {
+			t.Errorf("%s: envelope = %+v, want %+v", how, env, old)
+		}
 	}
 }

@@ -2,7 +2,6 @@ package discovery_test
 
 import (
 	"context"
-	"encoding/json"
 	"log/slog"
 	"sync"
 	"testing"
@@ -193,15 +192,13 @@ func watchFreight(t testing.TB, js jetstream.JetStream) *watcher {
 	}
 	w := &watcher{}
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
-		var env struct {
-			ID      string                   `json:"id"`
-			Payload events.FreightDiscovered `json:"payload"`
-		}
-		if err := json.Unmarshal(msg.Data(), &env); err != nil {
+		var ev events.FreightDiscovered
+		env, err := events.Open(msg)
+		if err != nil || env.Decode(&ev) != nil {
 			return
 		}
 		w.mu.Lock()
-		w.evs = append(w.evs, discoveredEvent{ID: env.ID, Event: env.Payload})
+		w.evs = append(w.evs, discoveredEvent{ID: env.ID, Event: ev})
 		w.mu.Unlock()
 	})
 	if err != nil {

@@ -184,9 +184,9 @@ func collectEvents(t *testing.T, nc *nats.Conn) func(n int) []events.Envelope {
 			if err != nil {
 				t.Fatalf("waiting for event %d of %d: %v", len(out)+1, n, err)
 			}
-			var env events.Envelope
-			if err := json.Unmarshal(msg.Data, &env); err != nil {
-				t.Fatalf("decode envelope: %v", err)
+			env, err := events.OpenNATS(msg)
+			if err != nil {
+				t.Fatalf("decode event: %v", err)
 			}
 			out = append(out, env)
 		}

@@ -3,7 +3,6 @@
 package gateway_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -68,8 +67,8 @@ spec:
 	if err != nil {
 		t.Fatalf("no WarehouseRefreshRequested after the push: %v", err)
 	}
-	var env events.Envelope
-	if err := json.Unmarshal(msg.Data, &env); err != nil {
+	env, err := events.OpenNATS(msg)
+	if err != nil {
 		t.Fatal(err)
 	}
 	p := payload[events.WarehouseRefreshRequested](t, env)

@@ -2,7 +2,6 @@ package promoter
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"slices"
@@ -364,8 +363,8 @@ type eventLog struct {
 }
 
 func (l *eventLog) add(m *nats.Msg) {
-	var env events.Envelope
-	if json.Unmarshal(m.Data, &env) != nil {
+	env, err := events.OpenNATS(m)
+	if err != nil {
 		return
 	}
 	l.mu.Lock()

@@ -32,9 +32,8 @@ type verifiedWaiter struct {
 func newVerifiedWaiter(tb testing.TB, nc *nats.Conn) *verifiedWaiter {
 	w := &verifiedWaiter{waiting: map[string]chan events.StageVerified{}, early: map[string]events.StageVerified{}}
 	sub, err := nc.Subscribe(events.Filter(project, events.TypeStageVerified, model.KindStage), func(msg *nats.Msg) {
-		var env events.Envelope
 		var ev events.StageVerified
-		if json.Unmarshal(msg.Data, &env) != nil || env.Decode(&ev) != nil {
+		if env, err := events.OpenNATS(msg); err != nil || env.Decode(&ev) != nil {
 			return
 		}
 		w.mu.Lock()

@@ -279,8 +279,8 @@ type eventLog struct {
 }
 
 func (l *eventLog) add(msg *nats.Msg) {
-	var env events.Envelope
-	if err := json.Unmarshal(msg.Data, &env); err != nil {
+	env, err := events.OpenNATS(msg)
+	if err != nil {
 		return
 	}
 	l.mu.Lock()

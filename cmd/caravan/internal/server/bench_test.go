@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -147,9 +146,8 @@ func BenchmarkPushToProdVerified(b *testing.B) {
 	b.Cleanup(func() { _ = all.Unsubscribe() })
 	verified := make(chan events.StageVerified, 16)
 	sub, err := nc.Subscribe(events.Filter("bench", events.TypeStageVerified, ""), func(m *nats.Msg) {
-		var env events.Envelope
 		var ev events.StageVerified
-		if json.Unmarshal(m.Data, &env) == nil && env.Decode(&ev) == nil && ev.Stage == "prod" {
+		if env, err := events.OpenNATS(m); err == nil && env.Decode(&ev) == nil && ev.Stage == "prod" {
 			verified <- ev
 		}
 	})

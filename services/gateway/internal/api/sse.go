@@ -1,8 +1,8 @@
 package api
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -115,13 +115,17 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 			if err != nil {
 				continue
 			}
-			var head struct {
-				Type string `json:"type"`
-			}
-			if json.Unmarshal(m.Data(), &head) != nil || head.Type == "" || strings.ContainsAny(string(m.Data()), "\r\n") {
+			// The stream holds the payload; clients get the whole
+			// envelope (pkg/events wire.go).
+			env, err := events.Open(m)
+			if err != nil || env.Type == "" {
 				continue
 			}
-			if _, err := fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", meta.Sequence.Stream, head.Type, m.Data()); err != nil || rc.Flush() != nil {
+			data, err := env.MarshalJSON()
+			if err != nil || bytes.ContainsAny(data, "\r\n") {
+				continue
+			}
+			if _, err := fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", meta.Sequence.Stream, env.Type, data); err != nil || rc.Flush() != nil {
 				return
 			}
 			if projectDeleted(m.Subject()) {
