@@ -123,7 +123,7 @@ func New(o Options) (*Engine, error) {
 	if o.PollInterval <= 0 {
 		o.PollInterval = defaultPollInterval
 	}
-	git, err := gitmirror.NewManager(filepath.Join(o.DataDir, "git"), gitmirror.Options{MaxBytes: o.GitMirrorMaxBytes, CacheMaxBytes: o.GitCacheMaxBytes})
+	git, err := gitmirror.NewManager(filepath.Join(o.DataDir, "git"), gitmirror.Options{MaxBytes: o.GitMirrorMaxBytes, CacheMaxBytes: o.GitCacheMaxBytes, Logger: o.Logger})
 	if err != nil {
 		return nil, err
 	}

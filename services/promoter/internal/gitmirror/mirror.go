@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -33,6 +34,7 @@ import (
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/protocol/packp/capability"
+	"github.com/go-git/go-git/v5/plumbing/storer"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 
@@ -58,6 +60,9 @@ type Options struct {
 	// CacheMaxBytes is the memory budget of decoded objects, shared by all
 	// mirrors. DefaultCacheMaxBytes when 0.
 	CacheMaxBytes int64
+	// Logger is where mirrors report upkeep that failed without failing
+	// the caller (default: nowhere).
+	Logger *slog.Logger
 }
 
 // Manager owns the mirrors below one directory. It is safe for concurrent
@@ -68,6 +73,10 @@ type Manager struct {
 	max   int64
 	cache *objectCache
 	ids   atomic.Uint64
+	log   *slog.Logger
+	// maxPacks and maxLoose are when a fetch compacts a mirror (compact.go;
+	// tests lower them).
+	maxPacks, maxLoose int
 
 	mu      sync.Mutex
 	mirrors map[string]*Mirror // by directory name
@@ -96,7 +105,7 @@ func NewManager(dir string, o Options) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Manager{dir: dir, salt: salt, max: o.MaxBytes, cache: newObjectCache(o.CacheMaxBytes), mirrors: map[string]*Mirror{}, cold: map[string]coldMirror{}}
+	m := &Manager{dir: dir, salt: salt, max: o.MaxBytes, cache: newObjectCache(o.CacheMaxBytes), log: o.Logger, maxPacks: maxPacks, maxLoose: maxLoose, mirrors: map[string]*Mirror{}, cold: map[string]coldMirror{}}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("git mirrors dir: %w", err)
@@ -313,6 +322,9 @@ type Mirror struct {
 	// wrote since added.
 	size     atomic.Int64
 	measured time.Time // when size was last measured (fetchMu)
+	// loose counts the loose objects (what record wrote) since the last
+	// compaction (fetchMu).
+	loose int
 	// pushCaps are the server's receive-pack capabilities, from the last
 	// advertisement.
 	pushCaps atomic.Pointer[capability.List]
@@ -350,6 +362,9 @@ func openMirror(dir, url string, auth *Auth, c mirrorCache) (*Mirror, error) {
 	mi := &Mirror{url: url, dir: dir, auth: auth, store: newObjectStore(dir, c), repo: repo, used: time.Now(), branches: map[string]*branchQueue{}}
 	if _, err := mi.refresh(); err != nil {
 		return nil, err
+	}
+	if los, ok := repo.Storer.(storer.LooseObjectStorer); ok {
+		_ = los.ForEachObjectHash(func(plumbing.Hash) error { mi.loose++; return nil })
 	}
 	return mi, nil
 }
@@ -403,7 +418,19 @@ func (mi *Mirror) Fetch(ctx context.Context) error {
 		mi.lastDone, mi.lastErr = n, err
 	}
 	mi.recordDeferred()
+	if err := mi.compact(); err != nil {
+		// Not the fetch's failure: the mirror reads as before, and the
+		// next fetch tries again.
+		mi.logger().Warn("git mirror compaction failed", "repo", mi.url, "err", err)
+	}
 	return err
+}
+
+func (mi *Mirror) logger() *slog.Logger {
+	if mi.manager == nil || mi.manager.log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return mi.manager.log
 }
 
 func (mi *Mirror) fetch(ctx context.Context) error {
@@ -521,6 +548,7 @@ func (mi *Mirror) record(p pushed) error {
 		}
 		written += o.Size() // at most what the compressed file takes
 	}
+	mi.loose += len(objs)
 	mi.size.Add(written)
 	if err := mi.repo.Storer.SetReference(plumbing.NewHashReference(ref, commit)); err != nil {
 		return fmt.Errorf("move %s to the pushed %s: %w", ref, commit, err)

@@ -38,6 +38,7 @@ type objectStore struct {
 type pack struct {
 	hash plumbing.Hash
 	path string
+	size int64 // of the pack file
 	idx  *idxfile.MemoryIndex
 	free chan *packReader
 	// files are open handles of the pack file for readWhole (positioned
@@ -102,7 +103,7 @@ func (s *objectStore) reload() (added int64, err error) {
 		if info, err := e.Info(); err == nil {
 			added += info.Size()
 		}
-		next = append(next, &pack{hash: h, path: packPath, idx: idx, free: make(chan *packReader, 4), files: make(chan *os.File, 4)})
+		next = append(next, &pack{hash: h, path: packPath, size: fi.Size(), idx: idx, free: make(chan *packReader, 4), files: make(chan *os.File, 4)})
 	}
 	s.packs.Store(&next)
 	// What a fetch brought in needs no copy in memory any more.
@@ -141,7 +142,17 @@ func (s *objectStore) inPacks(packs []*pack, h plumbing.Hash) bool {
 // has reports whether the mirror (or what this process pushed to it)
 // holds h.
 func (s *objectStore) has(h plumbing.Hash) bool {
-	if s.inPacks(*s.packs.Load(), h) {
+	packs := s.packs.Load()
+	if s.hasIn(*packs, h) {
+		return true
+	}
+	// A compaction (compact.go) may have packed a loose object between
+	// the two looks: the set it left holds it.
+	return s.packs.Load() != packs && s.hasIn(*s.packs.Load(), h)
+}
+
+func (s *objectStore) hasIn(packs []*pack, h plumbing.Hash) bool {
+	if s.inPacks(packs, h) {
 		return true
 	}
 	s.recentMu.RLock()
@@ -159,7 +170,18 @@ func (s *objectStore) get(h plumbing.Hash) (plumbing.EncodedObject, error) {
 	if o, ok := s.cache.Get(h); ok {
 		return o, nil
 	}
-	for _, p := range *s.packs.Load() {
+	packs := s.packs.Load()
+	o, err := s.getIn(*packs, h)
+	if err != nil && s.packs.Load() != packs {
+		// A compaction (compact.go) replaced the packs and removed the
+		// file this read went to: the set it left holds the object.
+		return s.getIn(*s.packs.Load(), h)
+	}
+	return o, err
+}
+
+func (s *objectStore) getIn(packs []*pack, h plumbing.Hash) (plumbing.EncodedObject, error) {
+	for _, p := range packs {
 		off, err := p.idx.FindOffset(h)
 		if err != nil {
 			continue
@@ -269,7 +291,13 @@ func (s *objectStore) remember(objs []plumbing.EncodedObject) {
 
 // close releases the open pack readers.
 func (s *objectStore) close() {
-	for _, p := range *s.packs.Load() {
+	closePacks(*s.packs.Load())
+	s.packs.Store(&[]*pack{})
+}
+
+// closePacks closes the idle readers and files of packs.
+func closePacks(packs []*pack) {
+	for _, p := range packs {
 	drain:
 		for {
 			select {
@@ -282,5 +310,4 @@ func (s *objectStore) close() {
 			}
 		}
 	}
-	s.packs.Store(&[]*pack{})
 }
