@@ -3,7 +3,6 @@ package events
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -170,9 +169,6 @@ func Open(m jetstream.Msg) (Envelope, error) {
 // consumer), zero otherwise (a subscriber on the subject sees the message
 // before the stream has stored it).
 func OpenNATS(m *nats.Msg) (Envelope, error) {
-	if m == nil {
-		return Envelope{}, errors.New("open event: no message")
-	}
 	var stored time.Time
 	if meta, err := m.Metadata(); err == nil {
 		stored = meta.Timestamp.UTC()

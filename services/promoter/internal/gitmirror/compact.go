@@ -35,10 +35,6 @@ const (
 // read that fails because its file went reads again from the new set.
 func (mi *Mirror) compact() error {
 	packs := *mi.store.packs.Load()
-	limitPacks, limitLoose := maxPacks, maxLoose
-	if mi.manager != nil && mi.manager.maxPacks > 0 {
-		limitPacks, limitLoose = mi.manager.maxPacks, mi.manager.maxLoose
-	}
 	largest, most := -1, int64(-1)
 	for i, p := range packs {
 		if n, _ := p.idx.Count(); n > most {
@@ -51,7 +47,7 @@ func (mi *Mirror) compact() error {
 			small = append(small, p)
 		}
 	}
-	if len(small) <= limitPacks && mi.loose <= limitLoose {
+	if len(small) <= mi.manager.maxPacks && mi.loose <= mi.manager.maxLoose {
 		return nil
 	}
 	start := time.Now()
@@ -144,7 +140,7 @@ func (mi *Mirror) compact() error {
 	size, _ := dirUsage(mi.dir)
 	mi.size.Store(size)
 	mi.measured = time.Now()
-	mi.logger().Debug("git mirror compacted", "repo", mi.url, "packs", len(small), "loose", len(loose), "objects", len(hashes), "pack", written, "bytes", size, "took", time.Since(start))
+	mi.manager.log.Debug("git mirror compacted", "repo", mi.url, "packs", len(small), "loose", len(loose), "objects", len(hashes), "pack", written, "bytes", size, "took", time.Since(start))
 	return errors.Join(errs...)
 }
 

@@ -98,6 +98,9 @@ func NewManager(dir string, o Options) (*Manager, error) {
 	if o.CacheMaxBytes <= 0 {
 		o.CacheMaxBytes = DefaultCacheMaxBytes
 	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("git mirrors dir: %w", err)
 	}
@@ -421,16 +424,9 @@ func (mi *Mirror) Fetch(ctx context.Context) error {
 	if err := mi.compact(); err != nil {
 		// Not the fetch's failure: the mirror reads as before, and the
 		// next fetch tries again.
-		mi.logger().Warn("git mirror compaction failed", "repo", mi.url, "err", err)
+		mi.manager.log.Warn("git mirror compaction failed", "repo", mi.url, "err", err)
 	}
 	return err
-}
-
-func (mi *Mirror) logger() *slog.Logger {
-	if mi.manager == nil || mi.manager.log == nil {
-		return slog.New(slog.DiscardHandler)
-	}
-	return mi.manager.log
 }
 
 func (mi *Mirror) fetch(ctx context.Context) error {
