@@ -31,6 +31,7 @@ type fakeCloudWatch struct {
 	calls    int
 	requests []cbor.Map
 	auth     []string
+	dates    []string
 }
 
 func (f *fakeCloudWatch) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -50,6 +51,7 @@ func (f *fakeCloudWatch) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	f.requests = append(f.requests, in)
 	f.auth = append(f.auth, r.Header.Get("Authorization"))
+	f.dates = append(f.dates, r.Header.Get("X-Amz-Date"))
 	w.Header().Set("Smithy-Protocol", "rpc-v2-cbor")
 	w.Header().Set("Content-Type", "application/cbor")
 	if f.calls == 1 {
@@ -110,9 +112,12 @@ func TestCloudWatch(t *testing.T) {
 	if fake.calls != 3 {
 		t.Fatalf("%d calls, want 3 (a 503 retried, then two pages)", fake.calls)
 	}
-	for _, a := range fake.auth {
-		if !strings.HasPrefix(a, "AWS4-HMAC-SHA256 Credential=AKIDCARAVAN/20261203/eu-west-1/monitoring/aws4_request") {
-			t.Fatalf("Authorization %q is not a sigv4 signature for monitoring in eu-west-1", a)
+	// The SDK signs with the wall clock (it has no clock to inject), so the
+	// credential scope's date is the one of the request's own X-Amz-Date.
+	for i, a := range fake.auth {
+		day, _, _ := strings.Cut(fake.dates[i], "T")
+		if len(day) != 8 || !strings.HasPrefix(a, "AWS4-HMAC-SHA256 Credential=AKIDCARAVAN/"+day+"/eu-west-1/monitoring/aws4_request") {
+			t.Fatalf("Authorization %q (X-Amz-Date %q) is not a sigv4 signature for monitoring in eu-west-1", a, fake.dates[i])
 		}
 	}
 	in := fake.requests[1]
