@@ -52,12 +52,22 @@ var (
 // relative and home-relative paths, names with spaces or control
 // characters) is refused with an error wrapping ErrRepoURL. As no accepted
 // form names a local path, no accepted URL resolves into the data dir.
+//
+// A password written in the URL (https://user:password@host/…) is refused
+// too, the error showing the URL with the password masked: a repository
+// URL is shown wherever its Freight, events, statuses and logs are, to
+// everyone who may read the project, and credentials belong in a Secret.
 func CheckRepoURL(kind RepoKind, repoURL string) error {
 	if repoURL == "" {
 		return fmt.Errorf("%w: must not be empty", ErrRepoURL)
 	}
 	if i := strings.IndexFunc(repoURL, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }); i >= 0 {
-		return fmt.Errorf("%w: %q contains a space or control character", ErrRepoURL, repoURL)
+		return fmt.Errorf("%w: %q contains a space or control character", ErrRepoURL, MaskPassword(repoURL))
+	}
+	if shown := MaskPassword(repoURL); shown != repoURL {
+		cred := map[RepoKind]string{RepoGit: CredTypeGit, RepoImage: CredTypeImage, RepoChart: CredTypeHelm}[kind]
+		return fmt.Errorf("%w: %s holds a password, which would show wherever the URL does (Freight, events, statuses, logs); "+
+			"put the credentials in a Secret labelled %s: %s instead", ErrRepoURL, shown, LabelCredType, cred)
 	}
 	var err error
 	switch kind {
@@ -125,6 +135,30 @@ func checkImageRef(s string) error {
 		return fmt.Errorf("%q: %q is not a registry host", s, host)
 	}
 	return nil
+}
+
+// MaskPassword returns s with the password of its user info ("scheme://
+// user:password@host…") replaced by "***", or s itself when it has none. It
+// works on the text, so a URL that does not parse is masked too.
+func MaskPassword(s string) string {
+	i := strings.Index(s, "://")
+	if i < 0 {
+		return s
+	}
+	rest := s[i+3:]
+	authority := rest
+	if j := strings.IndexAny(rest, "/?#"); j >= 0 {
+		authority = rest[:j]
+	}
+	at := strings.LastIndex(authority, "@")
+	if at < 0 {
+		return s
+	}
+	colon := strings.Index(authority[:at], ":")
+	if colon < 0 {
+		return s
+	}
+	return s[:i+3] + authority[:colon+1] + "***" + rest[at:]
 }
 
 // schemeOf returns the lower-cased scheme of s when s starts with

@@ -18,7 +18,11 @@ func TestCheckRepoURL(t *testing.T) {
 		{RepoGit, "HTTPS://GitHub.com/acme/deploy", true},
 		{RepoGit, "ssh://git@github.com:22/acme/deploy.git", true},
 		{RepoGit, "git@github.com:acme/deploy.git", true},
-		{RepoGit, "https://user:token@git.example.com/x", true},
+		{RepoGit, "https://user@git.example.com/x", true},
+		{RepoGit, "https://user:token@git.example.com/x", false},
+		{RepoGit, "ssh://git:pw@github.com/acme/deploy.git", false},
+		{RepoChart, "https://user:token@charts.example.com/", false},
+		{RepoImage, "oci://user:token@registry.example.com/app", false},
 		{RepoGit, "https://[::1]:8080/x.git", true},
 		{RepoGit, "file:///var/lib/caravan/discovery/git/0a1b", false},
 		{RepoGit, "FILE:///etc", false},
@@ -98,6 +102,8 @@ func TestRepoURLFieldErrors(t *testing.T) {
 		{"oci-push step", project + stageSteps(`{uses: oci-push, config: {srcRef: ghcr.io/a/b:1, destRef: /tmp/out}}`), "spec.promotionTemplate.spec.steps[0].config.destRef"},
 		{"helm-update-chart step", project + stageSteps(`{uses: helm-update-chart, config: {path: c, charts: [{repository: 'file:///srv/charts/x', name: x, version: 1.0.0}]}}`), "spec.promotionTemplate.spec.steps[0].config.charts[0].repository"},
 		{"http step", project + stageSteps(`{uses: http, config: {url: 'file:///etc/passwd'}}`), "spec.promotionTemplate.spec.steps[0].config.url"},
+		{"git password", project + warehouse("  - git: {repoURL: 'https://bot:s3cret-tok@git.example.com/app.git'}\n"), "spec.subscriptions[0].git.repoURL"},
+		{"git-clone password", project + stageSteps(`{uses: git-clone, config: {repoURL: 'https://bot:s3cret-tok@git.example.com/app.git', checkout: [{branch: main, path: src}]}}`), "spec.promotionTemplate.spec.steps[0].config.repoURL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -111,6 +117,9 @@ func TestRepoURLFieldErrors(t *testing.T) {
 				if is.Field == tt.field {
 					if !strings.Contains(is.Message, "refused") && !strings.Contains(is.Message, "http") {
 						t.Errorf("message %q does not say why", is.Message)
+					}
+					if strings.Contains(is.Message, "s3cret") {
+						t.Errorf("message %q shows the password", is.Message)
 					}
 					return
 				}
@@ -204,4 +213,34 @@ func FuzzRepoURL(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A password written in a repository URL is refused, and the refusal shows
+// the URL with the password masked and says where credentials go.
+func TestCheckRepoURLPassword(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		kind RepoKind
+		url  string
+		want string
+	}{
+		{RepoGit, "https://bot:s3cret-tok@git.example.com/team/app.git", "https://bot:***@git.example.com/team/app.git holds a password"},
+		{RepoGit, "ssh://git:s3cret-tok@git.example.com/team/app.git", "ssh://git:***@git.example.com/team/app.git holds a password"},
+		{RepoGit, "https://bot:s3cret@tok@git.example.com/x?y=@z", "https://bot:***@git.example.com/x?y=@z holds a password"},
+		{RepoGit, "https://bot:s3cret-tok@git.example.com/team app", `"https://bot:***@git.example.com/team app" contains a space`},
+		{RepoChart, "https://bot:s3cret-tok@charts.example.com/", "kargo.akuity.io/cred-type: helm"},
+		{RepoImage, "oci://bot:s3cret-tok@registry.example.com/app", "kargo.akuity.io/cred-type: image"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.url, func(t *testing.T) {
+			t.Parallel()
+			err := CheckRepoURL(tt.kind, tt.url)
+			if err == nil || !errors.Is(err, ErrRepoURL) {
+				t.Fatalf("CheckRepoURL = %v, want a refusal", err)
+			}
+			if msg := err.Error(); !strings.Contains(msg, tt.want) || strings.Contains(msg, "s3cret") {
+				t.Errorf("refusal %q: want it to hold %q and no password", msg, tt.want)
+			}
+		})
+	}
 }

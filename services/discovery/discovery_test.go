@@ -141,6 +141,16 @@ func TestRegistryErrorsShowInStatus(t *testing.T) {
 		t.Fatalf("condition %+v", c)
 	}
 	eventually(t, "freight of the fine warehouse", func() bool { return fw.count() == 1 })
+	// A password written in a URL stored before the URL policy refused it
+	// is refused before any request, and the status does not show it.
+	pw := imageWarehouse("password", model.ImageSubscription{RepoURL: reg.Repo("team/ok")})
+	pw.Spec.Subscriptions = append(pw.Spec.Subscriptions, model.RepoSubscription{Git: &model.GitSubscription{RepoURL: "https://bot:s3cret-tok@git.example.com/app.git"}})
+	gw.apply(t, pw)
+	eventually(t, "the password's condition", func() bool { return condition(gw.status(t, "password")).Status == model.ConditionFalse })
+	if c := condition(gw.status(t, "password")); !strings.Contains(c.Message, "spec.subscriptions[1].git.repoURL") || !strings.Contains(c.Message, "https://bot:***@git.example.com/app.git holds a password") ||
+		strings.Contains(c.Message, "s3cret") {
+		t.Fatalf("condition %+v", c)
+	}
 	// The broken warehouse is retried with backoff and recovers once the
 	// image exists.
 	reg.PushImage(t, "team/missing", "v0.1.0")

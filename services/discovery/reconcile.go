@@ -212,6 +212,24 @@ func (d *discoverer) artifacts(ctx context.Context, w *model.Warehouse, prev *mo
 		art.Images = slices.Clone(prev.Images)
 		art.Charts = slices.Clone(prev.Charts)
 	}
+	// A URL stored before the repository URL policy refused its form (a
+	// password written in it, say) is refused before any request.
+	for i, sub := range w.Spec.Subscriptions {
+		field, kind, u := fmt.Sprintf("spec.subscriptions[%d]", i), model.RepoKind(""), ""
+		switch {
+		case sub.Image != nil:
+			field, kind, u = field+".image.repoURL", model.RepoImage, sub.Image.RepoURL
+		case sub.Git != nil:
+			field, kind, u = field+".git.repoURL", model.RepoGit, sub.Git.RepoURL
+		case sub.Chart != nil:
+			field, kind, u = field+".chart.repoURL", model.RepoChart, sub.Chart.RepoURL
+		default:
+			continue
+		}
+		if err := model.CheckRepoURL(kind, u); err != nil {
+			return nil, false, fmt.Errorf("%s: %w", field, err)
+		}
+	}
 	changed := false
 	var errs []error
 	var gi, ii, ci int

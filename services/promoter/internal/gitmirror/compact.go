@@ -3,7 +3,6 @@ package gitmirror
 import (
 	"errors"
 	"fmt"
-	"net/url"
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
@@ -141,7 +140,7 @@ func (mi *Mirror) compact() error {
 	size, _ := dirUsage(mi.dir)
 	mi.size.Store(size)
 	mi.measured = time.Now()
-	mi.manager.log.Debug("git mirror compacted", "repo", mi.loggedURL(), "packs", len(small), "loose", len(loose), "objects", len(hashes), "pack", written, "bytes", size, "took", time.Since(start))
+	mi.manager.log.Debug("git mirror compacted", "repo", mi.url, "packs", len(small), "loose", len(loose), "objects", len(hashes), "pack", written, "bytes", size, "took", time.Since(start))
 	return errors.Join(errs...)
 }
 
@@ -161,14 +160,4 @@ func (s *objectStore) retire(gone map[plumbing.Hash]bool) {
 	}
 	s.packs.Store(&next)
 	closePacks(old)
-}
-
-// loggedURL is the mirror's URL as logs show it: a password written in it
-// (https://user:password@host/…, which the URL policy lets through) is
-// masked.
-func (mi *Mirror) loggedURL() string {
-	if u, err := url.Parse(mi.url); err == nil && u.User != nil {
-		return u.Redacted()
-	}
-	return mi.url
 }

@@ -218,17 +218,3 @@ func BenchmarkReadAfterCompaction(b *testing.B) {
 	b.ReportMetric(float64(after)/float64(before), "ratio")
 	b.ReportMetric(float64(compaction.Milliseconds()), "compaction-ms")
 }
-
-func TestLoggedURLMasksPasswords(t *testing.T) {
-	t.Parallel()
-	for in, want := range map[string]string{
-		"https://bot:s3cret-tok@git.example.com/team/app.git": "https://bot:xxxxx@git.example.com/team/app.git",
-		"https://git.example.com/team/app.git":                "https://git.example.com/team/app.git",
-		"ssh://git@git.example.com/team/app.git":              "ssh://git@git.example.com/team/app.git",
-		"git@git.example.com:team/app.git":                    "git@git.example.com:team/app.git",
-	} {
-		if got := (&Mirror{url: in}).loggedURL(); got != want {
-			t.Errorf("loggedURL(%q) = %q, want %q", in, got, want)
-		}
-	}
-}

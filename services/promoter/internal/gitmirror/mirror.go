@@ -424,7 +424,7 @@ func (mi *Mirror) Fetch(ctx context.Context) error {
 	if err := mi.compact(); err != nil {
 		// Not the fetch's failure: the mirror reads as before, and the
 		// next fetch tries again.
-		mi.manager.log.Warn("git mirror compaction failed", "repo", mi.loggedURL(), "err", err)
+		mi.manager.log.Warn("git mirror compaction failed", "repo", mi.url, "err", err)
 	}
 	return err
 }
