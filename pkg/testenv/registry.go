@@ -1,9 +1,11 @@
 package testenv
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -28,9 +30,10 @@ import (
 type OCIRegistry struct {
 	srv *httptest.Server
 
-	mu       sync.Mutex
-	requests []Request
-	onPush   []func(repo, tag, digest string)
+	mu          sync.Mutex
+	requests    []Request
+	onPush      []func(repo, tag, digest string)
+	listDigests bool
 }
 
 // Request is one HTTP request the registry answered.
@@ -53,7 +56,14 @@ func Registry(t testing.TB) *OCIRegistry {
 func (r *OCIRegistry) handler(backend http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-		backend.ServeHTTP(sw, req)
+		r.mu.Lock()
+		withDigests := r.listDigests
+		r.mu.Unlock()
+		if withDigests && req.Method == http.MethodGet && strings.HasSuffix(req.URL.Path, "/tags/list") {
+			listWithDigests(backend, sw, req)
+		} else {
+			backend.ServeHTTP(sw, req)
+		}
 		r.mu.Lock()
 		r.requests = append(r.requests, Request{Method: req.Method, Path: req.URL.Path, Status: sw.status})
 		hooks := slices.Clone(r.onPush)
@@ -74,6 +84,55 @@ func (r *OCIRegistry) handler(backend http.Handler) http.Handler {
 			fn(repo, tag, digest)
 		}
 	})
+}
+
+// ListDigests makes the tag list answer, beside "tags", a "manifest" map
+// of each manifest's digest to its tags ({"sha256:…": {"tag": ["v1"],
+// "mediaType": "…"}}), as Google's Artifact Registry and Container
+// Registry extend it. They cannot run here; this stand-in lets discovery's
+// use of the extension be tested. Off by default, as the distribution API
+// has no such field.
+func (r *OCIRegistry) ListDigests(on bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.listDigests = on
+}
+
+// listWithDigests answers a tag list with the "manifest" map: the backend's
+// list, each tag resolved with a HEAD the backend answers directly.
+func listWithDigests(backend http.Handler, w http.ResponseWriter, req *http.Request) {
+	rec := httptest.NewRecorder()
+	backend.ServeHTTP(rec, req)
+	var list struct {
+		Name string   `json:"name"`
+		Tags []string `json:"tags"`
+	}
+	if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &list) != nil {
+		maps.Copy(w.Header(), rec.Header())
+		w.WriteHeader(rec.Code)
+		_, _ = w.Write(rec.Body.Bytes())
+		return
+	}
+	type info struct {
+		Tag       []string `json:"tag"`
+		MediaType string   `json:"mediaType"`
+	}
+	manifests := map[string]*info{}
+	prefix := strings.TrimSuffix(req.URL.Path, "tags/list")
+	for _, tag := range list.Tags {
+		head := httptest.NewRecorder()
+		backend.ServeHTTP(head, httptest.NewRequestWithContext(req.Context(), http.MethodHead, prefix+"manifests/"+tag, nil))
+		d := head.Header().Get("Docker-Content-Digest")
+		if d == "" {
+			continue
+		}
+		if manifests[d] == nil {
+			manifests[d] = &info{MediaType: head.Header().Get("Content-Type")}
+		}
+		manifests[d].Tag = append(manifests[d].Tag, tag)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"name": list.Name, "tags": list.Tags, "manifest": manifests})
 }
 
 // parseManifestPath splits /v2/<repo>/manifests/<reference>.

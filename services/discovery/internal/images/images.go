@@ -8,7 +8,8 @@
 // is learnt from immutable manifests (build date, platform) is cached by
 // digest, so re-discovering unchanged tags fetches no config blobs. A
 // subscription with cacheByTag declares its tags immutable: a tag already
-// resolved costs no request at all.
+// resolved costs no request at all. Without it, a tag costs one HEAD,
+// unless the registry sent its digest with the tag list (listed.go).
 package images
 
 import (
@@ -138,7 +139,7 @@ func (c *Client) puller(repo name.Repository, cr *creds.Credentials, skipTLS boo
 		auth = &authn.Basic{Username: cr.Username, Password: cr.Password}
 	}
 	p, err := remote.NewPuller(
-		remote.WithTransport(&ratelimit.Transport{Hosts: c.hosts, Base: base}),
+		remote.WithTransport(&listTransport{base: &ratelimit.Transport{Hosts: c.hosts, Base: base}}),
 		remote.WithAuth(auth),
 		remote.WithRetryBackoff(remote.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 2}),
 		// No "n": a registry that paginates says so with a Link header,
@@ -161,6 +162,9 @@ type subscription struct {
 	filter   *TagFilter
 	platform *v1.Platform
 	limit    int
+	// listed holds the digests the registry sent with the tag list of
+	// this discovery (listed.go), if it sends them.
+	listed *listed
 }
 
 func (c *Client) prepare(sub model.ImageSubscription, cr *creds.Credentials) (*subscription, error) {
@@ -229,10 +233,12 @@ func (c *Client) Discover(ctx context.Context, sub model.ImageSubscription, cr *
 		}
 		return result, nil
 	}
-	tags, err := s.puller.List(ctx, s.repo)
+	listCtx, l := withListed(ctx)
+	tags, err := s.puller.List(listCtx, s.repo)
 	if err != nil {
 		return result, fmt.Errorf("list tags of %s: %w", s.repo, err)
 	}
+	s.listed = l
 	cands := SelectTags(tags, s.filter, s.sub.ImageSelectionStrategy)
 	if s.sub.ImageSelectionStrategy == model.ImageSelectionStrategyNewestBuild {
 		refs, err := c.resolveAll(ctx, s, cands)
@@ -291,15 +297,20 @@ func (c *Client) resolveAll(ctx context.Context, s *subscription, cands []Candid
 }
 
 // resolveCandidate resolves a listed tag with the fewest requests its
-// subscription allows: none for a tag cacheByTag already knows; one HEAD
-// for a tag seen before whose digest's metadata is cached (its digest may
-// have moved, so it is asked, but an unchanged digest needs no manifest
-// body or config blob); otherwise as resolve does.
+// subscription allows: none for a tag cacheByTag already knows, nor for
+// one whose digest the tag list sent (beyond its metadata when a new
+// digest needs it); one HEAD for a tag seen before whose digest's metadata
+// is cached (its digest may have moved, so it is asked, but an unchanged
+// digest needs no manifest body or config blob); otherwise as resolve
+// does.
 func (c *Client) resolveCandidate(ctx context.Context, s *subscription, tag string) (model.DiscoveredImageReference, bool, error) {
 	if c.baseline {
 		return c.resolve(ctx, s, tag, "")
 	}
 	if d := c.knownDigest(s, tag); d != "" {
+		return c.resolve(ctx, s, tag, d)
+	}
+	if d := s.listed.get(tag); d != "" {
 		return c.resolve(ctx, s, tag, d)
 	}
 	if !s.needsMetadata() {

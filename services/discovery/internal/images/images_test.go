@@ -339,6 +339,53 @@ func TestCacheByTag(t *testing.T) {
 	}
 }
 
+// A registry that sends each tag's digest with the tag list (Google's
+// Artifact Registry and Container Registry; testenv's ListDigests stands
+// in for them, as they cannot run here) needs no HEAD per candidate
+// without cacheByTag: a refresh is the list, plus what a new digest's
+// metadata costs. A moved tag is seen in the list at once.
+func TestListedDigests(t *testing.T) {
+	t.Parallel()
+	reg := testenv.Registry(t)
+	reg.ListDigests(true)
+	for i := range 30 {
+		reg.PushImage(t, "team/listed", fmt.Sprintf("v1.%d.0", i), testenv.Created(time.Now().Add(time.Duration(i-60)*time.Minute)))
+	}
+	semver := model.ImageSubscription{RepoURL: reg.Repo("team/listed")}
+	newest := model.ImageSubscription{RepoURL: reg.Repo("team/listed"), ImageSelectionStrategy: model.ImageSelectionStrategyNewestBuild}
+	c := images.New(images.Options{})
+	for _, sub := range []model.ImageSubscription{semver, newest} {
+		if _, err := c.Discover(t.Context(), sub, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	refresh := func(name string, sub model.ImageSubscription, reqs int, tag, digest string) {
+		t.Helper()
+		reg.ResetRequests()
+		res, err := c.Discover(t.Context(), sub, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(reg.Requests()); n != reqs {
+			t.Errorf("%s: %d requests %v, want %d", name, n, reg.Requests(), reqs)
+		}
+		if res.References[0].Tag != tag || res.References[0].Digest != digest {
+			t.Errorf("%s: newest %+v, want %s at %s", name, res.References[0], tag, digest)
+		}
+	}
+	d := reg.PushImage(t, "team/listed", "v1.30.0", testenv.Created(time.Now()))
+	refresh("SemVer, a new tag", semver, 1, "v1.30.0", d.String())                   // the list
+	refresh("NewestBuild, a new tag", newest, 3, "v1.30.0", d.String())              // the list, the new manifest and its config
+	refresh("SemVer, nothing new", semver, 1, "v1.30.0", d.String())                 // the list
+	moved := reg.PushImage(t, "team/listed", "v1.30.0", testenv.Created(time.Now())) // the tag moves
+	refresh("SemVer, a moved tag", semver, 1, "v1.30.0", moved.String())
+	refresh("NewestBuild, a moved tag", newest, 3, "v1.30.0", moved.String())
+
+	// Without the extension, the same client asks each candidate again.
+	reg.ListDigests(false)
+	refresh("SemVer, a plain list", semver, 1+model.DefaultDiscoveryLimit, "v1.30.0", moved.String())
+}
+
 // Without cacheByTag, a strategy that needs metadata (NewestBuild, a
 // platform) checks a tag it has seen with one HEAD: an unchanged digest's
 // build date is cached, so no manifest body or config blob is fetched; a
