@@ -43,6 +43,9 @@ const (
 	// Notifications holds the gateway's notification deliveries (pending,
 	// sent and dead), one per event and subscription (with a TTL).
 	Notifications Bucket = "caravan-notifications"
+	// Aliases holds which freight holds each alias (ReserveAlias), so two
+	// writers cannot give one alias to two freight.
+	Aliases Bucket = "caravan-aliases"
 )
 
 // NotificationTTL is how long a notification delivery record is kept
@@ -60,7 +63,7 @@ const IdempotencyTTL = 24 * time.Hour
 var ttls = map[Bucket]time.Duration{WebhookDeliveries: WebhookDeliveryTTL, Idempotency: IdempotencyTTL, Notifications: NotificationTTL}
 
 // Buckets lists every bucket Setup declares.
-var Buckets = []Bucket{Resources, Secrets, Stages, Warehouses, Freight, Promotions, Tokens, WebhookDeliveries, Promoter, DiscoveryLeases, Verifications, Idempotency, Notifications}
+var Buckets = []Bucket{Resources, Secrets, Stages, Warehouses, Freight, Promotions, Tokens, WebhookDeliveries, Promoter, DiscoveryLeases, Verifications, Idempotency, Notifications, Aliases}
 
 // ClusterProject is the project token of cluster-scoped resources.
 const ClusterProject = "_"

@@ -26,4 +26,5 @@
 //	caravan-idempotency <sha256 hex>              gateway: answers to Idempotency-Keys (24h TTL)
 //	caravan-notifications pending|sent|dead.<project>.<subscription>.<event id>  gateway: notification deliveries (7 days TTL)
 //	                    window.<project>.<stage>  gateway: a stage's promotion windows as last seen
+//	caravan-aliases     <project>.<alias>         which freight holds the alias, since when (ReserveAlias)
 package state

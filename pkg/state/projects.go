@@ -27,7 +27,7 @@ var recordTypes = map[Bucket][]string{
 // Stages), then the coordination records (a running promotion can no
 // longer save, a running verification loses its lease, a discovery its
 // lease), then the rest.
-var projectOrder = []Bucket{Resources, Promoter, Verifications, DiscoveryLeases, Tokens, Secrets, Stages, Warehouses, Freight, Promotions, Notifications}
+var projectOrder = []Bucket{Resources, Promoter, Verifications, DiscoveryLeases, Tokens, Secrets, Stages, Warehouses, Freight, Promotions, Notifications, Aliases}
 
 // ProjectFilters returns the key filters that match every key of project
 // in b; none for WebhookDeliveries, whose keys are hashes that expire.

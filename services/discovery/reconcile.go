@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
@@ -440,7 +439,9 @@ func (d *discoverer) createFreight(ctx context.Context, f *model.Freight) (*mode
 	if err != nil {
 		return nil, false, err
 	}
-	f.Alias = model.UniqueAlias(rand.IntN, taken)
+	if f.Alias, err = d.store.ReserveUniqueAlias(ctx, f.Namespace, f.Name, taken); err != nil {
+		return nil, false, err
+	}
 	f.Labels = map[string]string{model.LabelAlias: f.Alias}
 	f.CreationTimestamp = model.NewTime(d.now())
 	if err := d.markUnannounced(ctx, f); err != nil {
@@ -451,10 +452,15 @@ func (d *discoverer) createFreight(ctx context.Context, f *model.Freight) (*mode
 	} else if !errors.Is(err, state.ErrExists) {
 		return nil, false, err
 	}
-	// Another replica or run created it meanwhile.
+	// Another replica or run created it meanwhile, with an alias of its own.
 	stored, _, err = state.Get[model.Freight](ctx, kv, key)
 	if err != nil {
 		return nil, false, err
+	}
+	if stored.Alias != f.Alias {
+		if err := d.store.ReleaseAlias(ctx, f.Namespace, f.Alias, f.Name); err != nil {
+			return nil, false, err
+		}
 	}
 	return &stored, stored.Annotations[AnnouncedAnnotation] == "", nil
 }

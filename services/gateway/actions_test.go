@@ -3,7 +3,9 @@ package gateway_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -344,5 +346,66 @@ spec:
 	}
 	if h.get("/v1/projects/demo/stages?warehouse=other", &sl); len(sl.Items) != 0 {
 		t.Errorf("stages of other: %d", len(sl.Items))
+	}
+}
+
+// Aliases stay unique under writers racing for one: of six freight renamed
+// to one alias at once, one wins and the others get 409; the winner's
+// previous alias is free at once; creating freight with a held alias, or
+// applying a Freight manifest with one, is refused.
+func TestAliasRace(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.mustApply(readFile(t, "testdata/pipeline.yaml"))
+	tags := []string{"1.0.0", "1.1.0", "1.2.0", "1.3.0", "1.4.0", "1.5.0"}
+	h.discovered(tags...)
+	origin := map[string]string{"kind": "Warehouse", "name": "app"}
+	names := make([]string, len(tags))
+	for i, tag := range tags {
+		var f model.Freight
+		if st, e := h.call("POST", "/v1/projects/demo/freight", map[string]any{"origin": origin, "alias": fmt.Sprintf("start-%d", i),
+			"images": []map[string]string{{"repoURL": "ghcr.io/example/app", "tag": tag}}}, &f); st != http.StatusCreated {
+			t.Fatalf("create freight %s: %d %+v", tag, st, e)
+		}
+		names[i] = f.Name
+	}
+	statuses := make([]int, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Go(func() {
+			statuses[i], _ = h.call("PATCH", "/v1/projects/demo/freight/"+name, map[string]string{"alias": "raced"}, nil)
+		})
+	}
+	wg.Wait()
+	winner := -1
+	for i, st := range statuses {
+		switch {
+		case st == http.StatusOK && winner < 0:
+			winner = i
+		case st != http.StatusConflict:
+			t.Fatalf("renames to one alias: %v, want one 200 and the rest 409", statuses)
+		}
+	}
+	if winner < 0 {
+		t.Fatalf("renames to one alias: %v, nobody won", statuses)
+	}
+	loser := (winner + 1) % len(names)
+	if st, e := h.call("PATCH", "/v1/projects/demo/freight/"+names[loser], map[string]string{"alias": fmt.Sprintf("start-%d", winner)}, nil); st != http.StatusOK {
+		t.Errorf("the winner's previous alias: %d %+v", st, e)
+	}
+	h.discovered("2.0.0")
+	if st, e := h.call("POST", "/v1/projects/demo/freight", map[string]any{"origin": origin, "alias": "raced",
+		"images": []map[string]string{{"repoURL": "ghcr.io/example/app", "tag": "2.0.0"}}}, nil); st != http.StatusConflict {
+		t.Errorf("create with a held alias: %d %+v", st, e)
+	}
+	manifest := fmt.Sprintf(`apiVersion: kargo.akuity.io/v1alpha1
+kind: Freight
+metadata: {name: %s, namespace: demo}
+alias: raced
+origin: {kind: Warehouse, name: app}
+images: [{repoURL: ghcr.io/example/app, tag: 1.0.0, digest: "sha256:a000000000000000000000000000000000000000000000000000000000000000"}]
+`, names[loser])
+	if st, _, e := h.apply(http.MethodPost, []byte(manifest)); st != http.StatusBadRequest || len(e.Details) == 0 || e.Details[0].Field != "alias" {
+		t.Errorf("apply a Freight with a held alias: %d %+v", st, e)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"mime"
 	"net/http"
 	"slices"
@@ -208,14 +207,24 @@ func (s *server) createFreight(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	taken := func(a string) bool { return len(aliased(a)) > 0 }
+	f.Name = f.GenerateID()
 	alias := req.Alias
-	if alias == "" {
-		alias = model.UniqueAlias(rand.IntN, taken)
-	} else if taken(alias) {
+	switch {
+	case alias == "":
+		alias, err = s.store.ReserveUniqueAlias(ctx, project, f.Name, taken)
+	case taken(alias):
 		conflict(w, fmt.Sprintf("alias %q is taken", alias))
 		return
+	default:
+		err = s.store.ReserveAlias(ctx, project, alias, f.Name)
 	}
-	f.Name = f.GenerateID()
+	if errors.Is(err, state.ErrAliasTaken) {
+		conflict(w, err.Error())
+		return
+	} else if err != nil {
+		s.internal(w, r, err)
+		return
+	}
 	f.Namespace = project
 	f.Alias = alias
 	f.Labels = map[string]string{model.LabelAlias: alias}
@@ -365,11 +374,20 @@ func (s *server) patchFreight(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if err := s.store.ReserveAlias(ctx, project, req.Alias, f.Name); errors.Is(err, state.ErrAliasTaken) {
+		conflict(w, err.Error())
+		return
+	} else if err != nil {
+		s.internal(w, r, err)
+		return
+	}
 	s.auditTarget(r, project, model.KindFreight, f.Name)
+	old := ""
 	updated, err := s.updateFreight(ctx, project, f.Name, func(f *model.Freight) error {
 		if f.Alias == req.Alias {
 			return state.ErrNoChange
 		}
+		old = f.Alias
 		f.Alias = req.Alias
 		if f.Labels == nil {
 			f.Labels = map[string]string{}
@@ -380,6 +398,11 @@ func (s *server) patchFreight(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.internal(w, r, err)
 		return
+	}
+	if old != "" {
+		if err := s.store.ReleaseAlias(ctx, project, old, f.Name); err != nil {
+			s.logger.Warn("release the freight's previous alias", "project", project, "freight", f.Name, "alias", old, "err", err)
+		}
 	}
 	ev := events.FreightUpdated{Freight: f.Name, Alias: req.Alias, Change: "alias"}
 	if _, ok := s.send(w, r, "", project, events.Ref{Kind: model.KindFreight, Name: f.Name}, ev); ok {

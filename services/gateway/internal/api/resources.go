@@ -78,6 +78,8 @@ func (s *server) resources(w http.ResponseWriter, r *http.Request, do func(conte
 		writeError(w, http.StatusBadRequest, codeInvalid, err.Error())
 	case errors.Is(err, state.ErrConflict):
 		writeError(w, http.StatusConflict, codeConflict, "the objects kept changing while they were applied; try again")
+	case errors.Is(err, state.ErrAliasTaken):
+		writeError(w, http.StatusConflict, codeConflict, err.Error())
 	case err != nil:
 		s.internal(w, r, err)
 	default:

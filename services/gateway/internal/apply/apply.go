@@ -128,6 +128,10 @@ func (a *Applier) Apply(ctx context.Context, body []byte) (*Outcome, error) {
 	if err != nil {
 		return nil, err
 	}
+	issues = append(issues, more...)
+	if more, err = a.checkAliases(ctx, dec.Documents); err != nil {
+		return nil, err
+	}
 	issues = scrub(append(issues, more...))
 	// After the scrub: these name the field and never quote its value.
 	if issues = append(issues, credentialIssues(dec.Documents)...); len(issues) > 0 {
@@ -212,6 +216,9 @@ func (a *Applier) applyOne(ctx context.Context, want model.Object) (Result, mode
 		if action == Unchanged {
 			return res, cur, cur, nil
 		}
+		if err := a.reserveAlias(ctx, next, cur); err != nil {
+			return res, nil, nil, err
+		}
 		_, err = a.store.PutObject(ctx, next, rev)
 		if (errors.Is(err, state.ErrConflict) || errors.Is(err, state.ErrExists)) && attempt < maxAttempts {
 			continue
@@ -219,6 +226,7 @@ func (a *Applier) applyOne(ctx context.Context, want model.Object) (Result, mode
 		if err != nil {
 			return res, nil, nil, fmt.Errorf("write %s %q: %w", kind, meta.Name, err)
 		}
+		a.releaseAlias(ctx, next, cur)
 		ev := events.ResourceApplied{Kind: kind, Name: meta.Name, Action: action, Generation: next.GetObjectMeta().Generation}
 		if _, err := a.bus.Publish(ctx, res.Project, events.Ref{Kind: kind, Name: meta.Name}, ev); err != nil {
 			return res, nil, nil, fmt.Errorf("announce %s %q: %w", kind, meta.Name, err)

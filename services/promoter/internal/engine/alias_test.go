@@ -88,7 +88,23 @@ func TestSetFreightAlias(t *testing.T) {
 					}); err != nil {
 						t.Fatal(err)
 					}
+					// As every alias writer does after a rename.
+					if err := store.ReleaseAlias(ctx, project, "red-fox", "a"); err != nil {
+						t.Fatal(err)
+					}
 				}, "b", "red-fox", ""},
+				{"an alias another writer reserved", func() {
+					if err := store.ReserveAlias(ctx, project, "pink-emu", "d"); err != nil {
+						t.Fatal(err)
+					}
+				}, "b", "pink-emu", `alias "pink-emu" is taken by freight d`},
+				{"a free alias, after b's first was released", func() {
+					// b left grey-elk for green-elk: another freight may
+					// take it at once.
+					if err := store.ReserveAlias(ctx, project, "grey-elk", "e"); err != nil {
+						t.Fatal(err)
+					}
+				}, "a", "plum-yak", ""},
 				{"an alias taken by another writer", func() {
 					if _, err := store.PutObject(ctx, aliasedFreight(project, "c", "tan-cat"), 0); err != nil {
 						t.Fatal(err)
