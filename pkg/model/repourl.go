@@ -53,8 +53,9 @@ var (
 // characters) is refused with an error wrapping ErrRepoURL. As no accepted
 // form names a local path, no accepted URL resolves into the data dir.
 //
-// A password written in the URL (https://user:password@host/…) is refused
-// too, the error showing the URL with the password masked: a repository
+// A password written in the URL (https://user:password@host/…), or an
+// access token written as its user (https://ghp_…@github.com/…), is
+// refused too, the error showing the URL with the password masked: a repository
 // URL is shown wherever its Freight, events, statuses and logs are, to
 // everyone who may read the project, and credentials belong in a Secret.
 func CheckRepoURL(kind RepoKind, repoURL string) error {
@@ -66,7 +67,7 @@ func CheckRepoURL(kind RepoKind, repoURL string) error {
 	}
 	if shown := MaskPassword(repoURL); shown != repoURL {
 		cred := map[RepoKind]string{RepoGit: CredTypeGit, RepoImage: CredTypeImage, RepoChart: CredTypeHelm}[kind]
-		return fmt.Errorf("%w: %s holds a password, which would show wherever the URL does (Freight, events, statuses, logs); "+
+		return fmt.Errorf("%w: %s holds a password or an access token, which would show wherever the URL does (Freight, events, statuses, logs); "+
 			"put the credentials in a Secret labelled %s: %s instead", ErrRepoURL, shown, LabelCredType, cred)
 	}
 	var err error
@@ -137,9 +138,16 @@ func checkImageRef(s string) error {
 	return nil
 }
 
-// MaskPassword returns s with the password of its user info ("scheme://
-// user:password@host…") replaced by "***", or s itself when it has none. It
-// works on the text, so a URL that does not parse is masked too.
+// tokenUser matches a user name that is an access token: GitHub's
+// (ghp_, gho_, ghu_, ghs_, ghr_, github_pat_) and GitLab's (glpat-), which
+// both accept a token written as the URL's user.
+var tokenUser = regexp.MustCompile(`^(gh[pousr]_|github_pat_|glpat-)[A-Za-z0-9_-]+$`)
+
+// MaskPassword returns s with the credential of its user info replaced by
+// "***": the password ("scheme://user:password@host…"), or a user name
+// that is an access token ("https://ghp_…@github.com/…"); s itself when it
+// has none. It works on the text, so a URL that does not parse is masked
+// too.
 func MaskPassword(s string) string {
 	i := strings.Index(s, "://")
 	if i < 0 {
@@ -156,6 +164,9 @@ func MaskPassword(s string) string {
 	}
 	colon := strings.Index(authority[:at], ":")
 	if colon < 0 {
+		if tokenUser.MatchString(authority[:at]) {
+			return s[:i+3] + "***" + rest[at:]
+		}
 		return s
 	}
 	return s[:i+3] + authority[:colon+1] + "***" + rest[at:]

@@ -19,6 +19,9 @@ func TestCheckRepoURL(t *testing.T) {
 		{RepoGit, "ssh://git@github.com:22/acme/deploy.git", true},
 		{RepoGit, "git@github.com:acme/deploy.git", true},
 		{RepoGit, "https://user@git.example.com/x", true},
+		{RepoGit, "https://ghp_0123456789abcdefABCDEF0123456789abcd@github.com/acme/deploy.git", false},
+		{RepoGit, "https://glpat-0123456789abcdefABCD@gitlab.com/acme/deploy.git", false},
+		{RepoGit, "https://ghpx@github.com/acme/deploy.git", true},
 		{RepoGit, "https://user:token@git.example.com/x", false},
 		{RepoGit, "ssh://git:pw@github.com/acme/deploy.git", false},
 		{RepoChart, "https://user:token@charts.example.com/", false},
@@ -228,6 +231,7 @@ func TestCheckRepoURLPassword(t *testing.T) {
 		{RepoGit, "ssh://git:s3cret-tok@git.example.com/team/app.git", "ssh://git:***@git.example.com/team/app.git holds a password"},
 		{RepoGit, "https://bot:s3cret@tok@git.example.com/x?y=@z", "https://bot:***@git.example.com/x?y=@z holds a password"},
 		{RepoGit, "https://bot:s3cret-tok@git.example.com/team app", `"https://bot:***@git.example.com/team app" contains a space`},
+		{RepoGit, "https://github_pat_11AAs3cret_tok@github.com/acme/app.git", "https://***@github.com/acme/app.git holds a password or an access token"},
 		{RepoChart, "https://bot:s3cret-tok@charts.example.com/", "kargo.akuity.io/cred-type: helm"},
 		{RepoImage, "oci://bot:s3cret-tok@registry.example.com/app", "kargo.akuity.io/cred-type: image"},
 	}
