@@ -55,7 +55,7 @@ var (
 //
 // A password written in the URL (https://user:password@host/…), or an
 // access token written as its user (https://ghp_…@github.com/…), is
-// refused too, the error showing the URL with the password masked: a repository
+// refused too, the error showing the URL with the credential masked: a repository
 // URL is shown wherever its Freight, events, statuses and logs are, to
 // everyone who may read the project, and credentials belong in a Secret.
 func CheckRepoURL(kind RepoKind, repoURL string) error {
@@ -63,9 +63,9 @@ func CheckRepoURL(kind RepoKind, repoURL string) error {
 		return fmt.Errorf("%w: must not be empty", ErrRepoURL)
 	}
 	if i := strings.IndexFunc(repoURL, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }); i >= 0 {
-		return fmt.Errorf("%w: %q contains a space or control character", ErrRepoURL, MaskPassword(repoURL))
+		return fmt.Errorf("%w: %q contains a space or control character", ErrRepoURL, MaskCredentials(repoURL))
 	}
-	if shown := MaskPassword(repoURL); shown != repoURL {
+	if shown := MaskCredentials(repoURL); shown != repoURL {
 		cred := map[RepoKind]string{RepoGit: CredTypeGit, RepoImage: CredTypeImage, RepoChart: CredTypeHelm}[kind]
 		return fmt.Errorf("%w: %s holds a password or an access token, which would show wherever the URL does (Freight, events, statuses, logs); "+
 			"put the credentials in a Secret labelled %s: %s instead", ErrRepoURL, shown, LabelCredType, cred)
@@ -143,12 +143,12 @@ func checkImageRef(s string) error {
 // both accept a token written as the URL's user.
 var tokenUser = regexp.MustCompile(`^(gh[pousr]_|github_pat_|glpat-)[A-Za-z0-9_-]+$`)
 
-// MaskPassword returns s with the credential of its user info replaced by
+// MaskCredentials returns s with the credential of its user info replaced by
 // "***": the password ("scheme://user:password@host…"), or a user name
 // that is an access token ("https://ghp_…@github.com/…"); s itself when it
 // has none. It works on the text, so a URL that does not parse is masked
 // too.
-func MaskPassword(s string) string {
+func MaskCredentials(s string) string {
 	i := strings.Index(s, "://")
 	if i < 0 {
 		return s

@@ -113,3 +113,39 @@ func (s *Store) ReserveUniqueAlias(ctx context.Context, project, freight string,
 		}
 	}
 }
+
+// SetFreightAlias gives freight of project alias, as every rename does:
+// it reserves the alias (ReserveAlias: the error wraps ErrAliasTaken when
+// another freight holds it), writes it to the freight (its alias and its
+// kargo.akuity.io/alias label; a freight that has it already is left as
+// it is) and releases the alias the freight had. A release that fails
+// leaves that alias reserved until AliasGrace has passed, no longer, so
+// it is not an error. It returns the freight as stored and its revision.
+func (s *Store) SetFreightAlias(ctx context.Context, project, freight, alias string) (*model.Freight, uint64, error) {
+	if err := s.ReserveAlias(ctx, project, alias, freight); err != nil {
+		return nil, 0, err
+	}
+	old := ""
+	f, rev, err := Update(ctx, s.KV(Freight), ObjectKey(project, model.KindFreight, freight), func(cur *model.Freight, exists bool) (*model.Freight, error) {
+		if !exists || cur == nil {
+			return nil, fmt.Errorf("freight %s: %w", freight, ErrNotFound)
+		}
+		if cur.Alias == alias {
+			return cur, ErrNoChange
+		}
+		old = cur.Alias
+		cur.Alias = alias
+		if cur.Labels == nil {
+			cur.Labels = map[string]string{}
+		}
+		cur.Labels[model.LabelAlias] = alias
+		return cur, nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	if old != "" {
+		_ = s.ReleaseAlias(ctx, project, old, freight)
+	}
+	return f, rev, nil
+}

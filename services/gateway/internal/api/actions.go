@@ -374,36 +374,16 @@ func (s *server) patchFreight(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if err := s.store.ReserveAlias(ctx, project, req.Alias, f.Name); errors.Is(err, state.ErrAliasTaken) {
+	s.auditTarget(r, project, model.KindFreight, f.Name)
+	updated, rev, err := s.store.SetFreightAlias(ctx, project, f.Name, req.Alias)
+	if errors.Is(err, state.ErrAliasTaken) {
 		conflict(w, err.Error())
 		return
 	} else if err != nil {
 		s.internal(w, r, err)
 		return
 	}
-	s.auditTarget(r, project, model.KindFreight, f.Name)
-	old := ""
-	updated, err := s.updateFreight(ctx, project, f.Name, func(f *model.Freight) error {
-		if f.Alias == req.Alias {
-			return state.ErrNoChange
-		}
-		old = f.Alias
-		f.Alias = req.Alias
-		if f.Labels == nil {
-			f.Labels = map[string]string{}
-		}
-		f.Labels[model.LabelAlias] = req.Alias
-		return nil
-	})
-	if err != nil {
-		s.internal(w, r, err)
-		return
-	}
-	if old != "" {
-		if err := s.store.ReleaseAlias(ctx, project, old, f.Name); err != nil {
-			s.logger.Warn("release the freight's previous alias", "project", project, "freight", f.Name, "alias", old, "err", err)
-		}
-	}
+	updated.ResourceVersion = strconv.FormatUint(rev, 10)
 	ev := events.FreightUpdated{Freight: f.Name, Alias: req.Alias, Change: "alias"}
 	if _, ok := s.send(w, r, "", project, events.Ref{Kind: model.KindFreight, Name: f.Name}, ev); ok {
 		writeJSON(w, http.StatusOK, updated)

@@ -341,35 +341,8 @@ func (e *Engine) SetFreightAlias(ctx context.Context, project, freight, alias st
 	} else if other != "" {
 		return fmt.Errorf("alias %q is used by freight %s", alias, other)
 	}
-	if err := e.store.ReserveAlias(ctx, project, alias, freight); err != nil {
-		return err
-	}
-	key := state.ObjectKey(project, model.KindFreight, freight)
-	old := ""
-	_, _, err := state.Update(ctx, e.store.KV(state.Freight), key, func(cur *model.Freight, exists bool) (*model.Freight, error) {
-		if !exists || cur == nil {
-			return nil, fmt.Errorf("freight %s: %w", freight, state.ErrNotFound)
-		}
-		if cur.Alias == alias {
-			return nil, state.ErrNoChange
-		}
-		old = cur.Alias
-		cur.Alias = alias
-		if cur.Labels == nil {
-			cur.Labels = map[string]string{}
-		}
-		cur.Labels[model.LabelAlias] = alias
-		return cur, nil
-	})
-	if err != nil || old == "" {
-		return err
-	}
-	// The previous alias is free at once (or after state.AliasGrace, if
-	// this fails).
-	if err := e.store.ReleaseAlias(ctx, project, old, freight); err != nil {
-		e.log.Warn("release the freight's previous alias", "project", project, "freight", freight, "alias", old, "err", err)
-	}
-	return nil
+	_, _, err := e.store.SetFreightAlias(ctx, project, freight, alias)
+	return err
 }
 
 // indexTimeout bounds how long the alias check waits for the freight
